@@ -1,0 +1,63 @@
+"""omnilab: isolated experiment stacks beside a production AI stack.
+
+The public API::
+
+    import omnilab
+    from omnilab import Experiment, Params, Qdrant, Redis, Postgres, Ollama
+
+    run = omnilab.run(MyExperiment, params={"n": 10})     # -> Run
+    with omnilab.stack(Redis(), Postgres()) as s:         # -> Stack
+        s.redis.ping()
+"""
+
+from importlib import metadata as _metadata
+
+from omnilab.config import Settings, get_settings
+from omnilab.context import RunContext
+from omnilab.errors import (
+    ExperimentLoadError,
+    OmnilabError,
+    ParamsError,
+    RunNotFound,
+    ServiceUnavailable,
+    StackStartError,
+    TrackingStoreError,
+    UsageError,
+)
+from omnilab.experiment import Experiment, Params
+from omnilab.runner import run
+from omnilab.services import Ollama, Postgres, Qdrant, Redis, Service
+from omnilab.stack import Stack, stack
+from omnilab.tracking.run import Run, RunFailed
+
+try:
+    __version__ = _metadata.version("omnilab")
+except _metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "Experiment",
+    "ExperimentLoadError",
+    "Ollama",
+    "OmnilabError",
+    "Params",
+    "ParamsError",
+    "Postgres",
+    "Qdrant",
+    "Redis",
+    "Run",
+    "RunContext",
+    "RunFailed",
+    "RunNotFound",
+    "Service",
+    "ServiceUnavailable",
+    "Settings",
+    "Stack",
+    "StackStartError",
+    "TrackingStoreError",
+    "UsageError",
+    "__version__",
+    "get_settings",
+    "run",
+    "stack",
+]

@@ -1,0 +1,152 @@
+"""The ``omnilab`` command.
+
+Every command's errors that a user can fix print one line (``error: ...``) and exit
+with status 2 for bad input; an experiment that raised exits 1; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+
+import typer
+from rich.markup import escape
+
+from omnilab.cli import render, runs_cmd, stack_cmd
+from omnilab.errors import OmnilabError
+
+app = typer.Typer(
+    name="omnilab",
+    help=(
+        "Run experiments on private, throwaway stacks (Qdrant, Redis, PostgreSQL, Ollama) "
+        "next to production, and track every run.\n\n"
+        "Start with:  omnilab run experiments/hello.py"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(stack_cmd.app, name="stack")
+
+
+class RuntimeChoice(StrEnum):
+    auto = "auto"
+    local = "local"
+    docker = "docker"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from omnilab import __version__
+
+        typer.echo(f"omnilab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Run experiments on private stacks next to production, and track every run."""
+
+
+@app.command("run")
+def run_command(
+    target: str = typer.Argument(
+        ...,
+        metavar="FILE[:CLASS]",
+        help="Experiment file, e.g. experiments/hello.py; add :ClassName when it holds several.",
+    ),
+    param: list[str] = typer.Option(
+        [],
+        "-p",
+        "--param",
+        metavar="KEY=VALUE",
+        help="Set a parameter (repeatable). Values are validated by the experiment's Params; "
+        "lists and dicts as JSON: -p sizes='[1,2,3]'.",
+    ),
+    runtime: RuntimeChoice = typer.Option(
+        None,
+        "--runtime",
+        "-r",
+        help="Where the stack runs: docker, local processes, or auto (docker when an engine "
+        "answers and images are there, else local). Default: OMNILAB_RUNTIME or auto.",
+        show_default=False,
+    ),
+    keep: bool = typer.Option(
+        False, "--keep", help="Leave the stack running afterwards and print how to reach it."
+    ),
+    gpu: bool = typer.Option(
+        None,
+        "--gpu/--no-gpu",
+        help="Require GPUs, or refuse them. Default: the experiment's own `gpu` setting.",
+        show_default=False,
+    ),
+    json_output: bool = typer.Option(
+        False, "--json", help="Print the run as JSON on stdout (progress stays on stderr)."
+    ),
+) -> None:
+    """Run an experiment on a private stack, record it, tear the stack down.
+
+    Examples:
+
+      omnilab run experiments/hello.py
+
+      omnilab run experiments/hello.py -p n_items=1000 --runtime local
+
+      omnilab run experiments/many.py:RagDemo --keep
+    """
+    from omnilab.params import parse_assignments
+    from omnilab.runner import Terminated, run
+
+    values = parse_assignments(param)
+    try:
+        result = run(
+            target,
+            values,
+            runtime=runtime.value if runtime else None,
+            keep=keep,
+            gpu=gpu,
+            from_cli=True,
+        )
+    except KeyboardInterrupt:
+        render.err.print("cancelled: the stack was removed and the run recorded as cancelled")
+        raise typer.Exit(130) from None
+    except Terminated:
+        render.err.print("terminated: the stack was removed and the run recorded as cancelled")
+        raise typer.Exit(143) from None
+    if json_output:
+        render.print_json(result.to_dict())
+    else:
+        render.run_result(result)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: turn omnilab's and the parser's errors into an exit status."""
+    try:
+        code = app(args=argv, prog_name="omnilab", standalone_mode=False)
+    except OmnilabError as exc:
+        render.err.print(f"[red]error:[/] {escape(str(exc))}")
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        render.err.print("cancelled")
+        sys.exit(130)
+    except Exception as exc:
+        # The command-line parser's own errors (unknown option, missing argument):
+        # they know how to show themselves and carry exit status 2.
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Turning runs and stacks into terminal output (rich) or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from omnilab.tracking.records import RunRecord
+from omnilab.tracking.run import Run
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "queued": "blue",
+}
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def status_text(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 60:
+        return f"{value:.2f}s"
+    minutes, secs = divmod(value, 60)
+    return f"{int(minutes)}m{secs:04.1f}s"
+
+
+def when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def compact(value: Any, width: int = 60) -> str:
+    text = json.dumps(value, default=str, separators=(", ", ": "))
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def number(value: float) -> str:
+    if value != value:  # NaN
+        return "nan"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+def _kv_table(data: dict[str, Any]) -> Table:
+    table = Table(show_header=False, box=None, padding=(0, 2, 0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in sorted(data.items()):
+        table.add_row(str(key), value if isinstance(value, str) else compact(value, 100))
+    return table
+
+
+def metrics_table(run: Run) -> Table | None:
+    if not run.metric_summaries:
+        return None
+    table = Table(box=None, padding=(0, 2, 0, 2), header_style="bold")
+    for name in ("metric", "last", "min", "max", "points", "last step"):
+        table.add_column(name, justify="left" if name == "metric" else "right")
+    for m in run.metric_summaries:
+        table.add_row(
+            m.key, number(m.last), number(m.min), number(m.max), str(m.count), str(m.last_step)
+        )
+    return table
+
+
+def run_result(run: Run) -> None:
+    """The end of ``omnilab run``: outcome, summary, metrics, where the files are."""
+    t = run.timings
+    parts = [
+        f"{k.removesuffix('_s')} {seconds(t[k])}"
+        for k in ("stack_start_s", "experiment_s", "teardown_s")
+        if k in t
+    ]
+    timing = f" in {seconds(t.get('total_s'))}" + (f" ({', '.join(parts)})" if parts else "")
+    out.print(f"run [bold]{run.id}[/] {status_text(run.status)}{timing}")
+    if run.summary:
+        out.print("summary")
+        out.print(_kv_table(run.summary))
+    table = metrics_table(run)
+    if table is not None:
+        out.print("metrics")
+        out.print(table)
+    if run.artifacts:
+        out.print(f"artifacts: {run.artifacts_dir} ({len(run.artifacts)} files)")
+    if run.status == "failed" and run.error:
+        last = run.error.strip().splitlines()[-1]
+        out.print(f"[red]error:[/] {last}")
+
+
+def runs_table(records: list[RunRecord]) -> Table:
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
+    for name in ("id", "experiment", "status", "created", "duration", "runtime"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("summary", no_wrap=True, overflow="ellipsis", ratio=1)
+    for r in records:
+        table.add_row(
+            r.short_id,
+            r.experiment,
+            status_text(r.status),
+            when(r.created_at),
+            seconds(r.duration),
+            r.runtime or "-",
+            compact(r.summary, 50) if r.summary else "",
+        )
+    return table
+
+
+def run_details(run: Run) -> None:
+    r = run.record
+    out.print(f"run [bold]{r.id}[/]  {status_text(r.status)}")
+    env = r.environment or {}
+    git = env.get("git") or {}
+    head: dict[str, Any] = {
+        "experiment": r.experiment,
+        "source": r.source or "-",
+        "owner": r.owner or "-",
+        "runtime": r.runtime or "-",
+        "created": when(r.created_at),
+        "started": when(r.started_at),
+        "finished": when(r.finished_at),
+        "duration": seconds(r.duration),
+        "git": f"{git.get('commit', '')[:12]}{' (dirty)' if git.get('dirty') else ''}"
+        if git
+        else "-",
+        "python": env.get("python", "-"),
+        "run dir": r.run_dir or "-",
+    }
+    out.print(_kv_table(head))
+    out.print("params")
+    out.print(_kv_table(r.params) if r.params else "  (none)")
+    out.print("summary")
+    out.print(_kv_table(r.summary) if r.summary else "  (none)")
+    table = metrics_table(run)
+    out.print("metrics")
+    out.print(table if table is not None else "  (none)")
+    services = (r.stack or {}).get("services") or {}
+    if services:
+        out.print("services")
+        svc = Table(box=None, padding=(0, 2, 0, 2), header_style="bold")
+        for name in ("service", "version", "source", "ready"):
+            svc.add_column(name)
+        for name, info in services.items():
+            svc.add_row(
+                name,
+                info.get("version") or "-",
+                info.get("source") or "-",
+                seconds(info.get("ready_seconds")),
+            )
+        out.print(svc)
+    if r.timings:
+        out.print("timings")
+        out.print(_kv_table({k: seconds(v) for k, v in r.timings.items()}))
+    if run.artifacts:
+        out.print("artifacts")
+        art = Table(box=None, padding=(0, 2, 0, 2), header_style="bold")
+        for name in ("path", "size", "sha256"):
+            art.add_column(name)
+        for a in run.artifacts:
+            art.add_row(a.path, str(a.size), a.sha256[:16])
+        out.print(art)
+    if r.error:
+        out.print("[red]error[/]")
+        out.print(r.error.rstrip(), markup=False)

@@ -1,0 +1,92 @@
+"""Settings read from the environment and ``.env.system``.
+
+The names are the production team's own (``QDRANT_URL``, ``REDIS_URL``, ``POSTGRES_URL``,
+``OLLAMA_BASE_URL``, ``ENVIRONMENT``) so that one ``.env.system`` configures both the
+production services and omnilab. omnilab's own knobs are prefixed ``OMNILAB_``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_QDRANT_URL = "http://localhost:6333"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_POSTGRES_URL = "postgresql://localhost:5432/omnimind"
+DEFAULT_OLLAMA_URL = "http://localhost:11434"
+
+
+def _state_home() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "omnilab"
+
+
+class Settings(BaseSettings):
+    """All configuration in one validated object.
+
+    ``postgres_url`` is deliberately optional: when it is unset the tracking store is an
+    embedded PostgreSQL under ``.omnilab/``, while promotion still targets the production
+    default ``postgresql://localhost:5432/omnimind`` (see :attr:`production_postgres_url`).
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env.system",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    environment: Literal["production", "docker_experiments"] = Field(
+        default="production", validation_alias="ENVIRONMENT"
+    )
+    qdrant_url: str = Field(default=DEFAULT_QDRANT_URL, validation_alias="QDRANT_URL")
+    qdrant_api_key: str | None = Field(default=None, validation_alias="QDRANT_API_KEY")
+    redis_url: str = Field(default=DEFAULT_REDIS_URL, validation_alias="REDIS_URL")
+    postgres_url: str | None = Field(default=None, validation_alias="POSTGRES_URL")
+    ollama_base_url: str | None = Field(default=None, validation_alias="OLLAMA_BASE_URL")
+    ollama_model: str | None = Field(default=None, validation_alias="OLLAMA_MODEL")
+    cuda_visible_devices: str | None = Field(default=None, validation_alias="CUDA_VISIBLE_DEVICES")
+
+    home: Path = Field(default=Path(".omnilab"), validation_alias="OMNILAB_HOME")
+    runs_dir: Path = Field(default=Path("runs"), validation_alias="OMNILAB_RUNS_DIR")
+    data_dir: Path = Field(default=Path("data/experiments"), validation_alias="OMNILAB_DATA_DIR")
+    state_dir: Path = Field(default_factory=_state_home, validation_alias="OMNILAB_STATE_DIR")
+    tracking_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OMNILAB_TRACKING_URL"),
+        description="Overrides POSTGRES_URL for the tracking store only.",
+    )
+    runtime: Literal["auto", "local", "docker"] = Field(
+        default="auto", validation_alias="OMNILAB_RUNTIME"
+    )
+    service_user: str = Field(
+        default="nobody",
+        validation_alias="OMNILAB_SERVICE_USER",
+        description="Unprivileged user that runs PostgreSQL when omnilab itself runs as root.",
+    )
+    ready_timeout: float = Field(default=60.0, validation_alias="OMNILAB_READY_TIMEOUT")
+
+    @property
+    def production_postgres_url(self) -> str:
+        return self.postgres_url or DEFAULT_POSTGRES_URL
+
+    @property
+    def production_ollama_url(self) -> str:
+        return self.ollama_base_url or DEFAULT_OLLAMA_URL
+
+    @property
+    def tracking_dsn(self) -> str | None:
+        """The tracking store's URL, or None for the embedded default."""
+        return self.tracking_url or self.postgres_url
+
+
+def get_settings() -> Settings:
+    """Read the settings now.
+
+    Not cached: a notebook or a test that changes the environment between runs must see
+    the change, and reading a few variables costs far less than starting a stack.
+    """
+    return Settings()

@@ -1,0 +1,87 @@
+"""What a run ran on: Python, packages, host, git commit. Recorded with every run."""
+
+from __future__ import annotations
+
+import getpass
+import platform
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+#: Distributions whose versions change results or behaviour; recorded when installed.
+TRACKED_PACKAGES = (
+    "omnilab",
+    "pydantic",
+    "psycopg",
+    "redis",
+    "qdrant-client",
+    "ollama",
+    "docker",
+    "numpy",
+    "qiskit",
+    "qiskit-aer",
+    "qiskit-aer-gpu",
+    "torch",
+    "jinja2",
+)
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_info(path: Path) -> dict[str, Any] | None:
+    """Commit, branch and dirtiness of the repository holding ``path``; None outside one."""
+    directory = path if path.is_dir() else path.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(directory), *args],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": commit,
+        "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        "dirty": bool(status),
+    }
+
+
+def owner() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def capture(source: Path | None) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "packages": package_versions(),
+        "git": git_info(source or Path.cwd()),
+    }

@@ -1,0 +1,79 @@
+"""The classes researchers subclass: :class:`Experiment` and its :class:`Params`."""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from omnilab.context import RunContext
+    from omnilab.services.base import Service
+
+GpuPolicy = bool | Literal["auto"]
+
+
+class Params(BaseModel):
+    """An experiment's parameters: a pydantic model, so every value is validated and typed.
+
+    Unknown names are refused (``extra="forbid"``): a misspelt ``-p n_dcos=5`` must fail
+    loudly instead of silently running with the default.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class Experiment:
+    """Base class of every experiment.
+
+    Subclasses declare what they need as class attributes and implement :meth:`run`::
+
+        class Hello(Experiment):
+            services = [Redis(), Postgres(), Qdrant()]
+
+            class Params(Params):
+                n: int = 10
+
+            def run(self, ctx):
+                ctx.log_metric("n", ctx.params.n)
+                return {"ok": True}
+    """
+
+    #: Services this experiment's private stack must provide.
+    services: ClassVar[list[Service]] = []
+    #: "auto" uses GPUs when the runtime can give them, True requires them, False never.
+    gpu: ClassVar[GpuPolicy] = "auto"
+    #: What ``omnilab promote`` may copy into production after a run.
+    promotes: ClassVar[list[Any]] = []
+    #: The parameters model; subclasses override it with their own ``class Params(Params)``.
+    Params: ClassVar[type[Params]] = Params
+    #: Name used in the tracking store; the class name unless set.
+    name: ClassVar[str | None] = None
+
+    def run(self, ctx: RunContext) -> dict[str, Any] | None:
+        """Do the work; the returned mapping becomes the run's summary."""
+        raise NotImplementedError(f"{type(self).__name__} must implement run(self, ctx)")
+
+    def accept(self, summary: dict[str, Any]) -> bool:
+        """Whether a succeeded run is good enough to promote with ``--promote``."""
+        return True
+
+    # -- introspection used by the CLI, the API and the tracking store -----------------
+
+    @classmethod
+    def experiment_name(cls) -> str:
+        return cls.name or cls.__name__
+
+    @classmethod
+    def description(cls) -> str:
+        doc = cls.__dict__.get("__doc__")
+        return inspect.cleandoc(doc) if doc else ""
+
+    @classmethod
+    def service_names(cls) -> list[str]:
+        return [s.name for s in cls.services]
+
+
+def is_experiment_class(obj: object) -> bool:
+    return inspect.isclass(obj) and issubclass(obj, Experiment) and obj is not Experiment

@@ -1,0 +1,379 @@
+"""Running an experiment: validate, start its stack, run it, record it, tear down.
+
+The order matters. Everything that depends only on the user's input (the file, the
+class, the params, the runtime, the binaries, the GPUs) is checked before anything
+starts, so bad input costs nothing and leaves nothing behind. From the moment a run is
+recorded, every way out (success, an exception in the experiment, Ctrl-C, SIGTERM) goes
+through the same teardown and ends with the record updated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import BaseModel
+
+from omnilab import environment
+from omnilab.config import Settings, get_settings
+from omnilab.context import RunContext, scan_artifacts
+from omnilab.errors import OmnilabError
+from omnilab.experiment import Experiment, GpuPolicy, Params
+from omnilab.loader import resolve
+from omnilab.params import validate
+from omnilab.procs import process_start_time
+from omnilab.progress import Reporter
+from omnilab.stack import Stack
+from omnilab.tracking.metrics import MetricBuffer
+from omnilab.tracking.records import RunRecord
+from omnilab.tracking.run import Run
+from omnilab.tracking.store import TrackingStore
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that teardown runs as for Ctrl-C."""
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+# -- summaries and tracebacks ---------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    """Summaries go to jsonb: numpy scalars, paths, NaN and friends made JSON-safe."""
+    if isinstance(value, BaseModel):
+        return _jsonable(value.model_dump(mode="json"))
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        with contextlib.suppress(Exception):
+            return _jsonable(item())
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def normalize_summary(result: Any) -> dict[str, Any]:
+    """What ``run()`` returned, as the run's summary: a JSON object."""
+    if result is None:
+        return {}
+    value = _jsonable(result)
+    return value if isinstance(value, dict) else {"result": value}
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback from the experiment's own code down: omnilab's frames are noise."""
+    tb = exc.__traceback__
+    while tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(
+        _PACKAGE_DIR
+    ):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
+# -- output capture ---------------------------------------------------------------------
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the terminal and to the run's log file."""
+
+    def __init__(self, stream: TextIO, log: TextIO) -> None:
+        self._stream = stream
+        self._log = log
+
+    def write(self, text: str) -> int:
+        self._stream.write(text)
+        self._log.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+        self._log.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+
+@contextlib.contextmanager
+def _captured_output(path: Path) -> Iterator[TextIO]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8", errors="replace") as log:
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        try:
+            yield sys.stderr
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            sys.stdout, sys.stderr = out, err
+
+
+def _experiment_logger(run_id: str, stream: TextIO) -> logging.Logger:
+    logger = logging.getLogger(f"omnilab.run.{run_id[:8]}")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+# -- signals ----------------------------------------------------------------------------
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the main thread for the run's duration."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _shielded(reporter: Reporter) -> Iterator[None]:
+    """Teardown must finish: a second Ctrl-C or SIGTERM waits until it has."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def remember(signum: int, frame: Any) -> None:
+        if not received:
+            reporter.note("  still tearing down; the stack will be removed before exit")
+        received.append(signum)
+
+    previous = {s: signal.signal(s, remember) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+def run(
+    experiment: type[Experiment] | str,
+    params: Mapping[str, Any] | Params | None = None,
+    *,
+    runtime: str | None = None,
+    keep: bool = False,
+    gpu: GpuPolicy | None = None,
+    reporter: Reporter | None = None,
+    settings: Settings | None = None,
+    from_cli: bool = False,
+) -> Run:
+    """Run ``experiment`` on a private stack and record it; returns the :class:`Run`.
+
+    ``experiment`` is a class or a ``"file.py[:Class]"`` reference. Bad input raises a
+    :class:`~omnilab.errors.UsageError` before anything starts. An exception inside the
+    experiment does not raise: the run is returned with status ``failed`` and its
+    traceback (see :meth:`Run.raise_for_status`). Ctrl-C tears the stack down, records
+    the run as ``cancelled`` and re-raises.
+    """
+    loaded = resolve(experiment)
+    cls = loaded.cls
+    values = validate(cls, params, from_cli=from_cli)
+    settings = settings or get_settings()
+    reporter = reporter or Reporter()
+    run_id = new_run_id()
+    run_dir = (Path(settings.runs_dir) / run_id).resolve()
+    stack = Stack(
+        *cls.services,
+        runtime=runtime,
+        keep=keep,
+        gpu=cls.gpu if gpu is None else gpu,
+        run_id=run_id,
+        log_dir=run_dir / "logs",
+        reporter=reporter,
+        settings=settings,
+    )
+    stack.prepare()  # the last check that can refuse: nothing has started yet
+    return _execute(loaded.cls, loaded.ref, loaded.path, values, stack, run_dir, reporter, settings)
+
+
+def _execute(
+    cls: type[Experiment],
+    source: str,
+    path: Path | None,
+    values: Params,
+    stack: Stack,
+    run_dir: Path,
+    reporter: Reporter,
+    settings: Settings,
+) -> Run:
+    run_id = stack.id
+    began = time.monotonic()
+    pid = os.getpid()
+    env = environment.capture(path)
+    env.update(pid=pid, pid_start=process_start_time(pid))
+    record = RunRecord(
+        id=run_id,
+        experiment=cls.experiment_name(),
+        source=source,
+        status="running",
+        params=values.model_dump(mode="json"),
+        runtime=stack.runtime.name if stack.runtime else None,
+        environment=env,
+        git_commit=(env.get("git") or {}).get("commit"),
+        owner=environment.owner(),
+        run_dir=str(run_dir),
+        created_at=datetime.now(UTC),
+        started_at=datetime.now(UTC),
+    )
+    reporter.note(f"run {run_id} ({record.experiment})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    status, summary, error = "failed", None, None
+    interrupted: BaseException | None = None
+    timings: dict[str, float] = {}
+    store: TrackingStore | None = None
+    buffer: MetricBuffer | None = None
+    with _sigterm_as_exception():
+        try:
+            # The tracking store (an embedded PostgreSQL may need starting) opens and
+            # records the run while the stack starts: neither waits for the other.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                opening = pool.submit(_open_and_record, settings, record)
+                try:
+                    stack.start()
+                finally:
+                    store = opening.result()
+            timings["stack_start_s"] = stack.timings.get("start_s", 0.0)
+            buffer = MetricBuffer(store.metric_writer(run_id))
+            with _captured_output(run_dir / "logs" / "output.log") as err:
+                ctx = RunContext(
+                    run_id=run_id,
+                    params=values,
+                    stack=stack,
+                    run_dir=run_dir,
+                    metrics=buffer,
+                    logger=_experiment_logger(run_id, err),
+                )
+                reporter.note(f"running {record.experiment}")
+                t0 = time.monotonic()
+                try:
+                    summary = normalize_summary(cls().run(ctx))
+                    status = "succeeded"
+                except Exception as exc:
+                    error = user_traceback(exc)
+                    print(error, file=sys.stderr, end="")
+                finally:
+                    timings["experiment_s"] = time.monotonic() - t0
+        except OmnilabError as exc:
+            error = str(exc)
+        except (KeyboardInterrupt, Terminated) as exc:
+            status, interrupted = "cancelled", exc
+            error = "interrupted by " + ("SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C")
+            reporter.note(f"{error}: tearing down the stack")
+        finally:
+            with _shielded(reporter):
+                _finish(stack, store, buffer, record, run_dir, timings, began, reporter)
+    if store is None:  # the store never opened: nothing recorded, the error is the story
+        raise interrupted or OmnilabError(error or "the tracking store could not be opened")
+    record = record.model_copy(
+        update={"status": status, "summary": summary, "error": error, "timings": timings}
+    )
+    try:
+        store.update_run(
+            run_id,
+            status=status,
+            summary=summary,
+            error=error,
+            timings=_rounded(timings),
+            stack=stack.describe(),
+            finished_at=datetime.now(UTC),
+        )
+        result = Run.from_store(store, store.get_run(run_id), settings=settings)
+    finally:
+        store.close()
+    if interrupted is not None:
+        raise interrupted
+    return result
+
+
+def _open_and_record(settings: Settings, record: RunRecord) -> TrackingStore:
+    store = TrackingStore.open(settings)
+    try:
+        store.create_run(record)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _rounded(timings: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in timings.items()}
+
+
+def _finish(
+    stack: Stack,
+    store: TrackingStore | None,
+    buffer: MetricBuffer | None,
+    record: RunRecord,
+    run_dir: Path,
+    timings: dict[str, float],
+    began: float,
+    reporter: Reporter,
+) -> None:
+    """Flush metrics, tear the stack down, record artifacts: whatever happened before."""
+    if buffer is not None:
+        unsent = buffer.close()
+        if unsent:
+            fallback = run_dir / "metrics-unsent.jsonl"
+            with open(fallback, "w") as fh:
+                for key, step, value, ts in unsent:
+                    fh.write(json.dumps({"key": key, "step": step, "value": value, "ts": ts}))
+                    fh.write("\n")
+            reporter.note(
+                f"warning: {len(unsent)} metrics could not be written to the tracking store "
+                f"({'; '.join(buffer.errors)}); kept in {fallback}"
+            )
+    stack.close()
+    timings["teardown_s"] = stack.timings.get("teardown_s", 0.0)
+    timings["total_s"] = time.monotonic() - began
+    if store is not None:
+        for artifact in scan_artifacts(run_dir / "artifacts"):
+            store.record_artifact(record.id, artifact)

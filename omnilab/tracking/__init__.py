@@ -1,0 +1,1 @@
+"""The tracking store: runs, params, metrics and artifacts in PostgreSQL."""

@@ -1,0 +1,198 @@
+"""The embedded PostgreSQL that holds the tracking store when no POSTGRES_URL is set.
+
+It lives under ``.omnilab/pgdata`` in the working directory, listens on a Unix socket
+only (no TCP port to collide with anything), and is shared by every omnilab process
+working in that directory: the first one starts it, the last one to leave stops it.
+Users are counted with ``flock`` shared locks, which the kernel drops when a process
+dies, so even a SIGKILLed user never keeps the server alive in the counting; a server
+left running by such a death is simply reused by the next process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import hashlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from omnilab.errors import ServiceUnavailable, TrackingStoreError
+from omnilab.services.postgres import find_postgres
+from omnilab.unprivileged import grant_traverse, service_ids
+
+DB_USER = "omnilab"
+START_TIMEOUT = 60.0
+
+
+class EmbeddedPostgres:
+    """A per-directory PostgreSQL, started on first use and stopped by its last user."""
+
+    def __init__(self, home: Path, service_user: str = "nobody") -> None:
+        self.home = Path(home).resolve()
+        self.pgdata = self.home / "pgdata"
+        digest = hashlib.sha1(str(self.pgdata).encode()).hexdigest()[:12]
+        # Socket paths are limited to ~107 bytes: keep the socket out of deep projects.
+        self.socket_dir = Path(tempfile.gettempdir()) / f"omnilab-pg-{digest}"
+        self.service_user = service_user
+        self._users_fd: int | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"host={self.socket_dir} dbname=postgres user={DB_USER}"
+
+    def _lock_file(self, name: str) -> int:
+        return os.open(self.home / name, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def acquire(self) -> str:
+        """Make sure the server runs and count this process as a user; returns a DSN."""
+        if self._users_fd is not None:
+            return self.dsn
+        self.home.mkdir(parents=True, exist_ok=True)
+        start_fd = self._lock_file("pg.start.lock")
+        try:
+            fcntl.flock(start_fd, fcntl.LOCK_EX)
+            if not self.running():
+                self._start()
+            users_fd = self._lock_file("pg.users.lock")
+            fcntl.flock(users_fd, fcntl.LOCK_SH)
+            self._users_fd = users_fd
+        finally:
+            os.close(start_fd)  # closing drops the lock
+        atexit.register(self.release)
+        return self.dsn
+
+    def release(self) -> None:
+        """Stop counting this process; stop the server if it was the last user."""
+        users_fd = self._users_fd
+        if users_fd is None:
+            return
+        self._users_fd = None
+        start_fd = self._lock_file("pg.start.lock")
+        try:
+            fcntl.flock(start_fd, fcntl.LOCK_EX)
+            try:
+                # Converting to exclusive succeeds only if no other process holds it shared.
+                fcntl.flock(users_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            self.stop()
+        finally:
+            os.close(users_fd)
+            os.close(start_fd)
+
+    # -- server ---------------------------------------------------------------------
+
+    def _postmaster_pid(self) -> int | None:
+        try:
+            first = (self.pgdata / "postmaster.pid").read_text().splitlines()[0]
+            pid = int(first)
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if b"postgres" in cmdline else None
+
+    def running(self) -> bool:
+        return self._postmaster_pid() is not None and (self.socket_dir).exists()
+
+    def _start(self) -> None:
+        try:
+            ids = service_ids(self.service_user)
+        except ServiceUnavailable as exc:
+            raise TrackingStoreError(f"tracking store: {exc}") from None
+        if ids:
+            grant_traverse(self.pgdata, ids[0], self.service_user)
+        kwargs: dict = {"user": ids[0], "group": ids[1], "extra_groups": []} if ids else {}
+        log_path = self.home / "pg.log"
+
+        existing = self.pgdata / "PG_VERSION"
+        major = int(existing.read_text().strip()) if existing.exists() else None
+        try:
+            install = find_postgres(major)
+        except Exception as exc:
+            raise TrackingStoreError(f"tracking store: {exc}") from None
+
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+        if ids:
+            os.chown(self.socket_dir, *ids)
+        elif self.socket_dir.stat().st_uid != os.getuid():
+            raise TrackingStoreError(f"{self.socket_dir} belongs to another user; remove it")
+
+        with open(log_path, "ab") as log:
+            if major is None:
+                self.pgdata.mkdir(mode=0o700, exist_ok=True)
+                if ids:
+                    os.chown(self.pgdata, *ids)
+                subprocess.run(
+                    [
+                        install.tool("initdb"),
+                        "-D",
+                        str(self.pgdata),
+                        "-U",
+                        DB_USER,
+                        "--auth=trust",
+                        "-E",
+                        "UTF8",
+                        "--no-instructions",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    check=True,
+                    timeout=300,
+                    **kwargs,
+                )
+            subprocess.Popen(
+                [
+                    install.tool("postgres"),
+                    "-D",
+                    str(self.pgdata),
+                    "-c",
+                    "listen_addresses=",
+                    "-k",
+                    str(self.socket_dir),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **kwargs,
+            )
+        self._wait_ready(log_path)
+
+    def _wait_ready(self, log_path: Path) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                with psycopg.connect(self.dsn, connect_timeout=2):
+                    return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace").strip().splitlines()[-10:]
+                    raise TrackingStoreError(
+                        f"embedded tracking store did not start ({exc}); "
+                        f"last lines of {log_path}:\n" + "\n".join(tail)
+                    ) from None
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        pid = self._postmaster_pid()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGINT)  # fast shutdown
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 30
+        while self._postmaster_pid() == pid and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.02)

@@ -1,0 +1,172 @@
+"""``Run``: what ``omnilab.run`` returns and ``omnilab runs show`` displays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omnilab.errors import OmnilabError
+from omnilab.tracking.records import ArtifactRecord, MetricPoint, MetricSummary, RunRecord
+
+if TYPE_CHECKING:
+    from omnilab.config import Settings
+    from omnilab.tracking.store import TrackingStore
+
+
+class RunFailed(OmnilabError):
+    """Raised by :meth:`Run.raise_for_status` for a run that did not succeed."""
+
+
+class Run:
+    """One run of an experiment, as recorded.
+
+    Attribute access is cheap (the record is in memory); metric history and artifacts
+    are read from the tracking store on first use and then kept.
+    """
+
+    def __init__(
+        self,
+        record: RunRecord,
+        *,
+        metric_summaries: list[MetricSummary] | None = None,
+        artifacts: list[ArtifactRecord] | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.record = record
+        self._summaries = metric_summaries
+        self._artifacts = artifacts
+        self._history: list[MetricPoint] | None = None
+        self._settings = settings
+
+    # -- loading ----------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, ref: str, *, settings: Settings | None = None) -> Run:
+        """A past run by id or unique id prefix."""
+        from omnilab.tracking.store import TrackingStore
+
+        with TrackingStore.open(settings) as store:
+            return cls.from_store(store, store.get_run(ref), settings=settings)
+
+    @classmethod
+    def from_store(
+        cls, store: TrackingStore, record: RunRecord, *, settings: Settings | None = None
+    ) -> Run:
+        return cls(
+            record,
+            metric_summaries=store.metric_summaries(record.id),
+            artifacts=store.artifacts(record.id),
+            settings=settings,
+        )
+
+    def _store(self) -> TrackingStore:
+        from omnilab.tracking.store import TrackingStore
+
+        return TrackingStore.open(self._settings)
+
+    def refresh(self) -> Run:
+        with self._store() as store:
+            fresh = Run.from_store(store, store.get_run(self.id), settings=self._settings)
+        self.__dict__.update(fresh.__dict__)
+        return self
+
+    # -- the record ---------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def short_id(self) -> str:
+        return self.record.short_id
+
+    @property
+    def experiment(self) -> str:
+        return self.record.experiment
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+    @property
+    def ok(self) -> bool:
+        return self.record.status == "succeeded"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.record.params)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return dict(self.record.summary or {})
+
+    @property
+    def error(self) -> str | None:
+        return self.record.error
+
+    @property
+    def timings(self) -> dict[str, Any]:
+        return dict(self.record.timings)
+
+    @property
+    def duration(self) -> float | None:
+        return self.record.duration
+
+    @property
+    def run_dir(self) -> Path | None:
+        return Path(self.record.run_dir) if self.record.run_dir else None
+
+    @property
+    def artifacts_dir(self) -> Path | None:
+        return self.run_dir / "artifacts" if self.run_dir else None
+
+    @property
+    def logs_dir(self) -> Path | None:
+        return self.run_dir / "logs" if self.run_dir else None
+
+    # -- metrics and artifacts ------------------------------------------------------------
+
+    @property
+    def metric_summaries(self) -> list[MetricSummary]:
+        if self._summaries is None:
+            with self._store() as store:
+                self._summaries = store.metric_summaries(self.id)
+        return self._summaries
+
+    @property
+    def latest_metrics(self) -> dict[str, float]:
+        """Last value of each metric (at its highest step)."""
+        return {m.key: m.last for m in self.metric_summaries}
+
+    def metric_history(self, key: str | None = None) -> list[MetricPoint]:
+        """Every logged point, ordered by metric and step."""
+        if self._history is None:
+            with self._store() as store:
+                self._history = store.metrics(self.id)
+        return [p for p in self._history if key is None or p.key == key]
+
+    @property
+    def artifacts(self) -> list[ArtifactRecord]:
+        if self._artifacts is None:
+            with self._store() as store:
+                self._artifacts = store.artifacts(self.id)
+        return self._artifacts
+
+    # -- outcome --------------------------------------------------------------------------
+
+    def raise_for_status(self) -> Run:
+        """Return the run if it succeeded; raise :class:`RunFailed` otherwise."""
+        if not self.ok:
+            detail = (self.error or "").strip().splitlines()
+            reason = detail[-1] if detail else self.status
+            raise RunFailed(f"run {self.short_id} {self.status}: {reason}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.record.model_dump(mode="json")
+        data["metrics"] = {m.key: m.model_dump(mode="json") for m in self.metric_summaries}
+        data["artifacts"] = [a.model_dump(mode="json") for a in self.artifacts]
+        return data
+
+    def __repr__(self) -> str:
+        return f"<Run {self.short_id} {self.experiment} {self.status}>"

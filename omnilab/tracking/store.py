@@ -1,0 +1,266 @@
+"""The tracking store: runs, params, metrics, artifacts in PostgreSQL (schema ``omnilab``).
+
+Where it lives: ``OMNILAB_TRACKING_URL`` if set, else ``POSTGRES_URL`` (the production
+database, in its own schema), else an embedded PostgreSQL under ``.omnilab/``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from omnilab.config import Settings, get_settings
+from omnilab.errors import RunNotFound, TrackingStoreError
+from omnilab.procs import owner_alive
+from omnilab.tracking import schema
+from omnilab.tracking.embedded import EmbeddedPostgres
+from omnilab.tracking.metrics import MetricRow, to_timestamp
+from omnilab.tracking.records import (
+    RUN_COLUMNS,
+    ArtifactRecord,
+    MetricPoint,
+    MetricSummary,
+    RunRecord,
+)
+
+_JSON_COLUMNS = frozenset({"params", "summary", "stack", "environment", "timings"})
+
+
+def masked_dsn(dsn: str) -> str:
+    """A DSN fit for an error message: the password replaced."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(unparseable connection string)"
+    if parts.get("password"):
+        parts["password"] = "****"
+    return make_conninfo(**parts)  # type: ignore[arg-type]
+
+
+class TrackingStore:
+    """A connection to the tracking store, migrated to the current schema on open."""
+
+    def __init__(self, dsn: str, *, embedded: EmbeddedPostgres | None = None) -> None:
+        self.dsn = dsn
+        self.embedded = embedded
+        try:
+            self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise TrackingStoreError(
+                f"cannot reach the tracking store at {masked_dsn(dsn)}: {reason}"
+            ) from None
+        self._lock = threading.Lock()
+        schema.migrate(self.conn)
+
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> TrackingStore:
+        settings = settings or get_settings()
+        dsn = settings.tracking_dsn
+        if dsn:
+            return cls(dsn)
+        embedded = EmbeddedPostgres(settings.home, settings.service_user)
+        return cls(embedded.acquire(), embedded=embedded)
+
+    def close(self) -> None:
+        self.conn.close()
+        if self.embedded is not None:
+            self.embedded.release()
+
+    def __enter__(self) -> TrackingStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def location(self) -> str:
+        if self.embedded is not None:
+            return f"embedded PostgreSQL in {self.embedded.pgdata}"
+        return masked_dsn(self.dsn)
+
+    # -- runs -----------------------------------------------------------------------
+
+    def _execute(self, query: str, params: Iterable[Any] | dict[str, Any] = ()) -> psycopg.Cursor:
+        with self._lock:
+            return self.conn.execute(query, params)  # type: ignore[arg-type]
+
+    def create_run(self, record: RunRecord) -> None:
+        data = record.model_dump(exclude_none=True)
+        columns = list(data)
+        values = [Jsonb(data[c]) if c in _JSON_COLUMNS else data[c] for c in columns]
+        placeholders = ", ".join(["%s"] * len(columns))
+        self._execute(
+            f"INSERT INTO omnilab.runs ({', '.join(columns)}) VALUES ({placeholders})", values
+        )
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        unknown = set(fields) - set(RUN_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown run fields: {sorted(unknown)}")
+        if not fields:
+            return
+        assignments = ", ".join(f"{c} = %s" for c in fields)
+        values = [
+            Jsonb(v) if c in _JSON_COLUMNS and v is not None else v for c, v in fields.items()
+        ]
+        self._execute(f"UPDATE omnilab.runs SET {assignments} WHERE id = %s", [*values, run_id])
+
+    def get_run(self, ref: str) -> RunRecord:
+        """A run by full id or unique prefix (at least 4 characters)."""
+        ref = ref.strip()
+        if len(ref) < 4:
+            raise RunNotFound(f"run id {ref!r} is too short: give at least 4 characters")
+        with self._lock, self.conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                f"SELECT {', '.join(RUN_COLUMNS)} FROM omnilab.runs WHERE id LIKE %s LIMIT 2",
+                (ref.replace("%", "").replace("_", r"\_") + "%",),
+            ).fetchall()
+        if not rows:
+            raise RunNotFound(f"no run matches {ref!r} (see `omnilab runs ls`)")
+        if len(rows) > 1:
+            raise RunNotFound(f"{ref!r} matches several runs; give more characters")
+        return RunRecord.model_validate(rows[0])
+
+    def list_runs(
+        self,
+        *,
+        experiment: str | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        where, params = [], []
+        if experiment:
+            where.append("experiment = %s")
+            params.append(experiment)
+        if status:
+            where.append("status = %s")
+            params.append(status)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        with self._lock, self.conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                f"SELECT {', '.join(RUN_COLUMNS)} FROM omnilab.runs {clause} "
+                "ORDER BY created_at DESC, id LIMIT %s OFFSET %s",
+                [*params, limit, offset],
+            ).fetchall()
+        return [RunRecord.model_validate(r) for r in rows]
+
+    def reconcile_orphans(self) -> int:
+        """Runs still 'running' whose process on this host is gone become 'failed'.
+
+        A SIGKILLed ``omnilab run`` cannot record its own end; the next look at the
+        runs from the same host does it, so nothing stays "running" forever.
+        """
+        host = socket.gethostname()
+        rows = self._execute(
+            "SELECT id, environment->>'pid', environment->>'pid_start' FROM omnilab.runs "
+            "WHERE status = 'running' AND environment->>'hostname' = %s",
+            (host,),
+        ).fetchall()
+        fixed = 0
+        for run_id, pid, start in rows:
+            if pid is None or owner_alive(int(pid), int(start) if start else None):
+                continue
+            self._execute(
+                "UPDATE omnilab.runs SET status = 'failed', error = %s, finished_at = now() "
+                "WHERE id = %s AND status = 'running'",
+                (
+                    f"the process running it (pid {pid} on {host}) ended without recording an "
+                    "outcome (killed?); its stack was removed by its watcher",
+                    run_id,
+                ),
+            )
+            fixed += 1
+        return fixed
+
+    # -- metrics --------------------------------------------------------------------
+
+    def metric_writer(self, run_id: str) -> MetricWriter:
+        return MetricWriter(self.dsn, run_id)
+
+    def metric_summaries(self, run_id: str) -> list[MetricSummary]:
+        rows = self._execute(
+            """
+            SELECT key, count(*), (array_agg(value ORDER BY step DESC, ts DESC))[1],
+                   max(step), min(value), max(value)
+            FROM omnilab.metrics WHERE run_id = %s GROUP BY key ORDER BY key
+            """,
+            (run_id,),
+        ).fetchall()
+        return [
+            MetricSummary(key=k, count=n, last=last, last_step=s, min=lo, max=hi)
+            for k, n, last, s, lo, hi in rows
+        ]
+
+    def metrics(self, run_id: str, key: str | None = None) -> list[MetricPoint]:
+        query = "SELECT key, step, value, ts FROM omnilab.metrics WHERE run_id = %s"
+        params: list[Any] = [run_id]
+        if key:
+            query += " AND key = %s"
+            params.append(key)
+        rows = self._execute(query + " ORDER BY key, step, ts", params).fetchall()
+        return [MetricPoint(key=k, step=s, value=v, timestamp=t) for k, s, v, t in rows]
+
+    # -- artifacts ------------------------------------------------------------------
+
+    def record_artifact(self, run_id: str, artifact: ArtifactRecord) -> None:
+        self._execute(
+            """
+            INSERT INTO omnilab.artifacts (run_id, path, size, sha256) VALUES (%s, %s, %s, %s)
+            ON CONFLICT (run_id, path) DO UPDATE SET size = excluded.size,
+                sha256 = excluded.sha256, created_at = now()
+            """,
+            (run_id, artifact.path, artifact.size, artifact.sha256),
+        )
+
+    def artifacts(self, run_id: str) -> list[ArtifactRecord]:
+        rows = self._execute(
+            "SELECT path, size, sha256, created_at FROM omnilab.artifacts "
+            "WHERE run_id = %s ORDER BY path",
+            (run_id,),
+        ).fetchall()
+        return [ArtifactRecord(path=p, size=s, sha256=h, created_at=c) for p, s, h, c in rows]
+
+
+class MetricWriter:
+    """Writes metric batches with COPY on a connection of its own (the flusher thread's)."""
+
+    def __init__(self, dsn: str, run_id: str) -> None:
+        self.dsn = dsn
+        self.run_id = run_id
+        self._conn: psycopg.Connection | None = None
+
+    def __call__(self, rows: list[MetricRow]) -> None:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.dsn, autocommit=False, connect_timeout=10)
+        conn = self._conn
+        run_id = self.run_id
+        try:
+            with (
+                conn.cursor() as cur,
+                cur.copy("COPY omnilab.metrics (run_id, key, step, value, ts) FROM STDIN") as copy,
+            ):
+                for key, step, value, unix in rows:
+                    copy.write_row((run_id, key, step, value, to_timestamp(unix)))
+            conn.commit()
+        except Exception:
+            if not conn.closed:
+                conn.rollback()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def run_dir_of(record: RunRecord) -> Path | None:
+    return Path(record.run_dir) if record.run_dir else None
