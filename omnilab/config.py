@@ -83,10 +83,12 @@ class Settings(BaseSettings):
         return self.tracking_url or self.postgres_url
 
 
-def get_settings() -> Settings:
-    """Read the settings now.
+def get_settings(env_file: Path | None = None) -> Settings:
+    """Read the settings now (from ``env_file`` instead of ``./.env.system`` if given).
 
     Not cached: a notebook or a test that changes the environment between runs must see
     the change, and reading a few variables costs far less than starting a stack.
     """
+    if env_file is not None:
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]
     return Settings()

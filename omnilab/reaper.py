@@ -25,7 +25,8 @@ POLL_MS = 500
 def spawn(state_path: Path) -> subprocess.Popen[bytes]:
     """Start the watcher for one stack; it outlives this process by design."""
     return subprocess.Popen(
-        [sys.executable, "-m", "omnilab.reaper", str(state_path)],
+        [sys.executable, "-m", "omnilab.reaper", str(state_path), os.getcwd()],
+        cwd="/",  # hold no directory of the user's busy
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -42,7 +43,7 @@ def _log(state_path: Path, message: str) -> None:
         pass
 
 
-def watch(state_path: Path) -> int:
+def watch(state_path: Path, cwd: Path | None = None) -> int:
     try:
         state = StackState.load(state_path)
     except (OSError, ValueError):
@@ -66,10 +67,10 @@ def watch(state_path: Path) -> int:
             return 0
         if events or pidfd is None or not state.owner_is_alive():
             break
-    return reap(state)
+    return reap(state, cwd)
 
 
-def reap(state: StackState) -> int:
+def reap(state: StackState, cwd: Path | None = None) -> int:
     """Tear down ``state``'s stack with its runtime, and forget it."""
     from omnilab.config import get_settings
     from omnilab.progress import QuietReporter
@@ -80,11 +81,12 @@ def reap(state: StackState) -> int:
     if cls is None:
         _log(state.path, f"stack {state.id}: runtime {state.runtime!r} unavailable; left as is")
         return 1
-    removed = cls(get_settings(), QuietReporter()).destroy(state)
+    settings = get_settings(env_file=(cwd or Path.cwd()) / ".env.system")
+    removed = cls(settings, QuietReporter()).destroy(state)
     state.remove()
     _log(state.path, f"stack {state.id}: owner {state.owner_pid} gone; removed {removed}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(watch(Path(sys.argv[1])))
+    sys.exit(watch(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None))

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from omnilab.tracking.records import RunRecord
 from omnilab.tracking.run import Run
@@ -106,20 +107,30 @@ def run_result(run: Run) -> None:
 
 
 def runs_table(records: list[RunRecord]) -> Table:
-    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
-    for name in ("id", "experiment", "status", "created", "duration", "runtime"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("summary", no_wrap=True, overflow="ellipsis", ratio=1)
-    for r in records:
-        table.add_row(
+    """One line per run; only the summary column gives way on a narrow terminal."""
+    rows = [
+        (
             r.short_id,
             r.experiment,
             status_text(r.status),
-            when(r.created_at),
+            r.created_at.astimezone().strftime("%m-%d %H:%M:%S") if r.created_at else "-",
             seconds(r.duration),
-            r.runtime or "-",
-            compact(r.summary, 50) if r.summary else "",
+            compact(r.summary, 200) if r.summary else "",
         )
+        for r in records
+    ]
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
+    names = ("id", "experiment", "status", "created", "duration")
+    used = 0
+    for i, name in enumerate(names):
+        width = max(len(name), *(len(Text.from_markup(row[i]).plain) for row in rows))
+        table.add_column(name, no_wrap=True, min_width=width)
+        used += width + 2
+    table.add_column(
+        "summary", no_wrap=True, overflow="ellipsis", max_width=max(out.width - used, 10)
+    )
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

@@ -27,7 +27,9 @@ from omnilab.unprivileged import chown_tree, grant_traverse, service_ids
 
 #: Seconds a server gets to stop after its stop signal before it is killed.
 STOP_GRACE = 10.0
-#: Environment variable set on every process of a stack, so strays can be found.
+#: Set in the environment of every process of a stack, to trace a stray one back to its
+#: stack (servers that rewrite their process title, like Redis, wipe it: their working
+#: directory, always inside the stack's directory, tells the same).
 STACK_MARKER = "OMNILAB_STACK_ID"
 
 

@@ -36,8 +36,9 @@ class EmbeddedPostgres:
         self.home = Path(home).resolve()
         self.pgdata = self.home / "pgdata"
         digest = hashlib.sha1(str(self.pgdata).encode()).hexdigest()[:12]
-        # Socket paths are limited to ~107 bytes: keep the socket out of deep projects.
-        self.socket_dir = Path(tempfile.gettempdir()) / f"omnilab-pg-{digest}"
+        # Socket paths are limited to 107 bytes: keep the socket out of deep folders.
+        base = Path(tempfile.gettempdir())
+        self.socket_dir = (base if len(str(base)) < 60 else Path("/tmp")) / f"omnilab-pg-{digest}"
         self.service_user = service_user
         self._users_fd: int | None = None
 
@@ -97,10 +98,11 @@ class EmbeddedPostgres:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return None
-        return pid if b"postgres" in cmdline else None
+        # A stale pid file may name a pid since reused, even by another PostgreSQL.
+        return pid if str(self.pgdata).encode() in cmdline else None
 
     def running(self) -> bool:
-        return self._postmaster_pid() is not None and (self.socket_dir).exists()
+        return self._postmaster_pid() is not None
 
     def _start(self) -> None:
         try:
@@ -196,3 +198,5 @@ class EmbeddedPostgres:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
             time.sleep(0.02)
+        with contextlib.suppress(OSError):
+            self.socket_dir.rmdir()  # empty once the server has removed its socket

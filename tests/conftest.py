@@ -1,0 +1,180 @@
+"""Shared fixtures: every test talks to real servers and leaves nothing behind.
+
+- A session-wide PostgreSQL (started by omnilab's own local runtime) holds the tracking
+  store, so CLI runs do not each initialise an embedded one; tests of the embedded
+  default unset it.
+- Each test runs in its own working directory and stack-state directory, and fails if
+  any process of a stack it started is still alive at its end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+EXPERIMENTS = TESTS / "experiments"
+HELLO = ROOT / "experiments" / "hello.py"
+OMNILAB = Path(sys.executable).parent / "omnilab"
+STANDIN = TESTS / "ollama_standin.py"
+STANDIN_BIN = TESTS / "standin_bin"
+
+#: Variables of the user's environment that would leak into the tests' configuration.
+_SCRUB = (
+    "POSTGRES_URL",
+    "REDIS_URL",
+    "QDRANT_URL",
+    "QDRANT_API_KEY",
+    "OLLAMA_BASE_URL",
+    "OMNILAB_RUNTIME",
+    "OMNILAB_HOME",
+    "OMNILAB_RUNS_DIR",
+    "OMNILAB_DATA_DIR",
+    "OMNILAB_TRACKING_URL",
+    "ENVIRONMENT",
+    "CUDA_VISIBLE_DEVICES",
+)
+
+
+def stack_processes(under: Path | None = None) -> list[tuple[int, str]]:
+    """(pid, working directory) of live processes working inside ``under`` (TMPDIR).
+
+    Each test gets its own TMPDIR, where its stacks' directories are made; every server
+    of a stack works inside its stack's directory. So a process whose working directory
+    is in the test's folder is one of its stacks' servers (or their watcher).
+    """
+    root = str(Path(under or tempfile.gettempdir()).resolve())
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(os.path.join(entry.path, "cwd"))
+            state = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (cwd == root or cwd.startswith(root + "/")):
+            found.append((int(entry.name), cwd))
+    return found
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A PostgreSQL for the tracking store of the whole session."""
+    from omnilab.config import get_settings
+    from omnilab.progress import QuietReporter
+    from omnilab.services import Postgres
+    from omnilab.stack import Stack
+
+    os.environ["OMNILAB_STATE_DIR"] = str(tmp_path_factory.mktemp("session-state"))
+    for var in _SCRUB:
+        os.environ.pop(var, None)
+    stack = Stack(
+        Postgres(database="tracking"),
+        runtime="local",
+        reporter=QuietReporter(),
+        settings=get_settings(),
+    )
+    stack.start()  # no skip: if PostgreSQL cannot start, every test must fail
+    yield stack
+    stack.close()
+
+
+@pytest.fixture(scope="session")
+def tracking_url(session_stack) -> str:
+    running = session_stack.services["postgres"]
+    return running.service.url(running.endpoint, secrets=True)
+
+
+@pytest.fixture(autouse=True)
+def workdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tracking_url: str, session_stack
+) -> Iterator[Path]:
+    for var in _SCRUB:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR in this process too
+    monkeypatch.setenv("OMNILAB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("OMNILAB_TRACKING_URL", tracking_url)
+    monkeypatch.setenv("OMNILAB_READY_TIMEOUT", "60")
+    yield tmp_path
+    # Nothing a test started may outlive it (kept stacks are the test's to remove).
+    leftovers = []
+    if not wait_until(lambda: not stack_processes(tmp_path / "tmp"), timeout=15):
+        leftovers = stack_processes(tmp_path / "tmp")
+    assert not leftovers, f"stack processes left behind: {leftovers}"
+
+
+def run_cli(
+    *args: str | Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``omnilab`` command, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [str(OMNILAB), *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture
+def standin_ollama(tmp_path: Path) -> Iterator[str]:
+    """The Ollama stand-in server on a free port; yields its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(STANDIN), "serve"],
+        env={**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    assert wait_until(up, timeout=10), "the Ollama stand-in did not start"
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)

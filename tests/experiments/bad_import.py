@@ -1,0 +1,1 @@
+import omnilab_no_such_module  # noqa: F401

@@ -1,0 +1,23 @@
+"""Two experiments in one file: the CLI needs FILE:Class."""
+
+from omnilab import Experiment, Params
+
+
+class First(Experiment):
+    gpu = False
+
+    def run(self, ctx):
+        return {"which": "first"}
+
+
+class Second(Experiment):
+    gpu = False
+
+    class Params(Params):
+        label: str = "x"
+        sizes: list[int] = [1, 2]
+        ratio: float = 0.5
+        flag: bool = False
+
+    def run(self, ctx):
+        return {"which": "second", **ctx.params.model_dump()}

@@ -1,0 +1,4 @@
+from omnilab import Experiment
+
+class Broken(Experiment)
+    pass
