@@ -59,7 +59,10 @@ class Stack:
         log_dir: Path | None = None,
         reporter: Reporter | None = None,
         settings: Settings | None = None,
+        parallel: bool = True,
     ) -> None:
+        """``parallel=False`` starts services one after another (slower; for debugging a
+        service that misbehaves only beside others, and as the benchmark's baseline)."""
         self.settings = settings or get_settings()
         self.requested_runtime = runtime or self.settings.runtime
         self.service_specs = _check_services(services)
@@ -68,6 +71,7 @@ class Stack:
         self.run_id = run_id
         self.id = run_id or uuid.uuid4().hex
         self.log_dir = log_dir
+        self.parallel = parallel
         self.reporter = reporter or Reporter()
         self.runtime: Runtime | None = None
         self.gpus: list[Gpu] = []
@@ -138,7 +142,7 @@ class Stack:
                 cancel=cancel,
             )
 
-        pool = ThreadPoolExecutor(max_workers=len(self.service_specs))
+        pool = ThreadPoolExecutor(max_workers=len(self.service_specs) if self.parallel else 1)
         try:
             futures = {pool.submit(start_one, s): s for s in self.service_specs}
             for future, service in futures.items():

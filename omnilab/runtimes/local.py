@@ -145,7 +145,10 @@ class LocalRuntime(Runtime):
                 fh.write(content)
         if ids:
             chown_tree(data_dir, *ids)
-            grant_traverse(data_dir, ids[0], user)
+            # The unprivileged user must reach its data and its binaries (a virtual
+            # environment under /root, say).
+            for path in (data_dir, Path(plan.argv[0]), *(Path(c[0]) for c in plan.setup)):
+                grant_traverse(path, ids[0], user)
 
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

