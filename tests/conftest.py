@@ -129,6 +129,14 @@ def workdir(
     if not wait_until(lambda: not stack_processes(tmp_path / "tmp"), timeout=15):
         leftovers = stack_processes(tmp_path / "tmp")
     assert not leftovers, f"stack processes left behind: {leftovers}"
+    # ...nor any stack directory (the embedded store's socket folder goes when it stops).
+    dirs: list[str] = []
+
+    def no_stack_dirs() -> bool:
+        dirs[:] = [p.name for p in (tmp_path / "tmp").glob("omnilab-*")]
+        return not dirs
+
+    assert wait_until(no_stack_dirs, timeout=10), f"stack directories left behind: {dirs}"
 
 
 def run_cli(
