@@ -250,12 +250,12 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        """Variables that point the production team's code at this stack (with secrets)."""
-        env: dict[str, str] = (
-            {"ENVIRONMENT": "docker_experiments"}
-            if (self.runtime and self.runtime.name == "docker")
-            else {}
-        )
+        """Variables that point code on this host at this stack (with secrets).
+
+        Host-side addresses (127.0.0.1 and the stack's ports). Code running inside a
+        docker stack's network uses the aliases instead (``ENVIRONMENT=docker_experiments``).
+        """
+        env: dict[str, str] = {}
         for running in self.services.values():
             env.update(running.service.env(running.endpoint))
         return env
