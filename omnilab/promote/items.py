@@ -1,0 +1,26 @@
+"""The promotable items, by kind: declarations rebuilt from run records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omnilab.errors import UsageError
+from omnilab.services.postgres_promotion import PostgresTable
+from omnilab.services.promotion import Promotable
+from omnilab.services.qdrant_promotion import QdrantCollection
+from omnilab.services.redis_promotion import RedisKeys
+
+#: Kind -> class; a new service's promotion module adds its class here.
+PROMOTABLES: dict[str, type[Promotable]] = {
+    cls.kind: cls for cls in (QdrantCollection, RedisKeys, PostgresTable)
+}
+
+
+def item_from_dict(data: dict[str, Any]) -> Promotable:
+    """The declaration recorded with a run (``to_dict()``), as an object again."""
+    options = dict(data)
+    kind = options.pop("kind", None)
+    cls = PROMOTABLES.get(str(kind))
+    if cls is None:
+        raise UsageError(f"unknown promotable kind {kind!r} in the run record")
+    return cls(**options)
