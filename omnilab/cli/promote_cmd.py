@@ -155,7 +155,7 @@ def ls(
     if not records:
         render.err.print("no promotions recorded yet; try: omnilab promote RUN --dry-run")
         return
-    render.out.print(promote_render.promotions_table(records))
+    promote_render.promotions_listing(records)
 
 
 @promotions_app.command("show")

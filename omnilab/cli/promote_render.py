@@ -61,15 +61,20 @@ def _styled(status: str) -> str:
 
 
 def plan_table(items: list[ItemRecord]) -> Table:
-    table = Table(box=None, padding=(0, 2, 0, 2), header_style="bold")
-    for name in ("item", "target", "action", "run has", "production has", "size"):
-        table.add_column(name, justify="right" if name in ("run has", "production has") else "left")
+    """One line per item: what happens, from where to where, how much."""
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold", pad_edge=False)
+    table.add_column("  action")
+    for name in ("service", "source", "target"):
+        table.add_column(name)
+    for name in ("run has", "prod. has", "size"):
+        table.add_column(name, justify="right")
     for item in items:
         plan = item.plan
         table.add_row(
-            plan.label,
+            f"  {_action(plan)}",
+            plan.service,
+            plan.source,
             plan.target,
-            _action(plan),
             f"{plan.source_count:,} {plan.unit}",
             "-" if plan.target_count is None else f"{plan.target_count:,}",
             size(plan.size_bytes),
@@ -101,9 +106,9 @@ def promotion_result(result: PromotionResult) -> None:
         out.print(plan_table(result.items))
         _explain(result.items)
     done = [i for i in result.items if i.state == "switched"]
-    if done:
+    if done and result.id:
         out.print(outcome_table(done))
-        out.print(f"  undo with: omnilab rollback {result.id[:8] if result.id else ''}")
+        out.print(f"  undo with: omnilab rollback {result.id[:8]}")
     if result.data == "released":
         out.print("  the run's stack data was released")
     if result.error and not result.conflicts:
@@ -111,14 +116,15 @@ def promotion_result(result: PromotionResult) -> None:
 
 
 def outcome_table(items: list[ItemRecord]) -> Table:
-    table = Table(box=None, padding=(0, 2, 0, 2), header_style="bold")
-    for name in ("item", "copied", "checksum", "verified", "replaced, kept as"):
+    """What each switched item received, its checksum, and where the replaced data is."""
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold", pad_edge=False)
+    for name in ("  target", "copied", "checksum", "verified", "replaced, kept as"):
         table.add_column(name)
     for item in items:
         source = item.checksums.get("source")
         target = item.checksums.get("target")
         table.add_row(
-            item.plan.label,
+            f"  {item.plan.target}",
             f"{item.counts.get('target', 0):,} {item.plan.unit}",
             fingerprint(target),
             "yes" if source is not None and _same(source, target) else "[red]no[/]",
@@ -148,31 +154,29 @@ def status_of(record: PromotionRecord) -> str:
     return record.status
 
 
-def promotions_table(records: list[PromotionRecord]) -> Table:
-    """One line per promoted item: which promotion, run, when, what, counts, checksum."""
-    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
-    for name in ("id", "run", "experiment", "status", "when", "item", "target", "action"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("count", justify="right", no_wrap=True)
-    table.add_column("checksum", no_wrap=True)
+def promotions_listing(records: list[PromotionRecord]) -> None:
+    """Each promotion (run, status, when, who), then its items: target, action, count,
+    checksum of what production received."""
     for record in records:
-        first = True
-        for item in record.items or []:
+        out.print(
+            f"[bold]{record.short_id}[/]  run {record.run_id[:8]} ({record.experiment or '-'})  "
+            f"{_styled(status_of(record))}  {when(record.created_at)}  by {record.actor}"
+        )
+        table = Table(box=None, padding=(0, 2, 0, 0), show_header=False, pad_edge=False)
+        for _ in range(5):
+            table.add_column(no_wrap=True)
+        for item in record.items:
             plan = item.plan
+            state = "" if item.state == "switched" else f" ({item.state})"
+            count = item.counts.get("target", plan.source_count)
             table.add_row(
-                record.short_id if first else "",
-                record.run_id[:8] if first else "",
-                (record.experiment or "-") if first else "",
-                _styled(status_of(record)) if first else "",
-                when(record.created_at) if first else "",
-                plan.label,
-                plan.target,
-                f"{_action(plan)}{'' if item.state == 'switched' else ' (' + item.state + ')'}",
-                f"{item.counts.get('target', plan.source_count):,}",
-                fingerprint(item.checksums.get("target")),
+                f"  {plan.service}",
+                f"{plan.target}",
+                f"{_action(plan)}{state}",
+                f"{count:,} {plan.unit}",
+                f"checksum {fingerprint(item.checksums.get('target'))}",
             )
-            first = False
-    return table
+        out.print(table)
 
 
 def promotion_details(record: PromotionRecord) -> None:
@@ -200,13 +204,15 @@ def promotion_details(record: PromotionRecord) -> None:
 
 
 def rollback_result(result: RollbackResult) -> None:
-    verb = "would restore" if result.dry_run else "restored"
+    would = "would " if result.dry_run else ""
     out.print(
         f"rollback of promotion [bold]{result.promotion_id[:8]}[/] (run {result.run_id[:8]}): "
         f"{_styled(result.status)}"
     )
     for item in result.items:
-        restores = item["restores"] or "nothing (it created the item)"
-        out.print(
-            f"  {item['item']} ({item['target']}): {verb} {restores}; removes {item['removes']}"
-        )
+        removed = "remove" if result.dry_run else "removed"
+        restored = "restore" if result.dry_run else "restored"
+        line = f"  {item['target']}: {would}{removed} {item['removes']}"
+        if item["restores"]:
+            line += f"; {restored} {item['restores']}"
+        out.print(line)

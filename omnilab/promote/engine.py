@@ -354,6 +354,7 @@ class _Promotion:
                     changed.append(item.plan.target)
             record.plan.action = "nothing"
             record.plan.reason = f"promoted by {last.short_id}; production unchanged since"
+            record.state = "planned"
             records.append(record)
         if changed:
             raise PromotionFailed(

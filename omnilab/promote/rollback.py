@@ -86,6 +86,7 @@ def _describe(item: ItemRecord) -> dict[str, Any]:
         "target": item.plan.target,
         "restores": item.switch.get("replaced") or item.switch.get("replaced_prefix"),
         "removes": f"the {item.counts.get('target', 0):,} {item.plan.unit} it promoted",
+        "service": item.plan.service,
         "state": item.state,
     }
 

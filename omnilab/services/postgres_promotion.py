@@ -41,6 +41,7 @@ from omnilab.services.promotion import (
     Promotable,
     Promoter,
     PromotionFailed,
+    masked_url,
 )
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ def split_name(name: str) -> tuple[str, str]:
 def masked_dsn(dsn: str) -> str:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+    if "://" in dsn:
+        return masked_url(dsn)
     try:
         parts = conninfo_to_dict(dsn)
     except Exception:
@@ -140,7 +143,7 @@ class PostgresPromoter(Promoter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.dsn = self.settings.production_postgres_url
-        self.prod = self._connect(self.dsn)
+        self._prod = self._connect(self.dsn)
         self._src: psycopg.Connection | None = None
         self._shape: TableShape | None = None
         self._method = "hash_record"
@@ -159,6 +162,15 @@ class PostgresPromoter(Promoter):
             raise PromotionFailed(
                 f"cannot reach production PostgreSQL at {masked_dsn(dsn)}: {reason}"
             ) from None
+
+    @property
+    def prod(self) -> psycopg.Connection:
+        """Production, reconnected if the server ended the session (cleanup must work
+        after a failure that broke the connection)."""
+        if self._prod.closed or self._prod.broken:
+            self._prod.close()
+            self._prod = self._connect(self.dsn)
+        return self._prod
 
     @property
     def source_dsn(self) -> str:
@@ -181,7 +193,7 @@ class PostgresPromoter(Promoter):
         return self._src
 
     def close(self) -> None:
-        self.prod.close()
+        self._prod.close()
         if self._src is not None:
             self._src.close()
 

@@ -27,6 +27,7 @@ import json
 import math
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import UsageError
@@ -181,9 +182,25 @@ class QdrantPromoter(Promoter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.prod = production_client(self.settings)
+        self._prod: QdrantClient | None = None
         self._src: QdrantClient | None = None
         self._existing: tuple[str, str] | None = None  # (kind, physical name)
+
+    @property
+    def prod(self) -> QdrantClient:
+        if self._prod is None:
+            self._prod = production_client(self.settings)
+        return self._prod
+
+    @prod.setter
+    def prod(self, client: QdrantClient) -> None:
+        self._prod = client
+
+    def _production_is_empty(self) -> bool:
+        """A local-mode production folder that does not exist yet holds nothing (and a
+        dry run must not create it by opening it)."""
+        url = self.settings.qdrant_url
+        return url.startswith("file://") and not Path(url[len("file://") :]).exists()
 
     @property
     def src(self) -> QdrantClient:
@@ -194,7 +211,8 @@ class QdrantPromoter(Promoter):
         return self._src
 
     def close(self) -> None:
-        self.prod.close()
+        if self._prod is not None:
+            self._prod.close()
         if self._src is not None:
             self._src.close()
 
@@ -208,6 +226,8 @@ class QdrantPromoter(Promoter):
 
     def _lookup(self, name: str) -> tuple[str, str] | None:
         """("alias", collection) or ("collection", name) for ``name`` in production."""
+        if self._production_is_empty():
+            return None
         for alias in self.prod.get_aliases().aliases:
             if alias.alias_name == name:
                 return "alias", alias.collection_name

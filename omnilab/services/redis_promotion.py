@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
-from urllib.parse import urlsplit, urlunsplit
+
+import redis as redis_lib
 
 from omnilab.errors import UsageError
 from omnilab.services.promotion import (
@@ -32,11 +33,10 @@ from omnilab.services.promotion import (
     Promotable,
     Promoter,
     PromotionFailed,
+    masked_url,
 )
 
 if TYPE_CHECKING:
-    import redis as redis_lib
-
     from omnilab.config import Settings
     from omnilab.progress import Reporter
     from omnilab.services.base import Endpoint
@@ -161,15 +161,6 @@ def _version_prefix(prefix: str, n: int) -> str:
     return f"{prefix}_v{n}"
 
 
-def masked_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        user = parts.username or ""
-        netloc = f"{user}:****@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -249,9 +240,7 @@ class RedisPromoter(Promoter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        import redis
-
-        self.prod: redis_lib.Redis = redis.Redis.from_url(
+        self.prod: redis_lib.Redis = redis_lib.Redis.from_url(
             self.settings.redis_url, socket_connect_timeout=10
         )
         self._src: redis_lib.Redis | None = None
@@ -266,10 +255,8 @@ class RedisPromoter(Promoter):
     @property
     def src(self) -> redis_lib.Redis:
         if self._src is None:
-            import redis
-
             endpoint = self.need_source()
-            self._src = redis.Redis(
+            self._src = redis_lib.Redis(
                 host=endpoint.host,
                 port=endpoint.port,
                 password=endpoint.credentials.password,
@@ -492,14 +479,15 @@ class RedisPromoter(Promoter):
             if target is not None:
                 try:
                     self._migrate(batch, staging, target)
-                except Exception as exc:
-                    if i:
-                        raise PromotionFailed(f"{self.item.label}: MIGRATE failed: {exc}") from exc
+                except redis_lib.ResponseError as exc:
+                    text = str(exc)
+                    if i or not text.startswith("IOERR"):
+                        raise self._copy_error(text) from None
                     # The run's Redis cannot reach production (another network, TLS, a
                     # Unix socket): copy through this process instead.
                     self.reporter.note(
-                        f"    {self.item.label}: server-to-server copy unavailable "
-                        f"({str(exc).splitlines()[0][:120]}); copying through omnilab"
+                        f"    {self.item.label}: the run's Redis cannot reach production "
+                        f"({text.splitlines()[0][:120]}); copying through omnilab"
                     )
                     self._drop(self.src, self._scan(self.src, self.staging_prefix + "*", own=True))
                     target = None
@@ -555,19 +543,21 @@ class RedisPromoter(Promoter):
                 pipe.restore(staging + key[cut:], max(ttl, 0), payload)
             try:
                 pipe.execute()
-            except Exception as exc:
-                if "payload version" in str(exc):
-                    raise PromotionFailed(
-                        f"{self.item.label}: production Redis cannot read this stack's DUMP "
-                        f"format (a newer Redis or Valkey wrote it): {exc}"
-                    ) from exc
-                raise
+            except redis_lib.ResponseError as exc:
+                raise self._copy_error(str(exc)) from None
+
+    def _copy_error(self, text: str) -> PromotionFailed:
+        text = text.removeprefix("ERR Target instance replied with error: ")
+        if "payload version" in text:
+            return PromotionFailed(
+                f"{self.item.label}: production Redis cannot read the run's DUMP format "
+                f"(a newer Redis or Valkey wrote it): {text}"
+            )
+        return PromotionFailed(f"{self.item.label}: production refused the copy: {text}")
 
     # -- switch ---------------------------------------------------------------------------
 
     def switch(self, record: ItemRecord) -> None:
-        import redis
-
         prefix = record.plan.details["prefix"].encode()
         staging = self.staging_prefix.encode() + prefix
         names = self._names(prefix)
@@ -590,7 +580,7 @@ class RedisPromoter(Promoter):
                         rename(keys=[k for pair in chunk for k in pair], client=pipe)
                     results = pipe.execute()
                 break
-            except redis.WatchError:
+            except redis_lib.WatchError:
                 if attempt + 1 == SWITCH_ATTEMPTS:
                     raise PromotionFailed(
                         f"{self.item.label}: production keys kept changing during the "
