@@ -23,7 +23,7 @@ from omnilab.config import Settings, get_settings
 from omnilab.errors import OmnilabError, UsageError
 from omnilab.progress import QuietReporter, Reporter
 from omnilab.promote import retention
-from omnilab.promote.items import item_from_dict
+from omnilab.promote.items import item_from_dict, other_production
 from omnilab.promote.models import PromotionResult
 from omnilab.promote.records import PromotionRecord, PromotionStore
 from omnilab.promote.recovery import reconcile
@@ -328,14 +328,19 @@ class _Promotion:
         """Promoted before (and its data released): nothing to do if production still
         holds what that promotion put there."""
         state = data.get("state", "gone")
+        if state == "live":
+            raise UsageError(
+                f"run {self.run_record.short_id}'s stack was left running (--keep), so its data "
+                "was not kept for promotion; run the experiment again without --keep"
+            )
         earlier = [
             p for p in self.promotions.list(run_id=self.run_record.id, limit=50)
-            if p.status == "succeeded"
+            if p.status == "succeeded" and not other_production(p.items, self.settings)
         ]  # fmt: skip
         if not earlier:
             raise UsageError(
                 f"run {self.run_record.short_id}'s stack data was {state}: there is nothing "
-                "left to promote"
+                "left to promote (into this production)"
             )
         last = earlier[0]
         records = []

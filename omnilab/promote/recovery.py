@@ -12,7 +12,7 @@ import contextlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from omnilab.promote.items import item_from_dict
+from omnilab.promote.items import item_from_dict, other_production
 from omnilab.promote.records import PromotionStore
 
 if TYPE_CHECKING:
@@ -24,6 +24,14 @@ def reconcile(promotions: PromotionStore, settings: Settings, reporter: Reporter
     """Undo every interrupted promotion (call with the promotion lock held)."""
     fixed = 0
     for record in promotions.running():
+        elsewhere = other_production(record.items, settings)
+        if elsewhere:
+            reporter.note(
+                f"promotion {record.short_id} was interrupted while promoting into "
+                f"{', '.join(elsewhere)}, not the production configured here; run a promotion "
+                "with that configuration to undo it"
+            )
+            continue
         reverted, errors = 0, []
         for item in reversed(record.items):
             promoter = item_from_dict(item.item).promoter(settings, record.id, None, reporter)

@@ -17,7 +17,7 @@ from omnilab import environment
 from omnilab.config import Settings, get_settings
 from omnilab.errors import UsageError
 from omnilab.progress import Reporter
-from omnilab.promote.items import item_from_dict
+from omnilab.promote.items import item_from_dict, other_production
 from omnilab.promote.models import RollbackResult
 from omnilab.promote.records import PromotionRecord, PromotionStore
 from omnilab.promote.recovery import reconcile
@@ -44,6 +44,12 @@ def rollback(
             record = promotions.get(promotion)
             _check(promotions, record)
             items = [i for i in record.items if i.state == "switched"]
+            elsewhere = other_production(items, settings)
+            if elsewhere:
+                raise UsageError(
+                    f"promotion {record.short_id} went into {', '.join(elsewhere)}, not the "
+                    "production configured here (QDRANT_URL, REDIS_URL, POSTGRES_URL)"
+                )
             plan = [_describe(i) for i in items]
             changed = [] if force else _changed(record, items, settings, reporter)
             if changed:
@@ -164,6 +170,12 @@ def prune(
                 raise UsageError(
                     f"promotion {record.short_id} is {record.status}"
                     f"{', already pruned' if record.pruned_at else ''}: nothing kept to prune"
+                )
+            elsewhere = other_production(record.items, settings)
+            if elsewhere:
+                raise UsageError(
+                    f"promotion {record.short_id} went into {', '.join(elsewhere)}, not the "
+                    "production configured here"
                 )
             for item in record.items:
                 if item.state != "switched":
