@@ -23,14 +23,12 @@ mode (``QDRANT_URL=file:///path``), which the tests use for lack of a Qdrant ser
 
 from __future__ import annotations
 
-import json
-import math
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import UsageError
+from omnilab.services import qdrant_points as points
 from omnilab.services.promotion import (
     ItemPlan,
     ItemRecord,
@@ -51,8 +49,6 @@ if TYPE_CHECKING:
 
 MARK = "__omnilab_"
 BATCH = 256
-#: How far a vector component may move when the server normalises it again (cosine).
-RTOL, ATOL = 1e-5, 1e-6
 
 
 def production_client(settings: Settings) -> QdrantClient:
@@ -110,71 +106,6 @@ class QdrantCollection(Promotable):
         reporter: Reporter,
     ) -> QdrantPromoter:
         return QdrantPromoter(self, settings, promotion_id, source, reporter)
-
-
-# -- comparing points -------------------------------------------------------------------
-
-
-def _payload_bytes(point_id: Any, payload: Any) -> bytes:
-    return json.dumps([str(point_id), payload], sort_keys=True, separators=(",", ":")).encode()
-
-
-def _vector_items(vector: Any) -> Iterator[tuple[str, Any]]:
-    """(name, value) of a point's vectors, whatever their form (one, named, sparse, multi)."""
-    if vector is None:
-        return
-    if isinstance(vector, dict):
-        for name in sorted(vector):
-            yield name, vector[name]
-    else:
-        yield "", vector
-
-
-def _floats(value: Any) -> list[float]:
-    if hasattr(value, "indices"):  # sparse
-        return [float(i) for i in value.indices] + [float(v) for v in value.values]
-    if value and isinstance(value[0], list):  # multivector
-        return [float(x) for row in value for x in row]
-    return [float(x) for x in value]
-
-
-def _vector_bytes(point_id: Any, vector: Any) -> bytes:
-    parts = [str(point_id).encode()]
-    for name, value in _vector_items(vector):
-        floats = _floats(value)
-        parts.append(name.encode() + struct.pack(f"<{len(floats)}f", *floats))
-    return b"\0".join(parts)
-
-
-def _unit(values: list[float]) -> list[float]:
-    norm = math.sqrt(sum(x * x for x in values))
-    return [x / norm for x in values] if norm > 1e-12 else values
-
-
-def _max_difference(a: Any, b: Any, cosine: frozenset[str]) -> float | None:
-    """Largest difference between two points' vectors; None when they differ.
-
-    Vectors of a cosine space are compared as unit vectors: servers normalise them on
-    write, and qdrant-client's local mode returns them normalised or as given depending
-    on whether the collection was just written or read back from disk.
-    """
-    items_a, items_b = list(_vector_items(a)), list(_vector_items(b))
-    if [n for n, _ in items_a] != [n for n, _ in items_b]:
-        return None
-    worst = 0.0
-    for (name, va), (_, vb) in zip(items_a, items_b, strict=True):
-        if hasattr(va, "indices") and list(va.indices) != list(vb.indices):
-            return None
-        fa, fb = _floats(va), _floats(vb)
-        if name in cosine and va and not isinstance(va[0], list):
-            fa, fb = _unit(fa), _unit(fb)
-        if len(fa) != len(fb):
-            return None
-        for x, y in zip(fa, fb, strict=True):
-            if not math.isclose(x, y, rel_tol=RTOL, abs_tol=ATOL):
-                return None
-            worst = max(worst, abs(x - y))
-    return worst
 
 
 class QdrantPromoter(Promoter):
@@ -347,19 +278,18 @@ class QdrantPromoter(Promoter):
         for batch in self._scroll(dst, dst_name):
             theirs = {p.id: p for p in src.retrieve(
                 src_name, [p.id for p in batch], with_vectors=True, with_payload=True)}  # fmt: skip
-            for point in batch:
-                original = theirs.get(point.id)
-                if original is None:
-                    raise PromotionFailed(f"point {point.id} is not in the run's collection")
-                if original.payload != point.payload:
-                    raise PromotionFailed(f"point {point.id}: payloads differ")
-                diff = _max_difference(original.vector, point.vector, cosine)
-                if diff is None:
-                    raise PromotionFailed(f"point {point.id}: vectors differ")
-                worst = max(worst, diff)
-                for side, p in (("source", original), ("target", point)):
-                    sums[side][0].add(_payload_bytes(p.id, p.payload))
-                    sums[side][1].add(_vector_bytes(p.id, p.vector))
+            missing = [p.id for p in batch if p.id not in theirs]
+            if missing:
+                raise PromotionFailed(f"point {missing[0]} is not in the run's collection")
+            originals = [theirs[p.id] for p in batch]
+            try:
+                worst = max(worst, points.compare(originals, batch, cosine))
+            except points.PointsDiffer as exc:
+                raise PromotionFailed(str(exc)) from None
+            for side, group in (("source", originals), ("target", batch)):
+                for p in group:
+                    sums[side][0].add(points.payload_bytes(p.id, p.payload))
+                    sums[side][1].add(points.vector_bytes(p.id, p.vector))
         return {
             side: {"points": a.count, "payloads_sum": a.hex, "vectors_sum": b.hex}
             for side, (a, b) in sums.items()
@@ -388,7 +318,7 @@ class QdrantPromoter(Promoter):
     def _fill(self, name: str, src: QdrantClient, src_name: str, progress: Progress) -> None:
         from qdrant_client import models
 
-        def points() -> Iterator[Any]:
+        def copies() -> Iterator[Any]:
             for batch in self._scroll(src, src_name):
                 for p in batch:
                     yield models.PointStruct(id=p.id, vector=p.vector, payload=p.payload)
@@ -397,7 +327,7 @@ class QdrantPromoter(Promoter):
         # The official batch uploader; against a server, four writer processes.
         self.prod.upload_points(
             name,
-            points(),
+            copies(),
             batch_size=BATCH,
             parallel=1 if _is_local(self.prod) else 4,
             wait=True,
@@ -506,8 +436,8 @@ class QdrantPromoter(Promoter):
         payloads, vectors = Sum64(), Sum64()
         for batch in self._scroll(self.prod, found[1]):
             for p in batch:
-                payloads.add(_payload_bytes(p.id, p.payload))
-                vectors.add(_vector_bytes(p.id, p.vector))
+                payloads.add(points.payload_bytes(p.id, p.payload))
+                vectors.add(points.vector_bytes(p.id, p.vector))
         return {"points": payloads.count, "payloads_sum": payloads.hex, "vectors_sum": vectors.hex}
 
     def discard_staging(self, record: ItemRecord) -> None:

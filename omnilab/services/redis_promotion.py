@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 RESERVED = "omnilab:"
 BATCH = 500
 SCAN_COUNT = 1000
-#: Attempts at the switch when a production writer touches a watched key meanwhile.
-SWITCH_ATTEMPTS = 3
 
 # For a batch of keys: the XOR of each key's digest (of its type, its name relative to the
 # item's prefix, and its value), how many exist, their size and how many have a TTL.
@@ -121,9 +119,38 @@ end
 return {bit.tohex(a1) .. bit.tohex(a2) .. bit.tohex(a3) .. bit.tohex(a4), count, size, ttls}
 """
 
-# The switch's RENAMEs, queued inside MULTI/EXEC in chunks (one command per chunk instead
-# of one per key). KEYS are (from, to) pairs; a missing source (its TTL ran out) is
-# counted, not an error.
+# The switch, in one script inside MULTI/EXEC: it checks that production is as planned (the
+# keys to replace exist; no other key has appeared under a name being created) and only
+# then RENAMEs the replaced keys to the kept prefix and the staged keys to their names.
+# A script runs atomically, so no reader sees a state in between, and no writer can slip
+# in between the check and the RENAMEs. KEYS: R replaced keys, their R kept names, N staged
+# keys, their N names; ARGV[1] = R. A staged key whose TTL ran out meanwhile is counted.
+_SWITCH_LUA = r"""
+local r = tonumber(ARGV[1])
+local n = (#KEYS - 2 * r) / 2
+local replaced = {}
+for i = 1, r do
+  if redis.call('EXISTS', KEYS[i]) == 0 then return {'vanished', KEYS[i]} end
+  replaced[KEYS[i]] = true
+end
+for i = 1, n do
+  local name = KEYS[2 * r + n + i]
+  if not replaced[name] and redis.call('EXISTS', name) == 1 then return {'appeared', name} end
+end
+for i = 1, r do redis.call('RENAME', KEYS[i], KEYS[r + i]) end
+local missing = 0
+for i = 1, n do
+  local staged = KEYS[2 * r + i]
+  if redis.call('EXISTS', staged) == 1 then
+    redis.call('RENAME', staged, KEYS[2 * r + n + i])
+  else
+    missing = missing + 1
+  end
+end
+return {'ok', missing}
+"""
+
+# Renames of (from, to) pairs, for switching back; a missing source is counted.
 _RENAME_LUA = r"""
 local missing = 0
 for i = 1, #KEYS, 2 do
@@ -562,48 +589,26 @@ class RedisPromoter(Promoter):
         staging = self.staging_prefix.encode() + prefix
         names = self._names(prefix)
         replaced = self._existing if record.plan.action == "replace" else []
-        creates = sorted(set(names) - set(replaced))
         backup = self.replaced_prefix.encode()
-        moves = [(k, backup + k) for k in replaced]
-        moves += [(staging + k[len(prefix) :], k) for k in names]
-        rename = self._script(self.prod, _RENAME_LUA)
-        for attempt in range(SWITCH_ATTEMPTS):
-            try:
-                with self.prod.pipeline(transaction=True) as pipe:
-                    for chunk in _chunks([*names, *replaced], 10_000):
-                        pipe.watch(*chunk)
-                    self._check_unchanged(pipe, creates, replaced)
-                    pipe.multi()
-                    # Production's keys go to the kept prefix first, then the staged ones
-                    # take their names: all of it in one EXEC, nothing in between.
-                    for chunk in _chunks(moves, 5_000):
-                        rename(keys=[k for pair in chunk for k in pair], client=pipe)
-                    results = pipe.execute()
-                break
-            except redis_lib.WatchError:
-                if attempt + 1 == SWITCH_ATTEMPTS:
-                    raise PromotionFailed(
-                        f"{self.item.label}: production keys kept changing during the "
-                        "switch; nothing was changed"
-                    ) from None
+        keys = [*replaced, *(backup + k for k in replaced)]
+        keys += [staging + k[len(prefix) :] for k in names]
+        keys += names
+        script = self._script(self.prod, _SWITCH_LUA)
+        with self.prod.pipeline(transaction=True) as pipe:
+            script(keys=keys, args=[len(replaced)], client=pipe)
+            [(status, detail)] = pipe.execute()
+        if status != b"ok":
+            raise PromotionFailed(
+                f"{self.item.label}: production changed while promoting (key "
+                f"{detail.decode(errors='replace')!r} {status.decode()}); nothing was changed, "
+                "run the promotion again"
+            )
         record.switch.update(
             replaced_prefix=self.replaced_prefix if replaced else None,
             replaced_keys=len(replaced),
-            created_keys=len(creates),
-            expired_during_switch=int(sum(results)),
+            created_keys=len(set(names) - set(replaced)),
+            expired_during_switch=int(detail),
         )
-
-    def _check_unchanged(self, pipe: Any, creates: list[bytes], replaced: list[bytes]) -> None:
-        """Under WATCH: production still looks as planned, else nothing is switched."""
-        appeared = sum(pipe.exists(*c) for c in _chunks(creates, 10_000))
-        remaining = sum(pipe.exists(*c) for c in _chunks(replaced, 10_000))
-        if appeared or remaining != len(replaced):
-            pipe.unwatch()
-            raise PromotionFailed(
-                f"{self.item.label}: production changed while promoting ({appeared} new keys "
-                f"appeared, {len(replaced) - remaining} vanished); nothing was changed, "
-                "run the promotion again"
-            )
 
     def unswitch(self, record: ItemRecord) -> None:
         current = self._scan(self.prod, record.plan.target)
