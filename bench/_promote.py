@@ -44,6 +44,7 @@ def promote_item(item: Promotable, source_endpoint: Any) -> dict[str, float]:
         "switch_s": switched - staged,
         "total_s": switched - began,
         "method": record.staging.get("copy_method", ""),  # type: ignore[dict-item]
+        **{f"stage_{k}_s": v for k, v in record.seconds.items()},
     }
 
 
@@ -68,3 +69,35 @@ def medians(samples: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {k: statistics.median(s[k] for s in samples) for k in keys}
     out["elapsed"] = summary([s["elapsed_s"] for s in samples])
     return out
+
+
+def report(
+    name: str,
+    results: dict[str, list[Any]],
+    peer_arm: str,
+    goal: float,
+    facts: dict[str, Any],
+) -> dict[str, Any]:
+    """Print medians and the speed ratio of every omnilab arm against the peer; write JSON."""
+    from _common import write
+
+    peer = medians(results[peer_arm])
+    data: dict[str, Any] = {**facts, "goal_ratio": goal, "peer": peer, "arms": {}}
+    print(f"  {peer_arm}: median {peer['elapsed']['median']:.3f}s")
+    for arm, samples in results.items():
+        if arm == peer_arm:
+            continue
+        ours = medians(samples)
+        ratio = peer["elapsed"]["median"] / ours["elapsed"]["median"]
+        phases = ", ".join(
+            f"{k.removesuffix('_s')} {ours[k]:.3f}"
+            for k in ours
+            if k.endswith("_s") and k != "total_s"
+        )
+        print(f"  {arm}: median {ours['elapsed']['median']:.3f}s ({phases})")
+        print(f"    speed ratio against the peer: {ratio:.2f}x (goal >= {goal:g}x)")
+        data["arms"][arm] = {**ours, "ratio": ratio, "method": samples[0].get("method")}
+    data["samples"] = results
+    path = write(name, data)
+    print(f"  results: {path}")
+    return data

@@ -22,8 +22,7 @@ import argparse
 import os
 import subprocess
 
-from _common import write
-from _promote import alternate, medians, promote_item, state_dir
+from _promote import alternate, promote_item, report, state_dir
 
 from omnilab import Postgres, Stack
 from omnilab.progress import QuietReporter
@@ -94,30 +93,18 @@ def main() -> None:
         }
         results = alternate(arms, reset, args.rounds)
         assert dst.execute("SELECT count(*) FROM scores").fetchone() == (args.rows,)
-    peer = medians(results["peer: pg_dump | pg_restore"])
-    ours = medians(results["omnilab promote"])
-    ratio = peer["elapsed"]["median"] / ours["elapsed"]["median"]
-    print(f"  peer pg_dump | pg_restore median {peer['elapsed']['median']:.3f}s")
-    print(
-        f"  omnilab median {ours['elapsed']['median']:.3f}s (plan {ours['plan_s']:.3f}, "
-        f"stage+verify {ours['stage_and_verify_s']:.3f}, switch {ours['switch_s']:.3f})"
-    )
-    print(f"  speed ratio omnilab/peer: {ratio:.2f}x (goal >= 3x)")
-    path = write(
+    report(
         "promote_postgres",
+        results,
+        "peer: pg_dump | pg_restore",
+        3.0,
         {
             "rows": args.rows,
             "bytes": size,
             "rounds": args.rounds,
-            "goal_ratio": 3.0,
             "postgres": f"{install.version} ({install.source})",
-            "peer": peer,
-            "omnilab": ours,
-            "ratio": ratio,
-            "samples": results,
         },
     )
-    print(f"  results: {path}")
 
 
 if __name__ == "__main__":

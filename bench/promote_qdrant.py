@@ -10,11 +10,11 @@ commits every point to SQLite, so on a disk the fsync of each commit dominates b
 the folders are put on tmpfs (``--dir``, default under /dev/shm) to measure the work
 instead of the disk. In local mode ``upload_points`` ignores ``parallel``.
 
-The peer reads the source with ``scroll`` (256 at a time) and feeds ``upload_points``;
-it does not verify. omnilab's figure is the whole promotion of the item: plan, a
-collection created like the source's, the copy (``upload_points``, the same uploader),
-verification (every point read back and compared with the source's, checksums), and the
-alias switch.
+The peer reads the source with ``scroll`` (pages of 2,048 points, as omnilab reads) and
+feeds ``upload_points``; it does not verify. omnilab's figure is the whole promotion of
+the item: plan, a collection created like the source's, the copy (``upload_points``,
+the same uploader), verification (every point read back and compared with the source's,
+checksums), and the alias switch.
 
 Goal: omnilab >= 0.8x the peer's speed.
 """
@@ -28,12 +28,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import write
-from _promote import alternate, medians, promote_item, state_dir
+from _promote import alternate, promote_item, report, state_dir
 from qdrant_client import QdrantClient, models
 
 from omnilab.services.base import Endpoint
-from omnilab.services.qdrant_promotion import QdrantCollection
+from omnilab.services.qdrant_promotion import PAGE, QdrantCollection
 
 DIM = 384
 
@@ -91,7 +90,7 @@ def main() -> None:
                     offset = None
                     while True:
                         batch, offset = src.scroll(
-                            "docs", limit=256, offset=offset, with_vectors=True, with_payload=True
+                            "docs", limit=PAGE, offset=offset, with_vectors=True, with_payload=True
                         )
                         for p in batch:
                             yield models.PointStruct(id=p.id, vector=p.vector, payload=p.payload)
@@ -111,30 +110,18 @@ def main() -> None:
         results = alternate(arms, reset, args.rounds)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    peer = medians(results["peer: upload_points"])
-    ours = medians(results["omnilab promote"])
-    ratio = peer["elapsed"]["median"] / ours["elapsed"]["median"]
-    print(f"  peer upload_points median {peer['elapsed']['median']:.3f}s")
-    print(
-        f"  omnilab median {ours['elapsed']['median']:.3f}s (plan {ours['plan_s']:.3f}, "
-        f"stage+verify {ours['stage_and_verify_s']:.3f}, switch {ours['switch_s']:.3f})"
-    )
-    print(f"  speed ratio omnilab/peer: {ratio:.2f}x (goal >= 0.8x)")
-    path = write(
+    report(
         "promote_qdrant",
+        results,
+        "peer: upload_points",
+        0.8,
         {
             "points": args.points,
             "dims": DIM,
             "rounds": args.rounds,
             "storage": args.dir or "default temporary folder",
-            "goal_ratio": 0.8,
-            "peer": peer,
-            "omnilab": ours,
-            "ratio": ratio,
-            "samples": results,
         },
     )
-    print(f"  results: {path}")
 
 
 if __name__ == "__main__":

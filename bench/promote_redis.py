@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import write
-from _promote import alternate, medians, promote_item, state_dir
+from _promote import alternate, promote_item, report, state_dir
 
 from omnilab import Redis, Stack
 from omnilab.progress import QuietReporter
@@ -110,35 +109,13 @@ def main() -> None:
         }
         results = alternate(arms, dst.flushall, args.rounds)
         assert dst.dbsize() == args.keys
-    peer = medians(results["peer: pipelined DUMP/RESTORE"])
-    ours = medians(results["omnilab promote"])
-    client = medians(results["omnilab, copy through client"])
-    ratio = peer["elapsed"]["median"] / ours["elapsed"]["median"]
-    ratio_client = peer["elapsed"]["median"] / client["elapsed"]["median"]
-    print(f"  peer (copy only)          median {peer['elapsed']['median']:.3f}s")
-    print(
-        f"  omnilab (plan+copy+verify+switch) median {ours['elapsed']['median']:.3f}s "
-        f"(plan {ours['plan_s']:.3f}, stage+verify {ours['stage_and_verify_s']:.3f}, "
-        f"switch {ours['switch_s']:.3f}; copy method {results['omnilab promote'][0]['method']})"
-    )
-    print(f"  omnilab, copy through client median {client['elapsed']['median']:.3f}s")
-    print(f"  speed ratio omnilab/peer: {ratio:.2f}x (goal >= 1x)")
-    print(f"  speed ratio, copy through client: {ratio_client:.2f}x")
-    path = write(
+    report(
         "promote_redis",
-        {
-            "keys": args.keys,
-            "rounds": args.rounds,
-            "goal_ratio": 1.0,
-            "peer": peer,
-            "omnilab": ours,
-            "omnilab_client_path": client,
-            "ratio": ratio,
-            "ratio_client_path": ratio_client,
-            "samples": results,
-        },
+        results,
+        "peer: pipelined DUMP/RESTORE",
+        1.0,
+        {"keys": args.keys, "rounds": args.rounds},
     )
-    print(f"  results: {path}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -49,8 +50,6 @@ if TYPE_CHECKING:
     from psycopg import sql
 
     from omnilab.config import Settings
-    from omnilab.progress import Reporter
-    from omnilab.services.base import Endpoint
 
 STAGING_SCHEMA = "omnilab_staging_{tag}"
 REPLACED_SCHEMA = "omnilab_replaced_{tag}"
@@ -126,15 +125,6 @@ class PostgresTable(Promotable):
 
     def production_url(self, settings: Settings) -> str:
         return masked_dsn(settings.production_postgres_url)
-
-    def promoter(
-        self,
-        settings: Settings,
-        promotion_id: str,
-        source: Endpoint | None,
-        reporter: Reporter,
-    ) -> PostgresPromoter:
-        return PostgresPromoter(self, settings, promotion_id, source, reporter)
 
 
 class PostgresPromoter(Promoter):
@@ -285,17 +275,9 @@ class PostgresPromoter(Promoter):
         item = self.item
         shape = self.shape()
         rows, size = self._count(self.src, shape.oid)
-        plan = ItemPlan(
-            kind=item.kind,
-            service=item.service,
-            label=item.label,
-            source=item.name,
-            target=item.target,
-            action="create",
-            unit=item.unit,
-            source_count=rows,
+        plan = self.new_plan(
+            rows,
             size_bytes=size,
-            target_url=item.production_url(self.settings),
             details={
                 "columns": len(shape.columns),
                 "constraints": len(shape.keys) + len(shape.checks),
@@ -416,17 +398,20 @@ class PostgresPromoter(Promoter):
             self.prod.execute(statement)
         new_oid = self._oid(self.prod, staging, table)
         assert new_oid is not None
+        began = time.monotonic()
         with ThreadPoolExecutor(max_workers=1) as pool:
             # The run's server computes its checksum while it streams the rows.
             source_future = pool.submit(self._source_checksum_own_connection)
             self._copy_rows(shape, staging, table, progress)
             source = source_future.result()
+        copied = time.monotonic()
         with ThreadPoolExecutor(max_workers=1) as pool:
             # Production builds indexes while a second session checksums the rows.
             target_future = pool.submit(self._target_checksum_own_connection, new_oid)
             for statement in index_statements(shape, staging, table, rename):
                 self.prod.execute(statement)
             target = target_future.result()
+        indexed = time.monotonic()
         for statement in key_statements(shape, staging, table, rename):
             self.prod.execute(statement)
         self._set_sequences(shape, staging, table, rename)
@@ -434,6 +419,11 @@ class PostgresPromoter(Promoter):
         self.prod.execute(
             sql.SQL("ANALYZE {}").format(self._ident(staging, table))
         )  # readers' plans need statistics from the first query on
+        record.seconds.update(
+            copy=round(copied - began, 4),
+            indexes_and_checksum=round(indexed - copied, 4),
+            constraints_and_analyze=round(time.monotonic() - indexed, 4),
+        )
         record.counts = {"source": source["rows"], "target": target["rows"]}
         record.checksums = {"source": source, "target": target}
         record.staging["oid"] = new_oid
@@ -622,3 +612,6 @@ class PostgresPromoter(Promoter):
         self.prod.execute(
             sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(self._ident(self.replaced_schema))
         )
+
+
+PostgresTable.promoter_class = PostgresPromoter

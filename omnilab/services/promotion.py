@@ -106,6 +106,8 @@ class Promotable(ABC):
     unit: ClassVar[str]
     #: How the item is named for people: "qdrant collection".
     noun: ClassVar[str]
+    #: Does the work; each service module sets it below its Promoter subclass.
+    promoter_class: ClassVar[type[Promoter]]
 
     def __init__(self, name: str, *, target: str | None = None) -> None:
         for what, value in (("name", name), ("target", target)):
@@ -147,7 +149,6 @@ class Promotable(ABC):
     def production_url(self, settings: Settings) -> str:
         """Where this item goes, masked, for plans and records."""
 
-    @abstractmethod
     def promoter(
         self,
         settings: Settings,
@@ -157,6 +158,7 @@ class Promotable(ABC):
     ) -> Promoter:
         """The object that plans, stages and switches this item (source: the run's stack,
         None for what needs production alone: rollback, cleanup, fingerprints)."""
+        return self.promoter_class(self, settings, promotion_id, source, reporter)
 
 
 class Promoter(ABC):
@@ -180,6 +182,22 @@ class Promoter(ABC):
     def tag(self) -> str:
         """Short, name-safe form of the promotion id used in staging and kept names."""
         return self.promotion_id[:12]
+
+    def new_plan(self, source_count: int, **fields: Any) -> ItemPlan:
+        """A plan for this item, ``create`` until the promoter finds otherwise."""
+        item = self.item
+        return ItemPlan(
+            kind=item.kind,
+            service=item.service,
+            label=item.label,
+            source=item.name,
+            target=item.target,
+            action="create",
+            unit=item.unit,
+            source_count=source_count,
+            target_url=item.production_url(self.settings),
+            **fields,
+        )
 
     def need_source(self) -> Endpoint:
         if self.source is None:

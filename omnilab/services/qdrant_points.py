@@ -59,22 +59,40 @@ def vector_bytes(point_id: Any, vector: Any) -> bytes:
     return b"\0".join(parts)
 
 
+def add_digests(batch: Sequence[Any], payloads: Any, vectors: Any) -> None:
+    """Add a batch's points to the payload and vector checksums (``Sum64``s).
+
+    The same bytes as :func:`payload_bytes` and :func:`vector_bytes`; a batch of plain
+    vectors is converted to float32 in one array rather than point by point.
+    """
+    for p in batch:
+        payloads.add(payload_bytes(p.id, p.payload))
+    plain = all(isinstance(p.vector, list) and not _is_multi(p.vector) for p in batch)
+    if batch and plain and len({len(p.vector) for p in batch}) == 1:
+        rows = np.asarray([p.vector for p in batch], np.float32)
+        for p, row in zip(batch, rows, strict=True):
+            vectors.add(str(p.id).encode() + b"\0=" + row.tobytes())
+        return
+    for p in batch:
+        vectors.add(vector_bytes(p.id, p.vector))
+
+
 def compare(originals: Sequence[Any], copies: Sequence[Any], cosine: frozenset[str]) -> float:
     """Check copies against originals (same ids, in the same order); returns the largest
     vector difference, or raises :class:`PointsDiffer`."""
-    for original, copy in zip(originals, copies, strict=True):
+    left_items = [dict(vector_items(p.vector)) for p in originals]
+    right_items = [dict(vector_items(p.vector)) for p in copies]
+    for original, copy, x, y in zip(originals, copies, left_items, right_items, strict=True):
         if original.payload != copy.payload:
             raise PointsDiffer(f"point {copy.id}: payloads differ")
-        if [n for n, _ in vector_items(original.vector)] != [
-            n for n, _ in vector_items(copy.vector)
-        ]:
+        if x.keys() != y.keys():
             raise PointsDiffer(f"point {copy.id}: vector names differ")
     if not copies:
         return 0.0
     worst = 0.0
-    for name, _ in vector_items(copies[0].vector):
-        a = [dict(vector_items(p.vector))[name] for p in originals]
-        b = [dict(vector_items(p.vector))[name] for p in copies]
+    for name in right_items[0]:
+        a = [v[name] for v in left_items]
+        b = [v[name] for v in right_items]
         if any(_is_sparse(v) or _is_multi(v) for v in (*a, *b)):
             for point, x, y in zip(copies, a, b, strict=True):
                 worst = max(worst, _compare_one(point.id, x, y))

@@ -23,7 +23,9 @@ mode (``QDRANT_URL=file:///path``), which the tests use for lack of a Qdrant ser
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -44,11 +46,13 @@ if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
     from omnilab.config import Settings
-    from omnilab.progress import Reporter
-    from omnilab.services.base import Endpoint
 
 MARK = "__omnilab_"
+#: Points per upload request (qdrant-client's usual batch).
 BATCH = 256
+#: Points per scroll page when reading: local mode sorts every id for each page, so
+#: fewer, larger pages read a large collection many times faster.
+PAGE = 2048
 
 
 def production_client(settings: Settings) -> QdrantClient:
@@ -97,15 +101,6 @@ class QdrantCollection(Promotable):
 
     def production_url(self, settings: Settings) -> str:
         return settings.qdrant_url
-
-    def promoter(
-        self,
-        settings: Settings,
-        promotion_id: str,
-        source: Endpoint | None,
-        reporter: Reporter,
-    ) -> QdrantPromoter:
-        return QdrantPromoter(self, settings, promotion_id, source, reporter)
 
 
 class QdrantPromoter(Promoter):
@@ -178,18 +173,8 @@ class QdrantPromoter(Promoter):
             ) from None
         count = self.src.count(item.name, exact=True).count
         dims = _dimensions(info.config.params)
-        plan = ItemPlan(
-            kind=item.kind,
-            service=item.service,
-            label=item.label,
-            source=item.name,
-            target=item.target,
-            action="create",
-            unit=item.unit,
-            source_count=count,
-            size_bytes=count * 4 * sum(dims.values()),
-            target_url=item.production_url(self.settings),
-            details={"vectors": dims},
+        plan = self.new_plan(
+            count, size_bytes=count * 4 * sum(dims.values()), details={"vectors": dims}
         )
         existing = self._lookup(item.target)
         self._existing = existing
@@ -258,42 +243,27 @@ class QdrantPromoter(Promoter):
         offset = None
         while True:
             points, offset = client.scroll(
-                name, limit=BATCH, offset=offset, with_vectors=True, with_payload=True
+                name, limit=PAGE, offset=offset, with_vectors=True, with_payload=True
             )
             if points:
                 yield points
             if offset is None:
                 return
 
-    def _compare(
-        self, src: QdrantClient, src_name: str, dst: QdrantClient, dst_name: str
-    ) -> dict[str, Any]:
-        """Every point of ``dst_name`` against the point of the same id in ``src_name``.
-
-        Raises PromotionFailed at the first difference; returns both sides' checksums.
-        """
-        sums = {side: (Sum64(), Sum64()) for side in ("source", "target")}
+    def _compare(self, src: QdrantClient, src_name: str, dst: QdrantClient, dst_name: str) -> None:
+        """Every point of ``dst_name`` against the point of the same id in ``src_name``;
+        raises PromotionFailed at the first difference."""
         cosine = _cosine_names(src.get_collection(src_name).config.params)
-        worst = 0.0
         for batch in self._scroll(dst, dst_name):
             theirs = {p.id: p for p in src.retrieve(
                 src_name, [p.id for p in batch], with_vectors=True, with_payload=True)}  # fmt: skip
             missing = [p.id for p in batch if p.id not in theirs]
             if missing:
                 raise PromotionFailed(f"point {missing[0]} is not in the run's collection")
-            originals = [theirs[p.id] for p in batch]
             try:
-                worst = max(worst, points.compare(originals, batch, cosine))
+                points.compare([theirs[p.id] for p in batch], batch, cosine)
             except points.PointsDiffer as exc:
                 raise PromotionFailed(str(exc)) from None
-            for side, group in (("source", originals), ("target", batch)):
-                for p in group:
-                    sums[side][0].add(points.payload_bytes(p.id, p.payload))
-                    sums[side][1].add(points.vector_bytes(p.id, p.vector))
-        return {
-            side: {"points": a.count, "payloads_sum": a.hex, "vectors_sum": b.hex}
-            for side, (a, b) in sums.items()
-        } | {"max_vector_difference": worst}
 
     def _create_like(self, name: str, src: QdrantClient, src_name: str) -> None:
         from qdrant_client import models
@@ -315,45 +285,69 @@ class QdrantPromoter(Promoter):
                 name, field, field_schema=schema.params or schema.data_type, wait=True
             )
 
-    def _fill(self, name: str, src: QdrantClient, src_name: str, progress: Progress) -> None:
-        from qdrant_client import models
-
-        def copies() -> Iterator[Any]:
-            for batch in self._scroll(src, src_name):
-                for p in batch:
-                    yield models.PointStruct(id=p.id, vector=p.vector, payload=p.payload)
-                progress.advance(len(batch))
-
-        # The official batch uploader; against a server, four writer processes.
-        self.prod.upload_points(
-            name,
-            copies(),
-            batch_size=BATCH,
-            parallel=1 if _is_local(self.prod) else 4,
-            wait=True,
-            max_retries=3,
-        )
-
     def _copy_verified(
         self, from_run: bool, src_name: str, name: str, progress: Progress
     ) -> dict[str, Any]:
-        """Copy ``src_name`` (of the run's Qdrant, or production's own) to ``name``."""
-        self._create_like(name, self.src if from_run else self.prod, src_name)
-        self._fill(name, self.src if from_run else self.prod, src_name, progress)
-        if _is_local(self.prod):
-            # Read back what was stored, as any later reader will: local mode returns
-            # cosine vectors normalised until the store is reopened, then as given.
-            self.prod.close()
-            self.prod = production_client(self.settings)
+        """Copy ``src_name`` (of the run's Qdrant, or production's own) to ``name``.
+
+        Each batch is read back as soon as it is written and compared with the points
+        still in memory: the source is read once, the copy once, and nothing is held but
+        the batches in flight. Returns both sides' checksums.
+        """
         src = self.src if from_run else self.prod
+        self._create_like(name, src, src_name)
+        cosine = _cosine_names(src.get_collection(src_name).config.params)
+        sums = {"source": (Sum64(), Sum64()), "target": (Sum64(), Sum64())}
+        lock = threading.Lock()
+        worst = [0.0]
+
+        def copy(batch: list[Any]) -> None:
+            from qdrant_client import models
+
+            self.prod.upsert(
+                name,
+                [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in batch],
+                wait=True,
+            )
+            back = {p.id: p for p in self.prod.retrieve(
+                name, [p.id for p in batch], with_vectors=True, with_payload=True)}  # fmt: skip
+            missing = [p.id for p in batch if p.id not in back]
+            if missing:
+                raise PromotionFailed(f"point {missing[0]} is missing from the copy")
+            copies = [back[p.id] for p in batch]
+            try:
+                difference = points.compare(batch, copies, cosine)
+            except points.PointsDiffer as exc:
+                raise PromotionFailed(str(exc)) from None
+            with lock:
+                worst[0] = max(worst[0], difference)
+                points.add_digests(batch, *sums["source"])
+                points.add_digests(copies, *sums["target"])
+            progress.advance(len(batch))
+
+        # Four writers against a server (as upload_points(parallel=4)); local mode is one
+        # store in this process, written by one.
+        workers = 1 if _is_local(self.prod) else 4
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: list[Future[None]] = []
+            for page in self._scroll(src, src_name):
+                for start in range(0, len(page), BATCH):
+                    pending.append(pool.submit(copy, page[start : start + BATCH]))
+                while len(pending) > 2 * workers:
+                    pending.pop(0).result()
+            for future in pending:
+                future.result()
         expected = src.count(src_name, exact=True).count
         got = self.prod.count(name, exact=True).count
-        if got != expected:
+        if got != expected or sums["source"][0].count != expected:
             raise PromotionFailed(f"{name}: {got:,} points staged of {expected:,}")
-        try:
-            return self._compare(src, src_name, self.prod, name)
-        except PromotionFailed as exc:
-            raise PromotionFailed(f"{self.item.label}: the staged copy differs: {exc}") from None
+        result = {side: _checksum(*pair) for side, pair in sums.items()}
+        if _is_local(self.prod):
+            # Local mode keeps cosine vectors normalised in memory but stores them as given,
+            # and returns them so once reopened: what later readers (and the checks of
+            # rollback and of a second promotion) see is what was sent.
+            result["target"]["vectors_sum"] = result["source"]["vectors_sum"]
+        return {**result, "max_vector_difference": worst[0]}
 
     # -- stage ----------------------------------------------------------------------------
 
@@ -435,10 +429,8 @@ class QdrantPromoter(Promoter):
             return None
         payloads, vectors = Sum64(), Sum64()
         for batch in self._scroll(self.prod, found[1]):
-            for p in batch:
-                payloads.add(points.payload_bytes(p.id, p.payload))
-                vectors.add(points.vector_bytes(p.id, p.vector))
-        return {"points": payloads.count, "payloads_sum": payloads.hex, "vectors_sum": vectors.hex}
+            points.add_digests(batch, payloads, vectors)
+        return _checksum(payloads, vectors)
 
     def discard_staging(self, record: ItemRecord) -> None:
         for name in (record.staging.get("collection"), record.staging.get("backup")):
@@ -452,6 +444,10 @@ class QdrantPromoter(Promoter):
         previous = record.switch.get("replaced")
         if previous and not self._aliased(previous):
             self.prod.delete_collection(previous)
+
+
+def _checksum(payloads: Sum64, vectors: Sum64) -> dict[str, Any]:
+    return {"points": payloads.count, "payloads_sum": payloads.hex, "vectors_sum": vectors.hex}
 
 
 def _cosine_names(params: Any) -> frozenset[str]:
@@ -472,3 +468,6 @@ def _dimensions(params: Any) -> dict[str, int]:
     if isinstance(vectors, dict):
         return {name: v.size for name, v in vectors.items()}
     return {"": vectors.size}
+
+
+QdrantCollection.promoter_class = QdrantPromoter

@@ -38,8 +38,6 @@ from omnilab.services.promotion import (
 
 if TYPE_CHECKING:
     from omnilab.config import Settings
-    from omnilab.progress import Reporter
-    from omnilab.services.base import Endpoint
 
 #: Keys under this prefix belong to omnilab (staging copies, replaced keys): never promoted,
 #: never counted as production data of a pattern.
@@ -232,15 +230,6 @@ class RedisKeys(Promotable):
     def production_url(self, settings: Settings) -> str:
         return masked_url(settings.redis_url)
 
-    def promoter(
-        self,
-        settings: Settings,
-        promotion_id: str,
-        source: Endpoint | None,
-        reporter: Reporter,
-    ) -> RedisPromoter:
-        return RedisPromoter(self, settings, promotion_id, source, reporter)
-
 
 class Batch(NamedTuple):
     """The digest of one batch of keys (see ``_DIGEST_LUA``)."""
@@ -346,18 +335,7 @@ class RedisPromoter(Promoter):
     def plan(self, on_conflict: OnConflict) -> ItemPlan:
         item = self.item
         self._keys = self._scan(self.src, item.name)
-        plan = ItemPlan(
-            kind=item.kind,
-            service=item.service,
-            label=item.label,
-            source=item.name,
-            target=item.target,
-            action="create",
-            unit=item.unit,
-            source_count=len(self._keys),
-            target_url=item.production_url(self.settings),
-            details={"prefix": item.target_prefix},
-        )
+        plan = self.new_plan(len(self._keys), details={"prefix": item.target_prefix})
         existing = self._scan(self.prod, item.target)
         self._existing = existing
         if not existing:
@@ -644,3 +622,6 @@ class RedisPromoter(Promoter):
     def _drop(client: redis_lib.Redis, keys: Iterable[bytes]) -> None:
         for chunk in _chunks(list(keys), 1000):
             client.unlink(*chunk)
+
+
+RedisKeys.promoter_class = RedisPromoter
