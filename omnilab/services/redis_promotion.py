@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 #: Keys under this prefix belong to omnilab (staging copies, replaced keys): never promoted,
 #: never counted as production data of a pattern.
 RESERVED = "omnilab:"
-BATCH = 500
+BATCH = 1000
 SCAN_COUNT = 1000
 
 # For a batch of keys: the XOR of each key's digest (of its type, its name relative to the
