@@ -97,7 +97,7 @@ class DockerRuntime(Runtime):
         try:
             client = engine.connect()
             for service in services:
-                _resolve_image(client, service, None)
+                resolve_image(client, service, None)
         except (RuntimeUnavailable, ServiceUnavailable) as exc:
             return str(exc)
         return None
@@ -106,7 +106,7 @@ class DockerRuntime(Runtime):
         client = self.client
         recipes: dict[str, ContainerRecipe] = {}
         for service in services:
-            recipe = _resolve_image(client, service, self.reporter)
+            recipe = resolve_image(client, service, self.reporter)
             assert recipe is not None
             recipes[service.name] = recipe
         return recipes
@@ -217,7 +217,9 @@ class DockerRuntime(Runtime):
             network=network,
             networking_config={network: client.api.create_endpoint_config(aliases=[service.alias])},
             device_requests=requests or None,
-            init=True,
+            # No docker-init: it would keep the server's full command line (Redis's
+            # --requirepass) visible to every user's `ps`; the servers handle signals
+            # and reap their children as PID 1 themselves.
             security_opt=["no-new-privileges"],
             detach=True,
         )
@@ -280,14 +282,15 @@ class DockerRuntime(Runtime):
         removed: list[str] = []
         log_dir = state.extra.get("log_dir")
         for _ in range(3):  # a container created while we were removing: look again
-            containers = client.containers.list(all=True, filters=selector)
+            containers = engine.containers(client, selector)
 
             def remove(container: Any) -> str:
-                service = container.labels.get(labels.SERVICE, container.name)
+                name = engine.container_name(container)
+                service = engine.object_labels(container).get(labels.SERVICE, name)
                 if log_dir:
                     self._save_log(container, str(Path(log_dir) / f"{service}.log"))
                 _remove_container(container, graceful=not remove_data)
-                return f"container {container.name}"
+                return f"container {name}"
 
             if containers:
                 with ThreadPoolExecutor(max_workers=len(containers)) as pool:
@@ -378,13 +381,13 @@ def _remove_container(container: Any, *, graceful: bool) -> None:
             raise
         for _ in range(100):  # someone else (the reaper, `stack down`) is removing it
             try:
-                container.reload()
+                container.client.api.inspect_container(container.id)
             except docker.errors.NotFound:
                 return
             time.sleep(0.1)
 
 
-def _resolve_image(
+def resolve_image(
     client: docker.DockerClient, service: Service, reporter: Reporter | None
 ) -> ContainerRecipe | None:
     """Which image runs ``service``: the user's choice, else omnilab's local build, else

@@ -97,6 +97,29 @@ def unreachable_reason() -> str | None:
     return None
 
 
+def containers(client: docker.DockerClient, selector: dict[str, Any]) -> list[Any]:
+    """Containers matching ``selector``, running or not, from one listing call.
+
+    Sparse on purpose: a full listing inspects each container afterwards, and fails
+    when one disappears in between (a teardown running at the same time).
+    """
+    return client.containers.list(all=True, filters=selector, sparse=True)
+
+
+def container_name(container: Any) -> str:
+    names = container.attrs.get("Names") or [container.attrs.get("Name") or container.id[:12]]
+    return str(names[0]).lstrip("/")
+
+
+def object_labels(obj: Any) -> dict[str, str]:
+    """Labels of a container (sparse or full), network or volume."""
+    attrs = obj.attrs
+    found = attrs.get("Labels")
+    if found is None:
+        found = (attrs.get("Config") or {}).get("Labels")
+    return dict(found or {})
+
+
 # -- images --------------------------------------------------------------------------
 
 

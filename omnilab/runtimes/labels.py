@@ -87,7 +87,8 @@ def stack_labels(state: StackState, service: str | None = None) -> dict[str, str
 
 
 def shared_labels(service: str) -> dict[str, str]:
-    return {**extra_labels(), MANAGED: "true", SHARED: "true", SERVICE: service}
+    """A volume every stack shares: no scope labels, it belongs to no one stack."""
+    return {MANAGED: "true", SHARED: "true", SERVICE: service}
 
 
 def label_filter(labels: Mapping[str, str]) -> dict[str, Any]:
