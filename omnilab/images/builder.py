@@ -171,6 +171,8 @@ def _docker_build(
             target = Path(tmp) / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+            if target.suffix == ".sh":
+                target.chmod(0o755)  # a wheel's data files may have lost the mode
         stream = client.api.build(
             path=tmp,
             tag=spec.tag,

@@ -8,6 +8,7 @@ image; ``OMNILAB_IMAGE_<SERVICE>`` still overrides it.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,11 +102,14 @@ def select(names: list[str] | None) -> list[ImageSpec]:
 
 
 def recipes_dir() -> Path:
-    """Where ``dockerfiles/`` is: ``OMNILAB_DOCKERFILES``, else the source tree."""
+    """Where ``dockerfiles/`` is: ``OMNILAB_DOCKERFILES``, else the source tree, else
+    where a wheel installs it (``<prefix>/share/omnilab/dockerfiles``)."""
     explicit = os.environ.get("OMNILAB_DOCKERFILES")
     if explicit:
         return Path(explicit)
-    return Path(__file__).resolve().parents[2] / "dockerfiles"
+    source = Path(__file__).resolve().parents[2] / "dockerfiles"
+    installed = Path(sys.prefix) / "share" / "omnilab" / "dockerfiles"
+    return source if source.is_dir() or not installed.is_dir() else installed
 
 
 def context_files(spec: ImageSpec) -> dict[str, Path]:
