@@ -147,7 +147,11 @@ class DockerRuntime(Runtime):
                 "`omnilab gc` removes networks left by dead stacks"
             ) from None
         state.extra["network"] = name
-        if state.extra.get("keep_data") and state.run_id:
+        if state.workdir:
+            # Reopening a stack whose data was kept: its folder is mounted again as is.
+            if not Path(state.workdir).is_dir():
+                raise StackStartError(f"docker: the stack's data folder {state.workdir} is gone")
+        elif state.extra.get("keep_data") and state.run_id:
             workdir = Path(self.settings.data_dir).resolve() / state.run_id
             workdir.mkdir(parents=True, exist_ok=False)
             state.workdir = str(workdir)
