@@ -26,7 +26,7 @@ from docker_support import (
     docker_client,
 )
 
-from omnilab import Postgres, Redis, Stack
+from omnilab import Postgres, Redis, Stack, UsageError
 from omnilab.progress import Reporter
 from omnilab.runtimes import ports as port_alloc
 from omnilab.runtimes.docker import network_env
@@ -91,6 +91,25 @@ def test_each_service_runs_in_a_labelled_container_on_the_stack_network(
         stack_id = s.id
     assert "runtime: docker" in lines.lines
     assert not _stack_objects(stack_id)
+
+
+def test_data_lives_on_tmpfs_or_in_a_labelled_volume_that_goes_with_the_stack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = docker_client()
+    with Stack(Redis(), runtime="docker", reporter=Lines()) as s:
+        mounts = client.containers.get(f"redis-exp-{s.id[:8]}").attrs["Mounts"]
+        assert [(m["Type"], m["Destination"]) for m in mounts] == [("tmpfs", "/data")]
+    monkeypatch.setenv("OMNILAB_DOCKER_DATA", "volume")
+    with Stack(Redis(), runtime="docker", reporter=Lines()) as s:
+        (volume,) = client.volumes.list(filters={"label": f"io.omnilab.stack={s.id}"})
+        assert volume.name == f"redis-exp-{s.id[:8]}-data"
+        assert volume.attrs["Labels"]["io.omnilab.service"] == "redis"
+        stack_id = s.id
+    assert not client.volumes.list(filters={"label": f"io.omnilab.stack={stack_id}"})
+    monkeypatch.setenv("OMNILAB_DOCKER_DATA", "ramdisk")
+    with pytest.raises(UsageError, match="OMNILAB_DOCKER_DATA"):
+        Stack(Redis(), runtime="docker", reporter=Lines()).start()
 
 
 def test_credentials_are_fresh_required_and_kept_out_of_process_listings() -> None:

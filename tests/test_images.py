@@ -91,8 +91,36 @@ def test_postgres_image_honours_the_official_environment(docker_scope: str) -> N
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(host="127.0.0.1", port=port, user="alice", password="no", dbname="lab")
         assert container.attrs["Config"]["StopSignal"] == "SIGINT"
+        # Like `initdb --username alice`: the superuser is alice, there is no postgres role.
+        roles = container.exec_run(
+            ["psql", "-U", "alice", "-d", "lab", "-tAc", "select rolname from pg_roles "
+             "where rolsuper"]
+        )  # fmt: skip
+        assert roles.output.split() == [b"alice"], roles.output
+        assert b"s3cret" not in container.logs()
         top = container.top(ps_args="-o pid,user,args")["Processes"]
         assert all(row[1] != "root" for row in top), top
+    finally:
+        container.remove(force=True, v=True)
+
+
+def test_postgres_image_runs_initdb_for_custom_initdb_args(docker_scope: str) -> None:
+    """The fast path copies a cluster made at build time; POSTGRES_INITDB_ARGS needs a
+    cluster of its own, and gets one."""
+    client = docker_client()
+    container = client.containers.run(
+        POSTGRES_IMAGE,
+        detach=True,
+        environment={"POSTGRES_PASSWORD": "pw", "POSTGRES_INITDB_ARGS": "--data-checksums"},
+        labels=_scope(docker_scope),
+    )
+    try:
+        assert wait_until(
+            lambda: container.exec_run(["pg_isready", "-q"]).exit_code == 0, timeout=60
+        ), container.logs().decode()
+        shown = container.exec_run(["psql", "-U", "postgres", "-tAc", "show data_checksums"])
+        assert shown.output.strip() == b"on", shown.output
+        assert b"cluster copied" not in container.logs()
     finally:
         container.remove(force=True, v=True)
 
