@@ -193,9 +193,20 @@ def _docker_build(
     reporter.note(f"  {spec.name}: built {spec.tag}")
 
 
+#: Seconds of suppressed output after which the latest line is shown, as a heartbeat.
+HEARTBEAT = 10.0
+
+
+def _short_line(line: str, width: int = 100) -> str:
+    line = " ".join(line.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
 def _follow(stream: Any, spec: ImageSpec, reporter: Reporter, verbose: bool) -> None:
-    """Print the build's steps (everything with ``verbose``); raise on its error."""
+    """Print the build's steps (everything with ``verbose``, else the latest line now
+    and then, so a long apt-get shows it is alive); raise on the build's error."""
     tail: list[str] = []
+    shown = time.monotonic()
     for chunk in stream:
         if "error" in chunk:
             raise ImageBuildError(
@@ -208,5 +219,8 @@ def _follow(stream: Any, spec: ImageSpec, reporter: Reporter, verbose: bool) -> 
             if not line:
                 continue
             tail = [*tail[-39:], line]
-            if verbose or line.startswith("Step "):
+            if verbose:
                 reporter.note(f"    {line}")
+            elif line.startswith("Step ") or time.monotonic() - shown > HEARTBEAT:
+                reporter.note(f"    {_short_line(line)}")
+                shown = time.monotonic()
