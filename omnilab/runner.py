@@ -268,6 +268,7 @@ def _execute(
 
     status, summary, error = "failed", None, None
     interrupted: BaseException | None = None
+    failure: OmnilabError | None = None
     timings: dict[str, float] = {}
     store: TrackingStore | None = None
     buffer: MetricBuffer | None = None
@@ -297,13 +298,19 @@ def _execute(
                 try:
                     summary = normalize_summary(cls().run(ctx))
                     status = "succeeded"
+                except SystemExit as exc:
+                    # sys.exit() inside run(): 0 ends the run early and well, else it failed.
+                    if exc.code in (0, None):
+                        summary, status = {}, "succeeded"
+                    else:
+                        error = f"the experiment called sys.exit({exc.code!r})"
                 except Exception as exc:
                     error = user_traceback(exc)
                     print(error, file=sys.stderr, end="")
                 finally:
                     timings["experiment_s"] = time.monotonic() - t0
         except OmnilabError as exc:
-            error = str(exc)
+            error, failure = str(exc), exc
         except (KeyboardInterrupt, Terminated) as exc:
             status, interrupted = "cancelled", exc
             error = "interrupted by " + ("SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C")
@@ -312,10 +319,7 @@ def _execute(
             with _shielded(reporter):
                 _finish(stack, store, buffer, record, run_dir, timings, began, reporter)
     if store is None:  # the store never opened: nothing recorded, the error is the story
-        raise interrupted or OmnilabError(error or "the tracking store could not be opened")
-    record = record.model_copy(
-        update={"status": status, "summary": summary, "error": error, "timings": timings}
-    )
+        raise interrupted or failure or OmnilabError("the tracking store could not be opened")
     try:
         store.update_run(
             run_id,
