@@ -17,7 +17,7 @@ import pytest
 from conftest import free_port, stack_processes, wait_until
 
 import omnilab
-from omnilab import Experiment, Params, Redis, Run, UsageError
+from omnilab import Experiment, Params, Redis, Run, RunTable, UsageError
 from omnilab.notebook import MissingDependency, NotebookReporter
 from omnilab.progress import QuietReporter
 from omnilab.tracking.queries import chart_series
@@ -201,6 +201,7 @@ def test_runs_queries_past_runs_as_a_table(curves: list[Run]) -> None:
     assert omnilab.runs(experiment="NotebookCurves").ids == ids  # by name too
     assert curves[0].id not in omnilab.runs(experiment=Curves, status="failed").ids
     assert len(omnilab.runs(experiment=Curves, limit=1)) == 1
+    assert isinstance(table[:1], RunTable) and table[:1].ids == ids[:1]
     html = table._repr_html_()
     assert "succeeded" in html and "final_loss" in html and "rate" in html
     assert table.latest[curves[0].id]["odd"] == 2.0

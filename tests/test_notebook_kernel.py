@@ -128,6 +128,24 @@ def test_a_run_shows_live_progress_and_returns_a_card(kernel: Kernel) -> None:
     assert "top_score" in html and "neighbours.txt" in html
 
 
+def test_input_refused_before_anything_starts_shows_no_panel(kernel: Kernel) -> None:
+    msg_id = kernel.execute(
+        "import omnilab\n"
+        "from omnilab import Experiment, Redis\n"
+        "class NeedsGpu(Experiment):\n"
+        "    services = [Redis()]\n"
+        "    gpu = True  # this host has none\n"
+        "    def run(self, ctx):\n"
+        "        return {}\n"
+        "omnilab.run(NeedsGpu)\n"
+    )
+    msgs = list(kernel.messages(msg_id))
+    errors = [m["content"] for m in msgs if m["msg_type"] == "error"]
+    assert len(errors) == 1 and "GPU" in errors[0]["evalue"], errors
+    assert not [m for m in msgs if "display" in m["msg_type"]]  # no stale "starting" panel
+    assert not stack_processes()
+
+
 def test_interrupting_the_kernel_inside_a_stack_block_tears_down(
     kernel: Kernel, workdir: Path
 ) -> None:

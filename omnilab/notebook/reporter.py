@@ -132,7 +132,17 @@ class NotebookReporter(Reporter):
             return "starting"
 
     def _live(self) -> bool:
-        return self.phase() in ("starting", "running")
+        """Something is under way whose clock should tick: a service or the experiment."""
+        with self._state_lock:
+            if self._outcome is not None or self._removed is not None:
+                return False
+            starting = any(s.state == "starting" for s in self._services.values())
+            return starting or self._running_since is not None
+
+    def _started(self) -> bool:
+        """Whether anything has begun. Notes that come first (the runtime chosen) wait
+        for it: input refused before anything starts shows no panel, only its error."""
+        return self._run is not None or bool(self._services)
 
     # -- rendering ----------------------------------------------------------------------
 
@@ -208,7 +218,7 @@ class NotebookReporter(Reporter):
 
     def _refresh(self, *, final: bool = False) -> None:
         """Publish the panel; never let a display problem disturb the run itself."""
-        if self.quiet:
+        if self.quiet or not self._started():
             return
         with contextlib.suppress(Exception):  # progress is best effort; the run is not
             self._publish(final)

@@ -58,6 +58,12 @@ class RunTable(list[Run]):
 
         return runs_frame(self, self.latest)
 
+    def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
+        """A slice is a table too: ``omnilab.runs()[:5]`` shows as one."""
+        if isinstance(index, slice):
+            return RunTable(super().__getitem__(index), latest=self.latest, query=self.query)
+        return super().__getitem__(index)
+
     @property
     def ids(self) -> list[str]:
         return [r.id for r in self]
