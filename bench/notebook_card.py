@@ -18,8 +18,8 @@ warm-up round each:
   already in memory;
 - ablation: omnilab's SVG drawn from every point instead of the reduced series.
 
-Goal: the card under 200 ms at 10,000 points. ``--scale`` adds one-shot timings at
-100,000 and 1,000,000 points.
+Goal: the card under 200 ms at 10,000 points. ``--scale`` adds timings at 50,000,
+100,000 and 1,000,000 points (3 rounds of the card, 1 of the peer).
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--points", type=int, default=10_000)
     parser.add_argument("--metrics", type=int, default=2)
-    parser.add_argument("--scale", action="store_true", help="also time 100k and 1M points")
+    parser.add_argument("--scale", action="store_true", help="also time 50k, 100k and 1M points")
     args = parser.parse_args()
     os.environ.setdefault("OMNILAB_STATE_DIR", tempfile.mkdtemp(prefix="omnilab-bench-"))
 
@@ -224,7 +224,7 @@ def main() -> None:
         print(f"  (first import of matplotlib, not counted above: {matplotlib_import_ms:.0f} ms)")
         scale = {}
         if args.scale:
-            for n in (100_000, 1_000_000):
+            for n in (50_000, 100_000, 1_000_000):
                 with TrackingStore.open() as store:
                     big = record_run(store, n, args.metrics)
                 omnilab_card(big)  # warm
