@@ -145,11 +145,14 @@ def test_the_chart_keeps_the_shape_of_10000_points(curves: list[Run]) -> None:
 def test_the_card_survives_an_unreachable_store(
     curves: list[Run], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = Run.load(curves[0].id)
-    _ = run.metric_summaries, run.artifacts
+    loaded = Run.load(curves[0].id)  # summaries and artifacts in hand, series not yet
+    listed = omnilab.runs(experiment=Curves)[-1]  # nothing but the record in hand
     monkeypatch.setenv("OMNILAB_TRACKING_URL", f"postgresql://x@127.0.0.1:{free_port()}/none")
-    html = run._repr_html_()  # Jupyter calls this itself: it must not raise
-    assert "succeeded" in html and "metrics could not be read" in html
+    for run in (loaded, listed):
+        html = run._repr_html_()  # Jupyter calls this itself: it must not raise
+        assert "succeeded" in html and "rate" in html
+        assert html.count("could not read the tracking store: cannot reach") == 1
+    assert "<th>loss</th>" in loaded._repr_html_()
 
 
 def test_plot_draws_the_metrics_asked_for(curves: list[Run], tmp_path: Path) -> None:

@@ -146,6 +146,18 @@ def test_input_refused_before_anything_starts_shows_no_panel(kernel: Kernel) -> 
     assert not stack_processes()
 
 
+def test_a_stack_closed_in_a_later_cell_says_so_there(kernel: Kernel) -> None:
+    opened = kernel.run("import omnilab\ns = omnilab.Stack(omnilab.Redis()).start()\ns")
+    result = next(m for m in opened if m["msg_type"] == "execute_result")["content"]["data"]
+    assert "running" in result["text/html"] and "s.redis" in result["text/html"]
+    closed = kernel.run("s.close()\ns")
+    panels = [m["content"]["data"] for m in closed if m["msg_type"] == "display_data"]
+    assert len(panels) == 1 and "removed in" in panels[0]["text/plain"]
+    result = next(m for m in closed if m["msg_type"] == "execute_result")["content"]["data"]
+    assert "stopped" in result["text/html"]
+    assert not stack_processes()
+
+
 def test_interrupting_the_kernel_inside_a_stack_block_tears_down(
     kernel: Kernel, workdir: Path
 ) -> None:

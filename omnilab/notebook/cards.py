@@ -7,7 +7,8 @@ metrics moved over steps.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from omnilab.notebook.charts import MAX_CHARTS, charts_html, load_series, metric_svgs, safely
 from omnilab.notebook.html import (
@@ -25,7 +26,10 @@ from omnilab.notebook.html import (
 
 if TYPE_CHECKING:
     from omnilab.stack import Stack
+    from omnilab.tracking.records import ArtifactRecord, MetricSummary
     from omnilab.tracking.run import Run
+
+T = TypeVar("T")
 
 #: Artifacts listed on a card; the rest are counted.
 MAX_ARTIFACTS = 20
@@ -53,8 +57,8 @@ def _header(run: Run) -> str:
     )
 
 
-def _metrics_table(run: Run) -> str:
-    if not run.metric_summaries:
+def _metrics_table(summaries: list[MetricSummary]) -> str:
+    if not summaries:
         return '<span class="ol-muted">(none)</span>'
     head = "<tr><th></th><th>last</th><th>min</th><th>max</th><th>points</th><th>step</th></tr>"
     rows = "".join(
@@ -64,7 +68,7 @@ def _metrics_table(run: Run) -> str:
             for v in (m.last, m.min, m.max, m.count, m.last_step)
         )
         + "</tr>"
-        for m in run.metric_summaries
+        for m in summaries
     )
     return f"<table>{head}{rows}</table>"
 
@@ -100,15 +104,11 @@ def _services(run: Run) -> str:
     return f"<table>{rows}</table>"
 
 
-def _artifacts(run: Run) -> str:
-    artifacts = run.artifacts
-    if not artifacts:
-        return ""
+def _artifacts(run: Run, artifacts: list[ArtifactRecord]) -> str:
     base = run.artifacts_dir
     items = []
     for a in artifacts[:MAX_ARTIFACTS]:
-        label = esc(a.path)
-        link = file_link(base / a.path, a.path) if base is not None else label
+        link = file_link(base / a.path, a.path) if base is not None else esc(a.path)
         items.append(f'<tr><td>{link}</td><td class="ol-num">{esc(size(a.size))}</td></tr>')
     more = len(artifacts) - MAX_ARTIFACTS
     if more > 0:
@@ -130,34 +130,44 @@ def _error(run: Run) -> str:
 
 
 def run_card(run: Run) -> str:
-    """The card: header, params/summary/metrics side by side, timings, charts, files."""
-    summaries = run.metric_summaries
+    """The card: header, params/summary/metrics side by side, timings, charts, files.
+
+    What lives in the tracking store (metrics, artifacts) may fail to load; the card
+    then says so in place of that part instead of failing as a whole.
+    """
+    problems: list[str] = []
+
+    def load(loader: Callable[[], T]) -> T | None:
+        value, problem = safely(loader)
+        if problem and problem not in problems:
+            problems.append(problem)
+        return value
+
+    summaries = load(lambda: run.metric_summaries) or []
+    artifacts = load(lambda: run.artifacts) or []
     keys = [m.key for m in summaries]
-    charts, problem = "", None
-    if keys:
-        series, problem = safely(lambda: load_series([run])[0])
-        if series is not None:
-            svgs = metric_svgs([(run.short_id, series)], keys[:MAX_CHARTS])
-            charts = charts_html(svgs, keys[MAX_CHARTS:])
+    charts = ""
+    if keys and (series := load(lambda: load_series([run])[0])) is not None:
+        charts = charts_html(
+            metric_svgs([(run.short_id, series)], keys[:MAX_CHARTS]), keys[MAX_CHARTS:]
+        )
     blocks = [
         _header(run),
         '<div class="ol-sections">',
         section("params", kv_table(run.params)),
         section("summary", kv_table(run.summary)),
-        section("metrics", _metrics_table(run)),
+        section("metrics", _metrics_table(summaries)),
         "</div>",
     ]
     if run.timings:
         blocks.append(section("timings", timing_bar(run.timings)))
-    if charts:
-        blocks.append(charts)
-    if problem:
-        blocks.append(f'<div class="ol-muted">{esc(problem)}</div>')
+    blocks.append(charts)
+    blocks += [f'<div class="ol-muted">{esc(p)}</div>' for p in problems]
     extras = []
     if services := _services(run):
         extras.append(section("services", services))
-    if artifacts := _artifacts(run):
-        extras.append(section(f"artifacts ({len(run.artifacts)})", artifacts))
+    if artifacts:
+        extras.append(section(f"artifacts ({len(artifacts)})", _artifacts(run, artifacts)))
     if extras:
         blocks.append(f'<div class="ol-sections">{"".join(extras)}</div>')
     blocks.append(_error(run))

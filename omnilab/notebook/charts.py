@@ -8,8 +8,9 @@ comparison share each chart, in a fixed colour per run.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 
@@ -21,6 +22,8 @@ from omnilab.tracking.queries import ChartSeries, chart_series
 if TYPE_CHECKING:
     from omnilab.tracking.run import Run
     from omnilab.tracking.store import TrackingStore
+
+T = TypeVar("T")
 
 #: Pixel width of one chart; the reduction in the store uses one bucket per pixel.
 CHART_WIDTH = 300
@@ -75,7 +78,7 @@ def charts_html(svgs: Sequence[str], more: Sequence[str] = ()) -> str:
     return f'<div class="ol-charts">{"".join(svgs)}</div>{extra}'
 
 
-def safely(loader):  # type: ignore[no-untyped-def]
+def safely(loader: Callable[[], T]) -> tuple[T | None, str | None]:
     """Run ``loader``; a store that cannot be read becomes a note, not a broken display.
 
     Jupyter calls ``_repr_html_`` on its own; an exception there shows a traceback in
@@ -85,7 +88,7 @@ def safely(loader):  # type: ignore[no-untyped-def]
         return loader(), None
     except (OmnilabError, psycopg.Error) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return None, f"metrics could not be read: {reason}"
+        return None, f"could not read the tracking store: {reason}"
 
 
 class Figure:
@@ -100,10 +103,10 @@ class Figure:
             return '<div class="omnilab ol-muted">no metrics to plot</div>'
         return f'{CSS}<div class="omnilab">{self.legend}{charts_html(self.svgs)}</div>'
 
-    def save(self, path: str) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the charts as a self-contained HTML page (or one ``.svg`` for one chart)."""
         with open(path, "w", encoding="utf-8") as fh:
-            if str(path).endswith(".svg") and len(self.svgs) == 1:
+            if os.fspath(path).endswith(".svg") and len(self.svgs) == 1:
                 fh.write(self.svgs[0])
             else:
                 fh.write(f"<!doctype html><meta charset=utf-8>{self._repr_html_()}")

@@ -56,12 +56,14 @@ class Comparison:
             ("run", "status", [r.status for r in runs]),
             ("run", "duration_s", [r.duration for r in runs]),
         ]
-        for group, getter in (("params", Run.params.fget), ("summary", Run.summary.fget)):
-            dicts = [getter(r) for r in runs]  # type: ignore[misc]
-            keys = list(dict.fromkeys(k for d in dicts for k in d))
+        groups = (
+            ("params", [r.params for r in runs], None),
+            ("summary", [r.summary for r in runs], None),
+            ("metrics", [self.latest.get(r.id, {}) for r in runs], self.metric_keys),
+        )
+        for group, dicts, ordered in groups:
+            keys = ordered or list(dict.fromkeys(k for d in dicts for k in d))
             rows += [(group, k, [d.get(k) for d in dicts]) for k in keys]
-        latest = [self.latest.get(r.id, {}) for r in runs]
-        rows += [("metrics", k, [m.get(k) for m in latest]) for k in self.metric_keys]
         return rows
 
     @property

@@ -180,9 +180,11 @@ class Run:
 
     def plot(self, *keys: str) -> Figure:
         """Charts of ``keys`` over steps (every metric when none), one chart per metric."""
+        from omnilab.notebook.charts import load_series
         from omnilab.notebook.compare import Comparison
 
-        return Comparison([self], {self.id: self.latest_metrics}, _series_of(self)).plot(*keys)
+        series = load_series([self])
+        return Comparison([self], {self.id: self.latest_metrics}, series).plot(*keys)
 
     def _repr_html_(self) -> str:
         from omnilab.notebook.cards import run_card
@@ -207,9 +209,3 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<Run {self.short_id} {self.experiment} {self.status}>"
-
-
-def _series_of(run: Run) -> list[dict[str, ChartSeries]]:
-    from omnilab.notebook.charts import load_series
-
-    return load_series([run])
