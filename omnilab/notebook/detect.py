@@ -6,7 +6,7 @@ import sys
 
 
 def in_jupyter_kernel() -> bool:
-    """True in a Jupyter kernel (JupyterLab, Notebook, VS Code, Colab); False in a plain
+    """True in an ipykernel (JupyterLab, Notebook, VS Code...); False in a plain
     Python process or a terminal IPython, where HTML would print as text."""
     ipython = sys.modules.get("IPython")
     if ipython is None:
