@@ -61,9 +61,9 @@ def _run(**params: object) -> Run:
 
 
 @pytest.fixture(scope="module")
-def curves(tmp_path_factory: pytest.TempPathFactory, tracking_url: str) -> list[Run]:
+def curves(tests_tmp: Path, tracking_url: str) -> list[Run]:
     """Two runs of Curves, made once (in a folder of their own) for tests that read them."""
-    home = tmp_path_factory.mktemp("curves")
+    home = Path(tempfile.mkdtemp(prefix="curves-", dir=tests_tmp))
     (home / "tmp").mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(home)
