@@ -185,6 +185,8 @@ def test_gpu_device_requests_reach_the_engine(workdir: Path) -> None:
 def test_stack_down_of_a_docker_stack_needs_the_engine(workdir: Path) -> None:
     up = run_cli("stack", "up", "redis", "--runtime", "docker")
     assert up.returncode == 0, up.stderr
+    assert "# variables: REDIS_URL" in up.stdout
+    assert "docker network omnilab-" in up.stdout and "redis-exp:6379" in up.stdout
     stack_id = next(line.split()[1] for line in up.stderr.splitlines() if line.startswith("stack "))
     refused = run_cli("stack", "down", stack_id, env={"DOCKER_HOST": DEAD_SOCKET})
     assert refused.returncode == 2
