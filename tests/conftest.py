@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from docker_support import docker_images, docker_scope  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
@@ -147,6 +148,9 @@ def workdir(
     monkeypatch.setenv("OMNILAB_STATE_DIR", str(work / "state"))
     monkeypatch.setenv("OMNILAB_TRACKING_URL", tracking_url)
     monkeypatch.setenv("OMNILAB_READY_TIMEOUT", "60")
+    # Where images are built, `auto` would pick docker: tests say which runtime they
+    # test, and the others run locally whatever this machine's engine holds.
+    monkeypatch.setenv("OMNILAB_RUNTIME", "local")
     yield work
     # Nothing a test started may outlive it (kept stacks are the test's to remove).
     leftovers = []

@@ -12,7 +12,7 @@ from enum import StrEnum
 import typer
 from rich.markup import escape
 
-from omnilab.cli import render, runs_cmd, stack_cmd
+from omnilab.cli import doctor_cmd, gc_cmd, images_cmd, render, runs_cmd, stack_cmd
 from omnilab.errors import OmnilabError
 
 app = typer.Typer(
@@ -30,6 +30,9 @@ app = typer.Typer(
 )
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(stack_cmd.app, name="stack")
+app.add_typer(images_cmd.app, name="images")
+app.command("gc")(gc_cmd.gc)
+app.command("doctor")(doctor_cmd.doctor)
 
 
 class RuntimeChoice(StrEnum):
