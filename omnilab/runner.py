@@ -37,7 +37,7 @@ from omnilab.experiment import Experiment, GpuPolicy, Params
 from omnilab.loader import resolve
 from omnilab.params import validate
 from omnilab.procs import process_start_time
-from omnilab.progress import Reporter
+from omnilab.progress import Reporter, default_reporter
 from omnilab.services.promotion import Promotable, check_promotes
 from omnilab.stack import Stack
 from omnilab.tracking.metrics import MetricBuffer
@@ -235,7 +235,7 @@ def run(
         if keep:
             raise UsageError("--promote and --keep: a stack kept running cannot be promoted")
     settings = settings or get_settings()
-    reporter = reporter or Reporter()
+    reporter = reporter or default_reporter()
     run_id = new_run_id()
     run_dir = (Path(settings.runs_dir) / run_id).resolve()
     stack = Stack(
@@ -292,11 +292,12 @@ def _execute(
         created_at=datetime.now(UTC),
         started_at=datetime.now(UTC),
     )
-    reporter.note(f"run {run_id} ({record.experiment})")
+    reporter.run_started(run_id, record.experiment)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     status, summary, error = "failed", None, None
     interrupted: BaseException | None = None
+    failure: OmnilabError | None = None
     timings: dict[str, float] = {}
     store: TrackingStore | None = None
     buffer: MetricBuffer | None = None
@@ -321,18 +322,24 @@ def _execute(
                     metrics=buffer,
                     logger=_experiment_logger(run_id, err),
                 )
-                reporter.note(f"running {record.experiment}")
+                reporter.experiment_running(record.experiment, buffer)
                 t0 = time.monotonic()
                 try:
                     summary = normalize_summary(cls().run(ctx))
                     status = "succeeded"
+                except SystemExit as exc:
+                    # sys.exit() inside run(): 0 ends the run early and well, else it failed.
+                    if exc.code in (0, None):
+                        summary, status = {}, "succeeded"
+                    else:
+                        error = f"the experiment called sys.exit({exc.code!r})"
                 except Exception as exc:
                     error = user_traceback(exc)
                     print(error, file=sys.stderr, end="")
                 finally:
                     timings["experiment_s"] = time.monotonic() - t0
         except OmnilabError as exc:
-            error = str(exc)
+            error, failure = str(exc), exc
         except (KeyboardInterrupt, Terminated) as exc:
             status, interrupted = "cancelled", exc
             error = "interrupted by " + ("SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C")
@@ -342,11 +349,9 @@ def _execute(
                 stack.retain_data = False  # only a succeeded run can be promoted
             with _shielded(reporter):
                 _finish(stack, store, buffer, record, run_dir, timings, began, reporter)
+    reporter.run_finished(run_id, status, timings.get("total_s"), error)
     if store is None:  # the store never opened: nothing recorded, the error is the story
-        raise interrupted or OmnilabError(error or "the tracking store could not be opened")
-    record = record.model_copy(
-        update={"status": status, "summary": summary, "error": error, "timings": timings}
-    )
+        raise interrupted or failure or OmnilabError("the tracking store could not be opened")
     try:
         store.update_run(
             run_id,

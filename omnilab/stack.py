@@ -23,7 +23,7 @@ from omnilab.config import Settings, get_settings
 from omnilab.errors import OmnilabError, UsageError
 from omnilab.experiment import GpuPolicy
 from omnilab.gpu import Gpu
-from omnilab.progress import Reporter
+from omnilab.progress import Reporter, default_reporter
 from omnilab.runtimes import RunningService, Runtime, select_runtime
 from omnilab.runtimes.state import StackState, write_env_file
 from omnilab.services.base import Service
@@ -82,7 +82,7 @@ class Stack:
         #: Where the data stayed once a stack with ``retain_data`` has closed.
         self.kept_path: Path | None = None
         self._kept: kept_stack.KeptStack | None = None
-        self.reporter = reporter or Reporter()
+        self.reporter = reporter or default_reporter()
         self.runtime: Runtime | None = None
         self.gpus: list[Gpu] = []
         self.services: dict[str, RunningService] = {}
@@ -213,8 +213,10 @@ class Stack:
         state = self._state
         if state is None or self.runtime is None:
             return
+        began = time.monotonic()
         self.runtime.destroy(state)
         state.remove()
+        self.reporter.stack_removed(self.id, time.monotonic() - began)
 
     def _stop_keeping_data(self) -> None:
         """Stop the servers, keep their data and what it takes to reopen them."""
@@ -354,6 +356,11 @@ class Stack:
         if self.kept_path is not None:
             described["data"] = {"path": str(self.kept_path)}
         return described
+
+    def _repr_html_(self) -> str:
+        from omnilab.notebook.cards import stack_card
+
+        return stack_card(self)
 
     def __repr__(self) -> str:
         names = ", ".join(s.name for s in self.service_specs)

@@ -12,7 +12,7 @@ from enum import StrEnum
 import typer
 from rich.markup import escape
 
-from omnilab.cli import promote_cmd, render, runs_cmd, stack_cmd
+from omnilab.cli import doctor_cmd, gc_cmd, images_cmd, promote_cmd, render, runs_cmd, stack_cmd
 from omnilab.errors import OmnilabError
 
 app = typer.Typer(
@@ -30,6 +30,13 @@ app = typer.Typer(
 )
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(stack_cmd.app, name="stack")
+app.add_typer(images_cmd.app, name="images")
+app.command("gc")(gc_cmd.gc)
+app.command("doctor")(doctor_cmd.doctor)
+app.command("promote")(promote_cmd.promote)
+app.command("rollback")(promote_cmd.rollback)
+app.command("discard")(promote_cmd.discard)
+app.add_typer(promote_cmd.promotions_app, name="promotions")
 
 
 class RuntimeChoice(StrEnum):
@@ -145,12 +152,6 @@ def run_command(
     if not result.ok:
         raise typer.Exit(1)
     raise typer.Exit(promote_cmd.promotion_after_run(result, json_output))
-
-
-app.command("promote")(promote_cmd.promote)
-app.command("rollback")(promote_cmd.rollback)
-app.command("discard")(promote_cmd.discard)
-app.add_typer(promote_cmd.promotions_app, name="promotions")
 
 
 def main(argv: list[str] | None = None) -> None:
