@@ -298,3 +298,18 @@ def test_refuses_when_the_environment_is_the_experiments_one(
     monkeypatch.setenv("ENVIRONMENT", "docker_experiments")
     with pytest.raises(omnilab.UsageError, match="not at production"):
         promote(run.id, reporter=Q)
+
+
+def test_rows_are_relayed_through_omnilab_without_psql(
+    production: Production, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where no psql is installed, the rows stream through psycopg: same result."""
+    from omnilab.services import postgres_copy
+
+    monkeypatch.setattr(postgres_copy, "psql_binary", lambda: None)
+    run = run_promotable(n_rows=5000)
+    result = promote(run.id, reporter=Q)
+    table = next(i for i in result.items if i.plan.kind == "postgres_table")
+    assert table.counts == {"source": 5000, "target": 5000}
+    with production.pg() as conn:
+        assert conn.execute("SELECT count(*), max(id) FROM scores").fetchone() == (5000, 5000)

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import UsageError
+from omnilab.services import postgres_copy
 from omnilab.services.postgres_tables import (
     Renamer,
     TableShape,
@@ -402,7 +403,7 @@ class PostgresPromoter(Promoter):
         with ThreadPoolExecutor(max_workers=1) as pool:
             # The run's server computes its checksum while it streams the rows.
             source_future = pool.submit(self._source_checksum_own_connection)
-            self._copy_rows(shape, staging, table, progress)
+            self._copy_rows(shape, staging, table, progress, new_oid)
             source = source_future.result()
         copied = time.monotonic()
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -446,29 +447,32 @@ class PostgresPromoter(Promoter):
         # The source's checksum picked the method (it may have fallen back to text).
         return self.source_checksum()["method"]
 
-    def _copy_rows(self, shape: TableShape, staging: str, table: str, progress: Progress) -> None:
+    def _copy_rows(
+        self, shape: TableShape, staging: str, table: str, progress: Progress, relid: int
+    ) -> None:
         from psycopg import sql
 
         columns = sql.SQL(", ").join(self._ident(c) for c in shape.copied_columns)
-        source = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)").format(
+        copy_out = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)").format(
             columns, self._ident(*split_name(self.item.name))
         )
-        target = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+        copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
             self._ident(staging, table), columns
         )
-        blocks = 0  # one per row, for COPY TO
-        with (
-            self.src.cursor() as out_cur,
-            self.prod.cursor() as in_cur,
-            out_cur.copy(source) as reader,
-            in_cur.copy(target) as writer,
-        ):
-            for block in reader:
-                writer.write(block)
-                blocks += 1
-                if not blocks & 0xFFFF:
-                    progress.advance(0x10000)
-        progress.advance(max(blocks - 1, 0) & 0xFFFF)
+        psql = postgres_copy.psql_binary()
+        if psql is None:
+            postgres_copy.copy_with_psycopg(self.src, copy_out, self.prod, copy_in, progress)
+            return
+        postgres_copy.copy_with_psql(
+            psql,
+            self.source_dsn,
+            copy_out.as_string(self.src),
+            self.dsn,
+            copy_in.as_string(self.prod),
+            progress,
+            self.prod,
+            relid,
+        )
 
     def _set_sequences(self, shape: TableShape, staging: str, table: str, rename: Renamer) -> None:
         """Sequences continue where the run's stopped, so new rows get new ids."""
