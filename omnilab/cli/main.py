@@ -12,7 +12,7 @@ from enum import StrEnum
 import typer
 from rich.markup import escape
 
-from omnilab.cli import render, runs_cmd, stack_cmd
+from omnilab.cli import apikey_cmd, render, runs_cmd, serve_cmd, stack_cmd, worker_cmd
 from omnilab.errors import OmnilabError
 
 app = typer.Typer(
@@ -30,6 +30,9 @@ app = typer.Typer(
 )
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(stack_cmd.app, name="stack")
+app.command("worker")(worker_cmd.worker)
+app.command("serve")(serve_cmd.serve)
+app.add_typer(apikey_cmd.app, name="api-key")
 
 
 class RuntimeChoice(StrEnum):
