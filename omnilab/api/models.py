@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from omnilab.tracking.records import RunStatus
 
@@ -39,6 +39,13 @@ class RunRequest(BaseModel):
         description="How many times the run is queued again if its worker dies during it "
         "(default: the server's OMNILAB_RUN_RETRIES, 0 unless set).",
     )
+
+    @field_validator("retries", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        if isinstance(value, bool | str):
+            raise ValueError("Input should be a valid integer")
+        return value
 
 
 class ExperimentOut(BaseModel):

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -36,6 +36,17 @@ from omnilab.tracking.records import FINISHED, RunRecord
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
+#: One server-sent event, as the OpenAPI document describes each of them.
+EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["status", "log", "end"]},
+        "data": {"type": "string"},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    "required": ["event", "data"],
+}
+
 POLL_S = 0.2
 STATUS_EVERY_S = 1.0
 CHUNK = 1 << 16
@@ -46,7 +57,7 @@ MAX_LINE = 1 << 16  # a longer line is sent in pieces of this size
     "/runs/{run_id}/logs",
     responses={
         200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
             "description": "Server-sent events: status, log (one per line), end.",
         },
         **errors(401, 403, 404, 422, 503),
@@ -62,8 +73,10 @@ async def logs(
         description="Keep the stream open until the run ends (false: send "
         "what the log holds now, then end).",
     ),
-    last_event_id: str | None = Header(
-        default=None, max_length=20, description="Resume after this byte offset."
+    last_event_id: str = Header(
+        default="",
+        pattern=r"^[0-9]{0,18}$",
+        description="Resume after this byte offset (the id of the last event received).",
     ),
 ) -> EventSourceResponse:
     """Follow a run's log live (server-sent events); complete once the run has ended."""
@@ -74,11 +87,7 @@ async def logs(
             return _get(store, run_id)
 
     record = await run_in_threadpool(load)
-    offset = 0
-    if last_event_id is not None:
-        if not last_event_id.isdigit():
-            raise HTTPException(422, "Last-Event-ID must be a byte offset (digits)")
-        offset = int(last_event_id)
+    offset = int(last_event_id or 0)
     return EventSourceResponse(_events(state, record, offset, follow), ping=15, send_timeout=30)
 
 

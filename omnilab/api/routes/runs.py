@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
@@ -95,6 +96,18 @@ def _get(store: TrackingStore, run_id: str) -> RunRecord:
         raise HTTPException(404, str(exc)) from None
 
 
+def _integral(value: Any) -> Any:
+    """Whole floats (3.0) as ints, which strict validation then accepts for int fields
+    (and float fields accept ints)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 def _params_errors(error: ValidationError) -> list[dict[str, Any]]:
     """pydantic's errors as FastAPI shows its own 422s, minus the offending input (which
     may be anything, even a value JSON cannot carry back)."""
@@ -140,7 +153,10 @@ def queue(
     except UnknownExperiment as exc:
         raise HTTPException(404, str(exc)) from None
     try:
-        values = entry.cls.Params.model_validate(body.params)
+        # Strict, as JSON: `true` is not an int and "5" not a number, whatever the
+        # CLI's lenient -p parsing would make of them; 3.0 is an integer, as in JSON Schema.
+        text = json.dumps(_integral(body.params))
+        values = entry.cls.Params.model_validate_json(text, strict=True)
     except ValidationError as exc:
         raise RequestValidationError(_params_errors(exc)) from None
     params = values.model_dump(mode="json")
