@@ -205,6 +205,7 @@ def run(
     settings: Settings | None = None,
     from_cli: bool = False,
     run_id: str | None = None,
+    store: TrackingStore | None = None,
 ) -> Run:
     """Run ``experiment`` on a private stack and record it; returns the :class:`Run`.
 
@@ -216,6 +217,7 @@ def run(
 
     ``run_id`` names a run the tracking store already holds (the HTTP API records a run
     when it is queued, and a worker runs it later): its record is updated, not inserted.
+    ``store`` is an open tracking store to record into; its owner closes it.
     """
     loaded = resolve(experiment)
     cls = loaded.cls
@@ -237,7 +239,16 @@ def run(
     )
     stack.prepare()  # the last check that can refuse: nothing has started yet
     return _execute(
-        loaded.cls, loaded.ref, loaded.path, values, stack, run_dir, reporter, settings, recorded
+        loaded.cls,
+        loaded.ref,
+        loaded.path,
+        values,
+        stack,
+        run_dir,
+        reporter,
+        settings,
+        recorded,
+        store,
     )
 
 
@@ -251,6 +262,7 @@ def _execute(
     reporter: Reporter,
     settings: Settings,
     recorded: bool = False,
+    given_store: TrackingStore | None = None,
 ) -> Run:
     run_id = stack.id
     began = time.monotonic()
@@ -285,7 +297,7 @@ def _execute(
             # The tracking store (an embedded PostgreSQL may need starting) opens and
             # records the run while the stack starts: neither waits for the other.
             with ThreadPoolExecutor(max_workers=1) as pool:
-                opening = pool.submit(_open_and_record, settings, record, recorded)
+                opening = pool.submit(_open_and_record, settings, record, recorded, given_store)
                 try:
                     stack.start()
                 finally:
@@ -340,7 +352,8 @@ def _execute(
         )
         result = Run.from_store(store, store.get_run(run_id), settings=settings)
     finally:
-        store.close()
+        if given_store is None:
+            store.close()
     if interrupted is not None:
         raise interrupted
     return result
@@ -351,15 +364,18 @@ def _execute(
 _STARTED_FIELDS = {"source", "status", "params", "runtime", "environment", "git_commit", "run_dir"}
 
 
-def _open_and_record(settings: Settings, record: RunRecord, recorded: bool) -> TrackingStore:
-    store = TrackingStore.open(settings)
+def _open_and_record(
+    settings: Settings, record: RunRecord, recorded: bool, given: TrackingStore | None
+) -> TrackingStore:
+    store = given or TrackingStore.open(settings)
     try:
         if recorded:
             store.update_run(record.id, **record.model_dump(include=_STARTED_FIELDS))
         else:
             store.create_run(record)
     except BaseException:
-        store.close()
+        if given is None:
+            store.close()
         raise
     return store
 

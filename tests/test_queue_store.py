@@ -72,20 +72,21 @@ def test_a_lost_attempt_is_queued_again_until_attempts_run_out(fresh_db: str) ->
 def test_cancel_before_and_during_a_run(fresh_db: str) -> None:
     with TrackingStore(fresh_db) as store:
         waiting = _queued(store)
-        assert queued_runs.request_cancel(store.conn, waiting) == ("queued", True)
+        assert queued_runs.request_cancel(store.conn, waiting) == ("queued", True, None)
         assert store.get_run(waiting).status == "cancelled"
         assert _claim(fresh_db, waiting, "w") is None  # a late delivery finds it taken
         running = _queued(store, max_attempts=3)
-        _claim(fresh_db, running, "w")
-        with psycopg.connect(fresh_db, autocommit=True) as listener:
-            listener.execute(f"LISTEN {queued_runs.CANCEL_CHANNEL}")
-            assert queued_runs.request_cancel(store.conn, running) == ("running", True)
-            notes = list(listener.notifies(timeout=5, stop_after=1))
-        assert [n.payload for n in notes] == [running]
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            queued_runs.claim(
+                conn, running, worker="w", gpu=None, run_dir="/x", environment={}, job="j-1"
+            )
+        assert queued_runs.request_cancel(store.conn, running) == ("running", True, "j-1")
         assert queued_runs.cancel_requested(store.conn, running)
+        assert queued_runs.cancelling(store.conn, 0) == ["j-1"]
         # Its worker dies before stopping it: cancelled, not queued again.
         assert queued_runs.end_attempt(store.conn, running, "worker gone") == "cancelled"
-        assert queued_runs.request_cancel(store.conn, running) == ("cancelled", True)
+        assert queued_runs.request_cancel(store.conn, running) == ("cancelled", True, "j-1")
+        assert queued_runs.cancelling(store.conn, 0) == []
 
 
 def test_params_that_jsonb_cannot_hold_are_named() -> None:

@@ -52,8 +52,10 @@ def create_app(settings: QueueSettings | None = None, catalog: Catalog | None = 
         state = ApiState(settings, catalog).open()
         app.state.omnilab = state
         try:
+            await state.open_async()
             yield
         finally:
+            await state.close_async()
             state.close()
 
     app = FastAPI(

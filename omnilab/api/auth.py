@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from omnilab.tracking.api_keys import ApiKeyRecord
 
@@ -25,7 +26,7 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def require(scope: str) -> Callable[..., ApiKeyRecord]:
-    def check(
+    async def check(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> ApiKeyRecord:
@@ -36,9 +37,11 @@ def require(scope: str) -> Callable[..., ApiKeyRecord]:
                 "(make one with `omnilab api-key create`)",
                 headers=_CHALLENGE,
             )
-        key = request.app.state.omnilab.keys.verify(
-            credentials.credentials, request.app.state.omnilab
-        )
+        state = request.app.state.omnilab
+        # Async, so that a key checked moments ago costs no trip to a worker thread.
+        key = state.keys.cached(credentials.credentials)
+        if key is None:
+            key = await run_in_threadpool(state.keys.verify, credentials.credentials, state)
         if key is None:
             raise HTTPException(
                 401,

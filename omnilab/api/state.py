@@ -12,14 +12,15 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from omnilab.catalog import Catalog
 from omnilab.queue.broker import Broker
-from omnilab.queue.reconcile import reconcile
+from omnilab.queue.reconcile import Reconciler
+from omnilab.queue.sender import Sender
 from omnilab.queue.settings import QueueSettings
 from omnilab.tracking import api_keys
 from omnilab.tracking.api_keys import ApiKeyRecord
@@ -40,13 +41,17 @@ class KeyCache:
         self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
 
+    def cached(self, token: str) -> ApiKeyRecord | None:
+        """The key, if it was checked less than ``ttl`` seconds ago (no I/O)."""
+        hit = self._entries.get(hashlib.sha256(token.encode()).hexdigest())
+        if hit is not None and time.monotonic() < hit[0]:
+            return hit[1]
+        return None
+
     def verify(self, token: str, state: ApiState) -> ApiKeyRecord | None:
+        """Check ``token`` against the store (and remember a good one)."""
         digest = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
-        with self._lock:
-            hit = self._entries.get(digest)
-        if hit is not None and now < hit[0]:
-            return hit[1]
         with state.db() as store:
             record = api_keys.verify(store.conn, token)
             if record is not None and now - self._touched.get(record.id, -1e9) > 60:
@@ -68,8 +73,13 @@ class ApiState:
         self.catalog = catalog
         self.keys = KeyCache(settings.api_key_cache_s)
         self.broker = Broker(settings.redis_url, settings.queue)
+        self.reconciler = Reconciler(
+            self.broker, worker_ttl=settings.worker_ttl, resend_after=settings.resend_after
+        )
+        self.sender: Sender | None = None
         self._home: TrackingStore | None = None
         self._pool: ConnectionPool | None = None
+        self._apool: AsyncConnectionPool | None = None
         self._stop = threading.Event()
         self._reconciler: threading.Thread | None = None
 
@@ -84,14 +94,40 @@ class ApiState:
             open=True,
             name="omnilab-api",
         )
+        self.sender = Sender(self.broker, on_failure=self.reconciler.request_full_check)
         self._reconciler = threading.Thread(
             target=self._reconcile_loop, name="omnilab-reconcile", daemon=True
         )
         self._reconciler.start()
         return self
 
+    async def open_async(self) -> None:
+        """The event loop's own pool (for the hot path, POST /v1/runs)."""
+        self._apool = AsyncConnectionPool(
+            self.dsn,
+            min_size=2,
+            max_size=8,
+            kwargs={"autocommit": True, "connect_timeout": 10},
+            timeout=10,
+            open=False,
+            name="omnilab-api-async",
+        )
+        await self._apool.open()
+
+    async def close_async(self) -> None:
+        if self._apool is not None:
+            await self._apool.close()
+
+    @contextlib.asynccontextmanager
+    async def adb(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        assert self._apool is not None, "the API state is not open"
+        async with self._apool.connection() as conn:
+            yield conn
+
     def close(self) -> None:
         self._stop.set()
+        if self.sender is not None:
+            self.sender.close()
         if self._reconciler is not None:
             self._reconciler.join(timeout=10)
         if self._pool is not None:
@@ -119,12 +155,7 @@ class ApiState:
             try:
                 if store is None or store.conn.closed:
                     store = TrackingStore(self.dsn)
-                done = reconcile(
-                    store,
-                    self.broker,
-                    worker_ttl=self.settings.worker_ttl,
-                    resend_after=self.settings.resend_after,
-                )
+                done = self.reconciler.sweep(store)
                 error = done.queue_error or ""
             except (psycopg.Error, OSError) as exc:
                 error = f"reconcile: {exc}".splitlines()[0]

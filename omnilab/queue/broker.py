@@ -9,10 +9,13 @@ worker must claim the run in the store first.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from rq import Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from omnilab.errors import OmnilabError
@@ -53,6 +56,7 @@ class Broker:
         self.url = url
         self.queue = queue
         self.gpu_queue = f"{queue}-gpu"
+        self._queues: dict[str, Queue] = {}
         try:
             self.redis = redis.Redis.from_url(
                 url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
@@ -72,21 +76,48 @@ class Broker:
         except redis.RedisError as exc:
             raise self.unreachable(exc) from None
 
+    def server_id(self) -> str:
+        """Redis's run id: it changes when the server restarts (and forgets what it held,
+        unless it persists its data)."""
+        try:
+            return str(self.redis.info("server").get("run_id", ""))
+        except redis.RedisError as exc:
+            raise self.unreachable(exc) from None
+
     def queue_for(self, needs_gpu: bool) -> str:
         return self.gpu_queue if needs_gpu else self.queue
 
+    def _queue(self, name: str) -> Queue:
+        if name not in self._queues:
+            self._queues[name] = Queue(name, connection=self.redis)
+        return self._queues[name]
+
     def send(self, run_id: str, queue: str, delivery: int = 0) -> None:
         """Put one message for ``run_id`` on ``queue``; QueueUnavailable if Redis is not there."""
-        try:
-            Queue(queue, connection=self.redis).enqueue(
-                TASK,
-                run_id,
-                job_id=job_id(run_id, delivery),
-                job_timeout=-1,  # runs take as long as they take; cancel stops them
-                result_ttl=0,
-                failure_ttl=FAILURE_TTL_S,
-                description=f"omnilab run {run_id}",
+        self.send_many([(run_id, queue, delivery)])
+
+    def send_many(self, messages: Iterable[tuple[str, str, int]]) -> None:
+        """Messages (run id, queue, delivery) in one round trip to Redis."""
+        by_queue: dict[str, list[Any]] = {}
+        for run_id, queue, delivery in messages:
+            by_queue.setdefault(queue, []).append(
+                Queue.prepare_data(
+                    TASK,
+                    (run_id,),
+                    job_id=job_id(run_id, delivery),
+                    timeout=-1,  # runs take as long as they take; cancel stops them
+                    result_ttl=0,
+                    failure_ttl=FAILURE_TTL_S,
+                    description=f"omnilab run {run_id}",
+                )
             )
+        if not by_queue:
+            return
+        try:
+            with self.redis.pipeline() as pipe:
+                for queue, jobs in by_queue.items():
+                    self._queue(queue).enqueue_many(jobs, pipeline=pipe)
+                pipe.execute()
         except redis.RedisError as exc:
             raise self.unreachable(exc) from None
 
@@ -102,6 +133,18 @@ class Broker:
         return {
             job.id for job in jobs if job is not None and job.get_status(refresh=False) in _WAITING
         }
+
+    def stop(self, job: str) -> bool:
+        """Tell the worker running message ``job`` to stop its horse (rq's stop-job
+        command; omnilab's slots send SIGTERM, so the run tears its stack down). False
+        when no worker runs it now."""
+        try:
+            send_stop_job_command(self.redis, job)
+        except (InvalidJobOperation, NoSuchJobError):
+            return False
+        except redis.RedisError as exc:
+            raise self.unreachable(exc) from None
+        return True
 
     def close(self) -> None:
         self.redis.close()

@@ -9,8 +9,9 @@ What happens here, in order: claim the run in the tracking store (a second deliv
 the same message finds it taken and stops), send the process's output to the run's log,
 watch for a cancellation request, and run the experiment through :func:`omnilab.runner.run`
 with the run's recorded id. SIGTERM at any moment stops the run and tears its stack down;
-it is recorded as cancelled when a cancellation was requested, and otherwise (the worker
-is stopping) goes back to the queue or fails, per the run's retry setting.
+it is recorded as cancelled when a cancellation was requested (the API asks the slot
+through rq's stop-job command, and the slot sends SIGTERM), and otherwise (the worker is
+stopping or died) goes back to the queue or fails, per the run's retry setting.
 """
 
 from __future__ import annotations
@@ -20,13 +21,10 @@ import io
 import os
 import signal
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
-
-import psycopg
 
 from omnilab.catalog import Catalog
 from omnilab.errors import OmnilabError
@@ -91,6 +89,7 @@ def execute(run_id: str) -> None:
             gpu=slot.gpu,
             run_dir=str(run_dir),
             environment=queued_runs.running_environment(pid, process_start_time(pid)),
+            job=os.environ.get("RQ_JOB_ID"),  # set by rq for its horse
         )
         if claim is not None:
             _attempt(store, slot, claim, run_dir)
@@ -104,14 +103,12 @@ def _attempt(store: TrackingStore, slot: Slot, claim: queued_runs.Claim, run_dir
     slot_pid = os.getppid()
     log_path = run_dir / "logs" / "output.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    watcher = CancelWatcher(store.dsn, run_id)
     with _output_to(log_path) as console:
         reporter = RunReporter(console, log_path, run_id)
         reporter.note(
             f"{claim.experiment}: attempt {claim.attempt} of {claim.max_attempts} "
             f"on {slot.name} ({slot.gpu_label})"
         )
-        watcher.start()
         try:
             entry = slot.catalog.get(claim.experiment)
             result = run_experiment(
@@ -120,15 +117,14 @@ def _attempt(store: TrackingStore, slot: Slot, claim: queued_runs.Claim, run_dir
                 settings=slot.settings,
                 reporter=reporter,
                 run_id=run_id,
+                store=store,
             )
-            watcher.stop()
             reporter.note(
                 f"{result.status}" + (f" in {result.duration:.2f}s" if result.duration else "")
             )
         except Terminated:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            watcher.stop()
-            if watcher.requested or queued_runs.cancel_requested(store.conn, run_id):
+            if queued_runs.cancel_requested(store.conn, run_id):
                 if queued_runs.record_cancelled(
                     store.conn, run_id, "cancelled on request; its stack was torn down"
                 ):
@@ -146,7 +142,6 @@ def _attempt(store: TrackingStore, slot: Slot, claim: queued_runs.Claim, run_dir
         except OmnilabError as exc:
             # Refused before anything started (params no longer valid for the file on
             # this worker, a service this worker cannot provide, an unknown experiment).
-            watcher.stop()
             queued_runs.fail_claimed(store.conn, run_id, str(exc))
             reporter.note(f"failed: {exc}")
 
@@ -208,40 +203,3 @@ def _output_to(log_path: Path) -> Iterator[TextIO]:
         os.close(saved_out)
         os.close(saved_err)
         console.close()
-
-
-class CancelWatcher(threading.Thread):
-    """Turns a cancellation request (PostgreSQL NOTIFY, or the flag seen on a re-check)
-    into SIGTERM for this process, which the runner handles as a teardown."""
-
-    RECHECK_S = 5.0
-
-    def __init__(self, dsn: str, run_id: str) -> None:
-        super().__init__(name=f"cancel-watcher-{run_id[:8]}", daemon=True)
-        self.dsn = dsn
-        self.run_id = run_id
-        self.requested = False
-        self._done = threading.Event()
-
-    def stop(self) -> None:
-        self._done.set()
-
-    def _fire(self) -> None:
-        if not self._done.is_set() and not self.requested:
-            self.requested = True
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def run(self) -> None:
-        try:
-            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
-                conn.execute(f"LISTEN {queued_runs.CANCEL_CHANNEL}")
-                while not self._done.is_set():
-                    if queued_runs.cancel_requested(conn, self.run_id):
-                        self._fire()
-                        return
-                    for note in conn.notifies(timeout=self.RECHECK_S, stop_after=1):
-                        if note.payload == self.run_id:
-                            self._fire()
-                            return
-        except psycopg.Error:
-            return  # the store went away; the run goes on, uncancellable until it ends

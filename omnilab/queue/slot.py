@@ -38,7 +38,8 @@ class SlotWorker(Worker):
     def kill_horse(self, sig: signal.Signals = signal.SIGTERM) -> None:
         """rq kills with SIGKILL; SIGTERM lets the runner tear the stack down and record
         the run (a cold shutdown still ends at once for the experiment itself)."""
-        super().kill_horse(sig)
+        if self.horse_pid:  # rq would signal its own process group for pid 0
+            super().kill_horse(sig)
 
     def handle_work_horse_killed(self, job: Job, retpid: Any, ret_val: Any, rusage: Any) -> None:
         """The horse died without finishing (killed, crashed): end the attempt."""
@@ -60,11 +61,18 @@ class SlotWorker(Worker):
 
 
 def _preload() -> None:
-    """Import what every run needs once, before the forks, so a run starts sooner."""
+    """Do once, before the forks, what every run would otherwise do: imports, and
+    reading package versions for the run records."""
+    import platform
+
     import omnilab.runtimes.local
     import omnilab.services
     import omnilab.stack
     import omnilab.tracking.metrics  # noqa: F401
+    from omnilab.environment import package_versions
+
+    package_versions()
+    platform.platform()  # cached by the platform module; costs a scan of the interpreter
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ from omnilab.gpu import host_gpus
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
 from omnilab.queue.broker import Broker, masked_url
-from omnilab.queue.reconcile import reconcile
+from omnilab.queue.reconcile import Reconciler
 from omnilab.queue.settings import QueueSettings
 from omnilab.tracking import workers
 from omnilab.tracking.store import TrackingStore
@@ -101,6 +101,7 @@ class Supervisor:
         ]
         self._signals = 0
         self._last_error = ""
+        self._reconciler: Reconciler | None = None
 
     # -- signals --------------------------------------------------------------------
 
@@ -234,12 +235,13 @@ class Supervisor:
         """Reconcile; a failure is reported once and tried again next time, never fatal
         (the runs in progress do not depend on it)."""
         try:
-            done = reconcile(
-                store,
-                broker,
-                worker_ttl=self.settings.worker_ttl,
-                resend_after=self.settings.resend_after,
-            )
+            if self._reconciler is None:
+                self._reconciler = Reconciler(
+                    broker,
+                    worker_ttl=self.settings.worker_ttl,
+                    resend_after=self.settings.resend_after,
+                )
+            done = self._reconciler.sweep(store)
             error = done.queue_error or ""
         except Exception as exc:
             error = f"sweep failed: {type(exc).__name__}: {exc}".splitlines()[0]

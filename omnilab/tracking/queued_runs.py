@@ -22,9 +22,6 @@ from pydantic import BaseModel, Field
 
 from omnilab.tracking.records import RunRecord
 
-#: The NOTIFY channel a cancellation request is announced on; running attempts LISTEN.
-CANCEL_CHANNEL = "omnilab_cancel"
-
 
 class QueueInfo(BaseModel):
     """What the queue knows of a run beyond its record."""
@@ -58,6 +55,43 @@ def job_id(run_id: str, delivery: int) -> str:
     return run_id if delivery == 0 else f"{run_id}-{delivery}"
 
 
+_SUBMIT = """
+    WITH run AS (
+        INSERT INTO omnilab.runs (id, experiment, source, status, params, owner, created_at)
+        VALUES (%(id)s, %(experiment)s, %(source)s, 'queued', %(params)s, %(owner)s, now())
+        RETURNING id
+    )
+    INSERT INTO omnilab.run_queue (run_id, queue, max_attempts, submitted_by, idempotency_key)
+    SELECT id, %(queue)s, %(max_attempts)s, %(submitted_by)s, %(key)s FROM run
+    RETURNING queued_at
+"""
+
+
+def _submit_args(
+    record: RunRecord,
+    queue: str,
+    max_attempts: int,
+    submitted_by: str | None,
+    idempotency_key: str | None,
+) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "experiment": record.experiment,
+        "source": record.source,
+        "params": Jsonb(record.params),
+        "owner": record.owner,
+        "queue": queue,
+        "max_attempts": max_attempts,
+        "submitted_by": submitted_by,
+        "key": idempotency_key,
+    }
+
+
+def _submitted(record: RunRecord, row: Any) -> RunRecord:
+    # now() is the transaction's start: the same instant as the run's created_at.
+    return record.model_copy(update={"created_at": row[0] if row else None})
+
+
 def submit(
     conn: psycopg.Connection,
     record: RunRecord,
@@ -76,33 +110,9 @@ def submit(
         existing = _by_idempotency_key(conn, submitted_by, idempotency_key)
         if existing is not None:
             return existing, False
+    args = _submit_args(record, queue, max_attempts, submitted_by, idempotency_key)
     try:
-        row = conn.execute(
-            """
-            WITH run AS (
-                INSERT INTO omnilab.runs (id, experiment, source, status, params, owner,
-                                          created_at)
-                VALUES (%(id)s, %(experiment)s, %(source)s, 'queued', %(params)s, %(owner)s,
-                        now())
-                RETURNING id
-            )
-            INSERT INTO omnilab.run_queue (run_id, queue, max_attempts, submitted_by,
-                                           idempotency_key)
-            SELECT id, %(queue)s, %(max_attempts)s, %(submitted_by)s, %(key)s FROM run
-            RETURNING queued_at
-            """,
-            {
-                "id": record.id,
-                "experiment": record.experiment,
-                "source": record.source,
-                "params": Jsonb(record.params),
-                "owner": record.owner,
-                "queue": queue,
-                "max_attempts": max_attempts,
-                "submitted_by": submitted_by,
-                "key": idempotency_key,
-            },
-        ).fetchone()
+        row = conn.execute(_SUBMIT, args).fetchone()
     except psycopg.errors.UniqueViolation:
         # Two submissions with the same idempotency key raced: the other one won.
         if idempotency_key is None:
@@ -111,8 +121,21 @@ def submit(
         if existing is None:
             raise
         return existing, False
-    # now() is the transaction's start: the same instant as the run's created_at.
-    return record.model_copy(update={"created_at": row[0] if row else None}), True
+    return _submitted(record, row), True
+
+
+async def submit_async(
+    conn: psycopg.AsyncConnection,
+    record: RunRecord,
+    *,
+    queue: str,
+    max_attempts: int,
+    submitted_by: str | None = None,
+) -> RunRecord:
+    """:func:`submit` without an idempotency key, for the API's event loop: the common
+    case, and the one whose throughput matters."""
+    cur = await conn.execute(_SUBMIT, _submit_args(record, queue, max_attempts, submitted_by, None))
+    return _submitted(record, await cur.fetchone())
 
 
 def _by_idempotency_key(
@@ -138,6 +161,7 @@ def claim(
     gpu: str | None,
     run_dir: str,
     environment: dict[str, Any],
+    job: str | None = None,
 ) -> Claim | None:
     """Take a queued run for one attempt; None when someone else has it or it is over.
 
@@ -153,7 +177,7 @@ def claim(
             RETURNING id, experiment, params
         )
         UPDATE omnilab.run_queue q
-           SET attempt = q.attempt + 1, worker = %(worker)s, gpu = %(gpu)s
+           SET attempt = q.attempt + 1, worker = %(worker)s, gpu = %(gpu)s, job = %(job)s
           FROM claimed
          WHERE q.run_id = claimed.id
         RETURNING claimed.experiment, claimed.params, q.attempt, q.max_attempts
@@ -164,6 +188,7 @@ def claim(
             "environment": Jsonb(environment),
             "worker": worker,
             "gpu": gpu,
+            "job": job,
         },
     ).fetchone()
     if row is None:
@@ -255,22 +280,24 @@ def record_cancelled(conn: psycopg.Connection, run_id: str, error: str) -> bool:
     return cur.rowcount == 1
 
 
-def request_cancel(conn: psycopg.Connection, run_id: str) -> tuple[str, bool]:
-    """Ask for a run to stop; returns (its status before, whether it has a queue row).
+def request_cancel(conn: psycopg.Connection, run_id: str) -> tuple[str, bool, str | None]:
+    """Ask for a run to stop; returns (its status before, whether it has a queue row, the
+    queue message of its running attempt).
 
     A queued run is cancelled at once (a worker that receives it later finds it taken).
-    A running one gets the request recorded and announced; its worker stops it, tears its
-    stack down and records it cancelled. A finished run is left alone.
+    A running one gets the request recorded; the caller tells its worker (see
+    :meth:`Broker.stop`), which stops it, tears its stack down and records it cancelled.
+    The sweepers repeat the message until that is done. A finished run is left alone.
     """
     with conn.transaction():
         row = conn.execute(
-            "SELECT r.status, q.run_id IS NOT NULL FROM omnilab.runs r "
+            "SELECT r.status, q.run_id IS NOT NULL, q.job FROM omnilab.runs r "
             "LEFT JOIN omnilab.run_queue q ON q.run_id = r.id WHERE r.id = %s FOR UPDATE OF r",
             (run_id,),
         ).fetchone()
         if row is None:
-            return "missing", False
-        status, queued_here = row
+            return "missing", False, None
+        status, queued_here, job = row
         if status == "queued":
             conn.execute(
                 "UPDATE omnilab.runs SET status = 'cancelled', finished_at = now(), "
@@ -283,9 +310,21 @@ def request_cancel(conn: psycopg.Connection, run_id: str) -> tuple[str, bool]:
                 "coalesce(cancel_requested_at, now()) WHERE run_id = %s",
                 (run_id,),
             )
-        if queued_here and status == "running":
-            conn.execute("SELECT pg_notify(%s, %s)", (CANCEL_CHANNEL, run_id))
-        return status, bool(queued_here)
+        return status, bool(queued_here), job
+
+
+def cancelling(conn: psycopg.Connection, older_than_s: float) -> list[str]:
+    """Messages (rq job ids) of running attempts asked to stop more than ``older_than_s``
+    ago and still running: their stop request may have been lost."""
+    rows = conn.execute(
+        """
+        SELECT q.job FROM omnilab.runs r JOIN omnilab.run_queue q ON q.run_id = r.id
+         WHERE r.status = 'running' AND q.job IS NOT NULL
+           AND q.cancel_requested_at < now() - make_interval(secs => %s)
+        """,
+        (older_than_s,),
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def cancel_requested(conn: psycopg.Connection, run_id: str) -> bool:
@@ -296,19 +335,26 @@ def cancel_requested(conn: psycopg.Connection, run_id: str) -> bool:
     return bool(row and row[0])
 
 
-def waiting(conn: psycopg.Connection, older_than_s: float) -> list[tuple[str, str, int]]:
-    """Queued runs (id, queue, delivery) waiting for longer than ``older_than_s``: the
-    ones whose message may never have reached Redis, or was lost with it."""
+def waiting(
+    conn: psycopg.Connection, older_than_s: float, since: datetime | None = None
+) -> tuple[list[tuple[str, str, int]], datetime]:
+    """Queued runs (id, queue, delivery) waiting for longer than ``older_than_s`` (and
+    queued at ``since`` or later): the ones whose message may never have reached Redis,
+    or was lost with it. Also returns the cutoff, to pass as ``since`` next time."""
+    row = conn.execute("SELECT now() - make_interval(secs => %s)", (older_than_s,)).fetchone()
+    assert row is not None
+    cutoff = row[0]
     rows = conn.execute(
         """
         SELECT r.id, q.queue, q.delivery FROM omnilab.runs r
           JOIN omnilab.run_queue q ON q.run_id = r.id
-         WHERE r.status = 'queued' AND q.queued_at < now() - make_interval(secs => %s)
+         WHERE r.status = 'queued' AND q.queued_at < %(cutoff)s
+           AND (%(since)s::timestamptz IS NULL OR q.queued_at >= %(since)s)
          ORDER BY q.queued_at
         """,
-        (older_than_s,),
+        {"cutoff": cutoff, "since": since},
     ).fetchall()
-    return [(r[0], r[1], r[2]) for r in rows]
+    return [(r[0], r[1], r[2]) for r in rows], cutoff
 
 
 def next_delivery(conn: psycopg.Connection, run_id: str) -> int | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from omnilab.api import queries
 from omnilab.api.auth import ReadKey, RunKey
@@ -25,17 +27,19 @@ from omnilab.api.models import (
     RunPage,
     RunRequest,
 )
-from omnilab.api.responses import errors, finite
+from omnilab.api.responses import SafeJSONResponse, errors, finite
 from omnilab.api.state import ApiState
-from omnilab.catalog import UnknownExperiment
+from omnilab.catalog import CatalogEntry, UnknownExperiment
 from omnilab.errors import RunNotFound
-from omnilab.queue.submit import queue_run
+from omnilab.queue.broker import QueueUnavailable
+from omnilab.queue.submit import queue_run, queue_run_async
 from omnilab.tracking import queued_runs
 from omnilab.tracking.queued_runs import QueueInfo
 from omnilab.tracking.records import RunRecord, RunStatus
 from omnilab.tracking.store import TrackingStore
 
 router = APIRouter(prefix="/v1", tags=["runs"])
+log = logging.getLogger("omnilab.api")
 
 RunId = Path(pattern=RUN_ID, description="A run id, or a unique prefix of at least 4 characters.")
 
@@ -124,16 +128,16 @@ def _params_errors(error: ValidationError) -> list[dict[str, Any]]:
 @router.post(
     "/runs",
     status_code=202,
-    response_model=RunOut,
+    response_model=None,
     responses={
+        202: {"model": RunOut, "description": "Queued: the run, with its id and links."},
         200: {"model": RunOut, "description": "Seen before (same Idempotency-Key): that run."},
         **errors(400, 401, 403, 404, 413, 422, 503),
     },
 )
-def queue(
+async def queue(
     request: Request,
     key: RunKey,
-    response: Response,
     body: RunRequest,
     idempotency_key: str | None = Header(
         default=None,
@@ -141,12 +145,14 @@ def queue(
         pattern=r"^[!-~]+$",
         description="Send the same value when retrying a request: the run is queued once.",
     ),
-) -> RunOut:
+) -> SafeJSONResponse:
     """Queue a run; 202 with the run, whose status is `queued` until a worker takes it.
 
     The request body's `params` are validated against the experiment's Params model (its
     JSON Schema: GET /v1/experiments/{name}); every invalid field is named in the 422.
     """
+    # Async, with its own connection pool and a background sender: the path that queues
+    # runs by the hundred per second must not hop to a worker thread for each one.
     state = _state(request)
     try:
         entry = state.catalog.get(body.experiment)
@@ -166,6 +172,50 @@ def queue(
             [{"loc": ["body", "params"], "msg": problem, "type": "value_error"}]
         )
     retries = body.retries if body.retries is not None else state.settings.run_retries
+    queue_name = state.broker.queue_for(entry.needs_gpu)
+    owner = f"api-key:{key.name}"
+    if idempotency_key is None:
+        async with state.adb() as conn:
+            record = await queue_run_async(
+                conn,
+                state.sender,
+                queue_name,
+                entry,
+                params,
+                retries=retries,
+                owner=owner,
+                submitted_by=key.id,
+            )
+        created, info = True, None
+    else:
+        record, created, info = await run_in_threadpool(
+            _queue_once, state, entry, params, retries, owner, key.id, idempotency_key
+        )
+    if info is None:  # what the queue row holds is known: no need to read it back
+        info = QueueInfo(
+            queue=queue_name,
+            attempt=0,
+            max_attempts=1 + retries,
+            delivery=0,
+            queued_at=record.created_at,
+            submitted_by=key.id,
+        )
+    return SafeJSONResponse(
+        run_out(record, info).model_dump(mode="json"),
+        status_code=202 if created else 200,
+        headers={"Location": f"/v1/runs/{record.id}"},
+    )
+
+
+def _queue_once(
+    state: ApiState,
+    entry: CatalogEntry,
+    params: dict[str, Any],
+    retries: int,
+    owner: str,
+    submitted_by: str,
+    idempotency_key: str,
+) -> tuple[RunRecord, bool, QueueInfo | None]:
     with state.db() as store:
         record, created = queue_run(
             store,
@@ -173,15 +223,13 @@ def queue(
             entry,
             params,
             retries=retries,
-            owner=f"api-key:{key.name}",
-            submitted_by=key.id,
+            owner=owner,
+            submitted_by=submitted_by,
             idempotency_key=idempotency_key,
+            sender=state.sender,
         )
-        info = queued_runs.queue_info(store.conn, [record.id]).get(record.id)
-    if not created:
-        response.status_code = 200
-    response.headers["Location"] = f"/v1/runs/{record.id}"
-    return run_out(record, info)
+        info = None if created else queued_runs.queue_info(store.conn, [record.id]).get(record.id)
+    return record, created, info
 
 
 @router.get("/runs", response_model=RunPage, responses=errors(401, 403, 422, 503))
@@ -263,9 +311,15 @@ def cancel(request: Request, key: RunKey, run_id: str = RunId) -> CancelOut:
     """Stop a run: a queued one is cancelled at once; a running one is stopped by its
     worker, which tears its stack down and records it `cancelled` (usually within a
     second or two). A finished run cannot be cancelled (409)."""
-    with _state(request).db() as store:
+    state = _state(request)
+    with state.db() as store:
         record = _get(store, run_id)
-        before, queued_here = queued_runs.request_cancel(store.conn, record.id)
+        before, queued_here, job = queued_runs.request_cancel(store.conn, record.id)
+    if before == "running" and job:
+        try:
+            state.broker.stop(job)
+        except QueueUnavailable as exc:  # recorded; the sweepers send it when Redis is back
+            log.warning("run %s: stop request not sent yet: %s", record.id[:8], exc)
     if before == "queued":
         return CancelOut(id=record.id, status="cancelled", detail="cancelled before it started")
     if before == "running" and queued_here:

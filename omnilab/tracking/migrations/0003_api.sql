@@ -13,6 +13,7 @@ CREATE TABLE omnilab.run_queue (
     delivery        int NOT NULL DEFAULT 0,          -- messages sent after the first one
     queued_at       timestamptz NOT NULL DEFAULT now(),
     worker          text,                            -- "<worker id>/<slot>" of the attempt
+    job             text,                            -- the rq message it came with
     gpu             text,                            -- CUDA_VISIBLE_DEVICES the attempt got
     submitted_by    text,                            -- API key id
     idempotency_key text,
