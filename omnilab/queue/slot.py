@@ -8,6 +8,7 @@ that GPU (``CUDA_VISIBLE_DEVICES``), so two runs never share one.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         name=f"{args.worker_id}.{args.index}",
     )
     worker.slot = slot
+    # Objects made so far live as long as the slot: move them out of the collector's
+    # sight, so that a horse's collections do not touch (and copy) every page it shares
+    # with the slot after the fork.
+    gc.freeze()
     worker.work(logging_level="WARNING")
     return 0
 
