@@ -114,13 +114,18 @@ def redis_server(workdir: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+def new_database(server_url: str) -> str:
+    """A fresh, empty database on the server of ``server_url``; its URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
 @pytest.fixture
 def tracking_db(tracking_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A tracking database of this test's own; the CLI and every server use it."""
-    name = f"api_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(tracking_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = tracking_url.rsplit("/", 1)[0] + f"/{name}"
+    url = new_database(tracking_url)
     monkeypatch.setenv("OMNILAB_TRACKING_URL", url)
     return url
 

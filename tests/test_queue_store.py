@@ -7,6 +7,7 @@ import uuid
 
 import psycopg
 import pytest
+from queue_helpers import new_database
 
 from omnilab.tracking import queued_runs, schema
 from omnilab.tracking.records import RunRecord
@@ -15,10 +16,7 @@ from omnilab.tracking.store import TrackingStore
 
 @pytest.fixture
 def fresh_db(tracking_url: str) -> str:
-    name = f"q_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(tracking_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return tracking_url.rsplit("/", 1)[0] + f"/{name}"
+    return new_database(tracking_url)
 
 
 def _queued(store: TrackingStore, max_attempts: int = 1) -> str:

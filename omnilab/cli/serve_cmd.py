@@ -37,9 +37,9 @@ def serve(
     """Serve the HTTP API: queue runs, follow their logs, read results, cancel.
 
     Runs are recorded in the tracking store and queued on Redis (REDIS_URL) for
-    `omnilab worker` processes. Only experiments of OMNILAB_EXPERIMENTS_DIR
-    (default: experiments/) can be queued. Every endpoint but /healthz needs an
-    API key: make one with `omnilab api-key create --name me`.
+    `omnilab worker` processes to run.
+    Only experiments of OMNILAB_EXPERIMENTS_DIR (default: experiments/) can be queued.
+    Every endpoint but /healthz needs an API key: omnilab api-key create --name me
 
     The OpenAPI document is at /openapi.json, interactive docs at /docs.
 

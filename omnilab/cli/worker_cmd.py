@@ -31,12 +31,13 @@ def worker(
 ) -> None:
     """Take runs queued through the HTTP API and run them, each on its own stack.
 
-    Runs come from Redis (REDIS_URL); their records live in the tracking store. Several
-    workers, on one host or several, can share one queue. Only experiments in
-    OMNILAB_EXPERIMENTS_DIR (default: experiments/) can run.
+    Runs come from Redis (REDIS_URL); their records live in the tracking store.
+    Several workers, on one host or several, can share one queue.
+    Only experiments in OMNILAB_EXPERIMENTS_DIR (default: experiments/) can run.
 
-    Ctrl-C once: finish the runs in progress, take no new ones. Twice: stop them now
-    (their stacks are torn down; each run is queued again or failed, per its retries).
+    Ctrl-C once: the runs in progress finish, no new ones start.
+    Twice: they are stopped now, their stacks torn down, and each run is queued
+    again or failed, per its retries.
 
     Examples:
 

@@ -116,4 +116,3 @@ class Reconciler:
             self._full_wanted = False
             self._last_full = time.monotonic()
             self._redis_id = redis_id
-

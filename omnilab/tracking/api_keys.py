@@ -23,6 +23,7 @@ Scope = Literal["read", "run", "promote"]
 SCOPES: tuple[str, ...] = ("read", "run", "promote")
 PREFIX = "olk"
 _KEY_RE = re.compile(rf"^{PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})$")
+_COLUMNS = "id, name, scopes, created_by, created_at, last_used_at, revoked_at"
 
 
 class ApiKeyRecord(BaseModel):
@@ -66,10 +67,10 @@ def create(
     secret = secrets.token_urlsafe(32)
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            """
+            f"""
             INSERT INTO omnilab.api_keys (id, name, scopes, secret_sha256, created_by)
             VALUES (%s, %s, %s, %s, %s)
-            RETURNING id, name, scopes, created_by, created_at, last_used_at, revoked_at
+            RETURNING {_COLUMNS}
             """,
             (key_id, name, scopes, _digest(secret), created_by),
         ).fetchone()
@@ -85,8 +86,7 @@ def verify(conn: psycopg.Connection, token: str) -> ApiKeyRecord | None:
     key_id, secret = match.groups()
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            "SELECT id, name, scopes, created_by, created_at, last_used_at, revoked_at, "
-            "secret_sha256 FROM omnilab.api_keys WHERE id = %s",
+            f"SELECT {_COLUMNS}, secret_sha256 FROM omnilab.api_keys WHERE id = %s",
             (key_id,),
         ).fetchone()
     if row is None:
@@ -105,8 +105,7 @@ def list_keys(conn: psycopg.Connection, *, include_revoked: bool = False) -> lis
     where = "" if include_revoked else "WHERE revoked_at IS NULL"
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            "SELECT id, name, scopes, created_by, created_at, last_used_at, revoked_at "
-            f"FROM omnilab.api_keys {where} ORDER BY created_at"
+            f"SELECT {_COLUMNS} FROM omnilab.api_keys {where} ORDER BY created_at"
         ).fetchall()
     return [ApiKeyRecord.model_validate(r) for r in rows]
 
@@ -118,7 +117,7 @@ def revoke(conn: psycopg.Connection, key_id: str) -> ApiKeyRecord:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             "UPDATE omnilab.api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s "
-            "RETURNING id, name, scopes, created_by, created_at, last_used_at, revoked_at",
+            f"RETURNING {_COLUMNS}",
             (key_id,),
         ).fetchone()
     if row is None:
