@@ -37,7 +37,7 @@ from omnilab.experiment import Experiment, GpuPolicy, Params
 from omnilab.loader import resolve
 from omnilab.params import validate
 from omnilab.procs import process_start_time
-from omnilab.progress import Reporter
+from omnilab.progress import Reporter, default_reporter
 from omnilab.stack import Stack
 from omnilab.tracking.metrics import MetricBuffer
 from omnilab.tracking.records import RunRecord
@@ -223,7 +223,7 @@ def run(
     cls = loaded.cls
     values = validate(cls, params, from_cli=from_cli)
     settings = settings or get_settings()
-    reporter = reporter or Reporter()
+    reporter = reporter or default_reporter()
     recorded = run_id is not None
     run_id = run_id or new_run_id()
     run_dir = (Path(settings.runs_dir) / run_id).resolve()
@@ -283,7 +283,7 @@ def _execute(
         created_at=datetime.now(UTC),
         started_at=datetime.now(UTC),
     )
-    reporter.note(f"run {run_id} ({record.experiment})")
+    reporter.run_started(run_id, record.experiment)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     status, summary, error = "failed", None, None
@@ -313,7 +313,7 @@ def _execute(
                     metrics=buffer,
                     logger=_experiment_logger(run_id, err),
                 )
-                reporter.note(f"running {record.experiment}")
+                reporter.experiment_running(record.experiment, buffer)
                 t0 = time.monotonic()
                 try:
                     summary = normalize_summary(cls().run(ctx))
@@ -338,6 +338,7 @@ def _execute(
         finally:
             with _shielded(reporter):
                 _finish(stack, store, buffer, record, run_dir, timings, began, reporter)
+    reporter.run_finished(run_id, status, timings.get("total_s"), error)
     if store is None:  # the store never opened: nothing recorded, the error is the story
         raise interrupted or failure or OmnilabError("the tracking store could not be opened")
     try:
