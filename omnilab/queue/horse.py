@@ -144,6 +144,13 @@ def _attempt(store: TrackingStore, slot: Slot, claim: queued_runs.Claim, run_dir
             # this worker, a service this worker cannot provide, an unknown experiment).
             queued_runs.fail_claimed(store.conn, run_id, str(exc))
             reporter.note(f"failed: {exc}")
+        except Exception as exc:  # omnilab's own failure: say so rather than leave it running
+            queued_runs.fail_claimed(
+                store.conn, run_id, f"the worker failed: {type(exc).__name__}: {exc}"
+            )
+            reporter.note(f"failed inside omnilab: {type(exc).__name__}: {exc}")
+        finally:
+            reporter.close()
 
 
 class RunReporter(Reporter):
@@ -153,6 +160,10 @@ class RunReporter(Reporter):
         super().__init__(console)
         self._log = open(log_path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
         self._prefix = f"[{run_id[:8]}] "
+
+    def close(self) -> None:
+        with self._lock:
+            self._log.close()
 
     def note(self, message: str) -> None:
         with self._lock:
