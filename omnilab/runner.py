@@ -207,6 +207,8 @@ def run(
     from_cli: bool = False,
     promote: bool = False,
     on_conflict: str = "fail",
+    run_id: str | None = None,
+    store: TrackingStore | None = None,
 ) -> Run:
     """Run ``experiment`` on a private stack and record it; returns the :class:`Run`.
 
@@ -219,6 +221,10 @@ def run(
     When the experiment declares ``promotes``, a succeeded run's stack data is kept for
     ``omnilab promote``; ``promote=True`` promotes it at once if ``accept(summary)``
     agrees (``run.promotion`` says how that went; it never raises for it).
+
+    ``run_id`` names a run the tracking store already holds (the HTTP API records a run
+    when it is queued, and a worker runs it later): its record is updated, not inserted.
+    ``store`` is an open tracking store to record into; its owner closes it.
     """
     loaded = resolve(experiment)
     cls = loaded.cls
@@ -236,7 +242,8 @@ def run(
             raise UsageError("--promote and --keep: a stack kept running cannot be promoted")
     settings = settings or get_settings()
     reporter = reporter or default_reporter()
-    run_id = new_run_id()
+    recorded = run_id is not None
+    run_id = run_id or new_run_id()
     run_dir = (Path(settings.runs_dir) / run_id).resolve()
     stack = Stack(
         *cls.services,
@@ -251,7 +258,17 @@ def run(
     )
     stack.prepare()  # the last check that can refuse: nothing has started yet
     result = _execute(
-        loaded.cls, loaded.ref, loaded.path, values, stack, run_dir, reporter, settings, promotes
+        loaded.cls,
+        loaded.ref,
+        loaded.path,
+        values,
+        stack,
+        run_dir,
+        reporter,
+        settings,
+        promotes,
+        recorded,
+        store,
     )
     if promote and result.ok:
         from omnilab.promote.engine import promote_after_run
@@ -272,6 +289,8 @@ def _execute(
     reporter: Reporter,
     settings: Settings,
     promotes: list[Promotable],
+    recorded: bool = False,
+    given_store: TrackingStore | None = None,
 ) -> Run:
     run_id = stack.id
     began = time.monotonic()
@@ -306,7 +325,7 @@ def _execute(
             # The tracking store (an embedded PostgreSQL may need starting) opens and
             # records the run while the stack starts: neither waits for the other.
             with ThreadPoolExecutor(max_workers=1) as pool:
-                opening = pool.submit(_open_and_record, settings, record)
+                opening = pool.submit(_open_and_record, settings, record, recorded, given_store)
                 try:
                     stack.start()
                 finally:
@@ -366,7 +385,8 @@ def _execute(
             _sweep_expired(store, reporter)
         result = Run.from_store(store, store.get_run(run_id), settings=settings)
     finally:
-        store.close()
+        if given_store is None:
+            store.close()
     if interrupted is not None:
         raise interrupted
     return result
@@ -399,12 +419,23 @@ def _sweep_expired(store: TrackingStore, reporter: Reporter) -> None:
         reporter.note(f"warning: could not remove expired stack data: {exc}")
 
 
-def _open_and_record(settings: Settings, record: RunRecord) -> TrackingStore:
-    store = TrackingStore.open(settings)
+#: What a run already recorded (queued) gets when it starts; its submitter, creation
+#: time and the moment a worker took it stay as they are.
+_STARTED_FIELDS = {"source", "status", "params", "runtime", "environment", "git_commit", "run_dir"}
+
+
+def _open_and_record(
+    settings: Settings, record: RunRecord, recorded: bool, given: TrackingStore | None
+) -> TrackingStore:
+    store = given or TrackingStore.open(settings)
     try:
-        store.create_run(record)
+        if recorded:
+            store.update_run(record.id, **record.model_dump(include=_STARTED_FIELDS))
+        else:
+            store.create_run(record)
     except BaseException:
-        store.close()
+        if given is None:
+            store.close()
         raise
     return store
 

@@ -23,6 +23,9 @@ from pathlib import Path
 import pytest
 from docker_support import docker_images, docker_scope  # noqa: F401  (fixtures)
 
+#: Fixtures of the HTTP API and its workers (a plugin, so that its asserts are rewritten).
+pytest_plugins = ["queue_helpers"]
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 EXPERIMENTS = TESTS / "experiments"

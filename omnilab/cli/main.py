@@ -12,7 +12,18 @@ from enum import StrEnum
 import typer
 from rich.markup import escape
 
-from omnilab.cli import doctor_cmd, gc_cmd, images_cmd, promote_cmd, render, runs_cmd, stack_cmd
+from omnilab.cli import (
+    apikey_cmd,
+    doctor_cmd,
+    gc_cmd,
+    images_cmd,
+    promote_cmd,
+    render,
+    runs_cmd,
+    serve_cmd,
+    stack_cmd,
+    worker_cmd,
+)
 from omnilab.errors import OmnilabError
 
 app = typer.Typer(
@@ -33,6 +44,9 @@ app.add_typer(stack_cmd.app, name="stack")
 app.add_typer(images_cmd.app, name="images")
 app.command("gc")(gc_cmd.gc)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("worker")(worker_cmd.worker)
+app.command("serve")(serve_cmd.serve)
+app.add_typer(apikey_cmd.app, name="api-key")
 app.command("promote")(promote_cmd.promote)
 app.command("rollback")(promote_cmd.rollback)
 app.command("discard")(promote_cmd.discard)
