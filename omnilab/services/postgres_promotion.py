@@ -406,11 +406,17 @@ class PostgresPromoter(Promoter):
             self._copy_rows(shape, staging, table, progress, new_oid)
             source = source_future.result()
         copied = time.monotonic()
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # Production builds indexes while a second session checksums the rows.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            # Production checksums the rows in one session while others build the indexes
+            # (two at a time: each build is one CPU's work; all take SHARE locks only).
             target_future = pool.submit(self._target_checksum_own_connection, new_oid)
-            for statement in index_statements(shape, staging, table, rename):
-                self.prod.execute(statement)
+            statements = index_statements(shape, staging, table, rename)
+            builds = [
+                pool.submit(self._run_own_connection, schema, statements[i::2])
+                for i in range(min(2, len(statements)))
+            ]
+            for build in builds:
+                build.result()
             target = target_future.result()
         indexed = time.monotonic()
         for statement in key_statements(shape, staging, table, rename):
@@ -438,6 +444,12 @@ class PostgresPromoter(Promoter):
     def _source_checksum_own_connection(self) -> dict[str, Any]:
         with self._connect(self.source_dsn) as conn:
             return self.source_checksum(conn)
+
+    def _run_own_connection(self, schema: str, statements: list[str]) -> None:
+        with self._connect(self.dsn) as conn:
+            conn.execute(f"SET search_path = {quote(conn, schema)}")
+            for statement in statements:
+                conn.execute(statement)
 
     def _target_checksum_own_connection(self, oid: int) -> dict[str, Any]:
         with self._connect(self.dsn) as conn:
