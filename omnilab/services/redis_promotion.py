@@ -117,32 +117,46 @@ end
 return {bit.tohex(a1) .. bit.tohex(a2) .. bit.tohex(a3) .. bit.tohex(a4), count, size, ttls}
 """
 
-# The switch, in one script inside MULTI/EXEC: it checks that production is as planned (the
-# keys to replace exist; no other key has appeared under a name being created) and only
-# then RENAMEs the replaced keys to the kept prefix and the staged keys to their names.
-# A script runs atomically, so no reader sees a state in between, and no writer can slip
-# in between the check and the RENAMEs. KEYS: R replaced keys, their R kept names, N staged
-# keys, their N names; ARGV[1] = R. A staged key whose TTL ran out meanwhile is counted.
+# The switch, in one script inside MULTI/EXEC: it RENAMEs the replaced keys to the kept
+# prefix, then the staged keys to their names (RENAMENX where the plan creates the name),
+# and if production is not as planned (a key to replace has vanished, a key has appeared
+# under a name being created) it renames everything back and says which key. A script
+# runs atomically: no reader sees a state in between, no writer slips in. KEYS: R replaced
+# keys, their R kept names, N staged keys, their N names; ARGV[1] = R. A staged key whose
+# TTL ran out meanwhile is counted.
 _SWITCH_LUA = r"""
 local r = tonumber(ARGV[1])
 local n = (#KEYS - 2 * r) / 2
+local done = {}
+local function undo()
+  for i = #done, 1, -1 do redis.call('RENAME', done[i][2], done[i][1]) end
+end
 local replaced = {}
 for i = 1, r do
-  if redis.call('EXISTS', KEYS[i]) == 0 then return {'vanished', KEYS[i]} end
+  local ok = redis.pcall('RENAME', KEYS[i], KEYS[r + i])
+  if type(ok) == 'table' and ok.err then
+    undo()
+    return {'vanished', KEYS[i]}
+  end
+  done[#done + 1] = {KEYS[i], KEYS[r + i]}
   replaced[KEYS[i]] = true
 end
-for i = 1, n do
-  local name = KEYS[2 * r + n + i]
-  if not replaced[name] and redis.call('EXISTS', name) == 1 then return {'appeared', name} end
-end
-for i = 1, r do redis.call('RENAME', KEYS[i], KEYS[r + i]) end
 local missing = 0
 for i = 1, n do
-  local staged = KEYS[2 * r + i]
-  if redis.call('EXISTS', staged) == 1 then
-    redis.call('RENAME', staged, KEYS[2 * r + n + i])
+  local staged, name = KEYS[2 * r + i], KEYS[2 * r + n + i]
+  local ok
+  if replaced[name] then
+    ok = redis.pcall('RENAME', staged, name)
   else
+    ok = redis.pcall('RENAMENX', staged, name)
+  end
+  if type(ok) == 'table' and ok.err then
     missing = missing + 1
+  elseif ok == 0 then
+    undo()
+    return {'appeared', name}
+  else
+    done[#done + 1] = {staged, name}
   end
 end
 return {'ok', missing}
