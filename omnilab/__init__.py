@@ -10,6 +10,7 @@ The public API::
         s.redis.ping()
     omnilab.runs(experiment="MyExperiment")               # -> RunTable (past runs)
     omnilab.compare([run1, run2])                         # -> Comparison
+    run.promote(dry_run=True)                             # -> PromotionResult (omnilab.promote)
 """
 
 from importlib import metadata as _metadata
@@ -29,6 +30,7 @@ from omnilab.errors import (
 from omnilab.experiment import Experiment, Params
 from omnilab.notebook import Comparison, RunTable, compare, runs
 from omnilab.runner import run
+from omnilab.services.promotion import PromotionConflict, PromotionError, PromotionFailed
 from omnilab.services import Ollama, Postgres, Qdrant, Redis, Service
 from omnilab.stack import Stack, stack
 from omnilab.tracking.run import Run, RunFailed
@@ -47,6 +49,9 @@ __all__ = [
     "Params",
     "ParamsError",
     "Postgres",
+    "PromotionConflict",
+    "PromotionError",
+    "PromotionFailed",
     "Qdrant",
     "Redis",
     "Run",
