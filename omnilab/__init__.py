@@ -30,8 +30,8 @@ from omnilab.errors import (
 from omnilab.experiment import Experiment, Params
 from omnilab.notebook import Comparison, RunTable, compare, runs
 from omnilab.runner import run
-from omnilab.services.promotion import PromotionConflict, PromotionError, PromotionFailed
 from omnilab.services import Ollama, Postgres, Qdrant, Redis, Service
+from omnilab.services.promotion import PromotionConflict, PromotionError, PromotionFailed
 from omnilab.stack import Stack, stack
 from omnilab.tracking.run import Run, RunFailed
 
