@@ -86,8 +86,9 @@ def _problem(code: int, exc: OmnilabError) -> SafeJSONResponse:
 
 @router.post(
     "/runs/{run_id}/promote",
+    operation_id="promote_run",
     response_model=PromotionResult,
-    responses={**errors(401, 403, 404, 422, 503), **_FAILURES},
+    responses={**errors(400, 401, 403, 404, 413, 422, 503), **_FAILURES},
 )
 def promote_run(
     request: Request, key: PromoteKey, body: PromoteRequest | None = None, run_id: str = RunId
@@ -114,10 +115,23 @@ def promote_run(
         return _problem(502, exc)
 
 
+#: OpenAPI links: a listed promotion's id leads to its page and its rollback.
+_FROM_LIST = {
+    "GetPromotion": {
+        "operationId": "get_promotion",
+        "parameters": {"promotion_id": "$response.body#/0/id"},
+    },
+    "RollbackPromotion": {
+        "operationId": "rollback_promotion",
+        "parameters": {"promotion_id": "$response.body#/0/id"},
+    },
+}
+
+
 @router.get(
     "/promotions",
     response_model=list[PromotionRecord],
-    responses=errors(401, 403, 404, 422, 503),
+    responses={200: {"links": _FROM_LIST}, **errors(401, 403, 404, 422, 503)},
 )
 def list_promotions(
     request: Request,
@@ -138,8 +152,19 @@ def list_promotions(
 
 @router.get(
     "/promotions/{promotion_id}",
+    operation_id="get_promotion",
     response_model=PromotionRecord,
-    responses=errors(401, 403, 404, 422, 503),
+    responses={
+        200: {
+            "links": {
+                "RollbackPromotion": {
+                    "operationId": "rollback_promotion",
+                    "parameters": {"promotion_id": "$response.body#/id"},
+                }
+            }
+        },
+        **errors(401, 403, 404, 422, 503),
+    },
 )
 def get_promotion(request: Request, key: ReadKey, promotion_id: str = PromotionId) -> Any:
     """One promotion in full."""
@@ -154,8 +179,9 @@ def get_promotion(request: Request, key: ReadKey, promotion_id: str = PromotionI
 
 @router.post(
     "/promotions/{promotion_id}/rollback",
+    operation_id="rollback_promotion",
     response_model=RollbackResult,
-    responses={**errors(401, 403, 404, 422, 503), **_FAILURES},
+    responses={**errors(400, 401, 403, 404, 413, 422, 503), **_FAILURES},
 )
 def rollback_promotion(
     request: Request,
