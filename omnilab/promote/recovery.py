@@ -9,11 +9,13 @@ staged copies removed: production ends as it was before that promotion began.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from omnilab.promote.items import item_from_dict, other_production
 from omnilab.promote.records import PromotionStore
+from omnilab.tracking.store import TrackingStore
 
 if TYPE_CHECKING:
     from omnilab.config import Settings
@@ -62,3 +64,14 @@ def reconcile(promotions: PromotionStore, settings: Settings, reporter: Reporter
         reporter.note(f"promotion {record.short_id} had been interrupted: {record.error}")
         fixed += 1
     return fixed
+
+
+@contextlib.contextmanager
+def locked(settings: Settings, reporter: Reporter) -> Iterator[PromotionStore]:
+    """The promotions of the tracking store, under the promotion lock, interrupted ones
+    undone first: where every promotion, rollback and prune works."""
+    with TrackingStore.open(settings) as store:
+        promotions = PromotionStore(store)
+        with promotions.lock(reporter):
+            reconcile(promotions, settings, reporter)
+            yield promotions

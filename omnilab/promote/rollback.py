@@ -20,9 +20,8 @@ from omnilab.progress import Reporter
 from omnilab.promote.items import item_from_dict, other_production
 from omnilab.promote.models import RollbackResult
 from omnilab.promote.records import PromotionRecord, PromotionStore
-from omnilab.promote.recovery import reconcile
+from omnilab.promote.recovery import locked
 from omnilab.services.promotion import ItemRecord, PromotionFailed
-from omnilab.tracking.store import TrackingStore
 
 
 def rollback(
@@ -37,33 +36,30 @@ def rollback(
     """Undo a succeeded promotion; see the module's docstring for when it is refused."""
     settings = settings or get_settings()
     reporter = reporter or Reporter()
-    with TrackingStore.open(settings) as store:
-        promotions = PromotionStore(store)
-        with promotions.lock(reporter):
-            reconcile(promotions, settings, reporter)
-            record = promotions.get(promotion)
-            _check(promotions, record)
-            items = [i for i in record.items if i.state == "switched"]
-            elsewhere = other_production(items, settings)
-            if elsewhere:
-                raise UsageError(
-                    f"promotion {record.short_id} went into {', '.join(elsewhere)}, not the "
-                    "production configured here (QDRANT_URL, REDIS_URL, POSTGRES_URL)"
-                )
-            plan = [_describe(i) for i in items]
-            changed = [] if force else _changed(record, items, settings, reporter)
-            if changed:
-                raise UsageError(
-                    f"production changed since promotion {record.short_id}: "
-                    f"{'; '.join(changed)}; rolling back would discard those changes "
-                    "(use --force to do it anyway)"
-                )
-            if dry_run:
-                return RollbackResult(
-                    promotion_id=record.id, run_id=record.run_id, dry_run=True,
-                    status="planned", items=plan,
-                )  # fmt: skip
-            return _carry_out(promotions, record, items, plan, actor, settings, reporter)
+    with locked(settings, reporter) as promotions:
+        record = promotions.get(promotion)
+        _check(promotions, record)
+        items = [i for i in record.items if i.state == "switched"]
+        elsewhere = other_production(items, settings)
+        if elsewhere:
+            raise UsageError(
+                f"promotion {record.short_id} went into {', '.join(elsewhere)}, not the "
+                "production configured here (QDRANT_URL, REDIS_URL, POSTGRES_URL)"
+            )
+        plan = [_describe(i) for i in items]
+        changed = [] if force else _changed(record, items, settings, reporter)
+        if changed:
+            raise UsageError(
+                f"production changed since promotion {record.short_id}: "
+                f"{'; '.join(changed)}; rolling back would discard those changes "
+                "(use --force to do it anyway)"
+            )
+        if dry_run:
+            return RollbackResult(
+                promotion_id=record.id, run_id=record.run_id, dry_run=True,
+                status="planned", items=plan,
+            )  # fmt: skip
+        return _carry_out(promotions, record, items, plan, actor, settings, reporter)
 
 
 def _check(promotions: PromotionStore, record: PromotionRecord) -> None:
@@ -162,29 +158,27 @@ def prune(
     """Delete the data a promotion replaced (kept for rollback); no rollback after this."""
     settings = settings or get_settings()
     reporter = reporter or Reporter()
-    with TrackingStore.open(settings) as store:
-        promotions = PromotionStore(store)
-        with promotions.lock(reporter):
-            record = promotions.get(promotion)
-            if record.status != "succeeded" or record.pruned_at is not None:
-                raise UsageError(
-                    f"promotion {record.short_id} is {record.status}"
-                    f"{', already pruned' if record.pruned_at else ''}: nothing kept to prune"
-                )
-            elsewhere = other_production(record.items, settings)
-            if elsewhere:
-                raise UsageError(
-                    f"promotion {record.short_id} went into {', '.join(elsewhere)}, not the "
-                    "production configured here"
-                )
-            for item in record.items:
-                if item.state != "switched":
-                    continue
-                promoter = item_from_dict(item.item).promoter(settings, record.id, None, reporter)
-                try:
-                    promoter.drop_replaced(item)
-                finally:
-                    promoter.close()
-            record.pruned_at = datetime.now(UTC)
-            promotions.save(record)
-            return record
+    with locked(settings, reporter) as promotions:
+        record = promotions.get(promotion)
+        if record.status != "succeeded" or record.pruned_at is not None:
+            raise UsageError(
+                f"promotion {record.short_id} is {record.status}"
+                f"{', already pruned' if record.pruned_at else ''}: nothing kept to prune"
+            )
+        elsewhere = other_production(record.items, settings)
+        if elsewhere:
+            raise UsageError(
+                f"promotion {record.short_id} went into {', '.join(elsewhere)}, not the "
+                "production configured here"
+            )
+        for item in record.items:
+            if item.state != "switched":
+                continue
+            promoter = item_from_dict(item.item).promoter(settings, record.id, None, reporter)
+            try:
+                promoter.drop_replaced(item)
+            finally:
+                promoter.close()
+        record.pruned_at = datetime.now(UTC)
+        promotions.save(record)
+        return record
