@@ -1,0 +1,120 @@
+"""The container sandbox: generated code in a throwaway container with no network.
+
+Used under the docker runtime. The container has no network at all (``network_mode=
+"none"``), runs as an unprivileged user with every capability dropped and
+``no-new-privileges``, a read-only root file system, the scratch folder mounted
+read-only, a small ``/tmp`` in memory, and cgroup limits on memory (swap included),
+CPU and process count; it is killed at the wall-clock limit and always removed.
+
+The image must have ``python3`` on its PATH; it is ``OMNILAB_IMAGE_SANDBOX`` (or the
+``image`` argument). omnilab never pulls it during a run: a missing image is a clear
+error before any code runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+from omnilab.errors import UsageError
+from omnilab.workloads.sandbox.base import Limits, Sandbox
+
+#: Labels that find a sandbox container again (and its run) if its owner died.
+LABEL = "omnilab.sandbox"
+WORKDIR = "/sandbox"
+
+
+class ContainerSandbox(Sandbox):
+    kind = "container"
+
+    def __init__(
+        self, image: str, *, run_id: str | None = None, cpus: float = 1.0, client: Any = None
+    ) -> None:
+        import docker
+
+        self.image = image
+        self.run_id = run_id
+        self.cpus = cpus
+        try:
+            self.client = client or docker.from_env()
+            self.client.ping()
+        except docker.errors.DockerException as exc:
+            raise UsageError(f"sandbox: no Docker engine answers ({exc})") from None
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise UsageError(
+                f"sandbox: image {image!r} is not on this Docker engine "
+                "(build it, or set OMNILAB_IMAGE_SANDBOX to an image with python3)"
+            ) from None
+
+    def isolation(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "image": self.image,
+            "network": "none: container with network_mode=none",
+            "processes": "own PID namespace (container); pids cgroup limit",
+            "user": "65534:65534, all capabilities dropped, no-new-privileges",
+            "rlimits": "memory and swap (cgroup), CPU quota, CPU time, file size",
+            "filesystem": "read-only root, scratch folder mounted read-only, /tmp tmpfs",
+        }
+
+    def prepare_scratch(self, scratch: Path) -> None:
+        super().prepare_scratch(scratch)
+        # The container user must reach the folder through its parents.
+        for parent in scratch.parents:
+            if not os.stat(parent).st_mode & 0o001:
+                raise UsageError(
+                    f"sandbox: {parent} is not searchable by other users, so the container "
+                    "cannot read the scratch folder below it (set TMPDIR elsewhere)"
+                )
+
+    def _execute(
+        self, scratch: Path, argv_tail: list[str], limits: Limits
+    ) -> tuple[str, int | None, bool]:
+        import docker
+        import requests
+        from docker.types import Ulimit
+
+        mib = 1024 * 1024
+        labels = {LABEL: "1", "omnilab.run": self.run_id or "", "omnilab.pid": str(os.getpid())}
+        container = self.client.containers.create(
+            self.image,
+            command=["python3", "-I", "-B", *argv_tail],
+            working_dir=WORKDIR,
+            user="65534:65534",
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=64m,mode=1777"},
+            volumes={str(scratch): {"bind": WORKDIR, "mode": "ro"}},
+            environment={"HOME": "/tmp", "TMPDIR": "/tmp", "OMP_NUM_THREADS": "1"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            mem_limit=limits.memory_mb * mib,
+            memswap_limit=limits.memory_mb * mib,
+            nano_cpus=int(self.cpus * 1e9),
+            pids_limit=limits.processes,
+            ulimits=[
+                Ulimit(name="cpu", soft=limits.cpu_s, hard=limits.cpu_s),
+                Ulimit(name="fsize", soft=limits.file_mb * mib, hard=limits.file_mb * mib),
+                Ulimit(name="core", soft=0, hard=0),
+            ],
+            labels=labels,
+            detach=True,
+        )
+        timed_out = False
+        code: int | None = None
+        try:
+            container.start()
+            try:
+                code = container.wait(timeout=limits.wall_s + 5)["StatusCode"]
+            except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
+                timed_out = True
+                container.kill()
+            out = container.logs(stdout=True, stderr=True, tail=2000).decode("utf-8", "replace")
+        finally:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+        return out, code, timed_out
