@@ -64,16 +64,21 @@ def namespace_prefix() -> tuple[list[str] | None, str]:
 
 @cache
 def _user_can_run(python: str, uid: int, gid: int, tmp: str) -> str | None:
-    """None when ``uid`` can run ``python`` in a folder like the sandbox's, else why not."""
-    _prefix, _ = namespace_prefix()
+    """None when ``uid`` can run ``python`` on a file in a scratch folder, else why not.
+
+    Tried for real, the way the sandbox will do it: the interpreter or the temporary
+    folder may sit below a folder that user cannot enter (a project under ``/root``).
+    """
     unshare = shutil.which("unshare")
     if unshare is None:
         return "no `unshare` command to change user with"
     scratch = Path(tempfile.mkdtemp(prefix="omnilab-sandbox-probe-", dir=tmp))
     try:
+        (scratch / "probe.py").write_text("pass\n")
+        (scratch / "probe.py").chmod(0o644)
         os.chown(scratch, uid, gid)
         probe = _quiet_run(
-            [unshare, "--setuid", str(uid), "--setgid", str(gid), python, "-I", "-c", "pass"],
+            [unshare, "--setuid", str(uid), "--setgid", str(gid), python, "-I", "probe.py"],
             cwd=scratch,
         )
     except (OSError, subprocess.SubprocessError) as exc:
@@ -82,7 +87,7 @@ def _user_can_run(python: str, uid: int, gid: int, tmp: str) -> str | None:
         shutil.rmtree(scratch, ignore_errors=True)
     if probe.returncode != 0:
         detail = (probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"])[-1]
-        return f"it cannot run {python} ({detail})"
+        return f"it cannot run {python} in {tmp} ({detail})"
     return None
 
 
