@@ -54,8 +54,9 @@ def test_passing_and_failing_tests_are_told_apart() -> None:
     assert (result.passed, result.failed) == (1, 2)
     by_name = {t["name"]: t for t in result.tests}
     assert by_name["test_solution::test_ok"]["passed"]
-    assert "AssertionError: two and two (test_solution.py line 5)" == (
-        by_name["test_solution::test_wrong"]["error"]
+    assert (
+        (by_name["test_solution::test_wrong"]["error"])
+        == "AssertionError: two and two (test_solution.py line 5)"
     )
     assert by_name["test_solution::test_prints"]["output"] == "hello\n"
 
@@ -95,7 +96,8 @@ def test_network_is_cut_even_to_localhost(listener: int) -> None:
 
 def test_a_busy_loop_is_stopped_at_the_time_limit() -> None:
     began = time.monotonic()
-    result = run(LocalSandbox(), "def test_spin():\n    while True:\n        pass\n", Limits(wall_s=1))
+    spin = "def test_spin():\n    while True:\n        pass\n"
+    result = run(LocalSandbox(), spin, Limits(wall_s=1))
     assert result.status == "timeout"
     assert time.monotonic() - began < 8
 
