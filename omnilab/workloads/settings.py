@@ -41,6 +41,11 @@ class WorkloadSettings(BaseSettings):
         validation_alias="OMNILAB_SANDBOX_USER",
         description="Unprivileged user the local sandbox runs code as when omnilab is root.",
     )
+    aer_use_gpu: str | None = Field(
+        default=None,
+        validation_alias="QISKIT_AER_USE_GPU",
+        description="The production team's switch: 1 requires the GPU for Aer, 0 the CPU.",
+    )
     redis_url: str = Field(default="redis://localhost:6379/0", validation_alias="REDIS_URL")
 
 
