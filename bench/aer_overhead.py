@@ -151,6 +151,7 @@ def main() -> None:
             "ratio": ratio,
             "goal_ratio": 1.05,
             "run": run.id,
+            "load_average_after": os.getloadavg(),
         },
     )
     print(f"  results: {path}")

@@ -89,8 +89,12 @@ class CompletionCache:
         return found
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        if self.primary is not None:
-            self.primary.set(key, json.dumps(record, separators=(",", ":")))
+        self.put_many({key: record})
+
+    def put_many(self, records: dict[str, dict[str, Any]]) -> None:
+        """Store answers in one round trip (MSET)."""
+        if self.primary is not None and records:
+            self.primary.mset({k: json.dumps(r, separators=(",", ":")) for k, r in records.items()})
 
     def close(self) -> None:
         for source in self.sources:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
@@ -18,6 +18,8 @@ from omnilab.errors import OmnilabError, UsageError
 from omnilab.workloads.completion_cache import CompletionCache, cache_key
 
 Mode = Literal["chat", "generate"]
+#: New answers stored per Redis round trip at most (see :meth:`LLM.complete_many`).
+FLUSH_EVERY = 32
 
 
 class ModelUnavailable(UsageError):
@@ -61,10 +63,7 @@ class Completion:
 
     def to_record(self) -> dict[str, Any]:
         """What the cache stores (no per-lookup fields)."""
-        data = asdict(self)
-        for transient in ("key", "cached", "cache_source", "latency_s", "first_token_s"):
-            data.pop(transient)
-        return data
+        return {name: getattr(self, name) for name in _RECORD_FIELDS}
 
     @classmethod
     def from_record(
@@ -204,24 +203,35 @@ class LLM:
         return self.complete_many([prompt])[0]
 
     def complete_many(self, prompts: Sequence[str]) -> list[Completion]:
-        """Answers in order: all cache lookups in one round trip, then the model for misses."""
+        """Answers in order: all cache lookups in one round trip, then the model for misses.
+
+        New answers are stored in batches (one MSET per ``FLUSH_EVERY`` answers, and
+        whatever is left when the batch ends or fails), not one round trip each.
+        """
         keys = [self.key(p) for p in prompts]
         began = time.perf_counter()
         hits = self.cache.get_many(keys) if self.cache.enabled else {}
         lookup_s = (time.perf_counter() - began) / max(len(keys), 1)
         answers: list[Completion] = []
         fresh: dict[str, Completion] = {}
-        for prompt, key in zip(prompts, keys, strict=True):
-            if key in hits:
-                record, where = hits[key]
-                answers.append(Completion.from_record(key, record, where, lookup_s))
-            elif key in fresh:  # the same prompt twice in one batch: asked once
-                answers.append(fresh[key])
-            else:
-                completion = self._ask(prompt, key)
-                self.cache.put(key, completion.to_record())
-                fresh[key] = completion
-                answers.append(completion)
+        pending: dict[str, dict[str, Any]] = {}
+        try:
+            for prompt, key in zip(prompts, keys, strict=True):
+                if key in hits:
+                    record, where = hits[key]
+                    answers.append(Completion.from_record(key, record, where, lookup_s))
+                elif key in fresh:  # the same prompt twice in one batch: asked once
+                    answers.append(fresh[key])
+                else:
+                    completion = self._ask(prompt, key)
+                    pending[key] = completion.to_record()
+                    fresh[key] = completion
+                    answers.append(completion)
+                    if len(pending) >= FLUSH_EVERY:
+                        self.cache.put_many(pending)
+                        pending.clear()
+        finally:
+            self.cache.put_many(pending)
         return answers
 
     def _ask(self, prompt: str, key: str) -> Completion:
