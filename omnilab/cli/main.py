@@ -12,7 +12,7 @@ from enum import StrEnum
 import typer
 from rich.markup import escape
 
-from omnilab.cli import render, runs_cmd, stack_cmd
+from omnilab.cli import aer_cmd, codegen_cmd, render, runs_cmd, stack_cmd
 from omnilab.errors import OmnilabError
 
 app = typer.Typer(
@@ -30,6 +30,8 @@ app = typer.Typer(
 )
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(stack_cmd.app, name="stack")
+app.add_typer(aer_cmd.app, name="aer")
+app.add_typer(codegen_cmd.app, name="codegen")
 
 
 class RuntimeChoice(StrEnum):

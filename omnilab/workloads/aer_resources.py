@@ -232,7 +232,15 @@ def dense_bytes(n_qubits: int, method: str, precision: Precision) -> int:
     return (2 ** (n_qubits * _DENSE_METHODS[method])) * per_amplitude
 
 
-def _size(n: float) -> str:
+def max_qubits(budget: int, method: str, precision: Precision) -> int:
+    """The most qubits whose dense state (``method``) fits in ``budget`` bytes."""
+    per = 16 if precision == "double" else 8
+    if budget < per:
+        return 0
+    return int(math.log2(budget / per)) // _DENSE_METHODS[method]
+
+
+def size_text(n: float) -> str:
     for unit, scale in (("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
@@ -309,20 +317,20 @@ def _refusal(
     power = _DENSE_METHODS[method]
     per = 16 if precision == "double" else 8
     formula = f"2^{n * power} x {per} bytes" if power > 1 else f"2^{n} x {per} bytes"
-    fit_double = max(int(math.log2(budget / 16)) // power, 0) if budget >= 16 else 0
-    fit_single = max(int(math.log2(budget / 8)) // power, 0) if budget >= 8 else 0
+    fit_double = max_qubits(budget, method, "double")
+    fit_single = max_qubits(budget, method, "single")
     options = [f"at most {fit_double} qubits in double precision, {fit_single} in single"]
     if precision == "double":
         single = dense_bytes(n, method, "single")
         if single <= budget:
-            options.append(f"precision='single' ({_size(single)}) fits")
+            options.append(f"precision='single' ({size_text(single)}) fits")
         else:
-            options.append(f"precision='single' would still need {_size(single)}")
+            options.append(f"precision='single' would still need {size_text(single)}")
     options.append(
         "method='matrix_product_state' (memory grows with entanglement, not qubit count)"
     )
     return (
-        f"{method} simulation of {n} qubits needs {_size(needed)} ({formula}, {precision} "
-        f"precision) but {_size(free)} of {where} is free ({fraction:.0%} usable, "
-        f"{_size(budget)}); what fits: " + "; ".join(options)
+        f"{method} simulation of {n} qubits needs {size_text(needed)} ({formula}, {precision} "
+        f"precision) but {size_text(free)} of {where} is free ({fraction:.0%} usable, "
+        f"{size_text(budget)}); what fits: " + "; ".join(options)
     )
