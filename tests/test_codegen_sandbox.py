@@ -75,6 +75,18 @@ def test_a_test_module_that_does_not_import_is_an_error() -> None:
     assert "ImportError" in result.errors[0]["error"]
 
 
+def test_a_run_killed_midway_keeps_what_had_finished() -> None:
+    result = run(
+        LocalSandbox(),
+        "import os\n"
+        "def test_first():\n    pass\n"
+        "def test_dies():\n    os._exit(3)\n"
+        "def test_never():\n    pass\n",
+    )
+    assert (result.status, result.exit_code) == ("crashed", 3)
+    assert [t["name"] for t in result.tests] == ["test_solution::test_first"]
+
+
 def test_no_test_functions_is_said() -> None:
     assert run(LocalSandbox(), "X = 1\n").status == "no-tests"
 

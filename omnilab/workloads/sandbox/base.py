@@ -81,27 +81,26 @@ class SandboxResult:
 def parse_report(
     marker: str, stdout: str, exit_code: int | None, duration: float, timed_out: bool
 ) -> SandboxResult:
-    """Turn the runner's output into a result; anything unexpected is said, not hidden."""
-    report = None
+    """Turn the runner's lines into a result; anything unexpected is said, not hidden."""
+    tests: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    done = False
     other: list[str] = []
     for line in stdout.splitlines():
-        if line.startswith(marker + " "):
-            report = json.loads(line[len(marker) + 1 :])
-        else:
+        if not line.startswith(marker + " "):
             other.append(line)
+            continue
+        item = json.loads(line[len(marker) + 1 :])
+        tests.extend([item["test"]] if "test" in item else [])
+        errors.extend([item["error"]] if "error" in item else [])
+        done = done or "done" in item
     tail = "\n".join(other)[-2000:]
     if timed_out or exit_code == 124:
-        partial = report or {}
-        return SandboxResult(
-            "timeout",
-            tests=partial.get("tests", []),
-            duration_s=duration,
-            exit_code=exit_code,
-            output=tail,
-        )
-    if report is None:
-        return SandboxResult("crashed", duration_s=duration, exit_code=exit_code, output=tail)
-    tests, errors = report["tests"], report["errors"]
+        return SandboxResult("timeout", tests, errors, duration, exit_code, tail)
+    if not done:
+        if exit_code in (137, -9):
+            tail = (tail + "\n" if tail else "") + "killed (SIGKILL): over the memory limit?"
+        return SandboxResult("crashed", tests, errors, duration, exit_code, tail)
     if errors:
         status: Status = "error"
     elif not tests:
@@ -139,7 +138,13 @@ class Sandbox(ABC):
             shutil.copyfile(RUNNER, scratch / RUNNER_NAME)
             self.prepare_scratch(scratch)
             marker = "OMNILAB-RESULT-" + secrets.token_hex(8)
-            argv_tail = [RUNNER_NAME, marker, str(limits.wall_s), *test_modules]
+            argv_tail = [
+                RUNNER_NAME,
+                marker,
+                str(limits.wall_s),
+                str(limits.memory_mb),
+                *test_modules,
+            ]
             began = time.monotonic()
             stdout, code, timed_out = self._execute(scratch, argv_tail, limits)
             return parse_report(marker, stdout, code, time.monotonic() - began, timed_out)

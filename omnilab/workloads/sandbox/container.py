@@ -57,7 +57,8 @@ class ContainerSandbox(Sandbox):
             "network": "none: container with network_mode=none",
             "processes": "own PID namespace (container); pids cgroup limit",
             "user": "65534:65534, all capabilities dropped, no-new-privileges",
-            "rlimits": "memory and swap (cgroup), CPU quota, CPU time, file size",
+            "rlimits": "memory and swap (cgroup), address space (set by the test runner), "
+            "CPU quota, CPU time, file size",
             "filesystem": "read-only root, scratch folder mounted read-only, /tmp tmpfs",
         }
 

@@ -3,11 +3,13 @@
 Stdlib only and Python 3.8+, since it runs under whatever interpreter the sandbox has
 (the host's, or a container image's). Usage::
 
-    python -I testrunner.py MARKER WALL_SECONDS test_module [test_module ...]
+    python -I testrunner.py MARKER WALL_SECONDS MEMORY_MB test_module [test_module ...]
 
-It prints one line ``MARKER <json>`` on its own copy of stdout at the end; what the code
-under test prints is captured per test and cut short. An alarm ends it if the code under
-test outlives the wall-clock limit even when the sandbox's own timer cannot reach it.
+It prints ``MARKER <json>`` lines on its own copy of stdout, one per test as it ends
+(so a run killed midway still tells what had passed) and a last one saying it is done;
+what the code under test prints is captured per test and cut short. An alarm ends it
+if the code under test outlives the wall-clock limit even when the sandbox's own timer
+cannot reach it.
 """
 
 import importlib
@@ -42,20 +44,33 @@ def _short_error(exc):
 
 
 def main(argv):
-    marker, wall, modules = argv[0], float(argv[1]), argv[2:]
+    marker, wall, memory_mb, modules = argv[0], float(argv[1]), int(argv[2]), argv[3:]
+    try:  # a large allocation then fails in the test (MemoryError), not the whole run
+        import resource
+
+        limit = memory_mb * 1024 * 1024
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard == resource.RLIM_INFINITY or limit < hard:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError):
+        pass
     channel = os.fdopen(os.dup(1), "w")
     sys.path.insert(0, os.getcwd())
     if hasattr(signal, "SIGALRM"):
         signal.signal(signal.SIGALRM, lambda *a: os._exit(124))
         signal.alarm(int(wall) + 1)
-    report = {"tests": [], "errors": []}
+
+    def emit(kind, payload):
+        channel.write(f"{marker} {json.dumps({kind: payload})}\n")
+        channel.flush()
+
     for name in modules:
         captured = io.StringIO()
         try:
             with redirect_stdout(captured), redirect_stderr(captured):
                 module = importlib.import_module(name)
         except BaseException as exc:
-            report["errors"].append({"module": name, "error": _short_error(exc)})
+            emit("error", {"module": name, "error": _short_error(exc)})
             continue
         tests = [
             (fname, fn)
@@ -76,9 +91,8 @@ def main(argv):
             entry["seconds"] = round(time.perf_counter() - began, 6)
             if out.getvalue():
                 entry["output"] = out.getvalue()[:OUTPUT_LIMIT]
-            report["tests"].append(entry)
-    channel.write(f"{marker} {json.dumps(report)}\n")
-    channel.flush()
+            emit("test", entry)
+    emit("done", True)
     return 0
 
 
