@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
@@ -18,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from omnilab.errors import UsageError
-from omnilab.gpu import Gpu, host_gpus
+from omnilab.gpu import Gpu, host_gpus, smi_rows
 
 GpuRequest = bool | Literal["auto"]
 Precision = Literal["double", "single"]
@@ -185,24 +183,15 @@ def free_memory() -> int:
 
 def free_gpu_memory() -> int | None:
     """Free bytes on the emptiest visible GPU, from nvidia-smi; None when unknown."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=index,memory.free", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+    rows = smi_rows("index,memory.free")
+    if rows is None:
         return None
     visible = {g.index for g in host_gpus()}
     free = [
         int(parts[1]) * 1024 * 1024
-        for parts in (line.split(",") for line in out.strip().splitlines())
-        if len(parts) == 2 and parts[0].strip().isdigit() and int(parts[0]) in visible
+        for parts in rows
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit()
+        if int(parts[0]) in visible
     ]
     return max(free) if free else None
 
