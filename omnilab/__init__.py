@@ -8,6 +8,8 @@ The public API::
     run = omnilab.run(MyExperiment, params={"n": 10})     # -> Run
     with omnilab.stack(Redis(), Postgres()) as s:         # -> Stack
         s.redis.ping()
+    omnilab.runs(experiment="MyExperiment")               # -> RunTable (past runs)
+    omnilab.compare([run1, run2])                         # -> Comparison
 """
 
 from importlib import metadata as _metadata
@@ -25,6 +27,7 @@ from omnilab.errors import (
     UsageError,
 )
 from omnilab.experiment import Experiment, Params
+from omnilab.notebook import Comparison, RunTable, compare, runs
 from omnilab.runner import run
 from omnilab.services import Ollama, Postgres, Qdrant, Redis, Service
 from omnilab.stack import Stack, stack
@@ -49,6 +52,7 @@ __all__ = [
     "CodeGen",
     "CodegenReport",
     "CodingTask",
+    "Comparison",
     "Experiment",
     "ExperimentLoadError",
     "ModelUnavailable",
@@ -63,6 +67,7 @@ __all__ = [
     "RunContext",
     "RunFailed",
     "RunNotFound",
+    "RunTable",
     "SandboxLimits",
     "Service",
     "ServiceUnavailable",
@@ -73,7 +78,9 @@ __all__ = [
     "TrackingStoreError",
     "UsageError",
     "__version__",
+    "compare",
     "get_settings",
     "run",
+    "runs",
     "stack",
 ]

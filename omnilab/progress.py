@@ -1,14 +1,18 @@
 """Progress output for long work (starting services, running, tearing down).
 
 Runners and stacks report through a :class:`Reporter`; the CLI prints to stderr so that
-``--json`` output on stdout stays machine-readable, and notebooks can plug in their own.
+``--json`` output on stdout stays machine-readable. Inside a Jupyter kernel,
+:func:`default_reporter` gives a live display instead (``omnilab.notebook.reporter``).
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from omnilab.tracking.metrics import MetricBuffer
 
 
 class Reporter:
@@ -36,7 +40,36 @@ class Reporter:
     def service_ready(self, name: str, url: str, seconds: float) -> None:
         self.note(f"  {name}: ready at {url} ({seconds:.2f}s)")
 
+    # Structured events: a terminal needs only some of them as lines, a live display
+    # needs all of them to know what phase a run is in.
+
+    def run_started(self, run_id: str, experiment: str) -> None:
+        self.note(f"run {run_id} ({experiment})")
+
+    def experiment_running(self, experiment: str, metrics: MetricBuffer | None = None) -> None:
+        """The stack is up and ``experiment.run(ctx)`` begins; ``metrics`` fills as it logs."""
+        self.note(f"running {experiment}")
+
+    def stack_removed(self, stack_id: str, seconds: float) -> None:
+        """Every service of the stack is gone (end of a run, of a ``with`` block, a failure)."""
+
+    def run_finished(
+        self, run_id: str, status: str, seconds: float | None, error: str | None = None
+    ) -> None:
+        """The run's outcome is known (recorded too, unless the tracking store failed)."""
+
 
 class QuietReporter(Reporter):
     def __init__(self) -> None:
         super().__init__(quiet=True)
+
+
+def default_reporter() -> Reporter:
+    """Live progress inside a Jupyter kernel, lines on stderr anywhere else."""
+    from omnilab.notebook.detect import in_jupyter_kernel
+
+    if in_jupyter_kernel():
+        from omnilab.notebook.reporter import NotebookReporter
+
+        return NotebookReporter()
+    return Reporter()

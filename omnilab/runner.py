@@ -37,7 +37,7 @@ from omnilab.experiment import Experiment, GpuPolicy, Params
 from omnilab.loader import resolve
 from omnilab.params import validate
 from omnilab.procs import process_start_time
-from omnilab.progress import Reporter
+from omnilab.progress import Reporter, default_reporter
 from omnilab.stack import Stack
 from omnilab.tracking.metrics import MetricBuffer
 from omnilab.tracking.records import RunRecord
@@ -204,6 +204,8 @@ def run(
     reporter: Reporter | None = None,
     settings: Settings | None = None,
     from_cli: bool = False,
+    run_id: str | None = None,
+    store: TrackingStore | None = None,
 ) -> Run:
     """Run ``experiment`` on a private stack and record it; returns the :class:`Run`.
 
@@ -212,13 +214,18 @@ def run(
     experiment does not raise: the run is returned with status ``failed`` and its
     traceback (see :meth:`Run.raise_for_status`). Ctrl-C tears the stack down, records
     the run as ``cancelled`` and re-raises.
+
+    ``run_id`` names a run the tracking store already holds (the HTTP API records a run
+    when it is queued, and a worker runs it later): its record is updated, not inserted.
+    ``store`` is an open tracking store to record into; its owner closes it.
     """
     loaded = resolve(experiment)
     cls = loaded.cls
     values = validate(cls, params, from_cli=from_cli)
     settings = settings or get_settings()
-    reporter = reporter or Reporter()
-    run_id = new_run_id()
+    reporter = reporter or default_reporter()
+    recorded = run_id is not None
+    run_id = run_id or new_run_id()
     run_dir = (Path(settings.runs_dir) / run_id).resolve()
     stack = Stack(
         *cls.services,
@@ -231,7 +238,18 @@ def run(
         settings=settings,
     )
     stack.prepare()  # the last check that can refuse: nothing has started yet
-    return _execute(loaded.cls, loaded.ref, loaded.path, values, stack, run_dir, reporter, settings)
+    return _execute(
+        loaded.cls,
+        loaded.ref,
+        loaded.path,
+        values,
+        stack,
+        run_dir,
+        reporter,
+        settings,
+        recorded,
+        store,
+    )
 
 
 def _execute(
@@ -243,6 +261,8 @@ def _execute(
     run_dir: Path,
     reporter: Reporter,
     settings: Settings,
+    recorded: bool = False,
+    given_store: TrackingStore | None = None,
 ) -> Run:
     run_id = stack.id
     began = time.monotonic()
@@ -263,11 +283,12 @@ def _execute(
         created_at=datetime.now(UTC),
         started_at=datetime.now(UTC),
     )
-    reporter.note(f"run {run_id} ({record.experiment})")
+    reporter.run_started(run_id, record.experiment)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     status, summary, error = "failed", None, None
     interrupted: BaseException | None = None
+    failure: OmnilabError | None = None
     timings: dict[str, float] = {}
     store: TrackingStore | None = None
     buffer: MetricBuffer | None = None
@@ -276,7 +297,7 @@ def _execute(
             # The tracking store (an embedded PostgreSQL may need starting) opens and
             # records the run while the stack starts: neither waits for the other.
             with ThreadPoolExecutor(max_workers=1) as pool:
-                opening = pool.submit(_open_and_record, settings, record)
+                opening = pool.submit(_open_and_record, settings, record, recorded, given_store)
                 try:
                     stack.start()
                 finally:
@@ -292,18 +313,24 @@ def _execute(
                     metrics=buffer,
                     logger=_experiment_logger(run_id, err),
                 )
-                reporter.note(f"running {record.experiment}")
+                reporter.experiment_running(record.experiment, buffer)
                 t0 = time.monotonic()
                 try:
                     summary = normalize_summary(cls().run(ctx))
                     status = "succeeded"
+                except SystemExit as exc:
+                    # sys.exit() inside run(): 0 ends the run early and well, else it failed.
+                    if exc.code in (0, None):
+                        summary, status = {}, "succeeded"
+                    else:
+                        error = f"the experiment called sys.exit({exc.code!r})"
                 except Exception as exc:
                     error = user_traceback(exc)
                     print(error, file=sys.stderr, end="")
                 finally:
                     timings["experiment_s"] = time.monotonic() - t0
         except OmnilabError as exc:
-            error = str(exc)
+            error, failure = str(exc), exc
         except (KeyboardInterrupt, Terminated) as exc:
             status, interrupted = "cancelled", exc
             error = "interrupted by " + ("SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C")
@@ -311,11 +338,9 @@ def _execute(
         finally:
             with _shielded(reporter):
                 _finish(stack, store, buffer, record, run_dir, timings, began, reporter)
+    reporter.run_finished(run_id, status, timings.get("total_s"), error)
     if store is None:  # the store never opened: nothing recorded, the error is the story
-        raise interrupted or OmnilabError(error or "the tracking store could not be opened")
-    record = record.model_copy(
-        update={"status": status, "summary": summary, "error": error, "timings": timings}
-    )
+        raise interrupted or failure or OmnilabError("the tracking store could not be opened")
     try:
         store.update_run(
             run_id,
@@ -328,18 +353,30 @@ def _execute(
         )
         result = Run.from_store(store, store.get_run(run_id), settings=settings)
     finally:
-        store.close()
+        if given_store is None:
+            store.close()
     if interrupted is not None:
         raise interrupted
     return result
 
 
-def _open_and_record(settings: Settings, record: RunRecord) -> TrackingStore:
-    store = TrackingStore.open(settings)
+#: What a run already recorded (queued) gets when it starts; its submitter, creation
+#: time and the moment a worker took it stay as they are.
+_STARTED_FIELDS = {"source", "status", "params", "runtime", "environment", "git_commit", "run_dir"}
+
+
+def _open_and_record(
+    settings: Settings, record: RunRecord, recorded: bool, given: TrackingStore | None
+) -> TrackingStore:
+    store = given or TrackingStore.open(settings)
     try:
-        store.create_run(record)
+        if recorded:
+            store.update_run(record.id, **record.model_dump(include=_STARTED_FIELDS))
+        else:
+            store.create_run(record)
     except BaseException:
-        store.close()
+        if given is None:
+            store.close()
         raise
     return store
 

@@ -23,7 +23,7 @@ from omnilab.config import Settings, get_settings
 from omnilab.errors import OmnilabError, UsageError
 from omnilab.experiment import GpuPolicy
 from omnilab.gpu import Gpu
-from omnilab.progress import Reporter
+from omnilab.progress import Reporter, default_reporter
 from omnilab.runtimes import RunningService, Runtime, select_runtime
 from omnilab.runtimes.state import StackState, write_env_file
 from omnilab.services.base import Service
@@ -72,7 +72,7 @@ class Stack:
         self.id = run_id or uuid.uuid4().hex
         self.log_dir = log_dir
         self.parallel = parallel
-        self.reporter = reporter or Reporter()
+        self.reporter = reporter or default_reporter()
         self.runtime: Runtime | None = None
         self.gpus: list[Gpu] = []
         self.services: dict[str, RunningService] = {}
@@ -188,8 +188,10 @@ class Stack:
         state = self._state
         if state is None or self.runtime is None:
             return
+        began = time.monotonic()
         self.runtime.destroy(state)
         state.remove()
+        self.reporter.stack_removed(self.id, time.monotonic() - began)
 
     def _keep(self) -> None:
         state = self._state
@@ -274,6 +276,11 @@ class Stack:
             "gpus": [g.to_dict() for g in self.gpus],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
+
+    def _repr_html_(self) -> str:
+        from omnilab.notebook.cards import stack_card
+
+        return stack_card(self)
 
     def __repr__(self) -> str:
         names = ", ".join(s.name for s in self.service_specs)

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from docker_support import docker_images, docker_scope  # noqa: F401  (fixtures)
+
+#: Fixtures of the HTTP API and its workers (a plugin, so that its asserts are rewritten).
+pytest_plugins = ["queue_helpers"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
@@ -110,30 +116,55 @@ def tracking_url(session_stack) -> str:
     return running.service.url(running.endpoint, secrets=True)
 
 
+@pytest.fixture(scope="session")
+def tests_tmp() -> Iterator[Path]:
+    """Folders of the tests' stacks, outside pytest's own temporary folder.
+
+    pytest resets its folder to mode 0700 whenever a session starts, which would cut the
+    unprivileged PostgreSQL user (omnilab runs as root here) off from its data in the
+    middle of a test of another session running on the same machine.
+    """
+    base = Path(tempfile.mkdtemp(prefix="omnilab-tests-"))
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def workdir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tracking_url: str, session_stack
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tests_tmp: Path,
+    tracking_url: str,
+    session_stack,
 ) -> Iterator[Path]:
+    """The test's working directory; its TMPDIR, where its stacks live, is beside it."""
     for var in _SCRUB:
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    name = re.sub(r"[^\w.-]", "_", request.node.name)[:40]
+    base = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tests_tmp))
+    work, tmp = base / "work", base / "tmp"
+    work.mkdir()
+    tmp.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("TMPDIR", str(tmp))
     monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR in this process too
-    monkeypatch.setenv("OMNILAB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("OMNILAB_STATE_DIR", str(work / "state"))
     monkeypatch.setenv("OMNILAB_TRACKING_URL", tracking_url)
     monkeypatch.setenv("OMNILAB_READY_TIMEOUT", "60")
-    yield tmp_path
+    # Where images are built, `auto` would pick docker: tests say which runtime they
+    # test, and the others run locally whatever this machine's engine holds.
+    monkeypatch.setenv("OMNILAB_RUNTIME", "local")
+    yield work
     # Nothing a test started may outlive it (kept stacks are the test's to remove).
     leftovers = []
-    if not wait_until(lambda: not stack_processes(tmp_path / "tmp"), timeout=15):
-        leftovers = stack_processes(tmp_path / "tmp")
+    if not wait_until(lambda: not stack_processes(tmp), timeout=15):
+        leftovers = stack_processes(tmp)
     assert not leftovers, f"stack processes left behind: {leftovers}"
     # ...nor any stack directory (the embedded store's socket folder goes when it stops).
     dirs: list[str] = []
 
     def no_stack_dirs() -> bool:
-        dirs[:] = [p.name for p in (tmp_path / "tmp").glob("omnilab-*")]
+        dirs[:] = [p.name for p in tmp.glob("omnilab-*")]
         return not dirs
 
     assert wait_until(no_stack_dirs, timeout=10), f"stack directories left behind: {dirs}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from conftest import EXPERIMENTS, HELLO, run_cli
@@ -26,7 +27,7 @@ def test_hello_runs_records_and_cleans_up(workdir: Path) -> None:
 
     # The stack is gone: no state, no data directory.
     assert not list((workdir / "state").glob("stacks/*.json"))
-    assert not list((workdir / "tmp").glob(f"omnilab-{run_id[:8]}-*"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"omnilab-{run_id[:8]}-*"))
     artifacts = workdir / "runs" / run_id / "artifacts"
     assert (artifacts / "neighbours.txt").is_file()
     assert (workdir / "runs" / run_id / "logs" / "redis.log").is_file()

@@ -92,3 +92,23 @@ def test_duplicate_or_foreign_services_are_refused() -> None:
         omnilab.Stack(Redis(), Redis())
     with pytest.raises(omnilab.UsageError, match="is not a service"):
         omnilab.Stack("redis")  # type: ignore[arg-type]
+
+
+def test_sys_exit_inside_an_experiment_is_recorded() -> None:
+    import sys
+
+    class Quits(Experiment):
+        gpu = False
+
+        def run(self, ctx):  # type: ignore[no-untyped-def]
+            sys.exit(3)
+
+    class Stops(Experiment):
+        gpu = False
+
+        def run(self, ctx):  # type: ignore[no-untyped-def]
+            sys.exit(0)
+
+    failed = omnilab.run(Quits, reporter=QuietReporter())
+    assert failed.status == "failed" and failed.error == "the experiment called sys.exit(3)"
+    assert omnilab.run(Stops, reporter=QuietReporter()).status == "succeeded"

@@ -12,7 +12,19 @@ from enum import StrEnum
 import typer
 from rich.markup import escape
 
-from omnilab.cli import aer_cmd, codegen_cmd, render, runs_cmd, stack_cmd
+from omnilab.cli import (
+    aer_cmd,
+    apikey_cmd,
+    codegen_cmd,
+    doctor_cmd,
+    gc_cmd,
+    images_cmd,
+    render,
+    runs_cmd,
+    serve_cmd,
+    stack_cmd,
+    worker_cmd,
+)
 from omnilab.errors import OmnilabError
 
 app = typer.Typer(
@@ -32,6 +44,12 @@ app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(stack_cmd.app, name="stack")
 app.add_typer(aer_cmd.app, name="aer")
 app.add_typer(codegen_cmd.app, name="codegen")
+app.add_typer(images_cmd.app, name="images")
+app.command("gc")(gc_cmd.gc)
+app.command("doctor")(doctor_cmd.doctor)
+app.command("worker")(worker_cmd.worker)
+app.command("serve")(serve_cmd.serve)
+app.add_typer(apikey_cmd.app, name="api-key")
 
 
 class RuntimeChoice(StrEnum):

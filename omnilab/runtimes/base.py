@@ -68,6 +68,8 @@ class Runtime(ABC):
     """Runs the services of stacks. Subclasses: ``LocalRuntime``, ``DockerRuntime``."""
 
     name: ClassVar[str]
+    #: Longest pause between two readiness probes of a starting service.
+    poll_max: ClassVar[float] = 0.25
 
     def __init__(self, settings: Settings, reporter: Reporter) -> None:
         self.settings = settings
@@ -237,4 +239,4 @@ class Runtime(ABC):
                     f"({type(last).__name__}: {last}); last log lines:\n" + self.logs(handle)
                 )
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+            delay = min(delay * 1.5, self.poll_max)

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 
+from omnilab.errors import StackStartError
+
 _lock = threading.Lock()
 _reserved: set[int] = set()
 
@@ -22,8 +24,8 @@ _reserved: set[int] = set()
 PRODUCTION_PORTS = frozenset({6333, 6334, 6379, 5432, 11434})
 
 
-class PortsExhausted(OSError):
-    """No free port could be found on 127.0.0.1."""
+class PortsExhausted(StackStartError):
+    """No free TCP port could be found on 127.0.0.1: a one-line error, stack removed."""
 
 
 def is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -46,11 +48,19 @@ def is_free(port: int, host: str = "127.0.0.1") -> bool:
 def _ephemeral(host: str = "127.0.0.1") -> int:
     for _ in range(64):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
+            try:
+                sock.bind((host, 0))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                break  # the kernel's ephemeral range is used up
             port = sock.getsockname()[1]
         if port not in _reserved and port not in PRODUCTION_PORTS:
             return port
-    raise PortsExhausted("no free TCP port left on 127.0.0.1")
+    raise PortsExhausted(
+        f"no free TCP port left on {host} (the kernel's ephemeral range, "
+        "net.ipv4.ip_local_port_range, is used up); stop some stacks or servers"
+    )
 
 
 @dataclass

@@ -118,6 +118,9 @@ class ContainerPlan:
     command: list[str] | None = None
     #: Container-side data directory, kept on tmpfs or a volume by the runtime.
     data_path: str | None = None
+    #: Container-side directory every stack shares through one named volume that
+    #: teardown keeps (Ollama's models: gigabytes, pulled once, not per run).
+    shared_path: str | None = None
     takes_gpu: bool = False
 
 
@@ -156,8 +159,11 @@ class Service(ABC):
     # -- identity -------------------------------------------------------------------
 
     def image(self) -> str:
-        override = os.environ.get(f"OMNILAB_IMAGE_{self.name.upper()}")
-        return self._image or override or self.default_image
+        return self.image_override() or self.default_image
+
+    def image_override(self) -> str | None:
+        """The image the user chose (``image=``, then ``OMNILAB_IMAGE_<NAME>``), if any."""
+        return self._image or os.environ.get(f"OMNILAB_IMAGE_{self.name.upper()}") or None
 
     def new_credentials(self) -> Credentials:
         """Fresh secrets for one stack; never reused between runs."""

@@ -111,7 +111,12 @@ class Ollama(Service):
         )
 
     def container_plan(self, credentials: Credentials) -> ContainerPlan:
-        return ContainerPlan(image=self.image(), data_path="/root/.ollama", takes_gpu=True)
+        return ContainerPlan(
+            image=self.image(),
+            data_path="/root/.ollama",
+            shared_path="/root/.ollama/models",
+            takes_gpu=True,
+        )
 
     def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:
         if endpoint.external_url:

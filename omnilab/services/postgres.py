@@ -210,6 +210,7 @@ class Postgres(Service):
                 "POSTGRES_PASSWORD": credentials.password or "",
                 "POSTGRES_DB": credentials.database or self.database,
             },
+            command=["postgres", *(part for s in FAST_UNSAFE for part in ("-c", s))],
             data_path="/var/lib/postgresql/data",
         )
 

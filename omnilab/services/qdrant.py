@@ -98,7 +98,10 @@ class Qdrant(Service):
     def container_plan(self, credentials: Credentials) -> ContainerPlan:
         return ContainerPlan(
             image=self.image(),
-            env={"QDRANT__SERVICE__API_KEY": credentials.password or ""},
+            env={
+                "QDRANT__SERVICE__API_KEY": credentials.password or "",
+                "QDRANT__TELEMETRY_DISABLED": "true",
+            },
             data_path="/qdrant/storage",
         )
 

@@ -101,6 +101,8 @@ class Redis(Service):
     def container_plan(self, credentials: Credentials) -> ContainerPlan:
         return ContainerPlan(
             image=self.image(),
+            # No snapshots while running; a graceful stop (SIGTERM: a stack stopped with
+            # its data kept) saves once, so the data survives. Teardown kills instead.
             command=[
                 "redis-server",
                 "--requirepass",
@@ -109,6 +111,8 @@ class Redis(Service):
                 "",
                 "--appendonly",
                 "no",
+                "--shutdown-on-sigterm",
+                "save",
                 "--dir",
                 "/data",
             ],

@@ -9,7 +9,11 @@ from omnilab.errors import OmnilabError
 from omnilab.tracking.records import ArtifactRecord, MetricPoint, MetricSummary, RunRecord
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from omnilab.config import Settings
+    from omnilab.notebook.charts import Figure
+    from omnilab.tracking.queries import ChartSeries
     from omnilab.tracking.store import TrackingStore
 
 
@@ -36,6 +40,7 @@ class Run:
         self._summaries = metric_summaries
         self._artifacts = artifacts
         self._history: list[MetricPoint] | None = None
+        self._series: dict[str, ChartSeries] | None = None  # metrics reduced for charts
         self._settings = settings
 
     # -- loading ----------------------------------------------------------------------
@@ -151,6 +156,40 @@ class Run:
             with self._store() as store:
                 self._artifacts = store.artifacts(self.id)
         return self._artifacts
+
+    # -- notebooks (omnilab.notebook) ------------------------------------------------------
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """Metrics as a pandas DataFrame: one row per step, one column per metric.
+
+        Where a metric was logged twice at one step, the later value is kept; every
+        point, with timestamps, is in :attr:`metric_points`. Needs pandas
+        (``pip install 'omnilab[notebook]'``).
+        """
+        from omnilab.notebook.frames import wide_frame
+
+        return wide_frame(self.metric_history())
+
+    @property
+    def metric_points(self) -> pd.DataFrame:
+        """Every logged point as a DataFrame: key, step, value, timestamp."""
+        from omnilab.notebook.frames import points_frame
+
+        return points_frame(self.metric_history())
+
+    def plot(self, *keys: str) -> Figure:
+        """Charts of ``keys`` over steps (every metric when none), one chart per metric."""
+        from omnilab.notebook.charts import load_series
+        from omnilab.notebook.compare import Comparison
+
+        series = load_series([self])
+        return Comparison([self], {self.id: self.latest_metrics}, series).plot(*keys)
+
+    def _repr_html_(self) -> str:
+        from omnilab.notebook.cards import run_card
+
+        return run_card(self)
 
     # -- outcome --------------------------------------------------------------------------
 

@@ -34,9 +34,21 @@ def available() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+def _up_to_date(conn: psycopg.Connection, migrations: list[Migration]) -> bool:
+    """Whether every known migration is applied (and none newer): then there is nothing
+    to lock for. Every store opening asks, so it must cost two quick reads, not a lock."""
+    exists = conn.execute("SELECT to_regclass('omnilab.schema_migrations')").fetchone()
+    if not exists or exists[0] is None:
+        return False
+    done = {row[0] for row in conn.execute("SELECT version FROM omnilab.schema_migrations")}
+    return done == {m.version for m in migrations}
+
+
 def migrate(conn: psycopg.Connection) -> list[int]:
     """Bring the schema up to date; returns the versions applied now."""
     migrations = available()
+    if _up_to_date(conn, migrations):
+        return []
     newest_known = migrations[-1].version if migrations else 0
     applied_now: list[int] = []
     conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))

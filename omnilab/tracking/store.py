@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 from omnilab.config import Settings, get_settings
 from omnilab.errors import RunNotFound, TrackingStoreError
 from omnilab.procs import owner_alive
-from omnilab.tracking import schema
+from omnilab.tracking import queued_runs, schema
 from omnilab.tracking.embedded import EmbeddedPostgres
 from omnilab.tracking.metrics import MetricRow, to_timestamp
 from omnilab.tracking.records import (
@@ -60,6 +60,15 @@ class TrackingStore:
             ) from None
         self._lock = threading.Lock()
         schema.migrate(self.conn)
+
+    @classmethod
+    def over(cls, conn: psycopg.Connection, dsn: str) -> TrackingStore:
+        """A store on a connection someone else owns and has migrated (a pool's, in the
+        HTTP API): no migration, and ``close()`` must not be called on it."""
+        store = cls.__new__(cls)
+        store.dsn, store.embedded, store.conn = dsn, None, conn
+        store._lock = threading.Lock()
+        return store
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> TrackingStore:
@@ -155,7 +164,8 @@ class TrackingStore:
         return [RunRecord.model_validate(r) for r in rows]
 
     def reconcile_orphans(self) -> int:
-        """Runs still 'running' whose process on this host is gone become 'failed'.
+        """Runs still 'running' whose process on this host is gone become 'failed'
+        (or, for a queued run with attempts left, 'queued' again).
 
         A SIGKILLed ``omnilab run`` cannot record its own end; the next look at the
         runs from the same host does it, so nothing stays "running" forever.
@@ -170,16 +180,13 @@ class TrackingStore:
         for run_id, pid, start in rows:
             if pid is None or owner_alive(int(pid), int(start) if start else None):
                 continue
-            self._execute(
-                "UPDATE omnilab.runs SET status = 'failed', error = %s, finished_at = now() "
-                "WHERE id = %s AND status = 'running'",
-                (
-                    f"the process running it (pid {pid} on {host}) ended without recording an "
-                    "outcome (killed?); its stack was removed by its watcher",
-                    run_id,
-                ),
+            reason = (
+                f"the process running it (pid {pid} on {host}) ended without recording an "
+                "outcome (killed?); its stack was removed by its watcher"
             )
-            fixed += 1
+            with self._lock:
+                if queued_runs.end_attempt(self.conn, run_id, reason) is not None:
+                    fixed += 1
         return fixed
 
     # -- metrics --------------------------------------------------------------------

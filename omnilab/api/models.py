@@ -1,0 +1,177 @@
+"""What the HTTP API takes and returns (the OpenAPI document is generated from these)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from omnilab.tracking.records import RunStatus
+
+EXPERIMENT_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$"
+#: A run id or a unique prefix of one (at least 4 characters), as the CLI accepts.
+RUN_ID = r"^[0-9a-f]{4,32}$"
+
+
+class Problem(BaseModel):
+    """Every error: one line naming the problem (422s list one entry per bad field)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+class RunRequest(BaseModel):
+    """Queue a run of an experiment of the server's experiments folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: str = Field(
+        min_length=1, max_length=200, description="An experiment's name (GET /v1/experiments)."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Values for the experiment's Params model; omitted ones take its defaults.",
+    )
+    retries: int | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description="How many times the run is queued again if its worker dies during it "
+        "(default: the server's OMNILAB_RUN_RETRIES, 0 unless set).",
+    )
+
+    @field_validator("retries", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        if isinstance(value, bool | str):
+            raise ValueError("Input should be a valid integer")
+        return value
+
+
+class ExperimentOut(BaseModel):
+    name: str
+    description: str
+    file: str = Field(description="Its file, relative to the server's experiments folder.")
+    services: list[str]
+    gpu: bool | Literal["auto"]
+
+
+class ExperimentDetail(ExperimentOut):
+    params_schema: dict[str, Any] = Field(description="JSON Schema of the experiment's Params.")
+
+
+class ExperimentList(BaseModel):
+    experiments: list[ExperimentOut]
+    problems: list[str] = Field(
+        description="Files of the experiments folder that could not be loaded, and why."
+    )
+
+
+class QueueOut(BaseModel):
+    queue: str
+    attempt: int
+    max_attempts: int
+    queued_at: datetime
+    worker: str | None = None
+    gpu: str | None = Field(default=None, description="CUDA_VISIBLE_DEVICES the attempt got.")
+    cancel_requested_at: datetime | None = None
+    history: list[dict[str, Any]] = Field(
+        default_factory=list, description="Earlier attempts and how they ended."
+    )
+
+
+class MetricSummaryOut(BaseModel):
+    count: int
+    last: float | None
+    last_step: int
+    min: float | None
+    max: float | None
+
+
+class ArtifactOut(BaseModel):
+    path: str
+    size: int
+    sha256: str
+
+
+class RunOut(BaseModel):
+    id: str
+    experiment: str
+    status: RunStatus
+    params: dict[str, Any]
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    owner: str | None = None
+    runtime: str | None = None
+    git_commit: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    timings: dict[str, Any] = Field(default_factory=dict)
+    queue: QueueOut | None = Field(
+        default=None, description="Absent for runs started with `omnilab run`."
+    )
+    metrics: dict[str, MetricSummaryOut] | None = Field(
+        default=None, description="Last value and range of each metric (single-run views)."
+    )
+    artifacts: list[ArtifactOut] | None = None
+    stack: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+class RunPage(BaseModel):
+    runs: list[RunOut]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last.")
+
+
+class MetricPointOut(BaseModel):
+    step: int
+    value: float | None = Field(description="null for NaN or infinite values.")
+    timestamp: datetime
+
+
+class MetricSeries(BaseModel):
+    summary: MetricSummaryOut
+    points: list[MetricPointOut]
+    truncated: bool = Field(description="More points follow: ask again with after_step.")
+
+
+class MetricsOut(BaseModel):
+    run_id: str
+    metrics: dict[str, MetricSeries]
+
+
+class CancelOut(BaseModel):
+    id: str
+    status: RunStatus
+    detail: str
+
+
+class WorkerOut(BaseModel):
+    id: str
+    host: str
+    pid: int
+    concurrency: int
+    gpus: list[str]
+    queues: list[str]
+    version: str | None
+    started_at: datetime
+    heartbeat_at: datetime
+    running: list[str] = Field(description="Ids of the runs it is running now.")
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerOut]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    tracking_store: Literal["ok", "unreachable"]
+    queue: Literal["ok", "unreachable"]
+    experiments: int
+    workers: int | None = Field(description="Live workers; null when the store is unreachable.")

@@ -1,0 +1,87 @@
+"""The OpenAPI document, with every experiment's params schema in it.
+
+``POST /v1/runs`` validates params in code (an unknown experiment is a 404, not a schema
+mismatch), so the generated document would only say "an object". This replaces that
+request body with one alternative per experiment of the folder, each with the JSON
+Schema of its own pydantic ``Params`` model; the document is rebuilt when the folder
+changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from omnilab.catalog import Catalog
+
+RUNS_PATH = "/v1/runs"
+
+
+def _schema_name(experiment: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in experiment)
+
+
+def experiment_bodies(catalog: Catalog, components: dict[str, Any]) -> list[dict[str, Any]]:
+    """One request-body schema per experiment; their models go into ``components``."""
+    bodies = []
+    for entry in sorted(catalog, key=lambda e: e.name):
+        prefix = _schema_name(entry.name)
+        params = entry.cls.Params.model_json_schema(
+            ref_template=f"#/components/schemas/{prefix}__{{model}}"
+        )
+        for name, definition in params.pop("$defs", {}).items():
+            components[f"{prefix}__{name}"] = definition
+        params["title"] = f"{entry.name} params"
+        components[f"{prefix}Params"] = params
+        body_name = f"{prefix}RunRequest"
+        components[body_name] = {
+            "title": f"Run {entry.name}",
+            "type": "object",
+            "properties": {
+                "experiment": {"type": "string", "const": entry.name},
+                "params": {"$ref": f"#/components/schemas/{prefix}Params"},
+                "retries": {"$ref": "#/components/schemas/RunRequest/properties/retries"},
+            },
+            "required": ["experiment"],
+            "additionalProperties": False,
+        }
+        bodies.append({"$ref": f"#/components/schemas/{body_name}"})
+    return bodies
+
+
+def install(app: FastAPI, catalog: Catalog) -> None:
+    built_for = -1
+
+    def openapi() -> dict[str, Any]:
+        nonlocal built_for
+        catalog.refresh()
+        if app.openapi_schema is not None and built_for == catalog.generation:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        bodies = experiment_bodies(catalog, components)
+        operation = schema["paths"][RUNS_PATH]["post"]
+        content = operation["requestBody"]["content"]["application/json"]
+        if bodies:
+            content["schema"] = {
+                "oneOf": bodies,
+                "discriminator": {
+                    "propertyName": "experiment",
+                    "mapping": {
+                        e.name: f"#/components/schemas/{_schema_name(e.name)}RunRequest"
+                        for e in catalog
+                    },
+                },
+            }
+        app.openapi_schema = schema
+        built_for = catalog.generation
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

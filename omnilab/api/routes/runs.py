@@ -1,0 +1,337 @@
+"""``/v1/runs``: queue runs, list and read them, their metrics, cancel them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from omnilab.api import queries
+from omnilab.api.auth import ReadKey, RunKey
+from omnilab.api.models import (
+    EXPERIMENT_NAME,
+    RUN_ID,
+    ArtifactOut,
+    CancelOut,
+    MetricPointOut,
+    MetricSeries,
+    MetricsOut,
+    MetricSummaryOut,
+    QueueOut,
+    RunOut,
+    RunPage,
+    RunRequest,
+)
+from omnilab.api.responses import SafeJSONResponse, errors, finite
+from omnilab.api.state import ApiState
+from omnilab.catalog import CatalogEntry, UnknownExperiment
+from omnilab.errors import RunNotFound
+from omnilab.queue.broker import QueueUnavailable
+from omnilab.queue.submit import queue_run, queue_run_async
+from omnilab.tracking import queued_runs
+from omnilab.tracking.queued_runs import QueueInfo
+from omnilab.tracking.records import RunRecord, RunStatus
+from omnilab.tracking.store import TrackingStore
+
+router = APIRouter(prefix="/v1", tags=["runs"])
+log = logging.getLogger("omnilab.api")
+
+RunId = Path(pattern=RUN_ID, description="A run id, or a unique prefix of at least 4 characters.")
+
+
+def _state(request: Request) -> ApiState:
+    return request.app.state.omnilab  # type: ignore[no-any-return]
+
+
+def _links(run_id: str) -> dict[str, str]:
+    base = f"/v1/runs/{run_id}"
+    return {
+        "self": base,
+        "metrics": f"{base}/metrics",
+        "logs": f"{base}/logs",
+        "cancel": f"{base}/cancel",
+    }
+
+
+def run_out(
+    record: RunRecord,
+    info: QueueInfo | None,
+    store: TrackingStore | None = None,
+) -> RunOut:
+    """A run as the API shows it; with ``store``, the single-run view (metrics...)."""
+    out = RunOut(
+        id=record.id,
+        experiment=record.experiment,
+        status=record.status,
+        params=record.params,
+        summary=record.summary,
+        error=record.error,
+        owner=record.owner,
+        runtime=record.runtime,
+        git_commit=record.git_commit,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        duration_s=record.duration,
+        timings=record.timings,
+        queue=QueueOut(**info.model_dump()) if info else None,
+        links=_links(record.id),
+    )
+    if store is not None:
+        out.metrics = {
+            m.key: MetricSummaryOut(**finite(m.model_dump(exclude={"key"})))
+            for m in store.metric_summaries(record.id)
+        }
+        out.artifacts = [ArtifactOut(**a.model_dump()) for a in store.artifacts(record.id)]
+        out.stack = record.stack
+        out.environment = record.environment
+    return out
+
+
+def _get(store: TrackingStore, run_id: str) -> RunRecord:
+    try:
+        return store.get_run(run_id)
+    except RunNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+def _integral(value: Any) -> Any:
+    """Whole floats (3.0) as ints, which strict validation then accepts for int fields
+    (and float fields accept ints)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def _params_errors(error: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors as FastAPI shows its own 422s, minus the offending input (which
+    may be anything, even a value JSON cannot carry back)."""
+    return [
+        {
+            "loc": ["body", "params", *item["loc"]],
+            "msg": "unknown parameter" if item["type"] == "extra_forbidden" else item["msg"],
+            "type": item["type"],
+        }
+        for item in error.errors()
+    ]
+
+
+@router.post(
+    "/runs",
+    status_code=202,
+    response_model=None,
+    responses={
+        202: {"model": RunOut, "description": "Queued: the run, with its id and links."},
+        200: {"model": RunOut, "description": "Seen before (same Idempotency-Key): that run."},
+        **errors(400, 401, 403, 404, 413, 422, 503),
+    },
+)
+async def queue(
+    request: Request,
+    key: RunKey,
+    body: RunRequest,
+    idempotency_key: str | None = Header(
+        default=None,
+        max_length=200,
+        pattern=r"^[!-~]+$",
+        description="Send the same value when retrying a request: the run is queued once.",
+    ),
+) -> SafeJSONResponse:
+    """Queue a run; 202 with the run, whose status is `queued` until a worker takes it.
+
+    The request body's `params` are validated against the experiment's Params model (its
+    JSON Schema: GET /v1/experiments/{name}); every invalid field is named in the 422.
+    """
+    # Async, with its own connection pool and a background sender: the path that queues
+    # runs by the hundred per second must not hop to a worker thread for each one.
+    state = _state(request)
+    try:
+        entry = state.catalog.get(body.experiment)
+    except UnknownExperiment as exc:
+        raise HTTPException(404, str(exc)) from None
+    try:
+        # Strict, as JSON: `true` is not an int and "5" not a number, whatever the
+        # CLI's lenient -p parsing would make of them; 3.0 is an integer, as in JSON Schema.
+        text = json.dumps(_integral(body.params))
+        values = entry.cls.Params.model_validate_json(text, strict=True)
+    except ValidationError as exc:
+        raise RequestValidationError(_params_errors(exc)) from None
+    params = values.model_dump(mode="json")
+    problem = queued_runs.jsonable_params(params)
+    if problem:
+        raise RequestValidationError(
+            [{"loc": ["body", "params"], "msg": problem, "type": "value_error"}]
+        )
+    retries = body.retries if body.retries is not None else state.settings.run_retries
+    queue_name = state.broker.queue_for(entry.needs_gpu)
+    owner = f"api-key:{key.name}"
+    if idempotency_key is None:
+        async with state.adb() as conn:
+            record = await queue_run_async(
+                conn,
+                state.sender,
+                queue_name,
+                entry,
+                params,
+                retries=retries,
+                owner=owner,
+                submitted_by=key.id,
+            )
+        created, info = True, None
+    else:
+        record, created, info = await run_in_threadpool(
+            _queue_once, state, entry, params, retries, owner, key.id, idempotency_key
+        )
+    if info is None:  # what the queue row holds is known: no need to read it back
+        info = QueueInfo(
+            queue=queue_name,
+            attempt=0,
+            max_attempts=1 + retries,
+            delivery=0,
+            queued_at=record.created_at,
+            submitted_by=key.id,
+        )
+    return SafeJSONResponse(
+        run_out(record, info).model_dump(mode="json"),
+        status_code=202 if created else 200,
+        headers={"Location": f"/v1/runs/{record.id}"},
+    )
+
+
+def _queue_once(
+    state: ApiState,
+    entry: CatalogEntry,
+    params: dict[str, Any],
+    retries: int,
+    owner: str,
+    submitted_by: str,
+    idempotency_key: str,
+) -> tuple[RunRecord, bool, QueueInfo | None]:
+    with state.db() as store:
+        record, created = queue_run(
+            store,
+            state.broker,
+            entry,
+            params,
+            retries=retries,
+            owner=owner,
+            submitted_by=submitted_by,
+            idempotency_key=idempotency_key,
+            sender=state.sender,
+        )
+        info = None if created else queued_runs.queue_info(store.conn, [record.id]).get(record.id)
+    return record, created, info
+
+
+@router.get("/runs", response_model=RunPage, responses=errors(401, 403, 422, 503))
+def list_runs(
+    request: Request,
+    key: ReadKey,
+    experiment: str | None = Query(default=None, pattern=EXPERIMENT_NAME, max_length=200),
+    status: RunStatus | None = None,
+    limit: int = Query(default=50, ge=1, le=500),
+    offset: int = Query(default=0, ge=0, le=10_000_000),
+) -> RunPage:
+    """Runs, newest first, optionally of one experiment or status."""
+    with _state(request).db() as store:
+        store.reconcile_orphans()
+        records = store.list_runs(
+            experiment=experiment, status=status, limit=limit + 1, offset=offset
+        )
+        more = len(records) > limit
+        records = records[:limit]
+        infos = queued_runs.queue_info(store.conn, [r.id for r in records])
+    return RunPage(
+        runs=[run_out(r, infos.get(r.id)) for r in records],
+        limit=limit,
+        offset=offset,
+        next_offset=offset + limit if more else None,
+    )
+
+
+@router.get("/runs/{run_id}", response_model=RunOut, responses=errors(401, 403, 404, 422, 503))
+def get_run(request: Request, key: ReadKey, run_id: str = RunId) -> RunOut:
+    """One run: status, params, summary, metrics (last values), artifacts, attempts."""
+    with _state(request).db() as store:
+        store.reconcile_orphans()
+        record = _get(store, run_id)
+        info = queued_runs.queue_info(store.conn, [record.id]).get(record.id)
+        return run_out(record, info, store)
+
+
+@router.get(
+    "/runs/{run_id}/metrics", response_model=MetricsOut, responses=errors(401, 403, 404, 422, 503)
+)
+def get_metrics(
+    request: Request,
+    key: ReadKey,
+    run_id: str = RunId,
+    metric: str | None = Query(default=None, max_length=200, pattern=r"^[^\x00]+$"),
+    after_step: int | None = Query(default=None, ge=-(2**62), le=2**62),
+    limit: int = Query(default=10_000, ge=1, le=100_000),
+) -> MetricsOut:
+    """Every point of every metric (or of `metric`), by step; pages of `limit` points per
+    metric, the next one from `after_step` = the last step received."""
+    with _state(request).db() as store:
+        record = _get(store, run_id)
+        summaries = {m.key: m for m in store.metric_summaries(record.id)}
+        points = queries.metric_points(store.conn, record.id, metric, after_step, limit)
+    metrics = {}
+    for name, summary in summaries.items():
+        if metric is not None and name != metric:
+            continue
+        series = points.get(name, [])
+        metrics[name] = MetricSeries(
+            summary=MetricSummaryOut(**finite(summary.model_dump(exclude={"key"}))),
+            points=[
+                MetricPointOut(step=p.step, value=finite(p.value), timestamp=p.timestamp)
+                for p in series[:limit]
+            ],
+            truncated=len(series) > limit,
+        )
+    return MetricsOut(run_id=record.id, metrics=metrics)
+
+
+@router.post(
+    "/runs/{run_id}/cancel",
+    status_code=202,
+    response_model=CancelOut,
+    responses=errors(401, 403, 404, 409, 422, 503),
+)
+def cancel(request: Request, key: RunKey, run_id: str = RunId) -> CancelOut:
+    """Stop a run: a queued one is cancelled at once; a running one is stopped by its
+    worker, which tears its stack down and records it `cancelled` (usually within a
+    second or two). A finished run cannot be cancelled (409)."""
+    state = _state(request)
+    with state.db() as store:
+        record = _get(store, run_id)
+        before, queued_here, job = queued_runs.request_cancel(store.conn, record.id)
+    if before == "running" and job:
+        try:
+            state.broker.stop(job)
+        except QueueUnavailable as exc:  # recorded; the sweepers send it when Redis is back
+            log.warning("run %s: stop request not sent yet: %s", record.id[:8], exc)
+    if before == "queued":
+        return CancelOut(id=record.id, status="cancelled", detail="cancelled before it started")
+    if before == "running" and queued_here:
+        return CancelOut(
+            id=record.id,
+            status="running",
+            detail="cancellation requested; its worker is stopping it and tearing its stack down",
+        )
+    if before == "running":
+        raise HTTPException(
+            409,
+            f"run {record.id[:8]} was started with `omnilab run`, not through the queue; "
+            "stop it where it runs (Ctrl-C)",
+        )
+    raise HTTPException(409, f"run {record.id[:8]} has already ended ({before})")

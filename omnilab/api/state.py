@@ -1,0 +1,174 @@
+"""What the API server holds for its lifetime: store connections, the queue, key checks.
+
+At start it opens the tracking store (migrating it; an embedded one is started and held),
+connects to Redis, and runs the reconciler once and then every few seconds in a thread:
+a run recorded just before a crash, or while Redis was down, is sent when it comes back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from omnilab.catalog import Catalog
+from omnilab.queue.broker import Broker
+from omnilab.queue.reconcile import Reconciler
+from omnilab.queue.sender import Sender
+from omnilab.queue.settings import QueueSettings
+from omnilab.tracking import api_keys
+from omnilab.tracking.api_keys import ApiKeyRecord
+from omnilab.tracking.store import TrackingStore
+
+log = logging.getLogger("omnilab.api")
+
+
+class KeyCache:
+    """Checked keys, trusted for ``ttl`` seconds so that a request costs no key lookup.
+
+    Entries are keyed by a digest of the presented key; only successful checks are
+    cached (a wrong key always costs a lookup, by its id, which is cheap)."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, ApiKeyRecord]] = {}
+        self._touched: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, token: str) -> ApiKeyRecord | None:
+        """The key, if it was checked less than ``ttl`` seconds ago (no I/O)."""
+        hit = self._entries.get(hashlib.sha256(token.encode()).hexdigest())
+        if hit is not None and time.monotonic() < hit[0]:
+            return hit[1]
+        return None
+
+    def verify(self, token: str, state: ApiState) -> ApiKeyRecord | None:
+        """Check ``token`` against the store (and remember a good one)."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        with state.db() as store:
+            record = api_keys.verify(store.conn, token)
+            if record is not None and now - self._touched.get(record.id, -1e9) > 60:
+                api_keys.touch(store.conn, record.id)
+                self._touched[record.id] = now
+        with self._lock:
+            if record is None:
+                self._entries.pop(digest, None)
+            elif self.ttl > 0:
+                if len(self._entries) > 10_000:
+                    self._entries.clear()
+                self._entries[digest] = (now + self.ttl, record)
+        return record
+
+
+class ApiState:
+    def __init__(self, settings: QueueSettings, catalog: Catalog) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.keys = KeyCache(settings.api_key_cache_s)
+        self.broker = Broker(settings.redis_url, settings.queue)
+        self.reconciler = Reconciler(
+            self.broker, worker_ttl=settings.worker_ttl, resend_after=settings.resend_after
+        )
+        self.sender: Sender | None = None
+        self._home: TrackingStore | None = None
+        self._pool: ConnectionPool | None = None
+        self._apool: AsyncConnectionPool | None = None
+        self._stop = threading.Event()
+        self._reconciler: threading.Thread | None = None
+
+    def open(self) -> ApiState:
+        self._home = TrackingStore.open(self.settings)  # migrates; holds an embedded store
+        self._pool = ConnectionPool(
+            self._home.dsn,
+            min_size=2,
+            max_size=16,
+            kwargs={"autocommit": True, "connect_timeout": 10},
+            timeout=10,
+            open=True,
+            name="omnilab-api",
+        )
+        self.sender = Sender(self.broker, on_failure=self.reconciler.request_full_check)
+        self._reconciler = threading.Thread(
+            target=self._reconcile_loop, name="omnilab-reconcile", daemon=True
+        )
+        self._reconciler.start()
+        return self
+
+    async def open_async(self) -> None:
+        """The event loop's own pool (for the hot path, POST /v1/runs)."""
+        self._apool = AsyncConnectionPool(
+            self.dsn,
+            min_size=2,
+            max_size=8,
+            kwargs={"autocommit": True, "connect_timeout": 10},
+            timeout=10,
+            open=False,
+            name="omnilab-api-async",
+        )
+        await self._apool.open()
+
+    async def close_async(self) -> None:
+        if self._apool is not None:
+            await self._apool.close()
+
+    @contextlib.asynccontextmanager
+    async def adb(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        assert self._apool is not None, "the API state is not open"
+        async with self._apool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.sender is not None:
+            self.sender.close()
+        if self._reconciler is not None:
+            self._reconciler.join(timeout=10)
+        if self._pool is not None:
+            self._pool.close()
+        if self._home is not None:
+            self._home.close()
+        self.broker.close()
+
+    @property
+    def dsn(self) -> str:
+        assert self._home is not None
+        return self._home.dsn
+
+    @contextlib.contextmanager
+    def db(self) -> Iterator[TrackingStore]:
+        """A store over a pooled connection, for one request."""
+        assert self._pool is not None, "the API state is not open"
+        with self._pool.connection() as conn:
+            yield TrackingStore.over(conn, self.dsn)
+
+    def _reconcile_loop(self) -> None:
+        store: TrackingStore | None = None
+        last_error = ""
+        while not self._stop.is_set():
+            try:
+                if store is None or store.conn.closed:
+                    store = TrackingStore(self.dsn)
+                done = self.reconciler.sweep(store)
+                error = done.queue_error or ""
+            except (psycopg.Error, OSError) as exc:
+                error = f"reconcile: {exc}".splitlines()[0]
+                if store is not None:
+                    with contextlib.suppress(Exception):
+                        store.conn.close()
+                store = None
+            except Exception as exc:  # never let the thread die: it is what repairs things
+                error = f"reconcile: {type(exc).__name__}: {exc}".splitlines()[0]
+            if error and error != last_error:
+                log.warning("%s", error)
+            last_error = error
+            self._stop.wait(self.settings.reconcile_interval)
+        if store is not None:
+            with contextlib.suppress(Exception):
+                store.conn.close()

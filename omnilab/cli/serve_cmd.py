@@ -1,0 +1,109 @@
+"""``omnilab serve``: the HTTP API."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import typer
+from rich.markup import escape
+
+from omnilab.cli import render
+
+
+def serve(
+    host: str = typer.Option(
+        None,
+        "--host",
+        help="Address to listen on. Default: OMNILAB_API_HOST or 127.0.0.1 (this machine "
+        "only). Anything else exposes the API to the network: use TLS.",
+        show_default=False,
+    ),
+    port: int = typer.Option(
+        None,
+        "--port",
+        "-p",
+        min=1,
+        max=65535,
+        help="Port. Default: OMNILAB_API_PORT or 8765.",
+        show_default=False,
+    ),
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="Server processes (they share one queue and store)."
+    ),
+    ssl_certfile: str = typer.Option(None, "--ssl-certfile", help="TLS certificate (PEM)."),
+    ssl_keyfile: str = typer.Option(None, "--ssl-keyfile", help="TLS private key (PEM)."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
+) -> None:
+    """Serve the HTTP API: queue runs, follow their logs, read results, cancel.
+
+    Runs are recorded in the tracking store and queued on Redis (REDIS_URL) for
+    `omnilab worker` processes to run.
+    Only experiments of OMNILAB_EXPERIMENTS_DIR (default: experiments/) can be queued.
+    Every endpoint but /healthz needs an API key: omnilab api-key create --name me
+
+    The OpenAPI document is at /openapi.json, interactive docs at /docs.
+
+    Examples:
+
+      omnilab serve
+
+      omnilab serve --port 9000 --workers 2
+
+      omnilab serve --host 0.0.0.0 --ssl-certfile cert.pem --ssl-keyfile key.pem
+    """
+    import uvicorn
+
+    from omnilab.catalog import Catalog
+    from omnilab.queue.broker import Broker, QueueUnavailable, masked_url
+    from omnilab.queue.settings import get_queue_settings
+    from omnilab.tracking import api_keys
+    from omnilab.tracking.store import TrackingStore
+
+    settings = get_queue_settings()
+    host = host or settings.api_host
+    port = port or settings.api_port
+    note = render.err.print
+    with TrackingStore.open(settings) as store:  # a clear error now, not at the first request
+        note(f"tracking store: {store.location}")
+        if not api_keys.list_keys(store.conn):
+            note(
+                "[yellow]no API key yet[/]: every request will get 401; "
+                "make one with `omnilab api-key create --name me`"
+            )
+    broker = Broker(settings.redis_url, settings.queue)
+    try:
+        broker.ping()
+        note(f"queue: {settings.queue} on {escape(masked_url(settings.redis_url))}")
+    except QueueUnavailable as exc:
+        note(f"[yellow]warning[/]: {escape(str(exc))}; runs are recorded and sent when it answers")
+    finally:
+        broker.close()
+    catalog = Catalog(settings.experiments_dir)
+    note(f"experiments in {catalog.folder}: {', '.join(catalog.names()) or 'none'}")
+    for problem in catalog.problems:
+        note(f"[yellow]warning[/]: {escape(problem)}")
+    if not _is_loopback(host):
+        plain = "" if ssl_certfile else " without TLS: API keys would cross the network in clear"
+        note(f"[yellow]warning[/]: listening on {host}, reachable from other machines{plain}")
+    scheme = "https" if ssl_certfile else "http"
+    note(f"serving on {scheme}://{host}:{port} (OpenAPI: /openapi.json, docs: /docs)")
+    uvicorn.run(
+        "omnilab.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        log_level=log_level,
+        proxy_headers=False,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,150 @@
+"""Messages on Redis, through rq: "please run this run".
+
+A message carries a run id and nothing else; the run's record in the tracking store says
+what to run. Losing a message (Redis restarted, the API died before sending it) is
+repaired by :mod:`omnilab.queue.reconcile`; receiving one twice is harmless because a
+worker must claim the run in the store first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from rq import Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+
+from omnilab.errors import OmnilabError
+from omnilab.tracking.queued_runs import job_id
+
+#: The function a worker's rq work horse calls with the run id.
+TASK = "omnilab.queue.horse.execute"
+#: Messages of finished deliveries are dropped at once; failed ones kept a day for
+#: inspection with rq's own tools.
+FAILURE_TTL_S = 24 * 3600
+#: Messages still on their way to a worker. A "started" one is not counted: once a
+#: horse has it, the run is claimed within milliseconds, so a run still queued in the
+#: store with a started message lost its attempt (the worker died) and needs a new one.
+_WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+
+
+class QueueUnavailable(OmnilabError):
+    """Redis (``REDIS_URL``) cannot be reached."""
+
+
+def masked_url(url: str) -> str:
+    """A Redis URL fit for a message: the password replaced."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparseable URL)"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}****@{netloc}"))
+
+
+class Broker:
+    """The queues of one omnilab deployment on one Redis."""
+
+    def __init__(self, url: str, queue: str) -> None:
+        self.url = url
+        self.queue = queue
+        self.gpu_queue = f"{queue}-gpu"
+        self._queues: dict[str, Queue] = {}
+        try:
+            self.redis = redis.Redis.from_url(
+                url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
+            )
+        except ValueError as exc:
+            raise QueueUnavailable(
+                f"REDIS_URL {masked_url(url)} is not a Redis URL: {exc}"
+            ) from None
+
+    def unreachable(self, exc: BaseException) -> QueueUnavailable:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return QueueUnavailable(f"cannot reach Redis at {masked_url(self.url)}: {reason}")
+
+    def ping(self) -> None:
+        try:
+            self.redis.ping()
+        except redis.RedisError as exc:
+            raise self.unreachable(exc) from None
+
+    def server_id(self) -> str:
+        """Redis's run id: it changes when the server restarts (and forgets what it held,
+        unless it persists its data)."""
+        try:
+            return str(self.redis.info("server").get("run_id", ""))
+        except redis.RedisError as exc:
+            raise self.unreachable(exc) from None
+
+    def queue_for(self, needs_gpu: bool) -> str:
+        return self.gpu_queue if needs_gpu else self.queue
+
+    def _queue(self, name: str) -> Queue:
+        if name not in self._queues:
+            self._queues[name] = Queue(name, connection=self.redis)
+        return self._queues[name]
+
+    def send(self, run_id: str, queue: str, delivery: int = 0) -> None:
+        """Put one message for ``run_id`` on ``queue``; QueueUnavailable if Redis is not there."""
+        self.send_many([(run_id, queue, delivery)])
+
+    def send_many(self, messages: Iterable[tuple[str, str, int]]) -> None:
+        """Messages (run id, queue, delivery) in one round trip to Redis."""
+        by_queue: dict[str, list[Any]] = {}
+        for run_id, queue, delivery in messages:
+            by_queue.setdefault(queue, []).append(
+                Queue.prepare_data(
+                    TASK,
+                    (run_id,),
+                    job_id=job_id(run_id, delivery),
+                    timeout=-1,  # runs take as long as they take; cancel stops them
+                    result_ttl=0,
+                    failure_ttl=FAILURE_TTL_S,
+                    description=f"omnilab run {run_id}",
+                )
+            )
+        if not by_queue:
+            return
+        try:
+            with self.redis.pipeline() as pipe:
+                for queue, jobs in by_queue.items():
+                    self._queue(queue).enqueue_many(jobs, pipeline=pipe)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise self.unreachable(exc) from None
+
+    def waiting(self, job_ids: Iterable[str]) -> set[str]:
+        """Those of ``job_ids`` whose message still waits for a worker."""
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        try:
+            jobs = Job.fetch_many(ids, connection=self.redis)
+        except redis.RedisError as exc:
+            raise self.unreachable(exc) from None
+        return {
+            job.id for job in jobs if job is not None and job.get_status(refresh=False) in _WAITING
+        }
+
+    def stop(self, job: str) -> bool:
+        """Tell the worker running message ``job`` to stop its horse (rq's stop-job
+        command; omnilab's slots send SIGTERM, so the run tears its stack down). False
+        when no worker runs it now."""
+        try:
+            send_stop_job_command(self.redis, job)
+        except (InvalidJobOperation, NoSuchJobError):
+            return False
+        except redis.RedisError as exc:
+            raise self.unreachable(exc) from None
+        return True
+
+    def close(self) -> None:
+        self.redis.close()

@@ -1,0 +1,216 @@
+"""One attempt of one queued run, inside a worker's work horse (a forked process).
+
+A process per run is not an implementation detail: the runner captures output by
+replacing ``sys.stdout``, turns SIGTERM into a teardown in the main thread, and a GPU is
+handed over with ``CUDA_VISIBLE_DEVICES``, all of which are per process. rq forks a work
+horse for every message; this module is what that horse calls.
+
+What happens here, in order: claim the run in the tracking store (a second delivery of
+the same message finds it taken and stops), send the process's output to the run's log,
+watch for a cancellation request, and run the experiment through :func:`omnilab.runner.run`
+with the run's recorded id. SIGTERM at any moment stops the run and tears its stack down;
+it is recorded as cancelled when a cancellation was requested (the API asks the slot
+through rq's stop-job command, and the slot sends SIGTERM), and otherwise (the worker is
+stopping or died) goes back to the queue or fails, per the run's retry setting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from omnilab.catalog import Catalog
+from omnilab.errors import OmnilabError
+from omnilab.procs import process_start_time
+from omnilab.progress import Reporter
+from omnilab.queue.lifeline import die_with_parent
+from omnilab.queue.settings import QueueSettings
+from omnilab.runner import Terminated
+from omnilab.runner import run as run_experiment
+from omnilab.tracking import queued_runs
+from omnilab.tracking.store import TrackingStore
+
+
+@dataclass
+class Slot:
+    """One of a worker's concurrent runs: its name, and the GPU it hands out."""
+
+    worker_id: str
+    index: int
+    gpu: str | None  # a CUDA_VISIBLE_DEVICES value; None: this slot has no GPU
+    settings: QueueSettings
+    catalog: Catalog
+
+    @property
+    def name(self) -> str:
+        return f"{self.worker_id}/{self.index}"
+
+    @property
+    def gpu_label(self) -> str:
+        return f"GPU {self.gpu}" if self.gpu is not None else "no GPU"
+
+
+_slot: Slot | None = None
+
+
+def configure(slot: Slot) -> None:
+    """Called once by the slot process before it starts taking messages."""
+    global _slot
+    _slot = slot
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def execute(run_id: str) -> None:
+    """The task rq's work horse runs for a message: one attempt of ``run_id``."""
+    slot = _slot
+    if slot is None:
+        raise RuntimeError("omnilab.queue.horse.execute runs inside `omnilab worker` only")
+    die_with_parent(signal.SIGTERM, os.getppid())
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    settings = slot.settings
+    pid = os.getpid()
+    run_dir = (Path(settings.runs_dir) / run_id).resolve()
+    store = TrackingStore.open(settings)
+    try:
+        claim = queued_runs.claim(
+            store.conn,
+            run_id,
+            worker=slot.name,
+            gpu=slot.gpu,
+            run_dir=str(run_dir),
+            environment=queued_runs.running_environment(pid, process_start_time(pid)),
+            job=os.environ.get("RQ_JOB_ID"),  # set by rq for its horse
+        )
+        if claim is not None:
+            _attempt(store, slot, claim, run_dir)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        store.close()
+
+
+def _attempt(store: TrackingStore, slot: Slot, claim: queued_runs.Claim, run_dir: Path) -> None:
+    run_id = claim.run_id
+    slot_pid = os.getppid()
+    log_path = run_dir / "logs" / "output.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with _output_to(log_path) as console:
+        reporter = RunReporter(console, log_path, run_id)
+        reporter.note(
+            f"{claim.experiment}: attempt {claim.attempt} of {claim.max_attempts} "
+            f"on {slot.name} ({slot.gpu_label})"
+        )
+        try:
+            entry = slot.catalog.get(claim.experiment)
+            result = run_experiment(
+                entry.cls,
+                claim.params,
+                settings=slot.settings,
+                reporter=reporter,
+                run_id=run_id,
+                store=store,
+            )
+            reporter.note(
+                f"{result.status}" + (f" in {result.duration:.2f}s" if result.duration else "")
+            )
+        except Terminated:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if queued_runs.cancel_requested(store.conn, run_id):
+                if queued_runs.record_cancelled(
+                    store.conn, run_id, "cancelled on request; its stack was torn down"
+                ):
+                    reporter.note("cancelled on request")
+            else:
+                # Re-parented: the slot died (its worker was killed), not a clean stop.
+                how = "died" if os.getppid() != slot_pid else "stopped"
+                status = queued_runs.end_attempt(
+                    store.conn,
+                    run_id,
+                    f"its worker {slot.worker_id} {how} during the run",
+                    statuses=("running", "cancelled"),
+                )
+                reporter.note(f"stopped with its worker; the run is now {status}")
+        except OmnilabError as exc:
+            # Refused before anything started (params no longer valid for the file on
+            # this worker, a service this worker cannot provide, an unknown experiment).
+            queued_runs.fail_claimed(store.conn, run_id, str(exc))
+            reporter.note(f"failed: {exc}")
+        except Exception as exc:  # omnilab's own failure: say so rather than leave it running
+            queued_runs.fail_claimed(
+                store.conn, run_id, f"the worker failed: {type(exc).__name__}: {exc}"
+            )
+            reporter.note(f"failed inside omnilab: {type(exc).__name__}: {exc}")
+        finally:
+            reporter.close()
+
+
+class RunReporter(Reporter):
+    """Progress lines to the worker's console (prefixed with the run) and the run's log."""
+
+    def __init__(self, console: TextIO, log_path: Path, run_id: str) -> None:
+        super().__init__(console)
+        self._log = open(log_path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._prefix = f"[{run_id[:8]}] "
+
+    def close(self) -> None:
+        with self._lock:
+            self._log.close()
+
+    def note(self, message: str) -> None:
+        with self._lock:
+            with contextlib.suppress(OSError, ValueError):
+                print(self._prefix + message, file=self.stream, flush=True)
+            with contextlib.suppress(OSError, ValueError):
+                self._log.write(f"omnilab: {message}\n")
+                self._log.flush()
+
+
+class _Discard(io.TextIOBase):
+    """``sys.stdout`` during a run: the runner's tee writes the text to the log itself,
+    and whoever asks for a file descriptor gets the one that leads to the log too."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def writable(self) -> bool:
+        return True
+
+
+@contextlib.contextmanager
+def _output_to(log_path: Path) -> Iterator[TextIO]:
+    """Point fds 1 and 2 at the run's log (so subprocesses' output lands there too) for
+    the duration; yields a stream to the worker's own stderr for progress lines."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    console = os.fdopen(os.dup(saved_err), "w", buffering=1, encoding="utf-8", errors="replace")
+    previous = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Discard(1), _Discard(2)
+    try:
+        yield console
+    finally:
+        sys.stdout, sys.stderr = previous
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        os.close(saved_out)
+        os.close(saved_err)
+        console.close()

@@ -1,0 +1,76 @@
+"""Settings of the queue, its workers and the HTTP API (on top of :class:`Settings`).
+
+A subclass rather than more fields on ``Settings``: ``omnilab run`` never needs these,
+and every value here is read from the same environment and ``.env.system``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from omnilab.config import Settings
+
+
+class QueueSettings(Settings):
+    experiments_dir: Path = Field(
+        default=Path("experiments"),
+        validation_alias="OMNILAB_EXPERIMENTS_DIR",
+        description="The only experiments the API may queue and workers may run.",
+    )
+    queue: str = Field(
+        default="omnilab",
+        validation_alias="OMNILAB_QUEUE",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Queue name in Redis; GPU runs go to '<queue>-gpu'.",
+    )
+    api_host: str = Field(default="127.0.0.1", validation_alias="OMNILAB_API_HOST")
+    api_port: int = Field(default=8765, ge=1, le=65535, validation_alias="OMNILAB_API_PORT")
+    api_max_body: int = Field(
+        default=1 << 20,
+        ge=1024,
+        validation_alias="OMNILAB_API_MAX_BODY",
+        description="Largest request body accepted, in bytes; larger ones get 413.",
+    )
+    api_key_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        validation_alias="OMNILAB_API_KEY_CACHE",
+        description="How long a checked API key is trusted without asking the store again "
+        "(a revoked key stops working within this time).",
+    )
+    run_retries: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        validation_alias="OMNILAB_RUN_RETRIES",
+        description="Default number of times a run is queued again when its worker dies.",
+    )
+    worker_ttl: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias="OMNILAB_WORKER_TTL",
+        description="Seconds without a heartbeat after which a worker is taken for dead.",
+    )
+    reconcile_interval: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias="OMNILAB_RECONCILE_INTERVAL",
+        description="How often the API and workers re-send lost messages and end lost runs.",
+    )
+    resend_after: float = Field(
+        default=2.0,
+        ge=0,
+        validation_alias="OMNILAB_RESEND_AFTER",
+        description="A queued run whose message is not in Redis after this long is re-sent.",
+    )
+
+    @property
+    def gpu_queue(self) -> str:
+        return f"{self.queue}-gpu"
+
+
+def get_queue_settings() -> QueueSettings:
+    """Read now (not cached), like :func:`omnilab.config.get_settings`."""
+    return QueueSettings()

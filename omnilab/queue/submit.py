@@ -1,0 +1,94 @@
+"""Queuing a run: record it in the tracking store, then send its message.
+
+The record comes first and is the promise: once it is written the run will happen, even
+if the message cannot be sent now (Redis down) or the process dies right after. Either
+way the reconciler sends it later (see :mod:`omnilab.queue.reconcile`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+
+from omnilab.catalog import CatalogEntry
+from omnilab.queue.broker import Broker, QueueUnavailable
+from omnilab.queue.sender import Sender
+from omnilab.runner import new_run_id
+from omnilab.tracking import queued_runs
+from omnilab.tracking.records import RunRecord
+from omnilab.tracking.store import TrackingStore
+
+log = logging.getLogger("omnilab.queue")
+
+
+def queue_run(
+    store: TrackingStore,
+    broker: Broker,
+    entry: CatalogEntry,
+    params: dict[str, Any],
+    *,
+    retries: int,
+    owner: str | None = None,
+    submitted_by: str | None = None,
+    idempotency_key: str | None = None,
+    sender: Sender | None = None,
+) -> tuple[RunRecord, bool]:
+    """Queue ``entry`` with already validated ``params``; returns (run, whether new).
+
+    With ``sender`` the message is handed to its background thread; else it is sent now.
+    """
+    record = new_record(entry, params, owner)
+    queue = broker.queue_for(entry.needs_gpu)
+    record, created = queued_runs.submit(
+        store.conn,
+        record,
+        queue=queue,
+        max_attempts=1 + retries,
+        submitted_by=submitted_by,
+        idempotency_key=idempotency_key,
+    )
+    if created and sender is not None:
+        sender.put(record.id, queue)
+    elif created:
+        try:
+            broker.send(record.id, queue)
+        except QueueUnavailable as exc:
+            log.warning("run %s recorded; its message will be sent later: %s", record.id[:8], exc)
+    return record, created
+
+
+def new_record(entry: CatalogEntry, params: dict[str, Any], owner: str | None) -> RunRecord:
+    return RunRecord(
+        id=new_run_id(),
+        experiment=entry.name,
+        source=entry.source,
+        status="queued",
+        params=params,
+        owner=owner,
+    )
+
+
+async def queue_run_async(
+    conn: psycopg.AsyncConnection,
+    sender: Sender,
+    queue: str,
+    entry: CatalogEntry,
+    params: dict[str, Any],
+    *,
+    retries: int,
+    owner: str | None = None,
+    submitted_by: str | None = None,
+) -> RunRecord:
+    """:func:`queue_run` on the API's event loop (no idempotency key): record, then hand
+    the message to ``sender``."""
+    record = await queued_runs.submit_async(
+        conn,
+        new_record(entry, params, owner),
+        queue=queue,
+        max_attempts=1 + retries,
+        submitted_by=submitted_by,
+    )
+    sender.put(record.id, queue)
+    return record

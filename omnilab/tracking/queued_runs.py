@@ -1,0 +1,407 @@
+"""Runs that come through the queue: submitted, claimed, retried, cancelled.
+
+The run's row in ``omnilab.runs`` stays the one source of truth for its status;
+``omnilab.run_queue`` holds what only queued runs have (attempts, deliveries, the worker,
+a cancellation request). Every transition is a single conditional statement or a short
+transaction that locks the run's row first, so workers, the API and the sweepers can race
+without a run being started twice, lost, or left "running".
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, Field
+
+from omnilab.tracking.records import RunRecord
+
+
+class QueueInfo(BaseModel):
+    """What the queue knows of a run beyond its record."""
+
+    queue: str
+    attempt: int
+    max_attempts: int
+    delivery: int
+    queued_at: datetime
+    worker: str | None = None
+    gpu: str | None = None
+    submitted_by: str | None = None
+    cancel_requested_at: datetime | None = None
+    history: list[dict[str, Any]] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on one attempt of a run."""
+
+    run_id: str
+    experiment: str
+    params: dict[str, Any]
+    attempt: int
+    max_attempts: int
+
+
+def job_id(run_id: str, delivery: int) -> str:
+    """The queue message's id: one per delivery, so a re-sent message never collides with
+    what is left in Redis of an earlier one."""
+    return run_id if delivery == 0 else f"{run_id}-{delivery}"
+
+
+_SUBMIT = """
+    WITH run AS (
+        INSERT INTO omnilab.runs (id, experiment, source, status, params, owner, created_at)
+        VALUES (%(id)s, %(experiment)s, %(source)s, 'queued', %(params)s, %(owner)s, now())
+        RETURNING id
+    )
+    INSERT INTO omnilab.run_queue (run_id, queue, max_attempts, submitted_by, idempotency_key)
+    SELECT id, %(queue)s, %(max_attempts)s, %(submitted_by)s, %(key)s FROM run
+    RETURNING queued_at
+"""
+
+
+def _submit_args(
+    record: RunRecord,
+    queue: str,
+    max_attempts: int,
+    submitted_by: str | None,
+    idempotency_key: str | None,
+) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "experiment": record.experiment,
+        "source": record.source,
+        "params": Jsonb(record.params),
+        "owner": record.owner,
+        "queue": queue,
+        "max_attempts": max_attempts,
+        "submitted_by": submitted_by,
+        "key": idempotency_key,
+    }
+
+
+def _submitted(record: RunRecord, row: Any) -> RunRecord:
+    # now() is the transaction's start: the same instant as the run's created_at.
+    return record.model_copy(update={"created_at": row[0] if row else None})
+
+
+def submit(
+    conn: psycopg.Connection,
+    record: RunRecord,
+    *,
+    queue: str,
+    max_attempts: int,
+    submitted_by: str | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[RunRecord, bool]:
+    """Record a queued run; returns it and whether it is new.
+
+    With an idempotency key, a second submission by the same key holder returns the first
+    run instead of queuing another (a client retrying after a timeout queues once).
+    """
+    if idempotency_key is not None:
+        existing = _by_idempotency_key(conn, submitted_by, idempotency_key)
+        if existing is not None:
+            return existing, False
+    args = _submit_args(record, queue, max_attempts, submitted_by, idempotency_key)
+    try:
+        row = conn.execute(_SUBMIT, args).fetchone()
+    except psycopg.errors.UniqueViolation:
+        # Two submissions with the same idempotency key raced: the other one won.
+        if idempotency_key is None:
+            raise
+        existing = _by_idempotency_key(conn, submitted_by, idempotency_key)
+        if existing is None:
+            raise
+        return existing, False
+    return _submitted(record, row), True
+
+
+async def submit_async(
+    conn: psycopg.AsyncConnection,
+    record: RunRecord,
+    *,
+    queue: str,
+    max_attempts: int,
+    submitted_by: str | None = None,
+) -> RunRecord:
+    """:func:`submit` without an idempotency key, for the API's event loop: the common
+    case, and the one whose throughput matters."""
+    cur = await conn.execute(_SUBMIT, _submit_args(record, queue, max_attempts, submitted_by, None))
+    return _submitted(record, await cur.fetchone())
+
+
+def _by_idempotency_key(
+    conn: psycopg.Connection, submitted_by: str | None, key: str
+) -> RunRecord | None:
+    from omnilab.tracking.records import RUN_COLUMNS
+
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            f"SELECT {', '.join('r.' + c for c in RUN_COLUMNS)} FROM omnilab.runs r "
+            "JOIN omnilab.run_queue q ON q.run_id = r.id "
+            "WHERE q.idempotency_key = %s AND q.submitted_by IS NOT DISTINCT FROM %s",
+            (key, submitted_by),
+        ).fetchone()
+    return RunRecord.model_validate(row) if row else None
+
+
+def claim(
+    conn: psycopg.Connection,
+    run_id: str,
+    *,
+    worker: str,
+    gpu: str | None,
+    run_dir: str,
+    environment: dict[str, Any],
+    job: str | None = None,
+) -> Claim | None:
+    """Take a queued run for one attempt; None when someone else has it or it is over.
+
+    One statement: of two deliveries of the same run, exactly one gets it.
+    """
+    row = conn.execute(
+        """
+        WITH claimed AS (
+            UPDATE omnilab.runs
+               SET status = 'running', started_at = now(), finished_at = NULL,
+                   error = NULL, run_dir = %(run_dir)s, environment = %(environment)s
+             WHERE id = %(id)s AND status = 'queued'
+            RETURNING id, experiment, params
+        )
+        UPDATE omnilab.run_queue q
+           SET attempt = q.attempt + 1, worker = %(worker)s, gpu = %(gpu)s, job = %(job)s
+          FROM claimed
+         WHERE q.run_id = claimed.id
+        RETURNING claimed.experiment, claimed.params, q.attempt, q.max_attempts
+        """,
+        {
+            "id": run_id,
+            "run_dir": run_dir,
+            "environment": Jsonb(environment),
+            "worker": worker,
+            "gpu": gpu,
+            "job": job,
+        },
+    ).fetchone()
+    if row is None:
+        return None
+    experiment, params, attempt, max_attempts = row
+    return Claim(run_id, experiment, params, attempt, max_attempts)
+
+
+def end_attempt(
+    conn: psycopg.Connection,
+    run_id: str,
+    reason: str,
+    *,
+    statuses: tuple[str, ...] = ("running",),
+) -> Literal["queued", "failed", "cancelled"] | None:
+    """An attempt ended without the run finishing (its worker died or stopped).
+
+    The run goes back to the queue when it has attempts left (the submitter's retry
+    setting), is cancelled when a cancellation was requested meanwhile, and fails
+    otherwise. Runs that never came through the queue simply fail. Returns the new
+    status, or None when the run was no longer in one of ``statuses``.
+    """
+    with conn.transaction():
+        row = conn.execute(
+            """
+            SELECT r.status, q.attempt, q.max_attempts, q.cancel_requested_at IS NOT NULL,
+                   q.worker, q.gpu
+              FROM omnilab.runs r LEFT JOIN omnilab.run_queue q ON q.run_id = r.id
+             WHERE r.id = %s FOR UPDATE OF r
+            """,
+            (run_id,),
+        ).fetchone()
+        if row is None or row[0] not in statuses:
+            return None
+        _, attempt, max_attempts, cancel_requested, worker, gpu = row
+        if cancel_requested:
+            conn.execute(
+                "UPDATE omnilab.runs SET status = 'cancelled', finished_at = now(), "
+                "error = %s WHERE id = %s",
+                (f"cancelled on request; {reason}", run_id),
+            )
+            return "cancelled"
+        if attempt is None or attempt >= max_attempts:
+            tries = f" (attempt {attempt} of {max_attempts})" if attempt is not None else ""
+            conn.execute(
+                "UPDATE omnilab.runs SET status = 'failed', finished_at = now(), error = %s "
+                "WHERE id = %s",
+                (reason + tries, run_id),
+            )
+            return "failed"
+        past = {
+            "attempt": attempt,
+            "worker": worker,
+            "gpu": gpu,
+            "ended_at": datetime.now().astimezone().isoformat(),
+            "reason": reason,
+        }
+        conn.execute(
+            "UPDATE omnilab.runs SET status = 'queued', started_at = NULL, finished_at = NULL, "
+            "error = NULL WHERE id = %s",
+            (run_id,),
+        )
+        conn.execute(
+            "UPDATE omnilab.run_queue SET history = history || %s, queued_at = now(), "
+            "worker = NULL, gpu = NULL WHERE run_id = %s",
+            (Jsonb([past]), run_id),
+        )
+        return "queued"
+
+
+def fail_claimed(conn: psycopg.Connection, run_id: str, error: str) -> None:
+    """A claimed attempt that could not start (bad params now, a service this worker
+    cannot provide): the run fails with the reason, nothing having started."""
+    conn.execute(
+        "UPDATE omnilab.runs SET status = 'failed', finished_at = now(), error = %s "
+        "WHERE id = %s AND status = 'running'",
+        (error, run_id),
+    )
+
+
+def record_cancelled(conn: psycopg.Connection, run_id: str, error: str) -> bool:
+    """A cancelled attempt's outcome; a run that finished meanwhile keeps its own."""
+    cur = conn.execute(
+        "UPDATE omnilab.runs SET status = 'cancelled', error = %s, "
+        "finished_at = coalesce(finished_at, now()) "
+        "WHERE id = %s AND status IN ('running', 'cancelled')",
+        (error, run_id),
+    )
+    return cur.rowcount == 1
+
+
+def request_cancel(conn: psycopg.Connection, run_id: str) -> tuple[str, bool, str | None]:
+    """Ask for a run to stop; returns (its status before, whether it has a queue row, the
+    queue message of its running attempt).
+
+    A queued run is cancelled at once (a worker that receives it later finds it taken).
+    A running one gets the request recorded; the caller tells its worker (see
+    :meth:`Broker.stop`), which stops it, tears its stack down and records it cancelled.
+    The sweepers repeat the message until that is done. A finished run is left alone.
+    """
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT r.status, q.run_id IS NOT NULL, q.job FROM omnilab.runs r "
+            "LEFT JOIN omnilab.run_queue q ON q.run_id = r.id WHERE r.id = %s FOR UPDATE OF r",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return "missing", False, None
+        status, queued_here, job = row
+        if status == "queued":
+            conn.execute(
+                "UPDATE omnilab.runs SET status = 'cancelled', finished_at = now(), "
+                "error = 'cancelled on request before it started' WHERE id = %s",
+                (run_id,),
+            )
+        if queued_here and status in ("queued", "running"):
+            conn.execute(
+                "UPDATE omnilab.run_queue SET cancel_requested_at = "
+                "coalesce(cancel_requested_at, now()) WHERE run_id = %s",
+                (run_id,),
+            )
+        return status, bool(queued_here), job
+
+
+def cancelling(conn: psycopg.Connection, older_than_s: float) -> list[str]:
+    """Messages (rq job ids) of running attempts asked to stop more than ``older_than_s``
+    ago and still running: their stop request may have been lost."""
+    rows = conn.execute(
+        """
+        SELECT q.job FROM omnilab.runs r JOIN omnilab.run_queue q ON q.run_id = r.id
+         WHERE r.status = 'running' AND q.job IS NOT NULL
+           AND q.cancel_requested_at < now() - make_interval(secs => %s)
+        """,
+        (older_than_s,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def cancel_requested(conn: psycopg.Connection, run_id: str) -> bool:
+    row = conn.execute(
+        "SELECT cancel_requested_at IS NOT NULL FROM omnilab.run_queue WHERE run_id = %s",
+        (run_id,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def waiting(
+    conn: psycopg.Connection, older_than_s: float, since: datetime | None = None
+) -> tuple[list[tuple[str, str, int]], datetime]:
+    """Queued runs (id, queue, delivery) waiting for longer than ``older_than_s`` (and
+    queued at ``since`` or later): the ones whose message may never have reached Redis,
+    or was lost with it. Also returns the cutoff, to pass as ``since`` next time."""
+    row = conn.execute("SELECT now() - make_interval(secs => %s)", (older_than_s,)).fetchone()
+    assert row is not None
+    cutoff = row[0]
+    rows = conn.execute(
+        """
+        SELECT r.id, q.queue, q.delivery FROM omnilab.runs r
+          JOIN omnilab.run_queue q ON q.run_id = r.id
+         WHERE r.status = 'queued' AND q.queued_at < %(cutoff)s
+           AND (%(since)s::timestamptz IS NULL OR q.queued_at >= %(since)s)
+         ORDER BY q.queued_at
+        """,
+        {"cutoff": cutoff, "since": since},
+    ).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows], cutoff
+
+
+def next_delivery(conn: psycopg.Connection, run_id: str) -> int | None:
+    """Count one more message for a still-queued run; its number, or None if not queued."""
+    row = conn.execute(
+        """
+        UPDATE omnilab.run_queue q SET delivery = q.delivery + 1
+          FROM omnilab.runs r
+         WHERE q.run_id = %s AND r.id = q.run_id AND r.status = 'queued'
+        RETURNING q.delivery
+        """,
+        (run_id,),
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def queue_info(conn: psycopg.Connection, run_ids: list[str]) -> dict[str, QueueInfo]:
+    if not run_ids:
+        return {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT run_id, queue, attempt, max_attempts, delivery, queued_at, worker, gpu, "
+            "submitted_by, cancel_requested_at, history FROM omnilab.run_queue "
+            "WHERE run_id = ANY(%s)",
+            (run_ids,),
+        ).fetchall()
+    return {row.pop("run_id"): QueueInfo.model_validate(row) for row in rows}
+
+
+def running_environment(pid: int, pid_start: int | None) -> dict[str, Any]:
+    """What a claim records of the process running the attempt, so that a look at the
+    runs from this host can tell when that process is gone (see reconcile_orphans)."""
+    return {"hostname": socket.gethostname(), "pid": pid, "pid_start": pid_start}
+
+
+def jsonable_params(params: dict[str, Any]) -> str | None:
+    """Why ``params`` cannot be stored as jsonb, or None when it can.
+
+    PostgreSQL's jsonb refuses NUL characters and JSON has no NaN or infinity; refusing
+    them here turns what would be a server error into a clear 422.
+    """
+    try:
+        text = json.dumps(params, allow_nan=False)
+    except ValueError:
+        return "NaN and infinite numbers are not allowed"
+    except TypeError as exc:
+        return str(exc)
+    if "\\u0000" in text:
+        return "NUL characters are not allowed"
+    return None
