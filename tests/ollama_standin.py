@@ -15,6 +15,8 @@ the reply echoes the prompt. Models "present" are those in ``OLLAMA_STANDIN_MODE
 Stand-in only: ``OLLAMA_STANDIN_TOKENS_PER_S`` paces answers like a model generating
 that many tokens per second (0, the default, answers at once), and ``GET /standin/stats``
 counts the requests per endpoint, so tests can tell whether a completion was asked for.
+``OLLAMA_STANDIN_DROP=N`` resets the connection of the first N completion requests
+(generate, chat), as a server that restarts mid-request would.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
+import struct
 import sys
 import threading
 import time
@@ -48,6 +52,7 @@ class StandinState:
                 self.fixtures = json.load(fh)
         self.delay = float(os.environ.get("OLLAMA_STANDIN_DELAY", "0"))
         self.tokens_per_s = float(os.environ.get("OLLAMA_STANDIN_TOKENS_PER_S", "0"))
+        self.drop = int(os.environ.get("OLLAMA_STANDIN_DROP", "0"))
         self.requests = 0
         self.by_route: dict[str, int] = {}
         self.lock = threading.Lock()
@@ -196,7 +201,20 @@ class Handler(BaseHTTPRequestHandler):
         if route is None:
             self._json(404, {"error": "not found"})
             return
+        if self.path in ("/api/generate", "/api/chat") and self._dropped():
+            return
         route(body)
+
+    def _dropped(self) -> bool:
+        """Reset this connection (RST, not a clean close) while drops remain."""
+        with STATE.lock:
+            if STATE.drop <= 0:
+                return False
+            STATE.drop -= 1
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+        return True
 
     def _show(self, body: dict[str, Any]) -> None:
         model = body.get("model") or body.get("name") or ""

@@ -20,7 +20,7 @@ from conftest import ROOT, STANDIN_BIN, TESTS, run_cli
 from omnilab import Ollama, Redis, Stack, UsageError
 from omnilab.progress import QuietReporter
 from omnilab.workloads.codegen import CACHE_PATTERN, CodeGen, CodingTask
-from omnilab.workloads.completions import ModelUnavailable
+from omnilab.workloads.completions import CompletionError, ModelUnavailable
 from omnilab.workloads.prompts import TemplateError
 from omnilab.workloads.sandbox import Limits
 
@@ -294,3 +294,19 @@ def test_codegen_needs_ollama_in_the_stack(standin_env: None) -> None:
         pytest.raises(UsageError, match="CodeGen needs Ollama"),
     ):
         CodeGen(s, model="standin")
+
+
+def test_a_dropped_connection_is_retried(
+    standin_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLLAMA_STANDIN_DROP", "2")
+    with Stack(Ollama(), runtime="local", reporter=QuietReporter()) as s:
+        gen = CodeGen(s, model="standin", cache=False, progress=io.StringIO())
+        answer = gen.complete("Write def fizzbuzz(n: int)")
+        assert answer.text.startswith("Here is the module")
+        assert stats(ollama_url(s))["/api/chat"] == 3  # two resets, then the answer
+    monkeypatch.setenv("OLLAMA_STANDIN_DROP", "3")
+    with Stack(Ollama(), runtime="local", reporter=QuietReporter()) as s:
+        gen = CodeGen(s, model="standin", cache=False, progress=io.StringIO())
+        with pytest.raises(CompletionError, match="connection lost 3 times"):
+            gen.complete("Write def fizzbuzz(n: int)")

@@ -20,6 +20,8 @@ from omnilab.workloads.completion_cache import CompletionCache, cache_key
 Mode = Literal["chat", "generate"]
 #: New answers stored per Redis round trip at most (see :meth:`LLM.complete_many`).
 FLUSH_EVERY = 32
+#: Tries of one completion when the connection to the server drops.
+ATTEMPTS = 3
 
 
 class ModelUnavailable(UsageError):
@@ -235,41 +237,58 @@ class LLM:
         return answers
 
     def _ask(self, prompt: str, key: str) -> Completion:
+        """One request to the model; a dropped connection is retried (the request is
+        sent again from the start), an error the server answers with is not."""
+        import httpx
         import ollama
 
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return self._request(prompt, key)
+            except ollama.ResponseError as exc:
+                raise CompletionError(
+                    f"ollama {self.mode} with {self.model!r}: {exc.error}"
+                ) from None
+            except (httpx.TransportError, ConnectionError) as exc:
+                if attempt == ATTEMPTS:
+                    raise CompletionError(
+                        f"ollama {self.mode} with {self.model!r}: connection lost "
+                        f"{ATTEMPTS} times ({type(exc).__name__}: {exc})"
+                    ) from None
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
+
+    def _request(self, prompt: str, key: str) -> Completion:
         began = time.perf_counter()
         first: float | None = None
-        try:
-            if self.mode == "chat":
-                messages = [{"role": "user", "content": prompt}]
-                if self.system:
-                    messages.insert(0, {"role": "system", "content": self.system})
-                reply = self.client.chat(
-                    model=self.model, messages=messages, stream=self.stream, options=self.options
-                )
-            else:
-                reply = self.client.generate(
-                    model=self.model,
-                    prompt=prompt,
-                    system=self.system,
-                    stream=self.stream,
-                    options=self.options,
-                )
-            if self.stream:
-                pieces: list[str] = []
-                final = None
-                for part in reply:
-                    piece = part.message.content if self.mode == "chat" else part.response
-                    if piece and first is None:
-                        first = time.perf_counter() - began
-                    pieces.append(piece or "")
-                    final = part
-                text = "".join(pieces)
-            else:
-                final = reply
-                text = reply.message.content if self.mode == "chat" else reply.response
-        except ollama.ResponseError as exc:
-            raise CompletionError(f"ollama {self.mode} with {self.model!r}: {exc.error}") from None
+        if self.mode == "chat":
+            messages = [{"role": "user", "content": prompt}]
+            if self.system:
+                messages.insert(0, {"role": "system", "content": self.system})
+            reply = self.client.chat(
+                model=self.model, messages=messages, stream=self.stream, options=self.options
+            )
+        else:
+            reply = self.client.generate(
+                model=self.model,
+                prompt=prompt,
+                system=self.system,
+                stream=self.stream,
+                options=self.options,
+            )
+        if self.stream:
+            pieces: list[str] = []
+            final = None
+            for part in reply:
+                piece = part.message.content if self.mode == "chat" else part.response
+                if piece and first is None:
+                    first = time.perf_counter() - began
+                pieces.append(piece or "")
+                final = part
+            text = "".join(pieces)
+        else:
+            final = reply
+            text = reply.message.content if self.mode == "chat" else reply.response
         elapsed = time.perf_counter() - began
         return Completion(
             text=text or "",
