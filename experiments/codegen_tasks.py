@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from omnilab import Experiment, Ollama, Params, Redis
 from omnilab.workloads.codegen import CodeGen, CodingTask
 from omnilab.workloads.sandbox import Limits
@@ -136,13 +138,15 @@ class CodegenTasks(Experiment):
         sandbox: Literal["auto", "local", "local-strict", "container"] = "auto"
         timeout_s: float = 10.0
         memory_mb: int = 1024
+        #: Times a failing solution goes back to the model with its failures.
+        repairs: int = Field(0, ge=0)
 
     def run(self, ctx):
         p = ctx.params
         tasks = TASKS
         if p.generate_tests:
             tasks = [t.model_copy(update={"tests": None, "generate_tests": True}) for t in TASKS]
-        gen = CodeGen(
+        with CodeGen(
             ctx,
             model=p.model,
             mode=p.mode,
@@ -151,6 +155,6 @@ class CodegenTasks(Experiment):
             cache_from=p.cache_from,
             sandbox=p.sandbox,
             limits=Limits(wall_s=p.timeout_s, cpu_s=int(p.timeout_s) + 1, memory_mb=p.memory_mb),
-        )
-        report = gen.run(tasks)
-        return report.summary()
+            repairs=p.repairs,
+        ) as gen:
+            return gen.run(tasks).summary()

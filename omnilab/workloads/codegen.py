@@ -272,6 +272,17 @@ class CodeGen:
             progress=progress,
         )
 
+    def close(self) -> None:
+        """Close the connections to read-through cache sources (the stack's own clients
+        close with the stack)."""
+        self.cache.close()
+
+    def __enter__(self) -> CodeGen:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- output -----------------------------------------------------------------------
 
     def _say(self, message: str) -> None:
