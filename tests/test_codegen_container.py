@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import socket
-from collections.abc import Iterator
 
 import pytest
 from docker_support import OLLAMA_STANDIN_IMAGE, TEST_LABEL, docker_client
@@ -21,16 +20,6 @@ from omnilab.workloads.sandbox import ContainerSandbox, Limits
 @pytest.fixture
 def box(docker_scope: str) -> ContainerSandbox:
     return ContainerSandbox(OLLAMA_STANDIN_IMAGE, run_id="container-test")
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """A real server on this host's loopback, where the run's own services listen."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    yield server.getsockname()[1]
-    server.close()
 
 
 def test_tests_run_unprivileged_without_network_on_read_only_files(

@@ -32,16 +32,6 @@ def run(box: LocalSandbox, tests: str, limits: Limits | None = None, solution: s
     )
 
 
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """A real TCP server on 127.0.0.1, as the run's own services are."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    yield server.getsockname()[1]
-    server.close()
-
-
 def test_passing_and_failing_tests_are_told_apart() -> None:
     result = run(
         LocalSandbox(),
