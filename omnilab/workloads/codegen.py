@@ -309,7 +309,7 @@ class CodeGen:
 
     def complete(self, prompt: str) -> Completion:
         """One completion (cached when the stack has Redis); no files, no checks."""
-        if self.llm.digest is None:
+        if not self.llm.ready:
             self.llm.ensure_model(pull=self.pull)
         return self.llm.complete(prompt)
 

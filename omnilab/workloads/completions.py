@@ -122,6 +122,8 @@ class LLM:
         self.system = system
         self.cache = cache or CompletionCache(None)
         self.digest: str | None = None
+        #: Whether ensure_model() found (or pulled) the model on the server.
+        self.ready = False
         self._progress = progress
 
     @property
@@ -154,6 +156,7 @@ class LLM:
             self._pull()
             found = digest()
         self.digest = found
+        self.ready = True
         return found
 
     def _pull(self) -> None:
