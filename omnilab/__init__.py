@@ -34,6 +34,12 @@ from omnilab.services import Ollama, Postgres, Qdrant, Redis, Service
 from omnilab.services.promotion import PromotionConflict, PromotionError, PromotionFailed
 from omnilab.stack import Stack, stack
 from omnilab.tracking.run import Run, RunFailed
+from omnilab.workloads.aer import Aer, AerResult
+from omnilab.workloads.aer_resources import AerMemoryError, AerUnavailable
+from omnilab.workloads.codegen import CodeGen, CodegenReport, CodingTask
+from omnilab.workloads.completions import ModelUnavailable
+from omnilab.workloads.prompts import TemplateError
+from omnilab.workloads.sandbox import Limits as SandboxLimits
 
 try:
     __version__ = _metadata.version("omnilab")
@@ -41,9 +47,17 @@ except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "Aer",
+    "AerMemoryError",
+    "AerResult",
+    "AerUnavailable",
+    "CodeGen",
+    "CodegenReport",
+    "CodingTask",
     "Comparison",
     "Experiment",
     "ExperimentLoadError",
+    "ModelUnavailable",
     "Ollama",
     "OmnilabError",
     "Params",
@@ -59,11 +73,13 @@ __all__ = [
     "RunFailed",
     "RunNotFound",
     "RunTable",
+    "SandboxLimits",
     "Service",
     "ServiceUnavailable",
     "Settings",
     "Stack",
     "StackStartError",
+    "TemplateError",
     "TrackingStoreError",
     "UsageError",
     "__version__",

@@ -35,24 +35,31 @@ def _visible(gpus: list[Gpu], visible: str | None) -> list[Gpu]:
     return chosen
 
 
-def host_gpus() -> list[Gpu]:
-    """NVIDIA GPUs this process may use; empty without a driver or ``nvidia-smi``."""
+def smi_rows(fields: str) -> list[list[str]] | None:
+    """``nvidia-smi --query-gpu=FIELDS`` as rows of stripped values; None without it."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return []
+        return None
     try:
         out = subprocess.run(
-            [smi, "--query-gpu=index,name,uuid,memory.total", "--format=csv,noheader,nounits"],
+            [smi, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=15,
             check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
+        return None
+    return [[p.strip() for p in line.split(",")] for line in out.strip().splitlines()]
+
+
+def host_gpus() -> list[Gpu]:
+    """NVIDIA GPUs this process may use; empty without a driver or ``nvidia-smi``."""
+    rows = smi_rows("index,name,uuid,memory.total")
+    if rows is None:
         return []
     gpus = []
-    for line in out.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
+    for parts in rows:
         if len(parts) >= 3 and parts[0].isdigit():
             memory = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else None
             gpus.append(Gpu(int(parts[0]), parts[1], parts[2], memory))

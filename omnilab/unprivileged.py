@@ -24,7 +24,9 @@ def service_ids(user: str) -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
-def grant_traverse(path: Path, uid: int, user: str) -> None:
+def grant_traverse(
+    path: Path, uid: int, user: str, why: str = "PostgreSQL cannot run as root"
+) -> None:
     """Let ``uid`` reach ``path``: add search permission (x, not read) where missing.
 
     Needed when a project lives under a private home such as ``/root``; each change is
@@ -35,8 +37,7 @@ def grant_traverse(path: Path, uid: int, user: str) -> None:
         if st.st_uid != uid and not st.st_mode & 0o001:
             parent.chmod(st.st_mode | 0o001)
             print(
-                f"omnilab: allowed user {user!r} to traverse {parent} "
-                "(PostgreSQL cannot run as root)",
+                f"omnilab: allowed user {user!r} to traverse {parent} ({why})",
                 file=sys.stderr,
             )
 

@@ -217,3 +217,13 @@ def standin_ollama(tmp_path: Path) -> Iterator[str]:
     yield url
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A real TCP server on 127.0.0.1 (where a run's own services listen); its port."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    yield server.getsockname()[1]
+    server.close()

@@ -11,6 +11,12 @@ Run it as ``python tests/ollama_standin.py [serve]``: it listens on ``OLLAMA_HOS
 file named by ``OLLAMA_STANDIN_FIXTURES`` (``{"prompt substring": "completion"}``), else
 the reply echoes the prompt. Models "present" are those in ``OLLAMA_STANDIN_MODELS``
 (comma-separated; default ``standin:latest``); pulling any other name adds it.
+
+Stand-in only: ``OLLAMA_STANDIN_TOKENS_PER_S`` paces answers like a model generating
+that many tokens per second (0, the default, answers at once), and ``GET /standin/stats``
+counts the requests per endpoint, so tests can tell whether a completion was asked for.
+``OLLAMA_STANDIN_DROP=N`` resets the connection of the first N completion requests
+(generate, chat), as a server that restarts mid-request would.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
+import struct
 import sys
 import threading
 import time
@@ -43,7 +51,10 @@ class StandinState:
             with open(path) as fh:
                 self.fixtures = json.load(fh)
         self.delay = float(os.environ.get("OLLAMA_STANDIN_DELAY", "0"))
+        self.tokens_per_s = float(os.environ.get("OLLAMA_STANDIN_TOKENS_PER_S", "0"))
+        self.drop = int(os.environ.get("OLLAMA_STANDIN_DROP", "0"))
         self.requests = 0
+        self.by_route: dict[str, int] = {}
         self.lock = threading.Lock()
 
     def complete(self, prompt: str) -> str:
@@ -82,6 +93,9 @@ def _vector(text: str, dim: int = 16) -> list[float]:
 class Handler(BaseHTTPRequestHandler):
     server_version = "ollama-standin"
     protocol_version = "HTTP/1.1"
+    # Like Ollama's own server (Go sets TCP_NODELAY): streamed pieces go out at once
+    # instead of waiting ~40 ms for the client's delayed acknowledgement.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -102,15 +116,29 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _stream(self, chunks: list[dict[str, Any]]) -> None:
+    def _pace(self, tokens: int) -> None:
+        """Take as long as a model generating ``STATE.tokens_per_s`` would."""
+        if STATE.tokens_per_s > 0:
+            time.sleep(tokens / STATE.tokens_per_s)
+
+    def _stream(self, chunks: list[dict[str, Any]], final: Any = None, paced: bool = False) -> None:
+        """NDJSON chunks; ``final`` (called after the others) builds the closing chunk."""
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for chunk in chunks:
+
+        def send(chunk: dict[str, Any]) -> None:
             line = (json.dumps(chunk) + "\n").encode()
             self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
             self.wfile.flush()
+
+        for chunk in chunks:
+            if paced:
+                self._pace(1)
+            send(chunk)
+        if final is not None:
+            send(final())
         self.wfile.write(b"0\r\n\r\n")
 
     def _missing_model(self, model: str) -> bool:
@@ -142,6 +170,9 @@ class Handler(BaseHTTPRequestHandler):
                 for m in sorted(STATE.models)
             ]
             self._json(200, {"models": models})
+        elif self.path == "/standin/stats":
+            with STATE.lock:
+                self._json(200, {"requests": STATE.requests, "by_route": dict(STATE.by_route)})
         elif self.path in ("/", ""):
             self.send_response(200)
             self.send_header("Content-Length", "17")
@@ -159,6 +190,7 @@ class Handler(BaseHTTPRequestHandler):
         body = self._body()
         with STATE.lock:
             STATE.requests += 1
+            STATE.by_route[self.path] = STATE.by_route.get(self.path, 0) + 1
         route = {
             "/api/show": self._show,
             "/api/pull": self._pull,
@@ -169,7 +201,20 @@ class Handler(BaseHTTPRequestHandler):
         if route is None:
             self._json(404, {"error": "not found"})
             return
+        if self.path in ("/api/generate", "/api/chat") and self._dropped():
+            return
         route(body)
+
+    def _dropped(self) -> bool:
+        """Reset this connection (RST, not a clean close) while drops remain."""
+        with STATE.lock:
+            if STATE.drop <= 0:
+                return False
+            STATE.drop -= 1
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+        return True
 
     def _show(self, body: dict[str, Any]) -> None:
         model = body.get("model") or body.get("name") or ""
@@ -216,13 +261,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def _timings(self, prompt: str, answer: str, began: float) -> dict[str, Any]:
         elapsed = max(time.perf_counter() - began, 1e-6)
+        count = len(_tokens(answer))
+        # Paced answers spend their time generating; unpaced ones split it evenly.
+        generating = count / STATE.tokens_per_s if STATE.tokens_per_s > 0 else elapsed / 2
+        generating = min(generating, elapsed)
         return {
             "total_duration": int(elapsed * 1e9),
             "load_duration": 0,
             "prompt_eval_count": len(_tokens(prompt)),
-            "prompt_eval_duration": int(elapsed * 1e9 / 2),
-            "eval_count": len(_tokens(answer)),
-            "eval_duration": int(elapsed * 1e9 / 2),
+            "prompt_eval_duration": int((elapsed - generating) * 1e9),
+            "eval_count": count,
+            "eval_duration": int(generating * 1e9),
         }
 
     def _generate(self, body: dict[str, Any]) -> None:
@@ -235,19 +284,22 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(STATE.delay)
         answer = STATE.complete(prompt)
         base = {"model": model, "created_at": _now()}
-        final = {
-            **base,
-            "response": "",
-            "done": True,
-            "done_reason": "stop",
-            **self._timings(prompt, answer, began),
-        }
+
+        def final() -> dict[str, Any]:
+            return {
+                **base,
+                "response": "",
+                "done": True,
+                "done_reason": "stop",
+                **self._timings(prompt, answer, began),
+            }
+
         if body.get("stream", True):
-            self._stream(
-                [{**base, "response": t, "done": False} for t in _tokens(answer)] + [final]
-            )
+            pieces = [{**base, "response": t, "done": False} for t in _tokens(answer)]
+            self._stream(pieces, final, paced=True)
         else:
-            self._json(200, {**final, "response": answer})
+            self._pace(len(_tokens(answer)))
+            self._json(200, {**final(), "response": answer})
 
     def _chat(self, body: dict[str, Any]) -> None:
         model = body.get("model", "")
@@ -260,23 +312,25 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(STATE.delay)
         answer = STATE.complete(prompt)
         base = {"model": model, "created_at": _now()}
-        final = {
-            **base,
-            "message": {"role": "assistant", "content": ""},
-            "done": True,
-            "done_reason": "stop",
-            **self._timings(prompt, answer, began),
-        }
+
+        def final() -> dict[str, Any]:
+            return {
+                **base,
+                "message": {"role": "assistant", "content": ""},
+                "done": True,
+                "done_reason": "stop",
+                **self._timings(prompt, answer, began),
+            }
+
         if body.get("stream", True):
-            self._stream(
-                [
-                    {**base, "message": {"role": "assistant", "content": t}, "done": False}
-                    for t in _tokens(answer)
-                ]
-                + [final]
-            )
+            pieces = [
+                {**base, "message": {"role": "assistant", "content": t}, "done": False}
+                for t in _tokens(answer)
+            ]
+            self._stream(pieces, final, paced=True)
         else:
-            self._json(200, {**final, "message": {"role": "assistant", "content": answer}})
+            self._pace(len(_tokens(answer)))
+            self._json(200, {**final(), "message": {"role": "assistant", "content": answer}})
 
     def _embed(self, body: dict[str, Any]) -> None:
         model = body.get("model", "")

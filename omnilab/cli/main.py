@@ -13,7 +13,9 @@ import typer
 from rich.markup import escape
 
 from omnilab.cli import (
+    aer_cmd,
     apikey_cmd,
+    codegen_cmd,
     doctor_cmd,
     gc_cmd,
     images_cmd,
@@ -41,6 +43,8 @@ app = typer.Typer(
 )
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(stack_cmd.app, name="stack")
+app.add_typer(aer_cmd.app, name="aer")
+app.add_typer(codegen_cmd.app, name="codegen")
 app.add_typer(images_cmd.app, name="images")
 app.command("gc")(gc_cmd.gc)
 app.command("doctor")(doctor_cmd.doctor)

@@ -159,8 +159,14 @@ class Runtime(ABC):
         raise RuntimeUnavailable(f"the {self.name} runtime cannot reopen a kept stack yet")
 
     def port_in_use_by_other(self, handle: dict[str, Any]) -> bool:
-        """After a failed start: did the server lose a race for its port?"""
-        return any(not port_alloc.is_free(p) for p in handle.get("ports", {}).values())
+        """After a failed start: did the server lose a race for its port?
+
+        The other process may have let the port go again by the time we look, so the
+        server's own complaint in its log counts too.
+        """
+        if any(not port_alloc.is_free(p) for p in handle.get("ports", {}).values()):
+            return True
+        return "address already in use" in self.logs(handle).lower()
 
     # -- shared start logic -------------------------------------------------------------
 

@@ -62,10 +62,20 @@ class Ollama(Service):
             version = version_line(str(binary))
             models = os.environ.get("OLLAMA_MODELS") or str(Path.home() / ".ollama" / "models")
 
+            # The user's own Ollama settings (OLLAMA_NUM_PARALLEL, OLLAMA_KEEP_ALIVE,
+            # OLLAMA_CONTEXT_LENGTH...) and GPU choice apply to the stack's server too;
+            # only the address is the stack's own.
+            passed = {
+                k: v
+                for k, v in os.environ.items()
+                if (k.startswith("OLLAMA_") and k != "OLLAMA_HOST") or k == "CUDA_VISIBLE_DEVICES"
+            }
+
             def make(launch: LaunchInfo) -> ProcessPlan:
                 return ProcessPlan(
                     argv=[str(binary), "serve"],
                     env={
+                        **passed,
                         "OLLAMA_HOST": f"127.0.0.1:{launch.ports['http']}",
                         "OLLAMA_MODELS": models,
                     },
