@@ -204,8 +204,12 @@ class _Promotion:
                 with contextlib.suppress(Exception):
                     promoter.close()
             stack.close()
-        retention.release(self.store, self.run_record, "promoted", self.reporter)
-        result.data = "released"
+        try:
+            retention.release(self.store, self.run_record, "promoted", self.reporter)
+            result.data = "released"
+        except (OSError, OmnilabError) as exc:  # promoted all the same: say so, keep going
+            self.reporter.note(f"warning: the run's stack data could not be removed: {exc}")
+            result.data = "kept"
         return result
 
     def _reopen(self, path: Any) -> Stack:
