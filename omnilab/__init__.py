@@ -10,6 +10,7 @@ The public API::
         s.redis.ping()
     omnilab.runs(experiment="MyExperiment")               # -> RunTable (past runs)
     omnilab.compare([run1, run2])                         # -> Comparison
+    run.promote(dry_run=True)                             # -> PromotionResult (omnilab.promote)
 """
 
 from importlib import metadata as _metadata
@@ -30,6 +31,7 @@ from omnilab.experiment import Experiment, Params
 from omnilab.notebook import Comparison, RunTable, compare, runs
 from omnilab.runner import run
 from omnilab.services import Ollama, Postgres, Qdrant, Redis, Service
+from omnilab.services.promotion import PromotionConflict, PromotionError, PromotionFailed
 from omnilab.stack import Stack, stack
 from omnilab.tracking.run import Run, RunFailed
 from omnilab.workloads.aer import Aer, AerResult
@@ -61,6 +63,9 @@ __all__ = [
     "Params",
     "ParamsError",
     "Postgres",
+    "PromotionConflict",
+    "PromotionError",
+    "PromotionFailed",
     "Qdrant",
     "Redis",
     "Run",

@@ -68,6 +68,19 @@ class Settings(BaseSettings):
         description="Unprivileged user that runs PostgreSQL when omnilab itself runs as root.",
     )
     ready_timeout: float = Field(default=60.0, validation_alias="OMNILAB_READY_TIMEOUT")
+    retention_days: float = Field(
+        default=14.0,
+        ge=0,
+        validation_alias="OMNILAB_RETENTION_DAYS",
+        description="Days a promotable run's stack data is kept waiting for promotion; "
+        "0 keeps it until the run is promoted or discarded.",
+    )
+    promote_lock_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias="OMNILAB_PROMOTE_LOCK_TIMEOUT",
+        description="Seconds a promotion's switch waits for production locks before giving up.",
+    )
 
     @property
     def production_postgres_url(self) -> str:

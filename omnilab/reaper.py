@@ -82,7 +82,9 @@ def reap(state: StackState, cwd: Path | None = None) -> int:
         _log(state.path, f"stack {state.id}: runtime {state.runtime!r} unavailable; left as is")
         return 1
     settings = get_settings(env_file=(cwd or Path.cwd()) / ".env.system")
-    removed = cls(settings, QuietReporter()).destroy(state)
+    # A stack whose data waits for promotion stops, and its data stays.
+    retain = bool(state.extra.get("retain_data"))
+    removed = cls(settings, QuietReporter()).destroy(state, remove_data=not retain)
     state.remove()
     _log(state.path, f"stack {state.id}: owner {state.owner_pid} gone; removed {removed}")
     return 0

@@ -32,12 +32,13 @@ from pydantic import BaseModel
 from omnilab import environment
 from omnilab.config import Settings, get_settings
 from omnilab.context import RunContext, scan_artifacts
-from omnilab.errors import OmnilabError
+from omnilab.errors import OmnilabError, UsageError
 from omnilab.experiment import Experiment, GpuPolicy, Params
 from omnilab.loader import resolve
 from omnilab.params import validate
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter, default_reporter
+from omnilab.services.promotion import Promotable, check_promotes
 from omnilab.stack import Stack
 from omnilab.tracking.metrics import MetricBuffer
 from omnilab.tracking.records import RunRecord
@@ -204,6 +205,8 @@ def run(
     reporter: Reporter | None = None,
     settings: Settings | None = None,
     from_cli: bool = False,
+    promote: bool = False,
+    on_conflict: str = "fail",
     run_id: str | None = None,
     store: TrackingStore | None = None,
 ) -> Run:
@@ -215,6 +218,10 @@ def run(
     traceback (see :meth:`Run.raise_for_status`). Ctrl-C tears the stack down, records
     the run as ``cancelled`` and re-raises.
 
+    When the experiment declares ``promotes``, a succeeded run's stack data is kept for
+    ``omnilab promote``; ``promote=True`` promotes it at once if ``accept(summary)``
+    agrees (``run.promotion`` says how that went; it never raises for it).
+
     ``run_id`` names a run the tracking store already holds (the HTTP API records a run
     when it is queued, and a worker runs it later): its record is updated, not inserted.
     ``store`` is an open tracking store to record into; its owner closes it.
@@ -222,6 +229,17 @@ def run(
     loaded = resolve(experiment)
     cls = loaded.cls
     values = validate(cls, params, from_cli=from_cli)
+    promotes = check_promotes(cls.promotes, cls.service_names(), cls.__name__)
+    if promote:
+        from omnilab.promote.engine import check_on_conflict
+
+        check_on_conflict(on_conflict)
+        if not promotes:
+            raise UsageError(
+                f"--promote: {cls.__name__} declares nothing to promote (its `promotes` is empty)"
+            )
+        if keep:
+            raise UsageError("--promote and --keep: a stack kept running cannot be promoted")
     settings = settings or get_settings()
     reporter = reporter or default_reporter()
     recorded = run_id is not None
@@ -236,9 +254,10 @@ def run(
         log_dir=run_dir / "logs",
         reporter=reporter,
         settings=settings,
+        retain_data=bool(promotes) and not keep,
     )
     stack.prepare()  # the last check that can refuse: nothing has started yet
-    return _execute(
+    result = _execute(
         loaded.cls,
         loaded.ref,
         loaded.path,
@@ -247,9 +266,17 @@ def run(
         run_dir,
         reporter,
         settings,
+        promotes,
         recorded,
         store,
     )
+    if promote and result.ok:
+        from omnilab.promote.engine import promote_after_run
+
+        result.promotion = promote_after_run(
+            result, cls, on_conflict=on_conflict, settings=settings, reporter=reporter
+        )
+    return result
 
 
 def _execute(
@@ -261,6 +288,7 @@ def _execute(
     run_dir: Path,
     reporter: Reporter,
     settings: Settings,
+    promotes: list[Promotable],
     recorded: bool = False,
     given_store: TrackingStore | None = None,
 ) -> Run:
@@ -336,6 +364,8 @@ def _execute(
             error = "interrupted by " + ("SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C")
             reporter.note(f"{error}: tearing down the stack")
         finally:
+            if status != "succeeded":
+                stack.retain_data = False  # only a succeeded run can be promoted
             with _shielded(reporter):
                 _finish(stack, store, buffer, record, run_dir, timings, began, reporter)
     reporter.run_finished(run_id, status, timings.get("total_s"), error)
@@ -348,9 +378,11 @@ def _execute(
             summary=summary,
             error=error,
             timings=_rounded(timings),
-            stack=stack.describe(),
+            stack=_described(stack, promotes, status, settings),
             finished_at=datetime.now(UTC),
         )
+        if stack.kept_path is not None:
+            _sweep_expired(store, reporter)
         result = Run.from_store(store, store.get_run(run_id), settings=settings)
     finally:
         if given_store is None:
@@ -358,6 +390,33 @@ def _execute(
     if interrupted is not None:
         raise interrupted
     return result
+
+
+def _described(
+    stack: Stack, promotes: list[Promotable], status: str, settings: Settings
+) -> dict[str, Any]:
+    """The stack as recorded with the run; with where its data waits for promotion."""
+    from omnilab.promote import retention
+
+    described = stack.describe()
+    if stack.kept_path is not None:
+        described["data"] = retention.data_record(stack.kept_path, promotes, settings)
+        stack.reporter.note(
+            f"stack data kept for `omnilab promote {stack.id[:8]}` in {stack.kept_path}"
+        )
+    elif promotes and status == "succeeded":  # --keep: the stack itself is still up
+        described["data"] = {"state": "live", "promotes": [p.to_dict() for p in promotes]}
+    return described
+
+
+def _sweep_expired(store: TrackingStore, reporter: Reporter) -> None:
+    """Kept data past OMNILAB_RETENTION_DAYS goes when a new run keeps its own."""
+    from omnilab.promote import retention
+
+    try:
+        retention.sweep(store, reporter)
+    except (OSError, OmnilabError) as exc:
+        reporter.note(f"warning: could not remove expired stack data: {exc}")
 
 
 #: What a run already recorded (queued) gets when it starts; its submitter, creation

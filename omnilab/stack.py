@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from omnilab import reaper
+from omnilab import kept_stack, reaper
 from omnilab.config import Settings, get_settings
 from omnilab.errors import OmnilabError, UsageError
 from omnilab.experiment import GpuPolicy
@@ -60,9 +60,15 @@ class Stack:
         reporter: Reporter | None = None,
         settings: Settings | None = None,
         parallel: bool = True,
+        retain_data: bool = False,
     ) -> None:
         """``parallel=False`` starts services one after another (slower; for debugging a
-        service that misbehaves only beside others, and as the benchmark's baseline)."""
+        service that misbehaves only beside others, and as the benchmark's baseline).
+
+        ``retain_data=True`` stops the servers at the end but keeps their data (under
+        ``data/experiments/<run id>/``) for :meth:`reopen`: runs of experiments that
+        declare ``promotes`` wait there for ``omnilab promote``.
+        """
         self.settings = settings or get_settings()
         self.requested_runtime = runtime or self.settings.runtime
         self.service_specs = _check_services(services)
@@ -72,6 +78,10 @@ class Stack:
         self.id = run_id or uuid.uuid4().hex
         self.log_dir = log_dir
         self.parallel = parallel
+        self.retain_data = retain_data
+        #: Where the data stayed once a stack with ``retain_data`` has closed.
+        self.kept_path: Path | None = None
+        self._kept: kept_stack.KeptStack | None = None
         self.reporter = reporter or default_reporter()
         self.runtime: Runtime | None = None
         self.gpus: list[Gpu] = []
@@ -114,12 +124,21 @@ class Stack:
         if self.log_dir is not None:
             state.extra["log_dir"] = str(self.log_dir)
         state.extra["gpus"] = [g.to_dict() for g in self.gpus]
+        # Kept stacks put their data under data/experiments/<run id>/; a stack whose data
+        # is retained (or a reopened one) is stopped without removing it, by the reaper too.
+        state.extra["keep_data"] = self.keep or self.retain_data
+        state.extra["retain_data"] = self.retain_data or self._kept is not None
+        if self._kept is not None:
+            state.workdir = str(self._kept.path)
+            state.extra["kept"] = {"stack_id": self._kept.stack_id, **self._kept.services}
+            state.save()
         self._state = state
         reaper.spawn(state.path)  # type: ignore[arg-type]
         try:
-            # Kept stacks put their data under data/experiments/<run id>/.
-            state.extra["keep_data"] = self.keep
-            runtime.open_stack(state)
+            if self._kept is not None:
+                runtime.reopen_stack(state)
+            else:
+                runtime.open_stack(state)
             self._start_services(runtime, state)
         except BaseException:
             self._destroy()
@@ -133,13 +152,16 @@ class Stack:
         errors: list[BaseException] = []
         cancel = threading.Event()
 
+        kept = self._kept
+
         def start_one(service: Service) -> RunningService:
             return runtime.start_service(
                 state,
                 service,
                 self._recipes[service.name],
-                service.new_credentials(),
+                kept.credentials(service.name) if kept else service.new_credentials(),
                 cancel=cancel,
+                relaunch=kept is not None,
             )
 
         pool = ThreadPoolExecutor(max_workers=len(self.service_specs) if self.parallel else 1)
@@ -173,7 +195,10 @@ class Stack:
             self._keep()
             return
         began = time.monotonic()
-        self._destroy()
+        if self.retain_data or self._kept is not None:
+            self._stop_keeping_data()
+        else:
+            self._destroy()
         self.timings["teardown_s"] = time.monotonic() - began
 
     def close_clients(self) -> None:
@@ -192,6 +217,58 @@ class Stack:
         self.runtime.destroy(state)
         state.remove()
         self.reporter.stack_removed(self.id, time.monotonic() - began)
+
+    def _stop_keeping_data(self) -> None:
+        """Stop the servers, keep their data and what it takes to reopen them."""
+        state = self._state
+        if state is None or self.runtime is None:
+            return
+        failures: dict[str, str] = {}
+        if self._kept is None:
+            for name, running in self.services.items():
+                try:
+                    running.service.persist(running.endpoint)
+                except Exception as exc:  # recorded: promotion refuses data not saved whole
+                    failures[name] = f"{type(exc).__name__}: {exc}"
+                    self.reporter.note(f"  warning: {name}: its data could not be saved: {exc}")
+        self.runtime.destroy(state, remove_data=False)
+        if self._kept is None and state.workdir:
+            kept_stack.save(state, self.services, failures)
+        self.kept_path = Path(state.workdir) if state.workdir else None
+        state.remove()
+
+    @classmethod
+    def reopen(
+        cls,
+        path: Path | str,
+        *,
+        services: Sequence[str] | None = None,
+        reporter: Reporter | None = None,
+        settings: Settings | None = None,
+    ) -> Stack:
+        """Start a kept stack again on its data (all its services, or those named).
+
+        Closing it stops the servers and keeps the data again; a watcher does the same
+        if this process dies.
+        """
+        kept = kept_stack.KeptStack.load(path)
+        names = list(services) if services is not None else list(kept.services)
+        specs = [kept.spec(name) for name in names]
+        for name in names:
+            reason = kept.unusable(name)
+            if reason:
+                raise OmnilabError(reason)
+        stack = cls(
+            *specs,
+            runtime=kept.runtime,
+            gpu=False,
+            run_id=kept.run_id,
+            log_dir=Path(kept.path) / "logs",
+            reporter=reporter,
+            settings=settings,
+        )
+        stack._kept = kept
+        return stack.start()
 
     def _keep(self) -> None:
         state = self._state
@@ -269,13 +346,16 @@ class Stack:
 
     def describe(self) -> dict[str, Any]:
         """What a run record keeps about its stack (no secrets)."""
-        return {
+        described = {
             "id": self.id,
             "runtime": self.runtime.name if self.runtime else None,
             "services": {n: r.describe() for n, r in self.services.items()},
             "gpus": [g.to_dict() for g in self.gpus],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
+        if self.kept_path is not None:
+            described["data"] = {"path": str(self.kept_path)}
+        return described
 
     def _repr_html_(self) -> str:
         from omnilab.notebook.cards import stack_card

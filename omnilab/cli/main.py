@@ -19,6 +19,7 @@ from omnilab.cli import (
     doctor_cmd,
     gc_cmd,
     images_cmd,
+    promote_cmd,
     render,
     runs_cmd,
     serve_cmd,
@@ -50,6 +51,10 @@ app.command("doctor")(doctor_cmd.doctor)
 app.command("worker")(worker_cmd.worker)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(apikey_cmd.app, name="api-key")
+app.command("promote")(promote_cmd.promote)
+app.command("rollback")(promote_cmd.rollback)
+app.command("discard")(promote_cmd.discard)
+app.add_typer(promote_cmd.promotions_app, name="promotions")
 
 
 class RuntimeChoice(StrEnum):
@@ -110,6 +115,17 @@ def run_command(
     json_output: bool = typer.Option(
         False, "--json", help="Print the run as JSON on stdout (progress stays on stderr)."
     ),
+    promote: bool = typer.Option(
+        False,
+        "--promote",
+        help="When the run succeeds and the experiment's accept(summary) agrees, promote "
+        "what it declares in `promotes` into production (see `omnilab promote --help`).",
+    ),
+    on_conflict: promote_cmd.OnConflict = typer.Option(
+        promote_cmd.OnConflict.fail,
+        "--on-conflict",
+        help="With --promote: " + promote_cmd.ON_CONFLICT_HELP,
+    ),
 ) -> None:
     """Run an experiment on a private stack, record it, tear the stack down.
 
@@ -120,6 +136,8 @@ def run_command(
       omnilab run experiments/hello.py -p n_items=1000 --runtime local
 
       omnilab run experiments/many.py:RagDemo --keep
+
+      omnilab run experiments/promote_demo.py --promote
     """
     from omnilab.params import parse_assignments
     from omnilab.runner import Terminated, run
@@ -133,6 +151,8 @@ def run_command(
             keep=keep,
             gpu=gpu,
             from_cli=True,
+            promote=promote,
+            on_conflict=on_conflict.value,
         )
     except KeyboardInterrupt:
         render.err.print("cancelled: the stack was removed and the run recorded as cancelled")
@@ -141,10 +161,15 @@ def run_command(
         render.err.print("terminated: the stack was removed and the run recorded as cancelled")
         raise typer.Exit(143) from None
     if json_output:
-        render.print_json(result.to_dict())
+        data = result.to_dict()
+        if result.promotion is not None:
+            data["promotion"] = result.promotion.model_dump(mode="json")
+        render.print_json(data)
     else:
         render.run_result(result)
-    raise typer.Exit(0 if result.ok else 1)
+    if not result.ok:
+        raise typer.Exit(1)
+    raise typer.Exit(promote_cmd.promotion_after_run(result, json_output))
 
 
 def main(argv: list[str] | None = None) -> None:

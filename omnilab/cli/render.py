@@ -154,6 +154,12 @@ def run_details(run: Run) -> None:
         "python": env.get("python", "-"),
         "run dir": r.run_dir or "-",
     }
+    data = (r.stack or {}).get("data")
+    if data:  # kept for `omnilab promote`: where, and what became of it
+        kept = data.get("state") == "kept"
+        until = f" until {data['expires_at'][:10]}" if kept and data.get("expires_at") else ""
+        where = f" at {data['path']}" if data.get("path") else ""
+        head["stack data"] = f"{data.get('state')}{where}{until}"
     out.print(_kv_table(head))
     out.print("params")
     out.print(_kv_table(r.params) if r.params else "  (none)")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from omnilab.errors import StackStartError
+from omnilab.errors import RuntimeUnavailable, StackStartError
 from omnilab.runtimes import ports as port_alloc
 from omnilab.services.base import Credentials, Endpoint, Service
 
@@ -130,6 +130,34 @@ class Runtime(ABC):
         owner died, and ``omnilab stack down`` all come through here.
         """
 
+    # -- kept stacks ----------------------------------------------------------------------
+    #
+    # A stack whose data is kept (the run's results wait for `omnilab promote`) is stopped
+    # with ``destroy(state, remove_data=False)``; later, a new StackState pointing at the
+    # same data (``state.workdir``, and the kept stack's handles in ``state.extra["kept"]``)
+    # is reopened with these two methods, through the shared :meth:`start_service`
+    # (``relaunch=True``), with the credentials the stack had.
+
+    def reopen_stack(self, state: StackState) -> None:
+        """Make a kept stack's shared resources usable again (work directory, network).
+
+        ``state.workdir`` is the kept stack's directory; ``state.extra["kept"]`` holds the
+        descriptor saved when it stopped (service handles included).
+        """
+        raise RuntimeUnavailable(f"the {self.name} runtime cannot reopen a kept stack yet")
+
+    def relaunch(
+        self,
+        state: StackState,
+        service: Service,
+        recipe: Any,
+        credentials: Credentials,
+        ports: dict[str, int],
+    ) -> tuple[Endpoint, dict[str, Any], str]:
+        """Like :meth:`launch`, on the data the service kept: no initialisation (no
+        ``initdb``), nothing wiped, the same credentials as when the data was written."""
+        raise RuntimeUnavailable(f"the {self.name} runtime cannot reopen a kept stack yet")
+
     def port_in_use_by_other(self, handle: dict[str, Any]) -> bool:
         """After a failed start: did the server lose a race for its port?
 
@@ -149,15 +177,18 @@ class Runtime(ABC):
         recipe: Any,
         credentials: Credentials,
         cancel: threading.Event | None = None,
+        *,
+        relaunch: bool = False,
     ) -> RunningService:
-        """Launch, wait until ready, run the service's one-time setup."""
+        """Launch (or relaunch on kept data), wait until ready, run the one-time setup."""
+        launch = self.relaunch if relaunch else self.launch
         avoid: set[int] = set()
         for attempt in range(PORT_RETRIES):
             wanted = self.wanted_ports(service, recipe)
             alloc = port_alloc.allocate(wanted, avoid=avoid) if wanted else None
             ports = alloc.ports if alloc else {}
             began = time.monotonic()
-            endpoint, handle, source = self.launch(state, service, recipe, credentials, ports)
+            endpoint, handle, source = launch(state, service, recipe, credentials, ports)
             state.add_service(service.name, handle)
             if attempt == 0:
                 self.reporter.service_starting(service.name, source)

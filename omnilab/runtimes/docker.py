@@ -254,6 +254,22 @@ class DockerRuntime(Runtime):
         endpoint = Endpoint(service=service.name, ports=dict(ports), credentials=credentials)
         return endpoint, handle, recipe.source
 
+    def reopen_stack(self, state: StackState) -> None:
+        # open_stack mounts a kept stack's folder again when state.workdir is set.
+        self.open_stack(state)
+
+    def relaunch(
+        self,
+        state: StackState,
+        service: Service,
+        recipe: ContainerRecipe,
+        credentials: Credentials,
+        ports: dict[str, int],
+    ) -> tuple[Endpoint, dict[str, Any], str]:
+        # A new container on the kept data folder: the images start on existing data
+        # without initialising it, with the credentials it was written under.
+        return self.launch(state, service, recipe, credentials, ports)
+
     def _mounts(
         self, state: StackState, service: Service, plan: Any, handle: dict[str, Any]
     ) -> list[Any]:

@@ -114,6 +114,15 @@ class LocalRuntime(Runtime):
         state.workdir = str(workdir)
         state.save()
 
+    def reopen_stack(self, state: StackState) -> None:
+        workdir = Path(state.workdir or "")
+        if not state.workdir or not workdir.is_dir():
+            raise StackStartError(f"the kept stack's data is gone: {workdir} does not exist")
+        log_dir = Path(state.extra.get("log_dir") or workdir / "logs")
+        log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state.extra["log_dir"] = str(log_dir)
+        state.save()
+
     def launch(
         self,
         state: StackState,
@@ -122,11 +131,36 @@ class LocalRuntime(Runtime):
         credentials: Credentials,
         ports: dict[str, int],
     ) -> tuple[Endpoint, dict[str, Any], str]:
+        return self._launch(state, service, recipe, credentials, ports, fresh=True)
+
+    def relaunch(
+        self,
+        state: StackState,
+        service: Service,
+        recipe: LocalRecipe,
+        credentials: Credentials,
+        ports: dict[str, int],
+    ) -> tuple[Endpoint, dict[str, Any], str]:
+        return self._launch(state, service, recipe, credentials, ports, fresh=False)
+
+    def _launch(
+        self,
+        state: StackState,
+        service: Service,
+        recipe: LocalRecipe,
+        credentials: Credentials,
+        ports: dict[str, int],
+        *,
+        fresh: bool,
+    ) -> tuple[Endpoint, dict[str, Any], str]:
         assert state.workdir is not None
         data_dir = Path(state.workdir) / service.name
-        if data_dir.exists():
-            shutil.rmtree(data_dir)  # a retry after a lost port race starts afresh
-        data_dir.mkdir(mode=0o700)
+        if fresh:
+            if data_dir.exists():
+                shutil.rmtree(data_dir)  # a retry after a lost port race starts afresh
+            data_dir.mkdir(mode=0o700)
+        elif not data_dir.is_dir():
+            raise StackStartError(f"{service.name}: its kept data {data_dir} is gone")
 
         if recipe.kind == "embedded":
             endpoint = Endpoint(service=service.name, credentials=credentials, path=data_dir)
@@ -140,6 +174,8 @@ class LocalRuntime(Runtime):
         user = self.settings.service_user
         ids = service_ids(user) if plan.unprivileged else None
         for name, content in plan.secret_files.items():
+            if not fresh:  # left by a relaunch that was killed before it was ready
+                (data_dir / name).unlink(missing_ok=True)
             fd = os.open(data_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(content)
@@ -170,7 +206,8 @@ class LocalRuntime(Runtime):
             "stop_signal": int(plan.stop_signal),
         }
         with open(log_path, "ab") as log:
-            for command in plan.setup:
+            # Setup initialises data (initdb); kept data is already initialised.
+            for command in plan.setup if fresh else []:
                 result = subprocess.run(
                     command,
                     env=env,

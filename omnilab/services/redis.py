@@ -136,6 +136,15 @@ class Redis(Service):
         finally:
             client.close()
 
+    def persist(self, endpoint: Endpoint) -> None:
+        # The stack runs with snapshots off (`--save ""`): write one now, in the data
+        # directory, where the server loads it from when the stack is reopened.
+        client = self._connect(endpoint, socket_timeout=300)
+        try:
+            client.save()
+        finally:
+            client.close()
+
     def client(self, endpoint: Endpoint) -> redis_lib.Redis:
         return self._connect(endpoint, decode_responses=self.decode_responses)
 

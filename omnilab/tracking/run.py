@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 
     from omnilab.config import Settings
     from omnilab.notebook.charts import Figure
+    from omnilab.progress import Reporter
+    from omnilab.promote.models import PromotionResult
+    from omnilab.promote.records import PromotionRecord
     from omnilab.tracking.queries import ChartSeries
     from omnilab.tracking.store import TrackingStore
 
@@ -42,6 +45,8 @@ class Run:
         self._history: list[MetricPoint] | None = None
         self._series: dict[str, ChartSeries] | None = None  # metrics reduced for charts
         self._settings = settings
+        #: Set by ``omnilab.run(..., promote=True)``: what became of the promotion.
+        self.promotion: PromotionResult | None = None
 
     # -- loading ----------------------------------------------------------------------
 
@@ -200,6 +205,54 @@ class Run:
             reason = detail[-1] if detail else self.status
             raise RunFailed(f"run {self.short_id} {self.status}: {reason}")
         return self
+
+    # -- promotion --------------------------------------------------------------------------
+
+    @property
+    def data(self) -> dict[str, Any] | None:
+        """Where the run's stack data is kept for promotion, and in which state
+        (kept, promoted, discarded, expired); None when it kept none."""
+        return (self.record.stack or {}).get("data")
+
+    def promote(
+        self,
+        *,
+        dry_run: bool = False,
+        on_conflict: str = "fail",
+        actor: str | None = None,
+        reporter: Reporter | None = None,
+    ) -> PromotionResult:
+        """Promote what the experiment declares into production (see ``omnilab promote``)."""
+        from omnilab.promote import promote
+
+        result = promote(
+            self,
+            dry_run=dry_run,
+            on_conflict=on_conflict,
+            actor=actor,
+            settings=self._settings,
+            reporter=reporter,
+        )
+        if not dry_run:
+            self.refresh()
+        return result
+
+    def discard(self, *, reporter: Reporter | None = None) -> None:
+        """Give up promoting this run: its kept stack data is removed."""
+        from omnilab.progress import Reporter
+        from omnilab.promote import retention
+
+        with self._store() as store:
+            retention.discard(store, self.id, reporter or Reporter())
+        self.refresh()
+
+    @property
+    def promotions(self) -> list[PromotionRecord]:
+        """This run's promotions, newest first."""
+        from omnilab.promote.records import PromotionStore
+
+        with self._store() as store:
+            return PromotionStore(store).list(run_id=self.id, limit=100)
 
     def to_dict(self) -> dict[str, Any]:
         data = self.record.model_dump(mode="json")

@@ -55,6 +55,7 @@ def _links(run_id: str) -> dict[str, str]:
         "metrics": f"{base}/metrics",
         "logs": f"{base}/logs",
         "cancel": f"{base}/cancel",
+        "promote": f"{base}/promote",
     }
 
 

@@ -1,0 +1,209 @@
+"""``/v1/runs/{id}/promote`` and ``/v1/promotions``: a run's results into production.
+
+Promotion runs in the request (a thread of the server's pool): a plan takes about as long
+as reopening the run's stack (a second or so), a promotion as long as its copy. The
+answer is :class:`omnilab.promote.PromotionResult`, as ``omnilab promote --json`` prints
+it. A conflict (``on_conflict=fail``) is a 409 that carries the plan; a failed copy,
+verification or switch is a 502 that carries how far it got (production is as before).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from pydantic import BaseModel, ConfigDict
+
+from omnilab.api.auth import PromoteKey, ReadKey
+from omnilab.api.models import RUN_ID, Problem
+from omnilab.api.responses import SafeJSONResponse, errors
+from omnilab.errors import OmnilabError, RunNotFound, UsageError
+from omnilab.progress import QuietReporter
+from omnilab.promote import (
+    PromotionConflict,
+    PromotionRecord,
+    PromotionResult,
+    PromotionStore,
+    RollbackResult,
+    promote,
+    rollback,
+)
+from omnilab.services.promotion import PromotionError
+
+router = APIRouter(prefix="/v1", tags=["promotions"])
+
+RunId = Path(pattern=RUN_ID, description="A run id, or a unique prefix of at least 4 characters.")
+PromotionId = Path(
+    pattern=RUN_ID, description="A promotion id, or a unique prefix of at least 4 characters."
+)
+
+
+class ProblemWithResult(Problem):
+    """A refused or failed promotion: the one-line reason, and the plan or outcome."""
+
+    result: dict[str, Any] | None = None
+
+
+_FAILURES: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": ProblemWithResult,
+        "description": "Production holds a different item of that name (on_conflict=fail), "
+        "or the run cannot be promoted (not succeeded, nothing declared, data gone).",
+    },
+    502: {
+        "model": ProblemWithResult,
+        "description": "A copy, a verification or a switch failed; production is as before.",
+    },
+}
+
+
+class PromoteRequest(BaseModel):
+    """How to promote: only plan it, and what to do with a name production already has."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dry_run: bool = False
+    on_conflict: Literal["fail", "replace", "version"] = "fail"
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dry_run: bool = False
+    #: Roll back even though production changed since the promotion.
+    force: bool = False
+
+
+def _settings(request: Request) -> Any:
+    return request.app.state.omnilab.settings
+
+
+def _problem(code: int, exc: OmnilabError) -> SafeJSONResponse:
+    result = getattr(exc, "result", None)
+    body = {"detail": str(exc), "result": result.model_dump(mode="json") if result else None}
+    return SafeJSONResponse(body, status_code=code)
+
+
+@router.post(
+    "/runs/{run_id}/promote",
+    operation_id="promote_run",
+    response_model=PromotionResult,
+    responses={**errors(400, 401, 403, 404, 413, 422, 503), **_FAILURES},
+)
+def promote_run(
+    request: Request, key: PromoteKey, body: PromoteRequest | None = None, run_id: str = RunId
+) -> Any:
+    """Plan (`dry_run`) or carry out the promotion of what the run's experiment declares
+    in `promotes` into production: staged, verified, switched atomically, recorded."""
+    body = body or PromoteRequest()
+    try:
+        return promote(
+            run_id,
+            dry_run=body.dry_run,
+            on_conflict=body.on_conflict,
+            actor=f"api-key:{key.name}",
+            settings=_settings(request),
+            reporter=QuietReporter(),
+        )
+    except RunNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except PromotionConflict as exc:
+        return _problem(409, exc)
+    except UsageError as exc:
+        return _problem(409, exc)
+    except PromotionError as exc:
+        return _problem(502, exc)
+
+
+#: OpenAPI links: a listed promotion's id leads to its page and its rollback.
+_FROM_LIST = {
+    "GetPromotion": {
+        "operationId": "get_promotion",
+        "parameters": {"promotion_id": "$response.body#/0/id"},
+    },
+    "RollbackPromotion": {
+        "operationId": "rollback_promotion",
+        "parameters": {"promotion_id": "$response.body#/0/id"},
+    },
+}
+
+
+@router.get(
+    "/promotions",
+    response_model=list[PromotionRecord],
+    responses={200: {"links": _FROM_LIST}, **errors(401, 403, 404, 422, 503)},
+)
+def list_promotions(
+    request: Request,
+    key: ReadKey,
+    run: str | None = Query(default=None, pattern=RUN_ID, description="Only this run's."),
+    limit: int = Query(default=20, ge=1, le=500),
+) -> list[PromotionRecord]:
+    """Promotions, newest first: run, who, when, each item's plan, counts and checksums."""
+    from omnilab.tracking.store import TrackingStore
+
+    with TrackingStore.open(_settings(request)) as store:
+        try:
+            run_id = store.get_run(run).id if run else None
+        except RunNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        return PromotionStore(store).list(run_id=run_id, limit=limit)
+
+
+@router.get(
+    "/promotions/{promotion_id}",
+    operation_id="get_promotion",
+    response_model=PromotionRecord,
+    responses={
+        200: {
+            "links": {
+                "RollbackPromotion": {
+                    "operationId": "rollback_promotion",
+                    "parameters": {"promotion_id": "$response.body#/id"},
+                }
+            }
+        },
+        **errors(401, 403, 404, 422, 503),
+    },
+)
+def get_promotion(request: Request, key: ReadKey, promotion_id: str = PromotionId) -> Any:
+    """One promotion in full."""
+    from omnilab.tracking.store import TrackingStore
+
+    with TrackingStore.open(_settings(request)) as store:
+        try:
+            return PromotionStore(store).get(promotion_id)
+        except UsageError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+
+@router.post(
+    "/promotions/{promotion_id}/rollback",
+    operation_id="rollback_promotion",
+    response_model=RollbackResult,
+    responses={**errors(400, 401, 403, 404, 413, 422, 503), **_FAILURES},
+)
+def rollback_promotion(
+    request: Request,
+    key: PromoteKey,
+    body: RollbackRequest | None = None,
+    promotion_id: str = PromotionId,
+) -> Any:
+    """Put back what a promotion replaced (refused if production changed since, unless
+    `force`, or if a later promotion replaced the same item)."""
+    body = body or RollbackRequest()
+    try:
+        return rollback(
+            promotion_id,
+            dry_run=body.dry_run,
+            force=body.force,
+            actor=f"api-key:{key.name}",
+            settings=_settings(request),
+            reporter=QuietReporter(),
+        )
+    except UsageError as exc:
+        if "no promotion matches" in str(exc):
+            raise HTTPException(404, str(exc)) from None
+        return _problem(409, exc)
+    except PromotionError as exc:
+        return _problem(502, exc)

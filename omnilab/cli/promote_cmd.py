@@ -1,0 +1,205 @@
+"""``omnilab promote``, ``rollback``, ``discard`` and ``promotions``: a run's results into
+production, planned, atomic, verified and recorded."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import typer
+
+from omnilab.cli import render
+
+
+class OnConflict(StrEnum):
+    fail = "fail"
+    replace = "replace"
+    version = "version"
+
+
+ON_CONFLICT_HELP = (
+    "When production already holds a different item of that name: fail (the default; "
+    "nothing changes), replace it (the old one is kept for rollback), or version (promote "
+    "beside it as NAME_v2...)."
+)
+
+promotions_app = typer.Typer(
+    help="List, inspect and prune recorded promotions.", no_args_is_help=True
+)
+
+
+def promote(
+    run: str = typer.Argument(..., metavar="RUN", help="Run id, or its first characters."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", "-n", help="Print the plan (what is created, replaced, how much)."
+    ),
+    on_conflict: OnConflict = typer.Option(OnConflict.fail, "--on-conflict", help=ON_CONFLICT_HELP),
+    actor: str = typer.Option(
+        None, "--actor", help="Who promotes, as recorded (default: user@host)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="The plan or outcome as JSON."),
+) -> None:
+    """Copy what a run's experiment declares in `promotes` into production.
+
+    Production is QDRANT_URL, REDIS_URL and POSTGRES_URL (file:///path: Qdrant local mode).
+
+    Each item is copied aside and verified (counts, checksums), then switched atomically.
+
+    A failure anywhere leaves production as it was; a second promotion does nothing.
+
+    Examples:
+
+      omnilab promote 3fa2c1 --dry-run
+
+      omnilab promote 3fa2c1 --on-conflict replace
+
+      omnilab promotions ls ; omnilab rollback 9c1d2e
+    """
+    from omnilab.cli import promote_render
+    from omnilab.promote import promote as do_promote
+    from omnilab.services.promotion import PromotionError
+
+    try:
+        result = do_promote(run, dry_run=dry_run, on_conflict=on_conflict.value, actor=actor)
+    except PromotionError as exc:
+        partial = getattr(exc, "result", None)
+        if partial is not None:
+            if json_output:
+                render.print_json(partial.model_dump(mode="json"))
+            else:
+                promote_render.promotion_result(partial)
+        raise
+    if json_output:
+        render.print_json(result.model_dump(mode="json"))
+    else:
+        promote_render.promotion_result(result)
+
+
+def rollback(
+    promotion: str = typer.Argument(
+        ..., metavar="PROMOTION", help="Promotion id, or its first characters."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Say what would be restored."),
+    force: bool = typer.Option(
+        False, "--force", help="Roll back even though production changed since the promotion."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="The outcome as JSON."),
+) -> None:
+    """Put back what a promotion replaced, and remove what it created.
+
+    Each item switches back atomically.
+
+    Refused when production changed since (unless --force) or a later promotion
+    replaced the same item.
+
+    Example:  omnilab rollback 9c1d2e --dry-run
+    """
+    from omnilab.cli import promote_render
+    from omnilab.promote import rollback as do_rollback
+
+    result = do_rollback(promotion, dry_run=dry_run, force=force)
+    if json_output:
+        render.print_json(result.model_dump(mode="json"))
+    else:
+        promote_render.rollback_result(result)
+
+
+def discard(
+    run: str = typer.Argument(
+        None, metavar="[RUN]", help="Run id, or its first characters.", show_default=False
+    ),
+    expired: bool = typer.Option(
+        False, "--expired", help="Instead: remove every kept data past OMNILAB_RETENTION_DAYS."
+    ),
+) -> None:
+    """Give up promoting a run: remove the stack data kept for it.
+
+    Examples:
+
+      omnilab discard 3fa2c1
+
+      omnilab discard --expired
+    """
+    from omnilab.errors import UsageError
+    from omnilab.progress import Reporter
+    from omnilab.promote import retention
+    from omnilab.tracking.store import TrackingStore
+
+    if bool(run) == expired:
+        raise UsageError("give a RUN to discard, or --expired (not both)")
+    with TrackingStore.open() as store:
+        if expired:
+            gone = retention.sweep(store, Reporter())
+            render.out.print(f"{len(gone)} runs' expired stack data removed")
+            return
+        info = retention.discard(store, run, Reporter())
+    render.out.print(f"run {info['run_id'][:8]}: stack data discarded ({info['path']})")
+
+
+@promotions_app.command("ls")
+def ls(
+    run: str = typer.Option(None, "--run", "-r", help="Only this run's promotions."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many, newest first."),
+    json_output: bool = typer.Option(False, "--json", help="JSON on stdout."),
+) -> None:
+    """List promotions, newest first: run, when, each item's target, count and checksum."""
+    from omnilab.cli import promote_render
+    from omnilab.promote.records import PromotionStore
+    from omnilab.tracking.store import TrackingStore
+
+    with TrackingStore.open() as store:
+        run_id = store.get_run(run).id if run else None
+        records = PromotionStore(store).list(run_id=run_id, limit=limit)
+    if json_output:
+        render.print_json([r.model_dump(mode="json") for r in records])
+        return
+    if not records:
+        render.err.print("no promotions recorded yet; try: omnilab promote RUN --dry-run")
+        return
+    promote_render.promotions_listing(records)
+
+
+@promotions_app.command("show")
+def show(
+    promotion: str = typer.Argument(..., metavar="PROMOTION", help="Promotion id or prefix."),
+    json_output: bool = typer.Option(False, "--json", help="JSON on stdout."),
+) -> None:
+    """One promotion in full: plan, counts, checksums, what it replaced and where."""
+    from omnilab.cli import promote_render
+    from omnilab.promote.records import PromotionStore
+    from omnilab.tracking.store import TrackingStore
+
+    with TrackingStore.open() as store:
+        record = PromotionStore(store).get(promotion)
+    if json_output:
+        render.print_json(record.model_dump(mode="json"))
+    else:
+        promote_render.promotion_details(record)
+
+
+@promotions_app.command("prune")
+def prune(
+    promotion: str = typer.Argument(..., metavar="PROMOTION", help="Promotion id or prefix."),
+) -> None:
+    """Delete the production data a promotion replaced (kept for rollback). No rollback
+    of that promotion is possible afterwards."""
+    from omnilab.promote import prune as do_prune
+
+    record = do_prune(promotion)
+    render.out.print(f"promotion {record.short_id}: replaced data deleted")
+
+
+def promotion_after_run(run: object, json_output: bool) -> int:
+    """What ``omnilab run --promote`` prints after the run; returns the exit status."""
+    from omnilab.cli import promote_render
+
+    result = getattr(run, "promotion", None)
+    if result is None:
+        return 0
+    if not json_output:
+        promote_render.promotion_result(result)
+    if result.status == "failed":
+        render.err.print(
+            f"[red]error:[/] the run succeeded but its promotion failed: {result.error}"
+        )
+        return 1
+    return 0

@@ -1,0 +1,218 @@
+"""Plans, promotion outcomes and promotion lists for the terminal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from rich.table import Table
+
+from omnilab.cli.render import out, seconds, when
+from omnilab.procs import owner_alive
+from omnilab.promote.models import PromotionResult, RollbackResult
+from omnilab.promote.records import PromotionRecord
+from omnilab.services.promotion import ItemPlan, ItemRecord
+
+ACTION_STYLE = {
+    "create": "green",
+    "replace": "yellow",
+    "version": "cyan",
+    "nothing": "dim",
+    "conflict": "red",
+}
+STATUS_STYLE = {
+    "succeeded": "green",
+    "planned": "cyan",
+    "nothing_to_do": "dim",
+    "failed": "red",
+    "declined": "yellow",
+    "rolled_back": "yellow",
+    "running": "cyan",
+    "interrupted": "red",
+}
+
+
+def size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    amount = float(value)
+    for unit in ("B", "kB", "MB", "GB"):
+        if amount < 1000 or unit == "GB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1000
+    return f"{value} B"
+
+
+def fingerprint(checksum: dict[str, Any] | None) -> str:
+    """A short, comparable form of a recorded checksum (full ones: ``--json``)."""
+    if not checksum:
+        return "-"
+    text = json.dumps(checksum, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _action(plan: ItemPlan) -> str:
+    return f"[{ACTION_STYLE.get(plan.action, 'white')}]{plan.action}[/]"
+
+
+def _styled(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status.replace('_', ' ')}[/]"
+
+
+def plan_table(items: list[ItemRecord]) -> Table:
+    """One line per item: what happens, from where to where, how much."""
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold", pad_edge=False)
+    table.add_column("  action")
+    for name in ("service", "source", "target"):
+        table.add_column(name)
+    for name in ("run has", "prod. has", "size"):
+        table.add_column(name, justify="right")
+    for item in items:
+        plan = item.plan
+        table.add_row(
+            f"  {_action(plan)}",
+            plan.service,
+            plan.source,
+            plan.target,
+            f"{plan.source_count:,} {plan.unit}",
+            "-" if plan.target_count is None else f"{plan.target_count:,}",
+            size(plan.size_bytes),
+        )
+    return table
+
+
+def _explain(items: list[ItemRecord]) -> None:
+    for item in items:
+        plan = item.plan
+        if plan.reason:
+            out.print(f"    {plan.label}: {plan.reason}")
+        for note in plan.notes:
+            out.print(f"    [yellow]note[/] {plan.label}: {note}")
+        if item.error:
+            out.print(f"    [red]{plan.label}: {item.error}[/]")
+
+
+def promotion_result(result: PromotionResult) -> None:
+    where = ", ".join(sorted({f"{i.plan.service} {i.plan.target_url}" for i in result.items}))
+    head = f"run [bold]{result.run_id[:8]}[/] ({result.experiment})"
+    if result.dry_run:
+        out.print(f"plan for {head}, on conflict: {result.on_conflict} (dry run: nothing changed)")
+    else:
+        ident = f"promotion [bold]{result.id[:8]}[/] of " if result.id else ""
+        out.print(f"{ident}{head}: {_styled(result.status)} in {seconds(result.seconds)}")
+    if result.items:
+        out.print(f"  production: {where}")
+        out.print(plan_table(result.items))
+        _explain(result.items)
+    done = [i for i in result.items if i.state == "switched"]
+    if done and result.id:
+        out.print(outcome_table(done))
+        out.print(f"  undo with: omnilab rollback {result.id[:8]}")
+    if result.data == "released":
+        out.print("  the run's stack data was released")
+    if result.error and not result.conflicts:
+        out.print(f"[red]error:[/] {result.error}")
+
+
+def outcome_table(items: list[ItemRecord]) -> Table:
+    """What each switched item received, its checksum, and where the replaced data is."""
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold", pad_edge=False)
+    for name in ("  target", "copied", "checksum", "verified", "replaced, kept as"):
+        table.add_column(name)
+    for item in items:
+        source = item.checksums.get("source")
+        target = item.checksums.get("target")
+        table.add_row(
+            f"  {item.plan.target}",
+            f"{item.counts.get('target', 0):,} {item.plan.unit}",
+            fingerprint(target),
+            "yes" if source is not None and _same(source, target) else "[red]no[/]",
+            _replaced(item) or "-",
+        )
+    return table
+
+
+def _same(source: dict[str, Any], target: dict[str, Any] | None) -> bool:
+    # Qdrant vectors may differ by float32 rounding (compared point by point instead).
+    if target is None:
+        return False
+    keys = set(source) - {"vectors_sum"}
+    return all(source.get(k) == target.get(k) for k in keys)
+
+
+def _replaced(item: ItemRecord) -> str | None:
+    switch = item.switch
+    if switch.get("replaced_prefix"):
+        return f"{switch['replaced_prefix']}* ({switch.get('replaced_keys', 0):,} keys)"
+    return switch.get("replaced")
+
+
+def status_of(record: PromotionRecord) -> str:
+    if record.status == "running" and not owner_alive(record.pid or 0, record.pid_start):
+        return "interrupted"
+    return record.status
+
+
+def promotions_listing(records: list[PromotionRecord]) -> None:
+    """Each promotion (run, status, when, who), then its items: target, action, count,
+    checksum of what production received."""
+    for record in records:
+        out.print(
+            f"[bold]{record.short_id}[/]  run {record.run_id[:8]} ({record.experiment or '-'})  "
+            f"{_styled(status_of(record))}  {when(record.created_at)}  by {record.actor}"
+        )
+        table = Table(box=None, padding=(0, 2, 0, 0), show_header=False, pad_edge=False)
+        for _ in range(5):
+            table.add_column(no_wrap=True)
+        for item in record.items:
+            plan = item.plan
+            state = "" if item.state == "switched" else f" ({item.state})"
+            count = item.counts.get("target", plan.source_count)
+            table.add_row(
+                f"  {plan.service}",
+                f"{plan.target}",
+                f"{_action(plan)}{state}",
+                f"{count:,} {plan.unit}",
+                f"checksum {fingerprint(item.checksums.get('target'))}",
+            )
+        out.print(table)
+
+
+def promotion_details(record: PromotionRecord) -> None:
+    out.print(f"promotion [bold]{record.id}[/]  {_styled(status_of(record))}")
+    rows = {
+        "run": f"{record.run_id} ({record.experiment})",
+        "by": record.actor,
+        "on conflict": record.on_conflict,
+        "started": when(record.created_at),
+        "finished": when(record.finished_at),
+    }
+    if record.rolled_back_at:
+        rows["rolled back"] = f"{when(record.rolled_back_at)} by {record.rolled_back_by}"
+    if record.pruned_at:
+        rows["pruned"] = f"{when(record.pruned_at)} (replaced data deleted; no rollback)"
+    for key, value in rows.items():
+        out.print(f"  [bold]{key:12s}[/] {value}")
+    out.print(plan_table(record.items))
+    _explain(record.items)
+    done = [i for i in record.items if i.state in ("switched", "rolled_back")]
+    if done:
+        out.print(outcome_table(done))
+    if record.error:
+        out.print(f"[red]error:[/] {record.error}")
+
+
+def rollback_result(result: RollbackResult) -> None:
+    would = "would " if result.dry_run else ""
+    out.print(
+        f"rollback of promotion [bold]{result.promotion_id[:8]}[/] (run {result.run_id[:8]}): "
+        f"{_styled(result.status)}"
+    )
+    for item in result.items:
+        removed = "remove" if result.dry_run else "removed"
+        restored = "restore" if result.dry_run else "restored"
+        line = f"  {item['target']}: {would}{removed} {item['removes']}"
+        if item["restores"]:
+            line += f"; {restored} {item['restores']}"
+        out.print(line)

@@ -1,0 +1,48 @@
+"""Promotion: moving a run's results into the production services.
+
+Declare what an experiment produces::
+
+    from omnilab.promote import PostgresTable, QdrantCollection, RedisKeys
+
+    class RagDemo(Experiment):
+        promotes = [QdrantCollection("docs"), RedisKeys("emb:*"), PostgresTable("scores")]
+
+then ``omnilab promote RUN [--dry-run]``, ``run.promote(dry_run=True)``, or
+``omnilab.promote.promote(run_id, dry_run=..., on_conflict=..., actor=...)``.
+"""
+
+from omnilab.promote.engine import promote, promote_after_run
+from omnilab.promote.models import PromotionResult, RollbackResult
+from omnilab.promote.records import PromotionRecord, PromotionStore
+from omnilab.promote.rollback import prune, rollback
+from omnilab.services.postgres_promotion import PostgresTable
+from omnilab.services.promotion import (
+    ItemPlan,
+    ItemRecord,
+    Promotable,
+    PromotionConflict,
+    PromotionError,
+    PromotionFailed,
+)
+from omnilab.services.qdrant_promotion import QdrantCollection
+from omnilab.services.redis_promotion import RedisKeys
+
+__all__ = [
+    "ItemPlan",
+    "ItemRecord",
+    "PostgresTable",
+    "Promotable",
+    "PromotionConflict",
+    "PromotionError",
+    "PromotionFailed",
+    "PromotionRecord",
+    "PromotionResult",
+    "PromotionStore",
+    "QdrantCollection",
+    "RedisKeys",
+    "RollbackResult",
+    "promote",
+    "promote_after_run",
+    "prune",
+    "rollback",
+]

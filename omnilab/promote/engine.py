@@ -1,0 +1,413 @@
+"""Promoting a run: plan every item, stage and verify every item, then switch them.
+
+All or nothing, as production readers see it: nothing is switched until every item is
+staged and verified; each switch is atomic; if a switch fails, the items already
+switched are switched back. If the process dies, the promotion's record says how far it
+got and the next promotion (or ``omnilab promotions ls``) finishes the job: switched
+items switched back, staged copies removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from omnilab import environment
+from omnilab.config import Settings, get_settings
+from omnilab.errors import OmnilabError, UsageError
+from omnilab.progress import QuietReporter, Reporter
+from omnilab.promote import retention
+from omnilab.promote.items import item_from_dict, other_production
+from omnilab.promote.models import PromotionResult
+from omnilab.promote.records import PromotionRecord, PromotionStore
+from omnilab.promote.recovery import reconcile
+from omnilab.services.promotion import (
+    ON_CONFLICT,
+    ItemRecord,
+    Progress,
+    Promotable,
+    Promoter,
+    PromotionConflict,
+    PromotionFailed,
+)
+from omnilab.tracking.store import TrackingStore
+
+if TYPE_CHECKING:
+    from omnilab.experiment import Experiment
+    from omnilab.stack import Stack
+    from omnilab.tracking.records import RunRecord
+    from omnilab.tracking.run import Run
+
+#: Switch order: the switch most likely to wait or fail (a PostgreSQL lock) goes first,
+#: so a failure there has nothing to switch back.
+SWITCH_ORDER = {"postgres": 0, "qdrant": 1, "redis": 2}
+
+
+class Interrupted(BaseException):
+    """SIGTERM during a promotion: raised so that the cleanup runs, as for Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def check_on_conflict(value: str) -> str:
+    if value not in ON_CONFLICT:
+        raise UsageError(f"--on-conflict {value!r}: choose one of {', '.join(ON_CONFLICT)}")
+    return value
+
+
+def promote(
+    run: str | Run,
+    *,
+    dry_run: bool = False,
+    on_conflict: str = "fail",
+    actor: str | None = None,
+    settings: Settings | None = None,
+    reporter: Reporter | None = None,
+) -> PromotionResult:
+    """Promote what the run's experiment declares in ``promotes`` into production.
+
+    ``dry_run=True`` returns the plan and changes nothing. Otherwise the items are
+    staged, verified and switched, the promotion is recorded, and the run's kept stack
+    data is released. Raises :class:`PromotionConflict` (a ``UsageError``) when
+    production holds a different item of the same name and ``on_conflict="fail"``, and
+    :class:`PromotionFailed` when a copy, a verification or a switch failed (production
+    is then as it was); both carry the plan as ``.result``.
+    """
+    check_on_conflict(on_conflict)
+    settings = settings or get_settings()
+    reporter = reporter or Reporter()
+    actor = actor or environment.owner()
+    if settings.environment == "docker_experiments":
+        raise UsageError(
+            "ENVIRONMENT=docker_experiments: QDRANT_URL, REDIS_URL and POSTGRES_URL point at "
+            "experiment services here, not at production; promote from the host"
+        )
+    ref = run if isinstance(run, str) else run.id
+    with TrackingStore.open(settings) as store:
+        promotions = PromotionStore(store)
+        record = store.get_run(ref)
+        items = _declared(record)
+        if dry_run:
+            return _Promotion(store, record, items, on_conflict, actor, settings, reporter).run(
+                dry_run=True
+            )
+        with promotions.lock(reporter):
+            reconcile(promotions, settings, reporter)
+            record = store.get_run(record.id)  # its state may have changed while waiting
+            return _Promotion(store, record, items, on_conflict, actor, settings, reporter).run()
+
+
+def _declared(record: RunRecord) -> list[Promotable]:
+    if record.status != "succeeded":
+        raise UsageError(
+            f"run {record.short_id} {record.status}: only a succeeded run can be promoted"
+        )
+    data = retention.run_data(record)
+    if not data or not data.get("promotes"):
+        raise UsageError(
+            f"run {record.short_id} ({record.experiment}) has nothing to promote: its "
+            "experiment declares no `promotes`"
+        )
+    return [item_from_dict(d) for d in data["promotes"]]
+
+
+class _Promotion:
+    """One promotion of one run, from the reopened stack to production."""
+
+    def __init__(
+        self,
+        store: TrackingStore,
+        record: RunRecord,
+        items: list[Promotable],
+        on_conflict: str,
+        actor: str,
+        settings: Settings,
+        reporter: Reporter,
+    ) -> None:
+        self.store = store
+        self.promotions = PromotionStore(store)
+        self.run_record = record
+        self.items = items
+        self.on_conflict = on_conflict
+        self.actor = actor
+        self.settings = settings
+        self.reporter = reporter
+        self.id = uuid.uuid4().hex
+        self.began = time.monotonic()
+
+    def result(self, status: str, records: list[ItemRecord], **kw: Any) -> PromotionResult:
+        return PromotionResult(
+            run_id=self.run_record.id,
+            experiment=self.run_record.experiment,
+            status=status,  # type: ignore[arg-type]
+            on_conflict=self.on_conflict,
+            actor=self.actor,
+            items=records,
+            seconds=round(time.monotonic() - self.began, 3),
+            **kw,
+        )
+
+    def run(self, *, dry_run: bool = False) -> PromotionResult:
+        data = retention.run_data(self.run_record) or {}
+        if data.get("state") != "kept":
+            return self._after_release(data)
+        path = retention.check_here(self.run_record, data)
+        stack = self._reopen(path)
+        promoters: list[Promoter] = []
+        try:
+            for item in self.items:
+                promoters.append(
+                    item.promoter(
+                        self.settings, self.id, stack.endpoint(item.service), self.reporter
+                    )
+                )
+            records = [
+                ItemRecord(item=item.to_dict(), plan=p.plan(self.on_conflict))  # type: ignore[arg-type]
+                for item, p in zip(self.items, promoters, strict=True)
+            ]
+            if dry_run:
+                return self.result("planned", records, dry_run=True, data="kept")
+            conflicts = [r for r in records if r.plan.action == "conflict"]
+            if conflicts:
+                result = self.result("failed", records, data="kept")
+                error = PromotionConflict(
+                    "; ".join(f"{r.plan.label}: {r.plan.reason}" for r in conflicts)
+                )
+                result.error = str(error)
+                error.result = result  # type: ignore[attr-defined]
+                raise error
+            if all(r.plan.action == "nothing" for r in records):
+                return self.result("nothing_to_do", records, data="kept")
+            result = self._carry_out(records, promoters)
+        finally:
+            for promoter in promoters:
+                with contextlib.suppress(Exception):
+                    promoter.close()
+            stack.close()
+        try:
+            retention.release(self.store, self.run_record, "promoted", self.reporter)
+            result.data = "released"
+        except (OSError, OmnilabError) as exc:  # promoted all the same: say so, keep going
+            self.reporter.note(f"warning: the run's stack data could not be removed: {exc}")
+            result.data = "kept"
+        return result
+
+    def _reopen(self, path: Any) -> Stack:
+        from omnilab.stack import Stack
+
+        names = sorted({item.service for item in self.items})
+        began = time.monotonic()
+        stack = Stack.reopen(path, services=names, reporter=QuietReporter(), settings=self.settings)
+        self.reporter.note(
+            f"run {self.run_record.short_id}: stack reopened on its kept data "
+            f"({', '.join(names)}) in {time.monotonic() - began:.2f}s"
+        )
+        return stack
+
+    # -- carrying it out ----------------------------------------------------------------------
+
+    def _carry_out(self, records: list[ItemRecord], promoters: list[Promoter]) -> PromotionResult:
+        record = PromotionRecord.start(self.id, self.run_record.id, self.on_conflict, self.actor)
+        record.items = records
+        self.promotions.save(record)
+        self.reporter.note(
+            f"promotion {self.id[:8]} of run {self.run_record.short_id} "
+            f"({self.run_record.experiment}) into production"
+        )
+        active = [
+            (r, p) for r, p in zip(records, promoters, strict=True) if r.plan.action != "nothing"
+        ]
+        switched: list[tuple[ItemRecord, Promoter]] = []
+        try:
+            with _sigterm_interrupts():
+                for item, promoter in active:
+                    self._stage(record, item, promoter)
+                order = sorted(active, key=lambda rp: SWITCH_ORDER.get(rp[0].plan.service, 9))
+                for item, promoter in order:
+                    item.state = "switching"
+                    self.promotions.save(record)
+                    began = time.monotonic()
+                    promoter.switch(item)
+                    item.seconds["switch"] = round(time.monotonic() - began, 4)
+                    item.state = "switched"
+                    switched.append((item, promoter))
+                    self.promotions.save(record)
+                    self.reporter.note(f"  switched {item.plan.label} -> {item.plan.target}")
+        except BaseException as exc:
+            self._undo(record, active, exc)
+            result = self.result("failed", records, id=self.id, error=record.error, data="kept")
+            if isinstance(exc, KeyboardInterrupt | Interrupted):
+                raise
+            if isinstance(exc, PromotionFailed):
+                exc.result = result  # type: ignore[attr-defined]
+                raise
+            error = PromotionFailed(record.error or str(exc))
+            error.result = result  # type: ignore[attr-defined]
+            raise error from exc
+        record.status = "succeeded"
+        record.finished_at = datetime.now(UTC)
+        self.promotions.save(record)
+        return self.result("succeeded", records, id=self.id)
+
+    def _stage(self, record: PromotionRecord, item: ItemRecord, promoter: Promoter) -> None:
+        plan = item.plan
+        item.state = "staging"
+        self.promotions.save(record)
+        self.reporter.note(
+            f"  staging {plan.label}: {plan.source_count:,} {plan.unit} ({plan.action})"
+        )
+        progress = Progress(self.reporter, plan.label, plan.source_count, plan.unit)
+        promoter.stage(item, progress)
+        item.seconds["stage"] = round(progress.seconds, 4)
+        item.state = "staged"
+        self.promotions.save(record)
+        self.reporter.note(
+            f"  staged {plan.label}: {item.counts.get('target', 0):,} {plan.unit} in "
+            f"{progress.seconds:.2f}s; counts and checksums match the run's"
+        )
+
+    def _undo(
+        self,
+        record: PromotionRecord,
+        active: list[tuple[ItemRecord, Promoter]],
+        exc: BaseException,
+    ) -> None:
+        """Switch back what was switched, remove what was staged, record the failure."""
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, KeyboardInterrupt | Interrupted):
+            reason = "interrupted"
+        failed = next((i for i, _ in active if i.state in ("staging", "switching")), None)
+        if failed is not None:
+            failed.error = reason
+        self.reporter.note(f"promotion failed: {reason}")
+        undo_errors = []
+        for item, promoter in reversed(active):
+            try:
+                if item.state == "switched" or (
+                    item.state == "switching" and promoter.is_switched(item)
+                ):
+                    promoter.unswitch(item)
+                    item.state = "reverted"
+                    self.reporter.note(f"  switched back {item.plan.label}")
+                if item.state in ("staging", "staged", "switching", "reverted"):
+                    promoter.discard_staging(item)
+                if item.state != "reverted":
+                    item.state = "failed"
+            except Exception as undo_exc:  # keep going: every item gets its chance
+                item.error = f"could not be undone: {undo_exc}"
+                undo_errors.append(f"{item.plan.label}: {undo_exc}")
+        record.status = "failed"
+        record.error = reason + (
+            f"; UNDO FAILED for {'; '.join(undo_errors)}" if undo_errors else ""
+        )
+        record.finished_at = datetime.now(UTC)
+        with contextlib.suppress(Exception):
+            self.promotions.save(record)
+        if not undo_errors:
+            self.reporter.note("  production is as it was before the promotion")
+
+    # -- a run whose data was already released -------------------------------------------
+
+    def _after_release(self, data: dict[str, Any]) -> PromotionResult:
+        """Promoted before (and its data released): nothing to do if production still
+        holds what that promotion put there."""
+        state = data.get("state", "gone")
+        if state == "live":
+            raise UsageError(
+                f"run {self.run_record.short_id}'s stack was left running (--keep), so its data "
+                "was not kept for promotion; run the experiment again without --keep"
+            )
+        earlier = [
+            p for p in self.promotions.list(run_id=self.run_record.id, limit=50)
+            if p.status == "succeeded" and not other_production(p.items, self.settings)
+        ]  # fmt: skip
+        if not earlier:
+            raise UsageError(
+                f"run {self.run_record.short_id}'s stack data was {state}: there is nothing "
+                "left to promote (into this production)"
+            )
+        last = earlier[0]
+        records = []
+        changed = []
+        for item in last.items:
+            record = item.model_copy(deep=True)
+            if item.state == "switched":
+                promoter = item_from_dict(item.item).promoter(
+                    self.settings, last.id, None, self.reporter
+                )
+                try:
+                    current = promoter.target_checksum(item)
+                finally:
+                    promoter.close()
+                if current != item.checksums.get("target"):
+                    changed.append(item.plan.target)
+            record.plan.action = "nothing"
+            record.plan.reason = f"promoted by {last.short_id}; production unchanged since"
+            record.state = "planned"
+            records.append(record)
+        if changed:
+            raise PromotionFailed(
+                f"run {self.run_record.short_id} was promoted by {last.short_id} and its stack "
+                f"data released; production's {', '.join(changed)} changed since, and there "
+                "is no run data left to promote again"
+            )
+        return self.result("nothing_to_do", records, data=state)
+
+
+def promote_after_run(
+    run: Run,
+    experiment: type[Experiment],
+    *,
+    on_conflict: str,
+    settings: Settings,
+    reporter: Reporter,
+) -> PromotionResult:
+    """``omnilab run --promote``: promote a succeeded run if ``accept(summary)`` says yes.
+
+    Never raises for a promotion that fails: the run itself succeeded and is recorded; the
+    result says what happened to the promotion.
+    """
+    base = {
+        "run_id": run.id,
+        "experiment": run.experiment,
+        "on_conflict": on_conflict,
+        "actor": environment.owner(),
+    }
+    try:
+        accepted = bool(experiment().accept(dict(run.summary)))
+        reason = "accept(summary) returned False"
+    except Exception as exc:
+        accepted, reason = False, f"accept(summary) raised {type(exc).__name__}: {exc}"
+    if not accepted:
+        reporter.note(
+            f"not promoted: {experiment.__name__}.{reason}; the stack data is kept for "
+            f"`omnilab promote {run.short_id}`"
+        )
+        return PromotionResult(status="declined", error=reason, data="kept", **base)
+    try:
+        return promote(run, on_conflict=on_conflict, settings=settings, reporter=reporter)
+    except OmnilabError as exc:
+        result = getattr(exc, "result", None)
+        if result is None:
+            result = PromotionResult(status="failed", error=str(exc), **base)
+        return result

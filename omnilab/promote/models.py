@@ -1,0 +1,55 @@
+"""What a promotion returns: a plan, an outcome, JSON-able for the CLI and the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from omnilab.services.promotion import ItemRecord
+
+ResultStatus = Literal["planned", "nothing_to_do", "succeeded", "failed", "declined"]
+
+
+class PromotionResult(BaseModel):
+    """The plan (``dry_run``) or the outcome of promoting one run.
+
+    ``items`` holds, per declared item, the plan (source, target, create / replace /
+    version / nothing / conflict, counts, sizes) and, once carried out, counts and
+    checksums of source and target and where what was replaced is kept.
+    ``result.model_dump(mode="json")`` is what ``--json`` prints and the API returns.
+    """
+
+    #: The promotion's id (recorded); None for a plan or when there was nothing to do.
+    id: str | None = None
+    run_id: str
+    experiment: str
+    status: ResultStatus
+    dry_run: bool = False
+    on_conflict: str
+    actor: str
+    items: list[ItemRecord] = Field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    #: What became of the run's kept stack data ("released", "kept").
+    data: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("planned", "nothing_to_do", "succeeded")
+
+    @property
+    def conflicts(self) -> list[ItemRecord]:
+        return [i for i in self.items if i.plan.action == "conflict"]
+
+
+class RollbackResult(BaseModel):
+    """What ``omnilab rollback`` restored (or, with ``dry_run``, would restore)."""
+
+    promotion_id: str
+    run_id: str
+    dry_run: bool = False
+    status: Literal["planned", "rolled_back", "partial"]
+    #: Per item: target, what is restored, what is removed, state.
+    items: list[dict[str, object]] = Field(default_factory=list)
+    error: str | None = None

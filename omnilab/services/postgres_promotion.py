@@ -1,0 +1,633 @@
+"""Promoting PostgreSQL tables: ``PostgresTable("scores")`` copies schema and rows.
+
+- Stage: the table is created in a schema of its own in production
+  (``omnilab_staging_<promotion>``), with the source's columns, defaults, identity and
+  serial sequences, generated columns, check constraints, storage options and comments;
+  the rows stream from the run's database with ``COPY ... (FORMAT binary)`` into it, then
+  primary key, unique and exclusion constraints and indexes are built (faster on a full
+  table than row by row), sequences are set where the run left them, and the privileges
+  and owner of the table it replaces are given to it. Foreign keys are not copied (the
+  tables they point at are not part of the promotion); the plan says so.
+- Verify: row count and an order-independent checksum (the sum of a 64-bit hash of every
+  row) computed by each server over its own table, the source's while the copy runs.
+- Switch: one transaction moves the production table to ``omnilab_replaced_<promotion>``
+  (kept for rollback) and the staged table into its place (``ALTER TABLE ... SET
+  SCHEMA``: indexes, constraints and owned sequences move with it). Readers see the old
+  table or the new one; a reader holding a lock makes the switch wait at most
+  ``OMNILAB_PROMOTE_LOCK_TIMEOUT`` seconds, then the promotion fails and nothing changed.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from omnilab.errors import UsageError
+from omnilab.services import postgres_copy
+from omnilab.services.postgres_tables import (
+    Renamer,
+    TableShape,
+    create_statements,
+    index_statements,
+    key_statements,
+    quote,
+    read_shape,
+    regclass_sql,
+)
+from omnilab.services.promotion import (
+    ItemPlan,
+    ItemRecord,
+    OnConflict,
+    Progress,
+    Promotable,
+    Promoter,
+    PromotionFailed,
+    masked_url,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+
+    from omnilab.config import Settings
+
+STAGING_SCHEMA = "omnilab_staging_{tag}"
+REPLACED_SCHEMA = "omnilab_replaced_{tag}"
+#: Session settings that make row text identical on every server (text checksums).
+_CANONICAL_SESSION = (
+    "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC';"
+    " SET extra_float_digits = 1; SET bytea_output = 'hex'"
+)
+#: Checksum expressions, fastest first: a row hash over the binary values, or over the
+#: row's text when a column type has no hash function (json, point...).
+CHECKSUMS = {
+    "hash_record": "hash_record_extended({t}, 0)",
+    "hash_text": "hashtextextended({t}::text, 0)",
+}
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``"scores"`` -> ("public", "scores"); ``"stats.scores"`` -> ("stats", "scores")."""
+    schema, _, table = name.rpartition(".")
+    return schema or "public", table
+
+
+def masked_dsn(dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    if "://" in dsn:
+        return masked_url(dsn)
+    try:
+        parts = conninfo_to_dict(dsn)
+    except Exception:
+        return "(unparseable PostgreSQL URL)"
+    if parts.get("password"):
+        parts["password"] = "****"
+    return make_conninfo(**parts)  # type: ignore[arg-type]
+
+
+class PostgresTable(Promotable):
+    """A table: its schema (columns, defaults, constraints, indexes) and its rows.
+
+    ``PostgresTable("scores")`` is ``public.scores`` on both sides; ``target=`` renames
+    it (``PostgresTable("scores", target="analytics.scores")``).
+    """
+
+    service: ClassVar[str] = "postgres"
+    kind: ClassVar[str] = "postgres_table"
+    unit: ClassVar[str] = "rows"
+    noun: ClassVar[str] = "postgres table"
+
+    def __init__(self, name: str, *, target: str | None = None) -> None:
+        super().__init__(name, target=target)
+        for value in (self.name, self.target):
+            schema, table = split_name(value)
+            if not table or schema.startswith("omnilab_") or schema == "omnilab":
+                raise UsageError(f"PostgresTable({value!r}): not a usable table name")
+        # "scores" and "public.scores" are the same table.
+        if "." not in self.target:
+            self.target = f"{split_name(self.name)[0]}.{self.target}"
+
+    @property
+    def qualified_name(self) -> str:
+        return ".".join(split_name(self.name))
+
+    @property
+    def label(self) -> str:
+        arrow = f" -> {self.target}" if self.target != self.qualified_name else ""
+        return f"{self.noun} {self.name}{arrow}"
+
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"name": self.name}
+        if self.target != self.qualified_name:
+            options["target"] = self.target
+        return options
+
+    def production_url(self, settings: Settings) -> str:
+        return masked_dsn(settings.production_postgres_url)
+
+
+class PostgresPromoter(Promoter):
+    item: PostgresTable
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dsn = self.settings.production_postgres_url
+        self._prod = self._connect(self.dsn)
+        self._src: psycopg.Connection | None = None
+        self._shape: TableShape | None = None
+        self._method = "hash_record"
+        self._source_checksum: dict[str, Any] | None = None
+
+    # -- connections ------------------------------------------------------------------------
+
+    @staticmethod
+    def _connect(dsn: str) -> psycopg.Connection:
+        import psycopg
+
+        try:
+            return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            raise PromotionFailed(
+                f"cannot reach production PostgreSQL at {masked_dsn(dsn)}: {reason}"
+            ) from None
+
+    @property
+    def prod(self) -> psycopg.Connection:
+        """Production, reconnected if the server ended the session (cleanup must work
+        after a failure that broke the connection)."""
+        if self._prod.closed or self._prod.broken:
+            self._prod.close()
+            self._prod = self._connect(self.dsn)
+        return self._prod
+
+    @property
+    def source_dsn(self) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        endpoint = self.need_source()
+        creds = endpoint.credentials
+        return make_conninfo(
+            host=endpoint.host,
+            port=endpoint.port,
+            user=creds.username or "omnimind",
+            password=creds.password or "",
+            dbname=creds.database or "omnimind_exp",
+        )
+
+    @property
+    def src(self) -> psycopg.Connection:
+        if self._src is None:
+            self._src = self._connect(self.source_dsn)
+        return self._src
+
+    def close(self) -> None:
+        self._prod.close()
+        if self._src is not None:
+            self._src.close()
+
+    # -- names ------------------------------------------------------------------------------
+
+    @property
+    def staging_schema(self) -> str:
+        return STAGING_SCHEMA.format(tag=self.tag)
+
+    @property
+    def replaced_schema(self) -> str:
+        return REPLACED_SCHEMA.format(tag=self.tag)
+
+    @staticmethod
+    def _ident(*parts: str) -> sql.Identifier:
+        from psycopg import sql
+
+        return sql.Identifier(*parts)
+
+    def _target(self, record: ItemRecord) -> tuple[str, str]:
+        return split_name(record.plan.target)
+
+    # -- inspecting -------------------------------------------------------------------------
+
+    @staticmethod
+    def _oid(conn: psycopg.Connection, schema: str, table: str) -> int | None:
+        row = conn.execute(
+            "SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = %s",
+            (schema, table),
+        ).fetchone()
+        if row is None:
+            return None
+        if row[1] != "r":
+            kinds = {"p": "a partitioned table", "v": "a view", "m": "a materialized view"}
+            raise PromotionFailed(
+                f"{schema}.{table} is {kinds.get(row[1], 'not a plain table')}; "
+                "only plain tables can be promoted"
+            )
+        return int(row[0])
+
+    @staticmethod
+    def _count(conn: psycopg.Connection, oid: int) -> tuple[int, int]:
+        """Exact row count and total size (table, indexes, TOAST)."""
+        count = conn.execute(f"SELECT count(*) FROM {regclass_sql(conn, oid)}").fetchone()
+        size = conn.execute("SELECT pg_total_relation_size(%s)", (oid,)).fetchone()
+        return int(count[0]) if count else 0, int(size[0]) if size else 0
+
+    def _checksum(self, conn: psycopg.Connection, oid: int, method: str) -> dict[str, Any]:
+        """Row count and the sum of every row's 64-bit hash, computed by the server."""
+        table = regclass_sql(conn, oid)
+        expr = CHECKSUMS[method].format(t="t")
+        if method == "hash_text":
+            conn.execute(_CANONICAL_SESSION)
+        row = conn.execute(
+            f"SELECT count(*), coalesce(sum({expr}), 0)::text FROM {table} t"
+        ).fetchone()
+        assert row is not None
+        return {"rows": int(row[0]), "sum": row[1], "method": method}
+
+    def source_checksum(self, conn: psycopg.Connection | None = None) -> dict[str, Any]:
+        """The source table's checksum, choosing the method the column types allow."""
+        import psycopg
+
+        if self._source_checksum is None:
+            shape = self.shape()
+            conn = conn or self.src
+            try:
+                self._source_checksum = self._checksum(conn, shape.oid, self._method)
+            except psycopg.errors.UndefinedFunction:
+                self._method = "hash_text"  # a column type without a hash function
+                self._source_checksum = self._checksum(conn, shape.oid, self._method)
+        return self._source_checksum
+
+    def shape(self) -> TableShape:
+        if self._shape is None:
+            schema, table = split_name(self.item.name)
+            oid = self._oid(self.src, schema, table)
+            if oid is None:
+                raise PromotionFailed(
+                    f"{self.item.label}: the run's database has no table {schema}.{table}"
+                )
+            self._shape = read_shape(self.src, oid, schema)
+        return self._shape
+
+    # -- plan ---------------------------------------------------------------------------------
+
+    def plan(self, on_conflict: OnConflict) -> ItemPlan:
+        item = self.item
+        shape = self.shape()
+        rows, size = self._count(self.src, shape.oid)
+        plan = self.new_plan(
+            rows,
+            size_bytes=size,
+            details={
+                "columns": len(shape.columns),
+                "constraints": len(shape.keys) + len(shape.checks),
+                "indexes": len(shape.indexes),
+            },
+        )
+        if shape.foreign_keys:
+            plan.notes.append(
+                "foreign keys are not copied (the tables they reference are not promoted): "
+                + ", ".join(shape.foreign_keys)
+            )
+        schema, table = split_name(item.target)
+        oid = self._oid(self.prod, schema, table)
+        if oid is None:
+            plan.reason = f"production has no table {item.target}"
+            return plan
+        plan.target_count = self._count(self.prod, oid)[0]
+        if self._same(oid, rows):
+            plan.action, plan.reason = "nothing", "production already holds this table"
+            return plan
+        if on_conflict == "fail":
+            plan.action = "conflict"
+            plan.reason = (
+                f"production already has a different table {item.target} "
+                f"({plan.target_count:,} rows); use --on-conflict replace or version"
+            )
+            return plan
+        if on_conflict == "replace":
+            blockers = self._dependents(oid)
+            if blockers:
+                plan.action = "conflict"
+                plan.reason = (
+                    f"cannot replace {item.target}: {'; '.join(blockers)} would keep "
+                    "using the old table; use --on-conflict version"
+                )
+                return plan
+            plan.action = "replace"
+            plan.reason = (
+                f"replaces production's {item.target} ({plan.target_count:,} rows), kept as "
+                f"{self.replaced_schema}.{table} for rollback"
+            )
+            plan.notes += self._lost_on_replace(oid)
+            return plan
+        return self._plan_version(plan, schema, table, rows)
+
+    def _plan_version(self, plan: ItemPlan, schema: str, table: str, rows: int) -> ItemPlan:
+        for n in range(2, 10_000):
+            candidate = f"{table}_v{n}"
+            oid = self._oid(self.prod, schema, candidate)
+            plan.target = f"{schema}.{candidate}"
+            if oid is None:
+                plan.action = "version"
+                plan.reason = f"production's {self.item.target} is left as it is"
+                return plan
+            if self._same(oid, rows):
+                plan.action = "nothing"
+                plan.reason = f"production already holds this table as {plan.target}"
+                return plan
+        raise PromotionFailed(f"{self.item.label}: no free version name")
+
+    def _same(self, oid: int, rows: int) -> bool:
+        import psycopg
+
+        target_shape = read_shape(self.prod, oid, None)
+        if target_shape.signature != self.shape().signature:
+            return False
+        if self._count(self.prod, oid)[0] != rows:
+            return False
+        source = self.source_checksum()
+        try:
+            return self._checksum(self.prod, oid, source["method"]) == source
+        except psycopg.Error:
+            return False
+
+    def _dependents(self, oid: int) -> list[str]:
+        """Objects that reference the production table by identity: a swap leaves them
+        pointing at the old table, so a replace is refused."""
+        rows = self.prod.execute(
+            """
+            SELECT DISTINCT 'view ' || v.oid::regclass::text
+            FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+            JOIN pg_class v ON v.oid = r.ev_class
+            WHERE d.refobjid = %(oid)s AND d.classid = 'pg_rewrite'::regclass AND v.oid <> %(oid)s
+            UNION
+            SELECT 'foreign key ' || conname || ' of ' || conrelid::regclass::text
+            FROM pg_constraint WHERE confrelid = %(oid)s AND contype = 'f' AND conrelid <> %(oid)s
+            """,
+            {"oid": oid},
+        ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def _lost_on_replace(self, oid: int) -> list[str]:
+        row = self.prod.execute(
+            "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = %(oid)s AND NOT tgisinternal),"
+            " (SELECT count(*) FROM pg_policy WHERE polrelid = %(oid)s)",
+            {"oid": oid},
+        ).fetchone()
+        notes = []
+        if row and row[0]:
+            notes.append(f"production's table has {row[0]} triggers; the promoted one will not")
+        if row and row[1]:
+            notes.append(f"production's table has {row[1]} row security policies; not copied")
+        return notes
+
+    # -- stage --------------------------------------------------------------------------------
+
+    def stage(self, record: ItemRecord, progress: Progress) -> None:
+        from psycopg import sql
+
+        shape = self.shape()
+        schema, table = self._target(record)
+        staging = self.staging_schema
+        record.staging = {"schema": staging}
+        rename = Renamer(split_name(self.item.name)[1], table)
+        self.prod.execute(sql.SQL("CREATE SCHEMA {}").format(self._ident(staging)))
+        self.prod.execute(f"SET search_path = {quote(self.prod, schema)}")
+        for statement in create_statements(shape, staging, table, rename):
+            self.prod.execute(statement)
+        new_oid = self._oid(self.prod, staging, table)
+        assert new_oid is not None
+        began = time.monotonic()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # The run's server computes its checksum while it streams the rows.
+            source_future = pool.submit(self._source_checksum_own_connection)
+            self._copy_rows(shape, staging, table, progress, new_oid)
+            source = source_future.result()
+        copied = time.monotonic()
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            # Production checksums the rows in one session while others build the indexes
+            # (two at a time: each build is one CPU's work; all take SHARE locks only).
+            target_future = pool.submit(self._target_checksum_own_connection, new_oid)
+            statements = index_statements(shape, staging, table, rename)
+            builds = [
+                pool.submit(self._run_own_connection, schema, statements[i::2])
+                for i in range(min(2, len(statements)))
+            ]
+            for build in builds:
+                build.result()
+            target = target_future.result()
+        indexed = time.monotonic()
+        for statement in key_statements(shape, staging, table, rename):
+            self.prod.execute(statement)
+        self._set_sequences(shape, staging, table, rename)
+        record.switch["grants"] = self._copy_privileges(record, staging, table)
+        self.prod.execute(
+            sql.SQL("ANALYZE {}").format(self._ident(staging, table))
+        )  # readers' plans need statistics from the first query on
+        record.seconds.update(
+            copy=round(copied - began, 4),
+            indexes_and_checksum=round(indexed - copied, 4),
+            constraints_and_analyze=round(time.monotonic() - indexed, 4),
+        )
+        record.counts = {"source": source["rows"], "target": target["rows"]}
+        record.checksums = {"source": source, "target": target}
+        record.staging["oid"] = new_oid
+        if source != target:
+            raise PromotionFailed(
+                f"{self.item.label}: the staged table differs from the run's "
+                f"({target['rows']:,} rows staged of {source['rows']:,}; checksums "
+                f"{target['sum']} and {source['sum']})"
+            )
+
+    def _source_checksum_own_connection(self) -> dict[str, Any]:
+        with self._connect(self.source_dsn) as conn:
+            return self.source_checksum(conn)
+
+    def _run_own_connection(self, schema: str, statements: list[str]) -> None:
+        with self._connect(self.dsn) as conn:
+            conn.execute(f"SET search_path = {quote(conn, schema)}")
+            for statement in statements:
+                conn.execute(statement)
+
+    def _target_checksum_own_connection(self, oid: int) -> dict[str, Any]:
+        with self._connect(self.dsn) as conn:
+            return self._checksum(conn, oid, self._method_after_source())
+
+    def _method_after_source(self) -> str:
+        # The source's checksum picked the method (it may have fallen back to text).
+        return self.source_checksum()["method"]
+
+    def _copy_rows(
+        self, shape: TableShape, staging: str, table: str, progress: Progress, relid: int
+    ) -> None:
+        from psycopg import sql
+
+        columns = sql.SQL(", ").join(self._ident(c) for c in shape.copied_columns)
+        copy_out = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)").format(
+            columns, self._ident(*split_name(self.item.name))
+        )
+        copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+            self._ident(staging, table), columns
+        )
+        psql = postgres_copy.psql_binary()
+        if psql is None:
+            postgres_copy.copy_with_psycopg(self.src, copy_out, self.prod, copy_in, progress)
+            return
+        postgres_copy.copy_with_psql(
+            psql,
+            self.source_dsn,
+            copy_out.as_string(self.src),
+            self.dsn,
+            copy_in.as_string(self.prod),
+            progress,
+            self.prod,
+            relid,
+        )
+
+    def _set_sequences(self, shape: TableShape, staging: str, table: str, rename: Renamer) -> None:
+        """Sequences continue where the run's stopped, so new rows get new ids."""
+        for column in shape.columns:
+            seq = column.get("sequence")
+            if not seq:
+                continue
+            row = self.src.execute(
+                "SELECT last_value, is_called FROM "
+                + quote(self.src, split_name(self.item.name)[0], seq)
+            ).fetchone()
+            assert row is not None
+            self.prod.execute(
+                "SELECT setval(pg_get_serial_sequence(%s, %s), %s, %s)",
+                (f"{quote(self.prod, staging, table)}", column["name"], row[0], row[1]),
+            )
+
+    def _copy_privileges(self, record: ItemRecord, staging: str, table: str) -> list[str]:
+        """The table it replaces keeps its readers: same grants, same owner when allowed."""
+        import psycopg
+
+        if record.plan.action != "replace":
+            return []
+        schema, name = self._target(record)
+        old = self._oid(self.prod, schema, name)
+        if old is None:
+            return []
+        staged = quote(self.prod, staging, table)
+        rows = self.prod.execute(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END,"
+            " a.privilege_type, a.is_grantable"
+            " FROM pg_class c, aclexplode(c.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee"
+            " WHERE c.oid = %s AND a.grantee <> c.relowner",
+            (old,),
+        ).fetchall()
+        done = []
+        for grantee, privilege, grantable in rows:
+            option = " WITH GRANT OPTION" if grantable else ""
+            self.prod.execute(f"GRANT {privilege} ON {staged} TO {grantee}{option}")
+            done.append(f"{privilege} to {grantee}")
+        owner = self.prod.execute(
+            "SELECT quote_ident(pg_get_userbyid(relowner)), pg_get_userbyid(relowner) = "
+            "current_user FROM pg_class WHERE oid = %s",
+            (old,),
+        ).fetchone()
+        if owner and not owner[1]:
+            try:
+                self.prod.execute(f"ALTER TABLE {staged} OWNER TO {owner[0]}")
+                done.append(f"owner {owner[0]}")
+            except psycopg.errors.InsufficientPrivilege:
+                record.plan.notes.append(
+                    f"the promoted table is owned by the promoting role, not {owner[0]} "
+                    "(not allowed to give it away)"
+                )
+        return done
+
+    # -- switch -------------------------------------------------------------------------------
+
+    def switch(self, record: ItemRecord) -> None:
+        from psycopg import sql
+
+        schema, table = self._target(record)
+        staging = self.staging_schema
+        replacing = record.plan.action == "replace"
+        with self.prod.transaction():
+            self._lock_timeout()
+            if replacing:
+                replaced = self.replaced_schema
+                self.prod.execute(sql.SQL("CREATE SCHEMA {}").format(self._ident(replaced)))
+                self.prod.execute(
+                    sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                        self._ident(schema, table), self._ident(replaced)
+                    )
+                )
+            self.prod.execute(
+                sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                    self._ident(staging, table), self._ident(schema)
+                )
+            )
+            self.prod.execute(sql.SQL("DROP SCHEMA {}").format(self._ident(staging)))
+        record.switch.update(
+            table_oid=record.staging.get("oid"),
+            replaced=f"{self.replaced_schema}.{table}" if replacing else None,
+        )
+
+    def _lock_timeout(self) -> None:
+        ms = int(self.settings.promote_lock_timeout * 1000)
+        self.prod.execute(f"SET LOCAL lock_timeout = {ms}")
+
+    def unswitch(self, record: ItemRecord) -> None:
+        from psycopg import sql
+
+        schema, table = self._target(record)
+        with self.prod.transaction():
+            self._lock_timeout()
+            current = self._oid(self.prod, schema, table)
+            if current is not None and current != record.switch.get("table_oid"):
+                raise PromotionFailed(
+                    f"{record.plan.target} is no longer the table this promotion put there"
+                )
+            if current is not None:
+                self.prod.execute(sql.SQL("DROP TABLE {}").format(self._ident(schema, table)))
+            if record.switch.get("replaced"):
+                replaced = self.replaced_schema
+                self.prod.execute(
+                    sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                        self._ident(replaced, table), self._ident(schema)
+                    )
+                )
+                self.prod.execute(sql.SQL("DROP SCHEMA {}").format(self._ident(replaced)))
+
+    def is_switched(self, record: ItemRecord) -> bool:
+        row = self.prod.execute(
+            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.staging_schema,)
+        ).fetchone()
+        return row is None
+
+    def target_checksum(self, record: ItemRecord) -> dict[str, Any] | None:
+        import psycopg
+
+        schema, table = self._target(record)
+        oid = self._oid(self.prod, schema, table)
+        if oid is None:
+            return None
+        method = (record.checksums.get("target") or {}).get("method", "hash_record")
+        try:
+            return self._checksum(self.prod, oid, method)
+        except psycopg.Error as exc:
+            raise PromotionFailed(f"{record.plan.target}: cannot checksum it: {exc}") from None
+
+    def discard_staging(self, record: ItemRecord) -> None:
+        from psycopg import sql
+
+        self.prod.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(self._ident(self.staging_schema))
+        )
+
+    def drop_replaced(self, record: ItemRecord) -> None:
+        from psycopg import sql
+
+        self.prod.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(self._ident(self.replaced_schema))
+        )
+
+
+PostgresTable.promoter_class = PostgresPromoter

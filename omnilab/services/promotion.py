@@ -1,0 +1,344 @@
+"""What every promotable item provides: its declaration, and how it is copied.
+
+An experiment declares what it produces (``promotes = [QdrantCollection("docs"), ...]``);
+``omnilab promote RUN`` copies each item from the run's kept stack into production. The
+module beside each service's (``redis_promotion.py``...) holds how that service's data
+is copied; the generic machinery (order, records, undoing earlier switches when a later
+one fails, rollback) is in :mod:`omnilab.promote`.
+
+Every item goes through the same steps, so that production readers see all or nothing:
+
+1. **plan**: look at the source and at production; create, replace, version, or nothing
+   to do (production already holds the same data), or a conflict;
+2. **stage**: copy into a place production readers never look (a collection behind no
+   alias, a ``omnilab:staging:`` key prefix, a schema of its own), then compare counts and
+   checksums of the source with the staged copy;
+3. **switch**: one atomic step makes the staged copy the production item (an alias
+   change; RENAMEs inside MULTI/EXEC; ALTER TABLE ... SET SCHEMA in one transaction), and
+   keeps what it replaced, for rollback;
+4. **unswitch**: the inverse step, atomic too (a later item failed, or ``omnilab rollback``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field
+
+from omnilab.errors import OmnilabError, UsageError
+
+if TYPE_CHECKING:
+    from omnilab.config import Settings
+    from omnilab.progress import Reporter
+    from omnilab.services.base import Endpoint
+
+OnConflict = Literal["fail", "replace", "version"]
+ON_CONFLICT: tuple[str, ...] = ("fail", "replace", "version")
+Action = Literal["create", "replace", "version", "nothing", "conflict"]
+ItemState = Literal[
+    "planned", "staging", "staged", "switching", "switched", "reverted", "failed", "rolled_back"
+]
+
+
+class PromotionError(OmnilabError):
+    """A promotion that could not be carried out; production is as it was before."""
+
+
+class PromotionConflict(PromotionError, UsageError):
+    """Production already holds a different item of that name (``--on-conflict fail``)."""
+
+
+class PromotionFailed(PromotionError):
+    """Copy, verification or switch failed; what was staged is removed, nothing switched."""
+
+
+class ItemPlan(BaseModel):
+    """One item of a plan: what will happen to it, and how much data it is."""
+
+    kind: str
+    service: str
+    #: The item as declared, for people: "redis keys emb:*".
+    label: str
+    source: str
+    #: The name production readers will use: "docs", "scores_v2", "emb:*".
+    target: str
+    action: Action
+    #: Why this action (a conflict's cause; "identical to production").
+    reason: str = ""
+    unit: str
+    source_count: int
+    #: What production holds under ``target`` now (None when it holds nothing).
+    target_count: int | None = None
+    size_bytes: int | None = None
+    #: Service-specific figures: keys overwritten and deleted, indexes, dimensions...
+    details: dict[str, Any] = Field(default_factory=dict)
+    #: Things the user should know: a foreign key not copied, a non-atomic first switch.
+    notes: list[str] = Field(default_factory=list)
+    #: Where production is, masked.
+    target_url: str = ""
+
+
+class ItemRecord(BaseModel):
+    """One item of a promotion as recorded: the plan, how far it got, what it did."""
+
+    item: dict[str, Any]
+    plan: ItemPlan
+    state: ItemState = "planned"
+    #: Where the staged copy is, so an interrupted promotion can be cleaned up.
+    staging: dict[str, Any] = Field(default_factory=dict)
+    counts: dict[str, int] = Field(default_factory=dict)
+    #: {"source": {...}, "target": {...}}, compared before the switch.
+    checksums: dict[str, Any] = Field(default_factory=dict)
+    #: What the switch did and where the replaced data is kept (for rollback).
+    switch: dict[str, Any] = Field(default_factory=dict)
+    seconds: dict[str, float] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class Promotable(ABC):
+    """A declaration in ``Experiment.promotes``: one item of one service's data."""
+
+    service: ClassVar[str]
+    kind: ClassVar[str]
+    unit: ClassVar[str]
+    #: How the item is named for people: "qdrant collection".
+    noun: ClassVar[str]
+    #: Does the work; each service module sets it below its Promoter subclass.
+    promoter_class: ClassVar[type[Promoter]]
+
+    def __init__(self, name: str, *, target: str | None = None) -> None:
+        for what, value in (("name", name), ("target", target)):
+            if value is None and what == "target":
+                continue
+            if not isinstance(value, str) or not value.strip():
+                raise UsageError(f"{type(self).__name__}: {what} must be a non-empty string")
+        self.name = name
+        self.target = target or name
+
+    @property
+    def label(self) -> str:
+        arrow = f" -> {self.target}" if self.target != self.name else ""
+        return f"{self.noun} {self.name}{arrow}"
+
+    def options(self) -> dict[str, Any]:
+        """Constructor arguments, for records and to rebuild the item later."""
+        return {"name": self.name, "target": self.target}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.options()}
+
+    @property
+    def target_key(self) -> str:
+        """Identity of the production item, to refuse two items writing the same one."""
+        return f"{self.service}:{self.target}"
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Promotable) and other.to_dict() == self.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.to_dict().items())))
+
+    @abstractmethod
+    def production_url(self, settings: Settings) -> str:
+        """Where this item goes, masked, for plans and records."""
+
+    def promoter(
+        self,
+        settings: Settings,
+        promotion_id: str,
+        source: Endpoint | None,
+        reporter: Reporter,
+    ) -> Promoter:
+        """The object that plans, stages and switches this item (source: the run's stack,
+        None for what needs production alone: rollback, cleanup, fingerprints)."""
+        return self.promoter_class(self, settings, promotion_id, source, reporter)
+
+
+class Promoter(ABC):
+    """One item's promotion work, connected to production (and to the run's stack)."""
+
+    def __init__(
+        self,
+        item: Promotable,
+        settings: Settings,
+        promotion_id: str,
+        source: Endpoint | None,
+        reporter: Reporter,
+    ) -> None:
+        self.item = item
+        self.settings = settings
+        self.promotion_id = promotion_id
+        self.source = source
+        self.reporter = reporter
+
+    @property
+    def tag(self) -> str:
+        """Short, name-safe form of the promotion id used in staging and kept names."""
+        return self.promotion_id[:12]
+
+    def new_plan(self, source_count: int, **fields: Any) -> ItemPlan:
+        """A plan for this item, ``create`` until the promoter finds otherwise."""
+        item = self.item
+        return ItemPlan(
+            kind=item.kind,
+            service=item.service,
+            label=item.label,
+            source=item.name,
+            target=item.target,
+            action="create",
+            unit=item.unit,
+            source_count=source_count,
+            target_url=item.production_url(self.settings),
+            **fields,
+        )
+
+    def need_source(self) -> Endpoint:
+        if self.source is None:
+            raise PromotionFailed(f"{self.item.label}: the run's stack is not open")
+        return self.source
+
+    @abstractmethod
+    def plan(self, on_conflict: OnConflict) -> ItemPlan:
+        """Inspect source and production; change nothing."""
+
+    @abstractmethod
+    def stage(self, record: ItemRecord, progress: Progress) -> None:
+        """Copy into staging and verify; fill ``record.staging``, counts and checksums.
+
+        Raises :class:`PromotionFailed` when the staged copy differs from the source.
+        """
+
+    @abstractmethod
+    def switch(self, record: ItemRecord) -> None:
+        """Make the staged copy the production item in one atomic step; fill
+        ``record.switch`` with what was replaced and where it is kept."""
+
+    @abstractmethod
+    def unswitch(self, record: ItemRecord) -> None:
+        """Undo :meth:`switch` atomically: what it replaced is back, what it created gone."""
+
+    @abstractmethod
+    def is_switched(self, record: ItemRecord) -> bool:
+        """For a promotion interrupted during the switch: did the switch happen?"""
+
+    @abstractmethod
+    def target_checksum(self, record: ItemRecord) -> dict[str, Any] | None:
+        """Checksum of what production holds now under the record's target, in the form
+        recorded as ``checksums["target"]``; None when it holds nothing."""
+
+    @abstractmethod
+    def discard_staging(self, record: ItemRecord) -> None:
+        """Remove what :meth:`stage` left (on failure, or after an interruption)."""
+
+    @abstractmethod
+    def drop_replaced(self, record: ItemRecord) -> None:
+        """Delete the replaced data kept for rollback (``omnilab promotions prune``)."""
+
+    def close(self) -> None:
+        """Close connections."""
+
+
+def masked_url(url: str) -> str:
+    """A production URL fit for plans, records and logs: its password replaced."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        host = f"{parts.hostname}:{parts.port}" if parts.port else f"{parts.hostname}"
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:****@{host}"))
+    return url
+
+
+# -- checksums --------------------------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+
+
+class Sum64:
+    """An order-independent checksum: the sum, modulo 2**64, of each element's hash.
+
+    Each copy path reads elements in its own order (SCAN order, COPY order, scroll
+    order), so the combination must not depend on it. Elements are unique (keys, point
+    ids) or counted (rows), so a sum (not XOR, under which duplicates cancel) is sound.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.count = 0
+
+    def add(self, data: bytes) -> None:
+        digest = hashlib.blake2b(data, digest_size=8).digest()
+        self.total = (self.total + int.from_bytes(digest, "big")) & _MASK64
+        self.count += 1
+
+    def add_int(self, value: int) -> None:
+        self.total = (self.total + value) & _MASK64
+        self.count += 1
+
+    @property
+    def hex(self) -> str:
+        return f"{self.total:016x}"
+
+
+# -- progress ---------------------------------------------------------------------------
+
+
+class Progress:
+    """Progress of one copy, as a line every few seconds (long copies say how far they are)."""
+
+    def __init__(self, reporter: Reporter, label: str, total: int, unit: str) -> None:
+        self.reporter = reporter
+        self.label = label
+        self.total = total
+        self.unit = unit
+        self.done = 0
+        self.began = time.monotonic()
+        self._last = self.began
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last >= 5.0:
+            self._last = now
+            pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+            self.reporter.note(
+                f"    {self.label}: {self.done:,}/{self.total:,} {self.unit} copied{pct}"
+            )
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.began
+
+
+def check_promotes(promotes: Any, service_names: list[str], owner: str) -> list[Promotable]:
+    """Validate ``Experiment.promotes`` before anything starts (bad input: UsageError)."""
+    if not isinstance(promotes, list | tuple):
+        raise UsageError(f"{owner}.promotes must be a list, like [RedisKeys('emb:*')]")
+    checked: list[Promotable] = []
+    targets: dict[str, Promotable] = {}
+    for item in promotes:
+        if not isinstance(item, Promotable):
+            raise UsageError(
+                f"{owner}.promotes: {item!r} is not promotable; use QdrantCollection(...), "
+                "RedisKeys(...) or PostgresTable(...) from omnilab.promote"
+            )
+        if item.service not in service_names:
+            raise UsageError(
+                f"{owner}.promotes: {item!r} needs the {item.service} service; "
+                f"add {item.service.capitalize()}() to {owner}.services"
+            )
+        if item.target_key in targets:
+            raise UsageError(
+                f"{owner}.promotes: {item!r} and {targets[item.target_key]!r} "
+                "write the same production item"
+            )
+        targets[item.target_key] = item
+        checked.append(item)
+    return checked
