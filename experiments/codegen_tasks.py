@@ -7,7 +7,8 @@
 Needs Ollama (an `ollama` binary on PATH, OLLAMA_BASE_URL, or the docker runtime); the
 model is pulled, with a progress bar, when the server lacks it. Generated files and their
 manifest land in generated-code/<run id>/; completions are cached in the run's Redis
-under omnilab:completion:* (promote them to reuse them in later runs).
+under omnilab:completion:*; `omnilab promote RUN` copies them into production Redis for
+later runs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Literal
 from pydantic import Field
 
 from omnilab import Experiment, Ollama, Params, Redis
-from omnilab.workloads.codegen import CodeGen, CodingTask
+from omnilab.promote import RedisKeys
+from omnilab.workloads.codegen import CACHE_PATTERN, CodeGen, CodingTask
 from omnilab.workloads.sandbox import Limits
 
 MODEL = "qwen2.5-coder:1.5b"
@@ -123,7 +125,9 @@ class CodegenTasks(Experiment):
 
     services = [Ollama(model=MODEL), Redis()]
     gpu = False
-    # Once promotion is available: promotes = [RedisKeys(CACHE_PATTERN)] keeps the cache.
+    # `omnilab promote RUN` (or `run --promote`) copies the completions into production
+    # Redis, where later runs find them with `-p cache_from=production`.
+    promotes = [RedisKeys(CACHE_PATTERN)]
 
     class Params(Params):
         model: str = MODEL

@@ -16,6 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT, STANDIN_BIN, TESTS, run_cli
+from promotion_support import (  # noqa: F401 (fixtures)
+    Production,
+    production_fixture,
+    production_servers_fixture,
+)
 
 from omnilab import Ollama, Redis, Stack, UsageError
 from omnilab.progress import QuietReporter
@@ -123,52 +128,37 @@ def test_a_rerun_in_the_same_stack_asks_the_model_nothing(stack: Stack, workdir:
 
 
 def test_a_later_run_reads_a_promoted_cache(
-    standin_env: None, standin_ollama: str, monkeypatch: pytest.MonkeyPatch, workdir: Path
+    standin_env: None,
+    standin_ollama: str,
+    production: Production,
+    monkeypatch: pytest.MonkeyPatch,
+    workdir: Path,
 ) -> None:
-    """Run 1 fills its Redis; copied to a "production" Redis (as `omnilab promote` does),
-    run 2 reads it through with cache_from=production and asks the model nothing."""
+    """Run 1 is promoted (`run --promote`: its completions go to production Redis, the run
+    queue's keys there untouched); run 2 reads them with cache_from=production and asks the
+    model nothing."""
     monkeypatch.setenv("PATH", os.environ["PATH"].replace(f"{STANDIN_BIN}:", ""))
     monkeypatch.setenv("OLLAMA_BASE_URL", standin_ollama)
-    with Stack(Redis(), runtime="local", reporter=QuietReporter()) as production:
-        first = run_cli("run", EXAMPLE, "--json", "--keep")
-        assert first.returncode == 0, first.stderr
-        kept = json.loads(first.stdout)["id"]
-        try:
-            env = run_cli("stack", "env", kept).stdout
-            run_redis = next(
-                line.split("=", 1)[1].strip("'\"")
-                for line in env.splitlines()
-                if "REDIS_URL=" in line
-            )
-            import redis
-
-            source = redis.Redis.from_url(run_redis)
-            keys = list(source.scan_iter(match=CACHE_PATTERN))
-            assert len(keys) == 5
-            for key in keys:
-                production.redis.set(key, source.get(key))
-            source.close()
-        finally:
-            assert run_cli("stack", "down", kept).returncode == 0
-        asked = stats(standin_ollama).get("/api/chat", 0)
-        production_url = production.env["REDIS_URL"]
-        second = run_cli(
-            "run",
-            EXAMPLE,
-            "--json",
-            "-p",
-            "cache_from=production",
-            env={"REDIS_URL": production_url},
-        )
-        assert second.returncode == 0, second.stderr
-        assert stats(standin_ollama).get("/api/chat", 0) == asked
+    prod = production.redis()
+    prod.set("rq:queue:omnilab", "queued work")  # the run queue shares REDIS_URL
+    first = run_cli("run", EXAMPLE, "--json", "--promote")
+    assert first.returncode == 0, first.stderr
+    assert "promoted" in first.stderr
+    promoted = sorted(prod.scan_iter(match=CACHE_PATTERN))
+    assert len(promoted) == 5
+    assert prod.get("rq:queue:omnilab") == b"queued work"
+    asked = stats(standin_ollama).get("/api/chat", 0)
+    second = run_cli("run", EXAMPLE, "--json", "-p", "cache_from=production")
+    assert second.returncode == 0, second.stderr
+    assert stats(standin_ollama).get("/api/chat", 0) == asked
     summary = json.loads(second.stdout)["summary"]
     assert summary["cache_hits"] == 5 and summary["pass_rate"] == 0.8
     manifest = workdir / "generated-code" / json.loads(second.stdout)["id"] / "manifest.json"
     text = manifest.read_text()
-    password = production_url.split(":")[2].split("@")[0]
+    password = production.redis_url.split(":")[2].split("@")[0]
     assert password not in text and password not in second.stderr
     assert json.loads(text)["cache"]["sources"][0].startswith("production (redis://:****@")
+    prod.close()
 
 
 def test_a_cache_source_that_does_not_answer_is_refused(stack: Stack) -> None:

@@ -12,6 +12,11 @@ from typing import Any
 import nbformat
 from conftest import ROOT, stack_processes
 from nbclient import NotebookClient
+from promotion_support import (  # noqa: F401 (fixtures)
+    Production,
+    production_fixture,
+    production_servers_fixture,
+)
 
 import omnilab
 
@@ -30,7 +35,10 @@ def test_the_quickstart_is_committed_clean() -> None:
     assert code and all(not c.outputs and c.execution_count is None for c in code)
 
 
-def test_the_quickstart_runs_top_to_bottom(workdir: Path) -> None:
+def test_the_quickstart_runs_top_to_bottom(workdir: Path, production: Production) -> None:
+    """`production` sets REDIS_URL (and the others) for the kernel: the promotion part
+    plans against a real production Redis, which must come out unchanged."""
+    before = production.snapshot()
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
         nb,
@@ -59,6 +67,14 @@ def test_the_quickstart_runs_top_to_bottom(workdir: Path) -> None:
         "text/html",
     )
     assert table.count(">succeeded<") >= 4
+
+    # The promotion plan: the warmed cache, to be created under its production prefix.
+    plan = _outputs(by_source["from omnilab.promote import RedisKeys"], "text/html")
+    assert "promotion plan" in plan and "dry run: nothing changed" in plan
+    assert ">create<" in plan and "cache:item:*" in plan and "WarmCache" in plan
+    assert production.snapshot() == before
+    discard = next(c for c in cells if c.source.startswith("warm.discard()"))
+    assert "discarded" in _outputs(discard, "text/plain")
 
     # No progress went to stderr: it is all in the panels.
     for cell in cells:

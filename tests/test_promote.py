@@ -284,8 +284,11 @@ def test_bad_declarations_are_refused_before_anything_starts(
         omnilab.run(NotAnItem, reporter=Q)
     with pytest.raises(omnilab.UsageError, match="write the same production item"):
         omnilab.run(Twice, reporter=Q)
-    with pytest.raises(omnilab.UsageError, match="keys under 'omnilab:' are omnilab's own"):
-        RedisKeys("omnilab:x")
+    for reserved in ("omnilab:staging:x", "omnilab:replaced:*", "rq:queue:*"):
+        with pytest.raises(omnilab.UsageError, match="are omnilab's and rq's own"):
+            RedisKeys(reserved)
+    with pytest.raises(omnilab.UsageError, match="target_prefix 'rq:' is not usable"):
+        RedisKeys("emb:*", target_prefix="rq:")
     with pytest.raises(omnilab.UsageError, match="--on-conflict 'merge'"):
         omnilab.run(EXPERIMENT, promote=True, on_conflict="merge", reporter=Q)
     assert not (workdir / "runs").exists()
@@ -313,3 +316,22 @@ def test_rows_are_relayed_through_omnilab_without_psql(
     assert table.counts == {"source": 5000, "target": 5000}
     with production.pg() as conn:
         assert conn.execute("SELECT count(*), max(id) FROM scores").fetchone() == (5000, 5000)
+
+
+def test_a_pattern_never_touches_the_run_queue(production: Production) -> None:
+    """rq's keys live in production Redis (the queue shares REDIS_URL): `*` replaces the
+    data keys and leaves the queue's alone, in the plan and in production."""
+    prod = production.redis()
+    prod.set("rq:queue:omnilab", "queued work")
+    prod.set("old", "production value")
+    everything = str(Path(EXPERIMENT).with_name("promote_everything.py"))
+    run = omnilab.run(everything, reporter=Q)
+    assert run.ok, run.error
+    [item] = run.promote(dry_run=True, on_conflict="replace", reporter=Q).items
+    assert item.plan.action == "replace" and item.plan.source_count == 2
+    assert promote(run.id, on_conflict="replace", reporter=Q).status == "succeeded"
+    assert prod.get("rq:queue:omnilab") == b"queued work"
+    assert prod.get("a") == b"1" and prod.lrange("b", 0, -1) == [b"x", b"y"]
+    assert prod.get("old") is None  # replaced, as planned, and kept for rollback
+    assert [k for k in prod.scan_iter("omnilab:replaced:*") if k.endswith(b":old")]
+    prod.close()

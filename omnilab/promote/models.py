@@ -42,6 +42,11 @@ class PromotionResult(BaseModel):
     def conflicts(self) -> list[ItemRecord]:
         return [i for i in self.items if i.plan.action == "conflict"]
 
+    def _repr_html_(self) -> str:
+        from omnilab.notebook.promotion import promotion_html
+
+        return promotion_html(self)
+
 
 class RollbackResult(BaseModel):
     """What ``omnilab rollback`` restored (or, with ``dry_run``, would restore)."""

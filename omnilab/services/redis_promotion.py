@@ -39,9 +39,14 @@ from omnilab.services.promotion import (
 if TYPE_CHECKING:
     from omnilab.config import Settings
 
-#: Keys under this prefix belong to omnilab (staging copies, replaced keys): never promoted,
-#: never counted as production data of a pattern.
-RESERVED = "omnilab:"
+#: Keys under these prefixes belong to the machinery, not to anyone's data: omnilab's staging
+#: copies and replaced keys, and rq's queue (the run queue shares ``REDIS_URL`` with
+#: production). They are never promoted, never counted as production data of a pattern, and
+#: never overwritten. Other ``omnilab:`` keys, such as the completion cache, are data.
+STAGING = "omnilab:staging:"
+REPLACED = "omnilab:replaced:"
+RESERVED = (STAGING, REPLACED, "rq:")
+_RESERVED_BYTES = tuple(p.encode() for p in RESERVED)
 BATCH = 1000
 SCAN_COUNT = 1000
 
@@ -209,7 +214,8 @@ class RedisKeys(Promotable):
     """Keys matching a glob pattern, with their values (every type) and TTLs.
 
     ``target_prefix`` renames on the way: ``RedisKeys("emb:*", target_prefix="prod:emb:")``
-    promotes ``emb:1`` as ``prod:emb:1``. Keys under ``omnilab:`` are never promoted.
+    promotes ``emb:1`` as ``prod:emb:1``. Keys under ``omnilab:staging:``,
+    ``omnilab:replaced:`` and ``rq:`` (the run queue) are never promoted nor touched.
     """
 
     service: ClassVar[str] = "redis"
@@ -219,7 +225,10 @@ class RedisKeys(Promotable):
 
     def __init__(self, name: str, *, target_prefix: str | None = None) -> None:
         if isinstance(name, str) and name.startswith(RESERVED):
-            raise UsageError(f"RedisKeys({name!r}): keys under {RESERVED!r} are omnilab's own")
+            raise UsageError(
+                f"RedisKeys({name!r}): keys under {', '.join(map(repr, RESERVED))} are "
+                "omnilab's and rq's own"
+            )
         prefix = literal_prefix(name) if isinstance(name, str) else ""
         if target_prefix is not None and (
             not isinstance(target_prefix, str) or target_prefix.startswith(RESERVED)
@@ -301,11 +310,11 @@ class RedisPromoter(Promoter):
 
     @property
     def staging_prefix(self) -> str:
-        return f"{RESERVED}staging:{self.tag}:"
+        return f"{STAGING}{self.tag}:"
 
     @property
     def replaced_prefix(self) -> str:
-        return f"{RESERVED}replaced:{self.tag}:"
+        return f"{REPLACED}{self.tag}:"
 
     def _script(self, client: redis_lib.Redis, text: str) -> Any:
         key = (id(client), text)
@@ -317,7 +326,7 @@ class RedisPromoter(Promoter):
         """Every key matching ``pattern``, once; omnilab's own keys left out unless ``own``."""
         found = set(client.scan_iter(match=pattern, count=SCAN_COUNT))
         if not own:
-            found = {k for k in found if not k.startswith(RESERVED.encode())}
+            found = {k for k in found if not k.startswith(_RESERVED_BYTES)}
         return sorted(found)
 
     def _digest(self, client: redis_lib.Redis, keys: Sequence[bytes], strip: bytes) -> list[Batch]:
