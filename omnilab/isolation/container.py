@@ -124,8 +124,12 @@ class ContainerIsolation:
         try:
             self.container = self._create(stack, state)
             self.container.start()
-        except BaseException as exc:
+        except OmnilabError as exc:
             self._launch_error = exc
+        except Exception as exc:
+            self._launch_error = OmnilabError(
+                f"the experiment's container could not be started ({type(exc).__name__}: {exc})"
+            )
 
     def _create(self, stack: Stack, state: StackState) -> Any:
         import docker.errors
@@ -172,7 +176,6 @@ class ContainerIsolation:
                 device_requests=requests or None,
                 security_opt=["no-new-privileges"],
                 stdin_open=True,
-                stdin_once=True,
                 detach=True,
             )
         except docker.errors.APIError as exc:
