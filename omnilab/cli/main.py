@@ -16,6 +16,7 @@ from omnilab.cli import (
     aer_cmd,
     apikey_cmd,
     codegen_cmd,
+    compose_cmd,
     doctor_cmd,
     gc_cmd,
     images_cmd,
@@ -46,6 +47,7 @@ app.add_typer(stack_cmd.app, name="stack")
 app.add_typer(aer_cmd.app, name="aer")
 app.add_typer(codegen_cmd.app, name="codegen")
 app.add_typer(images_cmd.app, name="images")
+app.add_typer(compose_cmd.app, name="compose")
 app.command("gc")(gc_cmd.gc)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("worker")(worker_cmd.worker)
