@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from omnilab.services.base import Service
 
 GpuPolicy = bool | Literal["auto"]
+Isolation = Literal["host", "container"]
 
 
 class Params(BaseModel):
@@ -50,6 +51,9 @@ class Experiment:
     Params: ClassVar[type[Params]] = Params
     #: Name used in the tracking store; the class name unless set.
     name: ClassVar[str | None] = None
+    #: Where ``run`` executes: "host" (omnilab's own process) or "container" (the
+    #: experiments image, on the run's network; needs the docker runtime).
+    isolation: ClassVar[Isolation] = "host"
 
     def run(self, ctx: RunContext) -> dict[str, Any] | None:
         """Do the work; the returned mapping becomes the run's summary."""

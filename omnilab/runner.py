@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel
 
@@ -34,6 +34,7 @@ from omnilab.config import Settings, get_settings
 from omnilab.context import RunContext, scan_artifacts
 from omnilab.errors import OmnilabError, UsageError
 from omnilab.experiment import Experiment, GpuPolicy, Params
+from omnilab.isolation import check_isolation
 from omnilab.loader import resolve
 from omnilab.params import validate
 from omnilab.procs import process_start_time
@@ -44,6 +45,9 @@ from omnilab.tracking.metrics import MetricBuffer
 from omnilab.tracking.records import RunRecord
 from omnilab.tracking.run import Run
 from omnilab.tracking.store import TrackingStore
+
+if TYPE_CHECKING:
+    from omnilab.isolation.container import ContainerIsolation
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -195,6 +199,22 @@ def _shielded(reporter: Reporter) -> Iterator[None]:
 # -- the run ----------------------------------------------------------------------------
 
 
+def invoke(cls: type[Experiment], ctx: RunContext) -> tuple[str, dict[str, Any] | None, str | None]:
+    """Call the experiment's ``run``: (status, summary, error), the same wherever it runs
+    (here, or inside its container). An exception's traceback is printed on stderr."""
+    try:
+        return "succeeded", normalize_summary(cls().run(ctx)), None
+    except SystemExit as exc:
+        # sys.exit() inside run(): 0 ends the run early and well, else it failed.
+        if exc.code in (0, None):
+            return "succeeded", {}, None
+        return "failed", None, f"the experiment called sys.exit({exc.code!r})"
+    except Exception as exc:
+        error = user_traceback(exc)
+        print(error, file=sys.stderr, end="")
+        return "failed", None, error
+
+
 def run(
     experiment: type[Experiment] | str,
     params: Mapping[str, Any] | Params | None = None,
@@ -209,6 +229,7 @@ def run(
     on_conflict: str = "fail",
     run_id: str | None = None,
     store: TrackingStore | None = None,
+    isolation: str | None = None,
 ) -> Run:
     """Run ``experiment`` on a private stack and record it; returns the :class:`Run`.
 
@@ -225,6 +246,9 @@ def run(
     ``run_id`` names a run the tracking store already holds (the HTTP API records a run
     when it is queued, and a worker runs it later): its record is updated, not inserted.
     ``store`` is an open tracking store to record into; its owner closes it.
+
+    ``isolation`` ("host" or "container", default: the experiment's own) says where
+    ``run`` executes; "container" needs the docker runtime (``auto`` then means docker).
     """
     loaded = resolve(experiment)
     cls = loaded.cls
@@ -240,7 +264,10 @@ def run(
             )
         if keep:
             raise UsageError("--promote and --keep: a stack kept running cannot be promoted")
+    chosen = check_isolation(isolation or cls.isolation)
     settings = settings or get_settings()
+    if chosen == "container" and (runtime or settings.runtime) == "auto":
+        runtime = "docker"  # the container runs on the stack's network
     reporter = reporter or default_reporter()
     recorded = run_id is not None
     run_id = run_id or new_run_id()
@@ -256,7 +283,15 @@ def run(
         settings=settings,
         retain_data=bool(promotes) and not keep,
     )
-    stack.prepare()  # the last check that can refuse: nothing has started yet
+    stack.prepare()
+    isolated = None
+    if chosen == "container":
+        from omnilab.isolation.container import ContainerIsolation
+
+        isolated = ContainerIsolation.prepare(
+            stack, loaded.path, cls.__name__, values.model_dump(mode="json"), run_dir
+        )
+    # The last check that could refuse has passed: nothing has started yet.
     result = _execute(
         loaded.cls,
         loaded.ref,
@@ -269,6 +304,7 @@ def run(
         promotes,
         recorded,
         store,
+        isolated,
     )
     if promote and result.ok:
         from omnilab.promote.engine import promote_after_run
@@ -291,12 +327,14 @@ def _execute(
     promotes: list[Promotable],
     recorded: bool = False,
     given_store: TrackingStore | None = None,
+    isolated: ContainerIsolation | None = None,
 ) -> Run:
     run_id = stack.id
     began = time.monotonic()
     pid = os.getpid()
     env = environment.capture(path)
     env.update(pid=pid, pid_start=process_start_time(pid))
+    env["isolation"] = isolated.describe() if isolated is not None else {"kind": "host"}
     record = RunRecord(
         id=run_id,
         experiment=cls.experiment_name(),
@@ -327,7 +365,10 @@ def _execute(
             with ThreadPoolExecutor(max_workers=1) as pool:
                 opening = pool.submit(_open_and_record, settings, record, recorded, given_store)
                 try:
-                    stack.start()
+                    if isolated is not None:
+                        stack.start(on_open=lambda state: isolated.launch(stack, state))
+                    else:
+                        stack.start()
                 finally:
                     store = opening.result()
             timings["stack_start_s"] = stack.timings.get("start_s", 0.0)
@@ -344,17 +385,10 @@ def _execute(
                 reporter.experiment_running(record.experiment, buffer)
                 t0 = time.monotonic()
                 try:
-                    summary = normalize_summary(cls().run(ctx))
-                    status = "succeeded"
-                except SystemExit as exc:
-                    # sys.exit() inside run(): 0 ends the run early and well, else it failed.
-                    if exc.code in (0, None):
-                        summary, status = {}, "succeeded"
+                    if isolated is not None:
+                        status, summary, error = isolated.run(buffer)
                     else:
-                        error = f"the experiment called sys.exit({exc.code!r})"
-                except Exception as exc:
-                    error = user_traceback(exc)
-                    print(error, file=sys.stderr, end="")
+                        status, summary, error = invoke(cls, ctx)
                 finally:
                     timings["experiment_s"] = time.monotonic() - t0
         except OmnilabError as exc:
@@ -367,6 +401,8 @@ def _execute(
             if status != "succeeded":
                 stack.retain_data = False  # only a succeeded run can be promoted
             with _shielded(reporter):
+                if isolated is not None:
+                    isolated.remove()
                 _finish(stack, store, buffer, record, run_dir, timings, began, reporter)
     reporter.run_finished(run_id, status, timings.get("total_s"), error)
     if store is None:  # the store never opened: nothing recorded, the error is the story

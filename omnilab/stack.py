@@ -12,7 +12,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,8 +112,13 @@ class Stack:
         self.runtime = runtime
         return self
 
-    def start(self) -> Stack:
-        """Start every service in parallel and wait until each one answers."""
+    def start(self, on_open: Callable[[StackState], None] | None = None) -> Stack:
+        """Start every service in parallel and wait until each one answers.
+
+        ``on_open(state)`` is called once the stack's shared resources (its network)
+        exist, before the services start: what must join the stack early (an
+        experiment's container) starts there, beside the services.
+        """
         self.prepare()
         assert self.runtime is not None
         runtime = self.runtime
@@ -139,6 +144,8 @@ class Stack:
                 runtime.reopen_stack(state)
             else:
                 runtime.open_stack(state)
+            if on_open is not None:
+                on_open(state)
             self._start_services(runtime, state)
         except BaseException:
             self._destroy()

@@ -1,8 +1,8 @@
 """The container sandbox against the real Docker engine.
 
-Until the experiments image exists, the image with python3 that the docker tests build
-anyway (the Ollama stand-in's, made by `omnilab images build` from Debian packages) is
-the sandbox image here. Like every docker test, this one fails where no engine answers.
+The sandbox's default image is the codegen image, built here as on an air-gapped host by
+`omnilab images build codegen` (Debian packages, wheels made on the host). Like every
+docker test, this one fails where no engine answers.
 """
 
 from __future__ import annotations
@@ -11,15 +11,28 @@ import io
 import socket
 
 import pytest
-from docker_support import OLLAMA_STANDIN_IMAGE, TEST_LABEL, docker_client
+from docker_support import TEST_LABEL, docker_client
 
 from omnilab import UsageError
 from omnilab.workloads.sandbox import ContainerSandbox, Limits
 
 
+@pytest.fixture(scope="session")
+def codegen_image(docker_images: list[str]) -> str:
+    import sys
+
+    from omnilab.images import build
+    from omnilab.progress import Reporter
+
+    return build(["codegen"], Reporter(sys.stderr))[-1].spec.tag
+
+
 @pytest.fixture
-def box(docker_scope: str) -> ContainerSandbox:
-    return ContainerSandbox(OLLAMA_STANDIN_IMAGE, run_id="container-test")
+def box(docker_scope: str, codegen_image: str) -> ContainerSandbox:
+    from omnilab.workloads.settings import get_workload_settings
+
+    assert get_workload_settings().sandbox_image == codegen_image  # the default
+    return ContainerSandbox(codegen_image, run_id="container-test")
 
 
 def test_tests_run_unprivileged_without_network_on_read_only_files(
@@ -97,5 +110,6 @@ def test_codegen_scores_in_the_container(box: ContainerSandbox, monkeypatch) -> 
 
 
 def test_a_missing_image_is_refused_before_anything_runs(docker_scope: str) -> None:
-    with pytest.raises(UsageError, match="image 'omnilab/no-such-image:1' is not on this"):
+    with pytest.raises(UsageError, match="image 'omnilab/no-such-image:1' is not on this") as e:
         ContainerSandbox("omnilab/no-such-image:1")
+    assert "`omnilab images build codegen`" in str(e.value)

@@ -16,6 +16,7 @@ from omnilab.cli import (
     aer_cmd,
     apikey_cmd,
     codegen_cmd,
+    compose_cmd,
     doctor_cmd,
     gc_cmd,
     images_cmd,
@@ -46,6 +47,7 @@ app.add_typer(stack_cmd.app, name="stack")
 app.add_typer(aer_cmd.app, name="aer")
 app.add_typer(codegen_cmd.app, name="codegen")
 app.add_typer(images_cmd.app, name="images")
+app.add_typer(compose_cmd.app, name="compose")
 app.command("gc")(gc_cmd.gc)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("worker")(worker_cmd.worker)
@@ -55,6 +57,11 @@ app.command("promote")(promote_cmd.promote)
 app.command("rollback")(promote_cmd.rollback)
 app.command("discard")(promote_cmd.discard)
 app.add_typer(promote_cmd.promotions_app, name="promotions")
+
+
+class IsolationChoice(StrEnum):
+    host = "host"
+    container = "container"
 
 
 class RuntimeChoice(StrEnum):
@@ -106,6 +113,14 @@ def run_command(
     keep: bool = typer.Option(
         False, "--keep", help="Leave the stack running afterwards and print how to reach it."
     ),
+    isolation: IsolationChoice = typer.Option(
+        None,
+        "--isolation",
+        help="Where the experiment's code runs: host (this process) or container (the "
+        "experiments image, on the run's network; needs the docker runtime). "
+        "Default: the experiment's own `isolation` (host unless it says otherwise).",
+        show_default=False,
+    ),
     gpu: bool = typer.Option(
         None,
         "--gpu/--no-gpu",
@@ -135,6 +150,8 @@ def run_command(
 
       omnilab run experiments/hello.py -p n_items=1000 --runtime local
 
+      omnilab run experiments/hello.py --runtime docker --isolation container
+
       omnilab run experiments/many.py:RagDemo --keep
 
       omnilab run experiments/promote_demo.py --promote
@@ -153,6 +170,7 @@ def run_command(
             from_cli=True,
             promote=promote,
             on_conflict=on_conflict.value,
+            isolation=isolation.value if isolation else None,
         )
     except KeyboardInterrupt:
         render.err.print("cancelled: the stack was removed and the run recorded as cancelled")

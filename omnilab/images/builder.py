@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omnilab.images import catalog
+from omnilab.images import catalog, wheels
 from omnilab.images.catalog import BASE, ImageSpec
 from omnilab.images.debian_base import FINGERPRINT, ImageBuildError, build_base
 from omnilab.runtimes import engine, labels
@@ -69,11 +69,14 @@ class ImageStatus:
 
 def fingerprint(spec: ImageSpec) -> str:
     """A hash of everything that goes into ``spec``'s build context."""
-    if spec.context is None:
+    if spec.is_base:
         return FINGERPRINT
     digest = hashlib.sha256()
     for name, path in sorted(catalog.context_files(spec).items()):
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    if spec.wheels:
+        # A changed omnilab (or dependency) must rebuild an image that installs it.
+        digest.update(wheels.source_fingerprint().encode())
     return digest.hexdigest()[:16]
 
 
@@ -94,7 +97,7 @@ def status(client: docker.DockerClient, spec: ImageSpec) -> ImageStatus:
         wanted = None  # no recipe here: nothing to compare with
     if wanted is not None and image_labels.get(labels.RECIPE) != wanted:
         found.stale = "its recipe changed since it was built"
-    elif spec.context is not None:
+    elif not spec.is_base and not (spec.wheels and wheels.base_override()):
         base = engine.local_image(client, BASE.tag)
         if base is not None and image_labels.get(labels.BASE_ID) != base.id:
             found.stale = f"it was built on an older {BASE.tag}"
@@ -127,7 +130,7 @@ def build(
     """Build ``names`` (default: the default set) and what they need; returns each one's
     status, with ``action`` saying whether it was built or found current."""
     specs = catalog.select(names)
-    if any(s.context for s in specs) and BASE not in specs:
+    if any(not s.is_base for s in specs) and BASE not in specs:
         specs.insert(0, BASE)
     client = engine.connect()
     results: list[ImageStatus] = []
@@ -151,7 +154,7 @@ def _build_one(
     why = "forced" if force and current.present else (current.stale or "missing")
     reporter.note(f"  {spec.name}: building {spec.tag} ({why})")
     began = time.monotonic()
-    if spec.context is None:
+    if spec.is_base:
         build_base(client, spec, reporter, verbose)
     else:
         _docker_build(client, spec, reporter, force, verbose)
@@ -173,6 +176,8 @@ def _docker_build(
             shutil.copy2(source, target)
             if target.suffix == ".sh":
                 target.chmod(0o755)  # a wheel's data files may have lost the mode
+        if spec.wheels:
+            wheels.build_wheelhouse(Path(tmp) / "wheels", reporter)
         stream = client.api.build(
             path=tmp,
             tag=spec.tag,
@@ -181,6 +186,7 @@ def _docker_build(
             pull=False,
             nocache=nocache,
             network_mode="host",
+            buildargs=_build_args(spec),
             labels={
                 labels.IMAGE: spec.name,
                 labels.RECIPE: fingerprint(spec),
@@ -191,6 +197,12 @@ def _docker_build(
         )
         _follow(stream, spec, reporter, verbose)
     reporter.note(f"  {spec.name}: built {spec.tag}")
+
+
+def _build_args(spec: ImageSpec) -> dict[str, str] | None:
+    """``BASE`` for the images that take one (a CUDA base on GPU hosts)."""
+    override = wheels.base_override() if spec.wheels else None
+    return {"BASE": override} if override else None
 
 
 #: Seconds of suppressed output after which the latest line is shown, as a heartbeat.

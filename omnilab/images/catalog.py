@@ -17,6 +17,12 @@ from omnilab.errors import UsageError
 DEBIAN_SUITE = "bookworm"
 
 
+def _omnilab_version() -> str:
+    from omnilab import __version__
+
+    return __version__
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     name: str
@@ -30,6 +36,17 @@ class ImageSpec:
     extra_files: dict[str, str] = field(default_factory=dict)
     #: Built by a plain ``omnilab images build``.
     default: bool = True
+    #: A recipe file directly under ``dockerfiles/`` (``Dockerfile.experiments``), the
+    #: names the seed gave them; None: ``<context>/Dockerfile``.
+    dockerfile: str | None = None
+    #: The build context gets wheels of omnilab and its dependencies, made on the host,
+    #: so the image installs them with no index (air-gapped hosts included).
+    wheels: bool = False
+
+    @property
+    def is_base(self) -> bool:
+        """The debootstrap base: made by ``docker import``, not by a recipe."""
+        return self.context is None and self.dockerfile is None
 
 
 BASE = ImageSpec(
@@ -62,6 +79,24 @@ CATALOG: dict[str, ImageSpec] = {
             description="tests only: the Ollama-API stand-in, ollama/ollama's interface",
             context="ollama-standin",
             extra_files={"ollama_standin.py": "tests/ollama_standin.py"},
+            default=False,
+        ),
+        ImageSpec(
+            name="experiments",
+            tag=f"omnilab/experiments:{_omnilab_version()}-{DEBIAN_SUITE}",
+            description="Python, omnilab and its clients: runs experiments with "
+            "isolation='container' (the seed's omnimind-experiments)",
+            dockerfile="Dockerfile.experiments",
+            wheels=True,
+            default=False,
+        ),
+        ImageSpec(
+            name="codegen",
+            tag=f"omnilab/codegen:{_omnilab_version()}-{DEBIAN_SUITE}",
+            description="Python and omnilab: the code-generation sandbox's image "
+            "(the seed's omnimind-code-gen)",
+            dockerfile="Dockerfile.codegen",
+            wheels=True,
             default=False,
         ),
     )
@@ -98,7 +133,7 @@ def select(names: list[str] | None) -> list[ImageSpec]:
             raise UsageError(f"unknown image {name!r}: choose from {', '.join(CATALOG)}")
         if CATALOG[name] not in chosen:
             chosen.append(CATALOG[name])
-    return sorted(chosen, key=lambda s: s.context is not None)
+    return sorted(chosen, key=lambda s: not s.is_base)
 
 
 def recipes_dir() -> Path:
@@ -114,8 +149,17 @@ def recipes_dir() -> Path:
 
 def context_files(spec: ImageSpec) -> dict[str, Path]:
     """Every file of ``spec``'s build context: name in the context -> file on disk."""
-    assert spec.context is not None
+    assert not spec.is_base
     root = recipes_dir()
+    if spec.dockerfile is not None:
+        recipe = root / spec.dockerfile
+        if not recipe.is_file():
+            raise UsageError(
+                f"{spec.name}: no recipe at {recipe}; run omnilab from a source checkout, "
+                "or point OMNILAB_DOCKERFILES at the dockerfiles/ folder"
+            )
+        return {"Dockerfile": recipe}
+    assert spec.context is not None
     folder = root / spec.context
     if not (folder / "Dockerfile").is_file():
         raise UsageError(

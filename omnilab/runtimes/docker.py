@@ -155,6 +155,11 @@ class DockerRuntime(Runtime):
         self._gpus = decide(policy, found, "the Docker engine")
         return self._gpus
 
+    def gpu_requests(self, gpus: list[Gpu]) -> list[Any]:
+        """Device requests that hand ``gpus`` to a container (an experiment's own)."""
+        support = self._gpu_support or engine.GpuSupport(None, "")
+        return engine.device_requests(support, gpus, self.settings.cuda_visible_devices)
+
     # -- one stack ----------------------------------------------------------------------
 
     def open_stack(self, state: StackState) -> None:

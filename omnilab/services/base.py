@@ -197,6 +197,12 @@ class Service(ABC):
         """Constructor arguments that rebuild this spec, to reopen a kept stack later."""
         return {name.lstrip("_"): value for name, value in vars(self).items()}
 
+    def compose_healthcheck(self, credentials: Credentials) -> list[str]:
+        """A compose ``healthcheck.test`` run inside the service's container (its image's
+        own tools), for ``omnilab compose export``."""
+        port = next(iter(self.native_ports.values()))
+        return ["CMD-SHELL", f"bash -c ':> /dev/tcp/127.0.0.1/{port}'"]
+
     # -- using ------------------------------------------------------------------------
 
     @abstractmethod

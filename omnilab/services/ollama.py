@@ -118,6 +118,9 @@ class Ollama(Service):
             takes_gpu=True,
         )
 
+    def compose_healthcheck(self, credentials: Credentials) -> list[str]:
+        return ["CMD", "ollama", "list"]
+
     def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:
         if endpoint.external_url:
             return endpoint.external_url

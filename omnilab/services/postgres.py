@@ -214,6 +214,12 @@ class Postgres(Service):
             data_path="/var/lib/postgresql/data",
         )
 
+    def compose_healthcheck(self, credentials: Credentials) -> list[str]:
+        # Over TCP: the image's first start answers on its socket only until initdb is done.
+        user = credentials.username or self.user
+        database = credentials.database or self.database
+        return ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", user, "-d", database]
+
     def conninfo(self, endpoint: Endpoint, *, dbname: str | None = None) -> str:
         from psycopg.conninfo import make_conninfo
 

@@ -119,6 +119,9 @@ class Redis(Service):
             data_path="/data",
         )
 
+    def compose_healthcheck(self, credentials: Credentials) -> list[str]:
+        return ["CMD", "redis-cli", "--no-auth-warning", "-a", credentials.password or "", "ping"]
+
     def _connect(self, endpoint: Endpoint, **kwargs: Any) -> redis_lib.Redis:
         import redis
 

@@ -49,6 +49,16 @@ class MetricBuffer:
             if len(self._pending) >= self._batch_size:
                 self._wake.set()
 
+    def record(self, row: MetricRow) -> None:
+        """Take a metric logged elsewhere (inside an experiment's container) as it was
+        logged there: its own step and time."""
+        key, step, value, ts = row
+        with self._lock:
+            self._steps[key] = max(int(step), self._steps.get(key, int(step)))
+            self._pending.append((str(key), int(step), float(value), float(ts)))
+            if len(self._pending) >= self._batch_size:
+                self._wake.set()
+
     def latest_steps(self) -> dict[str, int]:
         with self._lock:
             return dict(self._steps)

@@ -11,6 +11,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def _codegen_image() -> str:
+    from omnilab.images.catalog import CATALOG
+
+    return CATALOG["codegen"].tag
+
+
 class WorkloadSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env.system", env_file_encoding="utf-8", extra="ignore"
@@ -32,9 +38,10 @@ class WorkloadSettings(BaseSettings):
         description="Redis URL (or 'production') read for cached completions the run lacks.",
     )
     sandbox_image: str = Field(
-        default="python:3.11.11-slim-bookworm",
+        default_factory=lambda: _codegen_image(),
         validation_alias="OMNILAB_IMAGE_SANDBOX",
-        description="Image the docker sandbox runs generated code in (needs python3).",
+        description="Image the docker sandbox runs generated code in (needs python3); "
+        "default: the codegen image `omnilab images build codegen` makes.",
     )
     sandbox_user: str = Field(
         default="nobody",

@@ -7,8 +7,9 @@ read-only, a small ``/tmp`` in memory, and cgroup limits on memory (swap include
 CPU and process count; it is killed at the wall-clock limit and always removed.
 
 The image must have ``python3`` on its PATH; it is ``OMNILAB_IMAGE_SANDBOX`` (or the
-``image`` argument). omnilab never pulls it during a run: a missing image is a clear
-error before any code runs.
+``image`` argument), by default the codegen image ``omnilab images build codegen`` makes
+from Debian packages. omnilab never pulls it during a run: a missing image is a clear
+error, naming the command that builds it, before any code runs.
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ class ContainerSandbox(Sandbox):
             self.client.images.get(image)
         except docker.errors.ImageNotFound:
             raise UsageError(
-                f"sandbox: image {image!r} is not on this Docker engine "
-                "(build it, or set OMNILAB_IMAGE_SANDBOX to an image with python3)"
+                f"sandbox: image {image!r} is not on this Docker engine; run "
+                "`omnilab images build codegen` to build omnilab's (no registry needed), "
+                "or set OMNILAB_IMAGE_SANDBOX to an image with python3"
             ) from None
 
     def isolation(self) -> dict[str, Any]:

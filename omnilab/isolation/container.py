@@ -1,0 +1,334 @@
+"""The host side of ``isolation = "container"``: the experiment's code in a container of
+the experiments image, on its run's network.
+
+Everything that can refuse is checked in :meth:`ContainerIsolation.prepare`, before
+anything starts (the docker runtime, a file to mount, the image). The container is then
+created and started as soon as the stack's network exists, so that Python, omnilab and
+the experiment's file load while the services start; it waits on stdin for the start
+message. It carries the stack's labels, so the stack's teardown, the reaper (owner
+killed) and ``omnilab gc`` remove it like the services' containers; it is not
+privileged, runs as the host user (the artifacts it writes are the user's) and gets the
+run's GPUs when the run has them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omnilab.errors import OmnilabError, UsageError
+from omnilab.isolation import EXPERIMENT_DIR, IO_FOLDER, METRICS_FILE, RESULT_FILE, RUN_DIR
+
+if TYPE_CHECKING:
+    from omnilab.runtimes.state import StackState
+    from omnilab.stack import Stack
+    from omnilab.tracking.metrics import MetricBuffer
+
+#: The service label and name prefix of the experiment's container.
+ROLE = "experiment"
+#: Seconds between two looks at the metrics file while the experiment runs.
+FOLLOW_INTERVAL = 0.05
+
+
+def image_tag() -> str:
+    """``OMNILAB_IMAGE_EXPERIMENTS``, else the catalog's experiments image."""
+    from omnilab.images.catalog import CATALOG
+
+    return os.environ.get("OMNILAB_IMAGE_EXPERIMENTS") or CATALOG["experiments"].tag
+
+
+def container_name(stack_id: str) -> str:
+    return f"{ROLE}-exp-{stack_id[:8]}"
+
+
+class ContainerIsolation:
+    """One experiment run inside a container; made by :meth:`prepare`."""
+
+    def __init__(
+        self,
+        source: Path,
+        class_name: str,
+        params: dict[str, Any],
+        run_dir: Path,
+        image: str,
+        image_id: str,
+    ) -> None:
+        self.source = source
+        self.params = params
+        self.class_name = class_name
+        self.run_dir = run_dir
+        self.image = image
+        self.image_id = image_id
+        self.io_dir = run_dir / IO_FOLDER
+        self.container: Any = None
+        self._launching: threading.Thread | None = None
+        self._launch_error: BaseException | None = None
+        self._stack: Stack | None = None
+
+    # -- decided before anything starts ----------------------------------------------
+
+    @classmethod
+    def prepare(
+        cls,
+        stack: Stack,
+        source: Path | None,
+        class_name: str,
+        params: dict[str, Any],
+        run_dir: Path,
+    ) -> ContainerIsolation:
+        """Check what container isolation needs; UsageError (nothing started) if not."""
+        from omnilab.runtimes import engine
+
+        if source is None:
+            raise UsageError(
+                "isolation='container' needs the experiment in a .py file (it is mounted "
+                "into the container); this class was not defined in one"
+            )
+        runtime = stack.runtime.name if stack.runtime else None
+        if runtime != "docker":
+            raise UsageError(
+                f"isolation='container' needs the docker runtime, and this run's runtime is "
+                f"{runtime}; use --runtime docker, or --isolation host"
+            )
+        tag = image_tag()
+        image = engine.local_image(engine.connect(), tag)
+        if image is None:
+            raise UsageError(
+                f"isolation='container': image {tag} is not on this Docker engine; run "
+                "`omnilab images build experiments` to build it (no registry needed)"
+            )
+        return cls(source, class_name, params, run_dir, tag, image.id)
+
+    def describe(self) -> dict[str, Any]:
+        """What the run record keeps about where the code ran."""
+        return {"kind": "container", "image": self.image, "image_id": self.image_id}
+
+    # -- started with the stack --------------------------------------------------------
+
+    def launch(self, stack: Stack, state: StackState) -> None:
+        """Create and start the container in the background once the network exists."""
+        self._stack = stack
+        self._launching = threading.Thread(
+            target=self._launch, args=(stack, state), name="omnilab-experiment", daemon=True
+        )
+        self._launching.start()
+
+    def _launch(self, stack: Stack, state: StackState) -> None:
+        try:
+            self.container = self._create(stack, state)
+            self.container.start()
+        except OmnilabError as exc:
+            self._launch_error = exc
+        except Exception as exc:
+            self._launch_error = OmnilabError(
+                f"the experiment's container could not be started ({type(exc).__name__}: {exc})"
+            )
+
+    def _create(self, stack: Stack, state: StackState) -> Any:
+        import docker.errors
+        from docker.types import Mount
+
+        from omnilab.runtimes import engine, labels
+
+        client = engine.connect()
+        artifacts = self.run_dir / "artifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        self.io_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (METRICS_FILE, RESULT_FILE):
+            (self.io_dir / stale).unlink(missing_ok=True)
+        network = state.extra["network"]
+        runtime = stack.runtime
+        requests = runtime.gpu_requests(stack.gpus) if hasattr(runtime, "gpu_requests") else []
+        try:
+            return client.containers.create(
+                self.image,
+                command=[
+                    "python3",
+                    "-m",
+                    "omnilab.isolation.inside",
+                    f"{EXPERIMENT_DIR}/{self.source.name}:{self.class_name}",
+                ],
+                name=container_name(state.id),
+                labels=labels.stack_labels(state, ROLE),
+                # No secrets here: they come with the start message, on stdin.
+                environment={
+                    "ENVIRONMENT": "docker_experiments",
+                    "HOME": "/tmp",
+                    "PYTHONUNBUFFERED": "1",
+                    "OMNILAB_RUN_ID": state.run_id or state.id,
+                },
+                working_dir=EXPERIMENT_DIR,
+                user=f"{os.getuid()}:{os.getgid()}",
+                mounts=[
+                    Mount(EXPERIMENT_DIR, str(self.source.parent), type="bind", read_only=True),
+                    Mount(f"{RUN_DIR}/artifacts", str(artifacts), type="bind"),
+                    Mount(f"{RUN_DIR}/{IO_FOLDER}", str(self.io_dir), type="bind"),
+                ],
+                tmpfs={"/tmp": "rw,exec,mode=1777"},
+                network=network,
+                device_requests=requests or None,
+                security_opt=["no-new-privileges"],
+                stdin_open=True,
+                detach=True,
+            )
+        except docker.errors.APIError as exc:
+            raise OmnilabError(
+                f"the experiment's container could not be created ({exc.explanation or exc})"
+            ) from None
+
+    # -- the run ------------------------------------------------------------------------
+
+    def run(self, buffer: MetricBuffer) -> tuple[str, dict[str, Any] | None, str | None]:
+        """Send the start message, relay output and metrics until the container exits;
+        (status, summary, error) as :func:`omnilab.runner.invoke` gives them."""
+        stack = self._stack
+        assert stack is not None and self._launching is not None
+        self._launching.join()
+        if self._launch_error is not None:
+            raise self._launch_error
+        relay = threading.Thread(target=self._relay_output, name="omnilab-output", daemon=True)
+        relay.start()
+        self._send_start(stack)
+        follower = _MetricFollower(self.io_dir / METRICS_FILE, buffer)
+        try:
+            code = self._wait(follower)
+        finally:
+            follower.drain()
+            relay.join(timeout=5)
+        return self._outcome(code)
+
+    def _start_message(self, stack: Stack) -> bytes:
+        from omnilab.runtimes.docker import network_env
+
+        services = {
+            name: {
+                "options": running.service.spec_options(),
+                "credentials": {
+                    "username": running.endpoint.credentials.username,
+                    "password": running.endpoint.credentials.password,
+                    "database": running.endpoint.credentials.database,
+                },
+            }
+            for name, running in stack.services.items()
+        }
+        message = {
+            "run_id": stack.id,
+            "params": self.params,
+            "services": services,
+            "env": network_env(stack.services),
+            "gpus": [g.to_dict() for g in stack.gpus],
+        }
+        return (json.dumps(message) + "\n").encode()
+
+    def _send_start(self, stack: Stack) -> None:
+        """The start message on the container's stdin, then stdin closed."""
+        sock = self.container.attach_socket(params={"stdin": 1, "stream": 1})
+        raw = getattr(sock, "_sock", sock)
+        try:
+            raw.sendall(self._start_message(stack))
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_WR)
+        finally:
+            sock.close()
+
+    def _relay_output(self) -> None:
+        """The container's stdout and stderr, as they come, into this run's own."""
+        with contextlib.suppress(Exception):
+            stream = self.container.client.api.attach(
+                self.container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
+            )
+            for out, err in stream:
+                if out:
+                    sys.stdout.write(out.decode("utf-8", "replace"))
+                    sys.stdout.flush()
+                if err:
+                    sys.stderr.write(err.decode("utf-8", "replace"))
+                    sys.stderr.flush()
+
+    def _wait(self, follower: _MetricFollower) -> int:
+        import requests
+
+        while True:
+            follower.poll()
+            try:
+                result = self.container.wait(timeout=FOLLOW_INTERVAL * 4)
+            except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
+                continue  # still running: the wait timed out
+            return int(result.get("StatusCode", -1))
+
+    def _outcome(self, code: int) -> tuple[str, dict[str, Any] | None, str | None]:
+        path = self.io_dir / RESULT_FILE
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError):
+            result = None
+        if result is None:
+            why = f"the experiment's container exited with status {code}"
+            with contextlib.suppress(Exception):
+                self.container.reload()
+                if self.container.attrs.get("State", {}).get("OOMKilled"):
+                    why += " (out of memory)"
+            return "failed", None, why + " before it reported a result"
+        status = "succeeded" if result.get("status") == "succeeded" and code == 0 else "failed"
+        error = result.get("error")
+        if status == "failed" and not error:
+            error = f"the experiment's container exited with status {code}"
+        return status, result.get("summary") if status == "succeeded" else None, error
+
+    # -- always ---------------------------------------------------------------------------
+
+    def remove(self) -> None:
+        """Remove the container whatever happened (the stack's teardown would too)."""
+        if self._launching is not None:
+            self._launching.join(timeout=60)
+        container, self.container = self.container, None
+        if container is None:
+            return
+        # Its output is in the run's log already: it was relayed as it came.
+        with contextlib.suppress(Exception):
+            container.remove(force=True, v=True)
+
+
+class _MetricFollower:
+    """Reads the metrics file the container appends to, whole lines only."""
+
+    def __init__(self, path: Path, buffer: MetricBuffer) -> None:
+        self.path = path
+        self.buffer = buffer
+        self._offset = 0
+        self._partial = b""
+        self._last = 0.0
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        if now - self._last < FOLLOW_INTERVAL:
+            return
+        self._last = now
+        self._read()
+
+    def drain(self) -> None:
+        self._read()
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if not line.strip():
+                continue
+            with contextlib.suppress(ValueError, TypeError):
+                key, step, value, ts = json.loads(line)
+                self.buffer.record((key, step, value, ts))
