@@ -149,7 +149,7 @@ def test_a_missing_experiments_image_names_the_build_command(workdir: Path) -> N
     assert not (workdir / "runs").exists()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupting_a_container_run_removes_its_container(
     workdir: Path, sig: int, docker_scope: str
 ) -> None:
@@ -182,4 +182,13 @@ def test_interrupting_a_container_run_removes_its_container(
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode in (130, 143)
+    if sig == signal.SIGKILL:
+        # Nobody left to clean up: the stack's watcher removes the experiment's container
+        # with the services', within ten seconds.
+        assert proc.returncode == -signal.SIGKILL
+        scope = {"label": [f"{TEST_LABEL}={docker_scope}"]}
+        assert wait_until(
+            lambda: not client.containers.list(all=True, filters=scope, sparse=True), timeout=10
+        )
+    else:
+        assert proc.returncode in (130, 143)

@@ -248,4 +248,12 @@ def build_wheelhouse(target: Path, reporter: Reporter) -> list[Path]:
     made = sorted(target.glob("*.whl"))
     size = sum(p.stat().st_size for p in made) / 2**20
     reporter.note(f"    wheels: {len(made)} wheels, {size:.0f} MiB")
-    return made
+    # Dependencies and omnilab in folders of their own: the recipes install them in two
+    # layers, so a changed omnilab reuses the engine's cached dependency layer (and the
+    # two images share it) instead of reinstalling some 100 wheels.
+    for wheel in made:
+        own = wheel.name.startswith("omnilab-")
+        folder = target / ("own" if own else "deps")
+        folder.mkdir(exist_ok=True)
+        wheel.replace(folder / wheel.name)
+    return sorted(target.rglob("*.whl"))
