@@ -19,16 +19,19 @@ import yaml
 from conftest import ROOT, free_port, run_cli
 from docker_support import POSTGRES_IMAGE, REDIS_IMAGE, docker_client
 
-from omnilab.compose import render
+from omnilab.compose import render, render_gpu
 
 COMMITTED = ROOT / "compose" / "docker-compose-experiments.yml"
+COMMITTED_GPU = ROOT / "compose" / "docker-compose-experiments.gpu.yml"
 COMPOSE = shutil.which("docker-compose")
 
 
-def _compose(env_file: Path, compose_file: Path, *args: str, project: str, **env: str):
+def _compose(env_file: Path, compose_file: Path | list[Path], *args: str, project: str, **env: str):
     assert COMPOSE, "docker-compose is not installed (apt-get install docker-compose)"
+    files = compose_file if isinstance(compose_file, list) else [compose_file]
+    chosen = [arg for f in files for arg in ("-f", str(f))]
     return subprocess.run(
-        [COMPOSE, "--env-file", str(env_file), "-f", str(compose_file), "-p", project, *args],
+        [COMPOSE, "--env-file", str(env_file), *chosen, "-p", project, *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -37,8 +40,9 @@ def _compose(env_file: Path, compose_file: Path, *args: str, project: str, **env
     )
 
 
-def test_the_committed_file_is_the_export() -> None:
+def test_the_committed_files_are_the_export() -> None:
     assert COMMITTED.read_text() == render(), "run `omnilab compose export` and commit it"
+    assert COMMITTED_GPU.read_text() == render_gpu(), "run `omnilab compose export`, commit it"
 
 
 def test_export_writes_the_file_and_a_private_env_file(workdir: Path) -> None:
@@ -71,7 +75,13 @@ def test_the_file_mends_the_seeds_faults() -> None:
         if name.endswith("-exp"):
             assert "test" in service["healthcheck"], name
     assert "QDRANT__SERVICE__API_KEY" in services["qdrant-exp"]["environment"]
-    assert services["ollama-exp"]["deploy"]["resources"]["reservations"]["devices"]
+    # GPUs in a file of their own, so that the stack starts on hosts without any.
+    assert not [name for name, service in services.items() if "deploy" in service]
+    gpu = yaml.safe_load(COMMITTED_GPU.read_text())["services"]
+    assert set(gpu) == {"ollama-exp", "omnimind-experiments"}
+    for service in gpu.values():
+        [device] = service["deploy"]["resources"]["reservations"]["devices"]
+        assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia"
     depends = services["omnimind-experiments"]["depends_on"]
     assert {c["condition"] for c in depends.values()} == {"service_healthy"}
 
@@ -87,8 +97,30 @@ def test_export_of_one_experiment_has_only_its_services(workdir: Path) -> None:
         "omnimind-experiments",
         "omnimind-code-gen",
     }
+    # gpu = "auto": the experiments container may take GPUs; gpu = False: it may not.
+    assert yaml.safe_load(render_gpu(f"{EXPERIMENTS / 'pair.py'}"))["services"].keys() == {
+        "omnimind-experiments"
+    }
+    assert render_gpu(f"{EXPERIMENTS / 'recorded.py'}") is None
+    exported = run_cli("compose", "export", EXPERIMENTS / "recorded.py")
+    assert exported.returncode == 0, exported.stderr
+    assert not (workdir / "compose" / "docker-compose-experiments.gpu.yml").exists()
     bad = run_cli("compose", "export", "no-such-file.py")
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def test_an_env_file_without_a_last_newline_keeps_its_secret(workdir: Path) -> None:
+    env_file = workdir / "compose" / ".env.experiments"
+    env_file.parent.mkdir()
+    env_file.write_text("QDRANT_API_KEY=mine")
+    assert run_cli("compose", "export").returncode == 0
+    lines = env_file.read_text().splitlines()
+    assert lines[0] == "QDRANT_API_KEY=mine"
+    assert {line.split("=")[0] for line in lines} == {
+        "QDRANT_API_KEY",
+        "REDIS_PASSWORD",
+        "POSTGRES_PASSWORD",
+    }
 
 
 def test_docker_compose_accepts_it_and_refuses_it_without_secrets(tmp_path: Path) -> None:
@@ -97,11 +129,16 @@ def test_docker_compose_accepts_it_and_refuses_it_without_secrets(tmp_path: Path
     project = f"omnilab-test-{uuid.uuid4().hex[:8]}"
     ok = _compose(env_file, COMMITTED, "config", "-q", project=project)
     assert ok.returncode == 0, ok.stderr
+    merged = _compose(env_file, [COMMITTED, COMMITTED_GPU], "config", project=project)
+    assert merged.returncode == 0, merged.stderr
+    services = yaml.safe_load(merged.stdout)["services"]
+    assert services["ollama-exp"]["deploy"]["resources"]["reservations"]["devices"]
+    assert services["ollama-exp"]["image"] and services["ollama-exp"]["healthcheck"]
     empty = tmp_path / "empty.env"
     empty.write_text("")
     refused = _compose(empty, COMMITTED, "config", "-q", project=project)
     assert refused.returncode != 0
-    assert "is not set: use --env-file compose/.env.experiments" in refused.stderr
+    assert "is not set: pass --env-file with .env.experiments" in refused.stderr
 
 
 def _health(project: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXPERIMENTS, HELLO, OMNILAB, run_cli, wait_until
+from conftest import EXPERIMENTS, HELLO, OMNILAB, ROOT, run_cli, wait_until
 from docker_support import TEST_LABEL, docker_client
 
 pytestmark = pytest.mark.usefixtures("docker_scope", "experiments_image")
@@ -93,6 +94,7 @@ def test_the_container_is_unprivileged_on_the_run_network_with_the_seed_names(
         host_config = container.attrs["HostConfig"]
         assert not host_config["Privileged"]
         assert "no-new-privileges" in host_config["SecurityOpt"]
+        assert host_config["CapDrop"] == ["ALL"]
         assert container.attrs["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
         assert container.labels["io.omnilab.stack"] == stack.id
         assert container.labels["io.omnilab.service"] == "experiment"
@@ -118,7 +120,9 @@ def test_a_failing_experiment_fails_the_run_with_its_traceback(workdir: Path) ->
     assert result.returncode == 1
     assert run["status"] == "failed"
     assert "ZeroDivisionError" in run["error"] and "divide" in run["error"]
-    assert "boom.py" in run["error"]
+    # The traceback names the user's file, not the folder it is mounted on.
+    assert f'"{EXPERIMENTS / "boom.py"}"' in run["error"]
+    assert "/omnilab/experiment/" not in run["error"]
     assert _metrics(run) == {"reached": (1, 0, 1.0, 1.0, 1.0)}
 
 
@@ -146,7 +150,34 @@ def test_a_missing_experiments_image_names_the_build_command(workdir: Path) -> N
     result = run_cli("run", RECORDED, "--runtime", "docker", "--isolation", "container", env=env)
     assert result.returncode == 2
     assert "`omnilab images build experiments`" in result.stderr
+    env = {"OMNILAB_IMAGE_EXPERIMENTS": "Not:A:Reference"}
+    result = run_cli("run", RECORDED, "--runtime", "docker", "--isolation", "container", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'Not:A:Reference' is not a valid image reference" in result.stderr
     assert not (workdir / "runs").exists()
+
+
+def test_an_image_with_another_omnilab_is_refused(workdir: Path, tmp_path: Path) -> None:
+    """The host and the container speak omnilab's own format: an image built from other
+    recipes or another omnilab (here: a changed recipe) is out of date, and refused."""
+    recipes = tmp_path / "dockerfiles"
+    shutil.copytree(ROOT / "dockerfiles", recipes)
+    recipe = recipes / "Dockerfile.experiments"
+    recipe.write_text(recipe.read_text() + "# changed\n")
+    env = {"OMNILAB_DOCKERFILES": str(recipes)}
+    result = run_cli("run", RECORDED, "--runtime", "docker", "--isolation", "container", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "is out of date" in result.stderr
+    assert "`omnilab images build experiments`" in result.stderr
+    assert not (workdir / "runs").exists()
+
+
+def test_a_thread_left_running_does_not_hold_the_run(workdir: Path) -> None:
+    """As on the host, the run ends when run() returns, whatever threads it left."""
+    result, run = _run(EXPERIMENTS / "lingering.py", "--isolation", "container")
+    assert result.returncode == 0, result.stderr
+    assert run["summary"] == {"left": "a thread"}
+    assert run["timings"]["experiment_s"] < 60  # the thread sleeps 120 s
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])

@@ -26,8 +26,10 @@ def export(
         help="Where to write the compose file; its env file goes beside it.",
     ),
 ) -> None:
-    """Write compose/docker-compose-experiments.yml from omnilab's service specs, and
-    compose/.env.experiments with random secrets when it is missing.
+    """Write compose/docker-compose-experiments.yml from omnilab's service specs, its
+    GPU reservations in compose/docker-compose-experiments.gpu.yml (add it with -f on
+    hosts with NVIDIA GPUs), and compose/.env.experiments with random secrets when it is
+    missing.
 
     Examples:
 
@@ -40,8 +42,12 @@ def export(
     """
     from omnilab.compose import export as write
 
-    path, env_path, wrote = write(target, output)
+    path, gpu_file, env_path, wrote = write(target, output)
     render.err.print(f"wrote {path}")
+    if gpu_file is not None:
+        render.err.print(f"wrote {gpu_file} (GPU reservations, for hosts with NVIDIA GPUs)")
     if wrote:
         render.err.print(f"wrote {env_path} (random secrets, mode 0600; never commit it)")
     render.err.print(f"start it: docker-compose --env-file {env_path} -f {path} up -d")
+    if gpu_file is not None:
+        render.err.print(f"  with GPUs: add -f {gpu_file}")

@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from omnilab.cli.render import out, seconds, when
@@ -85,12 +86,13 @@ def plan_table(items: list[ItemRecord]) -> Table:
 def _explain(items: list[ItemRecord]) -> None:
     for item in items:
         plan = item.plan
+        label = escape(plan.label)
         if plan.reason:
-            out.print(f"    {plan.label}: {plan.reason}")
+            out.print(f"    {label}: {escape(plan.reason)}")
         for note in plan.notes:
-            out.print(f"    [yellow]note[/] {plan.label}: {note}")
+            out.print(f"    [yellow]note[/] {label}: {escape(note)}")
         if item.error:
-            out.print(f"    [red]{plan.label}: {item.error}[/]")
+            out.print(f"    [red]{label}: {escape(item.error)}[/]")
 
 
 def promotion_result(result: PromotionResult) -> None:
@@ -112,7 +114,7 @@ def promotion_result(result: PromotionResult) -> None:
     if result.data == "released":
         out.print("  the run's stack data was released")
     if result.error and not result.conflicts:
-        out.print(f"[red]error:[/] {result.error}")
+        out.print(f"[red]error:[/] {escape(result.error)}")
 
 
 def outcome_table(items: list[ItemRecord]) -> Table:
@@ -200,7 +202,7 @@ def promotion_details(record: PromotionRecord) -> None:
     if done:
         out.print(outcome_table(done))
     if record.error:
-        out.print(f"[red]error:[/] {record.error}")
+        out.print(f"[red]error:[/] {escape(record.error)}")
 
 
 def rollback_result(result: RollbackResult) -> None:

@@ -8,14 +8,16 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from omnilab.tracking.records import RunRecord
 from omnilab.tracking.run import Run
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No emoji codes: user text such as an image "a:b:c" must print as it is.
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -103,7 +105,7 @@ def run_result(run: Run) -> None:
         out.print(f"artifacts: {run.artifacts_dir} ({len(run.artifacts)} files)")
     if run.status == "failed" and run.error:
         last = run.error.strip().splitlines()[-1]
-        out.print(f"[red]error:[/] {last}")
+        out.print(f"[red]error:[/] {escape(last)}")
 
 
 def runs_table(records: list[RunRecord]) -> Table:

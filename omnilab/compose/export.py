@@ -5,7 +5,9 @@ The seed's file, with its faults mended: pinned images (never ``latest``), ports
 127.0.0.1 on the experiment ports (no clash with production; the seed put Qdrant on
 6334, production Qdrant's gRPC port), Qdrant's API key in the variable Qdrant reads
 (``QDRANT__SERVICE__API_KEY``), healthchecks and ``depends_on: condition:
-service_healthy``, GPUs through ``deploy.resources.reservations.devices``, and secrets as
+service_healthy``, GPUs through ``deploy.resources.reservations.devices`` (in a second
+file, ``docker-compose-experiments.gpu.yml``, added with ``-f`` on GPU hosts: a GPU
+reservation on an engine without GPUs stops the container), and secrets as
 ``${VARIABLES}`` from an env file (made here with random values, mode 0600), never in the
 file itself.
 """
@@ -27,6 +29,7 @@ DEFAULT_PATH = Path("compose") / "docker-compose-experiments.yml"
 #: Beside the compose file; gitignored.
 ENV_FILE = ".env.experiments"
 TEMPLATE = "docker-compose-experiments.yml.j2"
+GPU_TEMPLATE = "docker-compose-experiments.gpu.yml.j2"
 
 
 def secret_variable(service: Service) -> str:
@@ -48,14 +51,19 @@ def _placeholders(service: Service) -> Credentials:
     variable = secret_variable(service)
     return Credentials(
         username=real.username,
-        password=f"${{{variable}:?{variable} is not set: use --env-file compose/{ENV_FILE}}}",
+        password=f"${{{variable}:?{variable} is not set: pass --env-file with {ENV_FILE}}}",
         database=real.database,
     )
 
 
 def _default_image(service: Service) -> str:
+    """The service's own ``image=`` if the experiment gives one, else the image
+    `omnilab images build` makes for it, else the official pinned one
+    (``OMNILAB_IMAGE_<SERVICE>`` still overrides it when compose runs)."""
     from omnilab.images.catalog import for_service
 
+    if service.chosen_image:
+        return service.chosen_image
     built = for_service(service.name)
     return built.tag if built else service.default_image
 
@@ -98,7 +106,7 @@ def _network_env(services: list[Service]) -> dict[str, str]:
     return env
 
 
-def _workers(services: list[Service]) -> list[dict[str, Any]]:
+def _workers(services: list[Service], gpu: bool) -> list[dict[str, Any]]:
     from omnilab.images.catalog import CATALOG
 
     env = _network_env(services)
@@ -111,7 +119,7 @@ def _workers(services: list[Service]) -> list[dict[str, Any]]:
             "environment": env,
             "volumes": ["../experiments:/app/experiments:ro", "../runs:/app/runs"],
             "depends_on": depends,
-            "gpu": True,
+            "gpu": gpu,
         },
         {
             "name": "omnimind-code-gen",
@@ -125,21 +133,20 @@ def _workers(services: list[Service]) -> list[dict[str, Any]]:
     ]
 
 
-def services_for(target: str | None) -> tuple[list[Service], str | None]:
-    """The services of the experiment ``FILE[:Class]``, or all four; and where from."""
+def services_for(target: str | None) -> tuple[list[Service], bool, str | None]:
+    """The services of the experiment ``FILE[:Class]``, or all four; whether its code
+    may take GPUs (``gpu`` not False); and where they come from."""
     if not target:
-        return [Qdrant(), Redis(), Postgres(), Ollama()], None
+        return [Qdrant(), Redis(), Postgres(), Ollama()], True, None
     from omnilab.loader import load
 
     loaded = load(target)
     services = [s() if isinstance(s, type) else s for s in loaded.cls.services]
     name = Path(target.split(":")[0]).name
-    return services, f"for {name}:{loaded.cls.__name__}"
+    return services, loaded.cls.gpu is not False, f"for {name}:{loaded.cls.__name__}"
 
 
-def render(target: str | None = None) -> str:
-    """The compose file's text for ``target`` (``FILE[:Class]``), or for all services."""
-    services, source = services_for(target)
+def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("omnilab.compose", "."),
         undefined=jinja2.StrictUndefined,
@@ -148,14 +155,45 @@ def render(target: str | None = None) -> str:
     )
     # JSON strings and lists are YAML flow scalars and sequences: quoting done once, right.
     env.filters["q"] = lambda value: json.dumps(value)
+    return env
+
+
+def gpu_path(output: Path) -> Path:
+    """The GPU file beside the compose file ``output``."""
+    return output.with_name(output.name.removesuffix(".yml") + ".gpu.yml")
+
+
+def render(target: str | None = None, output: Path = DEFAULT_PATH) -> str:
+    """The compose file's text for ``target`` (``FILE[:Class]``), or for all services."""
+    services, gpu, source = services_for(target)
     rendered = [_service(s) for s in services]
     volumes = sorted({v.split(":")[0] for s in rendered for v in s["volumes"]})
-    return env.get_template(TEMPLATE).render(
-        services=rendered,
-        workers=_workers(services),
-        volumes=volumes,
-        names=", ".join(s.alias for s in services),
-        source=source,
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            services=rendered,
+            workers=_workers(services, gpu),
+            volumes=volumes,
+            names=", ".join(s.alias for s in services),
+            source=source,
+            gpu_file=gpu_path(output).name,
+        )
+    )
+
+
+def render_gpu(target: str | None = None, output: Path = DEFAULT_PATH) -> str | None:
+    """The GPU file's text: reservations for the containers that take GPUs (Ollama, and
+    the experiments container unless the experiment says ``gpu = False``); None if none."""
+    services, gpu, source = services_for(target)
+    names = [s["alias"] for s in map(_service, services) if s["gpu"]]
+    names += [w["name"] for w in _workers(services, gpu) if w["gpu"]]
+    if not names:
+        return None
+    return (
+        _environment()
+        .get_template(GPU_TEMPLATE)
+        .render(names=names, source=source, main_file=output.name, gpu_file=gpu_path(output).name)
     )
 
 
@@ -176,20 +214,30 @@ def ensure_env_file(path: Path, services: list[Service]) -> bool:
     header = "# Secrets of the experiment stack's compose file (never commit it)."
     lines = [] if path.exists() else [header]
     lines += [f"{key}={secrets.token_urlsafe(24)}" for key in missing]
+    # A file whose last line has no newline must not have a secret glued onto it.
+    lead = "\n" if path.exists() and not path.read_bytes().endswith(b"\n") else ""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a") as fh:
-        fh.write("".join(line + "\n" for line in lines))
+        fh.write(lead + "".join(line + "\n" for line in lines))
     path.chmod(0o600)
     return True
 
 
-def export(target: str | None = None, output: Path = DEFAULT_PATH) -> tuple[Path, Path, bool]:
-    """Write the compose file (and its env file when missing); their paths, and whether
-    the env file was written."""
-    text = render(target)
-    services, _ = services_for(target)
+def export(
+    target: str | None = None, output: Path = DEFAULT_PATH
+) -> tuple[Path, Path | None, Path, bool]:
+    """Write the compose file, its GPU file (when something takes GPUs) and its env file
+    (when missing); their paths, and whether the env file was written."""
+    text = render(target, output)
+    gpu_text = render_gpu(target, output)
+    services, _, _ = services_for(target)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
+    gpu_file = gpu_path(output)
+    if gpu_text is None:
+        gpu_file.unlink(missing_ok=True)  # one left by an earlier export would not match
+    else:
+        gpu_file.write_text(gpu_text)
     env_path = output.parent / ENV_FILE
     wrote = ensure_env_file(env_path, services)
-    return output, env_path, wrote
+    return output, gpu_file if gpu_text is not None else None, env_path, wrote

@@ -98,12 +98,25 @@ class ContainerIsolation:
                 f"{runtime}; use --runtime docker, or --isolation host"
             )
         tag = image_tag()
-        image = engine.local_image(engine.connect(), tag)
+        client = engine.connect()
+        image = engine.local_image(client, tag)
         if image is None:
             raise UsageError(
                 f"isolation='container': image {tag} is not on this Docker engine; run "
                 "`omnilab images build experiments` to build it (no registry needed)"
             )
+        if not os.environ.get("OMNILAB_IMAGE_EXPERIMENTS"):
+            # The start message and the result file are omnilab's own format on both
+            # sides: an image with another omnilab than the host's is refused.
+            from omnilab.images import builder
+            from omnilab.images.catalog import CATALOG
+
+            stale = builder.status(client, CATALOG["experiments"]).stale
+            if stale:
+                raise UsageError(
+                    f"isolation='container': image {tag} is out of date ({stale}); run "
+                    "`omnilab images build experiments` to rebuild it"
+                )
         return cls(source, class_name, params, run_dir, tag, image.id)
 
     def describe(self) -> dict[str, Any]:
@@ -175,6 +188,7 @@ class ContainerIsolation:
                 network=network,
                 device_requests=requests or None,
                 security_opt=["no-new-privileges"],
+                cap_drop=["ALL"],
                 stdin_open=True,
                 detach=True,
             )
@@ -199,6 +213,11 @@ class ContainerIsolation:
         follower = _MetricFollower(self.io_dir / METRICS_FILE, buffer)
         try:
             code = self._wait(follower)
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM): the code stops now, not at the teardown.
+            with contextlib.suppress(Exception):
+                self.container.kill()
+            raise
         finally:
             follower.drain()
             relay.join(timeout=5)
@@ -278,6 +297,9 @@ class ContainerIsolation:
             return "failed", None, why + " before it reported a result"
         status = "succeeded" if result.get("status") == "succeeded" and code == 0 else "failed"
         error = result.get("error")
+        if error:
+            # Tracebacks name the mounted folder; the record names the user's own files.
+            error = error.replace(f'"{EXPERIMENT_DIR}/', f'"{self.source.parent}/')
         if status == "failed" and not error:
             error = f"the experiment's container exited with status {code}"
         return status, result.get("summary") if status == "succeeded" else None, error

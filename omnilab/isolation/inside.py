@@ -171,4 +171,9 @@ def _run(cls: Any, start: dict[str, Any], io_dir: Path) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, EXPERIMENT_DIR)
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # As with host isolation, the run ends when run() returns: a thread the experiment
+    # left running must not hold the container (and the stack) up.
+    os._exit(code)

@@ -134,6 +134,12 @@ def local_image(client: docker.DockerClient, tag: str) -> Any | None:
     except docker.errors.APIError as exc:
         if exc.status_code == 404:
             return None
+        if exc.status_code == 400:  # an OMNILAB_IMAGE_* value that is no image reference
+            from omnilab.errors import UsageError
+
+            raise UsageError(
+                f"{tag!r} is not a valid image reference ({exc.explanation or exc})"
+            ) from None
         raise
 
 

@@ -161,6 +161,11 @@ class Service(ABC):
     def image(self) -> str:
         return self.image_override() or self.default_image
 
+    @property
+    def chosen_image(self) -> str | None:
+        """The ``image=`` this service was declared with, if any (not the environment's)."""
+        return self._image or None
+
     def image_override(self) -> str | None:
         """The image the user chose (``image=``, then ``OMNILAB_IMAGE_<NAME>``), if any."""
         return self._image or os.environ.get(f"OMNILAB_IMAGE_{self.name.upper()}") or None

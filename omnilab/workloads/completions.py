@@ -165,7 +165,7 @@ class LLM:
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-        console = Console(file=self.progress, highlight=False)
+        console = Console(file=self.progress, highlight=False, emoji=False)
         console.print(f"ollama: model {self.model!r} is not on the server; pulling it")
         began = time.monotonic()
         tasks: dict[str, Any] = {}
