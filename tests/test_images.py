@@ -189,3 +189,19 @@ def test_ollama_standin_image_has_the_official_interface(docker_scope: str) -> N
         assert wait_until(answers, timeout=15), container.logs().decode()
     finally:
         container.remove(force=True, v=True)
+
+
+def test_a_wheelhouse_alone_makes_the_images_wheels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The air-gapped route: with OMNILAB_WHEELHOUSE, pip asks no index (`--no-index`),
+    and omnilab's own wheel builds without fetching a build backend."""
+    from omnilab.images import wheels
+    from omnilab.progress import QuietReporter
+
+    first = wheels.build_wheelhouse(tmp_path / "connected", QuietReporter())
+    monkeypatch.setenv("OMNILAB_WHEELHOUSE", str(tmp_path / "connected" / "deps"))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/no-index-here")
+    again = wheels.build_wheelhouse(tmp_path / "air-gapped", QuietReporter())
+    assert sorted(p.name for p in again) == sorted(p.name for p in first)
+    assert [p.parent.name for p in again if p.name.startswith("omnilab-")] == ["own"]

@@ -187,8 +187,21 @@ def build_wheelhouse(target: Path, reporter: Reporter) -> list[Path]:
     index = ["--no-index", "--find-links", wheelhouse] if wheelhouse else []
     reporter.note("    wheels: omnilab's own, and its dependencies' for the image's Python")
     own = target / "own"
+    # With a wheelhouse there is no index to fetch a build backend from: build with the
+    # setuptools of the environment omnilab runs in.
+    isolation = ["--no-build-isolation"] if wheelhouse else []
     _pip(
-        [*pip, "wheel", *quiet, *index, "--no-deps", "--wheel-dir", str(own), _source()],
+        [
+            *pip,
+            "wheel",
+            *quiet,
+            *index,
+            *isolation,
+            "--no-deps",
+            "--wheel-dir",
+            str(own),
+            _source(),
+        ],
         "omnilab",
         wheelhouse,
     )
