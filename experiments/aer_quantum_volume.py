@@ -16,7 +16,7 @@ import math
 import statistics
 
 from pydantic import Field
-from qiskit.circuit.library import quantum_volume
+from qiskit.circuit import library as circuit_library
 from qiskit.quantum_info import Statevector
 
 from omnilab import Experiment, Params
@@ -45,7 +45,10 @@ class AerQuantumVolume(Experiment):
     def run(self, ctx):
         p = ctx.params
         depth = p.depth or p.n_qubits
-        models = [quantum_volume(p.n_qubits, depth, seed=p.seed + i) for i in range(p.circuits)]
+        models = [
+            circuit_library.quantum_volume(p.n_qubits, depth, seed=p.seed + i)
+            for i in range(p.circuits)
+        ]
         heavy = [heavy_outputs(m) for m in models]
         measured = [m.measure_all(inplace=False) for m in models]
         aer = Aer(ctx, seed=p.seed)
