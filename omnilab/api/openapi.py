@@ -23,6 +23,28 @@ def _schema_name(experiment: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in experiment)
 
 
+#: PostgreSQL's jsonb cannot store NUL, so params refuse it (queued_runs.jsonable_params);
+#: the document says so, rather than promise strings it will answer 422 to.
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _without_nul(schema: Any) -> None:
+    """Give every free-form string of a JSON Schema a pattern that excludes NUL."""
+    if isinstance(schema, list):
+        for item in schema:
+            _without_nul(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    kind = schema.get("type")
+    is_string = kind == "string" or (isinstance(kind, list) and "string" in kind)
+    if is_string and not {"pattern", "enum", "const", "format"} & schema.keys():
+        schema["pattern"] = NO_NUL
+    for value in schema.values():
+        if isinstance(value, dict | list):
+            _without_nul(value)
+
+
 def experiment_bodies(catalog: Catalog, components: dict[str, Any]) -> list[dict[str, Any]]:
     """One request-body schema per experiment; their models go into ``components``."""
     bodies = []
@@ -31,6 +53,7 @@ def experiment_bodies(catalog: Catalog, components: dict[str, Any]) -> list[dict
         params = entry.cls.Params.model_json_schema(
             ref_template=f"#/components/schemas/{prefix}__{{model}}"
         )
+        _without_nul(params)
         for name, definition in params.pop("$defs", {}).items():
             components[f"{prefix}__{name}"] = definition
         params["title"] = f"{entry.name} params"
