@@ -102,6 +102,8 @@ def test_export_of_one_experiment_has_only_its_services(workdir: Path) -> None:
         "omnimind-experiments"
     }
     assert render_gpu(f"{EXPERIMENTS / 'recorded.py'}") is None
+    assert "gpu.yml" not in render(f"{EXPERIMENTS / 'recorded.py'}")  # no file to point at
+    assert "-f docker-compose-experiments.gpu.yml" in render()
     exported = run_cli("compose", "export", EXPERIMENTS / "recorded.py")
     assert exported.returncode == 0, exported.stderr
     assert not (workdir / "compose" / "docker-compose-experiments.gpu.yml").exists()

@@ -177,17 +177,23 @@ def render(target: str | None = None, output: Path = DEFAULT_PATH) -> str:
             volumes=volumes,
             names=", ".join(s.alias for s in services),
             source=source,
-            gpu_file=gpu_path(output).name,
+            gpu_file=gpu_path(output).name if _gpu_names(services, gpu) else None,
         )
     )
+
+
+def _gpu_names(services: list[Service], gpu: bool) -> list[str]:
+    """The containers that take GPUs: Ollama's, and the experiments container unless the
+    experiment says ``gpu = False``."""
+    names = [s["alias"] for s in map(_service, services) if s["gpu"]]
+    return names + [w["name"] for w in _workers(services, gpu) if w["gpu"]]
 
 
 def render_gpu(target: str | None = None, output: Path = DEFAULT_PATH) -> str | None:
     """The GPU file's text: reservations for the containers that take GPUs (Ollama, and
     the experiments container unless the experiment says ``gpu = False``); None if none."""
     services, gpu, source = services_for(target)
-    names = [s["alias"] for s in map(_service, services) if s["gpu"]]
-    names += [w["name"] for w in _workers(services, gpu) if w["gpu"]]
+    names = _gpu_names(services, gpu)
     if not names:
         return None
     return (
