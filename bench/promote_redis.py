@@ -8,11 +8,10 @@ Keys: strings, hashes, lists, sets, sorted sets and streams in equal parts, half
 with a TTL. The peer is what a user would write: SCAN (COUNT 1000), then per batch of
 1,000 keys one pipeline of DUMP + PTTL on the source and one of RESTORE on production. It
 copies; it does not verify. omnilab's figure is the whole promotion of the item: plan
-(SCAN of both sides), the staged copy (server to server with COPY + MIGRATE when the run's
-Redis can reach production, which it can here), verification (a digest of every key
-computed on both servers and compared), and the MULTI/EXEC switch. A second omnilab arm
-forces the copy through omnilab (pipelined DUMP/RESTORE, as when MIGRATE cannot reach
-production) to show the fallback's speed. Production is emptied before every arm.
+(SCAN of both sides), the staged copy (batches DUMPed by a script in the run's Redis and
+RESTOREd by a script in production under staging names), verification (a digest of every
+key computed on both servers and compared), and the MULTI/EXEC switch. Production is
+emptied before every arm.
 
 Goal: omnilab >= 1x the peer's speed.
 """
@@ -25,7 +24,6 @@ from _promote import alternate, promote_item, report, state_dir
 
 from omnilab import Redis, Stack
 from omnilab.progress import QuietReporter
-from omnilab.services import redis_promotion
 from omnilab.services.redis_promotion import RedisKeys
 
 
@@ -94,18 +92,9 @@ def main() -> None:
         print(f"  {source.services['redis'].version}, local runtime, both servers on this host")
         item = RedisKeys("emb:*")
 
-        def omnilab_client_path() -> dict:  # type: ignore[type-arg]
-            original = redis_promotion.RedisPromoter._migrate_target
-            redis_promotion.RedisPromoter._migrate_target = lambda self: None  # type: ignore[method-assign]
-            try:
-                return promote_item(item, source.endpoint("redis"))
-            finally:
-                redis_promotion.RedisPromoter._migrate_target = original  # type: ignore[method-assign]
-
         arms = {
             "peer: pipelined DUMP/RESTORE": lambda: dump_restore(src, dst),
             "omnilab promote": lambda: promote_item(item, source.endpoint("redis")),
-            "omnilab, copy through client": omnilab_client_path,
         }
         results = alternate(arms, dst.flushall, args.rounds)
         assert dst.dbsize() == args.keys

@@ -4,13 +4,20 @@ The item is the whole key space of the pattern: after a promotion, production's 
 matching the target pattern are exactly the run's (``--on-conflict replace`` moves the
 production keys the run does not have out of the way, and the plan names them).
 
-- Stage: keys are written under ``omnilab:staging:<promotion>:`` in production. When the
-  run's Redis can reach production, the servers copy the data themselves (``COPY`` to
-  the staging name in the run's Redis, then ``MIGRATE``: no value passes through Python);
-  otherwise pipelined ``DUMP``/``RESTORE``. Both carry every type and its TTL.
-- Verify: a Lua script computes, on each server, a digest of every key's type, name and
-  value that does not depend on the server's internal encoding or iteration order; the
-  source's and the staged copy's must match key by key, and as many keys must have a TTL.
+- Stage: keys are written under ``omnilab:staging:<promotion>:`` in production, a batch
+  of 1,000 at a time: one script in the run's Redis ``DUMP``s the batch (and digests it
+  meanwhile), one script in production ``RESTORE``s it under the staging names, and a
+  third digests what landed; the next batch is read while one is written. ``DUMP``
+  carries every type, and the TTL goes with it.
+- Verify: each key's digest covers its name (relative to the item's prefix), whether it
+  has a TTL, and its ``DUMP`` serialization without the trailing RDB version and CRC,
+  which is the same on two servers holding the same value in the same encoding; sets and
+  hashes held in a hash table, whose serialization follows the server's own iteration
+  order, are digested element by element instead. Where the two servers' settings make
+  them encode the same data differently, the fast digests differ and verification falls
+  back to a digest that ignores the encoding (every element of every type), so only data
+  that really differs fails a promotion. Counts, TTL counts and the XOR of every key's
+  digest must match.
 - Switch: one MULTI/EXEC, under WATCH, that RENAMEs the production keys it replaces to
   ``omnilab:replaced:<promotion>:`` and the staged keys to their names (RENAME keeps the
   TTL). Readers see all the old keys or all the new ones.
@@ -18,9 +25,10 @@ production keys the run does not have out of the way, and the plan names them).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 import redis as redis_lib
 
@@ -50,13 +58,111 @@ _RESERVED_BYTES = tuple(p.encode() for p in RESERVED)
 BATCH = 1000
 SCAN_COUNT = 1000
 
-# For a batch of keys: the XOR of each key's digest (of its type, its name relative to the
-# item's prefix, and its value), how many exist, their size and how many have a TTL.
+# What the fast digest and the copy share. ``digest(key, name)`` returns the key's digest
+# (SHA-1 hex of its relative name, whether it has a TTL and its serialization), the size
+# digested, its PTTL and its DUMP payload; nil for a missing key. The serialization is the
+# DUMP payload without its last 10 bytes (RDB version and CRC64, which differ between
+# server versions), except for sets and hashes in a hash table (RDB types 2 and 4, the
+# payload's first byte): their payload follows the server's own iteration order, so their
+# elements are combined by XOR instead.
+_KEY_DIGEST_LUA = r"""
+local call, sub, byte, sha1, bxor, tonumber =
+  redis.call, string.sub, string.byte, redis.sha1hex, bit.bxor, tonumber
+local function unordered(items, paired)
+  local x1, x2, x3, x4, n = 0, 0, 0, 0, 0
+  local step = paired and 2 or 1
+  for j = 1, #items, step do
+    local e = items[j]
+    if paired then e = #e .. ':' .. e .. items[j + 1] end
+    local h = sha1(e)
+    x1 = bxor(x1, tonumber(sub(h, 1, 8), 16))
+    x2 = bxor(x2, tonumber(sub(h, 9, 16), 16))
+    x3 = bxor(x3, tonumber(sub(h, 17, 24), 16))
+    x4 = bxor(x4, tonumber(sub(h, 25, 32), 16))
+    n = n + #e
+  end
+  return bit.tohex(x1) .. bit.tohex(x2) .. bit.tohex(x3) .. bit.tohex(x4), n
+end
+local function digest(key, name)
+  local payload = call('DUMP', key)
+  if not payload then return nil end
+  local rdb_type, body, n = byte(payload, 1)
+  if rdb_type == 2 then
+    body, n = unordered(call('SMEMBERS', key), false)
+    body = 'set:' .. body
+  elseif rdb_type == 4 then
+    body, n = unordered(call('HGETALL', key), true)
+    body = 'hash:' .. body
+  else
+    body = sub(payload, 1, -11)
+    n = #body
+  end
+  local pttl = call('PTTL', key)
+  return sha1(#name .. ':' .. name .. (pttl > 0 and 'T' or 'P') .. body), n, pttl, payload
+end
+"""
+
+# The fast digest of a batch of keys: every existing key's digest (hex, concatenated; the
+# caller XORs them), how many exist, their size and how many have a TTL.
+_FAST_DIGEST_LUA = (
+    _KEY_DIGEST_LUA
+    + r"""
+local strip, add = ARGV[1], ARGV[2]
+local hexes, count, size, ttls = {}, 0, 0, 0
+for _, key in ipairs(KEYS) do
+  local h, n, pttl = digest(key, add .. sub(key, #strip + 1))
+  if h then
+    hexes[#hexes + 1] = h
+    count, size = count + 1, size + n
+    if pttl > 0 then ttls = ttls + 1 end
+  end
+end
+return {table.concat(hexes), count, size, ttls}
+"""
+)
+
+# In the run's Redis: a batch's payloads and TTLs for RESTORE (false for a key gone since
+# the plan), with the batch's fast digest computed from the same reads.
+_DUMP_LUA = (
+    _KEY_DIGEST_LUA
+    + r"""
+local strip = ARGV[1]
+local out = {'', 0, 0, 0}
+local hexes = {}
+for _, key in ipairs(KEYS) do
+  local h, n, pttl, payload = digest(key, sub(key, #strip + 1))
+  if h then
+    hexes[#hexes + 1] = h
+    out[2], out[3] = out[2] + 1, out[3] + n
+    if pttl > 0 then out[4] = out[4] + 1 end
+    out[#out + 1] = payload
+    out[#out + 1] = pttl > 0 and pttl or 0
+  else
+    out[#out + 1] = false
+    out[#out + 1] = 0
+  end
+end
+out[1] = table.concat(hexes)
+return out
+"""
+)
+
+# In production: RESTORE each staged key (KEYS) from ARGV's (ttl, payload) pairs.
+_RESTORE_LUA = r"""
+for i, key in ipairs(KEYS) do
+  redis.call('RESTORE', key, ARGV[2 * i - 1], ARGV[2 * i])
+end
+return #KEYS
+"""
+
+# The digest that ignores the encoding, for a batch of keys: the XOR of each key's digest
+# (of its type, its name relative to the item's prefix, and its value), how many exist,
+# their size and how many have a TTL.
 # Sets and hashes are combined by XOR of each element's SHA-1 (elements are unique), so
 # neither the encoding nor the iteration order, which differ between two servers holding
 # the same data, changes the digest; table.sort is avoided because Lua compares strings
 # with strcoll, which depends on the server's locale. Keys are unique, so XOR is sound.
-_DIGEST_LUA = r"""
+_ELEMENTS_DIGEST_LUA = r"""
 local strip, add = ARGV[1], ARGV[2]
 local bxor, tonumber, sub, sha1, call = bit.bxor, tonumber, string.sub, redis.sha1hex, redis.call
 local a1, a2, a3, a4, count, size, ttls = 0, 0, 0, 0, 0, 0, 0
@@ -130,38 +236,39 @@ return {bit.tohex(a1) .. bit.tohex(a2) .. bit.tohex(a3) .. bit.tohex(a4), count,
 # keys, their R kept names, N staged keys, their N names; ARGV[1] = R. A staged key whose
 # TTL ran out meanwhile is counted.
 _SWITCH_LUA = r"""
+local pcall, call = redis.pcall, redis.call
 local r = tonumber(ARGV[1])
 local n = (#KEYS - 2 * r) / 2
-local done = {}
-local function undo()
-  for i = #done, 1, -1 do redis.call('RENAME', done[i][2], done[i][1]) end
+local replaced, missing, skipped = {}, 0, {}
+-- Undo the first ``staged`` renames of staged keys and the first ``kept`` of replaced ones.
+local function undo(staged, kept)
+  for i = staged, 1, -1 do
+    if not skipped[i] then call('RENAME', KEYS[2 * r + n + i], KEYS[2 * r + i]) end
+  end
+  for i = kept, 1, -1 do call('RENAME', KEYS[r + i], KEYS[i]) end
 end
-local replaced = {}
 for i = 1, r do
-  local ok = redis.pcall('RENAME', KEYS[i], KEYS[r + i])
+  local ok = pcall('RENAME', KEYS[i], KEYS[r + i])
   if type(ok) == 'table' and ok.err then
-    undo()
+    undo(0, i - 1)
     return {'vanished', KEYS[i]}
   end
-  done[#done + 1] = {KEYS[i], KEYS[r + i]}
   replaced[KEYS[i]] = true
 end
-local missing = 0
 for i = 1, n do
   local staged, name = KEYS[2 * r + i], KEYS[2 * r + n + i]
   local ok
   if replaced[name] then
-    ok = redis.pcall('RENAME', staged, name)
+    ok = pcall('RENAME', staged, name)
   else
-    ok = redis.pcall('RENAMENX', staged, name)
+    ok = pcall('RENAMENX', staged, name)
   end
   if type(ok) == 'table' and ok.err then
     missing = missing + 1
+    skipped[i] = true
   elseif ok == 0 then
-    undo()
+    undo(i - 1, r)
     return {'appeared', name}
-  else
-    done[#done + 1] = {staged, name}
   end
 end
 return {'ok', missing}
@@ -178,15 +285,6 @@ for i = 1, #KEYS, 2 do
   end
 end
 return missing
-"""
-
-# In the run's own Redis: copy each key to its staging name, ready for MIGRATE.
-_STAGE_COPY_LUA = r"""
-local strip, add, n = ARGV[1], ARGV[2], 0
-for _, key in ipairs(KEYS) do
-  n = n + redis.call('COPY', key, add .. string.sub(key, #strip + 1), 'REPLACE')
-end
-return n
 """
 
 
@@ -254,8 +352,15 @@ class RedisKeys(Promotable):
         return masked_url(settings.redis_url)
 
 
+#: How a key set's checksum is computed: from ``DUMP`` serializations (the default), or from
+#: every element whatever the encoding (when two servers encode the same data differently).
+#: Checksums of the second kind are recorded without a ``method``, as they always were.
+DUMP_DIGEST, ELEMENTS_DIGEST = "dump", "elements"
+Method = Literal["dump", "elements"]
+
+
 class Batch(NamedTuple):
-    """The digest of one batch of keys (see ``_DIGEST_LUA``)."""
+    """The digest of one batch of keys: the XOR of its keys' digests, and counts."""
 
     xor: int
     count: int
@@ -263,7 +368,7 @@ class Batch(NamedTuple):
     ttls: int
 
 
-def combine(batches: Iterable[Batch]) -> dict[str, Any]:
+def combine(batches: Iterable[Batch], method: Method = DUMP_DIGEST) -> dict[str, Any]:
     """A key set's checksum, as recorded: counts and the XOR of every key's digest."""
     xor = count = size = ttls = 0
     for b in batches:
@@ -271,7 +376,30 @@ def combine(batches: Iterable[Batch]) -> dict[str, Any]:
         count += b.count
         size += b.size
         ttls += b.ttls
-    return {"keys": count, "with_ttl": ttls, "bytes": size, "xor128": f"{xor:032x}"}
+    if method == ELEMENTS_DIGEST:
+        return {"keys": count, "with_ttl": ttls, "bytes": size, "xor128": f"{xor:032x}"}
+    return {
+        "method": method,
+        "keys": count,
+        "with_ttl": ttls,
+        "bytes": size,
+        "xor160": f"{xor:040x}",
+    }
+
+
+def method_of(checksum: dict[str, Any] | None) -> Method:
+    """The method a recorded checksum was computed with."""
+    if checksum and checksum.get("method") != DUMP_DIGEST:
+        return ELEMENTS_DIGEST
+    return DUMP_DIGEST
+
+
+def _xor_hexes(hexes: bytes) -> int:
+    """The XOR of concatenated 40-digit SHA-1 hex digests."""
+    xor = 0
+    for i in range(0, len(hexes), 40):
+        xor ^= int(hexes[i : i + 40], 16)
+    return xor
 
 
 class RedisPromoter(Promoter):
@@ -287,7 +415,7 @@ class RedisPromoter(Promoter):
         #: The run's keys (from the plan), and production's keys the plan replaces.
         self._keys: list[bytes] = []
         self._existing: list[bytes] = []
-        self._source_digest: list[Batch] | None = None
+        self._source_digests: dict[Method, list[Batch]] = {}
 
     # -- connections and helpers ----------------------------------------------------------
 
@@ -329,13 +457,21 @@ class RedisPromoter(Promoter):
             found = {k for k in found if not k.startswith(_RESERVED_BYTES)}
         return sorted(found)
 
-    def _digest(self, client: redis_lib.Redis, keys: Sequence[bytes], strip: bytes) -> list[Batch]:
+    def _digest(
+        self,
+        client: redis_lib.Redis,
+        keys: Sequence[bytes],
+        strip: bytes,
+        method: Method = DUMP_DIGEST,
+    ) -> list[Batch]:
         """Per batch of ``BATCH`` keys (in order), the digest of the keys that exist."""
-        script = self._script(client, _DIGEST_LUA)
+        fast = method == DUMP_DIGEST
+        script = self._script(client, _FAST_DIGEST_LUA if fast else _ELEMENTS_DIGEST_LUA)
         out = []
         for batch in _chunks(keys, BATCH):
             xor, count, size, ttls = script(keys=list(batch), args=[strip, b""], client=client)
-            out.append(Batch(int(xor, 16), int(count), int(size), int(ttls)))
+            digest = _xor_hexes(xor) if fast else int(xor, 16)
+            out.append(Batch(digest, int(count), int(size), int(ttls)))
         return out
 
     def _names(self, prefix: bytes) -> list[bytes]:
@@ -343,12 +479,12 @@ class RedisPromoter(Promoter):
         cut = len(self.item.source_prefix.encode())
         return [prefix + k[cut:] for k in self._keys]
 
-    def source_digest(self) -> list[Batch]:
-        if self._source_digest is None:
-            self._source_digest = self._digest(
-                self.src, self._keys, self.item.source_prefix.encode()
+    def source_digest(self, method: Method = DUMP_DIGEST) -> list[Batch]:
+        if method not in self._source_digests:
+            self._source_digests[method] = self._digest(
+                self.src, self._keys, self.item.source_prefix.encode(), method
             )
-        return self._source_digest
+        return self._source_digests[method]
 
     def _pattern(self, prefix: str) -> str:
         return prefix + self.item.rest
@@ -415,11 +551,16 @@ class RedisPromoter(Promoter):
         raise PromotionFailed(f"{self.item.label}: no free version prefix")
 
     def _same(self, existing: list[bytes], prefix: str) -> bool:
-        """Whether production's ``existing`` keys hold exactly the run's keys."""
+        """Whether production's ``existing`` keys hold exactly the run's keys: by the
+        fast digest, or where it differs (the servers may encode the same data
+        differently) by the elements."""
         if existing != sorted(self._names(prefix.encode())):
             return False
-        theirs = combine(self._digest(self.prod, existing, prefix.encode()))
-        return theirs == combine(self.source_digest())
+        for method in (DUMP_DIGEST, ELEMENTS_DIGEST):
+            theirs = self._digest(self.prod, existing, prefix.encode(), method)
+            if combine(theirs, method) == combine(self.source_digest(method), method):
+                return True
+        return False
 
     # -- stage ----------------------------------------------------------------------------
 
@@ -428,34 +569,30 @@ class RedisPromoter(Promoter):
         staging = self.staging_prefix.encode() + prefix
         record.staging = {"prefix": self.staging_prefix}
         staged_names = self._names(staging)
-        # Three things overlap: the copy; the run's Redis digesting its keys; production
-        # digesting each staged batch as soon as it has landed. Verification then costs
-        # little more than the copy itself.
-        with ThreadPoolExecutor(max_workers=1) as src_pool, ThreadPoolExecutor(1) as dst_pool:
-            source_future = src_pool.submit(self.source_digest)
-            staged_futures = []
-
-            def landed(start: int, end: int) -> None:
-                names = staged_names[start:end]
-                staged_futures.append(dst_pool.submit(self._digest, self.prod, names, staging))
-
-            record.staging["copy_method"] = self._copy(staging, progress, landed)
-            source = source_future.result()
-            staged = [b for f in staged_futures for b in f.result()]
+        record.staging["copy_method"] = "dump-restore" if self._keys else "none"
+        source, staged = self._copy(staging, staged_names, progress)
         expired = self._expired_meanwhile(source, staged, staged_names)
         if expired:
             self._keys = [k for k in self._keys if k not in expired]
-            self._source_digest = None
+            self._source_digests.clear()
+            staged_names = self._names(staging)
             source = self.source_digest()
-            staged = self._digest(self.prod, self._names(staging), staging)
+            staged = self._digest(self.prod, staged_names, staging)
+        method: Method = DUMP_DIGEST
+        if combine(source) != combine(staged):
+            # Either the data differs or the servers encode it differently (other
+            # settings or versions): the digest that ignores the encoding tells which.
+            method = ELEMENTS_DIGEST
+            source = self.source_digest(method)
+            staged = self._digest(self.prod, staged_names, staging, method)
         record.counts = {"source": len(self._keys), "target": combine(staged)["keys"]}
         if expired:
             record.counts["expired_meanwhile"] = len(expired)
-        record.checksums = {"source": combine(source), "target": combine(staged)}
+        record.checksums = {"source": combine(source, method), "target": combine(staged, method)}
         if record.checksums["source"] != record.checksums["target"]:
             raise PromotionFailed(
                 f"{self.item.label}: the staged copy differs from the run's keys "
-                f"({self._differences(source, staged)})"
+                f"({self._differences(source, staged, method)})"
             )
 
     def _expired_meanwhile(
@@ -477,7 +614,7 @@ class RedisPromoter(Promoter):
             alive = pipe.execute()
         return {k for k, a in zip(missing, alive, strict=True) if not a}
 
-    def _differences(self, source: list[Batch], staged: list[Batch]) -> str:
+    def _differences(self, source: list[Batch], staged: list[Batch], method: Method) -> str:
         """Which keys differ, for the error message: compare batch by batch, then per key."""
         bad = [i for i, (a, b) in enumerate(zip(source, staged, strict=True)) if a != b]
         keys = [k for i in bad[:3] for k in self._keys[i * BATCH : (i + 1) * BATCH]]
@@ -486,8 +623,8 @@ class RedisPromoter(Promoter):
         differ = [
             k.decode(errors="replace")
             for k in keys[: 10 * BATCH]
-            if self._digest(self.src, [k], k[:cut])
-            != self._digest(self.prod, [staging + k[cut:]], staging)
+            if self._digest(self.src, [k], k[:cut], method)
+            != self._digest(self.prod, [staging + k[cut:]], staging, method)
         ]
         sample = ", ".join(differ[:3])
         return f"{len(bad)} batches of {BATCH} keys differ" + (f", e.g. {sample}" if sample else "")
@@ -495,87 +632,63 @@ class RedisPromoter(Promoter):
     def _target_prefix_bytes(self) -> bytes:
         return self.item.target_prefix.encode()
 
-    def _copy(self, staging: bytes, progress: Progress, landed: Callable[[int, int], None]) -> str:
-        """Copy every key to its staging name in production; returns the method used.
+    def _copy(
+        self, staging: bytes, staged_names: list[bytes], progress: Progress
+    ) -> tuple[list[Batch], list[Batch]]:
+        """Copy every key to its staging name in production, a batch at a time; returns
+        the fast digests of the source's batches and of the staged ones.
 
-        ``landed(start, end)`` is called as each batch of keys is in production.
+        The run's Redis serializes batch *i + 1* while production restores and digests
+        batch *i*; payloads pass through this process once, as bytes, and both digests
+        are computed by the servers from the data they hold.
         """
-        if not self._keys:
-            return "none"
-        target = self._migrate_target()
-        for i, batch in enumerate(_chunks(self._keys, BATCH)):
-            if target is not None:
+        keys = self._keys
+        if not keys:
+            return [], []
+        dump = self._script(self.src, _DUMP_LUA)
+        restore = self._script(self.prod, _RESTORE_LUA)
+        digest = self._script(self.prod, _FAST_DIGEST_LUA)
+        strip = self.item.source_prefix.encode()
+
+        def read(start: int) -> list[Any]:
+            return dump(keys=keys[start : start + BATCH], args=[strip], client=self.src)  # type: ignore[no-any-return]
+
+        source: list[Batch] = []
+        staged: list[Batch] = []
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            pending = reader.submit(read, 0)
+            for start in range(0, len(keys), BATCH):
+                hexes, count, size, ttls, *pairs = pending.result()
+                if start + BATCH < len(keys):
+                    pending = reader.submit(read, start + BATCH)
+                source.append(Batch(_xor_hexes(hexes), int(count), int(size), int(ttls)))
+                batch_names = staged_names[start : start + BATCH]
+                names: list[bytes] = []
+                args: list[Any] = []
+                for name, payload, ttl in zip(batch_names, pairs[::2], pairs[1::2], strict=True):
+                    if payload is not None:  # None: its TTL ran out since the plan
+                        names.append(name)
+                        args += (ttl, payload)
                 try:
-                    self._migrate(batch, staging, target)
+                    if names:
+                        restore(keys=names, args=args, client=self.prod)
+                    landed = digest(keys=batch_names, args=[staging, b""], client=self.prod)
                 except redis_lib.ResponseError as exc:
-                    text = str(exc)
-                    if i or not text.startswith("IOERR"):
-                        raise self._copy_error(text) from None
-                    # The run's Redis cannot reach production (another network, TLS, a
-                    # Unix socket): copy through this process instead.
-                    self.reporter.note(
-                        f"    {self.item.label}: the run's Redis cannot reach production "
-                        f"({text.splitlines()[0][:120]}); copying through omnilab"
-                    )
-                    self._drop(self.src, self._scan(self.src, self.staging_prefix + "*", own=True))
-                    target = None
-            if target is None:
-                self._dump_restore(batch, staging)
-            landed(i * BATCH, i * BATCH + len(batch))
-            progress.advance(len(batch))
-        return "migrate" if target is not None else "dump-restore"
+                    raise self._copy_error(exc) from None
+                hexes, count, size, ttls = landed
+                staged.append(Batch(_xor_hexes(hexes), int(count), int(size), int(ttls)))
+                progress.advance(len(batch_names))
+        self._source_digests[DUMP_DIGEST] = source
+        return source, staged
 
-    def _migrate_target(self) -> dict[str, Any] | None:
-        from redis.connection import Connection
-
-        pool = self.prod.connection_pool
-        if pool.connection_class is not Connection:  # TLS or a Unix socket
-            return None
-        kw = pool.connection_kwargs
-        return {
-            "host": kw.get("host", "localhost"),
-            "port": kw.get("port", 6379),
-            "db": kw.get("db", 0) or 0,
-            "username": kw.get("username"),
-            "password": kw.get("password"),
-        }
-
-    def _migrate(self, batch: Sequence[bytes], staging: bytes, target: dict[str, Any]) -> None:
-        copy = self._script(self.src, _STAGE_COPY_LUA)
-        source_prefix = self.item.source_prefix.encode()
-        copy(keys=list(batch), args=[source_prefix, staging], client=self.src)
-        names = [staging + k[len(source_prefix) :] for k in batch]
-        auth: list[Any] = []
-        if target["password"] and target["username"]:
-            auth = ["AUTH2", target["username"], target["password"]]
-        elif target["password"]:
-            auth = ["AUTH", target["password"]]
-        # Without COPY, MIGRATE moves the staging copies: the run's Redis ends as it was.
-        self.src.execute_command(
-            "MIGRATE", target["host"], target["port"], "", target["db"], 60_000, *auth,
-            "KEYS", *names,
-        )  # fmt: skip
-
-    def _dump_restore(self, batch: Sequence[bytes], staging: bytes) -> None:
-        with self.src.pipeline(transaction=False) as pipe:
-            for key in batch:
-                pipe.dump(key)
-                pipe.pttl(key)
-            dumped = pipe.execute()
-        cut = len(self.item.source_prefix.encode())
-        with self.prod.pipeline(transaction=False) as pipe:
-            for i, key in enumerate(batch):
-                payload, ttl = dumped[2 * i], dumped[2 * i + 1]
-                if payload is None:
-                    continue  # its TTL ran out since the plan
-                pipe.restore(staging + key[cut:], max(ttl, 0), payload)
-            try:
-                pipe.execute()
-            except redis_lib.ResponseError as exc:
-                raise self._copy_error(str(exc)) from None
-
-    def _copy_error(self, text: str) -> PromotionFailed:
-        text = text.removeprefix("ERR Target instance replied with error: ")
+    def _copy_error(self, exc: redis_lib.ResponseError) -> PromotionFailed:
+        # redis-py drops the error code from the message; the script's line is noise.
+        text = re.sub(r"\s*script: .*$", "", str(exc).strip())
+        if isinstance(exc, redis_lib.exceptions.OutOfMemoryError):
+            return PromotionFailed(
+                f"{self.item.label}: production Redis is full (OOM: {text}); nothing was "
+                "changed, free memory or raise maxmemory and promote again"
+            )
         if "payload version" in text:
             return PromotionFailed(
                 f"{self.item.label}: production Redis cannot read the run's DUMP format "
@@ -631,7 +744,8 @@ class RedisPromoter(Promoter):
         keys = self._scan(self.prod, record.plan.target)
         if not keys:
             return None
-        return combine(self._digest(self.prod, keys, prefix.encode()))
+        method = method_of(record.checksums.get("target"))
+        return combine(self._digest(self.prod, keys, prefix.encode(), method), method)
 
     def discard_staging(self, record: ItemRecord) -> None:
         self._drop(self.prod, self._scan(self.prod, self.staging_prefix + "*", own=True))
