@@ -93,6 +93,7 @@ class Stack:
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
         self._closed = False
+        self._empty = False  # started with nothing to start (see _holds_nothing)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -125,6 +126,7 @@ class Stack:
         runtime = self.runtime
         began = time.monotonic()
         if self._holds_nothing(on_open):
+            self._empty = True
             self.timings["start_s"] = time.monotonic() - began
             return self
         state = StackState.create(
@@ -213,6 +215,9 @@ class Stack:
             return
         self._closed = True
         self.close_clients()
+        if self._empty:
+            self.timings["teardown_s"] = 0.0
+            self.reporter.stack_removed(self.id, 0.0)
         if self._state is None:
             return
         if self.keep:
