@@ -61,7 +61,7 @@ _readings: dict[Path, _Reading] = {}
 
 def git_info(path: Path) -> dict[str, Any] | None:
     """Commit, branch and dirtiness of the repository holding ``path``; None outside one."""
-    directory = path if path.is_dir() else path.parent
+    directory = (path if path.is_dir() else path.parent).resolve()
     reading = _readings.get(directory)
     if reading is not None:
         if reading.current():
@@ -73,6 +73,7 @@ def git_info(path: Path) -> dict[str, Any] | None:
 def prefetch(directory: Path) -> None:
     """Read ``directory``'s git state now and keep it for :func:`git_info`, when it can
     be told later that it has not changed."""
+    directory = directory.resolve()
     reading = _read(directory)
     if reading is not None:
         _readings[directory] = reading
