@@ -165,3 +165,30 @@ def test_git_state_and_files_changed_while_a_spare_waits_are_those_recorded_and_
         assert "edited 0" in log, log
     finally:
         api.service.stop()
+
+
+def test_a_spare_whose_store_connection_was_dropped_runs_on_a_new_one(
+    api: Api, start_worker, tracking_db: str
+) -> None:
+    """The database ended the idle spare's session (a restart, an idle timeout): the run
+    notices before its claim and opens another connection instead of failing."""
+    import psycopg
+
+    worker = start_worker()
+    assert wait_until(lambda: len(_spares(worker.proc.pid)) == 1, timeout=20)
+    (ready,) = _spares(worker.proc.pid)
+
+    def store_ports() -> set[int]:
+        return {c.laddr.port for c in ready.net_connections("tcp") if c.raddr}
+
+    assert wait_until(lambda: bool(store_ports()), timeout=20)
+    with psycopg.connect(tracking_db, autocommit=True) as conn:
+        ended = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND client_port = ANY(%s)",
+            (list(store_ports()),),
+        ).fetchall()
+    assert ended and all(row[0] for row in ended)
+    time.sleep(2.5)  # idle long enough to be checked before use
+    run = api.wait_status(api.queue("Quick", {"n": 1}), "succeeded")
+    assert run["environment"]["pid"] == ready.pid
