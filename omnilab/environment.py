@@ -5,12 +5,13 @@ from __future__ import annotations
 import getpass
 import platform
 import socket
-import subprocess
 import sys
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from omnilab import gitstate
 
 #: Distributions whose versions change results or behaviour; recorded when installed.
 TRACKED_PACKAGES = (
@@ -50,30 +51,13 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
 
 def git_info(path: Path) -> dict[str, Any] | None:
     """Commit, branch and dirtiness of the repository holding ``path``; None outside one."""
-    directory = path if path.is_dir() else path.parent
+    return gitstate.git_info(path)
 
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(
-                ["git", "-C", str(directory), *args],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip()
 
-    commit = git("rev-parse", "HEAD")
-    if not commit:
-        return None
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "commit": commit,
-        "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-        "dirty": bool(status),
-    }
+def prefetch_git(directory: Path) -> None:
+    """Read the git state of ``directory`` ahead of a run (a worker's spare does), to be
+    used only while nothing it depends on has changed."""
+    gitstate.prefetch(directory)
 
 
 def owner() -> str:

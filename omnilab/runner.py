@@ -176,7 +176,9 @@ def _sigterm_as_exception() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _shielded(reporter: Reporter) -> Iterator[None]:
+def _shielded(
+    reporter: Reporter, note: str = "  still tearing down; the stack will be removed before exit"
+) -> Iterator[None]:
     """Teardown must finish: a second Ctrl-C or SIGTERM waits until it has."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -185,7 +187,7 @@ def _shielded(reporter: Reporter) -> Iterator[None]:
 
     def remember(signum: int, frame: Any) -> None:
         if not received:
-            reporter.note("  still tearing down; the stack will be removed before exit")
+            reporter.note(note)
         received.append(signum)
 
     previous = {s: signal.signal(s, remember) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -360,17 +362,23 @@ def _execute(
     buffer: MetricBuffer | None = None
     with _sigterm_as_exception():
         try:
-            # The tracking store (an embedded PostgreSQL may need starting) opens and
-            # records the run while the stack starts: neither waits for the other.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                opening = pool.submit(_open_and_record, settings, record, recorded, given_store)
-                try:
-                    if isolated is not None:
-                        stack.start(on_open=lambda state: isolated.launch(stack, state))
-                    else:
-                        stack.start()
-                finally:
-                    store = opening.result()
+            if given_store is not None and not stack.service_specs and isolated is None:
+                # Nothing to start and a store already open: a thread would only add
+                # its start and the GIL's hand-over to the run's first line.
+                store = _open_and_record(settings, record, recorded, given_store)
+                stack.start()
+            else:
+                # The tracking store (an embedded PostgreSQL may need starting) opens
+                # and records the run while the stack starts: neither waits for the other.
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    opening = pool.submit(_open_and_record, settings, record, recorded, given_store)
+                    try:
+                        if isolated is not None:
+                            stack.start(on_open=lambda state: isolated.launch(stack, state))
+                        else:
+                            stack.start()
+                    finally:
+                        store = opening.result()
             timings["stack_start_s"] = stack.timings.get("start_s", 0.0)
             buffer = MetricBuffer(store.metric_writer(run_id))
             with _captured_output(run_dir / "logs" / "output.log") as err:
@@ -408,15 +416,18 @@ def _execute(
     if store is None:  # the store never opened: nothing recorded, the error is the story
         raise interrupted or failure or OmnilabError("the tracking store could not be opened")
     try:
-        store.update_run(
-            run_id,
-            status=status,
-            summary=summary,
-            error=error,
-            timings=_rounded(timings),
-            stack=_described(stack, promotes, status, settings),
-            finished_at=datetime.now(UTC),
-        )
+        # A stop repeated meanwhile (the queue re-sends a cancellation until it is done)
+        # must not cut the record of what happened short.
+        with _shielded(reporter, "  still recording the run"):
+            store.update_run(
+                run_id,
+                status=status,
+                summary=summary,
+                error=error,
+                timings=_rounded(timings),
+                stack=_described(stack, promotes, status, settings),
+                finished_at=datetime.now(UTC),
+            )
         if stack.kept_path is not None:
             _sweep_expired(store, reporter)
         result = Run.from_store(store, store.get_run(run_id), settings=settings)

@@ -3,7 +3,8 @@
 ``Stack`` decides everything that can fail cheaply first (runtime, binaries, GPUs) so
 that bad input never leaves anything half-started; then it starts the services in
 parallel, hands out connected clients, and removes everything at the end. A watcher
-process (see :mod:`omnilab.reaper`) removes the stack if its owner dies first.
+process (see :mod:`omnilab.reaper`) removes the stack if its owner dies first. A stack
+with no services starts nothing, so it has neither.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class Stack:
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
         self._closed = False
+        self._empty = False  # started with nothing to start (see _holds_nothing)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -123,6 +125,10 @@ class Stack:
         assert self.runtime is not None
         runtime = self.runtime
         began = time.monotonic()
+        if self._holds_nothing(on_open):
+            self._empty = True
+            self.timings["start_s"] = time.monotonic() - began
+            return self
         state = StackState.create(
             self.settings.state_dir, self.id, runtime.name, run_id=self.run_id, keep=False
         )
@@ -152,6 +158,19 @@ class Stack:
             raise
         self.timings["start_s"] = time.monotonic() - began
         return self
+
+    def _holds_nothing(self, on_open: Callable[[StackState], None] | None) -> bool:
+        """No service, nothing joining the stack, nothing kept: then the runtime would
+        make only an empty folder (or network) that nothing uses, and a state file and a
+        watcher process to remove it. Such a stack (an experiment with no services) is
+        left empty: nothing is started, so nothing can be left behind."""
+        return (
+            not self.service_specs
+            and on_open is None
+            and not self.keep
+            and not self.retain_data
+            and self._kept is None
+        )
 
     def _start_services(self, runtime: Runtime, state: StackState) -> None:
         if not self.service_specs:
@@ -196,6 +215,9 @@ class Stack:
             return
         self._closed = True
         self.close_clients()
+        if self._empty:
+            self.timings["teardown_s"] = 0.0
+            self.reporter.stack_removed(self.id, 0.0)
         if self._state is None:
             return
         if self.keep:

@@ -105,3 +105,20 @@ def test_exception_inside_a_stack_block_tears_down() -> None:
         assert stack_processes()
         raise RuntimeError("inside")
     assert not stack_processes()
+
+
+def test_a_stack_with_no_services_leaves_nothing_to_clean(workdir: Path) -> None:
+    """Nothing started, so no folder, state file or watcher that could outlive it."""
+    from omnilab.config import get_settings
+    from omnilab.runtimes.state import stacks_dir
+
+    states = stacks_dir(get_settings().state_dir)
+    temp = set(Path(os.environ.get("TMPDIR", "/tmp")).iterdir())
+    with stack(runtime="local", reporter=QuietReporter()) as s:
+        assert not list(states.glob("*.json")) and not stack_processes()
+        assert set(Path(os.environ.get("TMPDIR", "/tmp")).iterdir()) == temp
+        assert s.env == {} and s.describe()["services"] == {}
+    assert "start_s" in s.timings and s.timings["teardown_s"] == 0.0
+    # One with services still gets its state file (and its watcher) as before.
+    with stack(Redis(), runtime="local", reporter=QuietReporter()):
+        assert list(states.glob("*.json"))

@@ -8,10 +8,13 @@ horse for every message; this module is what that horse calls.
 What happens here, in order: claim the run in the tracking store (a second delivery of
 the same message finds it taken and stops), send the process's output to the run's log,
 watch for a cancellation request, and run the experiment through :func:`omnilab.runner.run`
-with the run's recorded id. SIGTERM at any moment stops the run and tears its stack down;
-it is recorded as cancelled when a cancellation was requested (the API asks the slot
-through rq's stop-job command, and the slot sends SIGTERM), and otherwise (the worker is
-stopping or died) goes back to the queue or fails, per the run's retry setting.
+with the run's recorded id. The horse is usually a spare (:mod:`omnilab.queue.spare`) that
+did :func:`prepare` before its message arrived.
+
+SIGTERM at any moment stops the run and tears its stack down; it is recorded as cancelled
+when a cancellation was requested (the API asks the slot through rq's stop-job command,
+and the slot sends SIGTERM), and otherwise (the worker is stopping or died) goes back to
+the queue or fails, per the run's retry setting.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import io
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from omnilab import environment
 from omnilab.catalog import Catalog
 from omnilab.errors import OmnilabError
 from omnilab.procs import process_start_time
@@ -59,11 +64,50 @@ class Slot:
 
 _slot: Slot | None = None
 
+#: A spare's tracking-store connection, opened before its run was known, and when.
+_ready_store: tuple[TrackingStore, float] | None = None
+
+#: A connection idle longer than this is tried before its claim: the server may have
+#: restarted or dropped it meanwhile, and a claim must not fail for that.
+_CHECK_IDLE_AFTER_S = 2.0
+
 
 def configure(slot: Slot) -> None:
     """Called once by the slot process before it starts taking messages."""
     global _slot
     _slot = slot
+
+
+def prepare() -> None:
+    """In a spare, before its run is known: what every run needs first and can be done
+    ahead. Whatever fails here is simply done again, the usual way, when the run comes."""
+    global _ready_store
+    slot = _slot
+    if slot is None:
+        raise RuntimeError("omnilab.queue.horse.prepare runs inside `omnilab worker` only")
+    try:
+        _ready_store = (TrackingStore.open(slot.settings), time.monotonic())
+    except Exception:  # the run will open it and report what is wrong
+        _ready_store = None
+    # The git state of the experiments' repository, with what tells whether it changed.
+    environment.prefetch_git(Path(slot.settings.experiments_dir).resolve())
+
+
+def _open_store(settings: QueueSettings) -> TrackingStore:
+    """The spare's connection when it still works, else a new one."""
+    global _ready_store
+    ready, _ready_store = _ready_store, None
+    if ready is not None:
+        store, opened_at = ready
+        if time.monotonic() - opened_at < _CHECK_IDLE_AFTER_S:
+            return store
+        try:
+            store.conn.execute("SELECT 1")
+            return store
+        except Exception:
+            with contextlib.suppress(Exception):
+                store.close()
+    return TrackingStore.open(settings)
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
@@ -80,7 +124,8 @@ def execute(run_id: str) -> None:
     settings = slot.settings
     pid = os.getpid()
     run_dir = (Path(settings.runs_dir) / run_id).resolve()
-    store = TrackingStore.open(settings)
+    slot.catalog.refresh()  # a spare's copy may predate a change of the files
+    store = _open_store(settings)
     try:
         claim = queued_runs.claim(
             store.conn,

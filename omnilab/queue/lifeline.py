@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import ctypes
 import os
+from functools import cache
 
 _PR_SET_PDEATHSIG = 1
 
 
+@cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def die_with_parent(sig: int, parent_pid: int | None = None) -> None:
     """Ask the kernel for ``sig`` when our parent dies; if it already has, act now."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     # The parent may have died between our fork and the prctl: then we were re-parented.

@@ -1,5 +1,9 @@
 """A worker slot: one rq worker process, running one run at a time in a forked horse.
 
+The horse is forked ahead of its message (a spare, see :mod:`omnilab.queue.spare`): the
+slot keeps one ready while it waits, and forks the next as soon as it has handed a run
+to the current one.
+
 ``omnilab worker`` starts one slot per concurrent run (``python -m omnilab.queue.slot``);
 a slot that owns a GPU listens to the GPU queue first, and every run it starts sees only
 that GPU (``CUDA_VISIBLE_DEVICES``), so two runs never share one.
@@ -8,17 +12,21 @@ that GPU (``CUDA_VISIBLE_DEVICES``), so two runs never share one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import signal
 import sys
 from typing import Any
 
+import redis
 from rq import Queue, Worker
+from rq.exceptions import NoSuchJobError
+from rq.executions import Execution
 from rq.job import Job
 
 from omnilab.catalog import Catalog
-from omnilab.queue import horse
+from omnilab.queue import horse, spare
 from omnilab.queue.broker import Broker
 from omnilab.queue.lifeline import die_with_parent
 from omnilab.queue.settings import get_queue_settings
@@ -31,10 +39,80 @@ class SlotWorker(Worker):
 
     slot: horse.Slot
 
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        # Pick up experiment files changed since the last run, once, before the fork.
+    _spare: spare.Spare | None = None
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        # Whatever happened before (the first message, a spare that died), the next
+        # message finds a horse ready.
+        self._ensure_spare()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        """Hand the message to the spare instead of forking; fork as rq does when there
+        is none, or it is gone. Then start the next spare while this run goes on."""
+        ready, self._spare = self._spare, None
+        execution = self.execution
+        os.environ["RQ_WORKER_ID"] = self.name
+        os.environ["RQ_JOB_ID"] = job.id
+        if ready is not None and execution is None:  # not rq's usual path: fork as it does
+            ready.discard()
+            ready = None
+        if ready is not None and ready.hand(spare.Handoff(job.id, queue.name, execution.id)):
+            self._horse_pid = ready.pid
+            self.procline(f"Handed {job.id} to spare {ready.pid}")
+        else:
+            super().fork_work_horse(job, queue)
+        self._ensure_spare()
+
+    def _ensure_spare(self) -> None:
+        if self._spare is not None and self._spare.alive():
+            return
+        # Pick up experiment files changed since the last run before the fork, so that
+        # the spare starts from them (it looks again when its run comes).
         self.slot.catalog.refresh()
-        super().execute_job(job, queue)
+        self._spare = spare.start(self._prepare_spare, self._run_handed)
+
+    def _prepare_spare(self) -> None:
+        """In the spare: the run's own preparation, and a Redis connection of its own
+        (the slot's are not shared across a fork) for rq's bookkeeping at the start."""
+        horse.prepare()
+        with contextlib.suppress(redis.RedisError):
+            self.connection.ping()
+
+    def _run_handed(self, handoff: spare.Handoff) -> None:
+        """In the spare, once handed a message: become rq's work horse for it."""
+        os.environ["RQ_WORKER_ID"] = self.name
+        os.environ["RQ_JOB_ID"] = handoff.job
+        os.environ["RQ_EXECUTION_ID"] = handoff.execution
+        job = self.job_class(handoff.job, connection=self.connection, serializer=self.serializer)
+        execution = Execution(handoff.execution, job.id, connection=self.connection)
+        with self.connection.pipeline(transaction=False) as pipe:  # one round trip
+            pipe.hgetall(job.key)
+            pipe.hgetall(execution.key)
+            job_data, execution_data = pipe.execute()
+        if not job_data or not execution_data:
+            raise NoSuchJobError(f"message {handoff.job} is gone from Redis")
+        job.restore(job_data)
+        execution.restore(execution_data)
+        queue = self.queue_class(
+            handoff.queue,
+            connection=self.connection,
+            job_class=self.job_class,
+            serializer=self.serializer,
+            death_penalty_class=self.death_penalty_class,
+        )
+        execution._job = job
+        self.executions.clear()
+        self.execution = execution
+        self.main_work_horse(job, queue)
+
+    def teardown(self) -> None:
+        if self._spare is not None and not self.is_horse:
+            self._spare.discard()
+            self._spare = None
+        super().teardown()
 
     def kill_horse(self, sig: signal.Signals = signal.SIGTERM) -> None:
         """rq kills with SIGKILL; SIGTERM lets the runner tear the stack down and record
