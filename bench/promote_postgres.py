@@ -29,6 +29,7 @@ import subprocess
 
 from _cpu_sampler import CpuSampler, postmaster_of
 from _promote import alternate, promote_item, report, state_dir
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from omnilab import Postgres, Stack
 from omnilab.progress import QuietReporter
@@ -81,14 +82,18 @@ def main() -> None:
                 dst.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
         def pg_dump_restore() -> None:
+            src, src_env = without_password(src_url)
+            dst_conninfo, dst_env = without_password(dst_url)
             dump = subprocess.Popen(
-                [install.tool("pg_dump"), "-Fc", "-t", "public.scores", src_url],
+                [install.tool("pg_dump"), "-Fc", "-t", "public.scores", src],
                 stdout=subprocess.PIPE,
+                env=src_env,
             )
             subprocess.run(
-                [install.tool("pg_restore"), "--no-owner", "-d", dst_url],
+                [install.tool("pg_restore"), "--no-owner", "-d", dst_conninfo],
                 stdin=dump.stdout,
                 check=True,
+                env=dst_env,
             )
             assert dump.wait() == 0
 
@@ -115,6 +120,14 @@ def main() -> None:
             "cpu_seconds": cpu,
         },
     )
+
+
+def without_password(url: str) -> tuple[str, dict[str, str]]:
+    """The connection string for a command line, its password for the environment:
+    a password on a command line is visible to every local user (ps)."""
+    parts = conninfo_to_dict(url)
+    password = str(parts.pop("password", "") or "")
+    return make_conninfo(**parts), {**os.environ, "PGPASSWORD": password}  # type: ignore[arg-type]
 
 
 def cpu_round(arms, reset, src, dst) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]

@@ -3,13 +3,15 @@
 - Stage: the table is created in a schema of its own in production
   (``omnilab_staging_<promotion>``), with the source's columns, defaults, identity and
   serial sequences, generated columns, check constraints, storage options and comments;
-  the rows stream from the run's database with ``COPY ... (FORMAT binary)`` into it, then
-  primary key, unique and exclusion constraints and indexes are built (faster on a full
-  table than row by row), sequences are set where the run left them, and the privileges
-  and owner of the table it replaces are given to it. Foreign keys are not copied (the
-  tables they point at are not part of the promotion); the plan says so.
-- Verify: row count and an order-independent checksum (the sum of a 64-bit hash of every
-  row) computed by each server over its own table, the source's while the copy runs.
+  the rows stream from the run's database with ``COPY ... (FORMAT binary)`` into it
+  (``FREEZE``: see :mod:`postgres_copy`), then ``ANALYZE`` and the primary key, unique
+  and exclusion constraints and indexes are built (faster on a full table than row by
+  row), sequences are set where the run left them, and the privileges and owner of the
+  table it replaces are given to it. Foreign keys are not copied (the tables they point
+  at are not part of the promotion); the plan says so.
+- Verify: row count and an order-independent checksum (:mod:`postgres_checksum`)
+  computed by each server over its own table, the source's while the copy runs,
+  production's beside ``ANALYZE`` and the index builds.
 - Switch: one transaction moves the production table to ``omnilab_replaced_<promotion>``
   (kept for rollback) and the staged table into its place (``ALTER TABLE ... SET
   SCHEMA``: indexes, constraints and owned sequences move with it). Readers see the old
