@@ -4,7 +4,8 @@ Wall time on a shared 2-core machine says little about where the work goes; CPU
 seconds per process do: a PostgreSQL backend's title names the statement it runs
 (``postgres: user db host COPY``), so sampling the servers' processes (and this
 process's children, such as psql or pg_dump) while an arm runs attributes its CPU to
-statements. Sampling costs CPU itself, so it is done in a separate, untimed round.
+statements. Sampling costs CPU itself, so it is done in a separate, untimed round; a
+process's last 10 ms before it exits can be missed.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class CpuSampler:
     def __init__(self, parents: dict[int, str]) -> None:
         self.parents = parents
         self.seen: dict[int, dict[str, Any]] = {}
+        self._started = False  # processes first seen after the start: all their CPU counts
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -57,7 +59,12 @@ class CpuSampler:
             if stat is None or stat[0] not in self.parents:
                 continue
             entry = self.seen.setdefault(
-                int(pid), {"group": self.parents[stat[0]], "first": stat[1], "titles": []}
+                int(pid),
+                {
+                    "group": self.parents[stat[0]],
+                    "first": 0.0 if self._started else stat[1],
+                    "titles": [],
+                },
             )
             entry["cpu"] = stat[1]
             title = _title(int(pid))
@@ -71,6 +78,7 @@ class CpuSampler:
 
     def __enter__(self) -> CpuSampler:
         self._poll()
+        self._started = True
         self._thread.start()
         return self
 
