@@ -425,10 +425,10 @@ class PostgresPromoter(Promoter):
 
         ``ANALYZE`` and ``CREATE INDEX`` exclude each other, and the checksum excludes
         neither: ``ANALYZE`` runs first beside the checksum, then the builds, two at a
-        time (each in one process, as many at once as before), beside what is left of
-        the checksum. Were the builds started with ``ANALYZE``, whichever took the lock
-        first would make the others wait. Statistics on index expressions need their
-        indexes: a table with some is analyzed after the builds instead.
+        time as before (each with the parallel workers the server allows), beside what
+        is left of the checksum. Were the builds started with ``ANALYZE``, whichever
+        took the lock first would make the others wait. Statistics on index expressions
+        need their indexes: a table with some is analyzed after the builds instead.
         """
         from psycopg import sql
 
@@ -438,7 +438,10 @@ class PostgresPromoter(Promoter):
             checksum = pool.submit(self._target_checksum_own_connection, oid)
             if not shape.expression_indexes:
                 self._run_own_connection(schema, [analyze])
-            lanes = [pool.submit(self._run_own_connection, schema, builds[i::2]) for i in (0, 1)]
+            lanes = [
+                pool.submit(self._run_own_connection, schema, builds[i::2])
+                for i in range(min(2, len(builds)))
+            ]
             for lane in lanes:
                 lane.result()
             target = checksum.result()
@@ -446,34 +449,31 @@ class PostgresPromoter(Promoter):
             self._run_own_connection(schema, [analyze])
         return target
 
-    def _work_session(self, dsn: str) -> psycopg.Connection:
-        """A session for one scan or build at a time, without parallel workers: the
-        promotion already keeps a session per CPU busy side by side (the copy, the
-        checksums, two builds), and workers on top of them add CPU in all (measured: an
-        index build 0.58 CPU s with two workers against 0.51 without) where the cores
-        are busy anyway. Session settings only; the server's own are left as they are."""
+    def _checksum_session(self, dsn: str) -> psycopg.Connection:
+        """A session for a checksum, without parallel workers: a checksum runs beside
+        longer work (the copy; ``ANALYZE`` and the index builds), so workers would not
+        make the promotion shorter, only add processes and CPU where the cores are busy
+        with that work. A session setting; the server's own are left as they are."""
         conn = self._connect(dsn)
         try:
-            conn.execute(
-                "SET max_parallel_workers_per_gather = 0; SET max_parallel_maintenance_workers = 0"
-            )
+            conn.execute("SET max_parallel_workers_per_gather = 0")
         except BaseException:
             conn.close()
             raise
         return conn
 
     def _source_checksum_own_connection(self) -> dict[str, Any]:
-        with self._work_session(self.source_dsn) as conn:
+        with self._checksum_session(self.source_dsn) as conn:
             return self.source_checksum(conn)
 
     def _run_own_connection(self, schema: str, statements: list[str]) -> None:
-        with self._work_session(self.dsn) as conn:
+        with self._connect(self.dsn) as conn:
             conn.execute(f"SET search_path = {quote(conn, schema)}")
             for statement in statements:
                 conn.execute(statement)
 
     def _target_checksum_own_connection(self, oid: int) -> dict[str, Any]:
-        with self._work_session(self.dsn) as conn:
+        with self._checksum_session(self.dsn) as conn:
             return self._checksum(conn, oid, self._method_after_source())
 
     def _method_after_source(self) -> str:
