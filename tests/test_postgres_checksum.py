@@ -106,6 +106,27 @@ CHANGES = [
     ("UPDATE b SET ints[2] = 0 WHERE id = 15", "UPDATE b SET ints[2] = 16 WHERE id = 15"),
     ("UPDATE b SET mood = 'sad' WHERE id = 17", "UPDATE b SET mood = 'happy' WHERE id = 17"),
     ("UPDATE b SET pos = pos + 1 WHERE id = 18", "UPDATE b SET pos = pos - 1 WHERE id = 18"),
+    ("UPDATE b SET id = 1000 WHERE id = 58", "UPDATE b SET id = 58 WHERE id = 1000"),
+    (
+        "UPDATE b SET small = small + 1 WHERE id = 50",
+        "UPDATE b SET small = small - 1 WHERE id = 50",
+    ),
+    ("UPDATE b SET r = r * 2 WHERE id = 51", "UPDATE b SET r = r / 2 WHERE id = 51"),
+    ("UPDATE b SET v = 'w' WHERE id = 52", "UPDATE b SET v = 'v2' WHERE id = 52"),
+    (
+        "UPDATE b SET u = md5('x')::uuid WHERE id = 53",
+        "UPDATE b SET u = md5('53')::uuid WHERE id = 53",
+    ),
+    (
+        "UPDATE b SET iv = iv + interval '1 microsecond' WHERE id = 54",
+        "UPDATE b SET iv = iv - interval '1 microsecond' WHERE id = 54",
+    ),
+    (
+        "UPDATE b SET ts = ts + interval '1 microsecond' WHERE id = 55",
+        "UPDATE b SET ts = ts - interval '1 microsecond' WHERE id = 55",
+    ),
+    ("UPDATE b SET day = day + 1 WHERE id = 56", "UPDATE b SET day = day - 1 WHERE id = 56"),
+    ("UPDATE b SET words[2] = 'c' WHERE id = 57", "UPDATE b SET words[2] = 'b' WHERE id = 57"),
     # Values moved between rows of one column: each column's sum alone would not see it.
     (
         "UPDATE b SET t = CASE id WHEN 20 THEN 'text 21' ELSE 'text 20' END WHERE id IN (20, 21)",
