@@ -9,15 +9,19 @@ processes spent on it (parallel workers included) and the median wall time. Rows
 through files written and read by the servers (``COPY ... TO/FROM 'file'``), so no
 client's cost is in these figures. What it answers: which COPY format is cheaper for
 these column types, what FREEZE changes, what each checksum method, each index build
-and ANALYZE cost, what parallel workers add, and so how many CPU seconds a promotion
-needs at the least, against the machine's cores.
+and ANALYZE cost, what parallel workers add, what splitting the copy into slices by
+ctid range over several psql pairs changes (wall and CPU of the copy phase alone, both
+servers and the psql processes counted), and so how many CPU seconds a promotion needs
+at the least, against the machine's cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,6 +33,7 @@ from promote_postgres import fill
 
 from omnilab import Postgres, Stack
 from omnilab.progress import QuietReporter
+from omnilab.services.postgres import find_postgres
 from omnilab.services.postgres_checksum import column_hash_sql, table_columns
 
 COLUMNS = (
@@ -151,12 +156,28 @@ def main() -> None:
             ),
         ]
         print(f"{args.rows:,} rows, {args.reps} reps, {os.cpu_count()} cores; load {load_avg()}")
+        pages = src.execute("SELECT relpages FROM pg_class WHERE relname = 'scores'").fetchone()[0]
+        urls = source.env["POSTGRES_URL"], production.env["POSTGRES_URL"]
+        groups = {postmaster_of(src): "source", postmaster_of(dst): "production"}
+        groups[os.getpid()] = "psql"
         for _ in range(args.reps):
             for name, run in on_source.items():
                 results.setdefault(name, []).append(measure(src, run))
             for name, freeze, run in on_production:
                 fresh(freeze)
                 results.setdefault(name, []).append(measure(dst, run))
+            for slices in (1, 2, 3):
+                fresh(None)
+                with CpuSampler(groups) as sampler:
+                    began = time.perf_counter()
+                    copy_in_slices(urls, pages, slices)
+                    wall = time.perf_counter() - began
+                assert dst.execute("SELECT count(*) FROM t").fetchone() == (args.rows,)
+                name = f"copy phase alone: {slices} psql pair(s), servers and psql"
+                if slices == 1:
+                    name += ", FREEZE"
+                spent = sum(sampler.by_statement().values())
+                results.setdefault(name, []).append((spent, wall))
         dst.execute("DROP TABLE IF EXISTS t")
     for path in (binary, text):
         os.unlink(path)
@@ -170,6 +191,44 @@ def main() -> None:
     print(f"  load average after: {load_avg()}")
     path = write("promote_postgres_parts", {"rows": args.rows, "reps": args.reps, "parts": out})
     print(f"  results: {path}")
+
+
+def copy_in_slices(urls: tuple[str, str], pages: int, slices: int) -> None:
+    """The rows piped between psql pairs, one per ctid range: one pair loads FREEZE (one
+    transaction), several cannot (a FREEZE load needs the transaction that emptied the
+    table)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    psql = find_postgres().tool("psql")
+    args = []
+    for url in urls:
+        parts = conninfo_to_dict(url)
+        password = str(parts.pop("password", "") or "")
+        args.append((make_conninfo(**parts), {**os.environ, "PGPASSWORD": password}))
+    cuts = [round(pages * i / slices) for i in range(slices)] + [pages + 1]
+    pairs = []
+    for low, high in itertools.pairwise(cuts):
+        where = "" if slices == 1 else f" WHERE ctid >= '({low},0)' AND ctid < '({high},0)'"
+        out = f"COPY (SELECT * FROM scores{where}) TO STDOUT (FORMAT binary)"
+        copy_in = "COPY t FROM STDIN (FORMAT binary, FREEZE)"
+        load = (
+            ["-c", "BEGIN", "-c", "TRUNCATE t", "-c", copy_in, "-c", "COMMIT"]
+            if slices == 1
+            else ["-c", "COPY t FROM STDIN (FORMAT binary)"]
+        )
+        reader = subprocess.Popen(
+            [psql, "-X", "-q", "-d", args[0][0], "-c", out], stdout=subprocess.PIPE, env=args[0][1]
+        )
+        writer = subprocess.Popen(
+            [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", args[1][0], *load],
+            stdin=reader.stdout,
+            env=args[1][1],
+        )
+        assert reader.stdout is not None
+        reader.stdout.close()
+        pairs.append((reader, writer))
+    for reader, writer in pairs:
+        assert writer.wait() == 0 and reader.wait() == 0
 
 
 def load_avg() -> str:
