@@ -10,8 +10,9 @@ Methods, fastest first:
   rows, a row missing or repeated: all change the sum. Built from the column names and
   types only, so the same table gives the same expression on any server. Compared with
   hashing the whole row (``hash_record``) it skips forming a composite value of every
-  row and looking up each column's hash function per row: about 30% less CPU
-  (measured: 0.25-0.3 s against 0.39-0.45 s for 1,000,000 rows of five columns).
+  row and looking up each column's hash function per row: about 25% less CPU
+  (0.28-0.30 CPU s against 0.39-0.43 for 1,000,000 rows of five columns, measured by
+  bench/promote_postgres_parts.py).
 - ``hash_record``: ``hash_record_extended`` of the whole row (kept to verify
   promotions recorded with it).
 - ``hash_text``: a hash of the row's text, for tables with a column type that has no
