@@ -5,6 +5,11 @@ target. Two ``psql`` processes joined by a pipe do it in C, with the source's an
 target's work overlapping; relaying the same bytes through psycopg costs a Python call
 per row (about a third more time for a million rows), and is the fallback when no
 ``psql`` is installed.
+
+The target's side is one transaction that empties the (new, empty) table first: a table
+truncated in the loading transaction can be loaded ``FREEZE``, its rows written already
+frozen and its pages all-visible, so the scans that follow (checksum, index builds,
+``ANALYZE``) and production's later vacuums have no hint bits to set or rows to freeze.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from omnilab.services.promotion import Progress, PromotionFailed
 
 if TYPE_CHECKING:
     import psycopg
+    from psycopg.sql import Composable
 
 
 def psql_binary() -> str | None:
@@ -47,16 +53,19 @@ def copy_with_psql(
     source_dsn: str,
     copy_out: str,
     target_dsn: str,
+    truncate: str,
     copy_in: str,
     progress: Progress,
     target: psycopg.Connection,
     relid: int,
 ) -> None:
-    """Pipe ``copy_out`` on the source into ``copy_in`` on the target; raise
-    :class:`PromotionFailed` with the server's message if either side fails."""
+    """Pipe ``copy_out`` on the source into ``copy_in`` on the target, in a transaction
+    that runs ``truncate`` first; raise :class:`PromotionFailed` with the server's
+    message if either side fails (psql stops at the error, the transaction is undone)."""
     src_conninfo, src_env = _psql_args(source_dsn)
     dst_conninfo, dst_env = _psql_args(target_dsn)
     base = ["-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    load = ["-c", "BEGIN", "-c", truncate, "-c", copy_in, "-c", "COMMIT"]
     env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
     reader = subprocess.Popen(
         [psql, *base, "-d", src_conninfo, "-c", copy_out],
@@ -67,7 +76,7 @@ def copy_with_psql(
     )
     try:
         writer = subprocess.Popen(
-            [psql, *base, "-d", dst_conninfo, "-c", copy_in],
+            [psql, *base, "-d", dst_conninfo, *load],
             stdin=reader.stdout,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -128,22 +137,25 @@ def _watch(conn: psycopg.Connection, relid: int, progress: Progress, done: threa
 
 def copy_with_psycopg(
     source: psycopg.Connection,
-    copy_out: str,
+    copy_out: Composable,
     target: psycopg.Connection,
-    copy_in: str,
+    truncate: Composable,
+    copy_in: Composable,
     progress: Progress,
 ) -> None:
     """The same stream relayed through this process, a row at a time."""
     blocks = 0  # one per row, for COPY TO
     with (
+        target.transaction(),
         source.cursor() as out_cur,
         target.cursor() as in_cur,
         out_cur.copy(copy_out) as reader,
-        in_cur.copy(copy_in) as writer,
     ):
-        for block in reader:
-            writer.write(block)
-            blocks += 1
-            if not blocks & 0xFFFF:
-                progress.advance(0x10000)
+        in_cur.execute(truncate)
+        with in_cur.copy(copy_in) as writer:
+            for block in reader:
+                writer.write(block)
+                blocks += 1
+                if not blocks & 0xFFFF:
+                    progress.advance(0x10000)
     progress.advance(max(blocks - 1, 0) & 0xFFFF)

@@ -3,13 +3,15 @@
 - Stage: the table is created in a schema of its own in production
   (``omnilab_staging_<promotion>``), with the source's columns, defaults, identity and
   serial sequences, generated columns, check constraints, storage options and comments;
-  the rows stream from the run's database with ``COPY ... (FORMAT binary)`` into it, then
-  primary key, unique and exclusion constraints and indexes are built (faster on a full
-  table than row by row), sequences are set where the run left them, and the privileges
-  and owner of the table it replaces are given to it. Foreign keys are not copied (the
-  tables they point at are not part of the promotion); the plan says so.
-- Verify: row count and an order-independent checksum (the sum of a 64-bit hash of every
-  row) computed by each server over its own table, the source's while the copy runs.
+  the rows stream from the run's database with ``COPY ... (FORMAT binary)`` into it
+  (``FREEZE``: see :mod:`postgres_copy`), then ``ANALYZE`` and the primary key, unique
+  and exclusion constraints and indexes are built (faster on a full table than row by
+  row), sequences are set where the run left them, and the privileges and owner of the
+  table it replaces are given to it. Foreign keys are not copied (the tables they point
+  at are not part of the promotion); the plan says so.
+- Verify: row count and an order-independent checksum (:mod:`postgres_checksum`)
+  computed by each server over its own table, the source's while the copy runs,
+  production's beside ``ANALYZE`` and the index builds.
 - Switch: one transaction moves the production table to ``omnilab_replaced_<promotion>``
   (kept for rollback) and the staged table into its place (``ALTER TABLE ... SET
   SCHEMA``: indexes, constraints and owned sequences move with it). Readers see the old
@@ -24,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import UsageError
-from omnilab.services import postgres_copy
+from omnilab.services import postgres_checksum, postgres_copy
 from omnilab.services.postgres_tables import (
     Renamer,
     TableShape,
@@ -54,17 +56,6 @@ if TYPE_CHECKING:
 
 STAGING_SCHEMA = "omnilab_staging_{tag}"
 REPLACED_SCHEMA = "omnilab_replaced_{tag}"
-#: Session settings that make row text identical on every server (text checksums).
-_CANONICAL_SESSION = (
-    "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC';"
-    " SET extra_float_digits = 1; SET bytea_output = 'hex'"
-)
-#: Checksum expressions, fastest first: a row hash over the binary values, or over the
-#: row's text when a column type has no hash function (json, point...).
-CHECKSUMS = {
-    "hash_record": "hash_record_extended({t}, 0)",
-    "hash_text": "hashtextextended({t}::text, 0)",
-}
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -137,7 +128,7 @@ class PostgresPromoter(Promoter):
         self._prod = self._connect(self.dsn)
         self._src: psycopg.Connection | None = None
         self._shape: TableShape | None = None
-        self._method = "hash_record"
+        self._method = "hash_columns"
         self._source_checksum: dict[str, Any] | None = None
 
     # -- connections ------------------------------------------------------------------------
@@ -233,17 +224,10 @@ class PostgresPromoter(Promoter):
         size = conn.execute("SELECT pg_total_relation_size(%s)", (oid,)).fetchone()
         return int(count[0]) if count else 0, int(size[0]) if size else 0
 
-    def _checksum(self, conn: psycopg.Connection, oid: int, method: str) -> dict[str, Any]:
+    @staticmethod
+    def _checksum(conn: psycopg.Connection, oid: int, method: str) -> dict[str, Any]:
         """Row count and the sum of every row's 64-bit hash, computed by the server."""
-        table = regclass_sql(conn, oid)
-        expr = CHECKSUMS[method].format(t="t")
-        if method == "hash_text":
-            conn.execute(_CANONICAL_SESSION)
-        row = conn.execute(
-            f"SELECT count(*), coalesce(sum({expr}), 0)::text FROM {table} t"
-        ).fetchone()
-        assert row is not None
-        return {"rows": int(row[0]), "sum": row[1], "method": method}
+        return postgres_checksum.checksum(conn, oid, regclass_sql(conn, oid), method)
 
     def source_checksum(self, conn: psycopg.Connection | None = None) -> dict[str, Any]:
         """The source table's checksum, choosing the method the column types allow."""
@@ -406,30 +390,16 @@ class PostgresPromoter(Promoter):
             self._copy_rows(shape, staging, table, progress, new_oid)
             source = source_future.result()
         copied = time.monotonic()
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            # Production checksums the rows in one session while others build the indexes
-            # (two at a time: each build is one CPU's work; all take SHARE locks only).
-            target_future = pool.submit(self._target_checksum_own_connection, new_oid)
-            statements = index_statements(shape, staging, table, rename)
-            builds = [
-                pool.submit(self._run_own_connection, schema, statements[i::2])
-                for i in range(min(2, len(statements)))
-            ]
-            for build in builds:
-                build.result()
-            target = target_future.result()
+        target = self._verify_index_analyze(shape, schema, staging, table, rename, new_oid)
         indexed = time.monotonic()
         for statement in key_statements(shape, staging, table, rename):
             self.prod.execute(statement)
         self._set_sequences(shape, staging, table, rename)
         record.switch["grants"] = self._copy_privileges(record, staging, table)
-        self.prod.execute(
-            sql.SQL("ANALYZE {}").format(self._ident(staging, table))
-        )  # readers' plans need statistics from the first query on
         record.seconds.update(
             copy=round(copied - began, 4),
-            indexes_and_checksum=round(indexed - copied, 4),
-            constraints_and_analyze=round(time.monotonic() - indexed, 4),
+            indexes_checksum_analyze=round(indexed - copied, 4),
+            constraints=round(time.monotonic() - indexed, 4),
         )
         record.counts = {"source": source["rows"], "target": target["rows"]}
         record.checksums = {"source": source, "target": target}
@@ -441,8 +411,59 @@ class PostgresPromoter(Promoter):
                 f"{target['sum']} and {source['sum']})"
             )
 
+    def _verify_index_analyze(
+        self,
+        shape: TableShape,
+        schema: str,
+        staging: str,
+        table: str,
+        rename: Renamer,
+        oid: int,
+    ) -> dict[str, Any]:
+        """Production's checksum, ``ANALYZE`` (readers' plans need statistics from the
+        first query on) and the index builds, each in a session of its own.
+
+        ``ANALYZE`` and ``CREATE INDEX`` exclude each other, and the checksum excludes
+        neither: ``ANALYZE`` runs first beside the checksum, then the builds, two at a
+        time as before (each with the parallel workers the server allows), beside what
+        is left of the checksum. Were the builds started with ``ANALYZE``, whichever
+        took the lock first would make the others wait. Statistics on index expressions
+        need their indexes: a table with some is analyzed after the builds instead.
+        """
+        from psycopg import sql
+
+        analyze = sql.SQL("ANALYZE {}").format(self._ident(staging, table)).as_string(None)
+        builds = index_statements(shape, staging, table, rename)
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            checksum = pool.submit(self._target_checksum_own_connection, oid)
+            if not shape.expression_indexes:
+                self._run_own_connection(schema, [analyze])
+            lanes = [
+                pool.submit(self._run_own_connection, schema, builds[i::2])
+                for i in range(min(2, len(builds)))
+            ]
+            for lane in lanes:
+                lane.result()
+            target = checksum.result()
+        if shape.expression_indexes:
+            self._run_own_connection(schema, [analyze])
+        return target
+
+    def _checksum_session(self, dsn: str) -> psycopg.Connection:
+        """A session for a checksum, without parallel workers: a checksum runs beside
+        longer work (the copy; ``ANALYZE`` and the index builds), so workers would not
+        make the promotion shorter, only add processes and CPU where the cores are busy
+        with that work. A session setting; the server's own are left as they are."""
+        conn = self._connect(dsn)
+        try:
+            conn.execute("SET max_parallel_workers_per_gather = 0")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _source_checksum_own_connection(self) -> dict[str, Any]:
-        with self._connect(self.source_dsn) as conn:
+        with self._checksum_session(self.source_dsn) as conn:
             return self.source_checksum(conn)
 
     def _run_own_connection(self, schema: str, statements: list[str]) -> None:
@@ -452,7 +473,7 @@ class PostgresPromoter(Promoter):
                 conn.execute(statement)
 
     def _target_checksum_own_connection(self, oid: int) -> dict[str, Any]:
-        with self._connect(self.dsn) as conn:
+        with self._checksum_session(self.dsn) as conn:
             return self._checksum(conn, oid, self._method_after_source())
 
     def _method_after_source(self) -> str:
@@ -468,18 +489,23 @@ class PostgresPromoter(Promoter):
         copy_out = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)").format(
             columns, self._ident(*split_name(self.item.name))
         )
-        copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+        # Emptied in the loading transaction, the new table can be loaded FREEZE.
+        truncate = sql.SQL("TRUNCATE {}").format(self._ident(staging, table))
+        copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
             self._ident(staging, table), columns
         )
         psql = postgres_copy.psql_binary()
         if psql is None:
-            postgres_copy.copy_with_psycopg(self.src, copy_out, self.prod, copy_in, progress)
+            postgres_copy.copy_with_psycopg(
+                self.src, copy_out, self.prod, truncate, copy_in, progress
+            )
             return
         postgres_copy.copy_with_psql(
             psql,
             self.source_dsn,
             copy_out.as_string(self.src),
             self.dsn,
+            truncate.as_string(self.prod),
             copy_in.as_string(self.prod),
             progress,
             self.prod,
@@ -610,6 +636,8 @@ class PostgresPromoter(Promoter):
         if oid is None:
             return None
         method = (record.checksums.get("target") or {}).get("method", "hash_record")
+        if method not in postgres_checksum.METHODS:
+            raise PromotionFailed(f"{record.plan.target}: unknown checksum method {method!r}")
         try:
             return self._checksum(self.prod, oid, method)
         except psycopg.Error as exc:

@@ -31,6 +31,8 @@ class TableShape:
     foreign_keys: list[str] = field(default_factory=list)
     reloptions: list[str] = field(default_factory=list)
     comment: str | None = None
+    #: ANALYZE gathers statistics on index expressions only for indexes that exist.
+    expression_indexes: bool = False
 
     @property
     def signature(self) -> list[tuple[str, str]]:
@@ -143,12 +145,14 @@ def read_shape(conn: psycopg.Connection, oid: int, schema: str | None) -> TableS
         ).fetchall()
     ]
     row = conn.execute(
-        "SELECT reloptions, obj_description(oid, 'pg_class') FROM pg_class WHERE oid = %s",
+        "SELECT reloptions, obj_description(oid, 'pg_class'), EXISTS (SELECT 1 FROM pg_index"
+        " WHERE indrelid = c.oid AND indexprs IS NOT NULL) FROM pg_class c WHERE oid = %s",
         (oid,),
     ).fetchone()
     if row:
         shape.reloptions = list(row[0] or [])
         shape.comment = row[1]
+        shape.expression_indexes = bool(row[2])
     return shape
 
 
