@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from omnilab.api.group_commit import RunWriter
 from omnilab.catalog import Catalog
 from omnilab.queue.broker import Broker
 from omnilab.queue.reconcile import Reconciler
@@ -80,6 +81,7 @@ class ApiState:
         self._home: TrackingStore | None = None
         self._pool: ConnectionPool | None = None
         self._apool: AsyncConnectionPool | None = None
+        self.writer: RunWriter | None = None
         self._stop = threading.Event()
         self._reconciler: threading.Thread | None = None
 
@@ -113,8 +115,12 @@ class ApiState:
             name="omnilab-api-async",
         )
         await self._apool.open()
+        assert self.sender is not None, "open() first"
+        self.writer = RunWriter(self._apool, self.sender)
 
     async def close_async(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
         if self._apool is not None:
             await self._apool.close()
 
