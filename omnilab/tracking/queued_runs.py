@@ -145,26 +145,25 @@ class NewRun:
     id: str
     experiment: str
     source: str | None
-    params_json: str  # already serialised, already checked by jsonable_params
+    params: dict[str, Any]  # JSON values, already checked by jsonable_params
     owner: str | None
     queue: str
     max_attempts: int
     submitted_by: str | None
 
 
-#: Many runs in one statement: each array holds one column, row i of every array is run
-#: i. The statement's text and parameter types do not depend on how many runs there are,
-#: so PostgreSQL plans it once.
+#: Many runs in one statement, passed as one JSON array of rows: the statement's text
+#: and its one parameter do not depend on how many runs there are (PostgreSQL plans it
+#: once), and the client encodes one string instead of a value per column and row.
 _SUBMIT_MANY = """
     WITH new AS (
-        SELECT * FROM unnest(
-            %(id)s::text[], %(experiment)s::text[], %(source)s::text[], %(params)s::text[],
-            %(owner)s::text[], %(queue)s::text[], %(max_attempts)s::int[],
-            %(submitted_by)s::text[]
-        ) AS t(id, experiment, source, params, owner, queue, max_attempts, submitted_by)
+        SELECT * FROM jsonb_to_recordset(%s::jsonb) AS t(
+            id text, experiment text, source text, params jsonb, owner text,
+            queue text, max_attempts int, submitted_by text
+        )
     ), run AS (
         INSERT INTO omnilab.runs (id, experiment, source, status, params, owner, created_at)
-        SELECT id, experiment, source, 'queued', params::jsonb, owner, now() FROM new
+        SELECT id, experiment, source, 'queued', params, owner, now() FROM new
         RETURNING id
     )
     INSERT INTO omnilab.run_queue (run_id, queue, max_attempts, submitted_by)
@@ -180,26 +179,8 @@ async def submit_many_async(conn: psycopg.AsyncConnection, runs: list[NewRun]) -
     This is what lets the API commit the runs of concurrent requests together instead of
     paying a statement, a commit and a pool checkout per run.
     """
-    columns: dict[str, list[Any]] = {
-        "id": [],
-        "experiment": [],
-        "source": [],
-        "params": [],
-        "owner": [],
-        "queue": [],
-        "max_attempts": [],
-        "submitted_by": [],
-    }
-    for run in runs:
-        columns["id"].append(run.id)
-        columns["experiment"].append(run.experiment)
-        columns["source"].append(run.source)
-        columns["params"].append(run.params_json)
-        columns["owner"].append(run.owner)
-        columns["queue"].append(run.queue)
-        columns["max_attempts"].append(run.max_attempts)
-        columns["submitted_by"].append(run.submitted_by)
-    cur = await conn.execute(_SUBMIT_MANY, columns)
+    rows = json.dumps([vars(run) for run in runs], allow_nan=False)
+    cur = await conn.execute(_SUBMIT_MANY, (rows,))
     row = await cur.fetchone()
     assert row is not None, "no runs to record"
     return row[0]  # type: ignore[no-any-return]

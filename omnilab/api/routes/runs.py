@@ -41,7 +41,7 @@ def _state(request: Request) -> ApiState:
     return request.app.state.omnilab  # type: ignore[no-any-return]
 
 
-def _links(run_id: str) -> dict[str, str]:
+def links(run_id: str) -> dict[str, str]:
     base = f"/v1/runs/{run_id}"
     return {
         "self": base,
@@ -74,7 +74,7 @@ def run_out(
         duration_s=record.duration,
         timings=record.timings,
         queue=QueueOut(**info.model_dump()) if info else None,
-        links=_links(record.id),
+        links=links(record.id),
     )
     if store is not None:
         out.metrics = {

@@ -12,27 +12,40 @@ below; the request body is then replaced by one schema per experiment, see
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Coroutine
 from email.message import Message
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from omnilab.api.auth import SECURITY, authorize, bearer_token
-from omnilab.api.models import RunOut, RunRequest
+from omnilab.api.models import QueueOut, RunOut, RunRequest
 from omnilab.api.responses import errors
-from omnilab.api.routes.runs import run_out
+from omnilab.api.routes.runs import links, run_out
 from omnilab.api.state import ApiState
 from omnilab.catalog import CatalogEntry, UnknownExperiment
-from omnilab.queue.submit import new_record, queue_run
+from omnilab.queue.submit import queue_run
+from omnilab.runner import new_run_id
 from omnilab.tracking import queued_runs
 from omnilab.tracking.queued_runs import NewRun, QueueInfo
 from omnilab.tracking.records import RunRecord
 
-router = APIRouter(prefix="/v1", tags=["runs"])
+
+class OwnRequestRoute(APIRoute):
+    """A route whose endpoint takes the Request and returns the Response itself, called
+    as is: FastAPI has no dependencies, body or response model to solve for it (the
+    documented way to customise a route, ``get_route_handler``)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return self.endpoint  # type: ignore[no-any-return]
+
+
+router = APIRouter(prefix="/v1", tags=["runs"], route_class=OwnRequestRoute)
 
 IDEMPOTENCY_KEY_MAX = 200
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]+$"
@@ -112,40 +125,56 @@ async def queue(request: Request) -> Response:
     retries = body.retries if body.retries is not None else state.settings.run_retries
     queue_name = state.broker.queue_for(entry.needs_gpu)
     owner = f"api-key:{key.name}"
-    if idempotency_key is None:
-        assert state.writer is not None, "the API state is not open"
-        record = new_record(entry, params, owner)
-        created_at = await state.writer.write(
-            NewRun(
-                id=record.id,
-                experiment=record.experiment,
-                source=record.source,
-                params_json=json.dumps(params),
-                owner=owner,
-                queue=queue_name,
-                max_attempts=1 + retries,
-                submitted_by=key.id,
-            )
-        )
-        record = record.model_copy(update={"created_at": created_at})
-        created, info = True, None
-    else:
+    if idempotency_key is not None:
         record, created, info = await run_in_threadpool(
             _queue_once, state, entry, params, retries, owner, key.id, idempotency_key
         )
-    if info is None:  # what the queue row holds is known: no need to read it back
-        info = QueueInfo(
-            queue=queue_name,
-            attempt=0,
-            max_attempts=1 + retries,
-            delivery=0,
-            queued_at=record.created_at,
-            submitted_by=key.id,
-        )
+        if info is None:  # queued now: what its queue row holds is known
+            info = QueueInfo(
+                queue=queue_name,
+                attempt=0,
+                max_attempts=1 + retries,
+                delivery=0,
+                queued_at=record.created_at,
+                submitted_by=key.id,
+            )
+        return _answer(run_out(record, info), 202 if created else 200)
+    assert state.writer is not None, "the API state is not open"
+    run = NewRun(
+        id=new_run_id(),
+        experiment=entry.name,
+        source=entry.source,
+        params=params,
+        owner=owner,
+        queue=queue_name,
+        max_attempts=1 + retries,
+        submitted_by=key.id,
+    )
+    created_at = await state.writer.write(run)
+    # What the rows hold is known: the run as GET /v1/runs/{id} would show it now.
+    queued = QueueOut(
+        queue=run.queue, attempt=0, max_attempts=run.max_attempts, queued_at=created_at
+    )
+    return _answer(
+        RunOut(
+            id=run.id,
+            experiment=run.experiment,
+            status="queued",
+            params=params,
+            owner=owner,
+            created_at=created_at,
+            queue=queued,
+            links=links(run.id),
+        ),
+        202,
+    )
+
+
+def _answer(run: RunOut, status: int) -> Response:
     return Response(
-        run_out(record, info).model_dump_json().encode(),
-        status_code=202 if created else 200,
-        headers={"Location": f"/v1/runs/{record.id}"},
+        run.model_dump_json().encode(),
+        status_code=status,
+        headers={"Location": f"/v1/runs/{run.id}"},
         media_type="application/json",
     )
 
