@@ -62,6 +62,15 @@ def _wrk(url: str, key: str, seconds: int, connections: int) -> tuple[float, int
     return rate, total, int(bad.group(1)) if bad else 0
 
 
+def _cpu_s(pid: int) -> float | None:
+    """CPU time (user + system) the process has used so far; None where /proc is not."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -74,7 +83,9 @@ def main() -> None:
         f"POST /v1/runs vs a bare FastAPI JSON endpoint, same server, wrk -c{args.connections}"
         f", {args.rounds} rounds of {args.seconds}s each"
     )
+    load_before = os.getloadavg()
     samples: dict[str, list[float]] = {"runs": [], "bare": [], "bare_sync": []}
+    cpu_ms: dict[str, list[float]] = {arm: [] for arm in samples}  # server CPU per request
     recorded = 0
     with servers() as s:
         key = s.api_key()
@@ -107,13 +118,19 @@ def main() -> None:
         totals = dict.fromkeys(samples, 0)
         for _ in range(args.rounds):
             for arm, path in arms:
+                before = _cpu_s(server.pid)
                 rate, total, bad = _wrk(f"{base}{path}", key, args.seconds, args.connections)
+                after = _cpu_s(server.pid)
                 if bad:
                     raise SystemExit(f"{path}: {bad} responses were not 2xx")
                 samples[arm].append(rate)
                 totals[arm] += total
+                if before is not None and after is not None and total:
+                    cpu_ms[arm].append(round((after - before) / total * 1000, 4))
         with psycopg.connect(s.tracking_url) as conn:
             recorded = conn.execute("SELECT count(*) FROM omnilab.runs").fetchone()[0]
+        if recorded < totals["runs"]:  # a 202 is a promise that the run is recorded
+            raise SystemExit(f"{totals['runs']} runs answered 202, {recorded} recorded")
     runs, bare = statistics.median(samples["runs"]), statistics.median(samples["bare"])
     bare_sync = statistics.median(samples["bare_sync"])
     ratio = runs / bare
@@ -123,6 +140,11 @@ def main() -> None:
     print(
         f"  runs recorded in PostgreSQL: {recorded} (requests answered: {totals['runs']}+ warm-up)"
     )
+    if all(cpu_ms.values()):
+        print(
+            "  server CPU per request (median): "
+            + ", ".join(f"{arm} {statistics.median(ms):.3f} ms" for arm, ms in cpu_ms.items())
+        )
     print(f"  ratio runs / async bare: {ratio:.2f}x  (goal >= 0.50x)")
     print(f"  ratio runs / def bare:   {runs / bare_sync:.2f}x")
     path = write(
@@ -138,8 +160,11 @@ def main() -> None:
             "ratio": ratio,
             "goal_ratio": 0.5,
             "recorded": recorded,
+            "server_cpu_ms_per_request": cpu_ms,
+            "loadavg_before_after": [load_before, os.getloadavg()],
         },
     )
+    print(f"  load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
     print(f"  results: {path}")
 
 
