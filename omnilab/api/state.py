@@ -12,7 +12,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -104,7 +104,8 @@ class ApiState:
         return self
 
     async def open_async(self) -> None:
-        """The event loop's own pool (for the hot path, POST /v1/runs)."""
+        """The event loop's own pool and the group commit over it (the hot path, POST
+        /v1/runs, must not hop to a worker thread per request)."""
         self._apool = AsyncConnectionPool(
             self.dsn,
             min_size=2,
@@ -123,12 +124,6 @@ class ApiState:
             await self.writer.close()
         if self._apool is not None:
             await self._apool.close()
-
-    @contextlib.asynccontextmanager
-    async def adb(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        assert self._apool is not None, "the API state is not open"
-        async with self._apool.connection() as conn:
-            yield conn
 
     def close(self) -> None:
         self._stop.set()
