@@ -71,11 +71,28 @@ def _cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _drain(tracking_url: str) -> None:
+    """End the runs queued so far (no worker takes them here), between arms and outside
+    the timed windows, as workers would: the backlog then stays small."""
+    with psycopg.connect(tracking_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE omnilab.runs SET status = 'cancelled', finished_at = now() "
+            "WHERE status = 'queued'"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--drain-backlog",
+        action="store_true",
+        help="end the queued runs after each POST /v1/runs arm (outside the timed "
+        "windows): with no worker the backlog otherwise grows by tens of thousands, and "
+        "the API's reconciler reads all of it once a minute, in whichever arm is running",
+    )
     parser.add_argument(
         "--sender-off",
         action="store_true",
@@ -91,6 +108,8 @@ def main() -> None:
     )
     if args.sender_off:
         print("  ATTRIBUTION ONLY: messages left to the reconciler (--sender-off)")
+    if args.drain_backlog:
+        print("  queued runs ended after each POST /v1/runs arm (--drain-backlog)")
     load_before = os.getloadavg()
     samples: dict[str, list[float]] = {"runs": [], "bare": [], "bare_sync": []}
     cpu_ms: dict[str, list[float]] = {arm: [] for arm in samples}  # server CPU per request
@@ -140,6 +159,8 @@ def main() -> None:
                 totals[arm] += total
                 if before is not None and after is not None and total:
                     cpu_ms[arm].append(round((after - before) / total * 1000, 4))
+                if arm == "runs" and args.drain_backlog:
+                    _drain(s.tracking_url)
         with psycopg.connect(s.tracking_url) as conn:
             recorded = conn.execute("SELECT count(*) FROM omnilab.runs").fetchone()[0]
         if recorded < totals["runs"]:  # a 202 is a promise that the run is recorded
@@ -161,7 +182,11 @@ def main() -> None:
     print(f"  ratio runs / async bare: {ratio:.2f}x  (goal >= 0.50x)")
     print(f"  ratio runs / def bare:   {runs / bare_sync:.2f}x")
     path = write(
-        "api_submit_sender_off" if args.sender_off else "api_submit",
+        "api_submit_sender_off"
+        if args.sender_off
+        else "api_submit_drained"
+        if args.drain_backlog
+        else "api_submit",
         {
             "seconds": args.seconds,
             "rounds": args.rounds,
@@ -174,6 +199,7 @@ def main() -> None:
             "goal_ratio": 0.5,
             "recorded": recorded,
             "sender_off": args.sender_off,
+            "drain_backlog": args.drain_backlog,
             "server_cpu_ms_per_request": cpu_ms,
             "loadavg_before_after": [load_before, os.getloadavg()],
         },
