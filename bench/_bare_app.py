@@ -3,15 +3,21 @@ plain `def`), the peers `POST /v1/runs` is measured against in the same server p
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
 from fastapi import FastAPI
 
 from omnilab.api import create_app
+from omnilab.queue.sender import Sender
 
 
 def create() -> FastAPI:
+    if os.environ.get("BENCH_SENDER_OFF"):
+        # Attribution only (api_submit.py --sender-off): POST /v1/runs hands no message to
+        # the background sender; the reconciler sends them later, in large batches.
+        Sender.put = lambda self, run_id, queue_name: None  # type: ignore[method-assign]
     app = create_app()
 
     @app.post("/bare", status_code=202)

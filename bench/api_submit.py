@@ -62,11 +62,43 @@ def _wrk(url: str, key: str, seconds: int, connections: int) -> tuple[float, int
     return rate, total, int(bad.group(1)) if bad else 0
 
 
+def _cpu_s(pid: int) -> float | None:
+    """CPU time (user + system) the process has used so far; None where /proc is not."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _drain(tracking_url: str) -> None:
+    """End the runs queued so far (no worker takes them here), between arms and outside
+    the timed windows, as workers would: the backlog then stays small."""
+    with psycopg.connect(tracking_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE omnilab.runs SET status = 'cancelled', finished_at = now() "
+            "WHERE status = 'queued'"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--drain-backlog",
+        action="store_true",
+        help="end the queued runs after each POST /v1/runs arm (outside the timed "
+        "windows): with no worker the backlog otherwise grows by tens of thousands, and "
+        "the API's reconciler reads all of it once a minute, in whichever arm is running",
+    )
+    parser.add_argument(
+        "--sender-off",
+        action="store_true",
+        help="attribution only: POST /v1/runs hands no message to the background sender "
+        "(the reconciler sends them seconds later, in large batches); not the goal's figure",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt install wrk")
@@ -74,7 +106,13 @@ def main() -> None:
         f"POST /v1/runs vs a bare FastAPI JSON endpoint, same server, wrk -c{args.connections}"
         f", {args.rounds} rounds of {args.seconds}s each"
     )
+    if args.sender_off:
+        print("  ATTRIBUTION ONLY: messages left to the reconciler (--sender-off)")
+    if args.drain_backlog:
+        print("  queued runs ended after each POST /v1/runs arm (--drain-backlog)")
+    load_before = os.getloadavg()
     samples: dict[str, list[float]] = {"runs": [], "bare": [], "bare_sync": []}
+    cpu_ms: dict[str, list[float]] = {arm: [] for arm in samples}  # server CPU per request
     recorded = 0
     with servers() as s:
         key = s.api_key()
@@ -91,7 +129,12 @@ def main() -> None:
                 "--no-access-log",
             ],
             cwd=s.folder,
-            env={**os.environ, **s.env, "PYTHONPATH": str(BENCH)},
+            env={
+                **os.environ,
+                **s.env,
+                "PYTHONPATH": str(BENCH),
+                **({"BENCH_SENDER_OFF": "1"} if args.sender_off else {}),
+            },
         )
         s.procs.append(server)
         base = f"http://127.0.0.1:{port}"
@@ -107,13 +150,21 @@ def main() -> None:
         totals = dict.fromkeys(samples, 0)
         for _ in range(args.rounds):
             for arm, path in arms:
+                before = _cpu_s(server.pid)
                 rate, total, bad = _wrk(f"{base}{path}", key, args.seconds, args.connections)
+                after = _cpu_s(server.pid)
                 if bad:
                     raise SystemExit(f"{path}: {bad} responses were not 2xx")
                 samples[arm].append(rate)
                 totals[arm] += total
+                if before is not None and after is not None and total:
+                    cpu_ms[arm].append(round((after - before) / total * 1000, 4))
+                if arm == "runs" and args.drain_backlog:
+                    _drain(s.tracking_url)
         with psycopg.connect(s.tracking_url) as conn:
             recorded = conn.execute("SELECT count(*) FROM omnilab.runs").fetchone()[0]
+        if recorded < totals["runs"]:  # a 202 is a promise that the run is recorded
+            raise SystemExit(f"{totals['runs']} runs answered 202, {recorded} recorded")
     runs, bare = statistics.median(samples["runs"]), statistics.median(samples["bare"])
     bare_sync = statistics.median(samples["bare_sync"])
     ratio = runs / bare
@@ -123,10 +174,19 @@ def main() -> None:
     print(
         f"  runs recorded in PostgreSQL: {recorded} (requests answered: {totals['runs']}+ warm-up)"
     )
+    if all(cpu_ms.values()):
+        print(
+            "  server CPU per request (median): "
+            + ", ".join(f"{arm} {statistics.median(ms):.3f} ms" for arm, ms in cpu_ms.items())
+        )
     print(f"  ratio runs / async bare: {ratio:.2f}x  (goal >= 0.50x)")
     print(f"  ratio runs / def bare:   {runs / bare_sync:.2f}x")
     path = write(
-        "api_submit",
+        "api_submit_sender_off"
+        if args.sender_off
+        else "api_submit_drained"
+        if args.drain_backlog
+        else "api_submit",
         {
             "seconds": args.seconds,
             "rounds": args.rounds,
@@ -138,8 +198,13 @@ def main() -> None:
             "ratio": ratio,
             "goal_ratio": 0.5,
             "recorded": recorded,
+            "sender_off": args.sender_off,
+            "drain_backlog": args.drain_backlog,
+            "server_cpu_ms_per_request": cpu_ms,
+            "loadavg_before_after": [load_before, os.getloadavg()],
         },
     )
+    print(f"  load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
     print(f"  results: {path}")
 
 

@@ -108,6 +108,25 @@ def test_bad_input_is_named_and_nothing_is_queued(api: Api) -> None:
             "/v1/runs", content=b"[" * 100_000, headers={"content-type": "application/json"}
         )
         assert deep.status_code in (400, 422)
+        # The route reads its own request, with FastAPI's rules and error shapes.
+        as_json = {"content-type": "application/json"}
+        for content, headers, loc, kind in (
+            (b'{"experiment": "Typed"}', {"content-type": "text/plain"}, ["body"], None),
+            (b"", as_json, ["body"], "missing"),
+            (
+                b'{"experiment": "Typed"}',
+                {**as_json, "Idempotency-Key": "a b"},
+                ["header", "idempotency-key"],
+                "string_pattern_mismatch",
+            ),
+        ):
+            response = client.post("/v1/runs", content=content, headers=headers)
+            assert response.status_code == 422, response.text
+            detail = response.json()["detail"]
+            assert [d["loc"] for d in detail] == [loc], detail
+            assert kind is None or detail[0]["type"] == kind, detail
+        extra = client.post("/v1/runs", json={"experiment": "Typed", "x": 1}).json()
+        assert extra["detail"][0]["msg"] == "Extra inputs are not permitted"
         # Oversized bodies are refused, declared or streamed.
         huge = {"experiment": "Typed", "params": {"tags": ["x" * 1000] * 2000}}
         assert client.post("/v1/runs", json=huge).status_code == 413

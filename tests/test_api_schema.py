@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 
 from conftest import TESTS
-from queue_helpers import Api
+from fastapi import FastAPI, Header
+from fastapi.openapi.utils import get_openapi
+from queue_helpers import API_EXPERIMENTS, Api
+
+from omnilab.api.app import create_app
+from omnilab.api.auth import RunKey
+from omnilab.api.models import RunRequest
+from omnilab.api.routes import submit
+from omnilab.catalog import Catalog
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
@@ -89,3 +97,36 @@ def _all_scopes_key() -> str:
     from queue_helpers import make_key
 
     return make_key("read", "run", "promote", name="schemathesis")
+
+
+def test_queue_is_documented_as_fastapi_derives_it_from_a_signature() -> None:
+    """POST /v1/runs reads its own request; its document must still say what FastAPI
+    says of the same checks declared in a signature (key, body model, header)."""
+    reference = FastAPI()
+
+    @reference.post("/v1/runs")
+    async def queue(
+        key: RunKey,
+        body: RunRequest,
+        idempotency_key: str | None = Header(
+            default=None,
+            max_length=submit.IDEMPOTENCY_KEY_MAX,
+            pattern=submit.IDEMPOTENCY_KEY_PATTERN,
+            description=submit.IDEMPOTENCY_KEY_DOC,
+        ),
+    ) -> None:
+        """Not served: only documented."""
+
+    expected = reference.openapi()
+    app = create_app(catalog=Catalog(API_EXPERIMENTS))
+    raw = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    operation = raw["paths"]["/v1/runs"]["post"]
+    wanted = expected["paths"]["/v1/runs"]["post"]
+    for part in ("parameters", "requestBody", "security"):
+        assert operation[part] == wanted[part], part
+    assert raw["components"]["securitySchemes"] == expected["components"]["securitySchemes"]
+    # The body model the document refers to is there (pydantic's own schema of it; the
+    # one difference from FastAPI's rendering is that it names retries' default, null).
+    documented = app.openapi()["components"]["schemas"]["RunRequest"]
+    assert documented["properties"]["retries"].pop("default") is None
+    assert documented == expected["components"]["schemas"]["RunRequest"]

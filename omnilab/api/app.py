@@ -24,7 +24,7 @@ from starlette.routing import Match
 from omnilab.api import openapi
 from omnilab.api.limits import BodyLimit
 from omnilab.api.responses import SafeJSONResponse
-from omnilab.api.routes import experiments, health, logs, promotions, runs, workers
+from omnilab.api.routes import experiments, health, logs, promotions, runs, submit, workers
 from omnilab.api.state import ApiState
 from omnilab.catalog import Catalog
 from omnilab.errors import TrackingStoreError
@@ -69,6 +69,7 @@ def create_app(settings: QueueSettings | None = None, catalog: Catalog | None = 
     _install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(experiments.router)
+    app.include_router(submit.router)  # POST /v1/runs, documented before GET
     app.include_router(runs.router)
     app.include_router(logs.router)
     app.include_router(workers.router)

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from omnilab.api.models import RunRequest
 from omnilab.catalog import Catalog
 
 RUNS_PATH = "/v1/runs"
@@ -89,6 +90,11 @@ def install(app: FastAPI, catalog: Catalog) -> None:
             routes=app.routes,
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
+        # The route reads its own body (routes/submit.py), so FastAPI did not add the
+        # model its documented body refers to.
+        components.setdefault(
+            "RunRequest", RunRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        )
         bodies = experiment_bodies(catalog, components)
         operation = schema["paths"][RUNS_PATH]["post"]
         content = operation["requestBody"]["content"]["application/json"]

@@ -12,11 +12,12 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from omnilab.api.group_commit import RunWriter
 from omnilab.catalog import Catalog
 from omnilab.queue.broker import Broker
 from omnilab.queue.reconcile import Reconciler
@@ -80,6 +81,7 @@ class ApiState:
         self._home: TrackingStore | None = None
         self._pool: ConnectionPool | None = None
         self._apool: AsyncConnectionPool | None = None
+        self.writer: RunWriter | None = None
         self._stop = threading.Event()
         self._reconciler: threading.Thread | None = None
 
@@ -102,7 +104,8 @@ class ApiState:
         return self
 
     async def open_async(self) -> None:
-        """The event loop's own pool (for the hot path, POST /v1/runs)."""
+        """The event loop's own pool and the group commit over it (the hot path, POST
+        /v1/runs, must not hop to a worker thread per request)."""
         self._apool = AsyncConnectionPool(
             self.dsn,
             min_size=2,
@@ -113,16 +116,14 @@ class ApiState:
             name="omnilab-api-async",
         )
         await self._apool.open()
+        assert self.sender is not None, "open() first"
+        self.writer = RunWriter(self._apool, self.sender)
 
     async def close_async(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
         if self._apool is not None:
             await self._apool.close()
-
-    @contextlib.asynccontextmanager
-    async def adb(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        assert self._apool is not None, "the API state is not open"
-        async with self._apool.connection() as conn:
-            yield conn
 
     def close(self) -> None:
         self._stop.set()

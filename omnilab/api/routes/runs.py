@@ -1,15 +1,11 @@
-"""``/v1/runs``: queue runs, list and read them, their metrics, cancel them."""
+"""``/v1/runs``: list and read runs, their metrics, cancel them (queuing them is in
+:mod:`omnilab.api.routes.submit`)."""
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from omnilab.api import queries
 from omnilab.api.auth import ReadKey, RunKey
@@ -25,14 +21,11 @@ from omnilab.api.models import (
     QueueOut,
     RunOut,
     RunPage,
-    RunRequest,
 )
-from omnilab.api.responses import SafeJSONResponse, errors, finite
+from omnilab.api.responses import errors, finite
 from omnilab.api.state import ApiState
-from omnilab.catalog import CatalogEntry, UnknownExperiment
 from omnilab.errors import RunNotFound
 from omnilab.queue.broker import QueueUnavailable
-from omnilab.queue.submit import queue_run, queue_run_async
 from omnilab.tracking import queued_runs
 from omnilab.tracking.queued_runs import QueueInfo
 from omnilab.tracking.records import RunRecord, RunStatus
@@ -48,7 +41,7 @@ def _state(request: Request) -> ApiState:
     return request.app.state.omnilab  # type: ignore[no-any-return]
 
 
-def _links(run_id: str) -> dict[str, str]:
+def links(run_id: str) -> dict[str, str]:
     base = f"/v1/runs/{run_id}"
     return {
         "self": base,
@@ -81,7 +74,7 @@ def run_out(
         duration_s=record.duration,
         timings=record.timings,
         queue=QueueOut(**info.model_dump()) if info else None,
-        links=_links(record.id),
+        links=links(record.id),
     )
     if store is not None:
         out.metrics = {
@@ -99,138 +92,6 @@ def _get(store: TrackingStore, run_id: str) -> RunRecord:
         return store.get_run(run_id)
     except RunNotFound as exc:
         raise HTTPException(404, str(exc)) from None
-
-
-def _integral(value: Any) -> Any:
-    """Whole floats (3.0) as ints, which strict validation then accepts for int fields
-    (and float fields accept ints)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
-
-
-def _params_errors(error: ValidationError) -> list[dict[str, Any]]:
-    """pydantic's errors as FastAPI shows its own 422s, minus the offending input (which
-    may be anything, even a value JSON cannot carry back)."""
-    return [
-        {
-            "loc": ["body", "params", *item["loc"]],
-            "msg": "unknown parameter" if item["type"] == "extra_forbidden" else item["msg"],
-            "type": item["type"],
-        }
-        for item in error.errors()
-    ]
-
-
-@router.post(
-    "/runs",
-    status_code=202,
-    response_model=None,
-    responses={
-        202: {"model": RunOut, "description": "Queued: the run, with its id and links."},
-        200: {"model": RunOut, "description": "Seen before (same Idempotency-Key): that run."},
-        **errors(400, 401, 403, 404, 413, 422, 503),
-    },
-)
-async def queue(
-    request: Request,
-    key: RunKey,
-    body: RunRequest,
-    idempotency_key: str | None = Header(
-        default=None,
-        max_length=200,
-        pattern=r"^[!-~]+$",
-        description="Send the same value when retrying a request: the run is queued once.",
-    ),
-) -> SafeJSONResponse:
-    """Queue a run; 202 with the run, whose status is `queued` until a worker takes it.
-
-    The request body's `params` are validated against the experiment's Params model (its
-    JSON Schema: GET /v1/experiments/{name}); every invalid field is named in the 422.
-    """
-    # Async, with its own connection pool and a background sender: the path that queues
-    # runs by the hundred per second must not hop to a worker thread for each one.
-    state = _state(request)
-    try:
-        entry = state.catalog.get(body.experiment)
-    except UnknownExperiment as exc:
-        raise HTTPException(404, str(exc)) from None
-    try:
-        # Strict, as JSON: `true` is not an int and "5" not a number, whatever the
-        # CLI's lenient -p parsing would make of them; 3.0 is an integer, as in JSON Schema.
-        text = json.dumps(_integral(body.params))
-        values = entry.cls.Params.model_validate_json(text, strict=True)
-    except ValidationError as exc:
-        raise RequestValidationError(_params_errors(exc)) from None
-    params = values.model_dump(mode="json")
-    problem = queued_runs.jsonable_params(params)
-    if problem:
-        raise RequestValidationError(
-            [{"loc": ["body", "params"], "msg": problem, "type": "value_error"}]
-        )
-    retries = body.retries if body.retries is not None else state.settings.run_retries
-    queue_name = state.broker.queue_for(entry.needs_gpu)
-    owner = f"api-key:{key.name}"
-    if idempotency_key is None:
-        async with state.adb() as conn:
-            record = await queue_run_async(
-                conn,
-                state.sender,
-                queue_name,
-                entry,
-                params,
-                retries=retries,
-                owner=owner,
-                submitted_by=key.id,
-            )
-        created, info = True, None
-    else:
-        record, created, info = await run_in_threadpool(
-            _queue_once, state, entry, params, retries, owner, key.id, idempotency_key
-        )
-    if info is None:  # what the queue row holds is known: no need to read it back
-        info = QueueInfo(
-            queue=queue_name,
-            attempt=0,
-            max_attempts=1 + retries,
-            delivery=0,
-            queued_at=record.created_at,
-            submitted_by=key.id,
-        )
-    return SafeJSONResponse(
-        run_out(record, info).model_dump(mode="json"),
-        status_code=202 if created else 200,
-        headers={"Location": f"/v1/runs/{record.id}"},
-    )
-
-
-def _queue_once(
-    state: ApiState,
-    entry: CatalogEntry,
-    params: dict[str, Any],
-    retries: int,
-    owner: str,
-    submitted_by: str,
-    idempotency_key: str,
-) -> tuple[RunRecord, bool, QueueInfo | None]:
-    with state.db() as store:
-        record, created = queue_run(
-            store,
-            state.broker,
-            entry,
-            params,
-            retries=retries,
-            owner=owner,
-            submitted_by=submitted_by,
-            idempotency_key=idempotency_key,
-            sender=state.sender,
-        )
-        info = None if created else queued_runs.queue_info(store.conn, [record.id]).get(record.id)
-    return record, created, info
 
 
 @router.get("/runs", response_model=RunPage, responses=errors(401, 403, 422, 503))

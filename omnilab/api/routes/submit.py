@@ -1,0 +1,294 @@
+"""``POST /v1/runs``: queue a run.
+
+The path that takes runs by the hundred per second, so the route reads its own request:
+no FastAPI dependencies, body model or response model to solve per request, but the same
+checks in the same order of precedence, the same errors, and an OpenAPI document that
+says exactly what it did when FastAPI derived it from the signature (``openapi_extra``
+below; the request body is then replaced by one schema per experiment, see
+:mod:`omnilab.api.openapi`). The run is recorded by the group commit
+(:mod:`omnilab.api.group_commit`) and answered 202 once its row is committed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from email.message import Message
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from pydantic import StringConstraints, TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from omnilab.api.auth import SECURITY, authorize, bearer_token
+from omnilab.api.models import QueueOut, RunOut, RunRequest
+from omnilab.api.responses import errors
+from omnilab.api.routes.runs import links, run_out
+from omnilab.api.state import ApiState
+from omnilab.catalog import CatalogEntry, UnknownExperiment
+from omnilab.queue.submit import queue_run
+from omnilab.runner import new_run_id
+from omnilab.tracking import queued_runs
+from omnilab.tracking.queued_runs import NewRun, QueueInfo
+from omnilab.tracking.records import RunRecord
+
+
+class OwnRequestRoute(APIRoute):
+    """A route whose endpoint takes the Request and returns the Response itself, called
+    as is: FastAPI has no dependencies, body or response model to solve for it (the
+    documented way to customise a route, ``get_route_handler``)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return self.endpoint  # type: ignore[no-any-return]
+
+
+router = APIRouter(prefix="/v1", tags=["runs"], route_class=OwnRequestRoute)
+
+IDEMPOTENCY_KEY_MAX = 200
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]+$"
+IDEMPOTENCY_KEY_DOC = "Send the same value when retrying a request: the run is queued once."
+
+#: What FastAPI would document for ``body: RunRequest`` and the ``Idempotency-Key``
+#: header parameter; checked against FastAPI's own rendering by the tests.
+OPENAPI = {
+    "parameters": [
+        {
+            "name": "idempotency-key",
+            "in": "header",
+            "required": False,
+            "schema": {
+                "anyOf": [
+                    {
+                        "type": "string",
+                        "maxLength": IDEMPOTENCY_KEY_MAX,
+                        "pattern": IDEMPOTENCY_KEY_PATTERN,
+                    },
+                    {"type": "null"},
+                ],
+                "description": IDEMPOTENCY_KEY_DOC,
+                "title": "Idempotency-Key",
+            },
+            "description": IDEMPOTENCY_KEY_DOC,
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunRequest"}}},
+    },
+    "security": SECURITY,
+}
+
+
+@router.post(
+    "/runs",
+    status_code=202,
+    response_model=None,
+    responses={
+        202: {"model": RunOut, "description": "Queued: the run, with its id and links."},
+        200: {"model": RunOut, "description": "Seen before (same Idempotency-Key): that run."},
+        **errors(400, 401, 403, 404, 413, 422, 503),
+    },
+    openapi_extra=OPENAPI,
+)
+async def queue(request: Request) -> Response:
+    """Queue a run; 202 with the run, whose status is `queued` until a worker takes it.
+
+    The request body's `params` are validated against the experiment's Params model (its
+    JSON Schema: GET /v1/experiments/{name}); every invalid field is named in the 422.
+    """
+    state: ApiState = request.app.state.omnilab
+    # FastAPI's order of precedence: a body that cannot be read, then the key (401,
+    # 403), then every invalid header and body field in one 422, then the experiment.
+    document = _json_body(request, await request.body())
+    key = await authorize(request, bearer_token(request), "run")
+    idempotency_key, problems = _idempotency_key(request)
+    body = None
+    if document is _NO_BODY:
+        problems.append({"loc": ["body"], "msg": "Field required", "type": "missing"})
+    else:
+        try:
+            # As FastAPI validates a body (from_attributes: a JSON value that is not an
+            # object is "not a valid dictionary or object to extract fields from").
+            body = RunRequest.model_validate(document, from_attributes=True)
+        except ValidationError as exc:
+            problems += _errors(exc, "body")
+    if problems or body is None:
+        raise RequestValidationError(problems)
+    try:
+        entry = state.catalog.get(body.experiment)
+    except UnknownExperiment as exc:
+        raise HTTPException(404, str(exc)) from None
+    params = _valid_params(entry, body.params)
+    retries = body.retries if body.retries is not None else state.settings.run_retries
+    queue_name = state.broker.queue_for(entry.needs_gpu)
+    owner = f"api-key:{key.name}"
+    if idempotency_key is not None:
+        record, created, info = await run_in_threadpool(
+            _queue_once, state, entry, params, retries, owner, key.id, idempotency_key
+        )
+        if info is None:  # queued now: what its queue row holds is known
+            info = QueueInfo(
+                queue=queue_name,
+                attempt=0,
+                max_attempts=1 + retries,
+                delivery=0,
+                queued_at=record.created_at,
+                submitted_by=key.id,
+            )
+        return _answer(run_out(record, info), 202 if created else 200)
+    assert state.writer is not None, "the API state is not open"
+    run = NewRun(
+        id=new_run_id(),
+        experiment=entry.name,
+        source=entry.source,
+        params=params,
+        owner=owner,
+        queue=queue_name,
+        max_attempts=1 + retries,
+        submitted_by=key.id,
+    )
+    created_at = await state.writer.write(run)
+    # What the rows hold is known: the run as GET /v1/runs/{id} would show it now.
+    queued = QueueOut(
+        queue=run.queue, attempt=0, max_attempts=run.max_attempts, queued_at=created_at
+    )
+    return _answer(
+        RunOut(
+            id=run.id,
+            experiment=run.experiment,
+            status="queued",
+            params=params,
+            owner=owner,
+            created_at=created_at,
+            queue=queued,
+            links=links(run.id),
+        ),
+        202,
+    )
+
+
+def _answer(run: RunOut, status: int) -> Response:
+    return Response(
+        run.model_dump_json().encode(),
+        status_code=status,
+        headers={"Location": f"/v1/runs/{run.id}"},
+        media_type="application/json",
+    )
+
+
+_NO_BODY = object()
+
+
+def _json_body(request: Request, raw: bytes) -> Any:
+    """The body as FastAPI reads it for a JSON model: parsed when the content type is
+    JSON, else the bytes themselves (which the model then refuses); ``_NO_BODY`` when
+    there is none."""
+    if not raw:
+        return _NO_BODY
+    content_type = request.headers.get("content-type")
+    if not content_type:
+        return raw
+    if content_type != "application/json":  # what clients send, known without parsing
+        message = Message()
+        message["content-type"] = content_type
+        subtype = message.get_content_subtype()
+        if message.get_content_maintype() != "application" or not (
+            subtype == "json" or subtype.endswith("+json")
+        ):
+            return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise RequestValidationError(
+            [{"loc": ["body", exc.pos], "msg": "JSON decode error", "type": "json_invalid"}]
+        ) from None
+    except (ValueError, RecursionError):  # not UTF-8, nested too deep
+        raise HTTPException(400, "There was an error parsing the body") from None
+
+
+_IDEMPOTENCY_KEY_TYPE: TypeAdapter[str] = TypeAdapter(
+    Annotated[
+        str, StringConstraints(max_length=IDEMPOTENCY_KEY_MAX, pattern=IDEMPOTENCY_KEY_PATTERN)
+    ]
+)
+
+
+def _idempotency_key(request: Request) -> tuple[str | None, list[dict[str, Any]]]:
+    value = request.headers.get("idempotency-key")
+    if value is None:
+        return None, []
+    try:
+        return _IDEMPOTENCY_KEY_TYPE.validate_python(value), []
+    except ValidationError as exc:
+        return None, _errors(exc, "header", "idempotency-key")
+
+
+def _errors(error: ValidationError, *prefix: str | int) -> list[dict[str, Any]]:
+    """pydantic's errors as FastAPI shows its own 422s, minus the offending input (which
+    may be anything, even a value JSON cannot carry back)."""
+    return [
+        {"loc": [*prefix, *item["loc"]], "msg": item["msg"], "type": item["type"]}
+        for item in error.errors()
+    ]
+
+
+def _valid_params(entry: CatalogEntry, given: dict[str, Any]) -> dict[str, Any]:
+    """The experiment's params, validated and with their defaults, as JSON values."""
+    try:
+        # Strict, as JSON: `true` is not an int and "5" not a number, whatever the
+        # CLI's lenient -p parsing would make of them; 3.0 is an integer, as in JSON Schema.
+        text = json.dumps(_integral(given))
+        values = entry.cls.Params.model_validate_json(text, strict=True)
+    except ValidationError as exc:
+        problems = _errors(exc, "body", "params")
+        for problem in problems:
+            if problem["type"] == "extra_forbidden":
+                problem["msg"] = "unknown parameter"
+        raise RequestValidationError(problems) from None
+    params: dict[str, Any] = values.model_dump(mode="json")
+    problem = queued_runs.jsonable_params(params)
+    if problem:
+        raise RequestValidationError(
+            [{"loc": ["body", "params"], "msg": problem, "type": "value_error"}]
+        )
+    return params
+
+
+def _integral(value: Any) -> Any:
+    """Whole floats (3.0) as ints, which strict validation then accepts for int fields
+    (and float fields accept ints)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def _queue_once(
+    state: ApiState,
+    entry: CatalogEntry,
+    params: dict[str, Any],
+    retries: int,
+    owner: str,
+    submitted_by: str,
+    idempotency_key: str,
+) -> tuple[RunRecord, bool, QueueInfo | None]:
+    with state.db() as store:
+        record, created = queue_run(
+            store,
+            state.broker,
+            entry,
+            params,
+            retries=retries,
+            owner=owner,
+            submitted_by=submitted_by,
+            idempotency_key=idempotency_key,
+            sender=state.sender,
+        )
+        info = None if created else queued_runs.queue_info(store.conn, [record.id]).get(record.id)
+    return record, created, info
