@@ -10,14 +10,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from omnilab.api import create_app
-from omnilab.queue.sender import Sender
+from omnilab.queue.sender_process import SenderProcess
 
 
 def create() -> FastAPI:
     if os.environ.get("BENCH_SENDER_OFF"):
         # Attribution only (api_submit.py --sender-off): POST /v1/runs hands no message to
-        # the background sender; the reconciler sends them later, in large batches.
-        Sender.put = lambda self, run_id, queue_name: None  # type: ignore[method-assign]
+        # the sender process; the reconciler sends them later, in large batches.
+        SenderProcess.put = lambda self, run_id, queue_name: None  # type: ignore[method-assign]
     app = create_app()
 
     @app.post("/bare", status_code=202)

@@ -71,6 +71,15 @@ def _cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _sender_pid(server: int) -> int | None:
+    """The API server's message sender process (omnilab.queue.sender_process)."""
+    for task in Path(f"/proc/{server}/task").glob("*/children"):
+        for pid in task.read_text().split():
+            if b"omnilab.queue.sender_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return int(pid)
+    return None
+
+
 def _drain(tracking_url: str) -> None:
     """End the runs queued so far (no worker takes them here), between arms and outside
     the timed windows, as workers would: the backlog then stays small."""
@@ -79,6 +88,25 @@ def _drain(tracking_url: str) -> None:
             "UPDATE omnilab.runs SET status = 'cancelled', finished_at = now() "
             "WHERE status = 'queued'"
         )
+
+
+def _messages_caught_up(tracking_url: str, redis_url: str, timeout: float = 30) -> float:
+    """Seconds from the end of an arm until Redis holds a message for every recorded run:
+    a sender that fell behind would flatter the rate by leaving work for later."""
+    import redis
+
+    began = time.perf_counter()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with psycopg.connect(tracking_url) as conn:
+            runs = conn.execute("SELECT count(*) FROM omnilab.runs").fetchone()[0]
+        while client.llen("rq:queue:omnilab") < runs:
+            if time.perf_counter() - began > timeout:
+                raise SystemExit(f"messages for {runs} runs not all in Redis after {timeout}s")
+            time.sleep(0.01)
+    finally:
+        client.close()
+    return time.perf_counter() - began
 
 
 def main() -> None:
@@ -114,6 +142,8 @@ def main() -> None:
     samples: dict[str, list[float]] = {"runs": [], "bare": [], "bare_sync": []}
     cpu_ms: dict[str, list[float]] = {arm: [] for arm in samples}  # server CPU per request
     recorded = 0
+    catch_up: list[float] = []  # seconds until every run's message was in Redis, per arm
+    sender_ms: list[float] = []  # the sender process's CPU per run
     with servers() as s:
         key = s.api_key()
         port = 18400 + os.getpid() % 500
@@ -150,9 +180,16 @@ def main() -> None:
         totals = dict.fromkeys(samples, 0)
         for _ in range(args.rounds):
             for arm, path in arms:
+                sender = _sender_pid(server.pid)
                 before = _cpu_s(server.pid)
+                sender_before = _cpu_s(sender) if sender else None
                 rate, total, bad = _wrk(f"{base}{path}", key, args.seconds, args.connections)
                 after = _cpu_s(server.pid)
+                if arm == "runs" and not args.sender_off:
+                    catch_up.append(_messages_caught_up(s.tracking_url, s.redis_url))
+                    sender_after = _cpu_s(sender) if sender else None
+                    if sender_before is not None and sender_after is not None and total:
+                        sender_ms.append(round((sender_after - sender_before) / total * 1000, 4))
                 if bad:
                     raise SystemExit(f"{path}: {bad} responses were not 2xx")
                 samples[arm].append(rate)
@@ -179,6 +216,11 @@ def main() -> None:
             "  server CPU per request (median): "
             + ", ".join(f"{arm} {statistics.median(ms):.3f} ms" for arm, ms in cpu_ms.items())
         )
+    if sender_ms:
+        print(
+            f"  message sender process: {statistics.median(sender_ms):.3f} ms of CPU per run;"
+            f" every run's message in Redis {max(catch_up):.2f}s after the arm at most"
+        )
     print(f"  ratio runs / async bare: {ratio:.2f}x  (goal >= 0.50x)")
     print(f"  ratio runs / def bare:   {runs / bare_sync:.2f}x")
     path = write(
@@ -201,6 +243,8 @@ def main() -> None:
             "sender_off": args.sender_off,
             "drain_backlog": args.drain_backlog,
             "server_cpu_ms_per_request": cpu_ms,
+            "sender_process_cpu_ms_per_run": sender_ms,
+            "messages_caught_up_s": catch_up,
             "loadavg_before_after": [load_before, os.getloadavg()],
         },
     )

@@ -18,7 +18,7 @@ from datetime import datetime
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from omnilab.queue.sender import Sender
+from omnilab.queue.sender import Outbox
 from omnilab.tracking.queued_runs import NewRun, submit_many_async
 
 log = logging.getLogger("omnilab.api")
@@ -30,7 +30,7 @@ _Waiting = tuple[NewRun, "asyncio.Future[datetime]"]
 
 
 class RunWriter:
-    def __init__(self, pool: AsyncConnectionPool, sender: Sender) -> None:
+    def __init__(self, pool: AsyncConnectionPool, sender: Outbox) -> None:
         self.pool = pool
         self.sender = sender
         self._pending: list[_Waiting] = []

@@ -21,7 +21,8 @@ from omnilab.api.group_commit import RunWriter
 from omnilab.catalog import Catalog
 from omnilab.queue.broker import Broker
 from omnilab.queue.reconcile import Reconciler
-from omnilab.queue.sender import Sender
+from omnilab.queue.sender import Outbox
+from omnilab.queue.sender_process import SenderProcess
 from omnilab.queue.settings import QueueSettings
 from omnilab.tracking import api_keys
 from omnilab.tracking.api_keys import ApiKeyRecord
@@ -77,7 +78,7 @@ class ApiState:
         self.reconciler = Reconciler(
             self.broker, worker_ttl=settings.worker_ttl, resend_after=settings.resend_after
         )
-        self.sender: Sender | None = None
+        self.sender: Outbox | None = None
         self._home: TrackingStore | None = None
         self._pool: ConnectionPool | None = None
         self._apool: AsyncConnectionPool | None = None
@@ -96,7 +97,13 @@ class ApiState:
             open=True,
             name="omnilab-api",
         )
-        self.sender = Sender(self.broker, on_failure=self.reconciler.request_full_check)
+        # Messages are built and sent by a process of their own: in this one they cost
+        # about a third of each POST /v1/runs (docs/benchmarks.md).
+        self.sender = SenderProcess(
+            self.settings.redis_url,
+            self.settings.queue,
+            on_failure=self.reconciler.request_full_check,
+        )
         self._reconciler = threading.Thread(
             target=self._reconcile_loop, name="omnilab-reconcile", daemon=True
         )

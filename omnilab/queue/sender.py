@@ -12,12 +12,22 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from omnilab.queue.broker import Broker, QueueUnavailable
 
 log = logging.getLogger("omnilab.queue")
 
 BATCH = 500
+
+
+class Outbox(Protocol):
+    """Where a recorded run's message goes: :class:`Sender` (a thread) or
+    :class:`omnilab.queue.sender_process.SenderProcess` (a process, for the API server)."""
+
+    def put(self, run_id: str, queue_name: str) -> None: ...
+
+    def close(self, timeout: float = 10) -> None: ...
 
 
 class Sender:

@@ -14,7 +14,7 @@ import psycopg
 
 from omnilab.catalog import CatalogEntry
 from omnilab.queue.broker import Broker, QueueUnavailable
-from omnilab.queue.sender import Sender
+from omnilab.queue.sender import Outbox
 from omnilab.runner import new_run_id
 from omnilab.tracking import queued_runs
 from omnilab.tracking.records import RunRecord
@@ -33,7 +33,7 @@ def queue_run(
     owner: str | None = None,
     submitted_by: str | None = None,
     idempotency_key: str | None = None,
-    sender: Sender | None = None,
+    sender: Outbox | None = None,
 ) -> tuple[RunRecord, bool]:
     """Queue ``entry`` with already validated ``params``; returns (run, whether new).
 
@@ -72,7 +72,7 @@ def new_record(entry: CatalogEntry, params: dict[str, Any], owner: str | None) -
 
 async def queue_run_async(
     conn: psycopg.AsyncConnection,
-    sender: Sender,
+    sender: Outbox,
     queue: str,
     entry: CatalogEntry,
     params: dict[str, Any],
