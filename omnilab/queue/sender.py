@@ -12,13 +12,33 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from omnilab.queue.broker import Broker, QueueUnavailable
 
 log = logging.getLogger("omnilab.queue")
 
 BATCH = 500
+
+T = TypeVar("T")
+
+
+def take_batch(pending: queue.SimpleQueue[T | None], limit: int) -> tuple[list[T], bool]:
+    """Wait for an item, then take what else is pending, up to ``limit``; and whether the
+    stop mark (None) came."""
+    item = pending.get()
+    if item is None:
+        return [], True
+    batch = [item]
+    while len(batch) < limit:
+        try:
+            more = pending.get_nowait()
+        except queue.Empty:
+            break
+        if more is None:
+            return batch, True
+        batch.append(more)
+    return batch, False
 
 
 class Outbox(Protocol):
@@ -49,18 +69,7 @@ class Sender:
 
     def _loop(self) -> None:
         while True:
-            item = self._pending.get()
-            stop = item is None
-            batch = [] if item is None else [item]
-            while len(batch) < BATCH:
-                try:
-                    more = self._pending.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
+            batch, stop = take_batch(self._pending, BATCH)
             if batch:
                 self._send(batch)
             if stop:

@@ -30,6 +30,8 @@ import threading
 from collections.abc import Callable
 from typing import IO
 
+from omnilab.queue.sender import take_batch
+
 log = logging.getLogger("omnilab.queue")
 
 #: Messages per batch at most, in the server and in the child.
@@ -88,18 +90,7 @@ class SenderProcess:
 
     def _loop(self) -> None:
         while True:
-            item = self._pending.get()
-            stop = item is None
-            batch = [] if item is None else [item]
-            while len(batch) < BATCH and not stop:
-                try:
-                    more = self._pending.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                else:
-                    batch.append(more)
+            batch, stop = take_batch(self._pending, BATCH)
             if batch:
                 self._hand(b"".join(f"{r}\t{q}\n".encode() for r, q in batch))
             if stop:

@@ -58,18 +58,13 @@ _RESERVED_BYTES = tuple(p.encode() for p in RESERVED)
 BATCH = 1000
 SCAN_COUNT = 1000
 
-# What the fast digest and the copy share. ``digest(key, name)`` returns the key's digest
-# (SHA-1 hex of its relative name, whether it has a TTL and its serialization), the size
-# digested, its PTTL and its DUMP payload; nil for a missing key. The serialization is the
-# DUMP payload without its last 10 bytes (RDB version and CRC64, which differ between
-# server versions), except for sets and hashes in a hash table (RDB types 2 and 4, the
-# payload's first byte): their payload follows the server's own iteration order, so their
-# elements are combined by XOR instead.
-_KEY_DIGEST_LUA = r"""
-local call, sub, byte, sha1, bxor, tonumber =
-  redis.call, string.sub, string.byte, redis.sha1hex, bit.bxor, tonumber
+# The digest of a set's or a hash's elements whatever their order: the XOR of each
+# element's SHA-1 (elements are unique, so XOR is sound); ``unordered(items, paired)``
+# returns it in hex with the elements' size. Shared by both digests below.
+_UNORDERED_LUA = r"""
+local bxor, tonumber, sub, sha1 = bit.bxor, tonumber, string.sub, redis.sha1hex
 local function unordered(items, paired)
-  local x1, x2, x3, x4, n = 0, 0, 0, 0, 0
+  local x1, x2, n = 0, 0, 0
   local step = paired and 2 or 1
   for j = 1, #items, step do
     local e = items[j]
@@ -77,12 +72,23 @@ local function unordered(items, paired)
     local h = sha1(e)
     x1 = bxor(x1, tonumber(sub(h, 1, 8), 16))
     x2 = bxor(x2, tonumber(sub(h, 9, 16), 16))
-    x3 = bxor(x3, tonumber(sub(h, 17, 24), 16))
-    x4 = bxor(x4, tonumber(sub(h, 25, 32), 16))
     n = n + #e
   end
-  return bit.tohex(x1) .. bit.tohex(x2) .. bit.tohex(x3) .. bit.tohex(x4), n
+  return bit.tohex(x1) .. bit.tohex(x2), n
 end
+"""
+
+# What the fast digest and the copy share. ``digest(key, name)`` returns the key's digest
+# (SHA-1 hex of its relative name, whether it has a TTL and its serialization), the size
+# digested, its PTTL and its DUMP payload; nil for a missing key. The serialization is the
+# DUMP payload without its last 10 bytes (RDB version and CRC64, which differ between
+# server versions), except for sets and hashes in a hash table (RDB types 2 and 4, the
+# payload's first byte): their payload follows the server's own iteration order, so their
+# elements are combined by XOR instead.
+_KEY_DIGEST_LUA = (
+    _UNORDERED_LUA
+    + r"""
+local call, byte = redis.call, string.byte
 local function digest(key, name)
   local payload = call('DUMP', key)
   if not payload then return nil end
@@ -101,6 +107,7 @@ local function digest(key, name)
   return sha1(#name .. ':' .. name .. (pttl > 0 and 'T' or 'P') .. body), n, pttl, payload
 end
 """
+)
 
 # The fast digest of a batch of keys: every existing key's digest (hex, concatenated; the
 # caller XORs them), how many exist, their size and how many have a TTL.
@@ -162,23 +169,12 @@ return #KEYS
 # neither the encoding nor the iteration order, which differ between two servers holding
 # the same data, changes the digest; table.sort is avoided because Lua compares strings
 # with strcoll, which depends on the server's locale. Keys are unique, so XOR is sound.
-_ELEMENTS_DIGEST_LUA = r"""
+_ELEMENTS_DIGEST_LUA = (
+    _UNORDERED_LUA
+    + r"""
 local strip, add = ARGV[1], ARGV[2]
-local bxor, tonumber, sub, sha1, call = bit.bxor, tonumber, string.sub, redis.sha1hex, redis.call
+local call = redis.call
 local a1, a2, a3, a4, count, size, ttls = 0, 0, 0, 0, 0, 0, 0
-local function unordered(items, paired)
-  local x1, x2, n = 0, 0, 0
-  local step = paired and 2 or 1
-  for j = 1, #items, step do
-    local e = items[j]
-    if paired then e = #e .. ':' .. e .. items[j + 1] end
-    local h = sha1(e)
-    x1 = bxor(x1, tonumber(sub(h, 1, 8), 16))
-    x2 = bxor(x2, tonumber(sub(h, 9, 16), 16))
-    n = n + #e
-  end
-  return bit.tohex(x1) .. bit.tohex(x2), n
-end
 local function ordered(items)
   local n = 0
   for j = 1, #items do
@@ -227,6 +223,7 @@ for _, key in ipairs(KEYS) do
 end
 return {bit.tohex(a1) .. bit.tohex(a2) .. bit.tohex(a3) .. bit.tohex(a4), count, size, ttls}
 """
+)
 
 # The switch, in one script inside MULTI/EXEC: it RENAMEs the replaced keys to the kept
 # prefix, then the staged keys to their names (RENAMENX where the plan creates the name),
