@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import psycopg
-
 from omnilab.catalog import CatalogEntry
 from omnilab.queue.broker import Broker, QueueUnavailable
 from omnilab.queue.sender import Outbox
@@ -68,27 +66,3 @@ def new_record(entry: CatalogEntry, params: dict[str, Any], owner: str | None) -
         params=params,
         owner=owner,
     )
-
-
-async def queue_run_async(
-    conn: psycopg.AsyncConnection,
-    sender: Outbox,
-    queue: str,
-    entry: CatalogEntry,
-    params: dict[str, Any],
-    *,
-    retries: int,
-    owner: str | None = None,
-    submitted_by: str | None = None,
-) -> RunRecord:
-    """:func:`queue_run` on the API's event loop (no idempotency key): record, then hand
-    the message to ``sender``."""
-    record = await queued_runs.submit_async(
-        conn,
-        new_record(entry, params, owner),
-        queue=queue,
-        max_attempts=1 + retries,
-        submitted_by=submitted_by,
-    )
-    sender.put(record.id, queue)
-    return record

@@ -124,20 +124,6 @@ def submit(
     return _submitted(record, row), True
 
 
-async def submit_async(
-    conn: psycopg.AsyncConnection,
-    record: RunRecord,
-    *,
-    queue: str,
-    max_attempts: int,
-    submitted_by: str | None = None,
-) -> RunRecord:
-    """:func:`submit` without an idempotency key, for the API's event loop: the common
-    case, and the one whose throughput matters."""
-    cur = await conn.execute(_SUBMIT, _submit_args(record, queue, max_attempts, submitted_by, None))
-    return _submitted(record, await cur.fetchone())
-
-
 @dataclass(frozen=True)
 class NewRun:
     """One run to record as queued, for :func:`submit_many_async`."""
