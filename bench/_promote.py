@@ -14,7 +14,7 @@ from _common import summary
 
 from omnilab.config import get_settings
 from omnilab.progress import QuietReporter
-from omnilab.services.promotion import ItemRecord, Progress, Promotable
+from omnilab.services.promotable import ItemRecord, Progress, Promotable
 
 
 def state_dir() -> None:

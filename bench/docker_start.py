@@ -100,7 +100,7 @@ def bare_start(which: str) -> float:
     import psycopg
     import redis
 
-    from omnilab.runtimes.engine import connect
+    from omnilab.runtimes.docker.engine import connect
 
     client = connect()
     port = _free_port()
@@ -136,7 +136,7 @@ def bare_start(which: str) -> float:
 
 
 def cleanup() -> None:
-    from omnilab.runtimes.engine import connect
+    from omnilab.runtimes.docker.engine import connect
 
     client = connect()
     selector = {"label": [SCOPE]}

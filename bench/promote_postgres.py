@@ -33,8 +33,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from omnilab import Postgres, Stack
 from omnilab.progress import QuietReporter
-from omnilab.services.postgres import find_postgres
-from omnilab.services.postgres_promotion import PostgresTable
+from omnilab.services.postgres.promotion import PostgresTable
+from omnilab.services.postgres.service import find_postgres
 
 
 def fill(conn, rows: int) -> None:  # type: ignore[no-untyped-def]

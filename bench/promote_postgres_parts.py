@@ -33,8 +33,8 @@ from promote_postgres import fill
 
 from omnilab import Postgres, Stack
 from omnilab.progress import QuietReporter
-from omnilab.services.postgres import find_postgres
-from omnilab.services.postgres_checksum import column_hash_sql, table_columns
+from omnilab.services.postgres.checksum import column_hash_sql, table_columns
+from omnilab.services.postgres.service import find_postgres
 
 COLUMNS = (
     "id bigint NOT NULL, name text NOT NULL, score double precision, created timestamptz,"

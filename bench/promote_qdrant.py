@@ -32,7 +32,7 @@ from _promote import alternate, promote_item, report, state_dir
 from qdrant_client import QdrantClient, models
 
 from omnilab.services.base import Endpoint
-from omnilab.services.qdrant_promotion import PAGE, QdrantCollection
+from omnilab.services.qdrant.promotion import PAGE, QdrantCollection
 
 DIM = 384
 

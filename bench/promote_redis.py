@@ -24,7 +24,7 @@ from _promote import alternate, promote_item, report, state_dir
 
 from omnilab import Redis, Stack
 from omnilab.progress import QuietReporter
-from omnilab.services.redis_promotion import RedisKeys
+from omnilab.services.redis.promotion import RedisKeys
 
 
 def fill(client, n: int) -> None:  # type: ignore[no-untyped-def]

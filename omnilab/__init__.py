@@ -31,7 +31,7 @@ from omnilab.experiment import Experiment, Params
 from omnilab.notebook import Comparison, RunTable, compare, runs
 from omnilab.runner import run
 from omnilab.services import Ollama, Postgres, Qdrant, Redis, Service
-from omnilab.services.promotion import PromotionConflict, PromotionError, PromotionFailed
+from omnilab.services.promotable import PromotionConflict, PromotionError, PromotionFailed
 from omnilab.stack import Stack, stack
 from omnilab.tracking.run import Run, RunFailed
 from omnilab.workloads.aer import Aer, AerResult

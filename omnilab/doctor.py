@@ -44,7 +44,7 @@ def _docker_needed(settings: Settings) -> bool:
 
 def check_engine(settings: Settings) -> tuple[Check, Any | None]:
     from omnilab.errors import RuntimeUnavailable
-    from omnilab.runtimes.engine import connect, engine_address
+    from omnilab.runtimes.docker.engine import connect, engine_address
 
     try:
         client = connect()
@@ -64,8 +64,8 @@ def check_engine(settings: Settings) -> tuple[Check, Any | None]:
 
 def check_images(settings: Settings, client: Any) -> list[Check]:
     from omnilab.errors import ServiceUnavailable
-    from omnilab.images import builder, catalog
-    from omnilab.runtimes.docker import resolve_image
+    from omnilab.runtimes.docker.images import builder, recipes
+    from omnilab.runtimes.docker.runtime import resolve_image
     from omnilab.services import SERVICES
 
     checks = []
@@ -75,7 +75,7 @@ def check_images(settings: Settings, client: Any) -> list[Check]:
             recipe = resolve_image(client, service, None)
         except ServiceUnavailable as exc:
             status: Status = "problem" if _docker_needed(settings) else "warn"
-            spec = catalog.for_service(name)
+            spec = recipes.for_service(name)
             hint = "omnilab images build" if spec else "docker load the image (README: air-gapped)"
             detail = str(exc).split("; ")[0].removeprefix(f"{name}: ")
             checks.append(Check(f"image {name}", status, detail, hint))
@@ -83,7 +83,7 @@ def check_images(settings: Settings, client: Any) -> list[Check]:
         if recipe is None:
             checks.append(Check(f"image {name}", "ok", f"{service.image()} (pulled on first use)"))
             continue
-        spec = catalog.for_service(name)
+        spec = recipes.for_service(name)
         if spec and recipe.image == spec.tag:
             stale = builder.status(client, spec).stale
             if stale:
@@ -97,7 +97,7 @@ def check_images(settings: Settings, client: Any) -> list[Check]:
 
 def check_gpu(client: Any | None) -> Check:
     from omnilab.gpu import host_gpus
-    from omnilab.runtimes.engine import gpu_support
+    from omnilab.runtimes.docker.engine import gpu_support
 
     gpus = host_gpus()
     if not gpus:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omnilab.procs import owner_alive
-from omnilab.runtimes import engine, labels
+from omnilab.runtimes.docker import engine, labels
 from omnilab.runtimes.state import StackState, all_states
 
 if TYPE_CHECKING:

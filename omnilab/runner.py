@@ -39,7 +39,7 @@ from omnilab.loader import resolve
 from omnilab.params import validate
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter, default_reporter
-from omnilab.services.promotion import Promotable, check_promotes
+from omnilab.services.promotable import Promotable, check_promotes
 from omnilab.stack import Stack
 from omnilab.tracking.metrics import MetricBuffer
 from omnilab.tracking.records import RunRecord
@@ -257,7 +257,7 @@ def run(
     values = validate(cls, params, from_cli=from_cli)
     promotes = check_promotes(cls.promotes, cls.service_names(), cls.__name__)
     if promote:
-        from omnilab.promote.engine import check_on_conflict
+        from omnilab.promote.flow import check_on_conflict
 
         check_on_conflict(on_conflict)
         if not promotes:
@@ -309,7 +309,7 @@ def run(
         isolated,
     )
     if promote and result.ok:
-        from omnilab.promote.engine import promote_after_run
+        from omnilab.promote.flow import promote_after_run
 
         result.promotion = promote_after_run(
             result, cls, on_conflict=on_conflict, settings=settings, reporter=reporter

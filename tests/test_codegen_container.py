@@ -21,8 +21,8 @@ from omnilab.workloads.sandbox import ContainerSandbox, Limits
 def codegen_image(docker_images: list[str]) -> str:
     import sys
 
-    from omnilab.images import build
     from omnilab.progress import Reporter
+    from omnilab.runtimes.docker.images import build
 
     return build(["codegen"], Reporter(sys.stderr))[-1].spec.tag
 

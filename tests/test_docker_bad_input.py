@@ -19,8 +19,8 @@ from docker_support import POSTGRES_IMAGE, docker_client
 from omnilab import Redis, Stack
 from omnilab.gpu import Gpu
 from omnilab.progress import QuietReporter
-from omnilab.runtimes import engine
-from omnilab.runtimes.docker import DockerRuntime
+from omnilab.runtimes.docker import engine
+from omnilab.runtimes.docker.runtime import DockerRuntime
 from omnilab.runtimes.state import StackState
 
 pytestmark = pytest.mark.usefixtures("docker_scope")

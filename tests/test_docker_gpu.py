@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from omnilab.gpu import Gpu
-from omnilab.runtimes.engine import GpuSupport, device_requests, gpu_support
+from omnilab.runtimes.docker.engine import GpuSupport, device_requests, gpu_support
 
 GPUS = [Gpu(0, "A100", "GPU-aaaa"), Gpu(1, "A100", "GPU-bbbb")]
 NVIDIA = GpuSupport("nvidia", "NVIDIA container runtime")

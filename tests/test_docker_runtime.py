@@ -29,7 +29,7 @@ from docker_support import (
 from omnilab import Postgres, Redis, Stack, UsageError
 from omnilab.progress import Reporter
 from omnilab.runtimes import ports as port_alloc
-from omnilab.runtimes.docker import network_env
+from omnilab.runtimes.docker.runtime import network_env
 
 pytestmark = pytest.mark.usefixtures("docker_scope")
 
@@ -258,7 +258,7 @@ def test_ollama_path_runs_through_docker_end_to_end(monkeypatch: pytest.MonkeyPa
 def test_keep_puts_data_under_the_project_and_stop_keeps_it(workdir: Path) -> None:
     from omnilab.config import get_settings
     from omnilab.progress import QuietReporter
-    from omnilab.runtimes.docker import DockerRuntime
+    from omnilab.runtimes.docker.runtime import DockerRuntime
     from omnilab.runtimes.state import all_states
 
     result = run_cli("run", EXPERIMENTS / "pair.py", "--runtime", "docker", "--keep", "--json")

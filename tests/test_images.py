@@ -196,8 +196,8 @@ def test_a_wheelhouse_alone_makes_the_images_wheels(
 ) -> None:
     """The air-gapped route: with OMNILAB_WHEELHOUSE, pip asks no index (`--no-index`),
     and omnilab's own wheel builds without fetching a build backend."""
-    from omnilab.images import wheels
     from omnilab.progress import QuietReporter
+    from omnilab.runtimes.docker.images import wheels
 
     first = wheels.build_wheelhouse(tmp_path / "connected", QuietReporter())
     monkeypatch.setenv("OMNILAB_WHEELHOUSE", str(tmp_path / "connected" / "deps"))

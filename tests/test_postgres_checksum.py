@@ -21,7 +21,7 @@ from promotion_support import (  # noqa: F401 (fixtures)
 
 from omnilab.progress import QuietReporter
 from omnilab.promote import promote
-from omnilab.services.postgres_checksum import checksum, column_hash_sql
+from omnilab.services.postgres.checksum import checksum, column_hash_sql
 
 COLUMNS = """
     id bigint, small smallint, i integer, r real, d double precision, n numeric(10,2),
@@ -195,8 +195,8 @@ def test_statistics_of_index_expressions_are_gathered_once_the_index_exists(
     import uuid
 
     from omnilab.config import get_settings
-    from omnilab.services.postgres_promotion import PostgresTable
-    from omnilab.services.promotion import ItemRecord, Progress
+    from omnilab.services.postgres.promotion import PostgresTable
+    from omnilab.services.promotable import ItemRecord, Progress
 
     with production.pg() as conn:
         conn.execute("CREATE SCHEMA lab")

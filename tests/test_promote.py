@@ -307,7 +307,7 @@ def test_rows_are_relayed_through_omnilab_without_psql(
     production: Production, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where no psql is installed, the rows stream through psycopg: same result."""
-    from omnilab.services import postgres_copy
+    from omnilab.services.postgres import rows as postgres_copy
 
     monkeypatch.setattr(postgres_copy, "psql_binary", lambda: None)
     run = run_promotable(n_rows=5000)

@@ -22,8 +22,8 @@ from promotion_support import (  # noqa: F401 (fixtures)
 from omnilab import Redis, Stack
 from omnilab.config import get_settings
 from omnilab.progress import QuietReporter
-from omnilab.services.promotion import ItemRecord, Progress
-from omnilab.services.redis_promotion import (
+from omnilab.services.promotable import ItemRecord, Progress
+from omnilab.services.redis.promotion import (
     DUMP_DIGEST,
     ELEMENTS_DIGEST,
     RedisKeys,

@@ -22,10 +22,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from omnilab.api import openapi
+from omnilab.api.appstate import ApiState
 from omnilab.api.limits import BodyLimit
 from omnilab.api.responses import SafeJSONResponse
 from omnilab.api.routes import experiments, health, logs, promotions, runs, submit, workers
-from omnilab.api.state import ApiState
 from omnilab.catalog import Catalog
 from omnilab.errors import TrackingStoreError
 from omnilab.queue.broker import QueueUnavailable

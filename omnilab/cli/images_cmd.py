@@ -44,8 +44,8 @@ def build(
 
       omnilab images build postgres --force
     """
-    from omnilab.images import build as build_images
     from omnilab.progress import Reporter
+    from omnilab.runtimes.docker.images import build as build_images
 
     results = build_images(names or None, Reporter(), force=force, verbose=verbose)
     for result in results:
@@ -56,8 +56,8 @@ def build(
 @app.command("ls")
 def ls(json_output: bool = typer.Option(False, "--json", help="JSON on stdout.")) -> None:
     """The images omnilab can build, and whether this engine has them."""
-    from omnilab.images import CATALOG, status
-    from omnilab.runtimes.engine import connect
+    from omnilab.runtimes.docker.engine import connect
+    from omnilab.runtimes.docker.images import CATALOG, status
 
     client = connect()
     found = [status(client, spec) for spec in CATALOG.values()]

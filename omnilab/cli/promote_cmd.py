@@ -56,7 +56,7 @@ def promote(
     """
     from omnilab.cli import promote_render
     from omnilab.promote import promote as do_promote
-    from omnilab.services.promotion import PromotionError
+    from omnilab.services.promotable import PromotionError
 
     try:
         result = do_promote(run, dry_run=dry_run, on_conflict=on_conflict.value, actor=actor)

@@ -13,7 +13,7 @@ from omnilab.cli.render import out, seconds, when
 from omnilab.procs import owner_alive
 from omnilab.promote.models import PromotionResult, RollbackResult
 from omnilab.promote.records import PromotionRecord
-from omnilab.services.promotion import ItemPlan, ItemRecord
+from omnilab.services.promotable import ItemPlan, ItemRecord
 
 ACTION_STYLE = {
     "create": "green",

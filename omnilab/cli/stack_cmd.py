@@ -57,7 +57,7 @@ def up(
     render.out.print(f'eval "$(omnilab stack env {stack.id[:12]})"   # to export its variables')
     render.out.print(f"# variables: {' '.join(stack.env)}")
     if stack.runtime is not None and stack.runtime.name == "docker":
-        from omnilab.runtimes.docker import network_name
+        from omnilab.runtimes.docker.runtime import network_name
 
         inside = " ".join(
             f"{r.service.alias}:{','.join(map(str, r.service.native_ports.values()))}"

@@ -60,7 +60,7 @@ def _default_image(service: Service) -> str:
     """The service's own ``image=`` if the experiment gives one, else the image
     `omnilab images build` makes for it, else the official pinned one
     (``OMNILAB_IMAGE_<SERVICE>`` still overrides it when compose runs)."""
-    from omnilab.images.catalog import for_service
+    from omnilab.runtimes.docker.images.recipes import for_service
 
     if service.chosen_image:
         return service.chosen_image
@@ -107,7 +107,7 @@ def _network_env(services: list[Service]) -> dict[str, str]:
 
 
 def _workers(services: list[Service], gpu: bool) -> list[dict[str, Any]]:
-    from omnilab.images.catalog import CATALOG
+    from omnilab.runtimes.docker.images.recipes import CATALOG
 
     env = _network_env(services)
     depends = [s.alias for s in services]

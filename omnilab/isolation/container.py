@@ -39,7 +39,7 @@ FOLLOW_INTERVAL = 0.05
 
 def image_tag() -> str:
     """``OMNILAB_IMAGE_EXPERIMENTS``, else the catalog's experiments image."""
-    from omnilab.images.catalog import CATALOG
+    from omnilab.runtimes.docker.images.recipes import CATALOG
 
     return os.environ.get("OMNILAB_IMAGE_EXPERIMENTS") or CATALOG["experiments"].tag
 
@@ -84,7 +84,7 @@ class ContainerIsolation:
         run_dir: Path,
     ) -> ContainerIsolation:
         """Check what container isolation needs; UsageError (nothing started) if not."""
-        from omnilab.runtimes import engine
+        from omnilab.runtimes.docker import engine
 
         if source is None:
             raise UsageError(
@@ -108,8 +108,8 @@ class ContainerIsolation:
         if not os.environ.get("OMNILAB_IMAGE_EXPERIMENTS"):
             # The start message and the result file are omnilab's own format on both
             # sides: an image with another omnilab than the host's is refused.
-            from omnilab.images import builder
-            from omnilab.images.catalog import CATALOG
+            from omnilab.runtimes.docker.images import builder
+            from omnilab.runtimes.docker.images.recipes import CATALOG
 
             stale = builder.status(client, CATALOG["experiments"]).stale
             if stale:
@@ -148,7 +148,7 @@ class ContainerIsolation:
         import docker.errors
         from docker.types import Mount
 
-        from omnilab.runtimes import engine, labels
+        from omnilab.runtimes.docker import engine, labels
 
         client = engine.connect()
         artifacts = self.run_dir / "artifacts"
@@ -224,7 +224,7 @@ class ContainerIsolation:
         return self._outcome(code)
 
     def _start_message(self, stack: Stack) -> bytes:
-        from omnilab.runtimes.docker import network_env
+        from omnilab.runtimes.docker.runtime import network_env
 
         services = {
             name: {

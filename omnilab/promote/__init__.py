@@ -11,12 +11,12 @@ then ``omnilab promote RUN [--dry-run]``, ``run.promote(dry_run=True)``, or
 ``omnilab.promote.promote(run_id, dry_run=..., on_conflict=..., actor=...)``.
 """
 
-from omnilab.promote.engine import promote, promote_after_run
+from omnilab.promote.flow import promote, promote_after_run
 from omnilab.promote.models import PromotionResult, RollbackResult
 from omnilab.promote.records import PromotionRecord, PromotionStore
 from omnilab.promote.rollback import prune, rollback
-from omnilab.services.postgres_promotion import PostgresTable
-from omnilab.services.promotion import (
+from omnilab.services.postgres.promotion import PostgresTable
+from omnilab.services.promotable import (
     ItemPlan,
     ItemRecord,
     Promotable,
@@ -24,8 +24,8 @@ from omnilab.services.promotion import (
     PromotionError,
     PromotionFailed,
 )
-from omnilab.services.qdrant_promotion import QdrantCollection
-from omnilab.services.redis_promotion import RedisKeys
+from omnilab.services.qdrant.promotion import QdrantCollection
+from omnilab.services.redis.promotion import RedisKeys
 
 __all__ = [
     "ItemPlan",

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from omnilab.errors import UsageError
-from omnilab.services.postgres_promotion import PostgresTable
-from omnilab.services.promotion import ItemRecord, Promotable
-from omnilab.services.qdrant_promotion import QdrantCollection
-from omnilab.services.redis_promotion import RedisKeys
+from omnilab.services.postgres.promotion import PostgresTable
+from omnilab.services.promotable import ItemRecord, Promotable
+from omnilab.services.qdrant.promotion import QdrantCollection
+from omnilab.services.redis.promotion import RedisKeys
 
 if TYPE_CHECKING:
     from omnilab.config import Settings

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from omnilab.services.promotion import ItemRecord
+from omnilab.services.promotable import ItemRecord
 
 ResultStatus = Literal["planned", "nothing_to_do", "succeeded", "failed", "declined"]
 

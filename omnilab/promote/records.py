@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from omnilab.errors import UsageError
 from omnilab.procs import process_start_time
-from omnilab.services.promotion import ItemRecord
+from omnilab.services.promotable import ItemRecord
 
 if TYPE_CHECKING:
     from omnilab.progress import Reporter

@@ -21,7 +21,7 @@ from omnilab.promote.records import PromotionStore
 if TYPE_CHECKING:
     from omnilab.config import Settings
     from omnilab.progress import Reporter
-    from omnilab.services.promotion import Promotable
+    from omnilab.services.promotable import Promotable
     from omnilab.tracking.records import RunRecord
     from omnilab.tracking.store import TrackingStore
 

@@ -21,7 +21,7 @@ from omnilab.promote.items import item_from_dict, other_production
 from omnilab.promote.models import RollbackResult
 from omnilab.promote.records import PromotionRecord, PromotionStore
 from omnilab.promote.recovery import locked
-from omnilab.services.promotion import ItemRecord, PromotionFailed
+from omnilab.services.promotable import ItemRecord, PromotionFailed
 
 
 def rollback(

@@ -144,7 +144,7 @@ def _preload() -> None:
     reading package versions for the run records."""
     import platform
 
-    import omnilab.runtimes.local
+    import omnilab.runtimes.local.runtime
     import omnilab.services
     import omnilab.stack
     import omnilab.tracking.metrics  # noqa: F401

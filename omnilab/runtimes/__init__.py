@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from omnilab.errors import RuntimeUnavailable, UsageError
 from omnilab.runtimes.base import RunningService, Runtime
-from omnilab.runtimes.local import LocalRuntime
+from omnilab.runtimes.local.runtime import LocalRuntime
 
 if TYPE_CHECKING:
     from omnilab.config import Settings
@@ -25,7 +25,7 @@ def runtime_class(name: str) -> type[Runtime] | None:
         return LocalRuntime
     if name == "docker":
         try:
-            module = importlib.import_module("omnilab.runtimes.docker")
+            module = importlib.import_module("omnilab.runtimes.docker.runtime")
         except ImportError:
             return None
         return module.DockerRuntime  # type: ignore[no-any-return]

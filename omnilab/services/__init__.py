@@ -9,10 +9,10 @@ from omnilab.services.base import (
     ProcessPlan,
     Service,
 )
-from omnilab.services.ollama import Ollama
-from omnilab.services.postgres import Postgres
-from omnilab.services.qdrant import Qdrant
-from omnilab.services.redis import Redis
+from omnilab.services.ollama.service import Ollama
+from omnilab.services.postgres.service import Postgres
+from omnilab.services.qdrant.service import Qdrant
+from omnilab.services.redis.service import Redis
 
 #: Service classes by name, for the CLI (`omnilab stack up redis postgres`) and the API.
 SERVICES: dict[str, type[Service]] = {cls.name: cls for cls in (Qdrant, Redis, Postgres, Ollama)}

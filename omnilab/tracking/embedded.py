@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from omnilab.errors import ServiceUnavailable, TrackingStoreError
-from omnilab.services.postgres import find_postgres
+from omnilab.services.postgres.service import find_postgres
 from omnilab.unprivileged import grant_traverse, service_ids
 
 DB_USER = "omnilab"

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _codegen_image() -> str:
-    from omnilab.images.catalog import CATALOG
+    from omnilab.runtimes.docker.images.recipes import CATALOG
 
     return CATALOG["codegen"].tag
 

@@ -28,7 +28,7 @@ from omnilab.promote import (
     promote,
     rollback,
 )
-from omnilab.services.promotion import PromotionError
+from omnilab.services.promotable import PromotionError
 
 router = APIRouter(prefix="/v1", tags=["promotions"])
 

@@ -8,6 +8,7 @@ import logging
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from omnilab.api import queries
+from omnilab.api.appstate import ApiState
 from omnilab.api.auth import ReadKey, RunKey
 from omnilab.api.models import (
     EXPERIMENT_NAME,
@@ -23,7 +24,6 @@ from omnilab.api.models import (
     RunPage,
 )
 from omnilab.api.responses import errors, finite
-from omnilab.api.state import ApiState
 from omnilab.errors import RunNotFound
 from omnilab.queue.broker import QueueUnavailable
 from omnilab.tracking import queued_runs

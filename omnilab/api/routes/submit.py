@@ -23,11 +23,11 @@ from fastapi.routing import APIRoute
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from omnilab.api.appstate import ApiState
 from omnilab.api.auth import SECURITY, authorize, bearer_token
 from omnilab.api.models import QueueOut, RunOut, RunRequest
 from omnilab.api.responses import errors
 from omnilab.api.routes.runs import links, run_out
-from omnilab.api.state import ApiState
 from omnilab.catalog import CatalogEntry, UnknownExperiment
 from omnilab.queue.submit import queue_run
 from omnilab.runner import new_run_id

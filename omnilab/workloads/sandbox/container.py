@@ -33,7 +33,7 @@ def _labels(run_id: str | None) -> dict[str, str]:
     whose owner died before removing it, as it does a stack's."""
     from omnilab import __version__
     from omnilab.procs import process_start_time
-    from omnilab.runtimes import labels
+    from omnilab.runtimes.docker import labels
 
     start = process_start_time(os.getpid())
     found = {

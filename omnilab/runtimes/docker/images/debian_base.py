@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omnilab.errors import OmnilabError, UsageError
-from omnilab.images.catalog import DEBIAN_SUITE
-from omnilab.runtimes import labels
+from omnilab.runtimes.docker import labels
+from omnilab.runtimes.docker.images.recipes import DEBIAN_SUITE
 
 if TYPE_CHECKING:
     import docker
 
-    from omnilab.images.catalog import ImageSpec
     from omnilab.progress import Reporter
+    from omnilab.runtimes.docker.images.recipes import ImageSpec
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"

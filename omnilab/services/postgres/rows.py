@@ -19,7 +19,7 @@ import subprocess
 import threading
 from typing import TYPE_CHECKING
 
-from omnilab.services.promotion import Progress, PromotionFailed
+from omnilab.services.promotable import Progress, PromotionFailed
 
 if TYPE_CHECKING:
     import psycopg
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def psql_binary() -> str | None:
     from omnilab.errors import ServiceUnavailable
-    from omnilab.services.postgres import find_postgres
+    from omnilab.services.postgres.service import find_postgres
 
     try:
         path = find_postgres().tool("psql")

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from omnilab.images.debian_base import ImageBuildError
+from omnilab.runtimes.docker.images.debian_base import ImageBuildError
 
 if TYPE_CHECKING:
     from omnilab.progress import Reporter
@@ -34,8 +34,9 @@ WHEELHOUSE_VARIABLE = "OMNILAB_WHEELHOUSE"
 PYTHON_VARIABLE = "OMNILAB_IMAGE_PYTHON"
 BOOKWORM_PYTHON = "3.11.2"
 
-_PACKAGE = Path(__file__).resolve().parents[1]
-_SOURCE_SUFFIXES = {".py", ".sql", ".j2", ".typed"}
+#: The ``omnilab`` package folder (this file is omnilab/runtimes/docker/images/wheels.py).
+_PACKAGE = Path(__file__).resolve().parents[3]
+_SOURCE_SUFFIXES = {".py", ".sql", ".lua", ".j2", ".typed"}
 
 
 def source_tree() -> Path | None:

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omnilab.images import catalog, wheels
-from omnilab.images.catalog import BASE, ImageSpec
-from omnilab.images.debian_base import FINGERPRINT, ImageBuildError, build_base
-from omnilab.runtimes import engine, labels
+from omnilab.runtimes.docker import engine, labels
+from omnilab.runtimes.docker.images import recipes, wheels
+from omnilab.runtimes.docker.images.debian_base import FINGERPRINT, ImageBuildError, build_base
+from omnilab.runtimes.docker.images.recipes import BASE, ImageSpec
 
 if TYPE_CHECKING:
     import docker
@@ -72,7 +72,7 @@ def fingerprint(spec: ImageSpec) -> str:
     if spec.is_base:
         return FINGERPRINT
     digest = hashlib.sha256()
-    for name, path in sorted(catalog.context_files(spec).items()):
+    for name, path in sorted(recipes.context_files(spec).items()):
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     if spec.wheels:
         # A changed omnilab (or dependency) must rebuild an image that installs it.
@@ -129,7 +129,7 @@ def build(
 ) -> list[ImageStatus]:
     """Build ``names`` (default: the default set) and what they need; returns each one's
     status, with ``action`` saying whether it was built or found current."""
-    specs = catalog.select(names)
+    specs = recipes.select(names)
     if any(not s.is_base for s in specs) and BASE not in specs:
         specs.insert(0, BASE)
     client = engine.connect()
@@ -168,7 +168,7 @@ def _docker_build(
 ) -> None:
     base = engine.local_image(client, BASE.tag)
     assert base is not None, "the base is built first"
-    files = catalog.context_files(spec)
+    files = recipes.context_files(spec)
     with tempfile.TemporaryDirectory(prefix="image-context-") as tmp:
         for name, source in files.items():
             target = Path(tmp) / name

@@ -142,7 +142,8 @@ def recipes_dir() -> Path:
     explicit = os.environ.get("OMNILAB_DOCKERFILES")
     if explicit:
         return Path(explicit)
-    source = Path(__file__).resolve().parents[2] / "dockerfiles"
+    # This file is omnilab/runtimes/docker/images/recipes.py in a checkout.
+    source = Path(__file__).resolve().parents[4] / "dockerfiles"
     installed = Path(sys.prefix) / "share" / "omnilab" / "dockerfiles"
     return source if source.is_dir() or not installed.is_dir() else installed
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 import redis as redis_lib
 
 from omnilab.errors import UsageError
-from omnilab.services.promotion import (
+from omnilab.services.promotable import (
     ItemPlan,
     ItemRecord,
     OnConflict,

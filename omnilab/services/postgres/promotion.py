@@ -26,8 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import UsageError
-from omnilab.services import postgres_checksum, postgres_copy
-from omnilab.services.postgres_tables import (
+from omnilab.services.postgres import checksum as postgres_checksum
+from omnilab.services.postgres import rows as postgres_copy
+from omnilab.services.postgres.tables import (
     Renamer,
     TableShape,
     create_statements,
@@ -37,7 +38,7 @@ from omnilab.services.postgres_tables import (
     read_shape,
     regclass_sql,
 )
-from omnilab.services.promotion import (
+from omnilab.services.promotable import (
     ItemPlan,
     ItemRecord,
     OnConflict,

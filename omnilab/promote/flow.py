@@ -27,7 +27,7 @@ from omnilab.promote.items import item_from_dict, other_production
 from omnilab.promote.models import PromotionResult
 from omnilab.promote.records import PromotionRecord, PromotionStore
 from omnilab.promote.recovery import reconcile
-from omnilab.services.promotion import (
+from omnilab.services.promotable import (
     ON_CONFLICT,
     ItemRecord,
     Progress,

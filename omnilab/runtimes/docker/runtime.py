@@ -3,7 +3,7 @@
 Containers are named ``<service>-exp-<short stack id>`` and answer on the stack's
 network under the seed's host names (``redis-exp``, ``postgres-exp``...). Ports are
 published on 127.0.0.1 only. Every container, network and volume carries labels
-(:mod:`omnilab.runtimes.labels`) that name its stack and owner: teardown, the reaper and
+(:mod:`omnilab.runtimes.docker.labels`) that name its stack and owner: teardown, the reaper and
 ``omnilab gc`` find them by label, so nothing depends on this process's memory.
 
 Data lives on a tmpfs (or, with ``OMNILAB_DOCKER_DATA=volume``, a named volume per
@@ -33,9 +33,9 @@ from omnilab.errors import (
     UsageError,
 )
 from omnilab.gpu import Gpu, decide, host_gpus
-from omnilab.images import catalog
-from omnilab.runtimes import engine, labels
 from omnilab.runtimes.base import RunningService, Runtime
+from omnilab.runtimes.docker import engine, labels
+from omnilab.runtimes.docker.images import recipes
 from omnilab.services.base import Credentials, Endpoint, Service
 
 if TYPE_CHECKING:
@@ -477,7 +477,7 @@ def resolve_image(
     the official pinned image; pulled when missing and a registry has it (only with a
     ``reporter``: that is, in ``prepare``). ServiceUnavailable when none can be had."""
     override = service.image_override()
-    built = catalog.for_service(service.name)
+    built = recipes.for_service(service.name)
     if override:
         candidates = [(override, f"OMNILAB_IMAGE_{service.name.upper()}")]
     else:
@@ -513,7 +513,7 @@ def resolve_image(
             f"engine, and {service.default_image} cannot be pulled ({problem}); run "
             f"`omnilab images build` to build {built.tag} from Debian packages, {fix}"
         )
-    why = catalog.NOT_BUILDABLE.get(service.name, "omnilab has no recipe for it")
+    why = recipes.NOT_BUILDABLE.get(service.name, "omnilab has no recipe for it")
     raise ServiceUnavailable(
         f"{service.name}: image {service.default_image} is not on this engine and cannot be "
         f"pulled ({problem}); `omnilab images build` cannot make it ({why}): copy it from a "

@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import UsageError
-from omnilab.services import qdrant_points as points
-from omnilab.services.promotion import (
+from omnilab.services.promotable import (
     ItemPlan,
     ItemRecord,
     OnConflict,
@@ -41,6 +40,7 @@ from omnilab.services.promotion import (
     PromotionFailed,
     Sum64,
 )
+from omnilab.services.qdrant import points
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -131,7 +131,7 @@ class QdrantPromoter(Promoter):
     @property
     def src(self) -> QdrantClient:
         if self._src is None:
-            from omnilab.services.qdrant import Qdrant
+            from omnilab.services.qdrant.service import Qdrant
 
             self._src = Qdrant().client(self.need_source())
         return self._src
