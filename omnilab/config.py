@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_QDRANT_URL = "http://localhost:6333"
@@ -59,9 +59,22 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("OMNILAB_TRACKING_URL"),
         description="Overrides POSTGRES_URL for the tracking store only.",
     )
-    runtime: Literal["auto", "local", "docker"] = Field(
-        default="auto", validation_alias="OMNILAB_RUNTIME"
+    runtime: str = Field(
+        default="auto",
+        validation_alias="OMNILAB_RUNTIME",
+        description="A runtime plug-in's name (local, docker...) or auto.",
     )
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        from omnilab import plugins
+
+        choices = ["auto", *plugins.names("runtime")]
+        if value not in choices:
+            raise ValueError(f"unknown runtime {value!r}: choose one of {', '.join(choices)}")
+        return value
+
     service_user: str = Field(
         default="nobody",
         validation_alias="OMNILAB_SERVICE_USER",
@@ -102,6 +115,17 @@ def get_settings(env_file: Path | None = None) -> Settings:
     Not cached: a notebook or a test that changes the environment between runs must see
     the change, and reading a few variables costs far less than starting a stack.
     """
-    if env_file is not None:
-        return Settings(_env_file=env_file)  # type: ignore[call-arg]
-    return Settings()
+    from pydantic import ValidationError
+
+    from omnilab.errors import UsageError
+
+    try:
+        if env_file is not None:
+            return Settings(_env_file=env_file)  # type: ignore[call-arg]
+        return Settings()
+    except ValidationError as exc:
+        # One line naming the variable, not pydantic's report (a usage error: exit 2).
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise UsageError(f"{where}: {message}") from None

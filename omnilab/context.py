@@ -53,6 +53,14 @@ class RunContext:
 
     # -- clients ----------------------------------------------------------------------
 
+    def __getattr__(self, name: str) -> Any:
+        """``ctx.<service>`` for every service of the run's stack, plug-ins' included (the
+        properties below only type omnilab's own)."""
+        stack = self.__dict__.get("stack")
+        if stack is not None and not name.startswith("_") and name in stack.services:
+            return stack.client(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @property
     def qdrant(self) -> Any:
         """``qdrant_client.QdrantClient`` for this run's Qdrant."""

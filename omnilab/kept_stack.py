@@ -70,12 +70,12 @@ class KeptStack:
 
     def spec(self, name: str) -> Service:
         """The service spec as the stack declared it (same database name, options...)."""
-        from omnilab.services import SERVICES
+        from omnilab.services import service_class
 
         if name not in self.services:
             have = ", ".join(self.services) or "none"
             raise UsageError(f"the kept stack at {self.path} has no {name} (it has {have})")
-        return SERVICES[name](**self.services[name].get("options", {}))
+        return service_class(name)(**self.services[name].get("options", {}))
 
     def credentials(self, name: str) -> Credentials:
         path = self.path / CREDENTIALS

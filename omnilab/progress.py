@@ -7,9 +7,10 @@ Runners and stacks report through a :class:`Reporter`; the CLI prints to stderr 
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from omnilab.tracking.metrics import MetricBuffer
@@ -22,6 +23,12 @@ class Reporter:
         self._stream = stream
         self.quiet = quiet
         self._lock = threading.Lock()
+
+    @classmethod
+    def wanted_here(cls) -> bool:
+        """Whether this process should report this way unless told otherwise (the
+        notebook panel: inside a Jupyter kernel). Lines are the fallback, never chosen."""
+        return False
 
     @property
     def stream(self) -> TextIO:
@@ -64,12 +71,37 @@ class QuietReporter(Reporter):
         super().__init__(quiet=True)
 
 
+#: Names the reporter plug-in every run and stack uses, whatever the process.
+REPORTER_VARIABLE = "OMNILAB_REPORTER"
+
+
 def default_reporter() -> Reporter:
-    """Live progress inside a Jupyter kernel, lines on stderr anywhere else."""
-    from omnilab.notebook.detect import in_jupyter_kernel
+    """The reporter for this process: the one ``OMNILAB_REPORTER`` names, else the first
+    ``reporter`` plug-in that wants it (the live panel inside a Jupyter kernel), else
+    lines on stderr.
 
-    if in_jupyter_kernel():
-        from omnilab.notebook.reporter import NotebookReporter
+    Reporters are plug-ins (:mod:`omnilab.plugins`) so that this module, at the bottom of
+    the layers, never imports the notebook code that subclasses it.
+    """
+    from omnilab import plugins
 
-        return NotebookReporter()
+    chosen = os.environ.get(REPORTER_VARIABLE)
+    if chosen:
+        return _reporter(plugins.load("reporter", chosen), chosen)
+    for name in plugins.names("reporter"):
+        try:
+            cls = plugins.load("reporter", name)
+        except plugins.PluginUnavailable:
+            continue
+        wanted = isinstance(cls, type) and issubclass(cls, Reporter) and cls.wanted_here()
+        if wanted and cls is not Reporter:
+            return _reporter(cls, name)
     return Reporter()
+
+
+def _reporter(cls: Any, name: str) -> Reporter:
+    from omnilab.errors import UsageError
+
+    if not (isinstance(cls, type) and issubclass(cls, Reporter)):
+        raise UsageError(f"the reporter plug-in {name!r} is not a Reporter subclass")
+    return cls() if cls is not Reporter else Reporter()

@@ -340,6 +340,14 @@ class Stack:
                 self._clients[name] = running.service.client(running.endpoint)
             return self._clients[name]
 
+    def __getattr__(self, name: str) -> Any:
+        """``stack.<service>`` for every service of the stack, plug-ins' included (the
+        properties below only type omnilab's own)."""
+        specs = self.__dict__.get("service_specs") or []
+        if not name.startswith("_") and any(s.name == name for s in specs):
+            return self.client(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @property
     def qdrant(self) -> Any:
         return self.client("qdrant")

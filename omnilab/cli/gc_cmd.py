@@ -35,7 +35,7 @@ def gc(
         )
         return
     if skipped:
-        render.err.print(f"docker objects not checked: {skipped}")
+        render.err.print(skipped)
     if not found:
         render.err.print("nothing to remove")
         return

@@ -57,10 +57,10 @@ def build(
 def ls(json_output: bool = typer.Option(False, "--json", help="JSON on stdout.")) -> None:
     """The images omnilab can build, and whether this engine has them."""
     from omnilab.runtimes.docker.engine import connect
-    from omnilab.runtimes.docker.images import CATALOG, status
+    from omnilab.runtimes.docker.images import catalog, status
 
     client = connect()
-    found = [status(client, spec) for spec in CATALOG.values()]
+    found = [status(client, spec) for spec in catalog().values()]
     if json_output:
         render.print_json([s.to_dict() for s in found])
         return

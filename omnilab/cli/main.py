@@ -64,12 +64,6 @@ class IsolationChoice(StrEnum):
     container = "container"
 
 
-class RuntimeChoice(StrEnum):
-    auto = "auto"
-    local = "local"
-    docker = "docker"
-
-
 def _version(value: bool) -> None:
     if value:
         from omnilab import __version__
@@ -102,7 +96,7 @@ def run_command(
         help="Set a parameter (repeatable). Values are validated by the experiment's Params; "
         "lists and dicts as JSON: -p sizes='[1,2,3]'.",
     ),
-    runtime: RuntimeChoice = typer.Option(
+    runtime: render.RuntimeChoice = typer.Option(
         None,
         "--runtime",
         "-r",
@@ -164,7 +158,7 @@ def run_command(
         result = run(
             target,
             values,
-            runtime=runtime.value if runtime else None,
+            runtime=str(runtime) if runtime else None,
             keep=keep,
             gpu=gpu,
             from_cli=True,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -198,3 +199,32 @@ def run_details(run: Run) -> None:
     if r.error:
         out.print("[red]error[/]")
         out.print(r.error.rstrip(), markup=False)
+
+
+# -- choices derived from the plug-in registry (never listed by hand) --------------------
+
+
+def _runtime_choice() -> type[StrEnum]:
+    from omnilab.runtimes import runtime_names
+
+    return StrEnum("RuntimeChoice", {name: name for name in runtime_names()})
+
+
+if TYPE_CHECKING:
+    RuntimeChoice = str
+else:
+    #: ``--runtime``'s choices: ``auto`` and every runtime plug-in's name.
+    RuntimeChoice = _runtime_choice()
+
+
+def service_names() -> list[str]:
+    from omnilab.services import service_names as names
+
+    return names()
+
+
+def default_stack() -> list[str]:
+    """What a bare ``omnilab stack up`` starts: services that say so."""
+    from omnilab.services import service_classes
+
+    return [name for name, cls in service_classes().items() if cls.in_default_stack]

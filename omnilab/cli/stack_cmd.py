@@ -25,30 +25,37 @@ def _find(ref: str):
     return matches[0]
 
 
+_SERVICES_HELP = (
+    f"Services to start: {', '.join(render.service_names())} "
+    f"(default: {' '.join(render.default_stack())})."
+)
+
+
 @app.command("up")
 def up(
     services: list[str] = typer.Argument(
         None,
         metavar="[SERVICE]...",
-        help="Services to start: qdrant, redis, postgres, ollama (default: qdrant redis postgres).",
+        help=_SERVICES_HELP,
     ),
-    runtime: str = typer.Option(None, "--runtime", "-r", help="auto, local or docker."),
+    runtime: render.RuntimeChoice = typer.Option(
+        None,
+        "--runtime",
+        "-r",
+        help="Where the stack runs (default: OMNILAB_RUNTIME or auto).",
+        show_default=False,
+    ),
     gpu: bool = typer.Option(None, "--gpu/--no-gpu", help="Require GPUs, or refuse them."),
 ) -> None:
     """Start a stack that stays up until `omnilab stack down ID`."""
-    from omnilab.errors import UsageError
-    from omnilab.services import SERVICES
+    from omnilab.services import service_class
     from omnilab.stack import Stack
 
-    names = services or ["qdrant", "redis", "postgres"]
-    unknown = [n for n in names if n not in SERVICES]
-    if unknown:
-        raise UsageError(
-            f"unknown service {unknown[0]!r}: choose from {', '.join(sorted(SERVICES))}"
-        )
+    names = services or render.default_stack()
+    classes = [service_class(n) for n in names]  # an unknown name: one line, exit 2
     stack = Stack(
-        *(SERVICES[n]() for n in names),
-        runtime=runtime,
+        *(cls() for cls in classes),
+        runtime=str(runtime) if runtime else None,
         keep=True,
         gpu="auto" if gpu is None else gpu,
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 import jinja2
 
-from omnilab.services import Ollama, Postgres, Qdrant, Redis
+from omnilab.services import service_classes
 from omnilab.services.base import Credentials, Endpoint, Service
 
 DEFAULT_PATH = Path("compose") / "docker-compose-experiments.yml"
@@ -34,7 +34,7 @@ GPU_TEMPLATE = "docker-compose-experiments.gpu.yml.j2"
 
 def secret_variable(service: Service) -> str:
     """The env file's variable holding ``service``'s secret (``REDIS_PASSWORD``...)."""
-    return "QDRANT_API_KEY" if service.name == "qdrant" else f"{service.name.upper()}_PASSWORD"
+    return service.secret_variable or f"{service.name.upper()}_PASSWORD"
 
 
 def port_variable(service: Service, role: str) -> str:
@@ -107,7 +107,7 @@ def _network_env(services: list[Service]) -> dict[str, str]:
 
 
 def _workers(services: list[Service], gpu: bool) -> list[dict[str, Any]]:
-    from omnilab.runtimes.docker.images.recipes import CATALOG
+    from omnilab.runtimes.docker.images.recipes import CODEGEN, EXPERIMENTS
 
     env = _network_env(services)
     depends = [s.alias for s in services]
@@ -115,7 +115,7 @@ def _workers(services: list[Service], gpu: bool) -> list[dict[str, Any]]:
         {
             "name": "omnimind-experiments",
             "profile": "experiments",
-            "image": f"${{OMNILAB_IMAGE_EXPERIMENTS:-{CATALOG['experiments'].tag}}}",
+            "image": f"${{OMNILAB_IMAGE_EXPERIMENTS:-{EXPERIMENTS.tag}}}",
             "environment": env,
             "volumes": ["../experiments:/app/experiments:ro", "../runs:/app/runs"],
             "depends_on": depends,
@@ -124,7 +124,7 @@ def _workers(services: list[Service], gpu: bool) -> list[dict[str, Any]]:
         {
             "name": "omnimind-code-gen",
             "profile": "codegen",
-            "image": f"${{OMNILAB_IMAGE_SANDBOX:-{CATALOG['codegen'].tag}}}",
+            "image": f"${{OMNILAB_IMAGE_SANDBOX:-{CODEGEN.tag}}}",
             "environment": env,
             "volumes": ["../generated-code:/app/generated-code"],
             "depends_on": depends,
@@ -134,10 +134,10 @@ def _workers(services: list[Service], gpu: bool) -> list[dict[str, Any]]:
 
 
 def services_for(target: str | None) -> tuple[list[Service], bool, str | None]:
-    """The services of the experiment ``FILE[:Class]``, or all four; whether its code
+    """The services of the experiment ``FILE[:Class]``, or every registered one; whether its code
     may take GPUs (``gpu`` not False); and where they come from."""
     if not target:
-        return [Qdrant(), Redis(), Postgres(), Ollama()], True, None
+        return [cls() for cls in service_classes().values()], True, None
     from omnilab.loader import load
 
     loaded = load(target)

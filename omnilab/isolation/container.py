@@ -39,9 +39,9 @@ FOLLOW_INTERVAL = 0.05
 
 def image_tag() -> str:
     """``OMNILAB_IMAGE_EXPERIMENTS``, else the catalog's experiments image."""
-    from omnilab.runtimes.docker.images.recipes import CATALOG
+    from omnilab.runtimes.docker.images.recipes import EXPERIMENTS
 
-    return os.environ.get("OMNILAB_IMAGE_EXPERIMENTS") or CATALOG["experiments"].tag
+    return os.environ.get("OMNILAB_IMAGE_EXPERIMENTS") or EXPERIMENTS.tag
 
 
 def container_name(stack_id: str) -> str:
@@ -109,9 +109,9 @@ class ContainerIsolation:
             # The start message and the result file are omnilab's own format on both
             # sides: an image with another omnilab than the host's is refused.
             from omnilab.runtimes.docker.images import builder
-            from omnilab.runtimes.docker.images.recipes import CATALOG
+            from omnilab.runtimes.docker.images.recipes import EXPERIMENTS
 
-            stale = builder.status(client, CATALOG["experiments"]).stale
+            stale = builder.status(client, EXPERIMENTS).stale
             if stale:
                 raise UsageError(
                     f"isolation='container': image {tag} is out of date ({stale}); run "

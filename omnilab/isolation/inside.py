@@ -28,7 +28,7 @@ class NetworkStack:
     credentials (from the start message)."""
 
     def __init__(self, run_id: str, services: dict[str, dict[str, Any]], env: dict[str, str]):
-        from omnilab.services import SERVICES
+        from omnilab.services import service_class
         from omnilab.services.base import Credentials, Endpoint
 
         self.id = run_id
@@ -37,7 +37,7 @@ class NetworkStack:
         self._specs = {}
         self._endpoints = {}
         for name, info in services.items():
-            spec = SERVICES[name](**info.get("options", {}))
+            spec = service_class(name)(**info.get("options", {}))
             self._specs[name] = spec
             self._endpoints[name] = Endpoint(
                 service=name,

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from omnilab.notebook.detect import in_jupyter_kernel
 from omnilab.notebook.html import CSS, STATUS_COLORS, esc, seconds
 from omnilab.progress import Reporter
 
@@ -46,6 +47,10 @@ def _shell() -> Any:
 
 class NotebookReporter(Reporter):
     """Shows a run's or a stack's progress as one display that updates itself."""
+
+    @classmethod
+    def wanted_here(cls) -> bool:
+        return in_jupyter_kernel()
 
     def __init__(self, *, interval: float = 0.5) -> None:
         super().__init__()

@@ -44,9 +44,14 @@ if TYPE_CHECKING:
     from omnilab.tracking.records import RunRecord
     from omnilab.tracking.run import Run
 
-#: Switch order: the switch most likely to wait or fail (a PostgreSQL lock) goes first,
-#: so a failure there has nothing to switch back.
-SWITCH_ORDER = {"postgres": 0, "qdrant": 1, "redis": 2}
+
+def _switch_order(item: ItemRecord) -> int:
+    """Each service class says where its switch goes (``Service.switch_order``): the one
+    most likely to wait or fail (a PostgreSQL lock) first, so that a failure there has
+    nothing to switch back."""
+    from omnilab.services import service_class
+
+    return service_class(item.plan.service).switch_order
 
 
 class Interrupted(BaseException):
@@ -242,7 +247,7 @@ class _Promotion:
             with _sigterm_interrupts():
                 for item, promoter in active:
                     self._stage(record, item, promoter)
-                order = sorted(active, key=lambda rp: SWITCH_ORDER.get(rp[0].plan.service, 9))
+                order = sorted(active, key=lambda rp: _switch_order(rp[0]))
                 for item, promoter in order:
                     item.state = "switching"
                     self.promotions.save(record)

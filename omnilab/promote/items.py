@@ -4,29 +4,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from omnilab import plugins
 from omnilab.errors import UsageError
-from omnilab.services.postgres.promotion import PostgresTable
 from omnilab.services.promotable import ItemRecord, Promotable
-from omnilab.services.qdrant.promotion import QdrantCollection
-from omnilab.services.redis.promotion import RedisKeys
 
 if TYPE_CHECKING:
     from omnilab.config import Settings
 
-#: Kind -> class; a new service's promotion module adds its class here.
-PROMOTABLES: dict[str, type[Promotable]] = {
-    cls.kind: cls for cls in (QdrantCollection, RedisKeys, PostgresTable)
-}
+
+def promotable_class(kind: str) -> type[Promotable]:
+    """The class of a promotable kind (a ``promotable`` plug-in named by its ``kind``)."""
+    if kind not in plugins.names("promotable"):
+        raise UsageError(f"unknown promotable kind {kind!r} in the run record")
+    cls = plugins.load("promotable", kind)
+    if not (isinstance(cls, type) and issubclass(cls, Promotable)):
+        raise UsageError(f"the promotable plug-in {kind!r} is not a Promotable subclass")
+    return cls
 
 
 def item_from_dict(data: dict[str, Any]) -> Promotable:
     """The declaration recorded with a run (``to_dict()``), as an object again."""
     options = dict(data)
     kind = options.pop("kind", None)
-    cls = PROMOTABLES.get(str(kind))
-    if cls is None:
-        raise UsageError(f"unknown promotable kind {kind!r} in the run record")
-    return cls(**options)
+    return promotable_class(str(kind))(**options)
 
 
 def other_production(items: list[ItemRecord], settings: Settings) -> list[str]:

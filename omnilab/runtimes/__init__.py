@@ -1,67 +1,108 @@
-"""Runtimes: where a stack's services run (local processes, Docker containers)."""
+"""Runtimes: where a stack's services run. One folder per runtime (``runtimes/local/``,
+``runtimes/docker/``); which runtimes exist is the plug-in registry's business
+(:mod:`omnilab.plugins`), so names in settings, CLI choices, ``doctor``, ``gc`` and
+messages all come from :func:`runtime_names`.
+"""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from omnilab.errors import RuntimeUnavailable, UsageError
-from omnilab.runtimes.base import RunningService, Runtime
-from omnilab.runtimes.local.runtime import LocalRuntime
+from omnilab import plugins
+from omnilab.errors import OmnilabError, RuntimeUnavailable, UsageError
+from omnilab.runtimes.base import Leftover, RunningService, Runtime
 
 if TYPE_CHECKING:
     from omnilab.config import Settings
     from omnilab.progress import Reporter
     from omnilab.services.base import Service
 
-RuntimeName = Literal["auto", "local", "docker"]
-RUNTIME_NAMES: tuple[str, ...] = ("auto", "local", "docker")
+#: Not a runtime: "the first available runtime, by preference".
+AUTO = "auto"
+
+
+def runtime_names(*, auto: bool = True) -> list[str]:
+    """Names a user may choose (``auto`` first), without importing any runtime."""
+    return ([AUTO] if auto else []) + plugins.names("runtime")
+
+
+def check_runtime_name(name: str) -> str:
+    """``name`` if it is a runtime (or ``auto``), else a usage error listing the choices."""
+    if name not in runtime_names():
+        raise UsageError(f"unknown runtime {name!r}: choose one of {', '.join(runtime_names())}")
+    return name
 
 
 def runtime_class(name: str) -> type[Runtime] | None:
-    """The class of a named runtime; None when this installation does not have it."""
-    if name == "local":
-        return LocalRuntime
-    if name == "docker":
-        try:
-            module = importlib.import_module("omnilab.runtimes.docker.runtime")
-        except ImportError:
-            return None
-        return module.DockerRuntime  # type: ignore[no-any-return]
-    raise UsageError(f"unknown runtime {name!r}: choose one of auto, local, docker")
+    """The class of a named runtime; None when this installation cannot import it."""
+    check_runtime_name(name)
+    try:
+        cls = plugins.load("runtime", name)
+    except plugins.PluginUnavailable:
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, Runtime)):
+        raise OmnilabError(f"the runtime plug-in {name!r} is not a Runtime subclass: {cls!r}")
+    return cls
+
+
+def runtime_classes() -> dict[str, type[Runtime]]:
+    """Every runtime that imports here, by name."""
+    found = {}
+    for name in runtime_names(auto=False):
+        cls = runtime_class(name)
+        if cls is not None:
+            found[name] = cls
+    return found
 
 
 def select_runtime(
     requested: str, settings: Settings, reporter: Reporter, services: Sequence[Service]
 ) -> Runtime:
-    """Pick the runtime for ``services`` and say which in one line."""
-    if requested not in RUNTIME_NAMES:
-        raise UsageError(f"unknown runtime {requested!r}: choose one of auto, local, docker")
-    if requested == "local":
-        reporter.note("runtime: local")
-        return LocalRuntime(settings, reporter)
-    docker = runtime_class("docker")
-    reason = (
-        "not available in this installation"
-        if docker is None
-        else (docker.unavailable_reason(settings, services))
+    """Pick the runtime for ``services`` and say which in one line.
+
+    ``auto`` tries the runtimes by their ``auto_preference`` (lowest first) and takes the
+    first that can run ``services`` here; the line says why the preferred ones could not.
+    """
+    check_runtime_name(requested)
+    if requested != AUTO:
+        cls = runtime_class(requested)
+        reason = (
+            "not available in this installation"
+            if cls is None
+            else cls.unavailable_reason(settings, services)
+        )
+        if cls is None or reason is not None:
+            raise RuntimeUnavailable(f"--runtime {requested}: {reason}")
+        reporter.note(f"runtime: {requested}")
+        return cls(settings, reporter)
+    passed: list[str] = []
+    candidates = sorted(
+        ((name, runtime_class(name)) for name in runtime_names(auto=False)),
+        key=lambda item: item[1].auto_preference if item[1] is not None else 1_000_000,
     )
-    if docker is not None and reason is None:
-        reporter.note("runtime: docker")
-        return docker(settings, reporter)
-    if requested == "docker":
-        raise RuntimeUnavailable(f"--runtime docker: {reason}")
-    reporter.note(f"runtime: local (docker: {reason})")
-    return LocalRuntime(settings, reporter)
+    for name, cls in candidates:
+        reason = (
+            "not available in this installation"
+            if cls is None
+            else cls.unavailable_reason(settings, services)
+        )
+        if cls is not None and reason is None:
+            why = f" ({'; '.join(passed)})" if passed else ""
+            reporter.note(f"runtime: {name}{why}")
+            return cls(settings, reporter)
+        passed.append(f"{name}: {reason}")
+    raise RuntimeUnavailable(f"no runtime can run this stack here: {'; '.join(passed)}")
 
 
 __all__ = [
-    "RUNTIME_NAMES",
-    "LocalRuntime",
+    "AUTO",
+    "Leftover",
     "RunningService",
     "Runtime",
-    "RuntimeName",
+    "check_runtime_name",
     "runtime_class",
+    "runtime_classes",
+    "runtime_names",
     "select_runtime",
 ]

@@ -21,6 +21,7 @@ from omnilab.runtimes import ports as port_alloc
 from omnilab.services.base import Credentials, Endpoint, Service
 
 if TYPE_CHECKING:
+    from omnilab.checks import Check
     from omnilab.config import Settings
     from omnilab.experiment import GpuPolicy
     from omnilab.gpu import Gpu
@@ -64,12 +65,47 @@ class PortTaken(Exception):
     """The server could not bind its port: someone took it after allocation."""
 
 
+@dataclass
+class Leftover:
+    """Something a stack whose owner is gone left behind, for ``omnilab gc``."""
+
+    kind: str  # "stack", or the runtime's own kinds: "container", "network", "volume"
+    name: str
+    stack: str | None
+    why: str
+    removed: bool = False
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
 class Runtime(ABC):
-    """Runs the services of stacks. Subclasses: ``LocalRuntime``, ``DockerRuntime``."""
+    """Runs the services of stacks. Subclasses: ``LocalRuntime``, ``DockerRuntime``, and
+    any registered as a ``runtime`` plug-in (:mod:`omnilab.plugins`)."""
 
     name: ClassVar[str]
     #: Longest pause between two readiness probes of a starting service.
     poll_max: ClassVar[float] = 0.25
+    #: ``--runtime auto`` tries runtimes from the lowest preference up and takes the
+    #: first that can run the stack here.
+    auto_preference: ClassVar[int] = 100
+
+    # -- what this machine offers (omnilab doctor, omnilab gc) -------------------------
+
+    @classmethod
+    def doctor_checks(cls, settings: Settings) -> list[Check]:
+        """``omnilab doctor``'s lines about this runtime on this machine."""
+        return []
+
+    @classmethod
+    def collect_leftovers(
+        cls, settings: Settings, *, dry_run: bool
+    ) -> tuple[list[Leftover], str | None]:
+        """What this runtime's stacks left behind outside their state files (containers,
+        networks...), removed unless ``dry_run``; the second value says why the search
+        was skipped (an engine that is down), if it was. State files are ``gc``'s own."""
+        return [], None
 
     def __init__(self, settings: Settings, reporter: Reporter) -> None:
         self.settings = settings

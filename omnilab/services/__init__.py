@@ -1,5 +1,15 @@
-"""Service specs: one module per service, each with everything particular to it."""
+"""Services: one folder per service (``services/redis/``...), each with everything
+particular to it (spec, readiness, client, promotion, scripts).
 
+Which services exist is the plug-in registry's business (:mod:`omnilab.plugins`): use
+:func:`service_class` and :func:`service_names`, never a list written here, so that a
+third party's service is found the same way as omnilab's own.
+"""
+
+from __future__ import annotations
+
+from omnilab import plugins
+from omnilab.errors import OmnilabError
 from omnilab.services.base import (
     ContainerPlan,
     Credentials,
@@ -9,16 +19,36 @@ from omnilab.services.base import (
     ProcessPlan,
     Service,
 )
-from omnilab.services.ollama.service import Ollama
-from omnilab.services.postgres.service import Postgres
-from omnilab.services.qdrant.service import Qdrant
-from omnilab.services.redis.service import Redis
+from omnilab.services.ollama import Ollama
+from omnilab.services.postgres import Postgres
+from omnilab.services.qdrant import Qdrant
+from omnilab.services.redis import Redis
 
-#: Service classes by name, for the CLI (`omnilab stack up redis postgres`) and the API.
-SERVICES: dict[str, type[Service]] = {cls.name: cls for cls in (Qdrant, Redis, Postgres, Ollama)}
+
+def service_names() -> list[str]:
+    """Every service's name (omnilab's and plug-ins'), imports nothing."""
+    return plugins.names("service")
+
+
+def service_class(name: str) -> type[Service]:
+    """The class of the service called ``name``: a usage error naming the choices when
+    there is none, an error naming the missing library when it cannot be imported."""
+    cls = plugins.load("service", name)
+    if not (isinstance(cls, type) and issubclass(cls, Service)):
+        raise OmnilabError(f"the service plug-in {name!r} is not a Service subclass: {cls!r}")
+    return cls
+
+
+def service_classes() -> dict[str, type[Service]]:
+    """Every service that can be imported here, by name."""
+    return {
+        name: cls
+        for name, cls in plugins.available("service").items()
+        if isinstance(cls, type) and issubclass(cls, Service)
+    }
+
 
 __all__ = [
-    "SERVICES",
     "ContainerPlan",
     "Credentials",
     "Endpoint",
@@ -30,4 +60,7 @@ __all__ = [
     "Qdrant",
     "Redis",
     "Service",
+    "service_class",
+    "service_classes",
+    "service_names",
 ]

@@ -124,6 +124,21 @@ class ContainerPlan:
     takes_gpu: bool = False
 
 
+#: The Debian release omnilab's own images are built from (``omnilab images build``).
+DEBIAN_SUITE = "bookworm"
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image omnilab builds for a service on its Debian base, with no registry."""
+
+    #: Pinned tag, never ``latest``: ``omnilab/redis:7.0-bookworm``.
+    tag: str
+    description: str
+    #: The recipe's folder under ``dockerfiles/``.
+    context: str
+
+
 class Service(ABC):
     """A service an experiment can ask for: one subclass per kind of server."""
 
@@ -143,6 +158,22 @@ class Service(ABC):
     takes_gpu: ClassVar[bool] = False
     #: Environment variable names this service exports for clients, URL first.
     env_names: ClassVar[tuple[str, ...]] = ()
+    #: The variable that holds this service's secret where one is handed around by name
+    #: (the compose file's env file): ``REDIS_PASSWORD``... None: no secret.
+    secret_variable: ClassVar[str | None] = None
+    #: Where a promotion switches this service's items among the others': lower first.
+    #: PostgreSQL first (its switch is transactional and the likeliest to fail), Redis
+    #: last (readers of cached values are the most tolerant of a moment's mix).
+    switch_order: ClassVar[int] = 50
+    #: The image ``omnilab images build`` makes for this service from Debian packages,
+    #: or None; then :attr:`unbuildable_reason` says why (shown to the user).
+    built_image: ClassVar[BuiltImage | None] = None
+    unbuildable_reason: ClassVar[str] = "omnilab has no recipe for its image"
+    #: A stack can do without it on the local runtime (``omnilab doctor`` warns instead of
+    #: reporting a problem when it is missing).
+    optional_locally: ClassVar[bool] = False
+    #: Started by a bare ``omnilab stack up`` (no service named).
+    in_default_stack: ClassVar[bool] = False
 
     def __init__(self, *, image: str | None = None) -> None:
         self._image = image
@@ -230,6 +261,49 @@ class Service(ABC):
     def server_version(self, endpoint: Endpoint) -> str | None:
         """The running server's version, recorded with each run; None when unknown."""
         return None
+
+    # -- production (omnilab doctor, promotion) --------------------------------------
+
+    @classmethod
+    def production_url(cls, settings: Settings) -> str | None:
+        """Where production's server of this kind is (from the settings), or None when
+        omnilab knows of none."""
+        return None
+
+    @classmethod
+    def production_problem(cls, settings: Settings) -> str | None:
+        """Why production's server does not answer, or None when it does. The default
+        connects to its TCP port; services that can say more (an HTTP health path, a
+        ping) do."""
+        url = cls.production_url(settings)
+        if url is None:
+            return None
+        return tcp_problem(url, next(iter(cls.production_ports.values()), 0))
+
+
+def tcp_problem(url: str, default_port: int) -> str | None:
+    """Why nothing accepts a connection at ``url``'s host and port, or None."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "localhost", parts.port or default_port
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
+def http_problem(url: str, path: str, headers: dict[str, str] | None = None) -> str | None:
+    """Why ``url`` + ``path`` gives no HTTP answer (any status counts), or None."""
+    import httpx
+
+    try:
+        httpx.get(url.rstrip("/") + path, headers=headers or {}, timeout=3)
+    except httpx.HTTPError as exc:
+        return str(exc) or type(exc).__name__
+    return None
 
 
 def mask(secret: str | None) -> str:

@@ -106,7 +106,7 @@ class Promotable(ABC):
     unit: ClassVar[str]
     #: How the item is named for people: "qdrant collection".
     noun: ClassVar[str]
-    #: Does the work; each service module sets it below its Promoter subclass.
+    #: Does the work: the service's Promoter subclass, defined above its Promotable.
     promoter_class: ClassVar[type[Promoter]]
 
     def __init__(self, name: str, *, target: str | None = None) -> None:

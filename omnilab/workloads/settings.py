@@ -12,9 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _codegen_image() -> str:
-    from omnilab.runtimes.docker.images.recipes import CATALOG
+    from omnilab.runtimes.docker.images.recipes import CODEGEN
 
-    return CATALOG["codegen"].tag
+    return CODEGEN.tag
 
 
 class WorkloadSettings(BaseSettings):

@@ -33,7 +33,7 @@ from omnilab.errors import (
     UsageError,
 )
 from omnilab.gpu import Gpu, decide, host_gpus
-from omnilab.runtimes.base import RunningService, Runtime
+from omnilab.runtimes.base import Leftover, RunningService, Runtime
 from omnilab.runtimes.docker import engine, labels
 from omnilab.runtimes.docker.images import recipes
 from omnilab.services.base import Credentials, Endpoint, Service
@@ -41,6 +41,7 @@ from omnilab.services.base import Credentials, Endpoint, Service
 if TYPE_CHECKING:
     import docker
 
+    from omnilab.checks import Check
     from omnilab.config import Settings
     from omnilab.progress import Reporter
     from omnilab.runtimes.state import StackState
@@ -100,6 +101,8 @@ def network_env(services: Mapping[str, RunningService]) -> dict[str, str]:
 
 class DockerRuntime(Runtime):
     name: ClassVar[str] = "docker"
+    #: ``auto`` prefers Docker wherever an engine answers and the images are there.
+    auto_preference: ClassVar[int] = 10
     #: A probe from the host costs a failed connection to the published port (about a
     #: millisecond); polling often saves up to a quarter second per start.
     poll_max: ClassVar[float] = 0.05
@@ -114,6 +117,20 @@ class DockerRuntime(Runtime):
         return engine.connect()
 
     # -- decided before anything starts ----------------------------------------------
+
+    @classmethod
+    def doctor_checks(cls, settings: Settings) -> list[Check]:
+        from omnilab.runtimes.docker import doctor
+
+        return doctor.checks(settings)
+
+    @classmethod
+    def collect_leftovers(
+        cls, settings: Settings, *, dry_run: bool
+    ) -> tuple[list[Leftover], str | None]:
+        from omnilab.runtimes.docker import leftovers
+
+        return leftovers.collect(dry_run=dry_run)
 
     @classmethod
     def unavailable_reason(cls, settings: Settings, services: Sequence[Service]) -> str | None:
@@ -513,7 +530,7 @@ def resolve_image(
             f"engine, and {service.default_image} cannot be pulled ({problem}); run "
             f"`omnilab images build` to build {built.tag} from Debian packages, {fix}"
         )
-    why = recipes.NOT_BUILDABLE.get(service.name, "omnilab has no recipe for it")
+    why = type(service).unbuildable_reason
     raise ServiceUnavailable(
         f"{service.name}: image {service.default_image} is not on this engine and cannot be "
         f"pulled ({problem}); `omnilab images build` cannot make it ({why}): copy it from a "

@@ -16,14 +16,18 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from omnilab.errors import StackStartError
+from omnilab.checks import Check, Status
+from omnilab.errors import OmnilabError, StackStartError
 from omnilab.gpu import Gpu, decide, host_gpus
 from omnilab.runtimes.base import Runtime
 from omnilab.runtimes.state import StackState
 from omnilab.services.base import Credentials, Endpoint, LaunchInfo, LocalRecipe, Service
 from omnilab.unprivileged import chown_tree, grant_traverse, service_ids
+
+if TYPE_CHECKING:
+    from omnilab.config import Settings
 
 #: Seconds a server gets to stop after its stop signal before it is killed.
 STOP_GRACE = 10.0
@@ -85,10 +89,27 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 class LocalRuntime(Runtime):
     name: ClassVar[str] = "local"
+    #: The fallback of ``auto``: always possible where the binaries (or wheels) are.
+    auto_preference: ClassVar[int] = 100
 
     @classmethod
     def unavailable_reason(cls, settings: Any, services: Sequence[Service]) -> str | None:
         return None  # always possible; individual services may still be unavailable
+
+    @classmethod
+    def doctor_checks(cls, settings: Settings) -> list[Check]:
+        """One line per service: the binary (and version) a local stack would run."""
+        from omnilab.services import service_classes
+
+        checks = []
+        for name, service_cls in service_classes().items():
+            try:
+                recipe = service_cls().local_recipe(settings)
+                checks.append(Check(f"local {name}", "ok", recipe.source))
+            except OmnilabError as exc:
+                status: Status = "warn" if service_cls.optional_locally else "problem"
+                checks.append(Check(f"local {name}", status, str(exc).removeprefix(f"{name}: ")))
+        return checks
 
     def prepare(self, services: Sequence[Service]) -> dict[str, LocalRecipe]:
         return {s.name: s.local_recipe(self.settings) for s in services}

@@ -22,6 +22,8 @@ from omnilab.services.base import (
     LocalRecipe,
     ProcessPlan,
     Service,
+    http_problem,
+    tcp_problem,
 )
 from omnilab.services.binaries import version_line, which
 
@@ -45,6 +47,8 @@ class Ollama(Service):
     default_image: ClassVar[str] = "ollama/ollama:0.6.2"
     takes_gpu: ClassVar[bool] = True
     env_names: ClassVar[tuple[str, ...]] = ("OLLAMA_BASE_URL",)
+    unbuildable_reason: ClassVar[str] = "no Debian package provides Ollama"
+    optional_locally: ClassVar[bool] = True
 
     def __init__(self, *, model: str | None = None, image: str | None = None) -> None:
         super().__init__(image=image)
@@ -146,3 +150,12 @@ class Ollama(Service):
 
         body = httpx.get(f"{self.url(endpoint)}/api/version", timeout=2).json()
         return f"ollama {body.get('version', '?')}"
+
+    @classmethod
+    def production_url(cls, settings: Settings) -> str | None:
+        return settings.production_ollama_url
+
+    @classmethod
+    def production_problem(cls, settings: Settings) -> str | None:
+        url = settings.production_ollama_url
+        return tcp_problem(url, cls.production_ports["http"]) or http_problem(url, "/api/version")

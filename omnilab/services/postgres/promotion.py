@@ -79,47 +79,6 @@ def masked_dsn(dsn: str) -> str:
     return make_conninfo(**parts)  # type: ignore[arg-type]
 
 
-class PostgresTable(Promotable):
-    """A table: its schema (columns, defaults, constraints, indexes) and its rows.
-
-    ``PostgresTable("scores")`` is ``public.scores`` on both sides; ``target=`` renames
-    it (``PostgresTable("scores", target="analytics.scores")``).
-    """
-
-    service: ClassVar[str] = "postgres"
-    kind: ClassVar[str] = "postgres_table"
-    unit: ClassVar[str] = "rows"
-    noun: ClassVar[str] = "postgres table"
-
-    def __init__(self, name: str, *, target: str | None = None) -> None:
-        super().__init__(name, target=target)
-        for value in (self.name, self.target):
-            schema, table = split_name(value)
-            if not table or schema.startswith("omnilab_") or schema == "omnilab":
-                raise UsageError(f"PostgresTable({value!r}): not a usable table name")
-        # "scores" and "public.scores" are the same table.
-        if "." not in self.target:
-            self.target = f"{split_name(self.name)[0]}.{self.target}"
-
-    @property
-    def qualified_name(self) -> str:
-        return ".".join(split_name(self.name))
-
-    @property
-    def label(self) -> str:
-        arrow = f" -> {self.target}" if self.target != self.qualified_name else ""
-        return f"{self.noun} {self.name}{arrow}"
-
-    def options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"name": self.name}
-        if self.target != self.qualified_name:
-            options["target"] = self.target
-        return options
-
-    def production_url(self, settings: Settings) -> str:
-        return masked_dsn(settings.production_postgres_url)
-
-
 class PostgresPromoter(Promoter):
     item: PostgresTable
 
@@ -659,4 +618,43 @@ class PostgresPromoter(Promoter):
         )
 
 
-PostgresTable.promoter_class = PostgresPromoter
+class PostgresTable(Promotable):
+    """A table: its schema (columns, defaults, constraints, indexes) and its rows.
+
+    ``PostgresTable("scores")`` is ``public.scores`` on both sides; ``target=`` renames
+    it (``PostgresTable("scores", target="analytics.scores")``).
+    """
+
+    service: ClassVar[str] = "postgres"
+    kind: ClassVar[str] = "postgres_table"
+    promoter_class: ClassVar[type[Promoter]] = PostgresPromoter
+    unit: ClassVar[str] = "rows"
+    noun: ClassVar[str] = "postgres table"
+
+    def __init__(self, name: str, *, target: str | None = None) -> None:
+        super().__init__(name, target=target)
+        for value in (self.name, self.target):
+            schema, table = split_name(value)
+            if not table or schema.startswith("omnilab_") or schema == "omnilab":
+                raise UsageError(f"PostgresTable({value!r}): not a usable table name")
+        # "scores" and "public.scores" are the same table.
+        if "." not in self.target:
+            self.target = f"{split_name(self.name)[0]}.{self.target}"
+
+    @property
+    def qualified_name(self) -> str:
+        return ".".join(split_name(self.name))
+
+    @property
+    def label(self) -> str:
+        arrow = f" -> {self.target}" if self.target != self.qualified_name else ""
+        return f"{self.noun} {self.name}{arrow}"
+
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"name": self.name}
+        if self.target != self.qualified_name:
+            options["target"] = self.target
+        return options
+
+    def production_url(self, settings: Settings) -> str:
+        return masked_dsn(settings.production_postgres_url)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from omnilab.errors import ServiceUnavailable
 from omnilab.services.base import (
+    DEBIAN_SUITE,
+    BuiltImage,
     ContainerPlan,
     Credentials,
     Endpoint,
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from omnilab.config import Settings
+
 
 #: Settings for throwaway experiment data: no fsync, no full-page writes. A crash of the
 #: machine may lose a stack's data; a stack is never the only copy of anything.
@@ -132,6 +135,14 @@ class Postgres(Service):
     production_ports: ClassVar[dict[str, int]] = {"postgres": 5432}
     default_image: ClassVar[str] = "postgres:17.4"
     env_names: ClassVar[tuple[str, ...]] = ("POSTGRES_URL",)
+    secret_variable: ClassVar[str | None] = "POSTGRES_PASSWORD"
+    in_default_stack: ClassVar[bool] = True
+    switch_order: ClassVar[int] = 10
+    built_image: ClassVar[BuiltImage | None] = BuiltImage(
+        tag=f"omnilab/postgres:15-{DEBIAN_SUITE}",
+        description="PostgreSQL 15 (Debian's postgresql-15), the official image's interface",
+        context="postgres",
+    )
 
     def __init__(
         self,
@@ -270,3 +281,7 @@ class Postgres(Service):
         with psycopg.connect(self.conninfo(endpoint), connect_timeout=2) as conn:
             row = conn.execute("SHOW server_version").fetchone()
         return f"postgres {row[0].split()[0]}" if row else None
+
+    @classmethod
+    def production_url(cls, settings: Settings) -> str | None:
+        return settings.production_postgres_url

@@ -77,32 +77,6 @@ def _is_local(client: QdrantClient) -> bool:
     return isinstance(getattr(client, "_client", None), QdrantLocal)
 
 
-class QdrantCollection(Promotable):
-    """A collection's points (ids, vectors, payloads), configuration and payload indexes.
-
-    ``target=`` gives it another name in production.
-    """
-
-    service: ClassVar[str] = "qdrant"
-    kind: ClassVar[str] = "qdrant_collection"
-    unit: ClassVar[str] = "points"
-    noun: ClassVar[str] = "qdrant collection"
-
-    def __init__(self, name: str, *, target: str | None = None) -> None:
-        super().__init__(name, target=target)
-        if MARK in self.name or MARK in self.target:
-            raise UsageError(f"QdrantCollection: names containing {MARK!r} are omnilab's own")
-
-    def options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"name": self.name}
-        if self.target != self.name:
-            options["target"] = self.target
-        return options
-
-    def production_url(self, settings: Settings) -> str:
-        return settings.qdrant_url
-
-
 class QdrantPromoter(Promoter):
     item: QdrantCollection
 
@@ -470,4 +444,28 @@ def _dimensions(params: Any) -> dict[str, int]:
     return {"": vectors.size}
 
 
-QdrantCollection.promoter_class = QdrantPromoter
+class QdrantCollection(Promotable):
+    """A collection's points (ids, vectors, payloads), configuration and payload indexes.
+
+    ``target=`` gives it another name in production.
+    """
+
+    service: ClassVar[str] = "qdrant"
+    kind: ClassVar[str] = "qdrant_collection"
+    promoter_class: ClassVar[type[Promoter]] = QdrantPromoter
+    unit: ClassVar[str] = "points"
+    noun: ClassVar[str] = "qdrant collection"
+
+    def __init__(self, name: str, *, target: str | None = None) -> None:
+        super().__init__(name, target=target)
+        if MARK in self.name or MARK in self.target:
+            raise UsageError(f"QdrantCollection: names containing {MARK!r} are omnilab's own")
+
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"name": self.name}
+        if self.target != self.name:
+            options["target"] = self.target
+        return options
+
+    def production_url(self, settings: Settings) -> str:
+        return settings.qdrant_url

@@ -20,6 +20,8 @@ from omnilab.services.base import (
     LocalRecipe,
     ProcessPlan,
     Service,
+    http_problem,
+    tcp_problem,
 )
 from omnilab.services.binaries import version_line, which
 
@@ -46,6 +48,11 @@ class Qdrant(Service):
     production_ports: ClassVar[dict[str, int]] = {"http": 6333, "grpc": 6334}
     default_image: ClassVar[str] = "qdrant/qdrant:v1.13.4"
     env_names: ClassVar[tuple[str, ...]] = ("QDRANT_URL", "QDRANT_API_KEY")
+    secret_variable: ClassVar[str | None] = "QDRANT_API_KEY"
+    in_default_stack: ClassVar[bool] = True
+    switch_order: ClassVar[int] = 20
+    unbuildable_reason: ClassVar[str] = "no Debian package provides Qdrant"
+    optional_locally: ClassVar[bool] = True
 
     def __init__(self, *, image: str | None = None, embedded: bool | None = None) -> None:
         """``embedded=True`` forces qdrant-client local mode, ``False`` requires a server."""
@@ -159,3 +166,13 @@ class Qdrant(Service):
         headers = {"api-key": endpoint.credentials.password or ""}
         body = httpx.get(self._base_url(endpoint), headers=headers, timeout=2).json()
         return f"qdrant {body.get('version', '?')}"
+
+    @classmethod
+    def production_url(cls, settings: Settings) -> str | None:
+        return settings.qdrant_url
+
+    @classmethod
+    def production_problem(cls, settings: Settings) -> str | None:
+        url = settings.qdrant_url
+        key = {"api-key": settings.qdrant_api_key} if settings.qdrant_api_key else None
+        return tcp_problem(url, cls.production_ports["http"]) or http_problem(url, "/readyz", key)

@@ -305,50 +305,6 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[i : i + size]
 
 
-class RedisKeys(Promotable):
-    """Keys matching a glob pattern, with their values (every type) and TTLs.
-
-    ``target_prefix`` renames on the way: ``RedisKeys("emb:*", target_prefix="prod:emb:")``
-    promotes ``emb:1`` as ``prod:emb:1``. Keys under ``omnilab:staging:``,
-    ``omnilab:replaced:`` and ``rq:`` (the run queue) are never promoted nor touched.
-    """
-
-    service: ClassVar[str] = "redis"
-    kind: ClassVar[str] = "redis_keys"
-    unit: ClassVar[str] = "keys"
-    noun: ClassVar[str] = "redis keys"
-
-    def __init__(self, name: str, *, target_prefix: str | None = None) -> None:
-        if isinstance(name, str) and name.startswith(RESERVED):
-            raise UsageError(
-                f"RedisKeys({name!r}): keys under {', '.join(map(repr, RESERVED))} are "
-                "omnilab's and rq's own"
-            )
-        prefix = literal_prefix(name) if isinstance(name, str) else ""
-        if target_prefix is not None and (
-            not isinstance(target_prefix, str) or target_prefix.startswith(RESERVED)
-        ):
-            raise UsageError(f"RedisKeys: target_prefix {target_prefix!r} is not usable")
-        target = None if target_prefix is None else target_prefix + name[len(prefix) :]
-        super().__init__(name, target=target)
-        self.source_prefix = prefix
-        self.target_prefix = prefix if target_prefix is None else target_prefix
-
-    def options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"name": self.name}
-        if self.target_prefix != self.source_prefix:
-            options["target_prefix"] = self.target_prefix
-        return options
-
-    @property
-    def rest(self) -> str:
-        """The pattern after its literal prefix (``*`` for ``emb:*``)."""
-        return self.name[len(self.source_prefix) :]
-
-    def production_url(self, settings: Settings) -> str:
-        return masked_url(settings.redis_url)
-
-
 #: How a key set's checksum is computed: from ``DUMP`` serializations (the default), or from
 #: every element whatever the encoding (when two servers encode the same data differently).
 #: Checksums of the second kind are recorded without a ``method``, as they always were.
@@ -758,4 +714,46 @@ class RedisPromoter(Promoter):
             client.unlink(*chunk)
 
 
-RedisKeys.promoter_class = RedisPromoter
+class RedisKeys(Promotable):
+    """Keys matching a glob pattern, with their values (every type) and TTLs.
+
+    ``target_prefix`` renames on the way: ``RedisKeys("emb:*", target_prefix="prod:emb:")``
+    promotes ``emb:1`` as ``prod:emb:1``. Keys under ``omnilab:staging:``,
+    ``omnilab:replaced:`` and ``rq:`` (the run queue) are never promoted nor touched.
+    """
+
+    service: ClassVar[str] = "redis"
+    kind: ClassVar[str] = "redis_keys"
+    promoter_class: ClassVar[type[Promoter]] = RedisPromoter
+    unit: ClassVar[str] = "keys"
+    noun: ClassVar[str] = "redis keys"
+
+    def __init__(self, name: str, *, target_prefix: str | None = None) -> None:
+        if isinstance(name, str) and name.startswith(RESERVED):
+            raise UsageError(
+                f"RedisKeys({name!r}): keys under {', '.join(map(repr, RESERVED))} are "
+                "omnilab's and rq's own"
+            )
+        prefix = literal_prefix(name) if isinstance(name, str) else ""
+        if target_prefix is not None and (
+            not isinstance(target_prefix, str) or target_prefix.startswith(RESERVED)
+        ):
+            raise UsageError(f"RedisKeys: target_prefix {target_prefix!r} is not usable")
+        target = None if target_prefix is None else target_prefix + name[len(prefix) :]
+        super().__init__(name, target=target)
+        self.source_prefix = prefix
+        self.target_prefix = prefix if target_prefix is None else target_prefix
+
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"name": self.name}
+        if self.target_prefix != self.source_prefix:
+            options["target_prefix"] = self.target_prefix
+        return options
+
+    @property
+    def rest(self) -> str:
+        """The pattern after its literal prefix (``*`` for ``emb:*``)."""
+        return self.name[len(self.source_prefix) :]
+
+    def production_url(self, settings: Settings) -> str:
+        return masked_url(settings.redis_url)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import ServiceUnavailable
 from omnilab.services.base import (
+    DEBIAN_SUITE,
+    BuiltImage,
     ContainerPlan,
     Credentials,
     Endpoint,
@@ -19,6 +21,7 @@ from omnilab.services.base import (
     LocalRecipe,
     ProcessPlan,
     Service,
+    tcp_problem,
 )
 from omnilab.services.binaries import version_line, which
 
@@ -47,6 +50,14 @@ class Redis(Service):
     production_ports: ClassVar[dict[str, int]] = {"redis": 6379}
     default_image: ClassVar[str] = "redis:7.4.2"
     env_names: ClassVar[tuple[str, ...]] = ("REDIS_URL",)
+    secret_variable: ClassVar[str | None] = "REDIS_PASSWORD"
+    in_default_stack: ClassVar[bool] = True
+    switch_order: ClassVar[int] = 30
+    built_image: ClassVar[BuiltImage | None] = BuiltImage(
+        tag=f"omnilab/redis:7.0-{DEBIAN_SUITE}",
+        description="Redis 7.0 (Debian's redis-server), the official image's interface",
+        context="redis",
+    )
 
     def __init__(self, *, image: str | None = None, decode_responses: bool = True) -> None:
         super().__init__(image=image)
@@ -165,3 +176,28 @@ class Redis(Service):
         if "valkey_version" in info:
             return f"valkey {info['valkey_version']}"
         return f"redis {info.get('redis_version', '?')}"
+
+    @classmethod
+    def production_url(cls, settings: Settings) -> str | None:
+        return settings.redis_url
+
+    @classmethod
+    def production_problem(cls, settings: Settings) -> str | None:
+        import redis
+
+        problem = tcp_problem(settings.redis_url, cls.production_ports["redis"])
+        if problem is not None:
+            return problem
+        try:
+            client = redis.Redis.from_url(
+                settings.redis_url, socket_timeout=3, socket_connect_timeout=3
+            )
+            try:
+                client.ping()
+            finally:
+                client.close()
+        except redis.AuthenticationError:
+            pass  # it answers; the URL's password is promotion's business
+        except redis.RedisError as exc:
+            return str(exc)
+        return None

@@ -2,15 +2,15 @@
 
 from omnilab.runtimes.docker.images.builder import ImageStatus, build, status
 from omnilab.runtimes.docker.images.debian_base import ImageBuildError
-from omnilab.runtimes.docker.images.recipes import BASE, CATALOG, ImageSpec, for_service
+from omnilab.runtimes.docker.images.recipes import BASE, ImageSpec, catalog, for_service
 
 __all__ = [
     "BASE",
-    "CATALOG",
     "ImageBuildError",
     "ImageSpec",
     "ImageStatus",
     "build",
+    "catalog",
     "for_service",
     "status",
 ]

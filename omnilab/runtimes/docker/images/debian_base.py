@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from omnilab.errors import OmnilabError, UsageError
 from omnilab.runtimes.docker import labels
-from omnilab.runtimes.docker.images.recipes import DEBIAN_SUITE
+from omnilab.services.base import DEBIAN_SUITE
 
 if TYPE_CHECKING:
     import docker

@@ -11,10 +11,10 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omnilab.errors import UsageError
-
-DEBIAN_SUITE = "bookworm"
+from omnilab.services.base import DEBIAN_SUITE
 
 
 def _omnilab_version() -> str:
@@ -55,63 +55,71 @@ BASE = ImageSpec(
     description=f"Debian {DEBIAN_SUITE} (minbase), made with debootstrap + docker import",
 )
 
-CATALOG: dict[str, ImageSpec] = {
-    spec.name: spec
-    for spec in (
-        BASE,
-        ImageSpec(
-            name="redis",
-            tag=f"omnilab/redis:7.0-{DEBIAN_SUITE}",
-            description="Redis 7.0 (Debian's redis-server), the official image's interface",
-            service="redis",
-            context="redis",
-        ),
-        ImageSpec(
-            name="postgres",
-            tag=f"omnilab/postgres:15-{DEBIAN_SUITE}",
-            description="PostgreSQL 15 (Debian's postgresql-15), the official image's interface",
-            service="postgres",
-            context="postgres",
-        ),
-        ImageSpec(
-            name="ollama-standin",
-            tag=f"omnilab/ollama-standin:0.6.2-{DEBIAN_SUITE}",
-            description="tests only: the Ollama-API stand-in, ollama/ollama's interface",
-            context="ollama-standin",
-            extra_files={"ollama_standin.py": "tests/ollama_standin.py"},
-            default=False,
-        ),
-        ImageSpec(
-            name="experiments",
-            tag=f"omnilab/experiments:{_omnilab_version()}-{DEBIAN_SUITE}",
-            description="Python, omnilab and its clients: runs experiments with "
-            "isolation='container' (the seed's omnimind-experiments)",
-            dockerfile="Dockerfile.experiments",
-            wheels=True,
-            default=False,
-        ),
-        ImageSpec(
-            name="codegen",
-            tag=f"omnilab/codegen:{_omnilab_version()}-{DEBIAN_SUITE}",
-            description="Python and omnilab: the code-generation sandbox's image "
-            "(the seed's omnimind-code-gen)",
-            dockerfile="Dockerfile.codegen",
-            wheels=True,
-            default=False,
-        ),
-    )
-}
+EXPERIMENTS = ImageSpec(
+    name="experiments",
+    tag=f"omnilab/experiments:{_omnilab_version()}-{DEBIAN_SUITE}",
+    description="Python, omnilab and its clients: runs experiments with "
+    "isolation='container' (the seed's omnimind-experiments)",
+    dockerfile="Dockerfile.experiments",
+    wheels=True,
+    default=False,
+)
+CODEGEN = ImageSpec(
+    name="codegen",
+    tag=f"omnilab/codegen:{_omnilab_version()}-{DEBIAN_SUITE}",
+    description="Python and omnilab: the code-generation sandbox's image "
+    "(the seed's omnimind-code-gen)",
+    dockerfile="Dockerfile.codegen",
+    wheels=True,
+    default=False,
+)
+#: The test suite's Ollama stand-in (a recipe under dockerfiles/, not a service).
+OLLAMA_STANDIN = ImageSpec(
+    name="ollama-standin",
+    tag=f"omnilab/ollama-standin:0.6.2-{DEBIAN_SUITE}",
+    description="tests only: the Ollama-API stand-in, ollama/ollama's interface",
+    context="ollama-standin",
+    extra_files={"ollama_standin.py": "tests/ollama_standin.py"},
+    default=False,
+)
 
-#: Services whose images cannot be made from Debian packages, and what to do instead.
-NOT_BUILDABLE = {
-    "qdrant": "no Debian package provides Qdrant",
-    "ollama": "no Debian package provides Ollama",
-}
+
+def _services() -> dict[str, Any]:
+    from omnilab import plugins
+
+    return plugins.available("service")
+
+
+def catalog() -> dict[str, ImageSpec]:
+    """Every image omnilab can build, by name: the base, one per service whose class
+    declares a ``built_image`` (plug-ins included), and the experiments and codegen images."""
+    specs = [BASE]
+    for name, cls in _services().items():
+        built = cls.built_image
+        if built is not None:
+            specs.append(
+                ImageSpec(
+                    name=name,
+                    tag=built.tag,
+                    description=built.description,
+                    service=name,
+                    context=built.context,
+                )
+            )
+    specs += [OLLAMA_STANDIN, EXPERIMENTS, CODEGEN]
+    return {spec.name: spec for spec in specs}
+
+
+def not_buildable() -> dict[str, str]:
+    """Services whose image cannot be made here, and why (shown to the user)."""
+    return {
+        name: cls.unbuildable_reason for name, cls in _services().items() if cls.built_image is None
+    }
 
 
 def for_service(service: str) -> ImageSpec | None:
     """The catalog image that provides ``service``, if there is one."""
-    for spec in CATALOG.values():
+    for spec in catalog().values():
         if spec.service == service:
             return spec
     return None
@@ -119,20 +127,22 @@ def for_service(service: str) -> ImageSpec | None:
 
 def select(names: list[str] | None) -> list[ImageSpec]:
     """Specs for ``names`` (default: the default set), bases first; UsageError if unknown."""
+    known = catalog()
     if not names:
-        return [s for s in CATALOG.values() if s.default]
+        return [s for s in known.values() if s.default]
+    unbuildable = not_buildable()
     chosen: list[ImageSpec] = []
     for name in names:
-        if name in NOT_BUILDABLE:
+        if name in unbuildable:
             raise UsageError(
-                f"{name}: {NOT_BUILDABLE[name]}, so `omnilab images build` cannot make its "
+                f"{name}: {unbuildable[name]}, so `omnilab images build` cannot make its "
                 f"image; copy the official one from a machine with a registry "
                 f"(docker save | docker load, see the README's air-gapped section)"
             )
-        if name not in CATALOG:
-            raise UsageError(f"unknown image {name!r}: choose from {', '.join(CATALOG)}")
-        if CATALOG[name] not in chosen:
-            chosen.append(CATALOG[name])
+        if name not in known:
+            raise UsageError(f"unknown image {name!r}: choose from {', '.join(known)}")
+        if known[name] not in chosen:
+            chosen.append(known[name])
     return sorted(chosen, key=lambda s: not s.is_base)
 
 
