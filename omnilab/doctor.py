@@ -85,12 +85,12 @@ def check_production(settings: Settings) -> list[Check]:
 
 
 def run_checks(settings: Settings) -> list[Check]:
-    """Every runtime's lines (the one the settings name first), then ports, the tracking
-    store and production."""
+    """Every runtime's lines (in ``auto``'s order of preference), then ports, the
+    tracking store and production."""
     from omnilab.runtimes import runtime_classes
 
     runtimes = runtime_classes()
-    order = sorted(runtimes, key=lambda n: (n != settings.runtime, runtimes[n].auto_preference))
+    order = sorted(runtimes, key=lambda n: runtimes[n].auto_preference)
     checks: list[Check] = []
     for name in order:
         found = runtimes[name].doctor_checks(settings)

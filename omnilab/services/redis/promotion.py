@@ -43,6 +43,7 @@ from omnilab.services.promotable import (
     PromotionFailed,
     masked_url,
 )
+from omnilab.services.redis import scripts
 
 if TYPE_CHECKING:
     from omnilab.config import Settings
@@ -57,232 +58,6 @@ RESERVED = (STAGING, REPLACED, "rq:")
 _RESERVED_BYTES = tuple(p.encode() for p in RESERVED)
 BATCH = 1000
 SCAN_COUNT = 1000
-
-# The digest of a set's or a hash's elements whatever their order: the XOR of each
-# element's SHA-1 (elements are unique, so XOR is sound); ``unordered(items, paired)``
-# returns it in hex with the elements' size. Shared by both digests below.
-_UNORDERED_LUA = r"""
-local bxor, tonumber, sub, sha1 = bit.bxor, tonumber, string.sub, redis.sha1hex
-local function unordered(items, paired)
-  local x1, x2, n = 0, 0, 0
-  local step = paired and 2 or 1
-  for j = 1, #items, step do
-    local e = items[j]
-    if paired then e = #e .. ':' .. e .. items[j + 1] end
-    local h = sha1(e)
-    x1 = bxor(x1, tonumber(sub(h, 1, 8), 16))
-    x2 = bxor(x2, tonumber(sub(h, 9, 16), 16))
-    n = n + #e
-  end
-  return bit.tohex(x1) .. bit.tohex(x2), n
-end
-"""
-
-# What the fast digest and the copy share. ``digest(key, name)`` returns the key's digest
-# (SHA-1 hex of its relative name, whether it has a TTL and its serialization), the size
-# digested, its PTTL and its DUMP payload; nil for a missing key. The serialization is the
-# DUMP payload without its last 10 bytes (RDB version and CRC64, which differ between
-# server versions), except for sets and hashes in a hash table (RDB types 2 and 4, the
-# payload's first byte): their payload follows the server's own iteration order, so their
-# elements are combined by XOR instead.
-_KEY_DIGEST_LUA = (
-    _UNORDERED_LUA
-    + r"""
-local call, byte = redis.call, string.byte
-local function digest(key, name)
-  local payload = call('DUMP', key)
-  if not payload then return nil end
-  local rdb_type, body, n = byte(payload, 1)
-  if rdb_type == 2 then
-    body, n = unordered(call('SMEMBERS', key), false)
-    body = 'set:' .. body
-  elseif rdb_type == 4 then
-    body, n = unordered(call('HGETALL', key), true)
-    body = 'hash:' .. body
-  else
-    body = sub(payload, 1, -11)
-    n = #body
-  end
-  local pttl = call('PTTL', key)
-  return sha1(#name .. ':' .. name .. (pttl > 0 and 'T' or 'P') .. body), n, pttl, payload
-end
-"""
-)
-
-# The fast digest of a batch of keys: every existing key's digest (hex, concatenated; the
-# caller XORs them), how many exist, their size and how many have a TTL.
-_FAST_DIGEST_LUA = (
-    _KEY_DIGEST_LUA
-    + r"""
-local strip, add = ARGV[1], ARGV[2]
-local hexes, count, size, ttls = {}, 0, 0, 0
-for _, key in ipairs(KEYS) do
-  local h, n, pttl = digest(key, add .. sub(key, #strip + 1))
-  if h then
-    hexes[#hexes + 1] = h
-    count, size = count + 1, size + n
-    if pttl > 0 then ttls = ttls + 1 end
-  end
-end
-return {table.concat(hexes), count, size, ttls}
-"""
-)
-
-# In the run's Redis: a batch's payloads and TTLs for RESTORE (false for a key gone since
-# the plan), with the batch's fast digest computed from the same reads.
-_DUMP_LUA = (
-    _KEY_DIGEST_LUA
-    + r"""
-local strip = ARGV[1]
-local out = {'', 0, 0, 0}
-local hexes = {}
-for _, key in ipairs(KEYS) do
-  local h, n, pttl, payload = digest(key, sub(key, #strip + 1))
-  if h then
-    hexes[#hexes + 1] = h
-    out[2], out[3] = out[2] + 1, out[3] + n
-    if pttl > 0 then out[4] = out[4] + 1 end
-    out[#out + 1] = payload
-    out[#out + 1] = pttl > 0 and pttl or 0
-  else
-    out[#out + 1] = false
-    out[#out + 1] = 0
-  end
-end
-out[1] = table.concat(hexes)
-return out
-"""
-)
-
-# In production: RESTORE each staged key (KEYS) from ARGV's (ttl, payload) pairs.
-_RESTORE_LUA = r"""
-for i, key in ipairs(KEYS) do
-  redis.call('RESTORE', key, ARGV[2 * i - 1], ARGV[2 * i])
-end
-return #KEYS
-"""
-
-# The digest that ignores the encoding, for a batch of keys: the XOR of each key's digest
-# (of its type, its name relative to the item's prefix, and its value), how many exist,
-# their size and how many have a TTL.
-# Sets and hashes are combined by XOR of each element's SHA-1 (elements are unique), so
-# neither the encoding nor the iteration order, which differ between two servers holding
-# the same data, changes the digest; table.sort is avoided because Lua compares strings
-# with strcoll, which depends on the server's locale. Keys are unique, so XOR is sound.
-_ELEMENTS_DIGEST_LUA = (
-    _UNORDERED_LUA
-    + r"""
-local strip, add = ARGV[1], ARGV[2]
-local call = redis.call
-local a1, a2, a3, a4, count, size, ttls = 0, 0, 0, 0, 0, 0, 0
-local function ordered(items)
-  local n = 0
-  for j = 1, #items do
-    n = n + #items[j]
-    items[j] = #items[j] .. ':' .. items[j]
-  end
-  return table.concat(items), n
-end
-for _, key in ipairs(KEYS) do
-  local kind = call('TYPE', key)['ok']
-  if kind ~= 'none' then
-    local body, n
-    if kind == 'string' then
-      body = call('GET', key)
-      n = #body
-    elseif kind == 'list' then
-      body, n = ordered(call('LRANGE', key, 0, -1))
-    elseif kind == 'zset' then
-      body, n = ordered(call('ZRANGE', key, 0, -1, 'WITHSCORES'))
-    elseif kind == 'set' then
-      body, n = unordered(call('SMEMBERS', key), false)
-    elseif kind == 'hash' then
-      body, n = unordered(call('HGETALL', key), true)
-    elseif kind == 'stream' then
-      local parts = {}
-      n = 0
-      for _, entry in ipairs(call('XRANGE', key, '-', '+')) do
-        local fields, m = ordered(entry[2])
-        parts[#parts + 1] = entry[1] .. '#' .. fields
-        n = n + m
-      end
-      body = table.concat(parts, '\n')
-    else
-      body = call('DUMP', key)
-      n = #body
-    end
-    local h = sha1(kind .. '\n' .. add .. sub(key, #strip + 1) .. '\n' .. body)
-    a1 = bxor(a1, tonumber(sub(h, 1, 8), 16))
-    a2 = bxor(a2, tonumber(sub(h, 9, 16), 16))
-    a3 = bxor(a3, tonumber(sub(h, 17, 24), 16))
-    a4 = bxor(a4, tonumber(sub(h, 25, 32), 16))
-    count = count + 1
-    size = size + n
-    if call('PTTL', key) > 0 then ttls = ttls + 1 end
-  end
-end
-return {bit.tohex(a1) .. bit.tohex(a2) .. bit.tohex(a3) .. bit.tohex(a4), count, size, ttls}
-"""
-)
-
-# The switch, in one script inside MULTI/EXEC: it RENAMEs the replaced keys to the kept
-# prefix, then the staged keys to their names (RENAMENX where the plan creates the name),
-# and if production is not as planned (a key to replace has vanished, a key has appeared
-# under a name being created) it renames everything back and says which key. A script
-# runs atomically: no reader sees a state in between, no writer slips in. KEYS: R replaced
-# keys, their R kept names, N staged keys, their N names; ARGV[1] = R. A staged key whose
-# TTL ran out meanwhile is counted.
-_SWITCH_LUA = r"""
-local pcall, call = redis.pcall, redis.call
-local r = tonumber(ARGV[1])
-local n = (#KEYS - 2 * r) / 2
-local replaced, missing, skipped = {}, 0, {}
--- Undo the first ``staged`` renames of staged keys and the first ``kept`` of replaced ones.
-local function undo(staged, kept)
-  for i = staged, 1, -1 do
-    if not skipped[i] then call('RENAME', KEYS[2 * r + n + i], KEYS[2 * r + i]) end
-  end
-  for i = kept, 1, -1 do call('RENAME', KEYS[r + i], KEYS[i]) end
-end
-for i = 1, r do
-  local ok = pcall('RENAME', KEYS[i], KEYS[r + i])
-  if type(ok) == 'table' and ok.err then
-    undo(0, i - 1)
-    return {'vanished', KEYS[i]}
-  end
-  replaced[KEYS[i]] = true
-end
-for i = 1, n do
-  local staged, name = KEYS[2 * r + i], KEYS[2 * r + n + i]
-  local ok
-  if replaced[name] then
-    ok = pcall('RENAME', staged, name)
-  else
-    ok = pcall('RENAMENX', staged, name)
-  end
-  if type(ok) == 'table' and ok.err then
-    missing = missing + 1
-    skipped[i] = true
-  elseif ok == 0 then
-    undo(i - 1, r)
-    return {'appeared', name}
-  end
-end
-return {'ok', missing}
-"""
-
-# Renames of (from, to) pairs, for switching back; a missing source is counted.
-_RENAME_LUA = r"""
-local missing = 0
-for i = 1, #KEYS, 2 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('RENAME', KEYS[i], KEYS[i + 1])
-  else
-    missing = missing + 1
-  end
-end
-return missing
-"""
 
 
 def literal_prefix(pattern: str) -> str:
@@ -419,7 +194,7 @@ class RedisPromoter(Promoter):
     ) -> list[Batch]:
         """Per batch of ``BATCH`` keys (in order), the digest of the keys that exist."""
         fast = method == DUMP_DIGEST
-        script = self._script(client, _FAST_DIGEST_LUA if fast else _ELEMENTS_DIGEST_LUA)
+        script = self._script(client, scripts.FAST_DIGEST if fast else scripts.ELEMENTS_DIGEST)
         out = []
         for batch in _chunks(keys, BATCH):
             xor, count, size, ttls = script(keys=list(batch), args=[strip, b""], client=client)
@@ -598,9 +373,9 @@ class RedisPromoter(Promoter):
         keys = self._keys
         if not keys:
             return [], []
-        dump = self._script(self.src, _DUMP_LUA)
-        restore = self._script(self.prod, _RESTORE_LUA)
-        digest = self._script(self.prod, _FAST_DIGEST_LUA)
+        dump = self._script(self.src, scripts.DUMP)
+        restore = self._script(self.prod, scripts.RESTORE)
+        digest = self._script(self.prod, scripts.FAST_DIGEST)
         strip = self.item.source_prefix.encode()
 
         def read(start: int) -> list[Any]:
@@ -660,7 +435,7 @@ class RedisPromoter(Promoter):
         keys = [*replaced, *(backup + k for k in replaced)]
         keys += [staging + k[len(prefix) :] for k in names]
         keys += names
-        script = self._script(self.prod, _SWITCH_LUA)
+        script = self._script(self.prod, scripts.SWITCH)
         with self.prod.pipeline(transaction=True) as pipe:
             script(keys=keys, args=[len(replaced)], client=pipe)
             [(status, detail)] = pipe.execute()
@@ -681,7 +456,7 @@ class RedisPromoter(Promoter):
         current = self._scan(self.prod, record.plan.target)
         backups = self._scan(self.prod, self.replaced_prefix + "*", own=True)
         cut = len(self.replaced_prefix.encode())
-        rename = self._script(self.prod, _RENAME_LUA)
+        rename = self._script(self.prod, scripts.RENAME)
         with self.prod.pipeline(transaction=True) as pipe:
             for chunk in _chunks(current, 10_000):
                 pipe.unlink(*chunk)
