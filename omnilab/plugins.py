@@ -14,7 +14,7 @@ Three sources, later ones overriding earlier ones by name:
    ``omnilab.reporters``), e.g. in a third party's ``pyproject.toml``::
 
        [project.entry-points."omnilab.services"]
-       memcached = "omnilab_memcached:Memcached"
+       etcd = "omnilab_etcd:Etcd"
 
 3. :func:`register`, for code that ships no distribution (a notebook, a test).
 

@@ -1,0 +1,115 @@
+"""A service omnilab does not ship, added from the test folder alone.
+
+``site/`` holds a third party's distribution as ``pip install`` would leave it: the
+package ``omnilab_memcached`` and its ``.dist-info`` declaring an ``omnilab.services``
+entry point. Putting that folder on the path is the whole registration: the memcached
+server (Debian's, a real process) starts in a local stack with a readiness check and a
+connected client, and shows up in ``omnilab doctor``, ``omnilab stack up`` and
+``omnilab compose export``, with no edit inside ``omnilab/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+import omnilab
+from omnilab import plugins
+from omnilab.services import service_class
+
+SITE = Path(__file__).resolve().parent / "site"
+PACKAGE = Path(omnilab.__file__).resolve().parent
+
+EXPERIMENT = """
+from omnilab import Experiment
+from omnilab_memcached import Memcached
+
+
+class Cached(Experiment):
+    services = [Memcached()]
+
+    def run(self, ctx):
+        ctx.memcached.set("greeting", "hello")
+        read_back = ctx.memcached.get("greeting").decode()
+        return {"read_back": read_back, "url": ctx.env["MEMCACHED_URL"]}
+"""
+
+
+@pytest.fixture
+def memcached_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The plug-in's folder on this process's path and on its children's."""
+    monkeypatch.syspath_prepend(str(SITE))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(SITE), os.environ.get("PYTHONPATH", "")]))
+    plugins.refresh()
+    yield SITE
+    plugins.refresh()
+
+
+def _cli():
+    from conftest import run_cli
+
+    return run_cli
+
+
+def test_omnilab_itself_knows_nothing_of_memcached() -> None:
+    assert "memcached" not in plugins.names("service")
+    mentions = [
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*")
+        if path.is_file()
+        and path.suffix in {".py", ".lua", ".sql", ".j2", ".toml"}
+        and "memcached" in path.read_text().lower()
+    ]
+    assert mentions == []
+
+
+def test_the_entry_point_registers_it_and_a_local_stack_runs_it(memcached_plugin: Path) -> None:
+    descriptor = plugins.descriptors("service")["memcached"]
+    assert descriptor.provider == "omnilab-memcached"
+    memcached = service_class("memcached")
+    with omnilab.stack(memcached(), runtime="local") as stack:
+        assert stack.memcached.set("k", "v") is True
+        assert stack.memcached.get("k") == b"v"
+        url = stack.env["MEMCACHED_URL"]
+        assert url.startswith("memcached://127.0.0.1:")
+        described = stack.describe()
+    assert "memcached 1.6" in json.dumps(described)
+
+
+def test_an_experiment_uses_it_as_ctx_memcached(memcached_plugin: Path, workdir: Path) -> None:
+    (workdir / "cached.py").write_text(EXPERIMENT)
+    result = _cli()("run", "cached.py", "--json", "--runtime", "local")
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    assert run["status"] == "succeeded", run
+    assert run["summary"]["read_back"] == "hello"
+    assert run["summary"]["url"].startswith("memcached://127.0.0.1:")
+
+
+def test_doctor_stack_up_and_compose_export_list_it(memcached_plugin: Path, workdir: Path) -> None:
+    run_cli = _cli()
+    doctor = run_cli("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)}
+    assert checks["local memcached"]["status"] == "ok", checks["local memcached"]
+    assert checks["local memcached"]["detail"].startswith("memcached 1.6")
+
+    up = run_cli("stack", "up", "memcached", "--runtime", "local")
+    assert up.returncode == 0, up.stderr
+    assert "memcached: ready at memcached://127.0.0.1:" in up.stderr
+    (listed,) = json.loads(run_cli("stack", "ls", "--json").stdout)
+    exports = run_cli("stack", "env", listed["id"][:8]).stdout
+    assert "MEMCACHED_URL='memcached://127.0.0.1:" in exports
+    down = run_cli("stack", "down", listed["id"][:8])
+    assert down.returncode == 0, down.stderr
+
+    output = workdir / "compose" / "stack.yml"
+    export = run_cli("compose", "export", "--output", output)
+    assert export.returncode == 0, export.stderr
+    service = yaml.safe_load(output.read_text())["services"]["memcached-exp"]
+    assert service["image"] == "${OMNILAB_IMAGE_MEMCACHED:-memcached:1.6.38}"
+    assert service["ports"] == ["127.0.0.1:${OMNILAB_PORT_MEMCACHED:-11212}:11211"]
