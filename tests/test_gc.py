@@ -11,11 +11,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import run_cli, stack_processes, wait_until
-from docker_support import REDIS_IMAGE, TEST_LABEL, docker_client
 
 from omnilab import Redis, Stack
 from omnilab.progress import QuietReporter
+from tests.support import run_cli, stack_processes, wait_until
+from tests.support.docker_support import REDIS_IMAGE, TEST_LABEL, docker_client
 
 pytestmark = pytest.mark.usefixtures("docker_scope")
 

@@ -10,16 +10,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import wait_until
 from psycopg_pool import AsyncConnectionPool
-from queue_helpers import RedisServer, new_database
 from rq import Queue
 
 from omnilab.api.group_commit import RunWriter
 from omnilab.queue.broker import Broker
-from omnilab.queue.sender import Sender
 from omnilab.tracking.queued_runs import NewRun
 from omnilab.tracking.store import TrackingStore
+from tests.support import wait_until
+from tests.support.queue_helpers import RedisServer, ThreadSender, new_database
 
 
 @pytest.fixture
@@ -44,7 +43,7 @@ def _run(experiment: str = "E", **params: Any) -> NewRun:
 
 async def _write_all(dsn: str, redis_url: str, runs: list[NewRun]) -> list[Any]:
     broker = Broker(redis_url, "omnilab")
-    sender = Sender(broker)
+    sender = ThreadSender(broker)
     pool = AsyncConnectionPool(dsn, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False)
     await pool.open()
     try:
@@ -110,7 +109,7 @@ def test_an_unreachable_store_fails_every_waiting_request(redis_server: RedisSer
 
     async def attempt() -> list[Any]:
         broker = Broker(redis_server.url, "omnilab")
-        sender = Sender(broker)
+        sender = ThreadSender(broker)
         pool = AsyncConnectionPool(
             "postgresql://nobody@127.0.0.1:1/none",
             min_size=0,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import psycopg
-from conftest import run_cli
-from queue_helpers import Api, make_key
+
+from tests.support import run_cli
+from tests.support.queue_helpers import Api, make_key
 
 
 def test_a_key_is_printed_once_and_stored_hashed(tracking_db: str) -> None:

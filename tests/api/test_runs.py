@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from conftest import stack_processes, wait_until
-from queue_helpers import Api
+
+from tests.support import stack_processes, wait_until
+from tests.support.queue_helpers import Api
 
 
 def sse_events(response: httpx.Response) -> Iterator[tuple[str, str | None, str]]:
@@ -231,7 +232,7 @@ def test_logs_stream_live_then_complete(api: Api, start_worker) -> None:
 
 
 def test_the_server_refuses_what_it_cannot_do(workdir: Path, tracking_db: str) -> None:
-    from conftest import run_cli
+    from tests.support import run_cli
 
     unreachable = run_cli(
         "serve", "--port", "1", env={"OMNILAB_TRACKING_URL": "postgresql://u:pw@127.0.0.1:1/x"}

@@ -9,16 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import TESTS
 from fastapi import FastAPI, Header
 from fastapi.openapi.utils import get_openapi
-from queue_helpers import API_EXPERIMENTS, Api
 
 from omnilab.api.app import create_app
 from omnilab.api.auth import RunKey
 from omnilab.api.models import RunRequest
 from omnilab.api.routes import submit
 from omnilab.catalog import Catalog
+from tests.support import API_EXPERIMENTS, SUPPORT
+from tests.support.queue_helpers import Api
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
@@ -59,7 +59,7 @@ def test_schemathesis_finds_nothing(api: Api, workdir: Path) -> None:
         env={
             **os.environ,
             "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
-            "PYTHONPATH": str(TESTS),
+            "PYTHONPATH": str(SUPPORT),
         },
         capture_output=True,
         text=True,
@@ -94,7 +94,7 @@ def _record_a_promotion() -> tuple[str, str]:
 
 
 def _all_scopes_key() -> str:
-    from queue_helpers import make_key
+    from tests.support.queue_helpers import make_key
 
     return make_key("read", "run", "promote", name="schemathesis")
 

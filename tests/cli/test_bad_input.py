@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import EXPERIMENTS, HELLO, run_cli
 
 from omnilab.tracking.store import TrackingStore
+from tests.support import EXPERIMENTS, HELLO, run_cli
 
 CASES = [
     (["run", "missing.py"], "missing.py: no such file"),

@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from conftest import EXPERIMENTS, HELLO, run_cli
+from tests.support import EXPERIMENTS, HELLO, run_cli
 
 
 def test_hello_runs_records_and_cleans_up(workdir: Path) -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 import psycopg
 import redis
 import yaml
-from conftest import ROOT, free_port, run_cli
-from docker_support import POSTGRES_IMAGE, REDIS_IMAGE, docker_client
 
 from omnilab.compose import render, render_gpu
+from tests.support import ROOT, free_port, run_cli
+from tests.support.docker_support import POSTGRES_IMAGE, REDIS_IMAGE, docker_client
 
 COMMITTED = ROOT / "compose" / "docker-compose-experiments.yml"
 COMMITTED_GPU = ROOT / "compose" / "docker-compose-experiments.gpu.yml"
@@ -87,7 +87,7 @@ def test_the_file_mends_the_seeds_faults() -> None:
 
 
 def test_export_of_one_experiment_has_only_its_services(workdir: Path) -> None:
-    from conftest import EXPERIMENTS
+    from tests.support import EXPERIMENTS
 
     text = render(f"{EXPERIMENTS / 'pair.py'}")
     doc = yaml.safe_load(text)

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXPERIMENTS, HELLO, OMNILAB, ROOT, run_cli, wait_until
-from docker_support import TEST_LABEL, docker_client
+
+from tests.support import EXPERIMENTS, HELLO, OMNILAB, ROOT, run_cli, wait_until
+from tests.support.docker_support import TEST_LABEL, docker_client
 
 pytestmark = pytest.mark.usefixtures("docker_scope", "experiments_image")
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import free_port, stack_processes, wait_until
 
 import omnilab
 from omnilab import Experiment, Params, Redis, Run, RunTable, UsageError
@@ -22,6 +21,7 @@ from omnilab.notebook import MissingDependency, NotebookReporter
 from omnilab.progress import QuietReporter
 from omnilab.tracking.queries import chart_series
 from omnilab.tracking.store import TrackingStore
+from tests.support import free_port, stack_processes, wait_until
 
 
 class Curves(Experiment):

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EXPERIMENTS, HELLO, stack_processes, wait_until
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
 import omnilab
+from tests.support import EXPERIMENTS, HELLO, stack_processes, wait_until
 
 
 class Kernel:

@@ -10,15 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-from conftest import ROOT, stack_processes
 from nbclient import NotebookClient
-from promotion_support import (  # noqa: F401 (fixtures)
-    Production,
-    production_fixture,
-    production_servers_fixture,
-)
 
 import omnilab
+from tests.support import ROOT, stack_processes
+from tests.support.promotion_support import Production
 
 NOTEBOOK = ROOT / "experiments" / "notebooks" / "quickstart.ipynb"
 

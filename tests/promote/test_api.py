@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from promotion_support import (  # noqa: F401 (fixtures)
-    Production,
-    production_fixture,
-    production_servers_fixture,
-    run_promotable,
-    seed_production,
-)
-from queue_helpers import API_EXPERIMENTS, FAST, make_key, start_api
+from tests.support import API_EXPERIMENTS
+from tests.support.promotion_support import Production, run_promotable, seed_production
+from tests.support.queue_helpers import FAST, make_key, start_api
 
 
 def test_promote_plan_conflict_rollback_over_http(production: Production, workdir: Path) -> None:

@@ -5,13 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import HELLO, ROOT, run_cli
-from promotion_support import (  # noqa: F401 (fixtures)
-    Production,
-    production_fixture,
-    production_servers_fixture,
-    seed_production,
-)
+from tests.support import HELLO, ROOT, run_cli
+from tests.support.promotion_support import Production, seed_production
 
 DEMO = ROOT / "experiments" / "promote_demo.py"
 

@@ -6,17 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import EXPERIMENTS
-from docker_support import docker_images, docker_scope  # noqa: F401 (fixtures)
-from promotion_support import (  # noqa: F401 (fixtures)
-    Production,
-    production_fixture,
-    production_servers_fixture,
-)
 
 import omnilab
 from omnilab.progress import QuietReporter
 from omnilab.promote import promote
+from tests.support import EXPERIMENTS
+from tests.support.promotion_support import Production
 
 
 @pytest.mark.usefixtures("docker_scope")

@@ -17,18 +17,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import OMNILAB, run_cli, stack_processes, wait_until
-from promotion_support import (  # noqa: F401 (fixtures)
-    Production,
-    production_fixture,
-    production_servers_fixture,
-    run_promotable,
-    seed_production,
-)
 
 import omnilab
 from omnilab.progress import QuietReporter
 from omnilab.promote import PromotionFailed, promote
+from tests.support import OMNILAB, run_cli, stack_processes, wait_until
+from tests.support.promotion_support import Production, run_promotable, seed_production
 
 Q = QuietReporter()
 

@@ -8,18 +8,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from promotion_support import (  # noqa: F401 (fixtures)
-    EXPERIMENT,
-    Production,
-    production_fixture,
-    production_servers_fixture,
-    run_promotable,
-    seed_production,
-)
 
 import omnilab
 from omnilab.progress import QuietReporter
 from omnilab.promote import PromotionConflict, PromotionFailed, promote, rollback
+from tests.support.promotion_support import EXPERIMENT, Production, run_promotable, seed_production
 
 Q = QuietReporter()
 

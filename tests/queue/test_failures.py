@@ -8,9 +8,10 @@ import signal
 from pathlib import Path
 
 import httpx
-from conftest import stack_processes, wait_until
-from queue_helpers import Api, RedisServer, server_env, start_api
 from rq import Queue
+
+from tests.support import stack_processes, wait_until
+from tests.support.queue_helpers import Api, RedisServer, server_env, start_api
 
 
 def _wait_running_with_stack(api: Api, run_id: str) -> dict:

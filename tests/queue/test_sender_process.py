@@ -12,11 +12,11 @@ import threading
 import uuid
 from pathlib import Path
 
-from conftest import wait_until
-from queue_helpers import RedisServer, redis_server  # noqa: F401 (fixture)
 from rq import Queue
 
 from omnilab.queue.sender_process import SenderProcess
+from tests.support import wait_until
+from tests.support.queue_helpers import RedisServer
 
 
 def _children(pid: int) -> list[int]:
@@ -36,7 +36,7 @@ def _sender_of(pid: int) -> int:
 
 
 def test_messages_reach_redis_and_a_dead_sender_is_replaced(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     failures = threading.Event()
     sender = SenderProcess(redis_server.url, "omnilab", on_failure=failures.set)
@@ -72,7 +72,7 @@ def test_messages_reach_redis_and_a_dead_sender_is_replaced(
     ]
 
 
-def test_the_sender_dies_with_its_server(redis_server: RedisServer) -> None:  # noqa: F811
+def test_the_sender_dies_with_its_server(redis_server: RedisServer) -> None:
     """A server SIGKILLed cannot stop its sender: the kernel does."""
     code = (
         "import sys, time\n"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import wait_until
-from queue_helpers import API_EXPERIMENTS, Api, RedisServer, server_env, start_api
 
 from omnilab.gitstate import SETTLE_S
+from tests.support import API_EXPERIMENTS, wait_until
+from tests.support.queue_helpers import Api, RedisServer, server_env, start_api
 
 
 def _tree(supervisor: int) -> list[psutil.Process]:

@@ -1,4 +1,5 @@
-"""Fixtures for the tests that run against the real Docker engine.
+"""Fixtures for the tests that run against the real Docker engine (a plug-in of
+tests/conftest.py, so they reach every test).
 
 Those tests are mandatory: where no engine answers they fail (never skip). The images
 they use are built once per machine by omnilab itself (`omnilab images build`, cached
@@ -9,6 +10,7 @@ volumes, and fails if any of them outlives it.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,13 +18,25 @@ from collections.abc import Iterator
 import pytest
 
 from omnilab.progress import Reporter
+from omnilab.runtimes.docker.images import ImageSpec, ImageStatus
+from tests.support import STANDIN_DIR
 
-#: The test images: what `omnilab images build` makes by default, plus the Ollama stand-in.
-TEST_IMAGES = ["redis", "postgres", "ollama-standin"]
 REDIS_IMAGE = "omnilab/redis:7.0-bookworm"
 POSTGRES_IMAGE = "omnilab/postgres:15-bookworm"
 OLLAMA_STANDIN_IMAGE = "omnilab/ollama-standin:0.6.2-bookworm"
 TEST_LABEL = "omnilab-test"
+
+#: The tests' Ollama stand-in with the ollama/ollama image's interface (no Ollama image can
+#: be had here): built like omnilab's images, but not one of them.
+OLLAMA_STANDIN = ImageSpec(
+    name="ollama-standin",
+    tag=OLLAMA_STANDIN_IMAGE,
+    description="tests only: the Ollama-API stand-in, ollama/ollama's interface",
+    context=STANDIN_DIR,
+    default=False,
+)
+#: The test images: what `omnilab images build` makes by default, plus the Ollama stand-in.
+TEST_IMAGES: list[str | ImageSpec] = ["redis", "postgres", OLLAMA_STANDIN]
 
 
 def docker_client():
@@ -35,16 +49,17 @@ def docker_client():
         pytest.fail(f"the docker tests need a Docker engine: {exc}", pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def docker_images() -> list[str]:
+def build_test_images(reporter: Reporter) -> list[ImageStatus]:
     """Build (or find current) every image the docker tests use."""
-    import sys
-
     from omnilab.runtimes.docker.images import build
 
+    return build(TEST_IMAGES, reporter)
+
+
+@pytest.fixture(scope="session")
+def docker_images() -> list[str]:
     docker_client()
-    results = build(TEST_IMAGES, Reporter(sys.stderr))
-    return [r.spec.tag for r in results]
+    return [r.spec.tag for r in build_test_images(Reporter(sys.stderr))]
 
 
 def labelled(label: str) -> list[str]:
@@ -89,3 +104,8 @@ def docker_scope(monkeypatch: pytest.MonkeyPatch, docker_images: list[str]) -> I
     if left:
         remove_labelled(label)
     assert not left, f"docker objects left behind: {left}"
+
+
+if __name__ == "__main__":
+    # `python -m tests.support.docker_support`: the tests' images ahead of a test run.
+    build_test_images(Reporter(sys.stderr))

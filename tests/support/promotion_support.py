@@ -26,8 +26,9 @@ from qdrant_client import QdrantClient
 import omnilab
 from omnilab import Postgres, Redis, Stack
 from omnilab.progress import QuietReporter
+from tests.support import EXPERIMENTS
 
-EXPERIMENT = str(Path(__file__).resolve().parent / "experiments" / "promotable.py")
+EXPERIMENT = str(EXPERIMENTS / "promotable.py")
 
 
 @dataclass

@@ -5,12 +5,14 @@ Redis, so a run one test leaves queued never reaches another test's worker. The 
 server and the workers run as subprocesses started with the installed ``omnilab``
 command, as a user would start them.
 
-Import the fixtures a test module needs: ``from queue_helpers import api, redis_server``.
+Its fixtures (``api``, ``redis_server``...) reach every test: tests/conftest.py names this
+module among its plug-ins.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import threading
@@ -24,9 +26,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from conftest import OMNILAB, TESTS, free_port, run_cli, wait_until
 
-API_EXPERIMENTS = TESTS / "api_experiments"
+from omnilab.queue.broker import Broker
+from omnilab.queue.sender import take_batch
+from tests.support import API_EXPERIMENTS, OMNILAB, free_port, run_cli, wait_until
 
 #: Fast sweeps so that the tests need not wait for production-sized intervals.
 FAST = {
@@ -112,6 +115,33 @@ def redis_server(workdir: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+class ThreadSender:
+    """An :class:`~omnilab.queue.sender.Outbox` on a thread of this process, for tests
+    that run the API's run writer in-process (the server uses a sender process)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._pending: queue.SimpleQueue[tuple[str, str, int] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="test-sender", daemon=True)
+        self._thread.start()
+
+    def put(self, run_id: str, queue_name: str) -> None:
+        self._pending.put((run_id, queue_name, 0))
+
+    def close(self, timeout: float = 10) -> None:
+        """Send what is pending, then stop."""
+        self._pending.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            batch, stop = take_batch(self._pending, 500)
+            if batch:
+                self.broker.send_many(batch)
+            if stop:
+                return
 
 
 def new_database(server_url: str) -> str:

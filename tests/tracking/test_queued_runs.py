@@ -7,11 +7,11 @@ import uuid
 
 import psycopg
 import pytest
-from queue_helpers import new_database
 
 from omnilab.tracking import queued_runs, schema
 from omnilab.tracking.records import RunRecord
 from omnilab.tracking.store import TrackingStore
+from tests.support.queue_helpers import new_database
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import HELLO, run_cli, wait_until
 
 from omnilab.errors import TrackingStoreError
 from omnilab.tracking import schema
 from omnilab.tracking.metrics import MetricBuffer
 from omnilab.tracking.records import RunRecord
 from omnilab.tracking.store import TrackingStore
+from tests.support import HELLO, run_cli, wait_until
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
 from qiskit import QuantumCircuit
 
 from omnilab import UsageError
@@ -20,6 +19,7 @@ from omnilab.workloads.aer_resources import (
     choose_device,
     free_memory,
 )
+from tests.support import ROOT, run_cli
 
 EXPERIMENTS = ROOT / "experiments"
 

@@ -1,8 +1,8 @@
 """Code generation end to end: real stacks (Redis, the Ollama stand-in), real sandbox.
 
-The stand-in answers from tests/fixtures/codegen.json: real solutions to the example
-tasks, one deliberately wrong (roman numerals without subtractive notation), so the pass
-rates asserted here are computed, not assumed.
+The stand-in answers from tests/support/fixtures/codegen.json: real solutions to the
+example tasks, one deliberately wrong (roman numerals without subtractive notation), so
+the pass rates asserted here are computed, not assumed.
 """
 
 from __future__ import annotations
@@ -15,12 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, STANDIN_BIN, TESTS, run_cli
-from promotion_support import (  # noqa: F401 (fixtures)
-    Production,
-    production_fixture,
-    production_servers_fixture,
-)
 
 from omnilab import Ollama, Redis, Stack, UsageError
 from omnilab.progress import QuietReporter
@@ -28,8 +22,9 @@ from omnilab.workloads.codegen import CACHE_PATTERN, CodeGen, CodingTask
 from omnilab.workloads.completions import CompletionError, ModelUnavailable
 from omnilab.workloads.prompts import TemplateError
 from omnilab.workloads.sandbox import Limits
+from tests.support import CODEGEN_FIXTURES, ROOT, STANDIN_BIN, run_cli
+from tests.support.promotion_support import Production
 
-FIXTURES = TESTS / "fixtures" / "codegen.json"
 EXAMPLE = ROOT / "experiments" / "codegen_tasks.py"
 
 
@@ -37,7 +32,7 @@ EXAMPLE = ROOT / "experiments" / "codegen_tasks.py"
 def standin_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """`ollama` on PATH is the stand-in, answering from the codegen fixtures."""
     monkeypatch.setenv("PATH", f"{STANDIN_BIN}:{os.environ['PATH']}")
-    monkeypatch.setenv("OLLAMA_STANDIN_FIXTURES", str(FIXTURES))
+    monkeypatch.setenv("OLLAMA_STANDIN_FIXTURES", str(CODEGEN_FIXTURES))
 
 
 @pytest.fixture

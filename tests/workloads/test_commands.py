@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli
-
 from omnilab.workloads.aer_resources import free_memory, max_qubits
+from tests.support import run_cli
 
 
 def test_aer_info_says_the_device_and_what_fits() -> None:

@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import EXPERIMENTS, HELLO, OMNILAB, run_cli
-from docker_support import POSTGRES_IMAGE, docker_client
 
 from omnilab import Redis, Stack
 from omnilab.gpu import Gpu
@@ -22,6 +20,8 @@ from omnilab.progress import QuietReporter
 from omnilab.runtimes.docker import engine
 from omnilab.runtimes.docker.runtime import DockerRuntime
 from omnilab.runtimes.state import StackState
+from tests.support import EXPERIMENTS, HELLO, OMNILAB, run_cli
+from tests.support.docker_support import POSTGRES_IMAGE, docker_client
 
 pytestmark = pytest.mark.usefixtures("docker_scope")
 
@@ -152,11 +152,10 @@ def test_exhausted_port_range_is_one_line_and_leaves_nothing(workdir: Path) -> N
 def test_gpu_device_requests_reach_the_engine(workdir: Path) -> None:
     """Passthrough wiring, checked by the real engine: with a GPU the host does not have,
     the container carries the device request and the engine refuses to start it."""
-    from docker_support import OLLAMA_STANDIN_IMAGE
-
     from omnilab import Ollama
     from omnilab.config import get_settings
     from omnilab.services.base import Credentials
+    from tests.support.docker_support import OLLAMA_STANDIN_IMAGE
 
     runtime = DockerRuntime(get_settings(), QuietReporter())
     runtime._gpus = [Gpu(0, "Imaginary GPU", "GPU-0000-test")]

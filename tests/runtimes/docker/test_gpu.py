@@ -1,7 +1,7 @@
 """GPU passthrough decisions: which engines can pass GPUs, and the device requests made.
 
 No GPU exists where these tests run; the refusal and the CPU fallback are tested against
-the real engine in test_docker_bad_input.py. Here: the pure decisions, for every kind of
+the real engine in test_bad_input.py, beside this file. Here: the pure decisions, for every kind of
 engine, including the ones this machine does not have.
 """
 

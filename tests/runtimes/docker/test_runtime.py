@@ -17,19 +17,19 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 import redis
-from conftest import EXPERIMENTS, OMNILAB, run_cli, wait_until
-from docker_support import (
+
+from omnilab import Postgres, Redis, Stack, UsageError
+from omnilab.progress import Reporter
+from omnilab.runtimes import ports as port_alloc
+from omnilab.runtimes.docker.runtime import network_env
+from tests.support import EXPERIMENTS, OMNILAB, run_cli, wait_until
+from tests.support.docker_support import (
     OLLAMA_STANDIN_IMAGE,
     POSTGRES_IMAGE,
     REDIS_IMAGE,
     TEST_LABEL,
     docker_client,
 )
-
-from omnilab import Postgres, Redis, Stack, UsageError
-from omnilab.progress import Reporter
-from omnilab.runtimes import ports as port_alloc
-from omnilab.runtimes.docker.runtime import network_env
 
 pytestmark = pytest.mark.usefixtures("docker_scope")
 

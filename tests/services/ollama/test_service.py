@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import EXPERIMENTS, STANDIN_BIN, run_cli
 
 from omnilab import Ollama, ServiceUnavailable, Stack
 from omnilab.progress import QuietReporter
+from tests.support import EXPERIMENTS, STANDIN_BIN, run_cli
 
 
 def test_ollama_binary_runs_as_a_process_of_the_stack(monkeypatch: pytest.MonkeyPatch) -> None:

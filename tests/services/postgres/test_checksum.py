@@ -12,16 +12,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from promotion_support import (  # noqa: F401 (fixtures)
-    Production,
-    production_fixture,
-    production_servers_fixture,
-    run_promotable,
-)
 
 from omnilab.progress import QuietReporter
 from omnilab.promote import promote
 from omnilab.services.postgres.checksum import checksum, column_hash_sql
+from tests.support.promotion_support import Production, run_promotable
 
 COLUMNS = """
     id bigint, small smallint, i integer, r real, d double precision, n numeric(10,2),

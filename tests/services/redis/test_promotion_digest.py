@@ -13,11 +13,6 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
-from promotion_support import (  # noqa: F401 (fixtures)
-    Production,
-    production_fixture,
-    production_servers_fixture,
-)
 
 from omnilab import Redis, Stack
 from omnilab.config import get_settings
@@ -30,6 +25,7 @@ from omnilab.services.redis.promotion import (
     RedisPromoter,
     combine,
 )
+from tests.support.promotion_support import Production
 
 Q = QuietReporter()
 

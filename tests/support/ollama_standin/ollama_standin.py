@@ -6,11 +6,12 @@ endpoints omnilab uses (``/api/version``, ``/api/tags``, ``/api/show``, ``/api/p
 NDJSON-streaming shapes as Ollama. Tests drive it through the official ``ollama`` client
 over real HTTP.
 
-Run it as ``python tests/ollama_standin.py [serve]``: it listens on ``OLLAMA_HOST``
-(``127.0.0.1:11434`` by default), like ``ollama serve``. Completions come from the JSON
-file named by ``OLLAMA_STANDIN_FIXTURES`` (``{"prompt substring": "completion"}``), else
-the reply echoes the prompt. Models "present" are those in ``OLLAMA_STANDIN_MODELS``
-(comma-separated; default ``standin:latest``); pulling any other name adds it.
+Run it as ``python tests/support/ollama_standin/ollama_standin.py [serve]``: it listens
+on ``OLLAMA_HOST`` (``127.0.0.1:11434`` by default), like ``ollama serve``. Completions
+come from the JSON file named by ``OLLAMA_STANDIN_FIXTURES`` (``{"prompt substring":
+"completion"}``), else the reply echoes the prompt. Models "present" are those in
+``OLLAMA_STANDIN_MODELS`` (comma-separated; default ``standin:latest``); pulling any other
+name adds it.
 
 Stand-in only: ``OLLAMA_STANDIN_TOKENS_PER_S`` paces answers like a model generating
 that many tokens per second (0, the default, answers at once), and ``GET /standin/stats``

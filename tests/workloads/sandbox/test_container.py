@@ -11,10 +11,10 @@ import io
 import socket
 
 import pytest
-from docker_support import TEST_LABEL, docker_client
 
 from omnilab import UsageError
 from omnilab.workloads.sandbox import ContainerSandbox, Limits
+from tests.support.docker_support import TEST_LABEL, docker_client
 
 
 @pytest.fixture(scope="session")
@@ -83,13 +83,12 @@ def test_time_limit_and_container_removed(box: ContainerSandbox, docker_scope: s
 
 
 def test_codegen_scores_in_the_container(box: ContainerSandbox, monkeypatch) -> None:
-    from conftest import STANDIN_BIN, TESTS
-
     from omnilab import CodeGen, CodingTask, Ollama, Redis, Stack
     from omnilab.progress import QuietReporter
+    from tests.support import CODEGEN_FIXTURES, STANDIN_BIN
 
     monkeypatch.setenv("PATH", f"{STANDIN_BIN}:" + __import__("os").environ["PATH"])
-    monkeypatch.setenv("OLLAMA_STANDIN_FIXTURES", str(TESTS / "fixtures" / "codegen.json"))
+    monkeypatch.setenv("OLLAMA_STANDIN_FIXTURES", str(CODEGEN_FIXTURES))
     with Stack(Ollama(), Redis(), runtime="local", reporter=QuietReporter()) as stack:
         gen = CodeGen(stack, model="standin", sandbox=box, progress=io.StringIO())
         report = gen.run(
