@@ -2,9 +2,9 @@
 
     python bench/codegen_throughput.py [--completions 200] [--rounds 5] [--tokens-per-s 0]
 
-One Ollama stand-in server (tests/ollama_standin.py, answering the codegen fixtures:
-40-150 tokens each, streamed) and one real Redis (omnilab's local stack) serve all arms,
-alternating, after a warm-up:
+One Ollama stand-in server (the tests', tests/support/ollama_standin/, answering the
+codegen fixtures: 40-150 tokens each, streamed) and one real Redis (omnilab's local
+stack) serve all arms, alternating, after a warm-up:
 
 - direct: ``ollama.Client.chat(model, messages, stream=True)``, pieces joined;
 - omnilab: batches of 5 prompts (the example's tasks) through the completion path that
@@ -36,8 +36,8 @@ from pathlib import Path
 from _common import summary, write
 
 ROOT = Path(__file__).resolve().parents[1]
-STANDIN = ROOT / "tests" / "ollama_standin.py"
-FIXTURES = ROOT / "tests" / "fixtures" / "codegen.json"
+STANDIN = ROOT / "tests" / "support" / "ollama_standin" / "ollama_standin.py"
+FIXTURES = ROOT / "tests" / "support" / "fixtures" / "codegen.json"
 #: Prompts per CodeGen batch, as in experiments/codegen_tasks.py.
 CHUNK = 5
 SIGNATURES = [

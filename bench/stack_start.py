@@ -3,9 +3,10 @@
 
     python bench/stack_start.py [--rounds 7]
 
-Both arms use the same code path (``Stack(parallel=False)`` is the sequential one),
-alternating, after a warm-up round each. The figure is the time from ``start()`` until
-every service answers, measured two ways:
+Both arms use the same code path (the sequential one is ``SequentialStack`` below: the
+same start, with each service waiting for the one before it to answer), alternating,
+after a warm-up round each. The figure is the time from ``start()`` until every service
+answers, measured two ways:
 
 - cold: each start in a fresh Python process, as ``omnilab run`` experiences it
   (the client libraries load during the start);
@@ -22,29 +23,53 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from typing import Any, cast
 
 from _common import summary, write
 
-ONE_START = """
-import json, time
 from omnilab import Postgres, Qdrant, Redis, Stack
 from omnilab.progress import QuietReporter
-stack = Stack(Redis(), Postgres(), Qdrant(), runtime="local", parallel={parallel},
-              reporter=QuietReporter())
-stack.prepare()
-began = time.perf_counter()
-stack.start()
-elapsed = time.perf_counter() - began
-ready = {{n: r.ready_seconds for n, r in stack.services.items()}}
-stack.close()
-print(json.dumps({{"elapsed": elapsed, "ready": ready}}))
-"""
+from omnilab.runtimes.base import RunningService, Runtime
+from omnilab.runtimes.state import StackState
+
+
+class _OneAtATime:
+    """A runtime whose service starts wait for each other: a lock around the real one's."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._lock = threading.Lock()
+
+    def start_service(self, *args: Any, **kwargs: Any) -> RunningService:
+        with self._lock:
+            return self._runtime.start_service(*args, **kwargs)
+
+
+class SequentialStack(Stack):
+    """The baseline: the services started one after another, by omnilab's own start."""
+
+    def _start_services(self, runtime: Runtime, state: StackState) -> None:
+        super()._start_services(cast(Runtime, _OneAtATime(runtime)), state)
+
+
+def start_once(parallel: bool) -> tuple[float, dict[str, float]]:
+    kind = Stack if parallel else SequentialStack
+    stack = kind(Redis(), Postgres(), Qdrant(), runtime="local", reporter=QuietReporter())
+    stack.prepare()  # binary discovery is not part of "start"
+    began = time.perf_counter()
+    stack.start()
+    elapsed = time.perf_counter() - began
+    ready = {n: r.ready_seconds for n, r in stack.services.items()}
+    stack.close()
+    return elapsed, ready
 
 
 def start_cold(parallel: bool) -> tuple[float, dict[str, float]]:
+    mode = "parallel" if parallel else "sequential"
     out = subprocess.run(
-        [sys.executable, "-c", ONE_START.format(parallel=parallel)],
+        [sys.executable, __file__, "--one", mode],
         capture_output=True,
         text=True,
         check=True,
@@ -54,19 +79,7 @@ def start_cold(parallel: bool) -> tuple[float, dict[str, float]]:
 
 
 def start_warm(parallel: bool) -> tuple[float, dict[str, float]]:
-    from omnilab import Postgres, Qdrant, Redis, Stack
-    from omnilab.progress import QuietReporter
-
-    stack = Stack(
-        Redis(), Postgres(), Qdrant(), runtime="local", parallel=parallel, reporter=QuietReporter()
-    )
-    stack.prepare()  # binary discovery is not part of "start"
-    began = time.perf_counter()
-    stack.start()
-    elapsed = time.perf_counter() - began
-    ready = {n: r.ready_seconds for n, r in stack.services.items()}
-    stack.close()
-    return elapsed, ready
+    return start_once(parallel)
 
 
 def measure(start, rounds: int) -> dict:  # type: ignore[no-untyped-def]
@@ -106,7 +119,13 @@ def report(label: str, result: dict) -> None:  # type: ignore[type-arg]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
+    # One start in this process, its figures as JSON: the cold arm's fresh process.
+    parser.add_argument("--one", choices=["parallel", "sequential"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        elapsed, ready = start_once(args.one == "parallel")
+        print(json.dumps({"elapsed": elapsed, "ready": ready}))
+        return
     os.environ.setdefault("OMNILAB_STATE_DIR", tempfile.mkdtemp(prefix="omnilab-bench-"))
     print(f"stack start, Redis + PostgreSQL + Qdrant, local runtime, {args.rounds} rounds")
     cold = measure(start_cold, args.rounds)

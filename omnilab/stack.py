@@ -60,13 +60,9 @@ class Stack:
         log_dir: Path | None = None,
         reporter: Reporter | None = None,
         settings: Settings | None = None,
-        parallel: bool = True,
         retain_data: bool = False,
     ) -> None:
-        """``parallel=False`` starts services one after another (slower; for debugging a
-        service that misbehaves only beside others, and as the benchmark's baseline).
-
-        ``retain_data=True`` stops the servers at the end but keeps their data (under
+        """``retain_data=True`` stops the servers at the end but keeps their data (under
         ``data/experiments/<run id>/``) for :meth:`reopen`: runs of experiments that
         declare ``promotes`` wait there for ``omnilab promote``.
         """
@@ -78,7 +74,6 @@ class Stack:
         self.run_id = run_id
         self.id = run_id or uuid.uuid4().hex
         self.log_dir = log_dir
-        self.parallel = parallel
         self.retain_data = retain_data
         #: Where the data stayed once a stack with ``retain_data`` has closed.
         self.kept_path: Path | None = None
@@ -190,7 +185,7 @@ class Stack:
                 relaunch=kept is not None,
             )
 
-        pool = ThreadPoolExecutor(max_workers=len(self.service_specs) if self.parallel else 1)
+        pool = ThreadPoolExecutor(max_workers=len(self.service_specs))
         try:
             futures = {pool.submit(start_one, s): s for s in self.service_specs}
             for future, service in futures.items():

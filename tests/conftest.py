@@ -16,23 +16,19 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from docker_support import docker_images, docker_scope  # noqa: F401  (fixtures)
 
-#: Fixtures of the HTTP API and its workers (a plugin, so that its asserts are rewritten).
-pytest_plugins = ["queue_helpers"]
+from tests.support import STANDIN, free_port, run_cli, stack_processes, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = ROOT / "tests"
-EXPERIMENTS = TESTS / "experiments"
-HELLO = ROOT / "experiments" / "hello.py"
-OMNILAB = Path(sys.executable).parent / "omnilab"
-STANDIN = TESTS / "ollama_standin.py"
-STANDIN_BIN = TESTS / "standin_bin"
+#: Fixtures of the HTTP API and its workers, of the docker tests, of promotion's production.
+pytest_plugins = [
+    "tests.support.queue_helpers",
+    "tests.support.docker_support",
+    "tests.support.promotion_support",
+]
 
 #: Variables of the user's environment that would leak into the tests' configuration.
 _SCRUB = (
@@ -49,43 +45,6 @@ _SCRUB = (
     "ENVIRONMENT",
     "CUDA_VISIBLE_DEVICES",
 )
-
-
-def stack_processes(under: Path | None = None) -> list[tuple[int, str]]:
-    """(pid, working directory) of live processes working inside ``under`` (TMPDIR).
-
-    Each test gets its own TMPDIR, where its stacks' directories are made; every server
-    of a stack works inside its stack's directory. So a process whose working directory
-    is in the test's folder is one of its stacks' servers (or their watcher).
-    """
-    root = str(Path(under or tempfile.gettempdir()).resolve())
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(os.path.join(entry.path, "cwd"))
-            state = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and (cwd == root or cwd.startswith(root + "/")):
-            found.append((int(entry.name), cwd))
-    return found
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -168,25 +127,6 @@ def workdir(
         return not dirs
 
     assert wait_until(no_stack_dirs, timeout=10), f"stack directories left behind: {dirs}"
-
-
-def run_cli(
-    *args: str | Path,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 180,
-) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``omnilab`` command, as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [str(OMNILAB), *map(str, args)],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture

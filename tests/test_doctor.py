@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import free_port, run_cli
 
 from omnilab import Redis, Stack
 from omnilab.progress import QuietReporter
+from tests.support import free_port, run_cli
 
 pytestmark = pytest.mark.usefixtures("docker_scope")
 

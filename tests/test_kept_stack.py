@@ -11,12 +11,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import stack_processes, wait_until
 from qdrant_client import models
 
 import omnilab
 from omnilab import OmnilabError, Postgres, Qdrant, Redis, Stack
 from omnilab.progress import QuietReporter
+from tests.support import stack_processes, wait_until
 
 
 def _kept_stack() -> Stack:
@@ -118,7 +118,7 @@ def test_reopening_what_is_gone_is_a_clear_error(workdir: Path) -> None:
 
 
 def test_run_records_say_where_the_data_is_and_hold_no_secret(workdir: Path) -> None:
-    from conftest import EXPERIMENTS
+    from tests.support import EXPERIMENTS
 
     run = omnilab.run(str(EXPERIMENTS / "promotable.py"), reporter=QuietReporter())
     data = run.data

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import EXPERIMENTS, HELLO
 
 from omnilab.errors import ExperimentLoadError
 from omnilab.loader import load, resolve, split_ref
+from tests.support import EXPERIMENTS, HELLO
 
 
 def test_file_with_one_experiment_needs_no_name() -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import EXPERIMENTS
 
 from omnilab.errors import ParamsError
 from omnilab.loader import load
 from omnilab.params import parse_assignments, validate
+from tests.support import EXPERIMENTS
 
 Second = load(f"{EXPERIMENTS / 'several.py'}:Second").cls
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import EXPERIMENTS, HELLO
 
 import omnilab
 from omnilab import Experiment, OmnilabError, ParamsError, Redis, Run, RunFailed
 from omnilab.loader import load
 from omnilab.progress import QuietReporter
+from tests.support import EXPERIMENTS, HELLO
 
 Hello = load(str(HELLO)).cls
 

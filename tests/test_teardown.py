@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXPERIMENTS, OMNILAB, run_cli, stack_processes, wait_until
 
 from omnilab import Postgres, Redis, stack
 from omnilab.progress import QuietReporter
+from tests.support import EXPERIMENTS, OMNILAB, run_cli, stack_processes, wait_until
 
 
 def _start_sleepy(workdir: Path) -> tuple[subprocess.Popen[str], str]:

@@ -18,7 +18,7 @@ def build(
     names: list[str] = typer.Argument(
         None,
         metavar="[IMAGE]...",
-        help="base, redis, postgres, ollama-standin (tests only). Default: base redis postgres.",
+        help="base, redis, postgres, experiments, codegen. Default: base redis postgres.",
     ),
     force: bool = typer.Option(
         False, "--force", help="Rebuild the named images even when they are current."

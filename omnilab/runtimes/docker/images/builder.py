@@ -15,7 +15,7 @@ import hashlib
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -121,24 +121,29 @@ def _machine_lock(reporter: Reporter) -> Iterator[None]:
 
 
 def build(
-    names: list[str] | None,
+    names: Sequence[str | ImageSpec] | None,
     reporter: Reporter,
     *,
     force: bool = False,
     verbose: bool = False,
 ) -> list[ImageStatus]:
     """Build ``names`` (default: the default set) and what they need; returns each one's
-    status, with ``action`` saying whether it was built or found current."""
+    status, with ``action`` saying whether it was built or found current.
+
+    Besides the catalog's names, a caller may give specs of its own (the tests' stand-in
+    images): they are built on the same base, the same way, without being in the catalog.
+    """
     specs = recipes.select(names)
     if any(not s.is_base for s in specs) and BASE not in specs:
         specs.insert(0, BASE)
+    asked = {n if isinstance(n, str) else n.name for n in names or ()}
     client = engine.connect()
     results: list[ImageStatus] = []
     with _machine_lock(reporter):
         for spec in specs:
             # --force rebuilds what was asked for; a base pulled in as a dependency is
             # only rebuilt when missing.
-            forced = force and (not names or spec.name in names)
+            forced = force and (not names or spec.name in asked)
             results.append(_build_one(client, spec, reporter, forced, verbose))
     return results
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,11 @@ class ImageSpec:
     description: str
     #: The service whose default image this is under the docker runtime.
     service: str | None = None
-    #: Folder under ``dockerfiles/``; None for the debootstrap base.
-    context: str | None = None
-    #: Files copied into the build context: name in the context -> path in the source tree.
-    extra_files: dict[str, str] = field(default_factory=dict)
+    #: The recipe's folder, everything in it the build context: a name under
+    #: ``dockerfiles/``, or a path (an image of the caller's own, built with
+    #: :func:`omnilab.runtimes.docker.images.build` but not in :data:`CATALOG`); None for
+    #: the debootstrap base.
+    context: str | Path | None = None
     #: Built by a plain ``omnilab images build``.
     default: bool = True
     #: A recipe file directly under ``dockerfiles/`` (``Dockerfile.experiments``), the
@@ -73,15 +75,6 @@ CODEGEN = ImageSpec(
     wheels=True,
     default=False,
 )
-#: The test suite's Ollama stand-in (a recipe under dockerfiles/, not a service).
-OLLAMA_STANDIN = ImageSpec(
-    name="ollama-standin",
-    tag=f"omnilab/ollama-standin:0.6.2-{DEBIAN_SUITE}",
-    description="tests only: the Ollama-API stand-in, ollama/ollama's interface",
-    context="ollama-standin",
-    extra_files={"ollama_standin.py": "tests/ollama_standin.py"},
-    default=False,
-)
 
 
 def _services() -> dict[str, Any]:
@@ -106,7 +99,7 @@ def catalog() -> dict[str, ImageSpec]:
                     context=built.context,
                 )
             )
-    specs += [OLLAMA_STANDIN, EXPERIMENTS, CODEGEN]
+    specs += [EXPERIMENTS, CODEGEN]
     return {spec.name: spec for spec in specs}
 
 
@@ -125,14 +118,21 @@ def for_service(service: str) -> ImageSpec | None:
     return None
 
 
-def select(names: list[str] | None) -> list[ImageSpec]:
-    """Specs for ``names`` (default: the default set), bases first; UsageError if unknown."""
+def select(names: Sequence[str | ImageSpec] | None) -> list[ImageSpec]:
+    """Specs for ``names`` (default: the default set), bases first; UsageError if unknown.
+
+    A spec given as such is taken as it is: an image of the caller's own.
+    """
     known = catalog()
     if not names:
         return [s for s in known.values() if s.default]
     unbuildable = not_buildable()
     chosen: list[ImageSpec] = []
     for name in names:
+        if isinstance(name, ImageSpec):
+            if name not in chosen:
+                chosen.append(name)
+            continue
         if name in unbuildable:
             raise UsageError(
                 f"{name}: {unbuildable[name]}, so `omnilab images build` cannot make its "
@@ -171,19 +171,14 @@ def context_files(spec: ImageSpec) -> dict[str, Path]:
             )
         return {"Dockerfile": recipe}
     assert spec.context is not None
-    folder = root / spec.context
-    if not (folder / "Dockerfile").is_file():
-        raise UsageError(
-            f"{spec.name}: no recipe at {folder}/Dockerfile; run omnilab from a source "
-            "checkout, or point OMNILAB_DOCKERFILES at the dockerfiles/ folder"
+    if isinstance(spec.context, Path):
+        folder, hint = spec.context, ""
+    else:
+        folder = root / spec.context
+        hint = (
+            "; run omnilab from a source checkout, or point OMNILAB_DOCKERFILES at the "
+            "dockerfiles/ folder"
         )
-    files = {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
-    for name, relative in spec.extra_files.items():
-        source = root.parent / relative
-        if not source.is_file():
-            raise UsageError(
-                f"{spec.name}: needs {relative} from omnilab's source tree, which is not "
-                f"here ({source}); build this image from a source checkout"
-            )
-        files[name] = source
-    return files
+    if not (folder / "Dockerfile").is_file():
+        raise UsageError(f"{spec.name}: no recipe at {folder}/Dockerfile{hint}")
+    return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -1,0 +1,59 @@
+"""Bad input: one clear line, exit status 2, nothing started, nothing recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from omnilab.tracking.store import TrackingStore
+from tests.support import EXPERIMENTS, HELLO, run_cli
+
+CASES = [
+    (["run", "missing.py"], "missing.py: no such file"),
+    (["run", EXPERIMENTS / "syntax_error.py"], "syntax error (line 3)"),
+    (["run", EXPERIMENTS / "bad_import.py"], "cannot import (line 1): ModuleNotFoundError"),
+    (["run", EXPERIMENTS / "no_experiment.py"], "no Experiment subclass"),
+    (["run", EXPERIMENTS / "several.py"], "holds several experiments (First, Second)"),
+    (["run", f"{EXPERIMENTS / 'several.py'}:Nope"], "no experiment named 'Nope'"),
+    (["run", HELLO, "-p", "n_itemz=3"], "-p n_itemz: unknown parameter"),
+    (["run", HELLO, "-p", "n_items=many"], "-p n_items: Input should be a valid integer"),
+    (["run", HELLO, "-p", "n_items"], "expected key=value"),
+    (["run", EXPERIMENTS / "chat.py", "--runtime", "local"], "needs Ollama"),
+    (["run", HELLO, "--gpu", "--runtime", "local"], "gpu=True, but this host has no usable GPU"),
+    (["runs", "show", "ffffffff"], "no run matches 'ffffffff'"),
+    (["runs", "ls", "--status", "great"], "--status 'great'"),
+    (["stack", "up", "mongodb"], "unknown service 'mongodb'"),
+    (["stack", "down", "nosuchstack"], "no stack matches"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), CASES, ids=[" ".join(map(str, a))[-48:] for a, _ in CASES]
+)
+def test_bad_input_exits_2_with_one_line(args: list, message: str, workdir: Path) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert message in errors[0]
+    assert "Traceback" not in result.stderr
+    # Nothing half-started: no stack state, no run directory, no run recorded.
+    assert not list((workdir / "state").glob("stacks/*.json"))
+    assert not (workdir / "runs").exists()
+
+
+def test_refused_runs_are_not_recorded(workdir: Path) -> None:
+    with TrackingStore.open() as store:
+        before = len(store.list_runs(limit=1000))
+    assert run_cli("run", HELLO, "-p", "dim=-x").returncode == 2
+    with TrackingStore.open() as store:
+        assert len(store.list_runs(limit=1000)) == before
+
+
+def test_parser_errors_exit_2() -> None:
+    result = run_cli("run", HELLO, "--runtime", "mars")
+    assert result.returncode == 2
+    assert "mars" in result.stderr
+    assert run_cli("run").returncode == 2
+    assert run_cli("frobnicate").returncode == 2

@@ -1,0 +1,88 @@
+"""experiments/notebooks/quickstart.ipynb runs top to bottom on a real kernel.
+
+nbclient executes every cell as Jupyter would and raises on the first error; the
+notebook itself calls ``raise_for_status()`` on its runs, so a failed run fails here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient import NotebookClient
+
+import omnilab
+from tests.support import ROOT, stack_processes
+from tests.support.promotion_support import Production
+
+NOTEBOOK = ROOT / "experiments" / "notebooks" / "quickstart.ipynb"
+
+
+def _outputs(cell: Any, mime: str) -> str:
+    return "".join(o.get("data", {}).get(mime, "") for o in cell.get("outputs", []))
+
+
+def test_the_quickstart_is_committed_clean() -> None:
+    """No outputs in the repository: they would hold run ids and local paths."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+def test_the_quickstart_runs_top_to_bottom(workdir: Path, production: Production) -> None:
+    """`production` sets REDIS_URL (and the others) for the kernel: the promotion part
+    plans against a real production Redis, which must come out unchanged."""
+    before = production.snapshot()
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(
+        nb,
+        kernel_name="python3",
+        timeout=300,
+        resources={"metadata": {"path": str(workdir)}},  # the kernel's working directory
+    )
+    client.execute()  # raises CellExecutionError on any error
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    by_source = {c.source.splitlines()[0]: c for c in cells}
+
+    # The single run: a live progress panel, then the card with its charts.
+    first = by_source['run = omnilab.run(CacheSizing, params={"cache_kb": 256})']
+    panel, card = (o["data"]["text/html"] for o in first.outputs if "data" in o)
+    assert "succeeded" in panel and "postgres" in panel
+    assert "CacheSizing" in card and card.count("<svg") == 2  # hit_rate, latency_ms
+    assert "hit_rate" in _outputs(by_source["run.metrics.tail()"], "text/html")
+
+    # The sweep: three runs, compared on shared charts.
+    comparison = _outputs(by_source["comparison = omnilab.compare(sweep)"], "text/html")
+    for kb in ("cache_kb=128", "cache_kb=512", "cache_kb=1024"):
+        assert kb in comparison
+    assert comparison.count("<svg") == 2 and comparison.count("<polyline") >= 6
+    table = _outputs(
+        by_source['omnilab.runs(experiment=CacheSizing, status="succeeded", limit=10)'],
+        "text/html",
+    )
+    assert table.count(">succeeded<") >= 4
+
+    # The promotion plan: the warmed cache, to be created under its production prefix.
+    plan = _outputs(by_source["from omnilab.promote import RedisKeys"], "text/html")
+    assert "promotion plan" in plan and "dry run: nothing changed" in plan
+    assert ">create<" in plan and "cache:item:*" in plan and "WarmCache" in plan
+    assert production.snapshot() == before
+    discard = next(c for c in cells if c.source.startswith("warm.discard()"))
+    assert "discarded" in _outputs(discard, "text/plain")
+
+    # No progress went to stderr: it is all in the panels.
+    for cell in cells:
+        for out in cell.outputs:
+            if out.output_type == "stream" and out.name == "stderr":
+                assert "runtime:" not in out.text and "ready at" not in out.text
+
+    # Four runs recorded, from this working directory, all succeeded.
+    mine = [
+        r
+        for r in omnilab.runs(experiment="CacheSizing", limit=50)
+        if r.run_dir and r.run_dir.is_relative_to(workdir)
+    ]
+    assert len(mine) == 4 and all(r.ok for r in mine)
+    assert not stack_processes()
