@@ -1,10 +1,10 @@
 """A service omnilab does not ship, added from the test folder alone.
 
-``site/`` holds a third party's distribution as ``pip install`` would leave it: the
-package ``omnilab_memcached`` and its ``.dist-info`` declaring an ``omnilab.services``
-entry point. Putting that folder on the path is the whole registration: the memcached
-server (Debian's, a real process) starts in a local stack with a readiness check and a
-connected client, and shows up in ``omnilab doctor``, ``omnilab stack up`` and
+``tests/support/plugin_site/`` holds a third party's distribution as ``pip install``
+would leave it: the package ``omnilab_memcached`` and its ``.dist-info`` declaring an
+``omnilab.services`` entry point. Putting that folder on the path is the whole
+registration: the memcached server (Debian's, a real process) starts in a local stack
+with a readiness check and a connected client, and shows up in ``omnilab doctor``, ``omnilab stack up`` and
 ``omnilab compose export``, with no edit inside ``omnilab/``.
 """
 
@@ -21,8 +21,9 @@ import yaml
 import omnilab
 from omnilab import plugins
 from omnilab.services import service_class
+from tests.support import run_cli
 
-SITE = Path(__file__).resolve().parent / "site"
+SITE = Path(__file__).resolve().parent / "support" / "plugin_site"
 PACKAGE = Path(omnilab.__file__).resolve().parent
 
 EXPERIMENT = """
@@ -48,12 +49,6 @@ def memcached_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     plugins.refresh()
     yield SITE
     plugins.refresh()
-
-
-def _cli():
-    from conftest import run_cli
-
-    return run_cli
 
 
 def test_omnilab_itself_knows_nothing_of_memcached() -> None:
@@ -83,7 +78,7 @@ def test_the_entry_point_registers_it_and_a_local_stack_runs_it(memcached_plugin
 
 def test_an_experiment_uses_it_as_ctx_memcached(memcached_plugin: Path, workdir: Path) -> None:
     (workdir / "cached.py").write_text(EXPERIMENT)
-    result = _cli()("run", "cached.py", "--json", "--runtime", "local")
+    result = run_cli("run", "cached.py", "--json", "--runtime", "local")
     assert result.returncode == 0, result.stderr
     run = json.loads(result.stdout)
     assert run["status"] == "succeeded", run
@@ -92,7 +87,6 @@ def test_an_experiment_uses_it_as_ctx_memcached(memcached_plugin: Path, workdir:
 
 
 def test_doctor_stack_up_and_compose_export_list_it(memcached_plugin: Path, workdir: Path) -> None:
-    run_cli = _cli()
     doctor = run_cli("doctor", "--json")
     checks = {c["name"]: c for c in json.loads(doctor.stdout)}
     assert checks["local memcached"]["status"] == "ok", checks["local memcached"]
@@ -113,3 +107,53 @@ def test_doctor_stack_up_and_compose_export_list_it(memcached_plugin: Path, work
     service = yaml.safe_load(output.read_text())["services"]["memcached-exp"]
     assert service["image"] == "${OMNILAB_IMAGE_MEMCACHED:-memcached:1.6.38}"
     assert service["ports"] == ["127.0.0.1:${OMNILAB_PORT_MEMCACHED:-11212}:11211"]
+
+
+# -- the registry itself -------------------------------------------------------------------
+
+
+def test_names_list_without_importing_and_unknown_names_are_usage_errors() -> None:
+    assert plugins.names("runtime") == ["local", "docker"]
+    assert plugins.names("promotable") == ["qdrant_collection", "redis_keys", "postgres_table"]
+    with pytest.raises(plugins.UnknownPlugin, match="unknown runtime 'k8s': choose one of"):
+        plugins.load("runtime", "k8s")
+    assert issubclass(plugins.UnknownPlugin, omnilab.UsageError)
+
+
+def test_a_plugin_whose_library_is_missing_says_which() -> None:
+    plugins.register("service", "ghost", "omnilab_no_such_library.ghost:Ghost")
+    try:
+        with pytest.raises(plugins.PluginUnavailable, match="needs 'omnilab_no_such_library'"):
+            plugins.load("service", "ghost")
+        assert "ghost" not in plugins.available("service")  # skipped, not fatal
+        with pytest.raises(plugins.PluginUnavailable):
+            service_class("ghost")
+    finally:
+        plugins.unregister("service", "ghost")
+    assert "ghost" not in plugins.names("service")
+
+
+def test_register_takes_an_object_and_a_plugin_of_the_wrong_type_is_refused() -> None:
+    from omnilab.errors import OmnilabError
+    from omnilab.services.redis import Redis
+
+    class Keydb(Redis):
+        name = "keydb"
+
+    plugins.register("service", "keydb", Keydb)
+    plugins.register("service", "notaservice", dict)
+    try:
+        assert service_class("keydb") is Keydb
+        with pytest.raises(OmnilabError, match="not a Service subclass"):
+            service_class("notaservice")
+    finally:
+        plugins.unregister("service", "keydb")
+        plugins.unregister("service", "notaservice")
+
+
+def test_an_unknown_runtime_setting_is_one_line(workdir: Path) -> None:
+    result = run_cli("runs", "ls", env={"OMNILAB_RUNTIME": "k8s"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: OMNILAB_RUNTIME: unknown runtime 'k8s': choose one of auto, local, docker"
+    )
