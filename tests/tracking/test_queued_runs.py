@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from omnilab.tracking import queued_runs, schema
+from omnilab.tracking import queued_runs
 from omnilab.tracking.records import RunRecord
 from omnilab.tracking.store import TrackingStore
 from tests.support.queue_helpers import new_database
@@ -93,22 +93,3 @@ def test_params_that_jsonb_cannot_hold_are_named() -> None:
     )
     assert queued_runs.jsonable_params({"x": "a\u0000"}) == "NUL characters are not allowed"
     assert queued_runs.jsonable_params({"x": [1, "ok"]}) is None
-
-
-def test_migration_0003_may_come_before_0002(
-    fresh_db: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Branches merge in any order: 0003 applied first, then 0002 arriving, both apply."""
-    real = schema.available()
-    assert 3 in [m.version for m in real]
-    without_2 = [m for m in real if m.version != 2]
-    monkeypatch.setattr(schema, "available", lambda: without_2)
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        assert 3 in schema.migrate(conn)
-    second = schema.Migration(2, "from_another_branch", "CREATE TABLE omnilab.later (x int);")
-    monkeypatch.setattr(
-        schema, "available", lambda: sorted([*without_2, second], key=lambda m: m.version)
-    )
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        assert schema.migrate(conn) == [2]
-        assert conn.execute("SELECT count(*) FROM omnilab.later").fetchone() == (0,)

@@ -39,13 +39,16 @@ def test_migrations_are_versioned_and_applied_once(fresh_db: str) -> None:
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'omnilab'"
             )
         }
-        assert {"runs", "metrics", "artifacts", "schema_migrations"} <= tables
+        assert {"runs", "metrics", "artifacts", "_yoyo_migration"} <= tables
 
 
 def test_a_newer_schema_is_refused(fresh_db: str) -> None:
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         schema.migrate(conn)
-        conn.execute("INSERT INTO omnilab.schema_migrations (version, name) VALUES (999, 'x')")
+        conn.execute(
+            "INSERT INTO omnilab._yoyo_migration (migration_hash, migration_id, applied_at_utc)"
+            " VALUES ('x', '0999_x', now())"
+        )
     with pytest.raises(TrackingStoreError, match="newer than this omnilab knows"):
         TrackingStore(fresh_db)
 
