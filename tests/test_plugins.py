@@ -4,7 +4,8 @@
 would leave it: the package ``omnilab_memcached`` and its ``.dist-info`` declaring an
 ``omnilab.services`` entry point. Putting that folder on the path is the whole
 registration: the memcached server (Debian's, a real process) starts in a local stack
-with a readiness check and a connected client, and shows up in ``omnilab doctor``, ``omnilab stack up`` and
+with a readiness check and a connected client, and shows up in ``omnilab doctor``,
+``omnilab stack up`` and
 ``omnilab compose export``, with no edit inside ``omnilab/``.
 """
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from queue_helpers import new_database
 
 from omnilab.tracking import schema
+from tests.support.queue_helpers import new_database
 
 ALL = [m.version for m in schema.available()]
 
