@@ -12,13 +12,12 @@ from fastapi.responses import JSONResponse
 
 from omnilab.api.models import Health
 from omnilab.tracking import workers
+from omnilab.version import __version__
 
 router = APIRouter(tags=["health"])
 
 
 def _health(request: Request) -> JSONResponse:
-    from omnilab import __version__
-
     state = request.app.state.omnilab
     store_ok, live = "ok", None
     try:

@@ -13,14 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omnilab.errors import UsageError
+from omnilab.version import __version__
 
 DEBIAN_SUITE = "bookworm"
-
-
-def _omnilab_version() -> str:
-    from omnilab import __version__
-
-    return __version__
 
 
 @dataclass(frozen=True)
@@ -83,7 +78,7 @@ CATALOG: dict[str, ImageSpec] = {
         ),
         ImageSpec(
             name="experiments",
-            tag=f"omnilab/experiments:{_omnilab_version()}-{DEBIAN_SUITE}",
+            tag=f"omnilab/experiments:{__version__}-{DEBIAN_SUITE}",
             description="Python, omnilab and its clients: runs experiments with "
             "isolation='container' (the seed's omnimind-experiments)",
             dockerfile="Dockerfile.experiments",
@@ -92,7 +87,7 @@ CATALOG: dict[str, ImageSpec] = {
         ),
         ImageSpec(
             name="codegen",
-            tag=f"omnilab/codegen:{_omnilab_version()}-{DEBIAN_SUITE}",
+            tag=f"omnilab/codegen:{__version__}-{DEBIAN_SUITE}",
             description="Python and omnilab: the code-generation sandbox's image "
             "(the seed's omnimind-code-gen)",
             dockerfile="Dockerfile.codegen",

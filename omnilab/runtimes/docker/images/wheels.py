@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omnilab.runtimes.docker.images.debian_base import ImageBuildError
+from omnilab.version import __version__
 
 if TYPE_CHECKING:
     from omnilab.progress import Reporter
@@ -92,8 +93,6 @@ def source_fingerprint() -> str:
 
 def _source() -> str:
     """What pip builds omnilab's wheel from: this checkout, else the installed version."""
-    from omnilab import __version__
-
     tree = source_tree()
     return str(tree) if tree is not None else f"omnilab=={__version__}"
 
