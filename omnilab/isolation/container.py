@@ -201,7 +201,7 @@ class ContainerIsolation:
 
     def run(self, buffer: MetricBuffer) -> tuple[str, dict[str, Any] | None, str | None]:
         """Send the start message, relay output and metrics until the container exits;
-        (status, summary, error) as :func:`omnilab.runner.invoke` gives them."""
+        (status, summary, error) as :func:`omnilab.invoke.invoke` gives them."""
         stack = self._stack
         assert stack is not None and self._launching is not None
         self._launching.join()
