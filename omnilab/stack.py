@@ -22,8 +22,7 @@ from typing import Any
 from omnilab import kept_stack, reaper
 from omnilab.config import Settings, get_settings
 from omnilab.errors import OmnilabError, UsageError
-from omnilab.experiment import GpuPolicy
-from omnilab.gpu import Gpu
+from omnilab.gpu import Gpu, GpuPolicy
 from omnilab.progress import Reporter, default_reporter
 from omnilab.runtimes import RunningService, Runtime, select_runtime
 from omnilab.runtimes.state import StackState, write_env_file
