@@ -155,6 +155,11 @@ class Comparison:
         return f"<Comparison of {len(self.runs)} runs: {', '.join(self.labels())}>"
 
 
+def plot_run(run: Run, *keys: str) -> Figure:
+    """``Run.plot``: a comparison of one run, so that its charts look like ``compare``'s."""
+    return Comparison([run], {run.id: run.latest_metrics}, load_series([run])).plot(*keys)
+
+
 def compare(runs: Iterable[Run | str], *, settings: Settings | None = None) -> Comparison:
     """Compare runs (``Run`` objects or run ids/prefixes): a side-by-side table of their
     params, summaries and last metric values, and their metrics overlaid, one chart per
