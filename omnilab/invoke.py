@@ -12,11 +12,13 @@ import traceback
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
     from omnilab.context import RunContext
     from omnilab.experiment import Experiment
 
@@ -64,7 +66,7 @@ def user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 
 
-def experiment_logger(run_id: str, stream: TextIO) -> logging.Logger:
+def experiment_logger(run_id: str, stream: SupportsWrite[str]) -> logging.Logger:
     """``ctx.log``: the run's own logger, writing to ``stream`` only (the run's log), never
     to the root logger an embedding program may have configured."""
     logger = logging.getLogger(f"omnilab.run.{run_id[:8]}")

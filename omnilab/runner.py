@@ -82,13 +82,14 @@ class _Tee(io.TextIOBase):
 
 
 @contextlib.contextmanager
-def _captured_output(path: Path) -> Iterator[TextIO]:
+def _captured_output(path: Path) -> Iterator[_Tee]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8", errors="replace") as log:
         out, err = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        tee_err = _Tee(err, log)
+        sys.stdout, sys.stderr = _Tee(out, log), tee_err
         try:
-            yield sys.stderr
+            yield tee_err
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

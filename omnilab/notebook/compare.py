@@ -85,9 +85,11 @@ class Comparison:
     def to_pandas(self) -> pd.DataFrame:
         """Rows ``group.name`` (``params.k``, ``summary.k``, ``metrics.k``...), one column
         per run id."""
-        from omnilab.notebook.frames import pandas
+        from omnilab.notebook.frames import require_pandas
 
-        pd = pandas()
+        require_pandas()
+        import pandas as pd
+
         rows = self.rows()
         return pd.DataFrame(
             [values for _, _, values in rows],

@@ -10,7 +10,7 @@ import redis
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from omnilab.api.models import Health
+from omnilab.api.models import Health, Reachable
 from omnilab.tracking import workers
 from omnilab.version import __version__
 
@@ -19,7 +19,8 @@ router = APIRouter(tags=["health"])
 
 def _health(request: Request) -> JSONResponse:
     state = request.app.state.omnilab
-    store_ok, live = "ok", None
+    store_ok: Reachable = "ok"
+    live: int | None = None
     try:
         with state.db() as store:
             live = len(workers.live(store.conn, state.settings.worker_ttl))
@@ -27,7 +28,7 @@ def _health(request: Request) -> JSONResponse:
         store_ok = "unreachable"
     try:
         state.broker.redis.ping()
-        queue_ok = "ok"
+        queue_ok: Reachable = "ok"
     except redis.RedisError:
         queue_ok = "unreachable"
     ok = store_ok == "ok" and queue_ok == "ok"
