@@ -13,8 +13,6 @@ The public API::
     run.promote(dry_run=True)                             # -> PromotionResult (omnilab.promote)
 """
 
-from importlib import metadata as _metadata
-
 from omnilab.config import Settings, get_settings
 from omnilab.context import RunContext
 from omnilab.errors import (
@@ -30,21 +28,21 @@ from omnilab.errors import (
 from omnilab.experiment import Experiment, Params
 from omnilab.notebook import Comparison, RunTable, compare, runs
 from omnilab.runner import run
-from omnilab.services import Ollama, Postgres, Qdrant, Redis, Service
+from omnilab.services.base import Service
+from omnilab.services.ollama import Ollama
+from omnilab.services.postgres import Postgres
 from omnilab.services.promotable import PromotionConflict, PromotionError, PromotionFailed
+from omnilab.services.qdrant import Qdrant
+from omnilab.services.redis import Redis
 from omnilab.stack import Stack, stack
 from omnilab.tracking.run import Run, RunFailed
+from omnilab.version import __version__
 from omnilab.workloads.aer import Aer, AerResult
 from omnilab.workloads.aer_resources import AerMemoryError, AerUnavailable
 from omnilab.workloads.codegen import CodeGen, CodegenReport, CodingTask
 from omnilab.workloads.completions import ModelUnavailable
 from omnilab.workloads.prompts import TemplateError
 from omnilab.workloads.sandbox import Limits as SandboxLimits
-
-try:
-    __version__ = _metadata.version("omnilab")
-except _metadata.PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "Aer",

@@ -6,11 +6,16 @@ import hashlib
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from omnilab.tracking.records import ArtifactRecord
 
 if TYPE_CHECKING:
+    import ollama
+    import psycopg
+    import qdrant_client
+    import redis
+
     from omnilab.experiment import Params
     from omnilab.gpu import Gpu
     from omnilab.stack import Stack
@@ -29,7 +34,9 @@ class RunContext:
     """Everything an experiment touches: its params, its stack's clients, its records.
 
     ``ctx.qdrant``, ``ctx.redis``, ``ctx.postgres`` and ``ctx.ollama`` are the official
-    clients, connected to this run's own stack and created on first use.
+    clients, connected to this run's own stack and created on first use. They go through
+    ``stack.client(name)`` alone: inside a container the stack is the network's
+    (:class:`omnilab.isolation.inside.NetworkStack`), which has nothing else of a ``Stack``.
     """
 
     def __init__(
@@ -62,24 +69,24 @@ class RunContext:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
-    def qdrant(self) -> Any:
+    def qdrant(self) -> qdrant_client.QdrantClient:
         """``qdrant_client.QdrantClient`` for this run's Qdrant."""
-        return self.stack.client("qdrant")
+        return cast("qdrant_client.QdrantClient", self.stack.client("qdrant"))
 
     @property
-    def redis(self) -> Any:
+    def redis(self) -> redis.Redis:
         """``redis.Redis`` for this run's Redis (responses decoded to str)."""
-        return self.stack.client("redis")
+        return cast("redis.Redis", self.stack.client("redis"))
 
     @property
-    def postgres(self) -> Any:
+    def postgres(self) -> psycopg.Connection:
         """``psycopg.Connection`` (autocommit) to this run's PostgreSQL database."""
-        return self.stack.client("postgres")
+        return cast("psycopg.Connection", self.stack.client("postgres"))
 
     @property
-    def ollama(self) -> Any:
+    def ollama(self) -> ollama.Client:
         """``ollama.Client`` for this run's Ollama."""
-        return self.stack.client("ollama")
+        return cast("ollama.Client", self.stack.client("ollama"))
 
     @property
     def gpus(self) -> list[Gpu]:

@@ -7,12 +7,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+# Re-exported: experiments declare ``gpu: GpuPolicy`` beside the rest of their class.
+from omnilab.gpu import GpuPolicy
+
 if TYPE_CHECKING:
     from omnilab.context import RunContext
     from omnilab.services.base import Service
 
-GpuPolicy = bool | Literal["auto"]
 Isolation = Literal["host", "container"]
+
+__all__ = ["Experiment", "GpuPolicy", "Isolation", "Params", "is_experiment_class"]
 
 
 class Params(BaseModel):

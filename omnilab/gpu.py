@@ -6,9 +6,14 @@ import os
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from omnilab.errors import UsageError
+
+#: What an experiment or a stack asks for: "auto" uses GPUs when the runtime can give them,
+#: True requires them, False never. Here rather than in experiment.py because runtimes and
+#: stacks decide on it, below the experiment classes.
+GpuPolicy = bool | Literal["auto"]
 
 
 @dataclass(frozen=True)

@@ -116,8 +116,9 @@ def load(ref: str) -> LoadedExperiment:
     return LoadedExperiment(found[0], path)
 
 
-def resolve(experiment: type[Experiment] | str) -> LoadedExperiment:
-    """Accept a class (Python API) or a ``FILE[:Class]`` reference (CLI, API)."""
+def resolve(experiment: type[Experiment] | Experiment | str) -> LoadedExperiment:
+    """Accept a class (Python API) or a ``FILE[:Class]`` reference (CLI, API); an instance
+    is forgiven as its class."""
     if isinstance(experiment, str):
         return load(experiment)
     if isinstance(experiment, Experiment):

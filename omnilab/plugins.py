@@ -99,7 +99,7 @@ _entry_points: dict[Kind, dict[str, Descriptor]] | None = None
 def _check_kind(kind: str) -> Kind:
     if kind not in GROUPS:
         raise ValueError(f"unknown plug-in kind {kind!r}: one of {', '.join(GROUPS)}")
-    return kind  # type: ignore[return-value]
+    return kind
 
 
 def _from_entry_points() -> dict[Kind, dict[str, Descriptor]]:

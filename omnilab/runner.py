@@ -12,14 +12,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
-import math
 import os
 import signal
 import sys
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -27,13 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pydantic import BaseModel
-
 from omnilab import environment
 from omnilab.config import Settings, get_settings
 from omnilab.context import RunContext, scan_artifacts
 from omnilab.errors import OmnilabError, UsageError
-from omnilab.experiment import Experiment, GpuPolicy, Params
+from omnilab.experiment import Experiment, Params
+from omnilab.gpu import GpuPolicy
+from omnilab.invoke import experiment_logger, invoke
 from omnilab.isolation import check_isolation
 from omnilab.loader import resolve
 from omnilab.params import validate
@@ -49,8 +46,6 @@ from omnilab.tracking.store import TrackingStore
 if TYPE_CHECKING:
     from omnilab.isolation.container import ContainerIsolation
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
-
 
 class Terminated(BaseException):
     """SIGTERM, turned into an exception so that teardown runs as for Ctrl-C."""
@@ -58,50 +53,6 @@ class Terminated(BaseException):
 
 def new_run_id() -> str:
     return uuid.uuid4().hex
-
-
-# -- summaries and tracebacks ---------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    """Summaries go to jsonb: numpy scalars, paths, NaN and friends made JSON-safe."""
-    if isinstance(value, BaseModel):
-        return _jsonable(value.model_dump(mode="json"))
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    item = getattr(value, "item", None)  # numpy scalars
-    if callable(item):
-        with contextlib.suppress(Exception):
-            return _jsonable(item())
-    if hasattr(value, "tolist"):
-        return _jsonable(value.tolist())
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def normalize_summary(result: Any) -> dict[str, Any]:
-    """What ``run()`` returned, as the run's summary: a JSON object."""
-    if result is None:
-        return {}
-    value = _jsonable(result)
-    return value if isinstance(value, dict) else {"result": value}
-
-
-def user_traceback(exc: BaseException) -> str:
-    """The traceback from the experiment's own code down: omnilab's frames are noise."""
-    tb = exc.__traceback__
-    while tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(
-        _PACKAGE_DIR
-    ):
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 
 
 # -- output capture ---------------------------------------------------------------------
@@ -131,28 +82,18 @@ class _Tee(io.TextIOBase):
 
 
 @contextlib.contextmanager
-def _captured_output(path: Path) -> Iterator[TextIO]:
+def _captured_output(path: Path) -> Iterator[_Tee]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8", errors="replace") as log:
         out, err = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        tee_err = _Tee(err, log)
+        sys.stdout, sys.stderr = _Tee(out, log), tee_err
         try:
-            yield sys.stderr
+            yield tee_err
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
             sys.stdout, sys.stderr = out, err
-
-
-def _experiment_logger(run_id: str, stream: TextIO) -> logging.Logger:
-    logger = logging.getLogger(f"omnilab.run.{run_id[:8]}")
-    logger.handlers.clear()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    return logger
 
 
 # -- signals ----------------------------------------------------------------------------
@@ -199,22 +140,6 @@ def _shielded(
 
 
 # -- the run ----------------------------------------------------------------------------
-
-
-def invoke(cls: type[Experiment], ctx: RunContext) -> tuple[str, dict[str, Any] | None, str | None]:
-    """Call the experiment's ``run``: (status, summary, error), the same wherever it runs
-    (here, or inside its container). An exception's traceback is printed on stderr."""
-    try:
-        return "succeeded", normalize_summary(cls().run(ctx)), None
-    except SystemExit as exc:
-        # sys.exit() inside run(): 0 ends the run early and well, else it failed.
-        if exc.code in (0, None):
-            return "succeeded", {}, None
-        return "failed", None, f"the experiment called sys.exit({exc.code!r})"
-    except Exception as exc:
-        error = user_traceback(exc)
-        print(error, file=sys.stderr, end="")
-        return "failed", None, error
 
 
 def run(
@@ -388,7 +313,7 @@ def _execute(
                     stack=stack,
                     run_dir=run_dir,
                     metrics=buffer,
-                    logger=_experiment_logger(run_id, err),
+                    logger=experiment_logger(run_id, err),
                 )
                 reporter.experiment_running(record.experiment, buffer)
                 t0 = time.monotonic()

@@ -17,17 +17,22 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from omnilab import kept_stack, reaper
 from omnilab.config import Settings, get_settings
 from omnilab.errors import OmnilabError, UsageError
-from omnilab.experiment import GpuPolicy
-from omnilab.gpu import Gpu
+from omnilab.gpu import Gpu, GpuPolicy
 from omnilab.progress import Reporter, default_reporter
 from omnilab.runtimes import RunningService, Runtime, select_runtime
 from omnilab.runtimes.state import StackState, write_env_file
 from omnilab.services.base import Service
+
+if TYPE_CHECKING:
+    import ollama
+    import psycopg
+    import qdrant_client
+    import redis
 
 
 def _check_services(services: Sequence[Any]) -> list[Service]:
@@ -344,20 +349,20 @@ class Stack:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
-    def qdrant(self) -> Any:
-        return self.client("qdrant")
+    def qdrant(self) -> qdrant_client.QdrantClient:
+        return cast("qdrant_client.QdrantClient", self.client("qdrant"))
 
     @property
-    def redis(self) -> Any:
-        return self.client("redis")
+    def redis(self) -> redis.Redis:
+        return cast("redis.Redis", self.client("redis"))
 
     @property
-    def postgres(self) -> Any:
-        return self.client("postgres")
+    def postgres(self) -> psycopg.Connection:
+        return cast("psycopg.Connection", self.client("postgres"))
 
     @property
-    def ollama(self) -> Any:
-        return self.client("ollama")
+    def ollama(self) -> ollama.Client:
+        return cast("ollama.Client", self.client("ollama"))
 
     @property
     def env(self) -> dict[str, str]:
@@ -378,7 +383,7 @@ class Stack:
 
     def describe(self) -> dict[str, Any]:
         """What a run record keeps about its stack (no secrets)."""
-        described = {
+        described: dict[str, Any] = {
             "id": self.id,
             "runtime": self.runtime.name if self.runtime else None,
             "services": {n: r.describe() for n, r in self.services.items()},

@@ -52,7 +52,7 @@ def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A PostgreSQL for the tracking store of the whole session."""
     from omnilab.config import get_settings
     from omnilab.progress import QuietReporter
-    from omnilab.services import Postgres
+    from omnilab.services.postgres import Postgres
     from omnilab.stack import Stack
 
     os.environ["OMNILAB_STATE_DIR"] = str(tmp_path_factory.mktemp("session-state"))

@@ -30,6 +30,7 @@ from omnilab.catalog import Catalog
 from omnilab.errors import TrackingStoreError
 from omnilab.queue.broker import QueueUnavailable
 from omnilab.queue.settings import QueueSettings, get_queue_settings
+from omnilab.version import __version__
 
 log = logging.getLogger("omnilab.api")
 
@@ -42,8 +43,6 @@ Only experiments of the server's experiments folder can be queued, by name.
 
 
 def create_app(settings: QueueSettings | None = None, catalog: Catalog | None = None) -> FastAPI:
-    from omnilab import __version__
-
     settings = settings or get_queue_settings()
     catalog = catalog or Catalog(settings.experiments_dir)
 

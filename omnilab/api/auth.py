@@ -8,7 +8,7 @@ the endpoint needs (read, run or promote). A route declares its scope with one l
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -16,6 +16,9 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
 
 from omnilab.tracking.api_keys import ApiKeyRecord
+
+if TYPE_CHECKING:
+    from omnilab.api.appstate import ApiState
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -36,7 +39,7 @@ async def authorize(request: Request, token: str | None, scope: str) -> ApiKeyRe
             "(make one with `omnilab api-key create`)",
             headers=_CHALLENGE,
         )
-    state = request.app.state.omnilab
+    state: ApiState = request.app.state.omnilab
     # Async, so that a key checked moments ago costs no trip to a worker thread.
     key = state.keys.cached(token)
     if key is None:
@@ -67,7 +70,7 @@ def bearer_token(request: Request) -> str | None:
 
 
 #: The OpenAPI ``security`` of a route that calls :func:`authorize` itself.
-SECURITY = [{"HTTPBearer": []}]
+SECURITY: list[dict[str, Any]] = [{"HTTPBearer": []}]
 
 
 def require(scope: str) -> Callable[..., Awaitable[ApiKeyRecord]]:
@@ -75,7 +78,8 @@ def require(scope: str) -> Callable[..., Awaitable[ApiKeyRecord]]:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> ApiKeyRecord:
-        return await authorize(request, credentials and credentials.credentials, scope)
+        token = credentials.credentials if credentials is not None else None
+        return await authorize(request, token, scope)
 
     return check
 

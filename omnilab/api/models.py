@@ -168,10 +168,13 @@ class WorkerList(BaseModel):
     workers: list[WorkerOut]
 
 
+Reachable = Literal["ok", "unreachable"]
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
-    tracking_store: Literal["ok", "unreachable"]
-    queue: Literal["ok", "unreachable"]
+    tracking_store: Reachable
+    queue: Reachable
     experiments: int
     workers: int | None = Field(description="Live workers; null when the store is unreachable.")

@@ -56,7 +56,7 @@ def info(
         )
         return
     render.out.print(f"aer: {device.describe()}", markup=False)
-    if free is None:
+    if free is None or budget is None:  # one is None when the other is
         render.out.print("memory: unknown (nvidia-smi did not answer)")
         return
     where = "GPU memory" if device.name == "GPU" else "memory"

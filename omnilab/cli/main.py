@@ -28,6 +28,7 @@ from omnilab.cli import (
     worker_cmd,
 )
 from omnilab.errors import OmnilabError
+from omnilab.version import __version__
 
 app = typer.Typer(
     name="omnilab",
@@ -66,8 +67,6 @@ class IsolationChoice(StrEnum):
 
 def _version(value: bool) -> None:
     if value:
-        from omnilab import __version__
-
         typer.echo(f"omnilab {__version__}")
         raise typer.Exit()
 

@@ -3,14 +3,16 @@ production, planned, atomic, verified and recorded."""
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import Enum
 
 import typer
 
 from omnilab.cli import render
 
 
-class OnConflict(StrEnum):
+# A plain Enum: in a str one, the member `replace` would hide str.replace. Typer offers the
+# values; the commands pass on `.value`.
+class OnConflict(Enum):
     fail = "fail"
     replace = "replace"
     version = "version"

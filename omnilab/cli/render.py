@@ -207,7 +207,9 @@ def run_details(run: Run) -> None:
 def _runtime_choice() -> type[StrEnum]:
     from omnilab.runtimes import runtime_names
 
-    return StrEnum("RuntimeChoice", {name: name for name in runtime_names()})
+    members = {name: name for name in runtime_names()}
+    # mypy cannot know members made at run time; typer needs an Enum to list choices.
+    return StrEnum("RuntimeChoice", members)  # type: ignore[return-value]
 
 
 if TYPE_CHECKING:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from omnilab.cli import render
 
+if TYPE_CHECKING:
+    from omnilab.runtimes.state import StackState
+
 app = typer.Typer(help="Start, list and remove stacks outside of runs.", no_args_is_help=True)
 
 
-def _find(ref: str):
+def _find(ref: str) -> StackState:
     from omnilab.config import get_settings
     from omnilab.errors import UsageError
     from omnilab.runtimes.state import all_states

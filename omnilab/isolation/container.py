@@ -117,7 +117,7 @@ class ContainerIsolation:
                     f"isolation='container': image {tag} is out of date ({stale}); run "
                     "`omnilab images build experiments` to rebuild it"
                 )
-        return cls(source, class_name, params, run_dir, tag, image.id)
+        return cls(source, class_name, params, run_dir, tag, engine.image_id(image))
 
     def describe(self) -> dict[str, Any]:
         """What the run record keeps about where the code ran."""
@@ -149,6 +149,7 @@ class ContainerIsolation:
         from docker.types import Mount
 
         from omnilab.runtimes.docker import engine, labels
+        from omnilab.runtimes.docker.runtime import DockerRuntime
 
         client = engine.connect()
         artifacts = self.run_dir / "artifacts"
@@ -158,7 +159,7 @@ class ContainerIsolation:
             (self.io_dir / stale).unlink(missing_ok=True)
         network = state.extra["network"]
         runtime = stack.runtime
-        requests = runtime.gpu_requests(stack.gpus) if hasattr(runtime, "gpu_requests") else []
+        requests = runtime.gpu_requests(stack.gpus) if isinstance(runtime, DockerRuntime) else []
         try:
             return client.containers.create(
                 self.image,
@@ -201,7 +202,7 @@ class ContainerIsolation:
 
     def run(self, buffer: MetricBuffer) -> tuple[str, dict[str, Any] | None, str | None]:
         """Send the start message, relay output and metrics until the container exits;
-        (status, summary, error) as :func:`omnilab.runner.invoke` gives them."""
+        (status, summary, error) as :func:`omnilab.invoke.invoke` gives them."""
         stack = self._stack
         assert stack is not None and self._launching is not None
         self._launching.join()

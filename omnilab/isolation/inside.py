@@ -3,7 +3,7 @@
 It starts while the run's stack is still starting: it imports omnilab and the
 experiment's file first (the slow part), then waits on stdin for the start message,
 which the host sends once every service answers. Then it runs the experiment exactly as
-the host would (:func:`omnilab.runner.invoke`), with clients connected to the stack under
+the host would (:func:`omnilab.invoke.invoke`), with clients connected to the stack under
 the seed's host names, and hands back metrics (a JSON-lines file the host follows), the
 outcome (a result file) and its output (stdout and stderr). Exit status: 0 when the run
 succeeded, 1 when it failed, 2 when the start message was unusable.
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(cls: Any, start: dict[str, Any], io_dir: Path) -> int:
     from omnilab.context import RunContext
+    from omnilab.invoke import experiment_logger, invoke
     from omnilab.params import validate
-    from omnilab.runner import _experiment_logger, invoke
     from omnilab.tracking.metrics import MetricBuffer
 
     os.environ.update(start.get("env", {}))
@@ -151,7 +151,7 @@ def _run(cls: Any, start: dict[str, Any], io_dir: Path) -> int:
             stack=stack,  # type: ignore[arg-type]
             run_dir=Path(RUN_DIR),
             metrics=buffer,
-            logger=_experiment_logger(run_id, sys.stderr),
+            logger=experiment_logger(run_id, sys.stderr),
         )
         status, summary, error = invoke(cls, ctx)
     except Exception as exc:  # params refused here: the host validated the same ones

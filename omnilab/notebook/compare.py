@@ -85,9 +85,11 @@ class Comparison:
     def to_pandas(self) -> pd.DataFrame:
         """Rows ``group.name`` (``params.k``, ``summary.k``, ``metrics.k``...), one column
         per run id."""
-        from omnilab.notebook.frames import pandas
+        from omnilab.notebook.frames import require_pandas
 
-        pd = pandas()
+        require_pandas()
+        import pandas as pd
+
         rows = self.rows()
         return pd.DataFrame(
             [values for _, _, values in rows],
@@ -153,6 +155,11 @@ class Comparison:
 
     def __repr__(self) -> str:
         return f"<Comparison of {len(self.runs)} runs: {', '.join(self.labels())}>"
+
+
+def plot_run(run: Run, *keys: str) -> Figure:
+    """``Run.plot``: a comparison of one run, so that its charts look like ``compare``'s."""
+    return Comparison([run], {run.id: run.latest_metrics}, load_series([run])).plot(*keys)
 
 
 def compare(runs: Iterable[Run | str], *, settings: Settings | None = None) -> Comparison:

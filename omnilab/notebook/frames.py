@@ -22,19 +22,22 @@ class MissingDependency(OmnilabError):
     """An optional dependency a feature needs is not installed."""
 
 
-def pandas() -> Any:
+def require_pandas() -> None:
+    """A one-line error instead of an ImportError; each caller then imports pandas itself
+    (and so sees its types)."""
     try:
-        import pandas as pd
+        import pandas  # noqa: F401
     except ImportError:
         raise MissingDependency(
             "this needs pandas, which is not installed: pip install 'omnilab[notebook]'"
         ) from None
-    return pd
 
 
 def points_frame(points: Sequence[MetricPoint]) -> pd.DataFrame:
     """Every logged point, one row each: key, step, value, timestamp."""
-    pd = pandas()
+    require_pandas()
+    import pandas as pd
+
     frame = pd.DataFrame(
         {
             "key": [p.key for p in points],
@@ -49,7 +52,9 @@ def points_frame(points: Sequence[MetricPoint]) -> pd.DataFrame:
 def wide_frame(points: Sequence[MetricPoint]) -> pd.DataFrame:
     """One row per step, one column per metric; where a metric was logged several times
     at the same step, the last value logged is kept (as ``latest_metrics`` does)."""
-    pd = pandas()
+    require_pandas()
+    import pandas as pd
+
     long = points_frame(points)
     if long.empty:
         return pd.DataFrame(index=pd.Index([], name="step", dtype="int64"))
@@ -64,7 +69,9 @@ def wide_frame(points: Sequence[MetricPoint]) -> pd.DataFrame:
 
 def runs_frame(runs: Sequence[Run], latest: dict[str, dict[str, float]]) -> pd.DataFrame:
     """One row per run with MLflow-style columns: ``params.x``, ``summary.y``, ``metrics.z``."""
-    pd = pandas()
+    require_pandas()
+    import pandas as pd
+
     rows = []
     for run in runs:
         r = run.record

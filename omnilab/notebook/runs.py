@@ -8,7 +8,7 @@ is there for the analysis a table cannot do.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsIndex, get_args, overload
 
 from omnilab.errors import UsageError
 from omnilab.experiment import Experiment
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 #: Columns shown per group (params, summary, metrics); the rest are in ``to_pandas()``.
 MAX_COLUMNS = 8
-STATUSES: tuple[str, ...] = RunStatus.__args__  # type: ignore[attr-defined]
+STATUSES: tuple[str, ...] = get_args(RunStatus)
 
 
 def _union(dicts: Iterable[dict[str, Any]]) -> list[str]:
@@ -58,7 +58,13 @@ class RunTable(list[Run]):
 
         return runs_frame(self, self.latest)
 
-    def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> Run: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> RunTable: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> Run | RunTable:
         """A slice is a table too: ``omnilab.runs()[:5]`` shows as one."""
         if isinstance(index, slice):
             return RunTable(super().__getitem__(index), latest=self.latest, query=self.query)

@@ -142,8 +142,8 @@ def line_chart(
                     'stroke-width="1.5" stroke-linejoin="round"/>'
                 )
             else:  # a single point: a dot, or it would not show
-                x, y = points.split(",")
-                parts.append(f'<circle cx="{x}" cy="{y}" r="2.5" fill="{line.color}"/>')
+                cx, cy = points.split(",")
+                parts.append(f'<circle cx="{cx}" cy="{cy}" r="2.5" fill="{line.color}"/>')
         parts.append("</g>")
     parts.append("</svg>")
     return "".join(parts)

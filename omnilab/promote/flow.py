@@ -10,6 +10,7 @@ items switched back, staged copies removed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import threading
 import time
@@ -392,12 +393,13 @@ def promote_after_run(
     Never raises for a promotion that fails: the run itself succeeded and is recorded; the
     result says what happened to the promotion.
     """
-    base = {
-        "run_id": run.id,
-        "experiment": run.experiment,
-        "on_conflict": on_conflict,
-        "actor": environment.owner(),
-    }
+    outcome = functools.partial(
+        PromotionResult,
+        run_id=run.id,
+        experiment=run.experiment,
+        on_conflict=on_conflict,
+        actor=environment.owner(),
+    )
     try:
         accepted = bool(experiment().accept(dict(run.summary)))
         reason = "accept(summary) returned False"
@@ -408,11 +410,11 @@ def promote_after_run(
             f"not promoted: {experiment.__name__}.{reason}; the stack data is kept for "
             f"`omnilab promote {run.short_id}`"
         )
-        return PromotionResult(status="declined", error=reason, data="kept", **base)
+        return outcome(status="declined", error=reason, data="kept")
     try:
         return promote(run, on_conflict=on_conflict, settings=settings, reporter=reporter)
     except OmnilabError as exc:
         result = getattr(exc, "result", None)
         if result is None:
-            result = PromotionResult(status="failed", error=str(exc), **base)
+            result = outcome(status="failed", error=str(exc))
         return result

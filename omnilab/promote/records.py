@@ -7,6 +7,7 @@ by the next one: switched items switched back, staged copies removed.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import socket
@@ -161,15 +162,16 @@ class PromotionStore:
             raise UsageError(f"{ref!r} matches several promotions; give more characters")
         return found[0]
 
+    # Below this method, `list` in the class body is the method: annotations say builtins.list.
     def list(self, *, run_id: str | None = None, limit: int = 20) -> list[PromotionRecord]:
         if run_id:
             return self._select("WHERE p.run_id = %s", (run_id,), limit)
         return self._select("", (), limit)
 
-    def running(self) -> list[PromotionRecord]:
+    def running(self) -> builtins.list[PromotionRecord]:
         return self._select("WHERE p.status = 'running'", ())
 
-    def later_on_same_target(self, record: PromotionRecord) -> list[PromotionRecord]:
+    def later_on_same_target(self, record: PromotionRecord) -> builtins.list[PromotionRecord]:
         """Succeeded promotions after ``record`` that wrote one of its targets."""
         mine = {_target_id(i) for i in record.items if i.state == "switched"}
         later = self._select(
@@ -190,7 +192,7 @@ class PromotionStore:
             (Jsonb(changes), run_id),
         )
 
-    def kept_runs(self) -> list[tuple[str, dict[str, Any]]]:
+    def kept_runs(self) -> builtins.list[tuple[str, dict[str, Any]]]:
         rows = self.conn.execute(
             "SELECT id, stack->'data' FROM omnilab.runs WHERE stack->'data'->>'state' = 'kept'"
         ).fetchall()

@@ -105,10 +105,10 @@ class Reconciler:
         for run_id, queue, delivery in waiting:
             if queued_runs.job_id(run_id, delivery) in sent:
                 continue
-            delivery = queued_runs.next_delivery(conn, run_id)
-            if delivery is None:  # taken or cancelled meanwhile
+            next_delivery = queued_runs.next_delivery(conn, run_id)
+            if next_delivery is None:  # taken or cancelled meanwhile
                 continue
-            messages.append((run_id, queue, delivery))
+            messages.append((run_id, queue, next_delivery))
         broker.send_many(messages)
         result.resent.extend(m[0] for m in messages)
         self._checked_until = cutoff

@@ -19,6 +19,7 @@ failing or works again.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from typing import IO
+from typing import IO, cast
 
 from omnilab.queue.sender import take_batch
 
@@ -127,7 +128,8 @@ def _child(parent: int) -> int:
     die_with_parent(signal.SIGTERM, parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which closes us
     logging.basicConfig(level=logging.WARNING, format="omnilab sender: %(message)s")
-    stdin = sys.stdin.buffer
+    # A BufferedReader (typeshed says BinaryIO, which has no read1).
+    stdin = cast(io.BufferedReader, sys.stdin.buffer)
     config = json.loads(stdin.readline())
     broker = Broker(config["url"], config["queue"])
     failing = False

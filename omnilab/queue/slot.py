@@ -59,7 +59,11 @@ class SlotWorker(Worker):
         if ready is not None and execution is None:  # not rq's usual path: fork as it does
             ready.discard()
             ready = None
-        if ready is not None and ready.hand(spare.Handoff(job.id, queue.name, execution.id)):
+        if (
+            ready is not None
+            and execution is not None
+            and ready.hand(spare.Handoff(job.id, queue.name, execution.id))
+        ):
             self._horse_pid = ready.pid
             self.procline(f"Handed {job.id} to spare {ready.pid}")
         else:

@@ -126,7 +126,7 @@ def start(prepare: Callable[[], None], run: Callable[[Handoff], None]) -> Spare:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.read(fd, _MAX_MESSAGE)
         if not chunk:

@@ -38,6 +38,7 @@ from omnilab.queue.reconcile import Reconciler
 from omnilab.queue.settings import QueueSettings
 from omnilab.tracking import workers
 from omnilab.tracking.store import TrackingStore
+from omnilab.version import __version__
 
 #: A slot that dies this many times within a minute is not restarted again.
 MAX_RESTARTS_PER_MINUTE = 5
@@ -183,7 +184,7 @@ class Supervisor:
                 concurrency=len(self.slots),
                 gpus=self.gpus,
                 queues=queues,
-                version=_version(),
+                version=__version__,
             )
             self._describe(catalog, broker, store, queues)
             self._sweep(store, broker)
@@ -273,9 +274,3 @@ class Supervisor:
         note(f"  experiments in {catalog.folder}: {names}")
         for problem in catalog.problems:
             note(f"  warning: {problem}")
-
-
-def _version() -> str:
-    from omnilab import __version__
-
-    return __version__

@@ -23,8 +23,7 @@ from omnilab.services.base import Credentials, Endpoint, Service
 if TYPE_CHECKING:
     from omnilab.checks import Check
     from omnilab.config import Settings
-    from omnilab.experiment import GpuPolicy
-    from omnilab.gpu import Gpu
+    from omnilab.gpu import Gpu, GpuPolicy
     from omnilab.progress import Reporter
     from omnilab.runtimes.state import StackState
 

@@ -54,7 +54,7 @@ def _ephemeral(host: str = "127.0.0.1") -> int:
                 if exc.errno != errno.EADDRINUSE:
                     raise
                 break  # the kernel's ephemeral range is used up
-            port = sock.getsockname()[1]
+            port: int = sock.getsockname()[1]
         if port not in _reserved and port not in PRODUCTION_PORTS:
             return port
     raise PortsExhausted(

@@ -3,7 +3,8 @@ particular to it (spec, readiness, client, promotion, scripts).
 
 Which services exist is the plug-in registry's business (:mod:`omnilab.plugins`): use
 :func:`service_class` and :func:`service_names`, never a list written here, so that a
-third party's service is found the same way as omnilab's own.
+third party's service is found the same way as omnilab's own. This package imports no
+service folder: the classes are ``omnilab.Redis`` (``omnilab.services.redis.Redis``)...
 """
 
 from __future__ import annotations
@@ -19,10 +20,6 @@ from omnilab.services.base import (
     ProcessPlan,
     Service,
 )
-from omnilab.services.ollama import Ollama
-from omnilab.services.postgres import Postgres
-from omnilab.services.qdrant import Qdrant
-from omnilab.services.redis import Redis
 
 
 def service_names() -> list[str]:
@@ -54,11 +51,7 @@ __all__ = [
     "Endpoint",
     "LaunchInfo",
     "LocalRecipe",
-    "Ollama",
-    "Postgres",
     "ProcessPlan",
-    "Qdrant",
-    "Redis",
     "Service",
     "service_class",
     "service_classes",

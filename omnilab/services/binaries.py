@@ -36,4 +36,7 @@ def version_line(binary: str, flag: str = "--version") -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"v?=?(\d+\.\d+(?:\.\d+)?)", out)
-    return match.group(1) if match else (out.strip().splitlines() or [None])[0]
+    if match:
+        return match.group(1)
+    lines = out.strip().splitlines()
+    return lines[0] if lines else None

@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from omnilab.errors import ServiceUnavailable, TrackingStoreError
 from omnilab.services.postgres.service import find_postgres
@@ -116,7 +117,9 @@ class EmbeddedPostgres:
         if ids:
             for path in (self.pgdata, Path(install.tool("postgres"))):
                 grant_traverse(path, ids[0], self.service_user)
-        kwargs: dict = {"user": ids[0], "group": ids[1], "extra_groups": []} if ids else {}
+        kwargs: dict[str, Any] = (
+            {"user": ids[0], "group": ids[1], "extra_groups": []} if ids else {}
+        )
         log_path = self.home / "pg.log"
 
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)

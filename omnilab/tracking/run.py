@@ -185,11 +185,9 @@ class Run:
 
     def plot(self, *keys: str) -> Figure:
         """Charts of ``keys`` over steps (every metric when none), one chart per metric."""
-        from omnilab.notebook.charts import load_series
-        from omnilab.notebook.compare import Comparison
+        from omnilab.notebook.compare import plot_run
 
-        series = load_series([self])
-        return Comparison([self], {self.id: self.latest_metrics}, series).plot(*keys)
+        return plot_run(self, *keys)
 
     def _repr_html_(self) -> str:
         from omnilab.notebook.cards import run_card

@@ -154,7 +154,7 @@ def _backend_class() -> type:
     from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
     from yoyo.connections import parse_uri
 
-    class Backend(PostgresqlPsycopgBackend):
+    class Backend(PostgresqlPsycopgBackend):  # type: ignore[misc]  # yoyo is untyped
         def __init__(self, conn: psycopg.Connection) -> None:
             self._given = conn
             super().__init__(parse_uri("postgresql+psycopg://"), _TABLE)

@@ -258,9 +258,10 @@ class Aer:
                 f"method={self.method!r} here and uses gates that need transpiling; "
                 "choose method='matrix_product_state' or 'stabilizer', or fewer qubits"
             )
-        return transpile(
+        transpiled: list[Any] = transpile(
             batch, backend=self.simulator, seed_transpiler=seed, **self.transpile_options
         )
+        return transpiled
 
     def _track(self, job: AerResult) -> None:
         step = self._jobs

@@ -218,7 +218,7 @@ def dense_method(circuit: Any, method: str) -> str | None:
 
 def dense_bytes(n_qubits: int, method: str, precision: Precision) -> int:
     per_amplitude = 16 if precision == "double" else 8
-    return (2 ** (n_qubits * _DENSE_METHODS[method])) * per_amplitude
+    return (1 << (n_qubits * _DENSE_METHODS[method])) * per_amplitude  # 2**n, as an int
 
 
 def max_qubits(budget: int, method: str, precision: Precision) -> int:

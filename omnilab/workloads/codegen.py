@@ -464,7 +464,9 @@ class CodeGen:
         """Parse, lint and test the current solution; set the result's status."""
         task = result.task
         result.syntax = check_syntax(code, task.filename)
-        result.lint = lint(result.solution) if self.lint_enabled else LintReport(None, "disabled")
+        result.lint = (
+            lint(result.solution) if self.lint_enabled else LintReport(None, skipped="disabled")
+        )
         result.sandbox = None
         if not result.syntax.ok:
             result.status = "syntax-error"

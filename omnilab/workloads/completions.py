@@ -71,13 +71,14 @@ class Completion:
     def from_record(
         cls, key: str, record: dict[str, Any], source: str, seconds: float
     ) -> Completion:
+        stored: dict[str, Any] = {k: record.get(k) for k in _RECORD_FIELDS}
         return cls(
             key=key,
             cached=True,
             cache_source=source,
             latency_s=seconds,
             first_token_s=None,
-            **{k: record.get(k) for k in _RECORD_FIELDS},
+            **stored,
         )
 
 
@@ -141,7 +142,8 @@ class LLM:
         def digest() -> str | None:
             for m in self.client.list().models:
                 if m.model in (self.model, wanted):
-                    return m.digest
+                    found: str | None = m.digest
+                    return found
             return None
 
         try:

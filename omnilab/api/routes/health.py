@@ -10,17 +10,17 @@ import redis
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from omnilab.api.models import Health
+from omnilab.api.models import Health, Reachable
 from omnilab.tracking import workers
+from omnilab.version import __version__
 
 router = APIRouter(tags=["health"])
 
 
 def _health(request: Request) -> JSONResponse:
-    from omnilab import __version__
-
     state = request.app.state.omnilab
-    store_ok, live = "ok", None
+    store_ok: Reachable = "ok"
+    live: int | None = None
     try:
         with state.db() as store:
             live = len(workers.live(store.conn, state.settings.worker_ttl))
@@ -28,7 +28,7 @@ def _health(request: Request) -> JSONResponse:
         store_ok = "unreachable"
     try:
         state.broker.redis.ping()
-        queue_ok = "ok"
+        queue_ok: Reachable = "ok"
     except redis.RedisError:
         queue_ok = "unreachable"
     ok = store_ok == "ok" and queue_ok == "ok"

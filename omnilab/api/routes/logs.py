@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
@@ -33,6 +33,9 @@ from omnilab.api.responses import errors
 from omnilab.api.routes.runs import RunId, _get, _state
 from omnilab.errors import RunNotFound
 from omnilab.tracking.records import FINISHED, RunRecord
+
+if TYPE_CHECKING:
+    from omnilab.api.appstate import ApiState
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
@@ -107,7 +110,7 @@ def _read(path: Path, offset: int) -> bytes:
 
 
 async def _events(
-    state: Any, record: RunRecord, offset: int, follow: bool
+    state: ApiState, record: RunRecord, offset: int, follow: bool
 ) -> AsyncIterator[dict[str, str]]:
     status = record.status
     yield {"event": "status", "data": json.dumps({"status": status})}
@@ -158,7 +161,7 @@ async def _events(
                     yield {"event": "status", "data": json.dumps({"status": status})}
 
 
-def _reload(state: Any, run_id: str) -> RunRecord | None:
+def _reload(state: ApiState, run_id: str) -> RunRecord | None:
     try:
         with state.db() as store:
             return store.get_run(run_id)

@@ -38,7 +38,8 @@ RunId = Path(pattern=RUN_ID, description="A run id, or a unique prefix of at lea
 
 
 def _state(request: Request) -> ApiState:
-    return request.app.state.omnilab  # type: ignore[no-any-return]
+    state: ApiState = request.app.state.omnilab
+    return state
 
 
 def links(run_id: str) -> dict[str, str]:

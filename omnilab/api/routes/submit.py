@@ -42,7 +42,7 @@ class OwnRequestRoute(APIRoute):
     documented way to customise a route, ``get_route_handler``)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        return self.endpoint  # type: ignore[no-any-return]
+        return self.endpoint
 
 
 router = APIRouter(prefix="/v1", tags=["runs"], route_class=OwnRequestRoute)
@@ -130,6 +130,7 @@ async def queue(request: Request) -> Response:
             _queue_once, state, entry, params, retries, owner, key.id, idempotency_key
         )
         if info is None:  # queued now: what its queue row holds is known
+            assert record.created_at is not None, "set by the INSERT that queued it"
             info = QueueInfo(
                 queue=queue_name,
                 attempt=0,
@@ -249,10 +250,10 @@ def _valid_params(entry: CatalogEntry, given: dict[str, Any]) -> dict[str, Any]:
                 problem["msg"] = "unknown parameter"
         raise RequestValidationError(problems) from None
     params: dict[str, Any] = values.model_dump(mode="json")
-    problem = queued_runs.jsonable_params(params)
-    if problem:
+    unstorable = queued_runs.jsonable_params(params)
+    if unstorable:
         raise RequestValidationError(
-            [{"loc": ["body", "params"], "msg": problem, "type": "value_error"}]
+            [{"loc": ["body", "params"], "msg": unstorable, "type": "value_error"}]
         )
     return params
 

@@ -20,6 +20,7 @@ from omnilab.errors import RuntimeUnavailable
 
 if TYPE_CHECKING:
     import docker
+    from docker.models.images import Image
     from docker.types import DeviceRequest
 
     from omnilab.gpu import Gpu
@@ -123,7 +124,7 @@ def object_labels(obj: Any) -> dict[str, str]:
 # -- images --------------------------------------------------------------------------
 
 
-def local_image(client: docker.DockerClient, tag: str) -> Any | None:
+def local_image(client: docker.DockerClient, tag: str) -> Image | None:
     """The image ``tag`` if this engine has it, else None."""
     import docker.errors
 
@@ -168,10 +169,16 @@ def _registry_why(exc: BaseException) -> str:
     return _why(exc)
 
 
-def image_digest(image: Any) -> str:
+def image_id(image: Image) -> str:
+    """The image's id (``sha256:...``): docker's types allow None for any object's id, but
+    an image the engine describes always has one."""
+    return str(image.attrs["Id"])
+
+
+def image_digest(image: Image) -> str:
     """What identifies an image's content: its registry digest when pulled, else its id."""
-    digests = image.attrs.get("RepoDigests") or []
-    return digests[0] if digests else image.id
+    digests: list[str] = image.attrs.get("RepoDigests") or []
+    return digests[0] if digests else image_id(image)
 
 
 # -- GPUs ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from omnilab.errors import UsageError
+from omnilab.version import __version__
 
 if TYPE_CHECKING:
     from omnilab.runtimes.state import StackState
@@ -35,12 +36,6 @@ SHARED = f"{PREFIX}.shared"
 IMAGE = f"{PREFIX}.image"
 RECIPE = f"{PREFIX}.recipe"
 BASE_ID = f"{PREFIX}.base-id"
-
-
-def _version() -> str:
-    from omnilab import __version__
-
-    return __version__
 
 
 def parse_extra(text: str | None) -> dict[str, str]:
@@ -77,7 +72,7 @@ def stack_labels(state: StackState, service: str | None = None) -> dict[str, str
         OWNER_PID: str(state.owner_pid),
         OWNER_START: "" if state.owner_start is None else str(state.owner_start),
         STATE_FILE: str(state.path or ""),
-        VERSION: _version(),
+        VERSION: __version__,
     }
     if state.run_id:
         labels[RUN] = state.run_id

@@ -505,9 +505,9 @@ def resolve_image(
         if image is not None:
             return ContainerRecipe(
                 tag,
-                image.id,
+                engine.image_id(image),
                 engine.image_digest(image),
-                f"image {tag} ({origin}, {_short(image.id)})",
+                f"image {tag} ({origin}, {_short(engine.image_id(image))})",
             )
     wanted = override or service.default_image
     problem = engine.pull_problem(client, wanted)
@@ -557,5 +557,8 @@ def _pull(
     image = client.images.get(tag)
     reporter.note(f"  {service.name}: pulled {tag} in {time.monotonic() - began:.0f}s")
     return ContainerRecipe(
-        tag, image.id, engine.image_digest(image), f"image {tag} (pulled, {_short(image.id)})"
+        tag,
+        engine.image_id(image),
+        engine.image_digest(image),
+        f"image {tag} (pulled, {_short(engine.image_id(image))})",
     )

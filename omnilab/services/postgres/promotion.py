@@ -438,7 +438,8 @@ class PostgresPromoter(Promoter):
 
     def _method_after_source(self) -> str:
         # The source's checksum picked the method (it may have fallen back to text).
-        return self.source_checksum()["method"]
+        method: str = self.source_checksum()["method"]
+        return method
 
     def _copy_rows(
         self, shape: TableShape, staging: str, table: str, progress: Progress, relid: int

@@ -23,7 +23,7 @@ from omnilab.services.promotable import Progress, PromotionFailed
 
 if TYPE_CHECKING:
     import psycopg
-    from psycopg.sql import Composable
+    from psycopg.sql import Composed
 
 
 def psql_binary() -> str | None:
@@ -137,10 +137,10 @@ def _watch(conn: psycopg.Connection, relid: int, progress: Progress, done: threa
 
 def copy_with_psycopg(
     source: psycopg.Connection,
-    copy_out: Composable,
+    copy_out: Composed,
     target: psycopg.Connection,
-    truncate: Composable,
-    copy_in: Composable,
+    truncate: Composed,
+    copy_in: Composed,
     progress: Progress,
 ) -> None:
     """The same stream relayed through this process, a row at a time."""

@@ -113,7 +113,8 @@ def compare(originals: Sequence[Any], copies: Sequence[Any], cosine: frozenset[s
 
 def _unit_rows(rows: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return np.divide(rows, norms, out=rows.copy(), where=norms > 1e-12)
+    unit: np.ndarray = np.divide(rows, norms, out=rows.copy(), where=norms > 1e-12)
+    return unit
 
 
 def _compare_one(point_id: Any, a: Any, b: Any) -> float:

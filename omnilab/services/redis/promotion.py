@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NamedTuple
 
 import redis as redis_lib
 
@@ -83,15 +83,16 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 #: How a key set's checksum is computed: from ``DUMP`` serializations (the default), or from
 #: every element whatever the encoding (when two servers encode the same data differently).
 #: Checksums of the second kind are recorded without a ``method``, as they always were.
-DUMP_DIGEST, ELEMENTS_DIGEST = "dump", "elements"
 Method = Literal["dump", "elements"]
+DUMP_DIGEST: Final = "dump"
+ELEMENTS_DIGEST: Final = "elements"
 
 
 class Batch(NamedTuple):
     """The digest of one batch of keys: the XOR of its keys' digests, and counts."""
 
     xor: int
-    count: int
+    keys: int  # not `count`, which would hide tuple.count
     size: int
     ttls: int
 
@@ -101,7 +102,7 @@ def combine(batches: Iterable[Batch], method: Method = DUMP_DIGEST) -> dict[str,
     xor = count = size = ttls = 0
     for b in batches:
         xor ^= b.xor
-        count += b.count
+        count += b.keys
         size += b.size
         ttls += b.ttls
     if method == ELEMENTS_DIGEST:

@@ -21,6 +21,7 @@ from typing import Any
 
 from omnilab.errors import UsageError
 from omnilab.unprivileged import grant_traverse
+from omnilab.version import __version__
 from omnilab.workloads.sandbox.base import Limits, Sandbox
 
 WORKDIR = "/sandbox"
@@ -31,7 +32,6 @@ USER_ID = 65534
 def _labels(run_id: str | None) -> dict[str, str]:
     """The docker runtime's owner labels: ``omnilab gc`` removes a sandbox container
     whose owner died before removing it, as it does a stack's."""
-    from omnilab import __version__
     from omnilab.procs import process_start_time
     from omnilab.runtimes.docker import labels
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import os
 import pwd
 import shutil
@@ -29,7 +30,7 @@ import tempfile
 import threading
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omnilab.errors import UsageError
 from omnilab.workloads.sandbox.base import Limits, Sandbox
@@ -234,9 +235,12 @@ class LocalSandbox(Sandbox):
         tail: collections.deque[bytes] = collections.deque()
         size = [0]
 
+        # A BufferedReader (Popen's default buffering; typeshed says IO[bytes]): read1
+        # returns whatever has arrived.
+        stdout = cast(io.BufferedReader, proc.stdout)
+
         def drain() -> None:
-            assert proc.stdout is not None
-            for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+            for chunk in iter(lambda: stdout.read1(65536), b""):
                 tail.append(chunk)
                 size[0] += len(chunk)
                 while size[0] - len(tail[0]) >= OUTPUT_CAP:

@@ -12,6 +12,9 @@ if the code under test outlives the wall-clock limit even when the sandbox's own
 cannot reach it.
 """
 
+# Annotations stay strings, so that Python 3.8 runs this file too.
+from __future__ import annotations
+
 import importlib
 import inspect
 import io
@@ -26,7 +29,7 @@ from contextlib import redirect_stderr, redirect_stdout
 OUTPUT_LIMIT = 4000
 
 
-def _short_error(exc):
+def _short_error(exc: BaseException) -> str:
     frames = [
         f
         for f in traceback.extract_tb(exc.__traceback__)
@@ -43,7 +46,7 @@ def _short_error(exc):
     return (text[:1000] + where).strip()
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     marker, wall, memory_mb, modules = argv[0], float(argv[1]), int(argv[2]), argv[3:]
     try:  # a large allocation then fails in the test (MemoryError), not the whole run
         import resource
@@ -60,7 +63,7 @@ def main(argv):
         signal.signal(signal.SIGALRM, lambda *a: os._exit(124))
         signal.alarm(int(wall) + 1)
 
-    def emit(kind, payload):
+    def emit(kind: str, payload: object) -> None:
         channel.write(f"{marker} {json.dumps({kind: payload})}\n")
         channel.flush()
 
@@ -81,7 +84,7 @@ def main(argv):
         for fname, fn in tests:
             out = io.StringIO()
             began = time.perf_counter()
-            entry = {"name": f"{name}::{fname}", "passed": False}
+            entry: dict[str, object] = {"name": f"{name}::{fname}", "passed": False}
             try:
                 with redirect_stdout(out), redirect_stderr(out):
                     fn()

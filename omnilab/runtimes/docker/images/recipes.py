@@ -16,12 +16,7 @@ from typing import Any
 
 from omnilab.errors import UsageError
 from omnilab.services.base import DEBIAN_SUITE
-
-
-def _omnilab_version() -> str:
-    from omnilab import __version__
-
-    return __version__
+from omnilab.version import __version__
 
 
 @dataclass(frozen=True)
@@ -59,7 +54,7 @@ BASE = ImageSpec(
 
 EXPERIMENTS = ImageSpec(
     name="experiments",
-    tag=f"omnilab/experiments:{_omnilab_version()}-{DEBIAN_SUITE}",
+    tag=f"omnilab/experiments:{__version__}-{DEBIAN_SUITE}",
     description="Python, omnilab and its clients: runs experiments with "
     "isolation='container' (the seed's omnimind-experiments)",
     dockerfile="Dockerfile.experiments",
@@ -68,7 +63,7 @@ EXPERIMENTS = ImageSpec(
 )
 CODEGEN = ImageSpec(
     name="codegen",
-    tag=f"omnilab/codegen:{_omnilab_version()}-{DEBIAN_SUITE}",
+    tag=f"omnilab/codegen:{__version__}-{DEBIAN_SUITE}",
     description="Python and omnilab: the code-generation sandbox's image "
     "(the seed's omnimind-code-gen)",
     dockerfile="Dockerfile.codegen",

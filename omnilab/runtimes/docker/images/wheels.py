@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omnilab.runtimes.docker.images.debian_base import ImageBuildError
+from omnilab.version import __version__
 
 if TYPE_CHECKING:
     from omnilab.progress import Reporter
@@ -92,8 +93,6 @@ def source_fingerprint() -> str:
 
 def _source() -> str:
     """What pip builds omnilab's wheel from: this checkout, else the installed version."""
-    from omnilab import __version__
-
     tree = source_tree()
     return str(tree) if tree is not None else f"omnilab=={__version__}"
 
@@ -142,16 +141,12 @@ def _wheel_requirements(wheel: Path) -> tuple[str, list[str]]:
 
 def _missing_for_image(folder: Path) -> list[str]:
     """Requirements the image's Python needs that no wheel in ``folder`` provides."""
-    from packaging.markers import default_environment
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
     version = image_python()
-    env = {
-        **default_environment(),
-        "python_full_version": version,
-        "python_version": ".".join(version.split(".")[:2]),
-    }
+    # The image's Python; Marker.evaluate lays these over this process's environment.
+    env = {"python_full_version": version, "python_version": ".".join(version.split(".")[:2])}
     wheels = dict(_wheel_requirements(w) for w in folder.glob("*.whl"))
     wanted_extras: dict[str, set[str]] = {"omnilab": set(extras())}
     for _ in range(3):  # extras asked for by one package widen another's requirements
@@ -266,8 +261,7 @@ def build_wheelhouse(target: Path, reporter: Reporter) -> list[Path]:
     # layers, so a changed omnilab reuses the engine's cached dependency layer (and the
     # two images share it) instead of reinstalling some 100 wheels.
     for wheel in made:
-        own = wheel.name.startswith("omnilab-")
-        folder = target / ("own" if own else "deps")
+        folder = target / ("own" if wheel.name.startswith("omnilab-") else "deps")
         folder.mkdir(exist_ok=True)
         wheel.replace(folder / wheel.name)
     return sorted(target.rglob("*.whl"))
