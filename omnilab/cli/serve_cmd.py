@@ -56,7 +56,7 @@ def serve(
     from omnilab.catalog import Catalog
     from omnilab.queue.broker import Broker, QueueUnavailable, masked_url
     from omnilab.queue.settings import get_queue_settings
-    from omnilab.tracking import api_keys
+    from omnilab.tracking.api_keys import ApiKeyStore
     from omnilab.tracking.store import TrackingStore
 
     settings = get_queue_settings()
@@ -65,7 +65,7 @@ def serve(
     note = render.err.print
     with TrackingStore.open(settings) as store:  # a clear error now, not at the first request
         note(f"tracking store: {store.location}")
-        if not api_keys.list_keys(store.conn):
+        if not ApiKeyStore(store).list_keys():
             note(
                 "[yellow]no API key yet[/]: every request will get 401; "
                 "make one with `omnilab api-key create --name me`"

@@ -30,7 +30,7 @@ from omnilab.queue import horse, spare
 from omnilab.queue.broker import Broker
 from omnilab.queue.lifeline import die_with_parent
 from omnilab.queue.settings import get_queue_settings
-from omnilab.tracking import queued_runs
+from omnilab.tracking.queued_runs import QueueStore
 from omnilab.tracking.store import TrackingStore
 
 
@@ -132,7 +132,7 @@ class SlotWorker(Worker):
         reason = f"the process running it (pid {retpid}) died: {how}"
         try:
             with TrackingStore.open(self.slot.settings) as store:
-                queued_runs.end_attempt(store.conn, str(job.args[0]), reason)
+                QueueStore(store).end_attempt(str(job.args[0]), reason)
         except Exception as exc:  # the sweepers will end it; say why this did not
             print(
                 f"[{str(job.args[0])[:8]}] could not record that {reason}: {exc}", file=sys.stderr

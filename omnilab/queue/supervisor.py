@@ -36,8 +36,8 @@ from omnilab.progress import Reporter
 from omnilab.queue.broker import Broker, masked_url
 from omnilab.queue.reconcile import Reconciler
 from omnilab.queue.settings import QueueSettings
-from omnilab.tracking import workers
 from omnilab.tracking.store import TrackingStore
+from omnilab.tracking.workers import WorkerStore
 
 #: A slot that dies this many times within a minute is not restarted again.
 MAX_RESTARTS_PER_MINUTE = 5
@@ -175,8 +175,7 @@ class Supervisor:
         try:
             pid = os.getpid()
             queues = sorted({q for s in self.slots for q in s.queues})
-            workers.register(
-                store.conn,
+            WorkerStore(store).register(
                 self.id,
                 pid=pid,
                 pid_start=process_start_time(pid),
@@ -203,7 +202,7 @@ class Supervisor:
                 if slot.proc is not None:
                     slot.proc.wait()
             try:
-                workers.stopped(store.conn, self.id)
+                WorkerStore(store).stopped(self.id)
             finally:
                 store.close()
                 broker.close()
@@ -212,6 +211,7 @@ class Supervisor:
 
     def _loop(self, store: TrackingStore, broker: Broker) -> None:
         settings = self.settings
+        workers = WorkerStore(store)
         beat_every = min(5.0, settings.worker_ttl / 3)
         next_beat = time.monotonic() + beat_every
         next_sweep = time.monotonic() + settings.reconcile_interval
@@ -226,7 +226,7 @@ class Supervisor:
             if now >= next_beat:
                 next_beat = now + beat_every
                 with contextlib.suppress(psycopg.Error):  # the sweep reports store trouble
-                    workers.heartbeat(store.conn, self.id)
+                    workers.heartbeat(self.id)
             if now >= next_sweep and not self._signals:
                 next_sweep = now + settings.reconcile_interval
                 self._sweep(store, broker)
@@ -247,7 +247,7 @@ class Supervisor:
             error = f"sweep failed: {type(exc).__name__}: {exc}".splitlines()[0]
             if store.conn.closed or store.conn.broken:
                 with contextlib.suppress(Exception):
-                    store.conn = psycopg.connect(store.dsn, autocommit=True, connect_timeout=10)
+                    store.reconnect()
         if error and error != self._last_error:
             self.reporter.note(f"worker {self.id}: {error}")
         self._last_error = error
