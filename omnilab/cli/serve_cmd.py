@@ -54,8 +54,9 @@ def serve(
     import uvicorn
 
     from omnilab.catalog import Catalog
-    from omnilab.queue.broker import Broker, QueueUnavailable, masked_url
+    from omnilab.queue.broker import Broker, QueueUnavailable
     from omnilab.queue.settings import get_queue_settings
+    from omnilab.redact import redact_url
     from omnilab.tracking.api_keys import ApiKeyStore
     from omnilab.tracking.store import TrackingStore
 
@@ -73,7 +74,7 @@ def serve(
     broker = Broker(settings.redis_url, settings.queue)
     try:
         broker.ping()
-        note(f"queue: {settings.queue} on {escape(masked_url(settings.redis_url))}")
+        note(f"queue: {settings.queue} on {escape(redact_url(settings.redis_url))}")
     except QueueUnavailable as exc:
         note(f"[yellow]warning[/]: {escape(str(exc))}; runs are recorded and sent when it answers")
     finally:

@@ -33,9 +33,10 @@ from omnilab.errors import OmnilabError, UsageError
 from omnilab.gpu import host_gpus
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
-from omnilab.queue.broker import Broker, masked_url
+from omnilab.queue.broker import Broker
 from omnilab.queue.reconcile import Reconciler
 from omnilab.queue.settings import QueueSettings
+from omnilab.redact import redact_url
 from omnilab.tracking.store import TrackingStore
 from omnilab.tracking.workers import WorkerStore
 
@@ -267,7 +268,7 @@ class Supervisor:
                 f"  GPUs {', '.join(unused)} stay unused: --concurrency {len(self.slots)} is "
                 f"lower than the {len(self.gpus)} GPUs given"
             )
-        note(f"  queues: {', '.join(queues)} on {masked_url(broker.url)}")
+        note(f"  queues: {', '.join(queues)} on {redact_url(broker.url)}")
         note(f"  tracking store: {store.location}")
         names = ", ".join(catalog.names()) or "none"
         note(f"  experiments in {catalog.folder}: {names}")

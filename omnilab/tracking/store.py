@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from omnilab.config import Settings, get_settings
 from omnilab.errors import RunNotFound, TrackingStoreError
 from omnilab.procs import owner_alive
+from omnilab.redact import redact_url
 from omnilab.tracking import schema
 from omnilab.tracking.base import Store
 from omnilab.tracking.embedded import EmbeddedPostgres
@@ -34,17 +34,6 @@ from omnilab.tracking.records import (
 _JSON_COLUMNS = frozenset({"params", "summary", "stack", "environment", "timings"})
 
 
-def masked_dsn(dsn: str) -> str:
-    """A DSN fit for an error message: the password replaced."""
-    try:
-        parts = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "(unparseable connection string)"
-    if parts.get("password"):
-        parts["password"] = "****"
-    return make_conninfo(**parts)  # type: ignore[arg-type]
-
-
 class TrackingStore(Store):
     """Runs, metrics and artifacts; the store that opens the tracking database's
     connection (migrating it to the current schema) for the others to share."""
@@ -57,7 +46,7 @@ class TrackingStore(Store):
         except psycopg.OperationalError as exc:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise TrackingStoreError(
-                f"cannot reach the tracking store at {masked_dsn(dsn)}: {reason}"
+                f"cannot reach the tracking store at {redact_url(dsn)}: {reason}"
             ) from None
         super().__init__(conn)
         schema.migrate(conn)
@@ -100,7 +89,7 @@ class TrackingStore(Store):
     def location(self) -> str:
         if self.embedded is not None:
             return f"embedded PostgreSQL in {self.embedded.pgdata}"
-        return masked_dsn(self.dsn)
+        return redact_url(self.dsn)
 
     # -- runs -----------------------------------------------------------------------
 
