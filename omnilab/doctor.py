@@ -10,7 +10,9 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from omnilab.redact import redact_url
 
 if TYPE_CHECKING:
     from omnilab.config import Settings
@@ -27,15 +29,6 @@ class Check:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
-
-
-def masked(url: str) -> str:
-    """``url`` with any password replaced by ``****``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _docker_needed(settings: Settings) -> bool:
@@ -165,10 +158,10 @@ def check_tracking(settings: Settings) -> Check:
         return Check(
             "tracking store",
             "problem",
-            f"{masked(dsn)} does not answer ({first})",
+            f"{redact_url(dsn)} does not answer ({first})",
             "check OMNILAB_TRACKING_URL / POSTGRES_URL",
         )
-    return Check("tracking store", "ok", masked(dsn))
+    return Check("tracking store", "ok", redact_url(dsn))
 
 
 def _reachable(url: str, default_port: int) -> str | None:
@@ -220,7 +213,7 @@ def check_production(settings: Settings) -> list[Check]:
             except redis.RedisError as exc:
                 problem = str(exc)
         status: Status = "ok" if problem is None else "warn"
-        detail = f"{masked(url)}" + ("" if problem is None else f" does not answer ({problem})")
+        detail = f"{redact_url(url)}" + ("" if problem is None else f" does not answer ({problem})")
         checks.append(Check(f"production {var}", status, detail, "" if problem is None else hint))
     return checks
 

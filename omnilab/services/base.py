@@ -230,7 +230,3 @@ class Service(ABC):
     def server_version(self, endpoint: Endpoint) -> str | None:
         """The running server's version, recorded with each run; None when unknown."""
         return None
-
-
-def mask(secret: str | None) -> str:
-    return "****" if secret else ""
