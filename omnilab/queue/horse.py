@@ -7,7 +7,7 @@ horse for every message; this module is what that horse calls.
 
 What happens here, in order: claim the run in the tracking store (a second delivery of
 the same message finds it taken and stops), send the process's output to the run's log,
-watch for a cancellation request, and run the experiment through :func:`omnilab.runner.run`
+watch for a cancellation request, and run the experiment through :func:`omnilab.runner.run_with`
 with the run's recorded id. The horse is usually a spare (:mod:`omnilab.queue.spare`) that
 did :func:`prepare` before its message arrived.
 
@@ -37,8 +37,7 @@ from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
 from omnilab.queue.lifeline import die_with_parent
 from omnilab.queue.settings import QueueSettings
-from omnilab.runner import Terminated
-from omnilab.runner import run as run_experiment
+from omnilab.runner import RunOptions, Terminated, run_with
 from omnilab.tracking.queued_runs import Claim, QueueStore, running_environment
 from omnilab.tracking.store import TrackingStore
 
@@ -156,14 +155,10 @@ def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> N
         )
         try:
             entry = slot.catalog.get(claim.experiment)
-            result = run_experiment(
-                entry.cls,
-                claim.params,
-                settings=slot.settings,
-                reporter=reporter,
-                run_id=run_id,
-                store=store,
+            options = RunOptions(
+                settings=slot.settings, reporter=reporter, run_id=run_id, store=store
             )
+            result = run_with(entry.cls, claim.params, options)
             reporter.note(
                 f"{result.status}" + (f" in {result.duration:.2f}s" if result.duration else "")
             )
