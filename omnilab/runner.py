@@ -465,7 +465,7 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
                 stack=_described(stack, prepared.promotes, status, settings),
                 finished_at=datetime.now(UTC),
             )
-        if stack.kept_path is not None:
+        if stack.retained_path is not None:
             _sweep_expired(store, reporter)
         result = Run.from_store(store, store.get_run(run_id), settings=settings)
     finally:
@@ -483,10 +483,10 @@ def _described(
     from omnilab.promote import retention
 
     described = stack.describe()
-    if stack.kept_path is not None:
-        described["data"] = retention.data_record(stack.kept_path, promotes, settings)
+    if stack.retained_path is not None:
+        described["data"] = retention.data_record(stack.retained_path, promotes, settings)
         stack.reporter.note(
-            f"stack data kept for `omnilab promote {stack.id[:8]}` in {stack.kept_path}"
+            f"stack data kept for `omnilab promote {stack.id[:8]}` in {stack.retained_path}"
         )
     elif promotes and status == "succeeded":  # --keep: the stack itself is still up
         described["data"] = {"state": "live", "promotes": [p.to_dict() for p in promotes]}
@@ -494,7 +494,7 @@ def _described(
 
 
 def _sweep_expired(store: TrackingStore, reporter: Reporter) -> None:
-    """Kept data past OMNILAB_RETENTION_DAYS goes when a new run keeps its own."""
+    """Retained data past OMNILAB_RETENTION_DAYS goes when a new run retains its own."""
     from omnilab.promote import retention
 
     try:

@@ -174,17 +174,18 @@ class PromotionStore(Store):
             p for p in later if mine & {_target_id(i) for i in p.items if i.state == "switched"}
         ]
 
-    # -- the run's kept data --------------------------------------------------------------
+    # -- the run's retained data ----------------------------------------------------------
 
     def set_run_data(self, run_id: str, **changes: Any) -> None:
-        """Update ``runs.stack->'data'`` (the state of the run's kept stack data)."""
+        """Update ``runs.stack->'data'`` (the state of the run's retained stack data)."""
         self._execute(
             "UPDATE omnilab.runs SET stack = jsonb_set(stack, '{data}', "
             "coalesce(stack->'data', '{}'::jsonb) || %s::jsonb) WHERE id = %s",
             (Jsonb(changes), run_id),
         )
 
-    def kept_runs(self) -> list[tuple[str, dict[str, Any]]]:
+    def retained_runs(self) -> list[tuple[str, dict[str, Any]]]:
+        """Runs whose data is still retained (state "kept"), with their data record."""
         rows = self._execute(
             "SELECT id, stack->'data' FROM omnilab.runs WHERE stack->'data'->>'state' = 'kept'"
         ).fetchall()

@@ -26,12 +26,10 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from omnilab import environment
-from omnilab.catalog import Catalog
 from omnilab.errors import OmnilabError
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
@@ -41,24 +39,8 @@ from omnilab.runner import RunOptions, Terminated, run_with
 from omnilab.tracking.queued_runs import Claim, QueueStore, running_environment
 from omnilab.tracking.store import TrackingStore
 
-
-@dataclass
-class Slot:
-    """One of a worker's concurrent runs: its name, and the GPU it hands out."""
-
-    worker_id: str
-    index: int
-    gpu: str | None  # a CUDA_VISIBLE_DEVICES value; None: this slot has no GPU
-    settings: QueueSettings
-    catalog: Catalog
-
-    @property
-    def name(self) -> str:
-        return f"{self.worker_id}/{self.index}"
-
-    @property
-    def gpu_label(self) -> str:
-        return f"GPU {self.gpu}" if self.gpu is not None else "no GPU"
+if TYPE_CHECKING:
+    from omnilab.queue.slot import Slot
 
 
 _slot: Slot | None = None
