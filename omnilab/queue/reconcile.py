@@ -96,13 +96,13 @@ class Reconciler:
         waiting, cutoff = queue.waiting(self.resend_after, since)
         sent = broker.waiting(job_id(r, d) for r, _, d in waiting)
         messages = []
-        for run_id, queue, delivery in waiting:
+        for run_id, queue_name, delivery in waiting:
             if job_id(run_id, delivery) in sent:
                 continue
             delivery = queue.next_delivery(run_id)
             if delivery is None:  # taken or cancelled meanwhile
                 continue
-            messages.append((run_id, queue, delivery))
+            messages.append((run_id, queue_name, delivery))
         broker.send_many(messages)
         result.resent.extend(m[0] for m in messages)
         self._checked_until = cutoff
