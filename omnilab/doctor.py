@@ -9,21 +9,12 @@ from __future__ import annotations
 
 import socket
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 from omnilab.checks import Check, Status
+from omnilab.redact import redact_url
 
 if TYPE_CHECKING:
     from omnilab.config import Settings
-
-
-def masked(url: str) -> str:
-    """``url`` with any password replaced by ``****``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def check_ports() -> Check:
@@ -60,10 +51,10 @@ def check_tracking(settings: Settings) -> Check:
         return Check(
             "tracking store",
             "problem",
-            f"{masked(dsn)} does not answer ({first})",
+            f"{redact_url(dsn)} does not answer ({first})",
             "check OMNILAB_TRACKING_URL / POSTGRES_URL",
         )
-    return Check("tracking store", "ok", masked(dsn))
+    return Check("tracking store", "ok", redact_url(dsn))
 
 
 def check_production(settings: Settings) -> list[Check]:
@@ -78,7 +69,7 @@ def check_production(settings: Settings) -> list[Check]:
             continue
         problem = cls.production_problem(settings)
         status: Status = "ok" if problem is None else "warn"
-        detail = f"{masked(url)}" + ("" if problem is None else f" does not answer ({problem})")
+        detail = f"{redact_url(url)}" + ("" if problem is None else f" does not answer ({problem})")
         name = f"production {cls.env_names[0] if cls.env_names else cls.name}"
         checks.append(Check(name, status, detail, "" if problem is None else hint))
     return checks

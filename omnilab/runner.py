@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -32,7 +33,7 @@ from omnilab.experiment import Experiment, Params
 from omnilab.gpu import GpuPolicy
 from omnilab.invoke import experiment_logger, invoke
 from omnilab.isolation import check_isolation
-from omnilab.loader import resolve
+from omnilab.loader import LoadedExperiment, resolve
 from omnilab.params import validate
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter, default_reporter
@@ -142,6 +143,34 @@ def _shielded(
 # -- the run ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How :func:`run_with` runs an experiment.
+
+    The first fields are the choices :func:`run` (``omnilab.run``) offers its users; the
+    last three are set only by omnilab's own entry points:
+
+    - ``from_cli``: ``params`` are the command line's ``-p`` values (errors name them so);
+    - ``run_id``: a run the tracking store already holds (the HTTP API records a run
+      when it is queued, and a worker runs it later): its record is updated, not
+      inserted;
+    - ``store``: an open tracking store to record into (a worker's, opened ahead of its
+      run); its owner closes it.
+    """
+
+    runtime: str | None = None
+    keep: bool = False
+    gpu: GpuPolicy | None = None
+    reporter: Reporter | None = None
+    settings: Settings | None = None
+    promote: bool = False
+    on_conflict: str = "fail"
+    isolation: str | None = None
+    from_cli: bool = False
+    run_id: str | None = None
+    store: TrackingStore | None = None
+
+
 def run(
     experiment: type[Experiment] | str,
     params: Mapping[str, Any] | Params | None = None,
@@ -151,11 +180,8 @@ def run(
     gpu: GpuPolicy | None = None,
     reporter: Reporter | None = None,
     settings: Settings | None = None,
-    from_cli: bool = False,
     promote: bool = False,
     on_conflict: str = "fail",
-    run_id: str | None = None,
-    store: TrackingStore | None = None,
     isolation: str | None = None,
 ) -> Run:
     """Run ``experiment`` on a private stack and record it; returns the :class:`Run`.
@@ -170,45 +196,61 @@ def run(
     ``omnilab promote``; ``promote=True`` promotes it at once if ``accept(summary)``
     agrees (``run.promotion`` says how that went; it never raises for it).
 
-    ``run_id`` names a run the tracking store already holds (the HTTP API records a run
-    when it is queued, and a worker runs it later): its record is updated, not inserted.
-    ``store`` is an open tracking store to record into; its owner closes it.
-
     ``isolation`` ("host" or "container", default: the experiment's own) says where
     ``run`` executes; "container" needs the docker runtime (``auto`` then means docker).
     """
+    options = RunOptions(
+        runtime=runtime,
+        keep=keep,
+        gpu=gpu,
+        reporter=reporter,
+        settings=settings,
+        promote=promote,
+        on_conflict=on_conflict,
+        isolation=isolation,
+    )
+    return run_with(experiment, params, options)
+
+
+def run_with(
+    experiment: type[Experiment] | str,
+    params: Mapping[str, Any] | Params | None,
+    options: RunOptions,
+) -> Run:
+    """:func:`run`, for omnilab's own entry points (the CLI, a queue worker), which also
+    set the fields of :class:`RunOptions` that users do not."""
     loaded = resolve(experiment)
     cls = loaded.cls
-    values = validate(cls, params, from_cli=from_cli)
+    values = validate(cls, params, from_cli=options.from_cli)
     promotes = check_promotes(cls.promotes, cls.service_names(), cls.__name__)
-    if promote:
+    if options.promote:
         from omnilab.promote.flow import check_on_conflict
 
-        check_on_conflict(on_conflict)
+        check_on_conflict(options.on_conflict)
         if not promotes:
             raise UsageError(
                 f"--promote: {cls.__name__} declares nothing to promote (its `promotes` is empty)"
             )
-        if keep:
+        if options.keep:
             raise UsageError("--promote and --keep: a stack kept running cannot be promoted")
-    chosen = check_isolation(isolation or cls.isolation)
-    settings = settings or get_settings()
+    chosen = check_isolation(options.isolation or cls.isolation)
+    settings = options.settings or get_settings()
+    runtime = options.runtime
     if chosen == "container" and (runtime or settings.runtime) == "auto":
         runtime = "docker"  # the container runs on the stack's network
-    reporter = reporter or default_reporter()
-    recorded = run_id is not None
-    run_id = run_id or new_run_id()
+    reporter = options.reporter or default_reporter()
+    run_id = options.run_id or new_run_id()
     run_dir = (Path(settings.runs_dir) / run_id).resolve()
     stack = Stack(
         *cls.services,
         runtime=runtime,
-        keep=keep,
-        gpu=cls.gpu if gpu is None else gpu,
+        keep=options.keep,
+        gpu=cls.gpu if options.gpu is None else options.gpu,
         run_id=run_id,
         log_dir=run_dir / "logs",
         reporter=reporter,
         settings=settings,
-        retain_data=bool(promotes) and not keep,
+        retain_data=bool(promotes) and not options.keep,
     )
     stack.prepare()
     isolated = None
@@ -220,42 +262,37 @@ def run(
         )
     # The last check that could refuse has passed: nothing has started yet.
     result = _execute(
-        loaded.cls,
-        loaded.ref,
-        loaded.path,
-        values,
-        stack,
-        run_dir,
-        reporter,
-        settings,
-        promotes,
-        recorded,
-        store,
-        isolated,
+        _Prepared(loaded, values, stack, run_dir, promotes, isolated, reporter, settings),
+        recorded=options.run_id is not None,
+        given_store=options.store,
     )
-    if promote and result.ok:
+    if options.promote and result.ok:
         from omnilab.promote.flow import promote_after_run
 
         result.promotion = promote_after_run(
-            result, cls, on_conflict=on_conflict, settings=settings, reporter=reporter
+            result, cls, on_conflict=options.on_conflict, settings=settings, reporter=reporter
         )
     return result
 
 
-def _execute(
-    cls: type[Experiment],
-    source: str,
-    path: Path | None,
-    values: Params,
-    stack: Stack,
-    run_dir: Path,
-    reporter: Reporter,
-    settings: Settings,
-    promotes: list[Promotable],
-    recorded: bool = False,
-    given_store: TrackingStore | None = None,
-    isolated: ContainerIsolation | None = None,
-) -> Run:
+@dataclass(frozen=True)
+class _Prepared:
+    """A run that passed every check, with its stack prepared (nothing started yet)."""
+
+    loaded: LoadedExperiment
+    values: Params
+    stack: Stack
+    run_dir: Path
+    promotes: list[Promotable]
+    isolated: ContainerIsolation | None
+    reporter: Reporter
+    settings: Settings
+
+
+def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore | None) -> Run:
+    cls, path = prepared.loaded.cls, prepared.loaded.path
+    values, stack, run_dir = prepared.values, prepared.stack, prepared.run_dir
+    reporter, settings, isolated = prepared.reporter, prepared.settings, prepared.isolated
     run_id = stack.id
     began = time.monotonic()
     pid = os.getpid()
@@ -265,7 +302,7 @@ def _execute(
     record = RunRecord(
         id=run_id,
         experiment=cls.experiment_name(),
-        source=source,
+        source=prepared.loaded.ref,
         status="running",
         params=values.model_dump(mode="json"),
         runtime=stack.runtime.name if stack.runtime else None,
@@ -350,10 +387,10 @@ def _execute(
                 summary=summary,
                 error=error,
                 timings=_rounded(timings),
-                stack=_described(stack, promotes, status, settings),
+                stack=_described(stack, prepared.promotes, status, settings),
                 finished_at=datetime.now(UTC),
             )
-        if stack.kept_path is not None:
+        if stack.retained_path is not None:
             _sweep_expired(store, reporter)
         result = Run.from_store(store, store.get_run(run_id), settings=settings)
     finally:
@@ -371,10 +408,10 @@ def _described(
     from omnilab.promote import retention
 
     described = stack.describe()
-    if stack.kept_path is not None:
-        described["data"] = retention.data_record(stack.kept_path, promotes, settings)
+    if stack.retained_path is not None:
+        described["data"] = retention.data_record(stack.retained_path, promotes, settings)
         stack.reporter.note(
-            f"stack data kept for `omnilab promote {stack.id[:8]}` in {stack.kept_path}"
+            f"stack data kept for `omnilab promote {stack.id[:8]}` in {stack.retained_path}"
         )
     elif promotes and status == "succeeded":  # --keep: the stack itself is still up
         described["data"] = {"state": "live", "promotes": [p.to_dict() for p in promotes]}
@@ -382,7 +419,7 @@ def _described(
 
 
 def _sweep_expired(store: TrackingStore, reporter: Reporter) -> None:
-    """Kept data past OMNILAB_RETENTION_DAYS goes when a new run keeps its own."""
+    """Retained data past OMNILAB_RETENTION_DAYS goes when a new run retains its own."""
     from omnilab.promote import retention
 
     try:

@@ -5,6 +5,28 @@ that bad input never leaves anything half-started; then it starts the services i
 parallel, hands out connected clients, and removes everything at the end. A watcher
 process (see :mod:`omnilab.reaper`) removes the stack if its owner dies first. A stack
 with no services starts nothing, so it has neither.
+
+What can become of a stack at its end, and the one name each has:
+
+- **removed**: the default; servers and data go.
+- **keep** (``Stack(keep=True)``, ``omnilab.stack(keep=True)``, ``--keep``,
+  ``StackState.keep``): the stack is left *running* for its user, until ``omnilab stack
+  down``. "Keep" means this and nothing else in the code.
+- **retain** (``Stack(retain_data=True)``, for runs of experiments that declare
+  ``promotes``): the servers *stop* and their data stays on disk with what it takes to
+  start them again, a :class:`~omnilab.retained_stack.RetainedStack` at
+  :attr:`Stack.retained_path`, until the run is promoted, discarded or past
+  ``OMNILAB_RETENTION_DAYS`` (:mod:`omnilab.promote.retention`). What users read (the
+  CLI, the README, ``runs.stack->'data'->>'state'``) calls it the run's *kept data*.
+- **reopen** (:meth:`Stack.reopen`): a retained stack started again on its data; the
+  new stack knows what it was reopened from and retains the data again at its end.
+
+Keys of ``StackState.extra`` written by a stack, persisted in state files and read by
+the runtimes and the reaper (their names stay as they are for files already written):
+``keep_data`` (the stack's folder goes under ``data/experiments/<run id>/`` rather
+than a temporary one: kept or retained), ``retain_data`` (whoever tears the stack down
+stops it and leaves the data), ``kept`` (the handles of the retained stack a reopened
+stack runs on).
 """
 
 from __future__ import annotations
@@ -19,7 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from omnilab import kept_stack, reaper
+from omnilab import reaper, retained_stack
 from omnilab.config import Settings, get_settings
 from omnilab.errors import OmnilabError, UsageError
 from omnilab.gpu import Gpu, GpuPolicy
@@ -67,7 +89,7 @@ class Stack:
         settings: Settings | None = None,
         retain_data: bool = False,
     ) -> None:
-        """``retain_data=True`` stops the servers at the end but keeps their data (under
+        """``retain_data=True`` stops the servers at the end but retains their data (under
         ``data/experiments/<run id>/``) for :meth:`reopen`: runs of experiments that
         declare ``promotes`` wait there for ``omnilab promote``.
         """
@@ -81,8 +103,9 @@ class Stack:
         self.log_dir = log_dir
         self.retain_data = retain_data
         #: Where the data stayed once a stack with ``retain_data`` has closed.
-        self.kept_path: Path | None = None
-        self._kept: kept_stack.KeptStack | None = None
+        self.retained_path: Path | None = None
+        #: The retained stack this one was reopened from (:meth:`reopen`).
+        self._reopened_from: retained_stack.RetainedStack | None = None
         self.reporter = reporter or default_reporter()
         self.runtime: Runtime | None = None
         self.gpus: list[Gpu] = []
@@ -135,18 +158,19 @@ class Stack:
         if self.log_dir is not None:
             state.extra["log_dir"] = str(self.log_dir)
         state.extra["gpus"] = [g.to_dict() for g in self.gpus]
-        # Kept stacks put their data under data/experiments/<run id>/; a stack whose data
-        # is retained (or a reopened one) is stopped without removing it, by the reaper too.
+        # Kept and retained stacks put their data under data/experiments/<run id>/; a
+        # retained (or reopened) one is stopped without removing it, by the reaper too.
+        reopened = self._reopened_from
         state.extra["keep_data"] = self.keep or self.retain_data
-        state.extra["retain_data"] = self.retain_data or self._kept is not None
-        if self._kept is not None:
-            state.workdir = str(self._kept.path)
-            state.extra["kept"] = {"stack_id": self._kept.stack_id, **self._kept.services}
+        state.extra["retain_data"] = self.retain_data or reopened is not None
+        if reopened is not None:
+            state.workdir = str(reopened.path)
+            state.extra["kept"] = {"stack_id": reopened.stack_id, **reopened.services}
             state.save()
         self._state = state
         reaper.spawn(state.path)  # type: ignore[arg-type]
         try:
-            if self._kept is not None:
+            if reopened is not None:
                 runtime.reopen_stack(state)
             else:
                 runtime.open_stack(state)
@@ -160,7 +184,7 @@ class Stack:
         return self
 
     def _holds_nothing(self, on_open: Callable[[StackState], None] | None) -> bool:
-        """No service, nothing joining the stack, nothing kept: then the runtime would
+        """No service, nothing joining the stack, nothing to keep or retain: then the runtime would
         make only an empty folder (or network) that nothing uses, and a state file and a
         watcher process to remove it. Such a stack (an experiment with no services) is
         left empty: nothing is started, so nothing can be left behind."""
@@ -169,7 +193,7 @@ class Stack:
             and on_open is None
             and not self.keep
             and not self.retain_data
-            and self._kept is None
+            and self._reopened_from is None
         )
 
     def _start_services(self, runtime: Runtime, state: StackState) -> None:
@@ -178,16 +202,16 @@ class Stack:
         errors: list[BaseException] = []
         cancel = threading.Event()
 
-        kept = self._kept
+        reopened = self._reopened_from
 
         def start_one(service: Service) -> RunningService:
             return runtime.start_service(
                 state,
                 service,
                 self._recipes[service.name],
-                kept.credentials(service.name) if kept else service.new_credentials(),
+                reopened.credentials(service.name) if reopened else service.new_credentials(),
                 cancel=cancel,
-                relaunch=kept is not None,
+                relaunch=reopened is not None,
             )
 
         pool = ThreadPoolExecutor(max_workers=len(self.service_specs))
@@ -224,8 +248,8 @@ class Stack:
             self._keep()
             return
         began = time.monotonic()
-        if self.retain_data or self._kept is not None:
-            self._stop_keeping_data()
+        if self.retain_data or self._reopened_from is not None:
+            self._stop_retaining_data()
         else:
             self._destroy()
         self.timings["teardown_s"] = time.monotonic() - began
@@ -247,13 +271,13 @@ class Stack:
         state.remove()
         self.reporter.stack_removed(self.id, time.monotonic() - began)
 
-    def _stop_keeping_data(self) -> None:
-        """Stop the servers, keep their data and what it takes to reopen them."""
+    def _stop_retaining_data(self) -> None:
+        """Stop the servers, retain their data and what it takes to reopen them."""
         state = self._state
         if state is None or self.runtime is None:
             return
         failures: dict[str, str] = {}
-        if self._kept is None:
+        if self._reopened_from is None:
             for name, running in self.services.items():
                 try:
                     running.service.persist(running.endpoint)
@@ -261,9 +285,9 @@ class Stack:
                     failures[name] = f"{type(exc).__name__}: {exc}"
                     self.reporter.note(f"  warning: {name}: its data could not be saved: {exc}")
         self.runtime.destroy(state, remove_data=False)
-        if self._kept is None and state.workdir:
-            kept_stack.save(state, self.services, failures)
-        self.kept_path = Path(state.workdir) if state.workdir else None
+        if self._reopened_from is None and state.workdir:
+            retained_stack.save(state, self.services, failures)
+        self.retained_path = Path(state.workdir) if state.workdir else None
         state.remove()
 
     @classmethod
@@ -275,28 +299,28 @@ class Stack:
         reporter: Reporter | None = None,
         settings: Settings | None = None,
     ) -> Stack:
-        """Start a kept stack again on its data (all its services, or those named).
+        """Start a retained stack again on its data (all its services, or those named).
 
-        Closing it stops the servers and keeps the data again; a watcher does the same
+        Closing it stops the servers and retains the data again; a watcher does the same
         if this process dies.
         """
-        kept = kept_stack.KeptStack.load(path)
-        names = list(services) if services is not None else list(kept.services)
-        specs = [kept.spec(name) for name in names]
+        retained = retained_stack.RetainedStack.load(path)
+        names = list(services) if services is not None else list(retained.services)
+        specs = [retained.spec(name) for name in names]
         for name in names:
-            reason = kept.unusable(name)
+            reason = retained.unusable(name)
             if reason:
                 raise OmnilabError(reason)
         stack = cls(
             *specs,
-            runtime=kept.runtime,
+            runtime=retained.runtime,
             gpu=False,
-            run_id=kept.run_id,
-            log_dir=Path(kept.path) / "logs",
+            run_id=retained.run_id,
+            log_dir=Path(retained.path) / "logs",
             reporter=reporter,
             settings=settings,
         )
-        stack._kept = kept
+        stack._reopened_from = retained
         return stack.start()
 
     def _keep(self) -> None:
@@ -390,8 +414,8 @@ class Stack:
             "gpus": [g.to_dict() for g in self.gpus],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
-        if self.kept_path is not None:
-            described["data"] = {"path": str(self.kept_path)}
+        if self.retained_path is not None:
+            described["data"] = {"path": str(self.retained_path)}
         return described
 
     def _repr_html_(self) -> str:

@@ -45,7 +45,7 @@ def _kept_stack() -> Stack:
 
 def test_data_survives_stop_and_reopen(workdir: Path) -> None:
     stack = _kept_stack()
-    path = stack.kept_path
+    path = stack.retained_path
     assert path == workdir / "data" / "experiments" / stack.run_id
     assert not stack_processes(path), "the servers stopped"
     assert stack.describe()["data"] == {"path": str(path)}
@@ -75,7 +75,7 @@ def test_data_survives_stop_and_reopen(workdir: Path) -> None:
 
 def test_a_reopened_stack_whose_owner_is_killed_keeps_its_data(workdir: Path) -> None:
     stack = _kept_stack()
-    path = stack.kept_path
+    path = stack.retained_path
     script = (
         "import sys, time\n"
         "from omnilab import Stack\n"
@@ -107,14 +107,14 @@ def test_reopening_what_is_gone_is_a_clear_error(workdir: Path) -> None:
         Stack.reopen(workdir / "nothing-here")
     stack = _kept_stack()
     with pytest.raises(omnilab.UsageError, match="has no ollama"):
-        Stack.reopen(stack.kept_path, services=["ollama"])
-    descriptor = stack.kept_path / "stack.json"
+        Stack.reopen(stack.retained_path, services=["ollama"])
+    descriptor = stack.retained_path / "stack.json"
     data = json.loads(descriptor.read_text())
     data["services"]["redis"]["persisted"] = False
     data["services"]["redis"]["error"] = "disk full"
     descriptor.write_text(json.dumps(data))
     with pytest.raises(OmnilabError, match=r"redis.s data was not saved completely.*disk full"):
-        Stack.reopen(stack.kept_path, services=["redis"])
+        Stack.reopen(stack.retained_path, services=["redis"])
 
 
 def test_run_records_say_where_the_data_is_and_hold_no_secret(workdir: Path) -> None:

@@ -24,8 +24,7 @@ from omnilab.queue.reconcile import Reconciler
 from omnilab.queue.sender import Outbox
 from omnilab.queue.sender_process import SenderProcess
 from omnilab.queue.settings import QueueSettings
-from omnilab.tracking import api_keys
-from omnilab.tracking.api_keys import ApiKeyRecord
+from omnilab.tracking.api_keys import ApiKeyRecord, ApiKeyStore
 from omnilab.tracking.store import TrackingStore
 
 log = logging.getLogger("omnilab.api")
@@ -55,9 +54,10 @@ class KeyCache:
         digest = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         with state.db() as store:
-            record = api_keys.verify(store.conn, token)
+            keys = ApiKeyStore(store)
+            record = keys.verify(token)
             if record is not None and now - self._touched.get(record.id, -1e9) > 60:
-                api_keys.touch(store.conn, record.id)
+                keys.touch(record.id)
                 self._touched[record.id] = now
         with self._lock:
             if record is None:

@@ -19,7 +19,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from omnilab.queue.sender import Outbox
-from omnilab.tracking.queued_runs import NewRun, submit_many_async
+from omnilab.tracking.queued_runs import AsyncQueueStore, NewRun
 
 log = logging.getLogger("omnilab.api")
 
@@ -31,7 +31,7 @@ _Waiting = tuple[NewRun, "asyncio.Future[datetime]"]
 
 class RunWriter:
     def __init__(self, pool: AsyncConnectionPool, sender: Outbox) -> None:
-        self.pool = pool
+        self.store = AsyncQueueStore(pool)
         self.sender = sender
         self._pending: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -61,8 +61,7 @@ class RunWriter:
 
     async def _record(self, batch: list[_Waiting]) -> None:
         try:
-            async with self.pool.connection() as conn:
-                created = await submit_many_async(conn, [run for run, _ in batch])
+            created = await self.store.submit_many([run for run, _ in batch])
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             if len(batch) > 1:
                 # Something in one run refused by the database: record each on its own,

@@ -30,11 +30,11 @@ def create(
       curl -H "Authorization: Bearer $KEY" http://127.0.0.1:8765/v1/experiments
     """
     from omnilab import environment
-    from omnilab.tracking import api_keys
+    from omnilab.tracking.api_keys import ApiKeyStore
     from omnilab.tracking.store import TrackingStore
 
     with TrackingStore.open() as store:
-        record, key = api_keys.create(store.conn, name, scope, created_by=environment.owner())
+        record, key = ApiKeyStore(store).create(name, scope, created_by=environment.owner())
     render.err.print(
         f"API key {record.id} ({record.name}), scopes: {', '.join(record.scopes)}. "
         "Shown once: keep it now."
@@ -50,11 +50,11 @@ def ls(
     """List keys (ids, names, scopes, last use); never the keys themselves."""
     from rich.table import Table
 
-    from omnilab.tracking import api_keys
+    from omnilab.tracking.api_keys import ApiKeyStore
     from omnilab.tracking.store import TrackingStore
 
     with TrackingStore.open() as store:
-        records = api_keys.list_keys(store.conn, include_revoked=all_keys)
+        records = ApiKeyStore(store).list_keys(include_revoked=all_keys)
     if json_output:
         render.print_json([r.model_dump(mode="json") for r in records])
         return
@@ -81,9 +81,9 @@ def revoke(
     key_id: str = typer.Argument(..., metavar="ID", help="Its id (see `omnilab api-key ls`)."),
 ) -> None:
     """Revoke a key: requests with it get 401 (within OMNILAB_API_KEY_CACHE seconds)."""
-    from omnilab.tracking import api_keys
+    from omnilab.tracking.api_keys import ApiKeyStore
     from omnilab.tracking.store import TrackingStore
 
     with TrackingStore.open() as store:
-        record = api_keys.revoke(store.conn, key_id)
+        record = ApiKeyStore(store).revoke(key_id)
     render.err.print(f"API key {record.id} ({escape(record.name)}) revoked")

@@ -150,21 +150,20 @@ def run_command(
       omnilab run experiments/promote_demo.py --promote
     """
     from omnilab.params import parse_assignments
-    from omnilab.runner import Terminated, run
+    from omnilab.runner import RunOptions, Terminated, run_with
 
     values = parse_assignments(param)
     try:
-        result = run(
-            target,
-            values,
+        options = RunOptions(
             runtime=str(runtime) if runtime else None,
             keep=keep,
             gpu=gpu,
-            from_cli=True,
             promote=promote,
             on_conflict=on_conflict.value,
             isolation=isolation.value if isolation else None,
+            from_cli=True,
         )
+        result = run_with(target, values, options)
     except KeyboardInterrupt:
         render.err.print("cancelled: the stack was removed and the run recorded as cancelled")
         raise typer.Exit(130) from None

@@ -54,9 +54,10 @@ def serve(
     import uvicorn
 
     from omnilab.catalog import Catalog
-    from omnilab.queue.broker import Broker, QueueUnavailable, masked_url
+    from omnilab.queue.broker import Broker, QueueUnavailable
     from omnilab.queue.settings import get_queue_settings
-    from omnilab.tracking import api_keys
+    from omnilab.redact import redact_url
+    from omnilab.tracking.api_keys import ApiKeyStore
     from omnilab.tracking.store import TrackingStore
 
     settings = get_queue_settings()
@@ -65,7 +66,7 @@ def serve(
     note = render.err.print
     with TrackingStore.open(settings) as store:  # a clear error now, not at the first request
         note(f"tracking store: {store.location}")
-        if not api_keys.list_keys(store.conn):
+        if not ApiKeyStore(store).list_keys():
             note(
                 "[yellow]no API key yet[/]: every request will get 401; "
                 "make one with `omnilab api-key create --name me`"
@@ -73,7 +74,7 @@ def serve(
     broker = Broker(settings.redis_url, settings.queue)
     try:
         broker.ping()
-        note(f"queue: {settings.queue} on {escape(masked_url(settings.redis_url))}")
+        note(f"queue: {settings.queue} on {escape(redact_url(settings.redis_url))}")
     except QueueUnavailable as exc:
         note(f"[yellow]warning[/]: {escape(str(exc))}; runs are recorded and sent when it answers")
     finally:

@@ -17,7 +17,7 @@ import psycopg
 from omnilab.errors import OmnilabError
 from omnilab.notebook.html import CSS, esc
 from omnilab.notebook.svg import PALETTE, Line, line_chart
-from omnilab.tracking.queries import ChartSeries, chart_series
+from omnilab.tracking.queries import ChartSeries, DisplayStore
 
 if TYPE_CHECKING:
     from omnilab.tracking.run import Run
@@ -42,8 +42,9 @@ def load_series(
         with contextlib.ExitStack() as stack:
             if store is None:
                 store = stack.enter_context(missing[0]._store())
+            display = DisplayStore(store)
             for run in missing:
-                run._series = chart_series(store, run.id, buckets=width)
+                run._series = display.chart_series(run.id, buckets=width)
     return [r._series or {} for r in runs]
 
 

@@ -14,7 +14,7 @@ from omnilab.errors import UsageError
 from omnilab.notebook.charts import MAX_CHARTS, Figure, charts_html, load_series, metric_svgs
 from omnilab.notebook.html import CSS, badge, cell, compact, esc, seconds
 from omnilab.notebook.svg import PALETTE
-from omnilab.tracking.queries import latest_values
+from omnilab.tracking.queries import DisplayStore
 from omnilab.tracking.run import Run
 
 if TYPE_CHECKING:
@@ -182,6 +182,6 @@ def compare(runs: Iterable[Run | str], *, settings: Settings | None = None) -> C
             for item in items
         ]
         unique = list({r.id: r for r in resolved}.values())
-        latest = latest_values(store, [r.id for r in unique])
+        latest = DisplayStore(store).latest_values([r.id for r in unique])
         series = load_series(unique, store=store)
     return Comparison(unique, latest, series)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, SupportsIndex, get_args, overload
 from omnilab.errors import UsageError
 from omnilab.experiment import Experiment
 from omnilab.notebook.html import CSS, badge, cell, esc, seconds
-from omnilab.tracking.queries import latest_values
+from omnilab.tracking.queries import DisplayStore
 from omnilab.tracking.records import RunStatus
 from omnilab.tracking.run import Run
 
@@ -154,7 +154,7 @@ def runs(
     with TrackingStore.open(settings) as store:
         store.reconcile_orphans()
         records = store.list_runs(experiment=experiment, status=status, limit=limit, offset=offset)
-        latest = latest_values(store, [r.id for r in records])
+        latest = DisplayStore(store).latest_values([r.id for r in records])
     filters = [f"{k}={v}" for k, v in (("experiment", experiment), ("status", status)) if v]
     return RunTable(
         (Run(r, settings=settings) for r in records),

@@ -16,17 +16,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
 from omnilab.errors import UsageError
 from omnilab.procs import process_start_time
 from omnilab.services.promotable import ItemRecord
+from omnilab.tracking.base import Store
 
 if TYPE_CHECKING:
     from omnilab.progress import Reporter
-    from omnilab.tracking.store import TrackingStore
 
 PromotionStatus = Literal["running", "succeeded", "failed", "rolled_back"]
 #: One promotion or rollback at a time per tracking store: two promotions switching the
@@ -93,12 +92,9 @@ class PromotionRecord(BaseModel):
         )
 
 
-class PromotionStore:
-    """Reads and writes promotions through an open :class:`TrackingStore`."""
-
-    def __init__(self, store: TrackingStore) -> None:
-        self.store = store
-        self.conn = store.conn
+class PromotionStore(Store):
+    """Promotions (``omnilab.promotions``), their lock, and the state of the run's
+    retained data (``runs.stack->'data'``)."""
 
     # -- the lock ---------------------------------------------------------------------------
 
@@ -116,10 +112,10 @@ class PromotionStore:
         try:
             yield
         finally:
-            self.conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+            self._execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
 
     def _try_lock(self) -> bool:
-        row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
+        row = self._execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
         return bool(row and row[0])
 
     # -- promotions -------------------------------------------------------------------------
@@ -129,7 +125,7 @@ class PromotionStore:
         data["items"] = Jsonb(data["items"])
         columns = [c for c in _COLUMNS if c in data]
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id")
-        self.conn.execute(
+        self._execute(
             f"INSERT INTO omnilab.promotions ({', '.join(columns)}) "
             f"VALUES ({', '.join(['%s'] * len(columns))}) "
             f"ON CONFLICT (id) DO UPDATE SET {updates}",
@@ -144,9 +140,7 @@ class PromotionStore:
         )
         if limit is not None:
             query += f" LIMIT {int(limit)}"
-        with self.conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(query, params).fetchall()
-        return [PromotionRecord.model_validate(r) for r in rows]
+        return [PromotionRecord.model_validate(r) for r in self._dict_rows(query, params)]
 
     def get(self, ref: str) -> PromotionRecord:
         """A promotion by id or unique prefix (at least 4 characters)."""
@@ -182,18 +176,19 @@ class PromotionStore:
             p for p in later if mine & {_target_id(i) for i in p.items if i.state == "switched"}
         ]
 
-    # -- the run's kept data --------------------------------------------------------------
+    # -- the run's retained data ----------------------------------------------------------
 
     def set_run_data(self, run_id: str, **changes: Any) -> None:
-        """Update ``runs.stack->'data'`` (the state of the run's kept stack data)."""
-        self.conn.execute(
+        """Update ``runs.stack->'data'`` (the state of the run's retained stack data)."""
+        self._execute(
             "UPDATE omnilab.runs SET stack = jsonb_set(stack, '{data}', "
             "coalesce(stack->'data', '{}'::jsonb) || %s::jsonb) WHERE id = %s",
             (Jsonb(changes), run_id),
         )
 
-    def kept_runs(self) -> builtins.list[tuple[str, dict[str, Any]]]:
-        rows = self.conn.execute(
+    def retained_runs(self) -> builtins.list[tuple[str, dict[str, Any]]]:
+        """Runs whose data is still retained (state "kept"), with their data record."""
+        rows = self._execute(
             "SELECT id, stack->'data' FROM omnilab.runs WHERE stack->'data'->>'state' = 'kept'"
         ).fetchall()
         return [(r[0], r[1]) for r in rows]

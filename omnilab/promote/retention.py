@@ -1,4 +1,4 @@
-"""How long a promotable run's stack data is kept, and removing it.
+"""How long a promotable run's stack data is retained, and removing it.
 
 The data of a run whose experiment declares ``promotes`` stays (servers stopped) under
 ``data/experiments/<run id>/`` until the run is promoted (then released), discarded
@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omnilab import kept_stack
+from omnilab import retained_stack
 from omnilab.errors import UsageError
 from omnilab.promote.records import PromotionStore
 
@@ -60,7 +60,7 @@ def release(store: TrackingStore, record: RunRecord, state: str, reporter: Repor
     data = run_data(record)
     if not data:
         return False
-    removed = kept_stack.remove(check_here(record, data))
+    removed = retained_stack.remove(check_here(record, data))
     PromotionStore(store).set_run_data(
         record.id, state=state, released_at=datetime.now(UTC).isoformat()
     )
@@ -86,7 +86,7 @@ def sweep(store: TrackingStore, reporter: Reporter) -> list[str]:
     now = datetime.now(UTC)
     host = socket.gethostname()
     expired = []
-    for run_id, data in PromotionStore(store).kept_runs():
+    for run_id, data in PromotionStore(store).retained_runs():
         expires = data.get("expires_at")
         if not expires or data.get("host") != host or datetime.fromisoformat(expires) > now:
             continue

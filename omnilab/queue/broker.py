@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from rq import Queue
@@ -19,6 +18,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from omnilab.errors import OmnilabError
+from omnilab.redact import redact_url
 from omnilab.tracking.queued_runs import job_id
 
 #: The function a worker's rq work horse calls with the run id.
@@ -36,19 +36,6 @@ class QueueUnavailable(OmnilabError):
     """Redis (``REDIS_URL``) cannot be reached."""
 
 
-def masked_url(url: str) -> str:
-    """A Redis URL fit for a message: the password replaced."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparseable URL)"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = f"{parts.username}:" if parts.username else ":"
-    return urlunsplit(parts._replace(netloc=f"{user}****@{netloc}"))
-
-
 class Broker:
     """The queues of one omnilab deployment on one Redis."""
 
@@ -63,12 +50,12 @@ class Broker:
             )
         except ValueError as exc:
             raise QueueUnavailable(
-                f"REDIS_URL {masked_url(url)} is not a Redis URL: {exc}"
+                f"REDIS_URL {redact_url(url)} is not a Redis URL: {exc}"
             ) from None
 
     def unreachable(self, exc: BaseException) -> QueueUnavailable:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return QueueUnavailable(f"cannot reach Redis at {masked_url(self.url)}: {reason}")
+        return QueueUnavailable(f"cannot reach Redis at {redact_url(self.url)}: {reason}")
 
     def ping(self) -> None:
         try:

@@ -7,7 +7,7 @@ horse for every message; this module is what that horse calls.
 
 What happens here, in order: claim the run in the tracking store (a second delivery of
 the same message finds it taken and stops), send the process's output to the run's log,
-watch for a cancellation request, and run the experiment through :func:`omnilab.runner.run`
+watch for a cancellation request, and run the experiment through :func:`omnilab.runner.run_with`
 with the run's recorded id. The horse is usually a spare (:mod:`omnilab.queue.spare`) that
 did :func:`prepare` before its message arrived.
 
@@ -26,40 +26,21 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from omnilab import environment
-from omnilab.catalog import Catalog
 from omnilab.errors import OmnilabError
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
 from omnilab.queue.lifeline import die_with_parent
 from omnilab.queue.settings import QueueSettings
-from omnilab.runner import Terminated
-from omnilab.runner import run as run_experiment
-from omnilab.tracking import queued_runs
+from omnilab.runner import RunOptions, Terminated, run_with
+from omnilab.tracking.queued_runs import Claim, QueueStore, running_environment
 from omnilab.tracking.store import TrackingStore
 
-
-@dataclass
-class Slot:
-    """One of a worker's concurrent runs: its name, and the GPU it hands out."""
-
-    worker_id: str
-    index: int
-    gpu: str | None  # a CUDA_VISIBLE_DEVICES value; None: this slot has no GPU
-    settings: QueueSettings
-    catalog: Catalog
-
-    @property
-    def name(self) -> str:
-        return f"{self.worker_id}/{self.index}"
-
-    @property
-    def gpu_label(self) -> str:
-        return f"GPU {self.gpu}" if self.gpu is not None else "no GPU"
+if TYPE_CHECKING:
+    from omnilab.queue.slot import Slot
 
 
 _slot: Slot | None = None
@@ -127,13 +108,12 @@ def execute(run_id: str) -> None:
     slot.catalog.refresh()  # a spare's copy may predate a change of the files
     store = _open_store(settings)
     try:
-        claim = queued_runs.claim(
-            store.conn,
+        claim = QueueStore(store).claim(
             run_id,
             worker=slot.name,
             gpu=slot.gpu,
             run_dir=str(run_dir),
-            environment=queued_runs.running_environment(pid, process_start_time(pid)),
+            environment=running_environment(pid, process_start_time(pid)),
             job=os.environ.get("RQ_JOB_ID"),  # set by rq for its horse
         )
         if claim is not None:
@@ -143,8 +123,9 @@ def execute(run_id: str) -> None:
         store.close()
 
 
-def _attempt(store: TrackingStore, slot: Slot, claim: queued_runs.Claim, run_dir: Path) -> None:
+def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> None:
     run_id = claim.run_id
+    queue = QueueStore(store)
     slot_pid = os.getppid()
     log_path = run_dir / "logs" / "output.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,29 +137,22 @@ def _attempt(store: TrackingStore, slot: Slot, claim: queued_runs.Claim, run_dir
         )
         try:
             entry = slot.catalog.get(claim.experiment)
-            result = run_experiment(
-                entry.cls,
-                claim.params,
-                settings=slot.settings,
-                reporter=reporter,
-                run_id=run_id,
-                store=store,
+            options = RunOptions(
+                settings=slot.settings, reporter=reporter, run_id=run_id, store=store
             )
+            result = run_with(entry.cls, claim.params, options)
             reporter.note(
                 f"{result.status}" + (f" in {result.duration:.2f}s" if result.duration else "")
             )
         except Terminated:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            if queued_runs.cancel_requested(store.conn, run_id):
-                if queued_runs.record_cancelled(
-                    store.conn, run_id, "cancelled on request; its stack was torn down"
-                ):
+            if queue.cancel_requested(run_id):
+                if queue.record_cancelled(run_id, "cancelled on request; its stack was torn down"):
                     reporter.note("cancelled on request")
             else:
                 # Re-parented: the slot died (its worker was killed), not a clean stop.
                 how = "died" if os.getppid() != slot_pid else "stopped"
-                status = queued_runs.end_attempt(
-                    store.conn,
+                status = queue.end_attempt(
                     run_id,
                     f"its worker {slot.worker_id} {how} during the run",
                     statuses=("running", "cancelled"),
@@ -187,12 +161,10 @@ def _attempt(store: TrackingStore, slot: Slot, claim: queued_runs.Claim, run_dir
         except OmnilabError as exc:
             # Refused before anything started (params no longer valid for the file on
             # this worker, a service this worker cannot provide, an unknown experiment).
-            queued_runs.fail_claimed(store.conn, run_id, str(exc))
+            queue.fail_claimed(run_id, str(exc))
             reporter.note(f"failed: {exc}")
         except Exception as exc:  # omnilab's own failure: say so rather than leave it running
-            queued_runs.fail_claimed(
-                store.conn, run_id, f"the worker failed: {type(exc).__name__}: {exc}"
-            )
+            queue.fail_claimed(run_id, f"the worker failed: {type(exc).__name__}: {exc}")
             reporter.note(f"failed inside omnilab: {type(exc).__name__}: {exc}")
         finally:
             reporter.close()

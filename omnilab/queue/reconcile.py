@@ -11,7 +11,7 @@ The store is the source of truth, so repair goes one way:
 - a running attempt asked to stop that is still running gets its stop message again.
 
 The API and every worker run this at start and then periodically; a PostgreSQL advisory
-lock lets one of them do it at a time.
+lock lets one of them do it at a time (:meth:`QueueStore.sweep_lock`).
 """
 
 from __future__ import annotations
@@ -22,15 +22,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import psycopg
-
 from omnilab.queue.broker import Broker, QueueUnavailable
-from omnilab.tracking import queued_runs, workers
+from omnilab.tracking.queued_runs import QueueStore, job_id
 from omnilab.tracking.store import TrackingStore
+from omnilab.tracking.workers import WorkerStore
 
 log = logging.getLogger("omnilab.queue")
-
-_LOCK_KEY = 0x6F6D6E71  # "omnq"
 
 
 @dataclass
@@ -66,31 +63,28 @@ class Reconciler:
         self._full_wanted = True
 
     def sweep(self, store: TrackingStore) -> Reconciled:
-        conn = store.conn
         result = Reconciled()
-        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
-        if not got or not got[0]:
-            result.skipped = True
-            return result
-        try:
+        queue = QueueStore(store)
+        with queue.sweep_lock() as got:
+            if not got:
+                result.skipped = True
+                return result
             store.reconcile_orphans()
-            result.ended.update(workers.end_dead(conn, self.worker_ttl))
+            result.ended.update(WorkerStore(store).end_dead(self.worker_ttl))
             try:
-                self._repair_messages(conn, result)
+                self._repair_messages(queue, result)
             except QueueUnavailable as exc:
                 result.queue_error = str(exc)
                 self._full_wanted = True
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
         for run_id in result.resent:
             log.info("run %s: its message was not in the queue; sent again", run_id[:8])
         for run_id, status in result.ended.items():
             log.info("run %s: its worker is gone; now %s", run_id[:8], status)
         return result
 
-    def _repair_messages(self, conn: psycopg.Connection, result: Reconciled) -> None:
+    def _repair_messages(self, queue: QueueStore, result: Reconciled) -> None:
         broker = self.broker
-        for job in queued_runs.cancelling(conn, self.resend_after):
+        for job in queue.cancelling(self.resend_after):
             broker.stop(job)
         redis_id = broker.server_id()
         full = (
@@ -99,16 +93,16 @@ class Reconciler:
             or time.monotonic() - self._last_full > self.FULL_EVERY_S
         )
         since = None if full else self._checked_until
-        waiting, cutoff = queued_runs.waiting(conn, self.resend_after, since)
-        sent = broker.waiting(queued_runs.job_id(r, d) for r, _, d in waiting)
+        waiting, cutoff = queue.waiting(self.resend_after, since)
+        sent = broker.waiting(job_id(r, d) for r, _, d in waiting)
         messages = []
-        for run_id, queue, delivery in waiting:
-            if queued_runs.job_id(run_id, delivery) in sent:
+        for run_id, queue_name, delivery in waiting:
+            if job_id(run_id, delivery) in sent:
                 continue
-            next_delivery = queued_runs.next_delivery(conn, run_id)
+            next_delivery = queue.next_delivery(run_id)
             if next_delivery is None:  # taken or cancelled meanwhile
                 continue
-            messages.append((run_id, queue, next_delivery))
+            messages.append((run_id, queue_name, next_delivery))
         broker.send_many(messages)
         result.resent.extend(m[0] for m in messages)
         self._checked_until = cutoff

@@ -7,6 +7,15 @@ to the current one.
 ``omnilab worker`` starts one slot per concurrent run (``python -m omnilab.queue.slot``);
 a slot that owns a GPU listens to the GPU queue first, and every run it starts sees only
 that GPU (``CUDA_VISIBLE_DEVICES``), so two runs never share one.
+
+The processes of a worker, and where each one's code is:
+
+- **worker** (the supervisor, :mod:`omnilab.queue.supervisor`): ``omnilab worker``
+  itself; starts and restarts the slots, writes the heartbeat, sweeps;
+- **slot** (this module): :class:`Slot` says which one it is (its index, its GPU);
+  :class:`SlotWorker` is the rq worker it runs;
+- **spare** (:mod:`omnilab.queue.spare`): a horse forked before its message arrives;
+- **horse** (:mod:`omnilab.queue.horse`): the process of one attempt of one run.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import gc
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -29,15 +39,34 @@ from omnilab.catalog import Catalog
 from omnilab.queue import horse, spare
 from omnilab.queue.broker import Broker
 from omnilab.queue.lifeline import die_with_parent
-from omnilab.queue.settings import get_queue_settings
-from omnilab.tracking import queued_runs
+from omnilab.queue.settings import QueueSettings, get_queue_settings
+from omnilab.tracking.queued_runs import QueueStore
 from omnilab.tracking.store import TrackingStore
+
+
+@dataclass
+class Slot:
+    """One of a worker's concurrent runs: its name, and the GPU it hands out."""
+
+    worker_id: str
+    index: int
+    gpu: str | None  # a CUDA_VISIBLE_DEVICES value; None: this slot has no GPU
+    settings: QueueSettings
+    catalog: Catalog
+
+    @property
+    def name(self) -> str:
+        return f"{self.worker_id}/{self.index}"
+
+    @property
+    def gpu_label(self) -> str:
+        return f"GPU {self.gpu}" if self.gpu is not None else "no GPU"
 
 
 class SlotWorker(Worker):
     """rq's forking worker, with omnilab's rules for the edges of a run's life."""
 
-    slot: horse.Slot
+    slot: Slot
 
     _spare: spare.Spare | None = None
 
@@ -136,7 +165,7 @@ class SlotWorker(Worker):
         reason = f"the process running it (pid {retpid}) died: {how}"
         try:
             with TrackingStore.open(self.slot.settings) as store:
-                queued_runs.end_attempt(store.conn, str(job.args[0]), reason)
+                QueueStore(store).end_attempt(str(job.args[0]), reason)
         except Exception as exc:  # the sweepers will end it; say why this did not
             print(
                 f"[{str(job.args[0])[:8]}] could not record that {reason}: {exc}", file=sys.stderr
@@ -170,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_queue_settings()
     catalog = Catalog(settings.experiments_dir)
-    slot = horse.Slot(args.worker_id, args.index, args.gpu, settings, catalog)
+    slot = Slot(args.worker_id, args.index, args.gpu, settings, catalog)
     horse.configure(slot)
     _preload()
     broker = Broker(settings.redis_url, settings.queue)

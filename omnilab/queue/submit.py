@@ -14,7 +14,7 @@ from omnilab.catalog import CatalogEntry
 from omnilab.queue.broker import Broker, QueueUnavailable
 from omnilab.queue.sender import Outbox
 from omnilab.runner import new_run_id
-from omnilab.tracking import queued_runs
+from omnilab.tracking.queued_runs import QueueStore
 from omnilab.tracking.records import RunRecord
 from omnilab.tracking.store import TrackingStore
 
@@ -39,8 +39,7 @@ def queue_run(
     """
     record = new_record(entry, params, owner)
     queue = broker.queue_for(entry.needs_gpu)
-    record, created = queued_runs.submit(
-        store.conn,
+    record, created = QueueStore(store).submit(
         record,
         queue=queue,
         max_attempts=1 + retries,

@@ -33,11 +33,12 @@ from omnilab.errors import OmnilabError, UsageError
 from omnilab.gpu import host_gpus
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
-from omnilab.queue.broker import Broker, masked_url
+from omnilab.queue.broker import Broker
 from omnilab.queue.reconcile import Reconciler
 from omnilab.queue.settings import QueueSettings
-from omnilab.tracking import workers
+from omnilab.redact import redact_url
 from omnilab.tracking.store import TrackingStore
+from omnilab.tracking.workers import WorkerStore
 from omnilab.version import __version__
 
 #: A slot that dies this many times within a minute is not restarted again.
@@ -176,8 +177,7 @@ class Supervisor:
         try:
             pid = os.getpid()
             queues = sorted({q for s in self.slots for q in s.queues})
-            workers.register(
-                store.conn,
+            WorkerStore(store).register(
                 self.id,
                 pid=pid,
                 pid_start=process_start_time(pid),
@@ -204,7 +204,7 @@ class Supervisor:
                 if slot.proc is not None:
                     slot.proc.wait()
             try:
-                workers.stopped(store.conn, self.id)
+                WorkerStore(store).stopped(self.id)
             finally:
                 store.close()
                 broker.close()
@@ -213,6 +213,7 @@ class Supervisor:
 
     def _loop(self, store: TrackingStore, broker: Broker) -> None:
         settings = self.settings
+        workers = WorkerStore(store)
         beat_every = min(5.0, settings.worker_ttl / 3)
         next_beat = time.monotonic() + beat_every
         next_sweep = time.monotonic() + settings.reconcile_interval
@@ -227,7 +228,7 @@ class Supervisor:
             if now >= next_beat:
                 next_beat = now + beat_every
                 with contextlib.suppress(psycopg.Error):  # the sweep reports store trouble
-                    workers.heartbeat(store.conn, self.id)
+                    workers.heartbeat(self.id)
             if now >= next_sweep and not self._signals:
                 next_sweep = now + settings.reconcile_interval
                 self._sweep(store, broker)
@@ -248,7 +249,7 @@ class Supervisor:
             error = f"sweep failed: {type(exc).__name__}: {exc}".splitlines()[0]
             if store.conn.closed or store.conn.broken:
                 with contextlib.suppress(Exception):
-                    store.conn = psycopg.connect(store.dsn, autocommit=True, connect_timeout=10)
+                    store.reconnect()
         if error and error != self._last_error:
             self.reporter.note(f"worker {self.id}: {error}")
         self._last_error = error
@@ -268,7 +269,7 @@ class Supervisor:
                 f"  GPUs {', '.join(unused)} stay unused: --concurrency {len(self.slots)} is "
                 f"lower than the {len(self.gpus)} GPUs given"
             )
-        note(f"  queues: {', '.join(queues)} on {masked_url(broker.url)}")
+        note(f"  queues: {', '.join(queues)} on {redact_url(broker.url)}")
         note(f"  tracking store: {store.location}")
         names = ", ".join(catalog.names()) or "none"
         note(f"  experiments in {catalog.folder}: {names}")

@@ -304,7 +304,3 @@ def http_problem(url: str, path: str, headers: dict[str, str] | None = None) -> 
     except httpx.HTTPError as exc:
         return str(exc) or type(exc).__name__
     return None
-
-
-def mask(secret: str | None) -> str:
-    return "****" if secret else ""

@@ -245,17 +245,6 @@ class Promoter(ABC):
         """Close connections."""
 
 
-def masked_url(url: str) -> str:
-    """A production URL fit for plans, records and logs: its password replaced."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        host = f"{parts.hostname}:{parts.port}" if parts.port else f"{parts.hostname}"
-        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:****@{host}"))
-    return url
-
-
 # -- checksums --------------------------------------------------------------------------
 
 _MASK64 = (1 << 64) - 1

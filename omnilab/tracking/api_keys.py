@@ -13,11 +13,10 @@ import secrets
 from datetime import datetime
 from typing import Literal
 
-import psycopg
-from psycopg.rows import dict_row
 from pydantic import BaseModel
 
 from omnilab.errors import UsageError
+from omnilab.tracking.base import Store
 
 Scope = Literal["read", "run", "promote"]
 SCOPES: tuple[str, ...] = ("read", "run", "promote")
@@ -55,71 +54,68 @@ def check_scopes(scopes: list[str]) -> list[str]:
     return [s for s in SCOPES if s in scopes]
 
 
-def create(
-    conn: psycopg.Connection, name: str, scopes: list[str], *, created_by: str | None = None
-) -> tuple[ApiKeyRecord, str]:
-    """A new key; returns its record and the key itself (the only time it exists in clear)."""
-    name = name.strip()
-    if not name or len(name) > 100 or not name.isprintable():
-        raise UsageError("--name: give a printable name of 1 to 100 characters")
-    scopes = check_scopes(scopes)
-    key_id = secrets.token_hex(6)
-    secret = secrets.token_urlsafe(32)
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
+class ApiKeyStore(Store):
+    """The HTTP API's keys (``omnilab.api_keys``): only their SHA-256 is stored."""
+
+    def create(
+        self, name: str, scopes: list[str], *, created_by: str | None = None
+    ) -> tuple[ApiKeyRecord, str]:
+        """A new key; returns its record and the key itself (the only time it exists in
+        clear)."""
+        name = name.strip()
+        if not name or len(name) > 100 or not name.isprintable():
+            raise UsageError("--name: give a printable name of 1 to 100 characters")
+        scopes = check_scopes(scopes)
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        row = self._dict_row(
             f"""
             INSERT INTO omnilab.api_keys (id, name, scopes, secret_sha256, created_by)
             VALUES (%s, %s, %s, %s, %s)
             RETURNING {_COLUMNS}
             """,
             (key_id, name, scopes, _digest(secret), created_by),
-        ).fetchone()
-    assert row is not None
-    return ApiKeyRecord.model_validate(row), f"{PREFIX}_{key_id}_{secret}"
+        )
+        assert row is not None
+        return ApiKeyRecord.model_validate(row), f"{PREFIX}_{key_id}_{secret}"
 
-
-def verify(conn: psycopg.Connection, token: str) -> ApiKeyRecord | None:
-    """The active key ``token`` is, or None (malformed, unknown, wrong secret, revoked)."""
-    match = _KEY_RE.match(token)
-    if match is None:
-        return None
-    key_id, secret = match.groups()
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
+    def verify(self, token: str) -> ApiKeyRecord | None:
+        """The active key ``token`` is, or None (malformed, unknown, wrong secret,
+        revoked)."""
+        match = _KEY_RE.match(token)
+        if match is None:
+            return None
+        key_id, secret = match.groups()
+        row = self._dict_row(
             f"SELECT {_COLUMNS}, secret_sha256 FROM omnilab.api_keys WHERE id = %s",
             (key_id,),
-        ).fetchone()
-    if row is None:
-        return None
-    stored = row.pop("secret_sha256")
-    if not hmac.compare_digest(stored, _digest(secret)) or row["revoked_at"] is not None:
-        return None
-    return ApiKeyRecord.model_validate(row)
+        )
+        if row is None:
+            return None
+        stored = row.pop("secret_sha256")
+        if not hmac.compare_digest(stored, _digest(secret)) or row["revoked_at"] is not None:
+            return None
+        return ApiKeyRecord.model_validate(row)
 
+    def touch(self, key_id: str) -> None:
+        self._execute("UPDATE omnilab.api_keys SET last_used_at = now() WHERE id = %s", (key_id,))
 
-def touch(conn: psycopg.Connection, key_id: str) -> None:
-    conn.execute("UPDATE omnilab.api_keys SET last_used_at = now() WHERE id = %s", (key_id,))
-
-
-def list_keys(conn: psycopg.Connection, *, include_revoked: bool = False) -> list[ApiKeyRecord]:
-    where = "" if include_revoked else "WHERE revoked_at IS NULL"
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
+    def list_keys(self, *, include_revoked: bool = False) -> list[ApiKeyRecord]:
+        where = "" if include_revoked else "WHERE revoked_at IS NULL"
+        rows = self._dict_rows(
             f"SELECT {_COLUMNS} FROM omnilab.api_keys {where} ORDER BY created_at"
-        ).fetchall()
-    return [ApiKeyRecord.model_validate(r) for r in rows]
+        )
+        return [ApiKeyRecord.model_validate(r) for r in rows]
 
-
-def revoke(conn: psycopg.Connection, key_id: str) -> ApiKeyRecord:
-    """Revoke by id (the 12 characters after ``olk_``) or by the whole key."""
-    match = _KEY_RE.match(key_id)
-    key_id = match.group(1) if match else key_id.strip()
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "UPDATE omnilab.api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s "
-            f"RETURNING {_COLUMNS}",
+    def revoke(self, key_id: str) -> ApiKeyRecord:
+        """Revoke by id (the 12 characters after ``olk_``) or by the whole key."""
+        match = _KEY_RE.match(key_id)
+        key_id = match.group(1) if match else key_id.strip()
+        row = self._dict_row(
+            "UPDATE omnilab.api_keys SET revoked_at = coalesce(revoked_at, now()) "
+            f"WHERE id = %s RETURNING {_COLUMNS}",
             (key_id,),
-        ).fetchone()
-    if row is None:
-        raise UsageError(f"no API key with id {key_id!r} (see `omnilab api-key ls`)")
-    return ApiKeyRecord.model_validate(row)
+        )
+        if row is None:
+            raise UsageError(f"no API key with id {key_id!r} (see `omnilab api-key ls`)")
+        return ApiKeyRecord.model_validate(row)

@@ -9,18 +9,20 @@ without a run being started twice, lost, or left "running".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
-from omnilab.tracking.records import RunRecord
+from omnilab.tracking.base import AsyncStore, Store
+from omnilab.tracking.records import RUN_COLUMNS, RunRecord
 
 
 class QueueInfo(BaseModel):
@@ -47,6 +49,10 @@ class Claim:
     params: dict[str, Any]
     attempt: int
     max_attempts: int
+
+
+#: The sweepers' advisory lock (see :meth:`QueueStore.sweep_lock`).
+_SWEEP_LOCK_KEY = 0x6F6D6E71  # "omnq"
 
 
 def job_id(run_id: str, delivery: int) -> str:
@@ -92,41 +98,9 @@ def _submitted(record: RunRecord, row: Any) -> RunRecord:
     return record.model_copy(update={"created_at": row[0] if row else None})
 
 
-def submit(
-    conn: psycopg.Connection,
-    record: RunRecord,
-    *,
-    queue: str,
-    max_attempts: int,
-    submitted_by: str | None = None,
-    idempotency_key: str | None = None,
-) -> tuple[RunRecord, bool]:
-    """Record a queued run; returns it and whether it is new.
-
-    With an idempotency key, a second submission by the same key holder returns the first
-    run instead of queuing another (a client retrying after a timeout queues once).
-    """
-    if idempotency_key is not None:
-        existing = _by_idempotency_key(conn, submitted_by, idempotency_key)
-        if existing is not None:
-            return existing, False
-    args = _submit_args(record, queue, max_attempts, submitted_by, idempotency_key)
-    try:
-        row = conn.execute(_SUBMIT, args).fetchone()
-    except psycopg.errors.UniqueViolation:
-        # Two submissions with the same idempotency key raced: the other one won.
-        if idempotency_key is None:
-            raise
-        existing = _by_idempotency_key(conn, submitted_by, idempotency_key)
-        if existing is None:
-            raise
-        return existing, False
-    return _submitted(record, row), True
-
-
 @dataclass(frozen=True)
 class NewRun:
-    """One run to record as queued, for :func:`submit_many_async`."""
+    """One run to record as queued, for :meth:`AsyncQueueStore.submit_many`."""
 
     id: str
     experiment: str
@@ -158,264 +132,305 @@ _SUBMIT_MANY = """
 """
 
 
-async def submit_many_async(conn: psycopg.AsyncConnection, runs: list[NewRun]) -> datetime:
-    """Record ``runs`` as queued in one statement (one transaction): all or none. Returns
-    their ``created_at``, the same instant for all (the transaction's start).
+class QueueStore(Store):
+    """Queued runs: submitted, claimed, retried, cancelled (``omnilab.run_queue``, and the
+    run's row in ``omnilab.runs`` for its status)."""
 
-    This is what lets the API commit the runs of concurrent requests together instead of
-    paying a statement, a commit and a pool checkout per run.
-    """
-    rows = json.dumps([vars(run) for run in runs], allow_nan=False)
-    cur = await conn.execute(_SUBMIT_MANY, (rows,))
-    row = await cur.fetchone()
-    assert row is not None, "no runs to record"
-    return row[0]  # type: ignore[no-any-return]
+    @contextlib.contextmanager
+    def sweep_lock(self) -> Iterator[bool]:
+        """Hold the sweepers' lock while it is free; yields whether this one got it. The
+        API and every worker sweep (:mod:`omnilab.queue.reconcile`): one at a time."""
+        row = self._execute("SELECT pg_try_advisory_lock(%s)", (_SWEEP_LOCK_KEY,)).fetchone()
+        if not row or not row[0]:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._execute("SELECT pg_advisory_unlock(%s)", (_SWEEP_LOCK_KEY,))
 
+    def submit(
+        self,
+        record: RunRecord,
+        *,
+        queue: str,
+        max_attempts: int,
+        submitted_by: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[RunRecord, bool]:
+        """Record a queued run; returns it and whether it is new.
 
-def _by_idempotency_key(
-    conn: psycopg.Connection, submitted_by: str | None, key: str
-) -> RunRecord | None:
-    from omnilab.tracking.records import RUN_COLUMNS
+        With an idempotency key, a second submission by the same key holder returns the
+        first run instead of queuing another (a client retrying after a timeout queues
+        once).
+        """
+        if idempotency_key is not None:
+            existing = self._by_idempotency_key(submitted_by, idempotency_key)
+            if existing is not None:
+                return existing, False
+        args = _submit_args(record, queue, max_attempts, submitted_by, idempotency_key)
+        try:
+            row = self._execute(_SUBMIT, args).fetchone()
+        except psycopg.errors.UniqueViolation:
+            # Two submissions with the same idempotency key raced: the other one won.
+            if idempotency_key is None:
+                raise
+            existing = self._by_idempotency_key(submitted_by, idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+        return _submitted(record, row), True
 
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
+    def _by_idempotency_key(self, submitted_by: str | None, key: str) -> RunRecord | None:
+        row = self._dict_row(
             f"SELECT {', '.join('r.' + c for c in RUN_COLUMNS)} FROM omnilab.runs r "
             "JOIN omnilab.run_queue q ON q.run_id = r.id "
             "WHERE q.idempotency_key = %s AND q.submitted_by IS NOT DISTINCT FROM %s",
             (key, submitted_by),
-        ).fetchone()
-    return RunRecord.model_validate(row) if row else None
-
-
-def claim(
-    conn: psycopg.Connection,
-    run_id: str,
-    *,
-    worker: str,
-    gpu: str | None,
-    run_dir: str,
-    environment: dict[str, Any],
-    job: str | None = None,
-) -> Claim | None:
-    """Take a queued run for one attempt; None when someone else has it or it is over.
-
-    One statement: of two deliveries of the same run, exactly one gets it.
-    """
-    row = conn.execute(
-        """
-        WITH claimed AS (
-            UPDATE omnilab.runs
-               SET status = 'running', started_at = now(), finished_at = NULL,
-                   error = NULL, run_dir = %(run_dir)s, environment = %(environment)s
-             WHERE id = %(id)s AND status = 'queued'
-            RETURNING id, experiment, params
         )
-        UPDATE omnilab.run_queue q
-           SET attempt = q.attempt + 1, worker = %(worker)s, gpu = %(gpu)s, job = %(job)s
-          FROM claimed
-         WHERE q.run_id = claimed.id
-        RETURNING claimed.experiment, claimed.params, q.attempt, q.max_attempts
-        """,
-        {
-            "id": run_id,
-            "run_dir": run_dir,
-            "environment": Jsonb(environment),
-            "worker": worker,
-            "gpu": gpu,
-            "job": job,
-        },
-    ).fetchone()
-    if row is None:
-        return None
-    experiment, params, attempt, max_attempts = row
-    return Claim(run_id, experiment, params, attempt, max_attempts)
+        return RunRecord.model_validate(row) if row else None
 
+    def claim(
+        self,
+        run_id: str,
+        *,
+        worker: str,
+        gpu: str | None,
+        run_dir: str,
+        environment: dict[str, Any],
+        job: str | None = None,
+    ) -> Claim | None:
+        """Take a queued run for one attempt; None when someone else has it or it is over.
 
-def end_attempt(
-    conn: psycopg.Connection,
-    run_id: str,
-    reason: str,
-    *,
-    statuses: tuple[str, ...] = ("running",),
-) -> Literal["queued", "failed", "cancelled"] | None:
-    """An attempt ended without the run finishing (its worker died or stopped).
-
-    The run goes back to the queue when it has attempts left (the submitter's retry
-    setting), is cancelled when a cancellation was requested meanwhile, and fails
-    otherwise. Runs that never came through the queue simply fail. Returns the new
-    status, or None when the run was no longer in one of ``statuses``.
-    """
-    with conn.transaction():
-        row = conn.execute(
+        One statement: of two deliveries of the same run, exactly one gets it.
+        """
+        row = self._execute(
             """
-            SELECT r.status, q.attempt, q.max_attempts, q.cancel_requested_at IS NOT NULL,
-                   q.worker, q.gpu
-              FROM omnilab.runs r LEFT JOIN omnilab.run_queue q ON q.run_id = r.id
-             WHERE r.id = %s FOR UPDATE OF r
+            WITH claimed AS (
+                UPDATE omnilab.runs
+                   SET status = 'running', started_at = now(), finished_at = NULL,
+                       error = NULL, run_dir = %(run_dir)s, environment = %(environment)s
+                 WHERE id = %(id)s AND status = 'queued'
+                RETURNING id, experiment, params
+            )
+            UPDATE omnilab.run_queue q
+               SET attempt = q.attempt + 1, worker = %(worker)s, gpu = %(gpu)s, job = %(job)s
+              FROM claimed
+             WHERE q.run_id = claimed.id
+            RETURNING claimed.experiment, claimed.params, q.attempt, q.max_attempts
+            """,
+            {
+                "id": run_id,
+                "run_dir": run_dir,
+                "environment": Jsonb(environment),
+                "worker": worker,
+                "gpu": gpu,
+                "job": job,
+            },
+        ).fetchone()
+        if row is None:
+            return None
+        experiment, params, attempt, max_attempts = row
+        return Claim(run_id, experiment, params, attempt, max_attempts)
+
+    def end_attempt(
+        self,
+        run_id: str,
+        reason: str,
+        *,
+        statuses: tuple[str, ...] = ("running",),
+    ) -> Literal["queued", "failed", "cancelled"] | None:
+        """An attempt ended without the run finishing (its worker died or stopped).
+
+        The run goes back to the queue when it has attempts left (the submitter's retry
+        setting), is cancelled when a cancellation was requested meanwhile, and fails
+        otherwise. Runs that never came through the queue simply fail. Returns the new
+        status, or None when the run was no longer in one of ``statuses``.
+        """
+        with self._transaction():
+            row = self._execute(
+                """
+                SELECT r.status, q.attempt, q.max_attempts, q.cancel_requested_at IS NOT NULL,
+                       q.worker, q.gpu
+                  FROM omnilab.runs r LEFT JOIN omnilab.run_queue q ON q.run_id = r.id
+                 WHERE r.id = %s FOR UPDATE OF r
+                """,
+                (run_id,),
+            ).fetchone()
+            if row is None or row[0] not in statuses:
+                return None
+            _, attempt, max_attempts, cancel_requested, worker, gpu = row
+            if cancel_requested:
+                self._execute(
+                    "UPDATE omnilab.runs SET status = 'cancelled', finished_at = now(), "
+                    "error = %s WHERE id = %s",
+                    (f"cancelled on request; {reason}", run_id),
+                )
+                return "cancelled"
+            if attempt is None or attempt >= max_attempts:
+                tries = f" (attempt {attempt} of {max_attempts})" if attempt is not None else ""
+                self._execute(
+                    "UPDATE omnilab.runs SET status = 'failed', finished_at = now(), error = %s "
+                    "WHERE id = %s",
+                    (reason + tries, run_id),
+                )
+                return "failed"
+            past = {
+                "attempt": attempt,
+                "worker": worker,
+                "gpu": gpu,
+                "ended_at": datetime.now().astimezone().isoformat(),
+                "reason": reason,
+            }
+            self._execute(
+                "UPDATE omnilab.runs SET status = 'queued', started_at = NULL, "
+                "finished_at = NULL, error = NULL WHERE id = %s",
+                (run_id,),
+            )
+            self._execute(
+                "UPDATE omnilab.run_queue SET history = history || %s, queued_at = now(), "
+                "worker = NULL, gpu = NULL WHERE run_id = %s",
+                (Jsonb([past]), run_id),
+            )
+            return "queued"
+
+    def fail_claimed(self, run_id: str, error: str) -> None:
+        """A claimed attempt that could not start (bad params now, a service this worker
+        cannot provide): the run fails with the reason, nothing having started."""
+        self._execute(
+            "UPDATE omnilab.runs SET status = 'failed', finished_at = now(), error = %s "
+            "WHERE id = %s AND status = 'running'",
+            (error, run_id),
+        )
+
+    def record_cancelled(self, run_id: str, error: str) -> bool:
+        """A cancelled attempt's outcome; a run that finished meanwhile keeps its own."""
+        cur = self._execute(
+            "UPDATE omnilab.runs SET status = 'cancelled', error = %s, "
+            "finished_at = coalesce(finished_at, now()) "
+            "WHERE id = %s AND status IN ('running', 'cancelled')",
+            (error, run_id),
+        )
+        return cur.rowcount == 1
+
+    def request_cancel(self, run_id: str) -> tuple[str, bool, str | None]:
+        """Ask for a run to stop; returns (its status before, whether it has a queue row,
+        the queue message of its running attempt).
+
+        A queued run is cancelled at once (a worker that receives it later finds it
+        taken). A running one gets the request recorded; the caller tells its worker (see
+        :meth:`Broker.stop`), which stops it, tears its stack down and records it
+        cancelled. The sweepers repeat the message until that is done. A finished run is
+        left alone.
+        """
+        with self._transaction():
+            row = self._execute(
+                "SELECT r.status, q.run_id IS NOT NULL, q.job FROM omnilab.runs r "
+                "LEFT JOIN omnilab.run_queue q ON q.run_id = r.id WHERE r.id = %s "
+                "FOR UPDATE OF r",
+                (run_id,),
+            ).fetchone()
+            if row is None:
+                return "missing", False, None
+            status, queued_here, job = row
+            if status == "queued":
+                self._execute(
+                    "UPDATE omnilab.runs SET status = 'cancelled', finished_at = now(), "
+                    "error = 'cancelled on request before it started' WHERE id = %s",
+                    (run_id,),
+                )
+            if queued_here and status in ("queued", "running"):
+                self._execute(
+                    "UPDATE omnilab.run_queue SET cancel_requested_at = "
+                    "coalesce(cancel_requested_at, now()) WHERE run_id = %s",
+                    (run_id,),
+                )
+            return status, bool(queued_here), job
+
+    def cancelling(self, older_than_s: float) -> list[str]:
+        """Messages (rq job ids) of running attempts asked to stop more than
+        ``older_than_s`` ago and still running: their stop request may have been lost."""
+        rows = self._execute(
+            """
+            SELECT q.job FROM omnilab.runs r JOIN omnilab.run_queue q ON q.run_id = r.id
+             WHERE r.status = 'running' AND q.job IS NOT NULL
+               AND q.cancel_requested_at < now() - make_interval(secs => %s)
+            """,
+            (older_than_s,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def cancel_requested(self, run_id: str) -> bool:
+        row = self._execute(
+            "SELECT cancel_requested_at IS NOT NULL FROM omnilab.run_queue WHERE run_id = %s",
+            (run_id,),
+        ).fetchone()
+        return bool(row and row[0])
+
+    def waiting(
+        self, older_than_s: float, since: datetime | None = None
+    ) -> tuple[list[tuple[str, str, int]], datetime]:
+        """Queued runs (id, queue, delivery) waiting for longer than ``older_than_s`` (and
+        queued at ``since`` or later): the ones whose message may never have reached
+        Redis, or was lost with it. Also returns the cutoff, to pass as ``since`` next
+        time."""
+        row = self._execute("SELECT now() - make_interval(secs => %s)", (older_than_s,)).fetchone()
+        assert row is not None
+        cutoff = row[0]
+        rows = self._execute(
+            """
+            SELECT r.id, q.queue, q.delivery FROM omnilab.runs r
+              JOIN omnilab.run_queue q ON q.run_id = r.id
+             WHERE r.status = 'queued' AND q.queued_at < %(cutoff)s
+               AND (%(since)s::timestamptz IS NULL OR q.queued_at >= %(since)s)
+             ORDER BY q.queued_at
+            """,
+            {"cutoff": cutoff, "since": since},
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows], cutoff
+
+    def next_delivery(self, run_id: str) -> int | None:
+        """Count one more message for a still-queued run; its number, or None if not
+        queued."""
+        row = self._execute(
+            """
+            UPDATE omnilab.run_queue q SET delivery = q.delivery + 1
+              FROM omnilab.runs r
+             WHERE q.run_id = %s AND r.id = q.run_id AND r.status = 'queued'
+            RETURNING q.delivery
             """,
             (run_id,),
         ).fetchone()
-        if row is None or row[0] not in statuses:
-            return None
-        _, attempt, max_attempts, cancel_requested, worker, gpu = row
-        if cancel_requested:
-            conn.execute(
-                "UPDATE omnilab.runs SET status = 'cancelled', finished_at = now(), "
-                "error = %s WHERE id = %s",
-                (f"cancelled on request; {reason}", run_id),
-            )
-            return "cancelled"
-        if attempt is None or attempt >= max_attempts:
-            tries = f" (attempt {attempt} of {max_attempts})" if attempt is not None else ""
-            conn.execute(
-                "UPDATE omnilab.runs SET status = 'failed', finished_at = now(), error = %s "
-                "WHERE id = %s",
-                (reason + tries, run_id),
-            )
-            return "failed"
-        past = {
-            "attempt": attempt,
-            "worker": worker,
-            "gpu": gpu,
-            "ended_at": datetime.now().astimezone().isoformat(),
-            "reason": reason,
-        }
-        conn.execute(
-            "UPDATE omnilab.runs SET status = 'queued', started_at = NULL, finished_at = NULL, "
-            "error = NULL WHERE id = %s",
-            (run_id,),
-        )
-        conn.execute(
-            "UPDATE omnilab.run_queue SET history = history || %s, queued_at = now(), "
-            "worker = NULL, gpu = NULL WHERE run_id = %s",
-            (Jsonb([past]), run_id),
-        )
-        return "queued"
+        return int(row[0]) if row else None
 
-
-def fail_claimed(conn: psycopg.Connection, run_id: str, error: str) -> None:
-    """A claimed attempt that could not start (bad params now, a service this worker
-    cannot provide): the run fails with the reason, nothing having started."""
-    conn.execute(
-        "UPDATE omnilab.runs SET status = 'failed', finished_at = now(), error = %s "
-        "WHERE id = %s AND status = 'running'",
-        (error, run_id),
-    )
-
-
-def record_cancelled(conn: psycopg.Connection, run_id: str, error: str) -> bool:
-    """A cancelled attempt's outcome; a run that finished meanwhile keeps its own."""
-    cur = conn.execute(
-        "UPDATE omnilab.runs SET status = 'cancelled', error = %s, "
-        "finished_at = coalesce(finished_at, now()) "
-        "WHERE id = %s AND status IN ('running', 'cancelled')",
-        (error, run_id),
-    )
-    return cur.rowcount == 1
-
-
-def request_cancel(conn: psycopg.Connection, run_id: str) -> tuple[str, bool, str | None]:
-    """Ask for a run to stop; returns (its status before, whether it has a queue row, the
-    queue message of its running attempt).
-
-    A queued run is cancelled at once (a worker that receives it later finds it taken).
-    A running one gets the request recorded; the caller tells its worker (see
-    :meth:`Broker.stop`), which stops it, tears its stack down and records it cancelled.
-    The sweepers repeat the message until that is done. A finished run is left alone.
-    """
-    with conn.transaction():
-        row = conn.execute(
-            "SELECT r.status, q.run_id IS NOT NULL, q.job FROM omnilab.runs r "
-            "LEFT JOIN omnilab.run_queue q ON q.run_id = r.id WHERE r.id = %s FOR UPDATE OF r",
-            (run_id,),
-        ).fetchone()
-        if row is None:
-            return "missing", False, None
-        status, queued_here, job = row
-        if status == "queued":
-            conn.execute(
-                "UPDATE omnilab.runs SET status = 'cancelled', finished_at = now(), "
-                "error = 'cancelled on request before it started' WHERE id = %s",
-                (run_id,),
-            )
-        if queued_here and status in ("queued", "running"):
-            conn.execute(
-                "UPDATE omnilab.run_queue SET cancel_requested_at = "
-                "coalesce(cancel_requested_at, now()) WHERE run_id = %s",
-                (run_id,),
-            )
-        return status, bool(queued_here), job
-
-
-def cancelling(conn: psycopg.Connection, older_than_s: float) -> list[str]:
-    """Messages (rq job ids) of running attempts asked to stop more than ``older_than_s``
-    ago and still running: their stop request may have been lost."""
-    rows = conn.execute(
-        """
-        SELECT q.job FROM omnilab.runs r JOIN omnilab.run_queue q ON q.run_id = r.id
-         WHERE r.status = 'running' AND q.job IS NOT NULL
-           AND q.cancel_requested_at < now() - make_interval(secs => %s)
-        """,
-        (older_than_s,),
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def cancel_requested(conn: psycopg.Connection, run_id: str) -> bool:
-    row = conn.execute(
-        "SELECT cancel_requested_at IS NOT NULL FROM omnilab.run_queue WHERE run_id = %s",
-        (run_id,),
-    ).fetchone()
-    return bool(row and row[0])
-
-
-def waiting(
-    conn: psycopg.Connection, older_than_s: float, since: datetime | None = None
-) -> tuple[list[tuple[str, str, int]], datetime]:
-    """Queued runs (id, queue, delivery) waiting for longer than ``older_than_s`` (and
-    queued at ``since`` or later): the ones whose message may never have reached Redis,
-    or was lost with it. Also returns the cutoff, to pass as ``since`` next time."""
-    row = conn.execute("SELECT now() - make_interval(secs => %s)", (older_than_s,)).fetchone()
-    assert row is not None
-    cutoff = row[0]
-    rows = conn.execute(
-        """
-        SELECT r.id, q.queue, q.delivery FROM omnilab.runs r
-          JOIN omnilab.run_queue q ON q.run_id = r.id
-         WHERE r.status = 'queued' AND q.queued_at < %(cutoff)s
-           AND (%(since)s::timestamptz IS NULL OR q.queued_at >= %(since)s)
-         ORDER BY q.queued_at
-        """,
-        {"cutoff": cutoff, "since": since},
-    ).fetchall()
-    return [(r[0], r[1], r[2]) for r in rows], cutoff
-
-
-def next_delivery(conn: psycopg.Connection, run_id: str) -> int | None:
-    """Count one more message for a still-queued run; its number, or None if not queued."""
-    row = conn.execute(
-        """
-        UPDATE omnilab.run_queue q SET delivery = q.delivery + 1
-          FROM omnilab.runs r
-         WHERE q.run_id = %s AND r.id = q.run_id AND r.status = 'queued'
-        RETURNING q.delivery
-        """,
-        (run_id,),
-    ).fetchone()
-    return int(row[0]) if row else None
-
-
-def queue_info(conn: psycopg.Connection, run_ids: list[str]) -> dict[str, QueueInfo]:
-    if not run_ids:
-        return {}
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
+    def queue_info(self, run_ids: list[str]) -> dict[str, QueueInfo]:
+        if not run_ids:
+            return {}
+        rows = self._dict_rows(
             "SELECT run_id, queue, attempt, max_attempts, delivery, queued_at, worker, gpu, "
             "submitted_by, cancel_requested_at, history FROM omnilab.run_queue "
             "WHERE run_id = ANY(%s)",
             (run_ids,),
-        ).fetchall()
-    return {row.pop("run_id"): QueueInfo.model_validate(row) for row in rows}
+        )
+        return {row.pop("run_id"): QueueInfo.model_validate(row) for row in rows}
+
+
+class AsyncQueueStore(AsyncStore):
+    """The queue's one statement on the event loop: the HTTP API's group commit."""
+
+    async def submit_many(self, runs: list[NewRun]) -> datetime:
+        """Record ``runs`` as queued in one statement (one transaction): all or none.
+        Returns their ``created_at``, the same instant for all (the transaction's start).
+
+        This is what lets the API commit the runs of concurrent requests together
+        instead of paying a statement, a commit and a pool checkout per run.
+        """
+        rows = json.dumps([vars(run) for run in runs], allow_nan=False)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_SUBMIT_MANY, (rows,))
+            row = await cur.fetchone()
+        assert row is not None, "no runs to record"
+        return row[0]  # type: ignore[no-any-return]
 
 
 def running_environment(pid: int, pid_start: int | None) -> dict[str, Any]:

@@ -7,22 +7,22 @@ database, in its own schema), else an embedded PostgreSQL under ``.omnilab/``.
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Iterable
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from omnilab.config import Settings, get_settings
 from omnilab.errors import RunNotFound, TrackingStoreError
 from omnilab.procs import owner_alive
-from omnilab.tracking import queued_runs, schema
+from omnilab.redact import redact_url
+from omnilab.tracking import schema
+from omnilab.tracking.base import Store
 from omnilab.tracking.embedded import EmbeddedPostgres
 from omnilab.tracking.metrics import MetricRow, to_timestamp
+from omnilab.tracking.queued_runs import QueueStore
 from omnilab.tracking.records import (
     RUN_COLUMNS,
     ArtifactRecord,
@@ -34,40 +34,30 @@ from omnilab.tracking.records import (
 _JSON_COLUMNS = frozenset({"params", "summary", "stack", "environment", "timings"})
 
 
-def masked_dsn(dsn: str) -> str:
-    """A DSN fit for an error message: the password replaced."""
-    try:
-        parts = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "(unparseable connection string)"
-    if parts.get("password"):
-        parts["password"] = "****"
-    return make_conninfo(**parts)  # type: ignore[arg-type]
-
-
-class TrackingStore:
-    """A connection to the tracking store, migrated to the current schema on open."""
+class TrackingStore(Store):
+    """Runs, metrics and artifacts; the store that opens the tracking database's
+    connection (migrating it to the current schema) for the others to share."""
 
     def __init__(self, dsn: str, *, embedded: EmbeddedPostgres | None = None) -> None:
         self.dsn = dsn
         self.embedded = embedded
         try:
-            self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+            conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as exc:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise TrackingStoreError(
-                f"cannot reach the tracking store at {masked_dsn(dsn)}: {reason}"
+                f"cannot reach the tracking store at {redact_url(dsn)}: {reason}"
             ) from None
-        self._lock = threading.Lock()
-        schema.migrate(self.conn)
+        super().__init__(conn)
+        schema.migrate(conn)
 
     @classmethod
     def over(cls, conn: psycopg.Connection, dsn: str) -> TrackingStore:
         """A store on a connection someone else owns and has migrated (a pool's, in the
         HTTP API): no migration, and ``close()`` must not be called on it."""
         store = cls.__new__(cls)
-        store.dsn, store.embedded, store.conn = dsn, None, conn
-        store._lock = threading.Lock()
+        Store.__init__(store, conn)
+        store.dsn, store.embedded = dsn, None
         return store
 
     @classmethod
@@ -78,6 +68,11 @@ class TrackingStore:
             return cls(dsn)
         embedded = EmbeddedPostgres(settings.home, settings.service_user)
         return cls(embedded.acquire(), embedded=embedded)
+
+    def reconnect(self) -> None:
+        """A new connection in place of a closed or broken one, for every store sharing
+        this one's (the schema was migrated when it first opened)."""
+        self._link.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
 
     def close(self) -> None:
         self.conn.close()
@@ -94,13 +89,9 @@ class TrackingStore:
     def location(self) -> str:
         if self.embedded is not None:
             return f"embedded PostgreSQL in {self.embedded.pgdata}"
-        return masked_dsn(self.dsn)
+        return redact_url(self.dsn)
 
     # -- runs -----------------------------------------------------------------------
-
-    def _execute(self, query: str, params: Iterable[Any] | dict[str, Any] = ()) -> psycopg.Cursor:
-        with self._lock:
-            return self.conn.execute(query, params)  # type: ignore[arg-type]
 
     def create_run(self, record: RunRecord) -> None:
         data = record.model_dump(exclude_none=True)
@@ -128,11 +119,10 @@ class TrackingStore:
         ref = ref.strip()
         if len(ref) < 4:
             raise RunNotFound(f"run id {ref!r} is too short: give at least 4 characters")
-        with self._lock, self.conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(
-                f"SELECT {', '.join(RUN_COLUMNS)} FROM omnilab.runs WHERE id LIKE %s LIMIT 2",
-                (ref.replace("%", "").replace("_", r"\_") + "%",),
-            ).fetchall()
+        rows = self._dict_rows(
+            f"SELECT {', '.join(RUN_COLUMNS)} FROM omnilab.runs WHERE id LIKE %s LIMIT 2",
+            (ref.replace("%", "").replace("_", r"\_") + "%",),
+        )
         if not rows:
             raise RunNotFound(f"no run matches {ref!r} (see `omnilab runs ls`)")
         if len(rows) > 1:
@@ -155,12 +145,11 @@ class TrackingStore:
             where.append("status = %s")
             params.append(status)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        with self._lock, self.conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(
-                f"SELECT {', '.join(RUN_COLUMNS)} FROM omnilab.runs {clause} "
-                "ORDER BY created_at DESC, id LIMIT %s OFFSET %s",
-                [*params, limit, offset],
-            ).fetchall()
+        rows = self._dict_rows(
+            f"SELECT {', '.join(RUN_COLUMNS)} FROM omnilab.runs {clause} "
+            "ORDER BY created_at DESC, id LIMIT %s OFFSET %s",
+            [*params, limit, offset],
+        )
         return [RunRecord.model_validate(r) for r in rows]
 
     def reconcile_orphans(self) -> int:
@@ -176,6 +165,7 @@ class TrackingStore:
             "WHERE status = 'running' AND environment->>'hostname' = %s",
             (host,),
         ).fetchall()
+        queue = QueueStore(self)
         fixed = 0
         for run_id, pid, start in rows:
             if pid is None or owner_alive(int(pid), int(start) if start else None):
@@ -184,9 +174,8 @@ class TrackingStore:
                 f"the process running it (pid {pid} on {host}) ended without recording an "
                 "outcome (killed?); its stack was removed by its watcher"
             )
-            with self._lock:
-                if queued_runs.end_attempt(self.conn, run_id, reason) is not None:
-                    fixed += 1
+            if queue.end_attempt(run_id, reason) is not None:
+                fixed += 1
         return fixed
 
     # -- metrics --------------------------------------------------------------------
@@ -216,6 +205,29 @@ class TrackingStore:
             params.append(key)
         rows = self._execute(query + " ORDER BY key, step, ts", params).fetchall()
         return [MetricPoint(key=k, step=s, value=v, timestamp=t) for k, s, v, t in rows]
+
+    def metric_pages(
+        self, run_id: str, key: str | None, after_step: int | None, limit: int
+    ) -> dict[str, list[MetricPoint]]:
+        """Up to ``limit`` + 1 points per metric after ``after_step`` (the extra one tells
+        that more follow): the HTTP API's pages of a run's metrics."""
+        rows = self._execute(
+            """
+            SELECT key, step, value, ts FROM (
+                SELECT key, step, value, ts,
+                       row_number() OVER (PARTITION BY key ORDER BY step, ts) AS n
+                  FROM omnilab.metrics
+                 WHERE run_id = %(run)s
+                   AND (%(key)s::text IS NULL OR key = %(key)s)
+                   AND (%(after)s::bigint IS NULL OR step > %(after)s)
+            ) numbered WHERE n <= %(limit)s + 1 ORDER BY key, step, ts
+            """,
+            {"run": run_id, "key": key, "after": after_step, "limit": limit},
+        ).fetchall()
+        points: dict[str, list[MetricPoint]] = defaultdict(list)
+        for k, step, value, ts in rows:
+            points[k].append(MetricPoint(key=k, step=step, value=value, timestamp=ts))
+        return points
 
     # -- artifacts ------------------------------------------------------------------
 

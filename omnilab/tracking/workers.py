@@ -9,16 +9,16 @@ dead process is recognised at once, without waiting for the TTL.
 from __future__ import annotations
 
 import socket
+from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
 from omnilab.procs import owner_alive
-from omnilab.tracking import queued_runs
+from omnilab.tracking.base import Store
+from omnilab.tracking.queued_runs import QueueStore
 
 
 class WorkerRecord(BaseModel):
@@ -35,98 +35,111 @@ class WorkerRecord(BaseModel):
     stopped_at: datetime | None = None
 
 
-def register(
-    conn: psycopg.Connection,
-    worker_id: str,
-    *,
-    pid: int,
-    pid_start: int | None,
-    concurrency: int,
-    gpus: list[str],
-    queues: list[str],
-    version: str,
-) -> None:
-    conn.execute(
-        """
-        INSERT INTO omnilab.workers (id, host, pid, pid_start, concurrency, gpus, queues, version)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-        """,
-        (
-            worker_id,
-            socket.gethostname(),
-            pid,
-            pid_start,
-            concurrency,
-            Jsonb(gpus),
-            Jsonb(queues),
-            version,
-        ),
-    )
+class WorkerStore(Store):
+    """``omnilab worker`` processes: registered, beating, stopped, found dead."""
 
+    def register(
+        self,
+        worker_id: str,
+        *,
+        pid: int,
+        pid_start: int | None,
+        concurrency: int,
+        gpus: list[str],
+        queues: list[str],
+        version: str,
+    ) -> None:
+        self._execute(
+            """
+            INSERT INTO omnilab.workers
+                (id, host, pid, pid_start, concurrency, gpus, queues, version)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            """,
+            (
+                worker_id,
+                socket.gethostname(),
+                pid,
+                pid_start,
+                concurrency,
+                Jsonb(gpus),
+                Jsonb(queues),
+                version,
+            ),
+        )
 
-def heartbeat(conn: psycopg.Connection, worker_id: str) -> None:
-    conn.execute("UPDATE omnilab.workers SET heartbeat_at = now() WHERE id = %s", (worker_id,))
+    def heartbeat(self, worker_id: str) -> None:
+        self._execute("UPDATE omnilab.workers SET heartbeat_at = now() WHERE id = %s", (worker_id,))
 
+    def stopped(self, worker_id: str) -> None:
+        self._execute(
+            "UPDATE omnilab.workers SET stopped_at = coalesce(stopped_at, now()) WHERE id = %s",
+            (worker_id,),
+        )
 
-def stopped(conn: psycopg.Connection, worker_id: str) -> None:
-    conn.execute(
-        "UPDATE omnilab.workers SET stopped_at = coalesce(stopped_at, now()) WHERE id = %s",
-        (worker_id,),
-    )
-
-
-def live(conn: psycopg.Connection, ttl_s: float) -> list[WorkerRecord]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
+    def live(self, ttl_s: float) -> list[WorkerRecord]:
+        rows = self._dict_rows(
             "SELECT * FROM omnilab.workers WHERE stopped_at IS NULL "
             "AND heartbeat_at > now() - make_interval(secs => %s) ORDER BY started_at",
             (ttl_s,),
+        )
+        return [WorkerRecord.model_validate(r) for r in rows]
+
+    def running_runs(self) -> dict[str, list[str]]:
+        """Worker id -> the runs it is running now, oldest first."""
+        rows = self._execute(
+            "SELECT split_part(q.worker, '/', 1), r.id FROM omnilab.runs r "
+            "JOIN omnilab.run_queue q ON q.run_id = r.id "
+            "WHERE r.status = 'running' AND q.worker IS NOT NULL ORDER BY r.started_at"
         ).fetchall()
-    return [WorkerRecord.model_validate(r) for r in rows]
+        running: dict[str, list[str]] = defaultdict(list)
+        for worker_id, run_id in rows:
+            running[worker_id].append(run_id)
+        return running
 
+    def end_dead(self, ttl_s: float) -> dict[str, str]:
+        """Mark dead workers stopped and end the attempts they held; returns {run id:
+        status}.
 
-def end_dead(conn: psycopg.Connection, ttl_s: float) -> dict[str, str]:
-    """Mark dead workers stopped and end the attempts they held; returns {run id: status}.
-
-    Dead: no heartbeat for ``ttl_s``, or (on this host) its process is gone.
-    """
-    host = socket.gethostname()
-    rows = conn.execute(
+        Dead: no heartbeat for ``ttl_s``, or (on this host) its process is gone.
         """
-        SELECT id, host, pid, pid_start, heartbeat_at < now() - make_interval(secs => %s)
-          FROM omnilab.workers WHERE stopped_at IS NULL
-        """,
-        (ttl_s,),
-    ).fetchall()
-    dead: dict[str, str] = {}
-    for worker_id, worker_host, pid, pid_start, stale in rows:
-        if stale:
-            dead[worker_id] = f"its worker {worker_id} on {worker_host} stopped answering"
-        elif worker_host == host and not owner_alive(pid, pid_start):
-            dead[worker_id] = f"its worker {worker_id} (pid {pid} on {host}) died"
-    # Runs held by a worker that stopped (cleanly or not) but are still marked running.
-    held = conn.execute(
-        """
-        SELECT r.id, split_part(q.worker, '/', 1), w.stopped_at IS NOT NULL
-          FROM omnilab.runs r
-          JOIN omnilab.run_queue q ON q.run_id = r.id
-          LEFT JOIN omnilab.workers w ON w.id = split_part(q.worker, '/', 1)
-         WHERE r.status = 'running' AND q.worker IS NOT NULL
-        """
-    ).fetchall()
-    ended: dict[str, str] = {}
-    for run_id, worker_id, worker_stopped in held:
-        reason = dead.get(worker_id)
-        if reason is None and worker_stopped:
-            reason = f"its worker {worker_id} stopped without finishing it"
-        if reason is None:
-            continue
-        status = queued_runs.end_attempt(conn, run_id, f"the attempt was lost: {reason}")
-        if status is not None:
-            ended[run_id] = status
-    for worker_id in dead:
-        stopped(conn, worker_id)
-    return ended
+        host = socket.gethostname()
+        rows = self._execute(
+            """
+            SELECT id, host, pid, pid_start, heartbeat_at < now() - make_interval(secs => %s)
+              FROM omnilab.workers WHERE stopped_at IS NULL
+            """,
+            (ttl_s,),
+        ).fetchall()
+        dead: dict[str, str] = {}
+        for worker_id, worker_host, pid, pid_start, stale in rows:
+            if stale:
+                dead[worker_id] = f"its worker {worker_id} on {worker_host} stopped answering"
+            elif worker_host == host and not owner_alive(pid, pid_start):
+                dead[worker_id] = f"its worker {worker_id} (pid {pid} on {host}) died"
+        # Runs held by a worker that stopped (cleanly or not) but are still marked running.
+        held = self._execute(
+            """
+            SELECT r.id, split_part(q.worker, '/', 1), w.stopped_at IS NOT NULL
+              FROM omnilab.runs r
+              JOIN omnilab.run_queue q ON q.run_id = r.id
+              LEFT JOIN omnilab.workers w ON w.id = split_part(q.worker, '/', 1)
+             WHERE r.status = 'running' AND q.worker IS NOT NULL
+            """
+        ).fetchall()
+        queue = QueueStore(self)
+        ended: dict[str, str] = {}
+        for run_id, worker_id, worker_stopped in held:
+            reason = dead.get(worker_id)
+            if reason is None and worker_stopped:
+                reason = f"its worker {worker_id} stopped without finishing it"
+            if reason is None:
+                continue
+            status = queue.end_attempt(run_id, f"the attempt was lost: {reason}")
+            if status is not None:
+                ended[run_id] = status
+        for worker_id in dead:
+            self.stopped(worker_id)
+        return ended
 
 
 def describe(record: WorkerRecord) -> dict[str, Any]:

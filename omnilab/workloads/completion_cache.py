@@ -20,9 +20,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from omnilab.errors import UsageError
+from omnilab.redact import redact_url
 
 PREFIX = "omnilab:completion:"
 #: Bumped when the stored record's shape changes, so old entries are not misread.
@@ -33,16 +33,6 @@ def cache_key(request: dict[str, Any]) -> str:
     """The key of one request: canonical JSON (sorted keys) hashed."""
     canonical = json.dumps({"format": FORMAT, **request}, sort_keys=True, separators=(",", ":"))
     return PREFIX + hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def masked_redis_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:****@{parts.hostname}" + (
-        f":{parts.port}" if parts.port else ""
-    )
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass
@@ -106,7 +96,7 @@ def open_source(url: str, production_url: str) -> CacheSource:
     import redis
 
     real = production_url if url == "production" else url
-    label = masked_redis_url(real)
+    label = redact_url(real)
     if url == "production":
         label = f"production ({label})"
     try:

@@ -19,7 +19,7 @@ import omnilab
 from omnilab import Experiment, Params, Redis, Run, RunTable, UsageError
 from omnilab.notebook import MissingDependency, NotebookReporter
 from omnilab.progress import QuietReporter
-from omnilab.tracking.queries import chart_series
+from omnilab.tracking.queries import DisplayStore
 from omnilab.tracking.store import TrackingStore
 from tests.support import free_port, stack_processes, wait_until
 
@@ -128,7 +128,7 @@ def test_a_failed_run_shows_its_error(workdir: Path) -> None:
 
 def test_the_chart_keeps_the_shape_of_10000_points(curves: list[Run]) -> None:
     with TrackingStore.open() as store:
-        series = chart_series(store, curves[0].id, buckets=300)
+        series = DisplayStore(store).chart_series(curves[0].id, buckets=300)
     loss = series["loss"]
     assert loss.total == 10_000
     assert len(loss.steps) <= 4 * 300  # first, min, max, last per pixel column

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from omnilab.tracking import queued_runs
+from omnilab.tracking.queued_runs import Claim, QueueStore
 from omnilab.tracking.records import RunRecord
 from omnilab.tracking.store import TrackingStore
 from tests.support.queue_helpers import new_database
@@ -21,14 +22,14 @@ def fresh_db(tracking_url: str) -> str:
 
 def _queued(store: TrackingStore, max_attempts: int = 1) -> str:
     record = RunRecord(id=uuid.uuid4().hex, experiment="E", status="queued", params={"n": 1})
-    queued_runs.submit(store.conn, record, queue="q", max_attempts=max_attempts)
+    QueueStore(store).submit(record, queue="q", max_attempts=max_attempts)
     return record.id
 
 
-def _claim(dsn: str, run_id: str, worker: str) -> queued_runs.Claim | None:
+def _claim(dsn: str, run_id: str, worker: str) -> Claim | None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return queued_runs.claim(
-            conn, run_id, worker=worker, gpu=None, run_dir="/x", environment={"pid": 1}
+        return QueueStore(conn).claim(
+            run_id, worker=worker, gpu=None, run_dir="/x", environment={"pid": 1}
         )
 
 
@@ -52,39 +53,41 @@ def test_of_many_deliveries_exactly_one_claims(fresh_db: str) -> None:
 
 def test_a_lost_attempt_is_queued_again_until_attempts_run_out(fresh_db: str) -> None:
     with TrackingStore(fresh_db) as store:
+        queue = QueueStore(store)
         run_id = _queued(store, max_attempts=2)
         assert _claim(fresh_db, run_id, "w1/0") is not None
-        assert queued_runs.end_attempt(store.conn, run_id, "worker gone") == "queued"
-        info = queued_runs.queue_info(store.conn, [run_id])[run_id]
+        assert queue.end_attempt(run_id, "worker gone") == "queued"
+        info = queue.queue_info([run_id])[run_id]
         assert info.history[0]["reason"] == "worker gone" and info.worker is None
-        assert queued_runs.next_delivery(store.conn, run_id) == 1
+        assert queue.next_delivery(run_id) == 1
         assert queued_runs.job_id(run_id, 1) == f"{run_id}-1"
         assert _claim(fresh_db, run_id, "w2/0") is not None
-        assert queued_runs.end_attempt(store.conn, run_id, "worker gone again") == "failed"
+        assert queue.end_attempt(run_id, "worker gone again") == "failed"
         record = store.get_run(run_id)
         assert record.status == "failed" and record.error == "worker gone again (attempt 2 of 2)"
-        assert queued_runs.end_attempt(store.conn, run_id, "twice") is None
-        assert queued_runs.next_delivery(store.conn, run_id) is None
+        assert queue.end_attempt(run_id, "twice") is None
+        assert queue.next_delivery(run_id) is None
 
 
 def test_cancel_before_and_during_a_run(fresh_db: str) -> None:
     with TrackingStore(fresh_db) as store:
+        queue = QueueStore(store)
         waiting = _queued(store)
-        assert queued_runs.request_cancel(store.conn, waiting) == ("queued", True, None)
+        assert queue.request_cancel(waiting) == ("queued", True, None)
         assert store.get_run(waiting).status == "cancelled"
         assert _claim(fresh_db, waiting, "w") is None  # a late delivery finds it taken
         running = _queued(store, max_attempts=3)
         with psycopg.connect(fresh_db, autocommit=True) as conn:
-            queued_runs.claim(
-                conn, running, worker="w", gpu=None, run_dir="/x", environment={}, job="j-1"
+            QueueStore(conn).claim(
+                running, worker="w", gpu=None, run_dir="/x", environment={}, job="j-1"
             )
-        assert queued_runs.request_cancel(store.conn, running) == ("running", True, "j-1")
-        assert queued_runs.cancel_requested(store.conn, running)
-        assert queued_runs.cancelling(store.conn, 0) == ["j-1"]
+        assert queue.request_cancel(running) == ("running", True, "j-1")
+        assert queue.cancel_requested(running)
+        assert queue.cancelling(0) == ["j-1"]
         # Its worker dies before stopping it: cancelled, not queued again.
-        assert queued_runs.end_attempt(store.conn, running, "worker gone") == "cancelled"
-        assert queued_runs.request_cancel(store.conn, running) == ("cancelled", True, "j-1")
-        assert queued_runs.cancelling(store.conn, 0) == []
+        assert queue.end_attempt(running, "worker gone") == "cancelled"
+        assert queue.request_cancel(running) == ("cancelled", True, "j-1")
+        assert queue.cancelling(0) == []
 
 
 def test_params_that_jsonb_cannot_hold_are_named() -> None:

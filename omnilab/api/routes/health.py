@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from omnilab.api.models import Health, Reachable
-from omnilab.tracking import workers
+from omnilab.tracking.workers import WorkerStore
 from omnilab.version import __version__
 
 router = APIRouter(tags=["health"])
@@ -23,7 +23,7 @@ def _health(request: Request) -> JSONResponse:
     live: int | None = None
     try:
         with state.db() as store:
-            live = len(workers.live(store.conn, state.settings.worker_ttl))
+            live = len(WorkerStore(store).live(state.settings.worker_ttl))
     except Exception:
         store_ok = "unreachable"
     try:

@@ -7,7 +7,6 @@ import logging
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
-from omnilab.api import queries
 from omnilab.api.appstate import ApiState
 from omnilab.api.auth import ReadKey, RunKey
 from omnilab.api.models import (
@@ -26,8 +25,7 @@ from omnilab.api.models import (
 from omnilab.api.responses import errors, finite
 from omnilab.errors import RunNotFound
 from omnilab.queue.broker import QueueUnavailable
-from omnilab.tracking import queued_runs
-from omnilab.tracking.queued_runs import QueueInfo
+from omnilab.tracking.queued_runs import QueueInfo, QueueStore
 from omnilab.tracking.records import RunRecord, RunStatus
 from omnilab.tracking.store import TrackingStore
 
@@ -112,7 +110,7 @@ def list_runs(
         )
         more = len(records) > limit
         records = records[:limit]
-        infos = queued_runs.queue_info(store.conn, [r.id for r in records])
+        infos = QueueStore(store).queue_info([r.id for r in records])
     return RunPage(
         runs=[run_out(r, infos.get(r.id)) for r in records],
         limit=limit,
@@ -127,7 +125,7 @@ def get_run(request: Request, key: ReadKey, run_id: str = RunId) -> RunOut:
     with _state(request).db() as store:
         store.reconcile_orphans()
         record = _get(store, run_id)
-        info = queued_runs.queue_info(store.conn, [record.id]).get(record.id)
+        info = QueueStore(store).queue_info([record.id]).get(record.id)
         return run_out(record, info, store)
 
 
@@ -147,7 +145,7 @@ def get_metrics(
     with _state(request).db() as store:
         record = _get(store, run_id)
         summaries = {m.key: m for m in store.metric_summaries(record.id)}
-        points = queries.metric_points(store.conn, record.id, metric, after_step, limit)
+        points = store.metric_pages(record.id, metric, after_step, limit)
     metrics = {}
     for name, summary in summaries.items():
         if metric is not None and name != metric:
@@ -177,7 +175,7 @@ def cancel(request: Request, key: RunKey, run_id: str = RunId) -> CancelOut:
     state = _state(request)
     with state.db() as store:
         record = _get(store, run_id)
-        before, queued_here, job = queued_runs.request_cancel(store.conn, record.id)
+        before, queued_here, job = QueueStore(store).request_cancel(record.id)
     if before == "running" and job:
         try:
             state.broker.stop(job)

@@ -32,7 +32,7 @@ from omnilab.catalog import CatalogEntry, UnknownExperiment
 from omnilab.queue.submit import queue_run
 from omnilab.runner import new_run_id
 from omnilab.tracking import queued_runs
-from omnilab.tracking.queued_runs import NewRun, QueueInfo
+from omnilab.tracking.queued_runs import NewRun, QueueInfo, QueueStore
 from omnilab.tracking.records import RunRecord
 
 
@@ -291,5 +291,5 @@ def _queue_once(
             idempotency_key=idempotency_key,
             sender=state.sender,
         )
-        info = None if created else queued_runs.queue_info(store.conn, [record.id]).get(record.id)
+        info = None if created else QueueStore(store).queue_info([record.id]).get(record.id)
     return record, created, info

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import UsageError
+from omnilab.redact import redact_url
 from omnilab.services.postgres import checksum as postgres_checksum
 from omnilab.services.postgres import rows as postgres_copy
 from omnilab.services.postgres.tables import (
@@ -46,7 +47,6 @@ from omnilab.services.promotable import (
     Promotable,
     Promoter,
     PromotionFailed,
-    masked_url,
 )
 
 if TYPE_CHECKING:
@@ -63,20 +63,6 @@ def split_name(name: str) -> tuple[str, str]:
     """``"scores"`` -> ("public", "scores"); ``"stats.scores"`` -> ("stats", "scores")."""
     schema, _, table = name.rpartition(".")
     return schema or "public", table
-
-
-def masked_dsn(dsn: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    if "://" in dsn:
-        return masked_url(dsn)
-    try:
-        parts = conninfo_to_dict(dsn)
-    except Exception:
-        return "(unparseable PostgreSQL URL)"
-    if parts.get("password"):
-        parts["password"] = "****"
-    return make_conninfo(**parts)  # type: ignore[arg-type]
 
 
 class PostgresPromoter(Promoter):
@@ -102,7 +88,7 @@ class PostgresPromoter(Promoter):
         except psycopg.OperationalError as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
             raise PromotionFailed(
-                f"cannot reach production PostgreSQL at {masked_dsn(dsn)}: {reason}"
+                f"cannot reach production PostgreSQL at {redact_url(dsn)}: {reason}"
             ) from None
 
     @property
@@ -658,4 +644,4 @@ class PostgresTable(Promotable):
         return options
 
     def production_url(self, settings: Settings) -> str:
-        return masked_dsn(settings.production_postgres_url)
+        return redact_url(settings.production_postgres_url)

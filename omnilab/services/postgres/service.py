@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from omnilab.errors import ServiceUnavailable
+from omnilab.redact import redact
 from omnilab.services.base import (
     DEBIAN_SUITE,
     BuiltImage,
@@ -270,7 +271,7 @@ class Postgres(Service):
 
     def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:
         creds = endpoint.credentials
-        password = creds.password if secrets else "****"
+        password = creds.password if secrets else redact(creds.password)
         auth = f"{creds.username or self.user}:{password}@" if creds.password else ""
         database = creds.database or self.database
         return f"postgresql://{auth}{endpoint.host}:{endpoint.port}/{database}"

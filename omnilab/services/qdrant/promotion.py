@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import UsageError
+from omnilab.redact import redact_url
 from omnilab.services.promotable import (
     ItemPlan,
     ItemRecord,
@@ -468,4 +469,4 @@ class QdrantCollection(Promotable):
         return options
 
     def production_url(self, settings: Settings) -> str:
-        return settings.qdrant_url
+        return redact_url(settings.qdrant_url)

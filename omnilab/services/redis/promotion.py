@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NamedTuple
 import redis as redis_lib
 
 from omnilab.errors import UsageError
+from omnilab.redact import redact_url
 from omnilab.services.promotable import (
     ItemPlan,
     ItemRecord,
@@ -41,7 +42,6 @@ from omnilab.services.promotable import (
     Promotable,
     Promoter,
     PromotionFailed,
-    masked_url,
 )
 from omnilab.services.redis import scripts
 
@@ -532,4 +532,4 @@ class RedisKeys(Promotable):
         return self.name[len(self.source_prefix) :]
 
     def production_url(self, settings: Settings) -> str:
-        return masked_url(settings.redis_url)
+        return redact_url(settings.redis_url)

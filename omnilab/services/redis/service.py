@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import ServiceUnavailable
+from omnilab.redact import redact
 from omnilab.services.base import (
     DEBIAN_SUITE,
     BuiltImage,
@@ -164,7 +165,7 @@ class Redis(Service):
 
     def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:
         password = endpoint.credentials.password
-        auth = f":{password if secrets else '****'}@" if password else ""
+        auth = f":{password if secrets else redact(password)}@" if password else ""
         return f"redis://{auth}{endpoint.host}:{endpoint.port}/0"
 
     def server_version(self, endpoint: Endpoint) -> str | None:

@@ -1,9 +1,10 @@
-"""A stack stopped with its data kept, so that it can be reopened later.
+"""A retained stack: stopped, with its data left on disk, so that it can be reopened.
 
-A run whose experiment declares ``promotes`` keeps its stack's data until the run is
-promoted or discarded: the servers stop (cleanly: Redis saves first), their data stays in
-the stack's directory (``data/experiments/<run id>/`` for the local runtime), and two
-files beside it say how to start them again:
+A run whose experiment declares ``promotes`` retains its stack's data until the run is
+promoted or discarded (run records, the CLI and the README call it the run's "kept
+data"): the servers stop (cleanly: Redis saves first), their data stays in the stack's
+directory (``data/experiments/<run id>/`` for the local runtime), and two files beside
+it say how to start them again:
 
 - ``stack.json``: the runtime, the run, each service's spec options and handle; no secrets;
 - ``credentials.json``: the stack's credentials, mode 0600. They never reach a run record
@@ -34,8 +35,8 @@ FORMAT = 1
 
 
 @dataclass
-class KeptStack:
-    """What :meth:`omnilab.stack.Stack.reopen` needs to start a kept stack again."""
+class RetainedStack:
+    """What :meth:`omnilab.stack.Stack.reopen` needs to start a retained stack again."""
 
     path: Path
     stack_id: str
@@ -48,7 +49,7 @@ class KeptStack:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path | str) -> KeptStack:
+    def load(cls, path: Path | str) -> RetainedStack:
         path = Path(path)
         try:
             data = json.loads((path / DESCRIPTOR).read_text())
@@ -95,11 +96,11 @@ class KeptStack:
 
 def save(
     state: StackState, services: dict[str, RunningService], failures: dict[str, str]
-) -> KeptStack:
+) -> RetainedStack:
     """Write the descriptor and the credentials beside the data of a stopped stack."""
     assert state.workdir is not None
     path = Path(state.workdir)
-    kept = KeptStack(
+    retained = RetainedStack(
         path=path,
         stack_id=state.id,
         runtime=state.runtime,
@@ -118,13 +119,13 @@ def save(
     )
     secrets = {name: asdict(r.endpoint.credentials) for name, r in services.items()}
     _write_private(path / CREDENTIALS, json.dumps(secrets))
-    descriptor = {k: v for k, v in asdict(kept).items() if k != "path"}
+    descriptor = {k: v for k, v in asdict(retained).items() if k != "path"}
     (path / DESCRIPTOR).write_text(json.dumps({"format": FORMAT, **descriptor}, indent=1))
-    return kept
+    return retained
 
 
 def remove(path: Path | str) -> bool:
-    """Delete a kept stack's directory; False when it was already gone."""
+    """Delete a retained stack's directory; False when it was already gone."""
     path = Path(path)
     if not path.exists():
         return False
