@@ -19,7 +19,7 @@ from omnilab.progress import QuietReporter
 from tests.support import stack_processes, wait_until
 
 
-def _kept_stack() -> Stack:
+def _retained_stack() -> Stack:
     stack = Stack(
         Redis(),
         Postgres(database="kept"),
@@ -44,7 +44,7 @@ def _kept_stack() -> Stack:
 
 
 def test_data_survives_stop_and_reopen(workdir: Path) -> None:
-    stack = _kept_stack()
+    stack = _retained_stack()
     path = stack.retained_path
     assert path == workdir / "data" / "experiments" / stack.run_id
     assert not stack_processes(path), "the servers stopped"
@@ -74,7 +74,7 @@ def test_data_survives_stop_and_reopen(workdir: Path) -> None:
 
 
 def test_a_reopened_stack_whose_owner_is_killed_keeps_its_data(workdir: Path) -> None:
-    stack = _kept_stack()
+    stack = _retained_stack()
     path = stack.retained_path
     script = (
         "import sys, time\n"
@@ -105,7 +105,7 @@ def test_a_reopened_stack_whose_owner_is_killed_keeps_its_data(workdir: Path) ->
 def test_reopening_what_is_gone_is_a_clear_error(workdir: Path) -> None:
     with pytest.raises(omnilab.UsageError, match="no kept stack data at"):
         Stack.reopen(workdir / "nothing-here")
-    stack = _kept_stack()
+    stack = _retained_stack()
     with pytest.raises(omnilab.UsageError, match="has no ollama"):
         Stack.reopen(stack.retained_path, services=["ollama"])
     descriptor = stack.retained_path / "stack.json"
