@@ -64,8 +64,11 @@ def _check_services(services: Sequence[Any]) -> list[Service]:
         if isinstance(item, type) and issubclass(item, Service):
             item = item()  # Redis instead of Redis(): forgive it
         if not isinstance(item, Service):
+            from omnilab.services import service_names
+
             raise UsageError(
-                f"{item!r} is not a service; use Qdrant(), Redis(), Postgres() or Ollama()"
+                f"{item!r} is not a service; use an instance of one "
+                f"({', '.join(service_names())}), such as Redis()"
             )
         if item.name in seen:
             raise UsageError(f"{item.name} is declared twice in the same stack")
