@@ -4,7 +4,7 @@
 # into bench/gpu-wheels/ (ignored by git); on the GPU machine, the same script installs
 # them with no index into a folder of their own and runs the check.
 #
-#   bench/gpu_check.sh --prepare [--python-version 3.12]   # where PyPI answers
+#   bench/gpu_check.sh --prepare [--python-version 3.12] [--skip NAME...]  # where PyPI answers
 #   bench/gpu_check.sh OUT_DIR [gpu_check.py options]        # on the GPU machine
 #
 # qiskit-aer-gpu replaces qiskit-aer (the same `qiskit_aer` package): only the GPU build
@@ -21,10 +21,13 @@ if [ "${1:-}" = "--prepare" ]; then
     shift
     pyver=3.12
     with_cuda=0
+    skip=()
     while [ $# -gt 0 ]; do
         case "$1" in
             --python-version) pyver="$2"; shift 2 ;;
             --with-cuda) with_cuda=1; shift ;;
+            # Distributions the GPU machine already has (numpy, scipy...): not carried.
+            --skip) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do skip+=("$1"); shift; done ;;
             *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
         esac
     done
@@ -48,7 +51,11 @@ PY
     else
         python3 -m pip download -q "${platform[@]}" -d "$wheels" $deps "${extra[@]}"
     fi
-    du -sh "$wheels"
+    for name in "${skip[@]}"; do
+        normal=$(echo "$name" | tr '[:upper:]-.' '[:lower:]__')
+        find "$wheels" -maxdepth 1 -iname "${normal}-*.whl" -delete
+    done
+    echo "$(ls "$wheels" | wc -l) wheels, $(du -sh "$wheels" | cut -f1) in $wheels"
     exit 0
 fi
 
