@@ -50,10 +50,15 @@ def test_cpu_only_runs_every_part_that_needs_no_gpu(tmp_path: Path) -> None:
 
 def test_without_a_gpu_the_gpu_run_reports_problems(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = _check(out, "--parts", "detect", "aer_info")
+    done = _check(
+        out, "--parts", "detect", "aer_info", "timings", "--qubits", "4", "--cpu-max-qubits", "4"
+    )
     assert done.returncode == 1
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["parts"]["detect"]["problem"].startswith("no GPU detected")
     assert "would not use the GPU" in report["parts"]["aer_info"]["problem"]
     assert report["parts"]["aer_info"]["gpu"]["exit"] == 2  # `omnilab aer info --gpu`
+    timings = report["parts"]["timings"]
+    assert timings["problem"].startswith("Aer has no GPU device here")
+    assert {r["device"] for r in timings["rows"]} == {"CPU"}  # the rest still measured
     assert "PROBLEM detect" in done.stdout
