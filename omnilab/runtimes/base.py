@@ -271,7 +271,8 @@ class Runtime(ABC):
                 # Another version than the pinned one: never silently.
                 self.reporter.note(
                     f"  {service.name}: {running.version or 'unknown version'} from "
-                    f"{handle.get('image')}, not the pinned {handle['replaces']}"
+                    f"{handle.get('image')} (built locally) in place of the pinned "
+                    f"{handle['replaces']}"
                 )
             self.reporter.service_ready(service.name, service.url(endpoint), running.ready_seconds)
             return running

@@ -509,8 +509,6 @@ def resolve_image(
             # omnilab's own build of another version stands in for the pinned official
             # image: said at start, and recorded with the run.
             replaces = service.default_image if origin == "built locally" else None
-            if replaces:
-                origin = f"built locally, in place of the pinned {replaces}"
             return ContainerRecipe(
                 tag,
                 engine.image_id(image),

@@ -19,8 +19,7 @@ from qdrant_client import models
 from omnilab import Qdrant, Stack, StackStartError
 from omnilab.errors import ServiceUnavailable
 from omnilab.progress import Reporter
-from omnilab.services.qdrant import binary as qdrant_binary
-from tests.support import HELLO, free_port, run_cli, stack_processes
+from tests.support import HELLO, free_port, qdrant_server, run_cli, stack_processes
 
 
 class Lines(Reporter):
@@ -32,16 +31,6 @@ class Lines(Reporter):
         self.lines.append(message)
 
 
-def server_binary() -> Path:
-    """The Qdrant server these tests run; they fail (never skip) without one."""
-    found = qdrant_binary.find()
-    assert found is not None, (
-        "these tests need a Qdrant server binary: `qdrant` on PATH or OMNILAB_QDRANT_BINARY "
-        "(CI puts ../shared/bin on PATH)"
-    )
-    return found.path
-
-
 def _path_without_qdrant() -> str:
     return os.pathsep.join(
         d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "qdrant").exists()
@@ -49,7 +38,7 @@ def _path_without_qdrant() -> str:
 
 
 def test_a_qdrant_binary_runs_as_the_stacks_server() -> None:
-    binary = server_binary()
+    binary = qdrant_server()
     lines = Lines()
     with Stack(Qdrant(), runtime="local", reporter=lines) as s:
         running = s.services["qdrant"]
@@ -147,7 +136,7 @@ def test_a_qdrant_that_never_becomes_ready_fails_with_its_log_and_leaves_nothing
     """The real server, listening where omnilab does not look (as when another
     configuration wins): the run fails at the readiness deadline with Qdrant's own last
     log lines, and the stack is removed."""
-    real = server_binary()
+    real = qdrant_server()
     elsewhere = tmp_path / "qdrant"
     elsewhere.write_text(
         "#!/bin/sh\n"
