@@ -192,6 +192,10 @@ class Qdrant(Service):
                 api_key=endpoint.credentials.password,
                 https=False,
                 timeout=30,
+                # Its check runs in a thread that outlives a short experiment's stack and
+                # then warns of a server it cannot reach; omnilab checked the binary's
+                # version before starting it, and records the server's with the run.
+                check_compatibility=False,
             )
 
     def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:

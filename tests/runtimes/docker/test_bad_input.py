@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from omnilab import Qdrant, Redis, Stack
-from omnilab.errors import ServiceUnavailable
+from omnilab.errors import UsageError
 from omnilab.gpu import Gpu
 from omnilab.progress import QuietReporter
 from omnilab.runtimes.docker import engine
@@ -85,7 +85,7 @@ def test_qdrant_without_an_image_names_the_build_and_its_binary(
         )
 
     monkeypatch.setenv("OMNILAB_PULL", "never")
-    with pytest.raises(ServiceUnavailable) as info:
+    with pytest.raises(UsageError) as info:
         Stack(Unbuilt(), runtime="docker", reporter=QuietReporter()).start()
     message = str(info.value)
     assert "neither omnilab/qdrant:0.0.0-none nor qdrant/qdrant:v1.19.0 is on this" in message
