@@ -56,7 +56,13 @@ class RunningService:
             "url": self.service.url(self.endpoint),
             "ports": dict(self.endpoint.ports),
             "ready_seconds": round(self.ready_seconds, 3),
-            **{k: v for k, v in self.handle.items() if k in ("image", "image_digest", "gpus")},
+            # process, embedded (in the experiment's own process), container, external.
+            "kind": self.handle.get("kind"),
+            **{
+                k: v
+                for k, v in self.handle.items()
+                if k in ("image", "image_digest", "replaces", "gpus")
+            },
         }
 
 
@@ -261,6 +267,13 @@ class Runtime(ABC):
                 running.version = service.server_version(endpoint)
             except Exception:
                 running.version = getattr(recipe, "version", None)
+            if handle.get("replaces"):
+                # Another version than the pinned one: never silently.
+                self.reporter.note(
+                    f"  {service.name}: {running.version or 'unknown version'} from "
+                    f"{handle.get('image')} (built locally) in place of the pinned "
+                    f"{handle['replaces']}"
+                )
             self.reporter.service_ready(service.name, service.url(endpoint), running.ready_seconds)
             return running
         raise StackStartError(

@@ -138,12 +138,15 @@ def test_container_isolation_with_the_local_runtime_is_a_usage_error(workdir: Pa
     assert bad.returncode == 2 and "vm" in bad.stderr
 
 
-def test_hello_in_a_container_needs_qdrant_image_and_says_so(workdir: Path) -> None:
-    """Qdrant's image cannot be had here (no registry, no Debian package): the run is
-    refused before anything starts, naming the image."""
-    result = run_cli("run", HELLO, "--runtime", "docker", "--isolation", "container")
-    assert result.returncode == 2
-    assert "qdrant/qdrant:v1.13.4" in result.stderr and "Traceback" not in result.stderr
+def test_hello_runs_in_a_container_with_qdrant_on_the_run_network(workdir: Path) -> None:
+    """The README's first experiment, in the experiments container: its ctx.qdrant is a
+    client of the run's Qdrant container, reached as the seed's qdrant-exp."""
+    result, run = _run(HELLO, "-p", "n_items=30", "--isolation", "container")
+    assert result.returncode == 0, result.stderr
+    assert run["environment"]["isolation"]["kind"] == "container"
+    assert run["summary"]["qdrant_points"] == run["summary"]["redis_keys"] == 30
+    assert run["summary"]["nearest_is_self"] is True
+    assert run["stack"]["services"]["qdrant"]["image"] == "omnilab/qdrant:1.19.0-bookworm"
 
 
 def test_a_missing_experiments_image_names_the_build_command(workdir: Path) -> None:

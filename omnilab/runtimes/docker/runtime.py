@@ -35,7 +35,6 @@ from omnilab.errors import (
 from omnilab.gpu import Gpu, decide, host_gpus
 from omnilab.runtimes.base import Leftover, RunningService, Runtime
 from omnilab.runtimes.docker import engine, labels
-from omnilab.runtimes.docker.images import recipes
 from omnilab.services.base import Credentials, Endpoint, Service
 
 if TYPE_CHECKING:
@@ -61,6 +60,8 @@ class ContainerRecipe:
     digest: str
     #: One line for the user: the image and where it comes from.
     source: str
+    #: The pinned official image that omnilab's own build stands in for, when it does.
+    replaces: str | None = None
 
 
 def _short(image_id: str) -> str:
@@ -226,6 +227,8 @@ class DockerRuntime(Runtime):
             "image": recipe.image,
             "image_digest": recipe.digest,
         }
+        if recipe.replaces:
+            handle["replaces"] = recipe.replaces
         if state.extra.get("log_dir"):
             handle["log"] = str(Path(state.extra["log_dir"]) / f"{service.name}.log")
         gpus = self._gpus if plan.takes_gpu else []
@@ -494,7 +497,7 @@ def resolve_image(
     the official pinned image; pulled when missing and a registry has it (only with a
     ``reporter``: that is, in ``prepare``). ServiceUnavailable when none can be had."""
     override = service.image_override()
-    built = recipes.for_service(service.name)
+    built = type(service).built_image
     if override:
         candidates = [(override, f"OMNILAB_IMAGE_{service.name.upper()}")]
     else:
@@ -503,11 +506,15 @@ def resolve_image(
     for tag, origin in candidates:
         image = engine.local_image(client, tag)
         if image is not None:
+            # omnilab's own build of another version stands in for the pinned official
+            # image: said at start, and recorded with the run.
+            replaces = service.default_image if origin == "built locally" else None
             return ContainerRecipe(
                 tag,
                 engine.image_id(image),
                 engine.image_digest(image),
                 f"image {tag} ({origin}, {_short(engine.image_id(image))})",
+                replaces,
             )
     wanted = override or service.default_image
     problem = engine.pull_problem(client, wanted)
@@ -528,7 +535,8 @@ def resolve_image(
         raise ServiceUnavailable(
             f"{service.name}: neither {built.tag} nor {service.default_image} is on this "
             f"engine, and {service.default_image} cannot be pulled ({problem}); run "
-            f"`omnilab images build` to build {built.tag} from Debian packages, {fix}"
+            f"`omnilab images build {service.name}{' --binary PATH' if built.binary else ''}` "
+            f"to build {built.tag}{'' if built.binary else ' from Debian packages'}, {fix}"
         )
     why = type(service).unbuildable_reason
     raise ServiceUnavailable(
