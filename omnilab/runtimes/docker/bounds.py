@@ -103,7 +103,9 @@ def oom_killed(client: docker.DockerClient, stack_id: str, since: float) -> set[
     OOM kill since ``since``: any process of the container, not only its first."""
     found: set[str] = set()
     with contextlib.suppress(Exception):  # no events: the containers' state still tells
-        for event in client.events(
+        # The SDK's types say whole seconds; the engine takes fractions too.
+        events: Any = client.events
+        for event in events(
             since=int(since) - 1,
             # Now, to the nanosecond: a later second would make the engine wait for it.
             until=f"{time.time():.9f}",
