@@ -122,9 +122,8 @@ class ContainerIsolation:
                     f"isolation='container': image {tag} is out of date ({stale}); run "
                     "`omnilab images build experiments` to rebuild it"
                 )
-        from omnilab.runtimes.docker import bounds
-
-        own = bounds.resolve(client, stack.resources, {EXPERIMENT: EXPERIMENT_DEFAULTS})
+        assert stack.runtime is not None
+        own = stack.runtime.bounds(stack.resources, {EXPERIMENT: EXPERIMENT_DEFAULTS})
         return cls(
             source, class_name, params, run_dir, tag, engine.image_id(image), own[EXPERIMENT]
         )

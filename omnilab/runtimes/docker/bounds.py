@@ -42,14 +42,13 @@ _HOW = "Experiment.resources"
 
 
 def resolve(
-    client: docker.DockerClient,
+    info: Mapping[str, Any],
     resources: Resources,
     defaults: Mapping[str, Resources | None],
 ) -> dict[str, Bounds]:
     """The bounds of each container named in ``defaults``, with the defaults capped by
-    the engine host's memory; UsageError (before anything starts) for more CPUs than the
-    engine has."""
-    info = client.info()
+    the memory of the engine's host (``info``: the engine's ``/info``); UsageError (before
+    anything starts) for more CPUs than the engine has."""
     host_memory = int(info.get("MemTotal") or 0) or None
     host_cpus = int(info.get("NCPU") or 0) or None
     found: dict[str, Bounds] = {}

@@ -114,10 +114,17 @@ class DockerRuntime(Runtime):
         super().__init__(settings, reporter)
         self._gpus: list[Gpu] = []
         self._gpu_support: engine.GpuSupport | None = None
+        self._engine_info: dict[str, Any] | None = None
 
     @property
     def client(self) -> docker.DockerClient:
         return engine.connect()
+
+    def engine_info(self) -> dict[str, Any]:
+        """The engine's ``/info`` (GPU support, the host's memory and CPUs), asked once."""
+        if self._engine_info is None:
+            self._engine_info = self.client.info()
+        return self._engine_info
 
     # -- decided before anything starts ----------------------------------------------
 
@@ -159,7 +166,7 @@ class DockerRuntime(Runtime):
     def gpus(self, policy: bool | str) -> list[Gpu]:
         if policy is False:
             return []
-        support = engine.gpu_support(self.client.info())
+        support = engine.gpu_support(self.engine_info())
         self._gpu_support = support
         if support.kind is None:
             reason = support.detail
@@ -431,7 +438,9 @@ class DockerRuntime(Runtime):
     def bounds(
         self, resources: Resources, defaults: dict[str, Resources | None]
     ) -> dict[str, Bounds]:
-        return docker_bounds.resolve(self.client, resources, defaults)
+        if not defaults:
+            return {}
+        return docker_bounds.resolve(self.engine_info(), resources, defaults)
 
     def bounds_hit(self, state: StackState) -> list[str]:
         return docker_bounds.hits(
