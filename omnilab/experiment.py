@@ -10,13 +10,16 @@ from pydantic import BaseModel, ConfigDict
 # Re-exported: experiments declare ``gpu: GpuPolicy`` beside the rest of their class.
 from omnilab.gpu import GpuPolicy
 
+# Re-exported: experiments declare ``resources = Resources(...)`` beside their services.
+from omnilab.resources import Resources
+
 if TYPE_CHECKING:
     from omnilab.context import RunContext
     from omnilab.services.base import Service
 
 Isolation = Literal["host", "container"]
 
-__all__ = ["Experiment", "GpuPolicy", "Isolation", "Params", "is_experiment_class"]
+__all__ = ["Experiment", "GpuPolicy", "Isolation", "Params", "Resources", "is_experiment_class"]
 
 
 class Params(BaseModel):
@@ -58,6 +61,10 @@ class Experiment:
     #: Where ``run`` executes: "host" (omnilab's own process) or "container" (the
     #: experiments image, on the run's network; needs the docker runtime).
     isolation: ClassVar[Isolation] = "host"
+    #: What each container of the run may use (memory, CPUs, processes, disk), with
+    #: ``per_service`` overrides; None: the defaults (:data:`omnilab.resources.DEFAULTS`).
+    #: The docker runtime enforces them; the local runtime enforces none and says so.
+    resources: ClassVar[Resources | None] = None
 
     def run(self, ctx: RunContext) -> dict[str, Any] | None:
         """Do the work; the returned mapping becomes the run's summary."""

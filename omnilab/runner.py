@@ -37,6 +37,7 @@ from omnilab.loader import LoadedExperiment, resolve
 from omnilab.params import validate
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter, default_reporter
+from omnilab.resources import check as check_resources
 from omnilab.services.promotable import Promotable, check_promotes
 from omnilab.stack import Stack
 from omnilab.tracking.metrics import MetricBuffer
@@ -223,6 +224,7 @@ def run_with(
     cls = loaded.cls
     values = validate(cls, params, from_cli=options.from_cli)
     promotes = check_promotes(cls.promotes, cls.service_names(), cls.__name__)
+    resources = check_resources(cls.resources, cls.service_names(), cls.__name__)
     if options.promote:
         from omnilab.promote.flow import check_on_conflict
 
@@ -251,6 +253,7 @@ def run_with(
         reporter=reporter,
         settings=settings,
         retain_data=bool(promotes) and not options.keep,
+        resources=resources,
     )
     stack.prepare()
     isolated = None
@@ -361,6 +364,7 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
                         status, summary, error = invoke(cls, ctx)
                 finally:
                     timings["experiment_s"] = time.monotonic() - t0
+                status, summary, error = _bounds_checked(stack, status, summary, error)
         except OmnilabError as exc:
             error, failure = str(exc), exc
         except (KeyboardInterrupt, Terminated) as exc:
@@ -399,6 +403,18 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
     if interrupted is not None:
         raise interrupted
     return result
+
+
+def _bounds_checked(
+    stack: Stack, status: str, summary: dict[str, Any] | None, error: str | None
+) -> tuple[str, dict[str, Any] | None, str | None]:
+    """A run whose service hit a resource bound failed, whatever the experiment made of
+    it (a caught error, a reconnect): the service lost data or state. The bound goes last
+    in the error, the line the CLI shows, after the experiment's own traceback."""
+    hits = stack.bounds_hit()
+    if not hits:
+        return status, summary, error
+    return "failed", None, "\n".join([*([error] if error else []), *hits])
 
 
 def _described(

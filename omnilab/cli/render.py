@@ -109,6 +109,14 @@ def run_result(run: Run) -> None:
         out.print(f"[red]error:[/] {escape(last)}")
 
 
+def bounds_text(bounds: dict[str, Any] | None) -> str:
+    """``memory 2 GiB, pids 1024, disk 1 GiB``: the bounds a service had (a run record's)."""
+    if not bounds:
+        return "-"
+    shown = [f"{k} {bounds[k]}" for k in ("memory", "cpus", "pids", "disk") if bounds.get(k)]
+    return ", ".join(shown) or "none"
+
+
 def runs_table(records: list[RunRecord]) -> Table:
     """One line per run; only the summary column gives way on a narrow terminal."""
     rows = [
@@ -175,14 +183,16 @@ def run_details(run: Run) -> None:
     if services:
         out.print("services")
         svc = Table(box=None, padding=(0, 2, 0, 2), header_style="bold")
-        for name in ("service", "version", "source", "ready"):
+        for name in ("service", "version", "source", "ready", "bounds"):
             svc.add_column(name)
+        unbounded = (r.stack or {}).get("bounds", {}).get("enforced") is False
         for name, info in services.items():
             svc.add_row(
                 name,
                 info.get("version") or "-",
                 info.get("source") or "-",
                 seconds(info.get("ready_seconds")),
+                "none (not enforced)" if unbounded else bounds_text(info.get("bounds")),
             )
         out.print(svc)
     if r.timings:

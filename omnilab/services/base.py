@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from omnilab.resources import Resources
+
 if TYPE_CHECKING:
     from omnilab.config import Settings
 
@@ -162,6 +164,9 @@ class Service(ABC):
     default_image: ClassVar[str]
     #: Whether the docker runtime hands this service the run's GPUs.
     takes_gpu: ClassVar[bool] = False
+    #: This service's own defaults where they differ from :data:`omnilab.resources.DEFAULTS`
+    #: (Ollama holds a model in memory); what an experiment declares overrides them.
+    default_resources: ClassVar[Resources | None] = None
     #: Environment variable names this service exports for clients, URL first.
     env_names: ClassVar[tuple[str, ...]] = ()
     #: The variable that holds this service's secret where one is handed around by name

@@ -21,6 +21,12 @@ CASES = [
     (["run", HELLO, "-p", "n_items"], "expected key=value"),
     (["run", EXPERIMENTS / "chat.py", "--runtime", "local"], "needs Ollama"),
     (["run", HELLO, "--gpu", "--runtime", "local"], "gpu=True, but this host has no usable GPU"),
+    (["run", EXPERIMENTS / "bad_resources.py"], "resources: memory='lots' is not a size"),
+    (
+        ["run", f"{EXPERIMENTS / 'bounded.py'}:Misnamed"],
+        "resources of Misnamed: per_service names 'postgress', which is not one of its "
+        "containers (redis, experiment)",
+    ),
     (["runs", "show", "ffffffff"], "no run matches 'ffffffff'"),
     (["runs", "ls", "--status", "great"], "--status 'great'"),
     (["stack", "up", "mongodb"], "unknown service 'mongodb'"),

@@ -82,10 +82,11 @@ def test_a_container_run_records_what_a_host_run_records(workdir: Path) -> None:
 def test_the_container_is_unprivileged_on_the_run_network_with_the_seed_names(
     workdir: Path,
 ) -> None:
-    from omnilab import Postgres, Redis, Stack
+    from omnilab import Postgres, Redis, Resources, Stack
     from omnilab.isolation.container import ContainerIsolation
 
-    stack = Stack(Redis(), Postgres(), runtime="docker")
+    bounded = Resources(per_service={"experiment": Resources(memory="1g", pids=128)})
+    stack = Stack(Redis(), Postgres(), runtime="docker", resources=bounded)
     stack.prepare()
     isolated = ContainerIsolation.prepare(stack, RECORDED, "Recorded", {"n": 1}, workdir / "r")
     try:
@@ -96,6 +97,12 @@ def test_the_container_is_unprivileged_on_the_run_network_with_the_seed_names(
         assert not host_config["Privileged"]
         assert "no-new-privileges" in host_config["SecurityOpt"]
         assert host_config["CapDrop"] == ["ALL"]
+        # Bounded like the services' containers: memory (no swap on top), processes, /tmp.
+        assert (host_config["Memory"], host_config["MemorySwap"]) == (1 << 30, 1 << 30)
+        assert host_config["PidsLimit"] == 128
+        tmp_size = min(1 << 30, docker_client().info()["MemTotal"] // 4)
+        assert host_config["Tmpfs"]["/tmp"].endswith(f",size={tmp_size}")
+        assert isolated.describe()["bounds"]["memory"] == "1 GiB"
         assert container.attrs["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
         assert container.labels["io.omnilab.stack"] == stack.id
         assert container.labels["io.omnilab.service"] == "experiment"

@@ -33,7 +33,9 @@ from omnilab.errors import (
     UsageError,
 )
 from omnilab.gpu import Gpu, decide, host_gpus
+from omnilab.resources import Bounds, Resources
 from omnilab.runtimes.base import Leftover, RunningService, Runtime
+from omnilab.runtimes.docker import bounds as docker_bounds
 from omnilab.runtimes.docker import engine, labels
 from omnilab.services.base import Credentials, Endpoint, Service
 
@@ -107,15 +109,23 @@ class DockerRuntime(Runtime):
     #: A probe from the host costs a failed connection to the published port (about a
     #: millisecond); polling often saves up to a quarter second per start.
     poll_max: ClassVar[float] = 0.05
+    enforces_bounds: ClassVar[bool] = True
 
     def __init__(self, settings: Settings, reporter: Reporter) -> None:
         super().__init__(settings, reporter)
         self._gpus: list[Gpu] = []
         self._gpu_support: engine.GpuSupport | None = None
+        self._engine_info: dict[str, Any] | None = None
 
     @property
     def client(self) -> docker.DockerClient:
         return engine.connect()
+
+    def engine_info(self) -> dict[str, Any]:
+        """The engine's ``/info`` (GPU support, the host's memory and CPUs), asked once."""
+        if self._engine_info is None:
+            self._engine_info = self.client.info()
+        return self._engine_info
 
     # -- decided before anything starts ----------------------------------------------
 
@@ -157,7 +167,7 @@ class DockerRuntime(Runtime):
     def gpus(self, policy: bool | str) -> list[Gpu]:
         if policy is False:
             return []
-        support = engine.gpu_support(self.client.info())
+        support = engine.gpu_support(self.engine_info())
         self._gpu_support = support
         if support.kind is None:
             reason = support.detail
@@ -237,6 +247,7 @@ class DockerRuntime(Runtime):
         if requests:
             handle["gpus"] = [g.to_dict() for g in gpus]
         network = state.extra["network"]
+        limits = self._bound(state, service, plan, handle)  # before _mounts: the tmpfs size
         try:
             container = client.containers.create(
                 recipe.image,
@@ -246,6 +257,7 @@ class DockerRuntime(Runtime):
                 environment=plan.env,
                 labels=own_labels,
                 mounts=self._mounts(state, service, plan, handle),
+                **limits,
                 ports={
                     f"{native}/tcp": ("127.0.0.1", ports[role])
                     for role, native in service.native_ports.items()
@@ -318,7 +330,8 @@ class DockerRuntime(Runtime):
                 mounts.append(Mount(plan.data_path, volume.name, type="volume"))
                 handle["volume"] = volume.name
             else:
-                mounts.append(Mount(plan.data_path, None, type="tmpfs"))
+                size = handle.get("tmpfs_size")
+                mounts.append(Mount(plan.data_path, None, type="tmpfs", tmpfs_size=size))
         if plan.shared_path:
             shared = f"omnilab-shared-{service.name}"
             with contextlib.suppress(Exception):  # exists already: shared on purpose
@@ -342,7 +355,12 @@ class DockerRuntime(Runtime):
             return "its container is gone"
         status = container.attrs.get("State", {})
         if container.status in ("exited", "dead"):
-            why = " (out of memory)" if status.get("OOMKilled") else ""
+            why = ""
+            recorded = handle.get("bounds") or {}
+            if status.get("OOMKilled"):
+                why = f" (out of memory: killed at its memory bound, {recorded.get('memory')})"
+            elif recorded.get("disk") and docker_bounds.out_of_space(container):
+                why = f" (out of space: its disk bound is {recorded['disk']})"
             return f"its container exited with status {status.get('ExitCode')}{why}"
         return None
 
@@ -417,6 +435,51 @@ class DockerRuntime(Runtime):
                 self._remove_host_dir(Path(state.workdir), state)
                 removed.append(f"directory {state.workdir}")
         return removed
+
+    # -- resource bounds (omnilab.resources; the engine's side in bounds.py) -------------
+
+    def bounds(
+        self, resources: Resources, defaults: dict[str, Resources | None]
+    ) -> dict[str, Bounds]:
+        if not defaults:
+            return {}
+        return docker_bounds.resolve(self.engine_info(), resources, defaults)
+
+    def bounds_hit(self, state: StackState) -> list[str]:
+        return docker_bounds.hits(
+            self.client, state.id, state.created_at, state.services, self._container
+        )
+
+    def _bound(
+        self, state: StackState, service: Service, plan: Any, handle: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The container's limits, from the bounds the stack resolved (the defaults for a
+        stack that resolved none); records what applied in ``handle["bounds"]`` and the
+        data tmpfs's size in ``handle["tmpfs_size"]`` for :meth:`_mounts`."""
+        given = (state.extra.get("bounds") or {}).get(service.name)
+        if given is not None:
+            bounds = Bounds.from_dict(given)
+        else:
+            bounds = self.bounds(Resources(), {service.name: service.default_resources})[
+                service.name
+            ]
+        disk_note: str | None = None
+        if not plan.data_path:
+            disk_note = "disk: not bounded (the service keeps no data folder)"
+        elif state.workdir:
+            disk_note = "disk: not bounded (data in the kept stack's folder on the host)"
+        elif data_placement() == "volume":
+            disk_note = "disk: not bounded (data on a named volume: OMNILAB_DOCKER_DATA=volume)"
+        tmpfs = bounds.disk if disk_note is None else None
+        if tmpfs is not None:
+            handle["tmpfs_size"] = tmpfs
+        recorded = docker_bounds.record(bounds, disk_note=disk_note)
+        if plan.shared_path:
+            recorded.setdefault("notes", []).append(
+                f"{plan.shared_path}: the volume all stacks share is not bounded"
+            )
+        handle["bounds"] = recorded
+        return docker_bounds.host_config(bounds)
 
     # -- helpers ------------------------------------------------------------------------
 

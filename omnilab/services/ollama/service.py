@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from omnilab.errors import ServiceUnavailable
+from omnilab.resources import Resources
 from omnilab.services.base import (
     ContainerPlan,
     Credentials,
@@ -49,6 +50,9 @@ class Ollama(Service):
     env_names: ClassVar[tuple[str, ...]] = ("OLLAMA_BASE_URL",)
     unbuildable_reason: ClassVar[str] = "no Debian package provides Ollama"
     optional_locally: ClassVar[bool] = True
+    #: A model is held in memory while it answers: a 7B model quantised to 4 bits takes
+    #: about 5 GiB.
+    default_resources: ClassVar[Resources | None] = Resources(memory="8g")
 
     def __init__(self, *, model: str | None = None, image: str | None = None) -> None:
         super().__init__(image=image)
