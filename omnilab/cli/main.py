@@ -164,7 +164,8 @@ def run_command(
             isolation=isolation.value if isolation else None,
             from_cli=True,
         )
-        result = run_with(target, values, options)
+        with render.stdout_for_json_only(json_output):
+            result = run_with(target, values, options)
     except KeyboardInterrupt:
         render.err.print("cancelled: the stack was removed and the run recorded as cancelled")
         raise typer.Exit(130) from None

@@ -71,6 +71,9 @@ class ContainerIsolation:
         self._launching: threading.Thread | None = None
         self._launch_error: BaseException | None = None
         self._stack: Stack | None = None
+        #: What the experiment left running in its container, which omnilab ended there
+        #: (the container's init is omnilab's own process: see omnilab.subreaper).
+        self.ended_processes: list[dict[str, Any]] = []
 
     # -- decided before anything starts ----------------------------------------------
 
@@ -296,6 +299,7 @@ class ContainerIsolation:
                 if self.container.attrs.get("State", {}).get("OOMKilled"):
                     why += " (out of memory)"
             return "failed", None, why + " before it reported a result"
+        self.ended_processes = list(result.get("ended_processes") or [])
         status = "succeeded" if result.get("status") == "succeeded" and code == 0 else "failed"
         error = result.get("error")
         if error:

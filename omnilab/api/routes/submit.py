@@ -29,6 +29,7 @@ from omnilab.api.models import QueueOut, RunOut, RunRequest
 from omnilab.api.responses import errors
 from omnilab.api.routes.runs import links, run_out
 from omnilab.catalog import CatalogEntry, UnknownExperiment
+from omnilab.params import as_json as params_as_json
 from omnilab.queue.submit import queue_run
 from omnilab.runner import new_run_id
 from omnilab.tracking import queued_runs
@@ -249,7 +250,7 @@ def _valid_params(entry: CatalogEntry, given: dict[str, Any]) -> dict[str, Any]:
             if problem["type"] == "extra_forbidden":
                 problem["msg"] = "unknown parameter"
         raise RequestValidationError(problems) from None
-    params: dict[str, Any] = values.model_dump(mode="json")
+    params: dict[str, Any] = params_as_json(values)
     unstorable = queued_runs.jsonable_params(params)
     if unstorable:
         raise RequestValidationError(
