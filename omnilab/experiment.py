@@ -27,9 +27,22 @@ class Params(BaseModel):
 
     Unknown names are refused (``extra="forbid"``): a misspelt ``-p n_dcos=5`` must fail
     loudly instead of silently running with the default.
+
+    Numbers must be finite (``allow_inf_nan=False``): ``-p seconds=nan`` or ``1e400`` is
+    a typo far more often than a wish. A model that means to take them says so, for all
+    its floats (``model_config = ConfigDict(allow_inf_nan=True)``) or for one
+    (``x: float = Field(1.0, allow_inf_nan=True)``); they are then recorded as the
+    strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (JSON has no such numbers),
+    which the model reads back as the same floats.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        frozen=False,
+        allow_inf_nan=False,
+        ser_json_inf_nan="strings",
+    )
 
 
 class Experiment:

@@ -76,6 +76,9 @@ class ContainerIsolation:
         self._launching: threading.Thread | None = None
         self._launch_error: BaseException | None = None
         self._stack: Stack | None = None
+        #: What the experiment left running in its container, which omnilab ended there
+        #: (the container's init is omnilab's own process: see omnilab.subreaper).
+        self.ended_processes: list[dict[str, Any]] = []
 
     # -- decided before anything starts ----------------------------------------------
 
@@ -324,6 +327,7 @@ class ContainerIsolation:
 
                     why += "\n" + bounds.memory_hit(EXPERIMENT, self._recorded())
             return "failed", None, why
+        self.ended_processes = list(result.get("ended_processes") or [])
         status = "succeeded" if result.get("status") == "succeeded" and code == 0 else "failed"
         error = result.get("error")
         if error:

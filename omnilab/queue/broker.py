@@ -18,7 +18,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from omnilab.errors import OmnilabError
-from omnilab.redact import redact_url
+from omnilab.redact import redact_text, redact_url
 from omnilab.tracking.queued_runs import job_id
 
 #: The function a worker's rq work horse calls with the run id.
@@ -50,12 +50,14 @@ class Broker:
             )
         except ValueError as exc:
             raise QueueUnavailable(
-                f"REDIS_URL {redact_url(url)} is not a Redis URL: {exc}"
+                f"REDIS_URL {redact_url(url)} is not a Redis URL: {redact_text(str(exc), url)}"
             ) from None
 
     def unreachable(self, exc: BaseException) -> QueueUnavailable:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return QueueUnavailable(f"cannot reach Redis at {redact_url(self.url)}: {reason}")
+        return QueueUnavailable(
+            f"cannot reach Redis at {redact_url(self.url)}: {redact_text(reason, self.url)}"
+        )
 
     def ping(self) -> None:
         try:

@@ -66,10 +66,16 @@ def test_hello_runs_records_and_cleans_up(workdir: Path) -> None:
     assert "****" in services["redis"]["url"]
 
 
-def test_json_output_is_the_whole_run() -> None:
+def test_json_output_is_the_whole_run(workdir: Path) -> None:
     result = run_cli("run", f"{EXPERIMENTS / 'several.py'}:Second", "-p", "label=hi", "--json")
     assert result.returncode == 0, result.stderr
+    # stdout is the JSON alone; what the experiment and its child printed is on stderr
+    # and in the run's log.
     run = json.loads(result.stdout)
+    for line in ("second: label hi", "second: a child's line"):
+        assert line in result.stderr
+        assert line not in result.stdout
+    assert "second: label hi" in (workdir / "runs" / run["id"] / "logs" / "output.log").read_text()
     assert run["status"] == "succeeded"
     assert run["summary"] == {
         "which": "second",

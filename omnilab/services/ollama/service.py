@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from omnilab.errors import ServiceUnavailable
+from omnilab.redact import redact_url
 from omnilab.resources import Resources
 from omnilab.services.base import (
     ContainerPlan,
@@ -109,12 +110,12 @@ class Ollama(Service):
             self.probe(Endpoint(service=self.name, external_url=url))
         except Exception as exc:
             raise ServiceUnavailable(
-                f"ollama: no `ollama` binary on PATH, and OLLAMA_BASE_URL={url} does not "
-                f"answer ({type(exc).__name__})"
+                f"ollama: no `ollama` binary on PATH, and OLLAMA_BASE_URL={redact_url(url)} "
+                f"does not answer ({type(exc).__name__})"
             ) from None
         return LocalRecipe(
             kind="external",
-            source=f"existing server at OLLAMA_BASE_URL={url} (shared, not isolated)",
+            source=f"existing server at OLLAMA_BASE_URL={redact_url(url)} (shared, not isolated)",
             url=url,
         )
 

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import UsageError
-from omnilab.redact import redact_url
+from omnilab.redact import encoding_hint, redact_text, redact_url
 from omnilab.services.postgres import checksum as postgres_checksum
 from omnilab.services.postgres import rows as postgres_copy
 from omnilab.services.postgres.tables import (
@@ -88,7 +88,14 @@ class PostgresPromoter(Promoter):
         except psycopg.OperationalError as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
             raise PromotionFailed(
-                f"cannot reach production PostgreSQL at {redact_url(dsn)}: {reason}"
+                f"cannot reach production PostgreSQL at {redact_url(dsn)}: "
+                f"{redact_text(reason, dsn)}{encoding_hint(dsn)}"
+            ) from None
+        except (psycopg.ProgrammingError, ValueError) as exc:
+            # libpq's parser quotes what it could not read: maybe the password.
+            raise PromotionFailed(
+                f"production PostgreSQL's URL {redact_url(dsn)} cannot be used: "
+                f"{redact_text(str(exc).strip(), dsn)}{encoding_hint(dsn)}"
             ) from None
 
     @property

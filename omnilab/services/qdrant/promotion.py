@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import UsageError
-from omnilab.redact import redact_url
+from omnilab.redact import redact_text, redact_url
 from omnilab.services.promotable import (
     ItemPlan,
     ItemRecord,
@@ -66,10 +66,15 @@ def production_client(settings: Settings) -> QdrantClient:
     if url.startswith("file://"):
         return QdrantClient(path=url[len("file://") :])
     if not url.startswith(("http://", "https://")):
-        raise UsageError(f"QDRANT_URL={url!r}: use http(s)://host:port or file:///path")
+        raise UsageError(f"QDRANT_URL {redact_url(url)}: use http(s)://host:port or file:///path")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Api key is used with an insecure")
-        return QdrantClient(url=url, api_key=settings.qdrant_api_key, timeout=120)
+        try:
+            return QdrantClient(url=url, api_key=settings.qdrant_api_key, timeout=120)
+        except ValueError as exc:  # urllib3's parser quotes the URL, secrets and all
+            raise UsageError(
+                f"QDRANT_URL {redact_url(url)} cannot be used: {redact_text(str(exc), url)}"
+            ) from None
 
 
 def _is_local(client: QdrantClient) -> bool:

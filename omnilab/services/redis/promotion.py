@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NamedTuple
 import redis as redis_lib
 
 from omnilab.errors import UsageError
-from omnilab.redact import redact_url
+from omnilab.redact import redact_text, redact_url
 from omnilab.services.promotable import (
     ItemPlan,
     ItemRecord,
@@ -136,9 +136,13 @@ class RedisPromoter(Promoter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.prod: redis_lib.Redis = redis_lib.Redis.from_url(
-            self.settings.redis_url, socket_connect_timeout=10
-        )
+        url = self.settings.redis_url
+        try:
+            self.prod: redis_lib.Redis = redis_lib.Redis.from_url(url, socket_connect_timeout=10)
+        except ValueError as exc:
+            raise PromotionFailed(
+                f"REDIS_URL {redact_url(url)} cannot be used: {redact_text(str(exc), url)}"
+            ) from None
         self._src: redis_lib.Redis | None = None
         self._scripts: dict[tuple[int, str], Any] = {}
         #: The run's keys (from the plan), and production's keys the plan replaces.

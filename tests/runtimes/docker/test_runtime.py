@@ -132,12 +132,46 @@ def test_data_lives_on_tmpfs_or_in_a_labelled_volume_that_goes_with_the_stack(
         Stack(Redis(), runtime="docker", reporter=Lines()).start()
 
 
-def test_credentials_are_fresh_required_and_kept_out_of_process_listings() -> None:
+#: Every process's command line, sampled as fast as Python reads /proc, until SIGTERM;
+#: then the distinct ones, NUL-separated arguments, one per line, in the file argv[1].
+_SAMPLER = """
+import os, signal, sys
+seen, stop, own = set(), [], str(os.getpid())
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+while not stop:
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and entry.name != own:
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                    seen.add(fh.read())
+            except OSError:
+                pass
+with open(sys.argv[1], "wb") as out:
+    out.write(b"\\n".join(seen))
+"""
+
+
+def test_credentials_are_fresh_required_and_kept_out_of_process_listings(
+    tmp_path: Path,
+) -> None:
     client = docker_client()
+    # What `ps` shows any user while the containers start (an entrypoint, setpriv,
+    # the server before it renames itself...), sampled from outside, as `ps` would.
+    sampled = tmp_path / "cmdlines"
+    sampler = subprocess.Popen([sys.executable, "-c", _SAMPLER, str(sampled)])
+    time.sleep(0.5)  # its first sweep before the first container
     with (
         Stack(Redis(), Postgres(), runtime="docker", reporter=Lines()) as a,
         Stack(Redis(), Postgres(), runtime="docker", reporter=Lines()) as b,
     ):
+        sampler.terminate()
+        assert sampler.wait(timeout=30) == 0
+        cmdlines = sampled.read_bytes()
+        assert b"redis-server" in cmdlines and b"postgres" in cmdlines  # it saw them start
+        for stack in (a, b):
+            for name in ("redis", "postgres"):
+                secret = stack.endpoint(name).credentials.password.encode()
+                assert secret not in cmdlines, f"{name}'s password was on a command line"
         for name in ("redis", "postgres"):
             assert a.endpoint(name).credentials.password != b.endpoint(name).credentials.password
         with pytest.raises(redis.AuthenticationError):
@@ -150,14 +184,15 @@ def test_credentials_are_fresh_required_and_kept_out_of_process_listings() -> No
                 password="wrong",
                 dbname="omnimind_exp",
             )
-        # What `ps` on the host shows of the servers holds no password: Redis rewrites
-        # its title, and PostgreSQL's entrypoint drops POSTGRES_PASSWORD before exec.
+        # Nor what it shows of the running servers: Redis reads its password from a file,
+        # and the entrypoints drop the variables before starting the servers.
         for name in ("redis", "postgres"):
             secret = a.endpoint(name).credentials.password.encode()
             # No init process: the container's main process is the server itself.
             pid = client.containers.get(f"{name}-exp-{a.id[:8]}").attrs["State"]["Pid"]
             assert secret not in Path(f"/proc/{pid}/cmdline").read_bytes()
-            assert b"POSTGRES_PASSWORD" not in Path(f"/proc/{pid}/environ").read_bytes()
+            # Nor in the server's environment, which its user on the host could read.
+            assert secret not in Path(f"/proc/{pid}/environ").read_bytes()
 
 
 def test_three_runs_started_at_once_get_three_disjoint_stacks(workdir: Path) -> None:
