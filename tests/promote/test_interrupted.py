@@ -1,0 +1,168 @@
+"""A promotion whose process is killed is finished by the next omnilab process.
+
+Each test stops a real ``omnilab promote`` at a named step (``OMNILAB_PROMOTE_PAUSE_AT``:
+the process says so on stderr and waits there) and kills it with SIGKILL, so the moment
+is known without racing the copy. Once committed (every item staged and verified) the
+promotion is rolled forward; before that, it is undone and what it staged is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from omnilab.progress import QuietReporter
+from omnilab.promote import promote
+from tests.promote.test_failures import visible
+from tests.support import OMNILAB, run_cli, stack_processes, wait_until
+from tests.support.promotion_support import Production, run_promotable, seed_production
+from tests.support.queue_helpers import FAST, start_api
+
+PAUSE_ENV = "OMNILAB_PROMOTE_PAUSE_AT"  # omnilab.services.promotable.PAUSE_ENV
+
+
+def promote_killed_at(run_id: str, step: str) -> dict[str, Any]:
+    """``omnilab promote RUN --on-conflict replace`` killed with SIGKILL at ``step``;
+    returns its record (from ``omnilab promotions ls --json``)."""
+    proc = subprocess.Popen(
+        [str(OMNILAB), "promote", run_id, "--on-conflict", "replace"],
+        env={**os.environ, PAUSE_ENV: step},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    timer = threading.Timer(180, proc.kill)  # a step never reached fails, never hangs
+    timer.start()
+    said = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            said.append(line)
+            if line.startswith(f"promotion paused at {step} "):
+                break
+        assert proc.poll() is None, f"never paused at {step}:\n{''.join(said)}"
+        proc.send_signal(signal.SIGKILL)  # no cleanup of its own is possible
+        proc.wait(timeout=10)
+    finally:
+        timer.cancel()
+        proc.kill()
+    [short] = [w[1] for w in map(str.split, said) if w[:1] == ["promotion"] and w[2:3] == ["of"]]
+    [record] = [r for r in promotions() if r["id"].startswith(short)]
+    return record
+
+
+def promotions() -> list[dict[str, Any]]:
+    listed = run_cli("promotions", "ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    return json.loads(listed.stdout)  # type: ignore[no-any-return]
+
+
+def holds_run(production: Production, run_id: str, seed: int) -> dict[str, bool]:
+    """Which items production's readers find to be the run's (of that ``seed``)."""
+    client = production.redis()
+    try:
+        keys = client.get("emb:0") == f"{seed}-0-".encode()
+    finally:
+        client.close()
+    with production.pg() as conn:
+        row = conn.execute("SELECT score FROM scores WHERE name = 'row 1'").fetchone()
+    points = production.points("docs")
+    return {
+        "postgres": row == (0.7 + seed,),
+        "qdrant": {p.payload["seed"] for p in points.values()} == {seed},
+        "redis": keys,
+    }
+
+
+def test_killed_between_switches_is_rolled_forward_then_rolled_back(
+    production: Production, workdir: Path
+) -> None:
+    """The issue's case: killed after the PostgreSQL switch, then `omnilab rollback`."""
+    first = run_promotable(seed=1)
+    promote(first.id, reporter=QuietReporter())
+    second = run_promotable(seed=2)
+    before = production.snapshot()
+    killed = promote_killed_at(second.id, "switched:postgres")
+    # Until someone finishes it, readers see the new table beside the old keys and points.
+    assert holds_run(production, second.id, 2) == {
+        "postgres": True,
+        "qdrant": False,
+        "redis": False,
+    }
+    assert killed["status"] == "running" and killed["committed_at"]
+    assert wait_until(lambda: not stack_processes(workdir / "data"), timeout=15)
+    back = run_cli("rollback", killed["id"][:8])
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert f"promotion {killed['id'][:8]} had been interrupted" in back.stderr
+    [record] = [r for r in promotions() if r["id"] == killed["id"]]
+    assert record["status"] == "rolled_back"
+    assert "rolled forward" in record["recovered"]
+    assert "switched qdrant collection docs, redis keys emb:*" in record["recovered"]
+    assert "(switched before it ended: postgres table scores)" in record["recovered"]
+    assert production.snapshot() == before
+
+
+def test_the_api_rolls_a_killed_promotion_forward_within_seconds(
+    production: Production, workdir: Path
+) -> None:
+    run = run_promotable(seed=3)
+    api = start_api(workdir, {**FAST, "REDIS_URL": production.redis_url})
+    try:
+        killed = promote_killed_at(run.id, "switched:qdrant")
+        gone = time.monotonic()
+
+        def finished() -> bool:
+            return [r["status"] for r in promotions() if r["id"] == killed["id"]] == ["succeeded"]
+
+        assert wait_until(finished, timeout=15, interval=0.2), api.service.output
+        took = time.monotonic() - gone
+    finally:
+        api.service.stop()
+    assert took < 10, f"rolled forward {took:.1f}s after the kill"
+    assert holds_run(production, run.id, 3) == {"postgres": True, "qdrant": True, "redis": True}
+    [record] = [r for r in promotions() if r["id"] == killed["id"]]
+    assert {i["state"] for i in record["items"]} == {"switched"}
+    assert "switched redis keys emb:*" in record["recovered"]
+    assert (
+        "(switched before it ended: postgres table scores, qdrant collection docs)"
+        in (record["recovered"])
+    )
+    assert record["error"] is None
+    assert wait_until(lambda: not stack_processes(workdir / "data"), timeout=15)
+
+
+def test_killed_during_the_qdrant_copy_leaves_no_collection_behind(
+    production: Production, workdir: Path
+) -> None:
+    seed_production(production)  # production's docs is a collection: copied aside first
+    run = run_promotable(n_points=600)
+    before = production.snapshot()
+    killed = promote_killed_at(run.id, "copying:qdrant")
+    assert killed["status"] == "running" and not killed["committed_at"]
+    tag = killed["id"][:12]
+    staged = production.snapshot()["qdrant"]["collections"]
+    # The copy aside is complete, the run's copy has its first batch of 256 points.
+    assert len(staged[f"docs__omnilab_{tag}"]) == 256
+    assert len(staged[f"docs__omnilab_replaced_{tag}"]) == 1
+    assert visible(production.snapshot()) == visible(before)
+    assert wait_until(lambda: not stack_processes(workdir / "data"), timeout=15)
+    recovered = run_cli("promotions", "recover")
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert production.snapshot() == before
+    [record] = [r for r in promotions() if r["id"] == killed["id"]]
+    assert record["status"] == "failed" and not record["committed_at"]
+    assert record["recovered"].endswith(
+        f"removed qdrant collection docs__omnilab_{tag} (256 points), "
+        f"qdrant collection docs__omnilab_replaced_{tag} (1 point)"
+    ), record["recovered"]
+    shown = run_cli("promotions", "show", tag, env={"COLUMNS": "400"})
+    assert f"docs__omnilab_{tag} (256 points)" in shown.stdout
+    assert "staged copies removed" not in shown.stdout
+    again = run_cli("promotions", "recover")
+    assert again.returncode == 0 and "no interrupted promotion" in again.stdout
