@@ -363,8 +363,8 @@ class _Promotion:
                 self.promotions.save(record)
             except Exception as save_exc:
                 self.reporter.note(
-                    f"  cannot record the failure ({save_exc}); nothing undone: the promotion "
-                    "stays committed, and the next omnilab process rolls it forward"
+                    f"  cannot record the failure ({save_exc}); nothing undone here: the next "
+                    "omnilab process finishes the promotion as its record says"
                 )
                 record.error = f"{reason}; not undone: {save_exc}"
                 return

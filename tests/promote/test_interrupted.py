@@ -8,17 +8,16 @@ promotion is rolled forward; before that, it is undone and what it staged is rem
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
+import omnilab
 from omnilab.progress import QuietReporter
-from omnilab.promote import promote
+from omnilab.promote import PromotionRecord, promote
 from tests.promote.test_failures import visible
 from tests.support import OMNILAB, run_cli, stack_processes, wait_until
 from tests.support.promotion_support import Production, run_promotable, seed_production
@@ -27,9 +26,9 @@ from tests.support.queue_helpers import FAST, start_api
 PAUSE_ENV = "OMNILAB_PROMOTE_PAUSE_AT"  # omnilab.services.promotable.PAUSE_ENV
 
 
-def promote_killed_at(run_id: str, step: str) -> dict[str, Any]:
+def promote_killed_at(run_id: str, step: str) -> PromotionRecord:
     """``omnilab promote RUN --on-conflict replace`` killed with SIGKILL at ``step``;
-    returns its record (from ``omnilab promotions ls --json``)."""
+    returns its record."""
     proc = subprocess.Popen(
         [str(OMNILAB), "promote", run_id, "--on-conflict", "replace"],
         env={**os.environ, PAUSE_ENV: step},
@@ -53,17 +52,15 @@ def promote_killed_at(run_id: str, step: str) -> dict[str, Any]:
         timer.cancel()
         proc.kill()
     [short] = [w[1] for w in map(str.split, said) if w[:1] == ["promotion"] and w[2:3] == ["of"]]
-    [record] = [r for r in promotions() if r["id"].startswith(short)]
+    return promotion(run_id, short)
+
+
+def promotion(run_id: str, ref: str) -> PromotionRecord:
+    [record] = [r for r in omnilab.Run.load(run_id).promotions if r.id.startswith(ref)]
     return record
 
 
-def promotions() -> list[dict[str, Any]]:
-    listed = run_cli("promotions", "ls", "--json")
-    assert listed.returncode == 0, listed.stderr
-    return json.loads(listed.stdout)  # type: ignore[no-any-return]
-
-
-def holds_run(production: Production, run_id: str, seed: int) -> dict[str, bool]:
+def holds_run(production: Production, seed: int) -> dict[str, bool]:
     """Which items production's readers find to be the run's (of that ``seed``)."""
     client = production.redis()
     try:
@@ -90,21 +87,17 @@ def test_killed_between_switches_is_rolled_forward_then_rolled_back(
     before = production.snapshot()
     killed = promote_killed_at(second.id, "switched:postgres")
     # Until someone finishes it, readers see the new table beside the old keys and points.
-    assert holds_run(production, second.id, 2) == {
-        "postgres": True,
-        "qdrant": False,
-        "redis": False,
-    }
-    assert killed["status"] == "running" and killed["committed_at"]
+    assert holds_run(production, 2) == {"postgres": True, "qdrant": False, "redis": False}
+    assert killed.status == "running" and killed.committed_at
     assert wait_until(lambda: not stack_processes(workdir / "data"), timeout=15)
-    back = run_cli("rollback", killed["id"][:8])
+    back = run_cli("rollback", killed.short_id)
     assert back.returncode == 0, back.stdout + back.stderr
-    assert f"promotion {killed['id'][:8]} had been interrupted" in back.stderr
-    [record] = [r for r in promotions() if r["id"] == killed["id"]]
-    assert record["status"] == "rolled_back"
-    assert "rolled forward" in record["recovered"]
-    assert "switched qdrant collection docs, redis keys emb:*" in record["recovered"]
-    assert "(switched before it ended: postgres table scores)" in record["recovered"]
+    assert f"promotion {killed.short_id} had been interrupted" in back.stderr
+    record = promotion(second.id, killed.id)
+    assert record.status == "rolled_back" and record.recovered
+    assert "rolled forward" in record.recovered
+    assert "switched qdrant collection docs, redis keys emb:*" in record.recovered
+    assert "(switched before it ended: postgres table scores)" in record.recovered
     assert production.snapshot() == before
 
 
@@ -116,24 +109,20 @@ def test_the_api_rolls_a_killed_promotion_forward_within_seconds(
     try:
         killed = promote_killed_at(run.id, "switched:qdrant")
         gone = time.monotonic()
-
-        def finished() -> bool:
-            return [r["status"] for r in promotions() if r["id"] == killed["id"]] == ["succeeded"]
-
-        assert wait_until(finished, timeout=15, interval=0.2), api.service.output
+        finished = wait_until(
+            lambda: promotion(run.id, killed.id).status == "succeeded", timeout=15, interval=0.1
+        )
         took = time.monotonic() - gone
+        assert finished, api.service.output
     finally:
         api.service.stop()
     assert took < 10, f"rolled forward {took:.1f}s after the kill"
-    assert holds_run(production, run.id, 3) == {"postgres": True, "qdrant": True, "redis": True}
-    [record] = [r for r in promotions() if r["id"] == killed["id"]]
-    assert {i["state"] for i in record["items"]} == {"switched"}
-    assert "switched redis keys emb:*" in record["recovered"]
-    assert (
-        "(switched before it ended: postgres table scores, qdrant collection docs)"
-        in (record["recovered"])
-    )
-    assert record["error"] is None
+    assert holds_run(production, 3) == {"postgres": True, "qdrant": True, "redis": True}
+    record = promotion(run.id, killed.id)
+    assert {i.state for i in record.items} == {"switched"} and record.error is None
+    assert record.recovered and "switched redis keys emb:*" in record.recovered
+    before_it_ended = "(switched before it ended: postgres table scores, qdrant collection docs)"
+    assert before_it_ended in record.recovered
     assert wait_until(lambda: not stack_processes(workdir / "data"), timeout=15)
 
 
@@ -144,8 +133,8 @@ def test_killed_during_the_qdrant_copy_leaves_no_collection_behind(
     run = run_promotable(n_points=600)
     before = production.snapshot()
     killed = promote_killed_at(run.id, "copying:qdrant")
-    assert killed["status"] == "running" and not killed["committed_at"]
-    tag = killed["id"][:12]
+    assert killed.status == "running" and not killed.committed_at
+    tag = killed.id[:12]
     staged = production.snapshot()["qdrant"]["collections"]
     # The copy aside is complete, the run's copy has its first batch of 256 points.
     assert len(staged[f"docs__omnilab_{tag}"]) == 256
@@ -155,14 +144,10 @@ def test_killed_during_the_qdrant_copy_leaves_no_collection_behind(
     recovered = run_cli("promotions", "recover")
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     assert production.snapshot() == before
-    [record] = [r for r in promotions() if r["id"] == killed["id"]]
-    assert record["status"] == "failed" and not record["committed_at"]
-    assert record["recovered"].endswith(
+    record = promotion(run.id, killed.id)
+    assert record.status == "failed" and not record.committed_at and record.recovered
+    assert record.recovered.endswith(
         f"removed qdrant collection docs__omnilab_{tag} (256 points), "
         f"qdrant collection docs__omnilab_replaced_{tag} (1 point)"
-    ), record["recovered"]
-    shown = run_cli("promotions", "show", tag, env={"COLUMNS": "400"})
-    assert f"docs__omnilab_{tag} (256 points)" in shown.stdout
-    assert "staged copies removed" not in shown.stdout
-    again = run_cli("promotions", "recover")
-    assert again.returncode == 0 and "no interrupted promotion" in again.stdout
+    ), record.recovered
+    assert record.short_id in recovered.stdout and "(256 points)" in recovered.stdout
