@@ -184,11 +184,11 @@ def recover(
 ) -> None:
     """Finish promotions whose process died (killed, crashed, its machine lost).
 
-    One committed (every item staged and verified) is rolled forward: its items not yet
-    switched are switched. One that was not is undone: staged copies removed.
+    Committed ones (every item staged and verified) are rolled forward.
 
-    The API and workers do this within seconds, and every promote, rollback and prune
-    first; this command does it now, waiting for a running promotion to end.
+    The others are undone: what they staged is removed.
+
+    The API and workers do this within seconds, as does every promote and rollback.
     """
     from omnilab.config import get_settings
     from omnilab.progress import Reporter
@@ -197,12 +197,12 @@ def recover(
     recovery = do_recover(get_settings(), Reporter())
     if json_output:
         render.print_json([r.model_dump(mode="json") for r in recovery.finished])
-    elif not recovery.finished and not recovery.stuck:
-        render.out.print("no interrupted promotion")
-    for record in recovery.finished if not json_output else []:
-        render.out.print(
-            f"promotion {record.short_id}: {record.status.replace('_', ' ')}; {record.recovered}"
-        )
+    else:
+        for record in recovery.finished:
+            status = record.status.replace("_", " ")
+            render.out.print(f"promotion {record.short_id}: {status}; {record.recovered}")
+        if not recovery.finished and not recovery.stuck:
+            render.out.print("no interrupted promotion")
     recovery.raise_if_stuck()
 
 
