@@ -550,6 +550,14 @@ class PostgresPromoter(Promoter):
             replaced=f"{self.replaced_schema}.{table}" if replacing else None,
         )
 
+    def intended_switch(self, record: ItemRecord) -> dict[str, Any]:
+        table = self._target(record)[1]
+        replacing = record.plan.action == "replace"
+        return {
+            "table_oid": record.staging.get("oid"),
+            "replaced": f"{self.replaced_schema}.{table}" if replacing else None,
+        }
+
     def _lock_timeout(self) -> None:
         ms = int(self.settings.promote_lock_timeout * 1000)
         self.prod.execute(f"SET LOCAL lock_timeout = {ms}")
@@ -597,12 +605,18 @@ class PostgresPromoter(Promoter):
         except psycopg.Error as exc:
             raise PromotionFailed(f"{record.plan.target}: cannot checksum it: {exc}") from None
 
-    def discard_staging(self, record: ItemRecord) -> None:
+    def reserve(self, record: ItemRecord) -> None:
+        record.staging = {"schema": self.staging_schema}
+
+    def discard_staging(self, record: ItemRecord) -> list[str]:
         from psycopg import sql
 
-        self.prod.execute(
-            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(self._ident(self.staging_schema))
-        )
+        staging = self.staging_schema
+        found = self.prod.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (staging,))
+        if found.fetchone() is None:
+            return []
+        self.prod.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(self._ident(staging)))
+        return [f"postgres schema {staging}"]
 
     def drop_replaced(self, record: ItemRecord) -> None:
         from psycopg import sql

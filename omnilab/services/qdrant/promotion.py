@@ -331,15 +331,26 @@ class QdrantPromoter(Promoter):
 
     # -- stage ----------------------------------------------------------------------------
 
-    def stage(self, record: ItemRecord, progress: Progress) -> None:
+    def _staging_names(self, record: ItemRecord) -> dict[str, str]:
+        """The collections :meth:`stage` creates: the copy, and the copy of production's
+        collection when it must become an alias."""
         target = record.plan.target
-        physical = self.physical(target)
-        record.staging = {"collection": physical}
+        names = {"collection": self.physical(target)}
         existing = record.plan.details.get("existing") or {}
         if record.plan.action == "replace" and existing.get("kind") == "collection":
+            names["backup"] = self.backup(target)
+        return names
+
+    def reserve(self, record: ItemRecord) -> None:
+        record.staging = self._staging_names(record)
+
+    def stage(self, record: ItemRecord, progress: Progress) -> None:
+        target = record.plan.target
+        record.staging = self._staging_names(record)
+        physical = record.staging["collection"]
+        backup = record.staging.get("backup")
+        if backup:
             # The collection must go for its name to become an alias: a verified copy first.
-            backup = self.backup(target)
-            record.staging["backup"] = backup
             self.reporter.note(f"    {self.item.label}: copying production's {target} aside")
             aside = Progress(
                 self.reporter, f"{target} aside", record.plan.target_count or 0, "points"
@@ -374,6 +385,18 @@ class QdrantPromoter(Promoter):
         )
         self.prod.update_collection_aliases(change_aliases_operations=ops)
         record.switch.update(alias=target, collection=physical, replaced=previous)
+
+    def intended_switch(self, record: ItemRecord) -> dict[str, Any]:
+        existing = record.plan.details.get("existing") or {}
+        previous = None
+        if record.plan.action == "replace":
+            alias = existing.get("kind") == "alias"
+            previous = existing["collection"] if alias else record.staging["backup"]
+        return {
+            "alias": record.plan.target,
+            "collection": record.staging["collection"],
+            "replaced": previous,
+        }
 
     def unswitch(self, record: ItemRecord) -> None:
         from qdrant_client import models
@@ -412,10 +435,26 @@ class QdrantPromoter(Promoter):
             points.add_digests(batch, payloads, vectors)
         return _checksum(payloads, vectors)
 
-    def discard_staging(self, record: ItemRecord) -> None:
-        for name in (record.staging.get("collection"), record.staging.get("backup")):
-            if name and self._lookup(name) == ("collection", name) and not self._aliased(name):
-                self.prod.delete_collection(name)
+    def discard_staging(self, record: ItemRecord) -> list[str]:
+        # The names recorded before the copy began; for a record made before they were
+        # recorded, the same names again, from the promotion id and the plan.
+        names = {**self._staging_names(record), **record.staging}
+        target = record.plan.target
+        removed = []
+        for key in ("collection", "backup"):
+            name = names.get(key)
+            if not name or self._lookup(name) != ("collection", name) or self._aliased(name):
+                continue
+            if key == "backup" and self._lookup(target) is None:
+                # A switch died between deleting production's collection and creating
+                # the alias: this copy is all that is left of it.
+                left = f"the only copy left of production's {target}"
+                self.reporter.note(f"  {self.item.label}: kept {name}, {left}")
+                continue
+            count = self.prod.count(name, exact=True).count
+            self.prod.delete_collection(name)
+            removed.append(f"qdrant collection {name} ({count:,} point{'s' * (count != 1)})")
+        return removed
 
     def _aliased(self, name: str) -> bool:
         return any(a.collection_name == name for a in self.prod.get_aliases().aliases)
