@@ -91,6 +91,12 @@ class QdrantServer:
         self.http.close()
         self._channel.close()
 
+    def __enter__(self) -> QdrantServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- what the server is ---------------------------------------------------------------
 
     def version(self) -> str:

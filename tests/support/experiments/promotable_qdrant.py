@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from qdrant_client import models
 
@@ -28,7 +30,9 @@ class QdrantOnly(Experiment):
         ctx.qdrant.create_collection(
             "docs", vectors_config=models.VectorParams(size=p.dim, distance=models.Distance.COSINE)
         )
-        ctx.qdrant.create_payload_index("docs", "group", field_schema="keyword", wait=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Payload indexes have no effect in the local")
+            ctx.qdrant.create_payload_index("docs", "group", field_schema="keyword", wait=True)
         rng = np.random.default_rng(p.seed)
         # Not unit vectors: a server normalises cosine vectors, local mode stores them as given.
         vectors = rng.standard_normal((p.n_points, p.dim)).astype(np.float32) * 3
