@@ -4,11 +4,11 @@ Production readers use the collection's name; omnilab makes that name an **alias
 collection of its own, ``<name>__omnilab_<promotion>``:
 
 - Stage: that collection is created in production with the source's configuration
-  (vectors, sparse vectors, shards, HNSW, quantization) and payload indexes; production
-  readers do not use it, nothing points at it yet. Between two servers of the same
-  version, each shard's snapshot is streamed from the run's Qdrant into the staged
-  collection's shard (segments, payload indexes and HNSW graph arrive as files: nothing
-  to index again); otherwise the points are copied, four writers at a time.
+  (vectors, sparse vectors, shards, HNSW, optimizers, WAL, quantization) and payload
+  indexes; production readers do not use it, nothing points at it yet. Between two
+  servers of the same version, each shard's snapshot is streamed from the run's Qdrant
+  into the staged collection's shard (segments, payload indexes and HNSW graph arrive as
+  files: nothing to index again); otherwise the points are copied, four writers at a time.
 - Verify: checksums of every point's id and payload and of its id and vectors, each
   computed from what its own server returns when read in full (the run's collection
   while the copy runs, the staged collection once it is complete): no value goes from
@@ -358,17 +358,24 @@ class QdrantPromoter(Promoter):
         from qdrant_client import models
 
         info = src.get_collection(src_name)
-        params = info.config.params
+        config = info.config
+        params = config.params
         self.prod.create_collection(
             name,
             vectors_config=params.vectors,
             sparse_vectors_config=params.sparse_vectors,
             shard_number=params.shard_number,
             on_disk_payload=params.on_disk_payload,
-            hnsw_config=models.HnswConfigDiff(**info.config.hnsw_config.model_dump())
-            if info.config.hnsw_config
+            hnsw_config=models.HnswConfigDiff(**config.hnsw_config.model_dump())
+            if config.hnsw_config
             else None,
-            quantization_config=info.config.quantization_config,
+            optimizers_config=models.OptimizersConfigDiff(**config.optimizer_config.model_dump())
+            if config.optimizer_config
+            else None,
+            wal_config=models.WalConfigDiff(**config.wal_config.model_dump())
+            if config.wal_config
+            else None,
+            quantization_config=config.quantization_config,
         )
         for field, schema in (info.payload_schema or {}).items():
             self.prod.create_payload_index(
