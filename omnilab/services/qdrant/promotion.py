@@ -9,13 +9,13 @@ collection of its own, ``<name>__omnilab_<promotion>``:
   servers of the same version, each shard's snapshot is streamed from the run's Qdrant
   into the staged collection's shard (segments, payload indexes and HNSW graph arrive as
   files: nothing to index again); otherwise the points are copied, four writers at a time.
-- Verify: checksums of every point's id and payload and of its id and vectors, each
-  computed from what its own server returns when read in full (the run's collection
-  while the copy runs, the staged collection once it is complete): no value goes from
-  one side's checksum to the other's, and a point changed in the staged copy by anyone
-  fails the promotion. Between servers the points are read over gRPC and hashed as
-  serialized (:mod:`.servers`); otherwise through qdrant-client, payloads as JSON and
-  vectors as float32 (:mod:`.points`).
+- Verify: checksums of every point (id, payload, vectors), each computed from what its
+  own server returns when read in full (the run's collection while the copy runs, the
+  staged collection once it is complete): no value goes from one side's checksum to the
+  other's, and a point changed in the staged copy by anyone fails the promotion.
+  Between servers the points are read over gRPC and hashed as serialized
+  (:mod:`.servers`); otherwise through qdrant-client, payloads as JSON and vectors as
+  float32 (:mod:`.points`).
 - Switch: one ``update_collection_aliases`` call moves the alias: readers see the old
   points or the new ones. The collection the alias pointed at stays, for rollback.
 
@@ -457,12 +457,12 @@ class QdrantPromoter(Promoter):
     ) -> dict[str, Any]:
         """Points from one server to the other as protobuf messages, ``WRITERS`` batches
         in flight; returns the source's checksum, computed from the pages read."""
-        payloads, vectors = Sum64(), Sum64()
+        digest = servers.Digest()
         with ThreadPoolExecutor(max_workers=WRITERS) as pool:
             pending: deque[Future[None]] = deque()
             for page in src.scan(src_name):
                 structs = servers.as_point_structs(page)
-                servers.add_digests(page, payloads, vectors)
+                digest.add(page)
                 for start in range(0, len(structs), BATCH):
                     pending.append(pool.submit(prod.upsert, name, structs[start : start + BATCH]))
                 while len(pending) > 2 * WRITERS:
@@ -470,7 +470,7 @@ class QdrantPromoter(Promoter):
                 progress.advance(len(page))
             while pending:
                 pending.popleft().result()
-        return servers.checksum(payloads, vectors)
+        return digest.checksum()
 
     def _copy_through_client(
         self, from_run: bool, src_name: str, name: str, progress: Progress
@@ -541,7 +541,7 @@ class QdrantPromoter(Promoter):
     ) -> None:
         """The copy's checksums are not the source's: name the first point that differs
         (point by point, only now), and fail."""
-        what = [k for k in ("points", "payloads_sum", "vectors_sum") if source[k] != target[k]]
+        what = [k for k in source if k != "points" and source[k] != target.get(k)]
         detail = f"{', '.join(what)} differ ({target['points']:,} points of {source['points']:,})"
         try:
             self._compare(self.src if from_run else self.prod, src_name, self.prod, name)
