@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     )
     qdrant_url: str = Field(default=DEFAULT_QDRANT_URL, validation_alias="QDRANT_URL")
     qdrant_api_key: str | None = Field(default=None, validation_alias="QDRANT_API_KEY")
+    #: Production Qdrant's gRPC port (promotions read and write points over it); unset,
+    #: the port after the one in ``QDRANT_URL`` (6333 -> 6334, Qdrant's own pairing).
+    qdrant_grpc_port: int | None = Field(default=None, validation_alias="QDRANT_GRPC_PORT")
     redis_url: str = Field(default=DEFAULT_REDIS_URL, validation_alias="REDIS_URL")
     postgres_url: str | None = Field(default=None, validation_alias="POSTGRES_URL")
     ollama_base_url: str | None = Field(default=None, validation_alias="OLLAMA_BASE_URL")

@@ -1,12 +1,14 @@
 """Production for promotion tests: real servers apart from every run's own stack.
 
-Redis and PostgreSQL are real servers started once per session by omnilab's local
-runtime and emptied before each test; Qdrant is qdrant-client's local mode in a fresh
-folder per test (``QDRANT_URL=file:///...``: no Qdrant server exists here), reached
-through the same client calls as a server. Each test gets its own tracking database,
-so promotions of one test never meet another's.
+Redis, PostgreSQL and Qdrant are real servers started once per session by omnilab's local
+runtime (their own ports, storage and credentials; Qdrant with an API key) and emptied
+before each test. Qdrant's server is the ``qdrant`` program on PATH or in
+OMNILAB_QDRANT_BINARY: without one the tests fail, saying so. Each test gets its own
+tracking database, so promotions of one test never meet another's.
 
 ``snapshot()`` captures everything production holds, to show "exactly as before".
+``Production`` also serves a local-mode production (``QDRANT_URL=file:///...``), which
+the embedded-mode tests set up themselves.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from qdrant_client import QdrantClient
 
 import omnilab
-from omnilab import Postgres, Redis, Stack
+from omnilab import Postgres, Qdrant, Redis, Stack
+from omnilab.errors import OmnilabError
 from omnilab.progress import QuietReporter
 from tests.support import EXPERIMENTS
 
@@ -35,7 +38,9 @@ EXPERIMENT = str(EXPERIMENTS / "promotable.py")
 class Production:
     redis_url: str
     postgres_url: str
-    qdrant_path: Path
+    #: ``http://127.0.0.1:port`` of the production Qdrant server, or ``file:///folder``.
+    qdrant_url: str
+    qdrant_api_key: str | None = None
 
     def redis(self) -> redis_lib.Redis:
         return redis_lib.Redis.from_url(self.redis_url)
@@ -45,7 +50,9 @@ class Production:
 
     def qdrant(self) -> QdrantClient:
         """Open only around a use: local mode allows one client per folder at a time."""
-        return QdrantClient(path=str(self.qdrant_path))
+        if self.qdrant_url.startswith("file://"):
+            return QdrantClient(path=self.qdrant_url[len("file://") :])
+        return QdrantClient(url=self.qdrant_url, api_key=self.qdrant_api_key, https=False)
 
     def snapshot(self) -> dict[str, Any]:
         return {"redis": self.redis_state(), "pg": self.pg_state(), "qdrant": self.qdrant_state()}
@@ -82,18 +89,22 @@ class Production:
         return {"schemas": schemas, "tables": rows}
 
     def qdrant_state(self) -> dict[str, Any]:
-        if not self.qdrant_path.exists():
-            return {}
+        """Aliases, and each collection's configuration, payload indexes and points."""
+        if self.qdrant_url.startswith("file://") and not Path(self.qdrant_url[7:]).exists():
+            return {"aliases": [], "collections": {}}
         client = self.qdrant()
         try:
             found = client.get_aliases().aliases
             aliases = sorted((a.alias_name, a.collection_name) for a in found)
             collections = {}
             for c in sorted(x.name for x in client.get_collections().collections):
+                info = client.get_collection(c)
                 points, _ = client.scroll(c, limit=100_000, with_vectors=True, with_payload=True)
-                collections[c] = sorted(
-                    (str(p.id), repr(p.payload), repr(p.vector)) for p in points
-                )
+                collections[c] = {
+                    "params": info.config.params.model_dump(),
+                    "indexes": {k: v.data_type for k, v in (info.payload_schema or {}).items()},
+                    "points": sorted((str(p.id), repr(p.payload), repr(p.vector)) for p in points),
+                }
             return {"aliases": aliases, "collections": collections}
         finally:
             client.close()
@@ -112,10 +123,19 @@ def production_servers_fixture(session_stack: Any) -> Iterator[Stack]:
     stack = Stack(
         Redis(decode_responses=False),
         Postgres(database="omnimind"),
+        Qdrant(embedded=False),
         runtime="local",
         reporter=QuietReporter(),
     )
-    stack.start()  # no skip: without production servers the tests must fail
+    try:
+        stack.start()  # no skip: without production servers the tests must fail
+    except OmnilabError as exc:
+        pytest.fail(
+            f"promotion tests need production servers: {exc}. Qdrant's: put its server "
+            "program (`qdrant`) on PATH or name it in OMNILAB_QDRANT_BINARY "
+            "(CI: ../shared/bin/qdrant)",
+            pytrace=False,
+        )
     yield stack
     stack.close()
 
@@ -134,6 +154,17 @@ def _reset(stack: Stack) -> None:
     pg.execute("CREATE SCHEMA public")
     for (role,) in pg.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'reader%'"):
         pg.execute(f'DROP ROLE "{role}"')
+    qdrant = stack.qdrant
+    from qdrant_client import models
+
+    qdrant.update_collection_aliases(
+        change_aliases_operations=[
+            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=a.alias_name))
+            for a in qdrant.get_aliases().aliases
+        ]
+    )
+    for collection in qdrant.get_collections().collections:
+        qdrant.delete_collection(collection.name)
 
 
 @pytest.fixture(name="production")
@@ -145,10 +176,12 @@ def production_fixture(
 ) -> Iterator[Production]:
     _reset(production_servers)
     env = production_servers.env
-    qdrant_path = workdir / "production-qdrant"
+    qdrant = production_servers.endpoint("qdrant")
     monkeypatch.setenv("REDIS_URL", env["REDIS_URL"])
     monkeypatch.setenv("POSTGRES_URL", env["POSTGRES_URL"])
-    monkeypatch.setenv("QDRANT_URL", f"file://{qdrant_path}")
+    monkeypatch.setenv("QDRANT_URL", env["QDRANT_URL"])
+    monkeypatch.setenv("QDRANT_API_KEY", env["QDRANT_API_KEY"])
+    monkeypatch.setenv("QDRANT_GRPC_PORT", str(qdrant.ports["grpc"]))
     # A tracking database of this test's own: no promotion of another test is seen.
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(tracking_url, autocommit=True) as conn:
@@ -156,7 +189,9 @@ def production_fixture(
     monkeypatch.setenv(
         "OMNILAB_TRACKING_URL", make_conninfo(**{**conninfo_to_dict(tracking_url), "dbname": name})
     )
-    yield Production(env["REDIS_URL"], env["POSTGRES_URL"], qdrant_path)
+    yield Production(
+        env["REDIS_URL"], env["POSTGRES_URL"], env["QDRANT_URL"], env["QDRANT_API_KEY"]
+    )
     with psycopg.connect(tracking_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -3,31 +3,50 @@
 Production readers use the collection's name; omnilab makes that name an **alias** of a
 collection of its own, ``<name>__omnilab_<promotion>``:
 
-- Stage: that collection is created in production with the source's vector, sparse
-  vector and index configuration and payload indexes, and filled with the run's points
-  (``upload_points``); production readers do not use it, nothing points at it yet.
-- Verify: same number of points; every staged point compared with the run's point of the
-  same id: payload equal, vectors equal (within float32 rounding where the server
-  normalises cosine vectors again). Checksums of payloads and vectors are recorded.
+- Stage: that collection is created in production with the source's configuration
+  (vectors, sparse vectors, shards, HNSW, optimizers, WAL, quantization) and payload
+  indexes; production readers do not use it, nothing points at it yet. Between two
+  servers of the same version, each shard's snapshot is streamed from the run's Qdrant
+  into the staged collection's shard (segments, payload indexes and HNSW graph arrive as
+  files: nothing to index again); otherwise the points are copied, four writers at a time.
+- Verify: checksums of every point (id, payload, vectors), each computed from what its
+  own server returns when read in full (the run's collection while the copy runs, the
+  staged collection once it is complete): no value goes from one side's checksum to the
+  other's, and a point changed in the staged copy by anyone fails the promotion.
+  Between servers the points are read over gRPC and hashed as serialized
+  (:mod:`.servers`); otherwise through qdrant-client, payloads as JSON and vectors as
+  float32 (:mod:`.points`).
 - Switch: one ``update_collection_aliases`` call moves the alias: readers see the old
   points or the new ones. The collection the alias pointed at stays, for rollback.
 
 A production collection that is not yet an alias (created by hand) cannot be swapped
 atomically: Qdrant refuses an alias with a collection's name. ``--on-conflict replace``
 then copies it aside (verified), deletes it and creates the alias in the next call; the
-plan says so, and every later promotion of it is an atomic alias switch.
+plan says so, and every later promotion of it is an atomic alias switch. Rolling such a
+promotion back makes the name a collection again, restored from that copy (a collection
+snapshot between servers) with its configuration and points, and removes the copy.
 
-The same client calls serve a server (``QDRANT_URL=http://...``) and qdrant-client's local
-mode (``QDRANT_URL=file:///path``), which the tests use for lack of a Qdrant server.
+The same calls serve a server (``QDRANT_URL=http://...``, gRPC on ``QDRANT_GRPC_PORT``)
+and qdrant-client's local mode (``QDRANT_URL=file:///path``). Local mode normalises
+cosine vectors in memory but stores them as given, and returns them as given once
+reopened; a local-mode production is therefore reopened before its staged copy is read.
+A run in local mode promoted into a server is the one case where the vectors differ on
+purpose (the server normalises cosine vectors): they are then compared point by point
+within float32 rounding, and the payloads and counts by checksum.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
+import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 from omnilab.errors import UsageError
 from omnilab.redact import redact_text, redact_url
@@ -41,12 +60,13 @@ from omnilab.services.promotable import (
     PromotionFailed,
     Sum64,
 )
-from omnilab.services.qdrant import points
+from omnilab.services.qdrant import points, servers
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
     from omnilab.config import Settings
+    from omnilab.services.base import Endpoint
 
 MARK = "__omnilab_"
 #: Points per upload request (qdrant-client's usual batch).
@@ -54,6 +74,11 @@ BATCH = 256
 #: Points per scroll page when reading: local mode sorts every id for each page, so
 #: fewer, larger pages read a large collection many times faster.
 PAGE = 2048
+#: Writers against a server (as ``upload_points(parallel=4)``); local mode is one store
+#: in this process, written by one.
+WRITERS = 4
+#: How the checksums of :mod:`.points` are recorded (older records carry no method).
+CLIENT_METHOD = "json-float32"
 
 
 def production_client(settings: Settings) -> QdrantClient:
@@ -77,6 +102,26 @@ def production_client(settings: Settings) -> QdrantClient:
             ) from None
 
 
+def production_address(settings: Settings) -> servers.Address | None:
+    """Production's HTTP URL, gRPC port and key; None for local mode."""
+    url = settings.qdrant_url
+    if not url.startswith(("http://", "https://")):
+        return None
+    port = settings.qdrant_grpc_port
+    if port is None:
+        http_port = urlsplit(url).port
+        port = http_port + 1 if http_port else 6334
+    return servers.Address(url, port, settings.qdrant_api_key)
+
+
+def source_address(endpoint: Endpoint) -> servers.Address | None:
+    """The run's Qdrant as a server; None in local mode or without a gRPC port."""
+    if endpoint.path is not None or "grpc" not in endpoint.ports:
+        return None
+    url = f"http://{endpoint.host}:{endpoint.ports['http']}"
+    return servers.Address(url, endpoint.ports["grpc"], endpoint.credentials.password)
+
+
 def _is_local(client: QdrantClient) -> bool:
     from qdrant_client.local.qdrant_local import QdrantLocal
 
@@ -91,6 +136,9 @@ class QdrantPromoter(Promoter):
         self._prod: QdrantClient | None = None
         self._src: QdrantClient | None = None
         self._existing: tuple[str, str] | None = None  # (kind, physical name)
+        self._servers: dict[str, servers.QdrantServer | None] = {}
+        #: The run's collection's checksum, once computed (the run's data does not change).
+        self._source_sum: dict[str, Any] | None = None
 
     @property
     def prod(self) -> QdrantClient:
@@ -101,6 +149,13 @@ class QdrantPromoter(Promoter):
     @prod.setter
     def prod(self, client: QdrantClient) -> None:
         self._prod = client
+
+    def _reopen_prod(self) -> QdrantClient:
+        """A local-mode production opened again: it then returns what its storage holds."""
+        if self._prod is not None:
+            self._prod.close()
+            self._prod = None
+        return self.prod
 
     def _production_is_empty(self) -> bool:
         """A local-mode production folder that does not exist yet holds nothing (and a
@@ -116,11 +171,38 @@ class QdrantPromoter(Promoter):
             self._src = Qdrant().client(self.need_source())
         return self._src
 
+    def _server(self, side: str) -> servers.QdrantServer | None:
+        """The run's Qdrant (``"src"``) or production (``"prod"``) as a server reached
+        over gRPC; None for local mode, or where its gRPC port does not answer."""
+        if side in self._servers:
+            return self._servers[side]
+        if side == "prod":
+            address = production_address(self.settings)
+        else:
+            address = source_address(self.need_source())
+        server = None
+        if address is not None:
+            server = servers.QdrantServer(address)
+            if server.grpc_version() is None:
+                server.close()
+                server = None
+                if side == "prod":
+                    self.reporter.note(
+                        f"    {self.item.label}: production Qdrant's gRPC port "
+                        f"{address.grpc_port} does not answer (QDRANT_GRPC_PORT): points go "
+                        "through the HTTP API, several times slower"
+                    )
+        self._servers[side] = server
+        return server
+
     def close(self) -> None:
         if self._prod is not None:
             self._prod.close()
         if self._src is not None:
             self._src.close()
+        for server in self._servers.values():
+            if server is not None:
+                server.close()
 
     def physical(self, target: str) -> str:
         return f"{target}{MARK}{self.tag}"
@@ -189,7 +271,9 @@ class QdrantPromoter(Promoter):
                 plan.notes.append(
                     f"not atomic this once: {item.target} is a collection, not an alias; "
                     "between its deletion and the alias's creation (milliseconds) readers "
-                    "find no collection of that name. Later promotions switch atomically."
+                    "find no collection of that name. Later promotions switch atomically; "
+                    f"a rollback of this one makes {item.target} a collection again, with "
+                    "the same gap while it is restored."
                 )
             return plan
         for n in range(2, 10_000):
@@ -208,32 +292,57 @@ class QdrantPromoter(Promoter):
         raise PromotionFailed(f"{item.label}: no free version name")
 
     def _same(self, physical: str, count: int) -> bool:
+        """Does production's ``physical`` hold exactly the run's points?"""
         if self.prod.count(physical, exact=True).count != count:
             return False
+        src, prod = self._server("src"), self._server("prod")
+        if src is not None and prod is not None:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                theirs = pool.submit(self._source_digest, src)
+                ours = prod.digest(physical)
+                return ours == theirs.result()
         try:
             self._compare(self.src, self.item.name, self.prod, physical)
         except PromotionFailed:
             return False
         return True
 
-    # -- copy and compare ---------------------------------------------------------------
+    def _source_digest(
+        self, src: servers.QdrantServer, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        if self._source_sum is None:
+            self._source_sum = src.digest(self.item.name, progress.advance if progress else None)
+        elif progress is not None:
+            progress.advance(self._source_sum["points"])
+        return self._source_sum
+
+    # -- reading and comparing through qdrant-client ------------------------------------
 
     @staticmethod
     def _scroll(client: QdrantClient, name: str) -> Iterator[list[Any]]:
         offset = None
         while True:
-            points, offset = client.scroll(
+            batch, offset = client.scroll(
                 name, limit=PAGE, offset=offset, with_vectors=True, with_payload=True
             )
-            if points:
-                yield points
+            if batch:
+                yield batch
             if offset is None:
                 return
 
-    def _compare(self, src: QdrantClient, src_name: str, dst: QdrantClient, dst_name: str) -> None:
-        """Every point of ``dst_name`` against the point of the same id in ``src_name``;
+    def _client_digest(self, client: QdrantClient, name: str) -> dict[str, Any]:
+        payloads, vectors = Sum64(), Sum64()
+        for batch in self._scroll(client, name):
+            points.add_digests(batch, payloads, vectors)
+        return _checksum(payloads, vectors)
+
+    def _compare(self, src: QdrantClient, src_name: str, dst: QdrantClient, dst_name: str) -> float:
+        """Every point of ``dst_name`` against the point of the same id in ``src_name``
+        (vectors within float32 rounding); returns the largest vector difference, or
         raises PromotionFailed at the first difference."""
         cosine = _cosine_names(src.get_collection(src_name).config.params)
+        worst = 0.0
+        seen = 0
         for batch in self._scroll(dst, dst_name):
             theirs = {p.id: p for p in src.retrieve(
                 src_name, [p.id for p in batch], with_vectors=True, with_payload=True)}  # fmt: skip
@@ -241,93 +350,214 @@ class QdrantPromoter(Promoter):
             if missing:
                 raise PromotionFailed(f"point {missing[0]} is not in the run's collection")
             try:
-                points.compare([theirs[p.id] for p in batch], batch, cosine)
+                worst = max(worst, points.compare([theirs[p.id] for p in batch], batch, cosine))
             except points.PointsDiffer as exc:
                 raise PromotionFailed(str(exc)) from None
+            seen += len(batch)
+        expected = src.count(src_name, exact=True).count
+        if seen != expected:
+            raise PromotionFailed(f"{seen:,} points where the run's collection has {expected:,}")
+        return worst
 
     def _create_like(self, name: str, src: QdrantClient, src_name: str) -> None:
         from qdrant_client import models
 
         info = src.get_collection(src_name)
-        params = info.config.params
+        config = info.config
+        params = config.params
         self.prod.create_collection(
             name,
             vectors_config=params.vectors,
             sparse_vectors_config=params.sparse_vectors,
+            shard_number=params.shard_number,
             on_disk_payload=params.on_disk_payload,
-            hnsw_config=models.HnswConfigDiff(**info.config.hnsw_config.model_dump())
-            if info.config.hnsw_config
+            hnsw_config=models.HnswConfigDiff(**config.hnsw_config.model_dump())
+            if config.hnsw_config
             else None,
-            quantization_config=info.config.quantization_config,
+            optimizers_config=models.OptimizersConfigDiff(**config.optimizer_config.model_dump())
+            if config.optimizer_config
+            else None,
+            wal_config=models.WalConfigDiff(**config.wal_config.model_dump())
+            if config.wal_config
+            else None,
+            quantization_config=config.quantization_config,
         )
         for field, schema in (info.payload_schema or {}).items():
             self.prod.create_payload_index(
                 name, field, field_schema=schema.params or schema.data_type, wait=True
             )
 
+    # -- copy and verify ----------------------------------------------------------------
+
     def _copy_verified(
         self, from_run: bool, src_name: str, name: str, progress: Progress
     ) -> dict[str, Any]:
-        """Copy ``src_name`` (of the run's Qdrant, or production's own) to ``name``.
+        """Copy ``src_name`` (of the run's Qdrant, or production's own) to production's new
+        collection ``name`` and verify the copy; returns both sides' checksums, the copy
+        method and the seconds of copy and verification.
 
-        Each batch is read back as soon as it is written and compared with the points
-        still in memory: the source is read once, the copy once, and nothing is held but
-        the batches in flight. Returns both sides' checksums.
+        Raises PromotionFailed, naming a point where it can, when the copy differs.
         """
+        src = self._server("src" if from_run else "prod")
+        prod = self._server("prod")
+        if src is not None and prod is not None:
+            return self._copy_between_servers(from_run, src, prod, src_name, name, progress)
+        return self._copy_through_client(from_run, src_name, name, progress)
+
+    def _copy_between_servers(
+        self,
+        from_run: bool,
+        src: servers.QdrantServer,
+        prod: servers.QdrantServer,
+        src_name: str,
+        name: str,
+        progress: Progress,
+    ) -> dict[str, Any]:
+        client = self.src if from_run else self.prod
+        self._create_like(name, client, src_name)
+        params = client.get_collection(src_name).config.params
+        shards = src.shards(src_name)
+        snapshot = (
+            shards == list(range(params.shard_number or 1))
+            and getattr(params, "sharding_method", None) in (None, "auto")
+            and src.version() == prod.version()
+        )
+        began = time.monotonic()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            if snapshot:
+                method = "shard-snapshot"
+                # The source is read in full (its checksum) while its shards stream over.
+                if from_run:
+                    source_future = pool.submit(self._source_digest, src, progress)
+                else:
+                    source_future = pool.submit(src.digest, src_name, progress.advance)
+                for shard in shards or []:
+                    with src.shard_snapshot(src_name, shard) as chunks:
+                        prod.recover_shard(name, shard, chunks)
+                source = source_future.result()
+            else:
+                method = "points"
+                source = self._copy_points(src, prod, src_name, name, progress)
+                if from_run:
+                    self._source_sum = source
+        copied = time.monotonic()
+        target = prod.digest(name)
+        verified = time.monotonic()
+        if target != source:
+            self._refuse(from_run, src_name, name, source, target)
+        return {
+            "source": source,
+            "target": target,
+            "method": method,
+            "seconds": {"copy": round(copied - began, 4), "verify": round(verified - copied, 4)},
+        }
+
+    @staticmethod
+    def _copy_points(
+        src: servers.QdrantServer,
+        prod: servers.QdrantServer,
+        src_name: str,
+        name: str,
+        progress: Progress,
+    ) -> dict[str, Any]:
+        """Points from one server to the other as protobuf messages, ``WRITERS`` batches
+        in flight; returns the source's checksum, computed from the pages read."""
+        digest = servers.Digest()
+        with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+            pending: deque[Future[None]] = deque()
+            for page in src.scan(src_name):
+                structs = servers.as_point_structs(page)
+                digest.add(page)
+                for start in range(0, len(structs), BATCH):
+                    pending.append(pool.submit(prod.upsert, name, structs[start : start + BATCH]))
+                while len(pending) > 2 * WRITERS:
+                    pending.popleft().result()
+                progress.advance(len(page))
+            while pending:
+                pending.popleft().result()
+        return digest.checksum()
+
+    def _copy_through_client(
+        self, from_run: bool, src_name: str, name: str, progress: Progress
+    ) -> dict[str, Any]:
+        """Copy and verify with qdrant-client calls (local mode on either side, or no gRPC):
+        the source's checksum from the pages copied, the copy's from reading it in full
+        once written (a local-mode production reopened first: it then reads its storage)."""
+        from qdrant_client import models
+
         src = self.src if from_run else self.prod
         self._create_like(name, src, src_name)
         cosine = _cosine_names(src.get_collection(src_name).config.params)
-        sums = {"source": (Sum64(), Sum64()), "target": (Sum64(), Sum64())}
+        payloads, vectors = Sum64(), Sum64()
         lock = threading.Lock()
-        worst = [0.0]
 
         def copy(batch: list[Any]) -> None:
-            from qdrant_client import models
-
             self.prod.upsert(
                 name,
                 [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in batch],
                 wait=True,
             )
-            back = {p.id: p for p in self.prod.retrieve(
-                name, [p.id for p in batch], with_vectors=True, with_payload=True)}  # fmt: skip
-            missing = [p.id for p in batch if p.id not in back]
-            if missing:
-                raise PromotionFailed(f"point {missing[0]} is missing from the copy")
-            copies = [back[p.id] for p in batch]
-            try:
-                difference = points.compare(batch, copies, cosine)
-            except points.PointsDiffer as exc:
-                raise PromotionFailed(str(exc)) from None
             with lock:
-                worst[0] = max(worst[0], difference)
-                points.add_digests(batch, *sums["source"])
-                points.add_digests(copies, *sums["target"])
+                points.add_digests(batch, payloads, vectors)
             progress.advance(len(batch))
 
-        # Four writers against a server (as upload_points(parallel=4)); local mode is one
-        # store in this process, written by one.
-        workers = 1 if _is_local(self.prod) else 4
+        began = time.monotonic()
+        local_prod = _is_local(self.prod)
+        local_src = _is_local(src)
+        workers = 1 if local_prod else WRITERS
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: list[Future[None]] = []
+            pending: deque[Future[None]] = deque()
             for page in self._scroll(src, src_name):
                 for start in range(0, len(page), BATCH):
                     pending.append(pool.submit(copy, page[start : start + BATCH]))
                 while len(pending) > 2 * workers:
-                    pending.pop(0).result()
-            for future in pending:
-                future.result()
-        expected = src.count(src_name, exact=True).count
-        got = self.prod.count(name, exact=True).count
-        if got != expected or sums["source"][0].count != expected:
-            raise PromotionFailed(f"{name}: {got:,} points staged of {expected:,}")
-        result = {side: _checksum(*pair) for side, pair in sums.items()}
-        if _is_local(self.prod):
-            # Local mode keeps cosine vectors normalised in memory but stores them as given,
-            # and returns them so once reopened: what later readers (and the checks of
-            # rollback and of a second promotion) see is what was sent.
-            result["target"]["vectors_sum"] = result["source"]["vectors_sum"]
-        return {**result, "max_vector_difference": worst[0]}
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+        copied = time.monotonic()
+        source = _checksum(payloads, vectors)
+        if local_prod:
+            self._reopen_prod()
+            if not from_run:
+                src = self.prod
+        target = self._client_digest(self.prod, name)
+        result: dict[str, Any] = {"source": source, "target": target, "method": "points"}
+        if target != source:
+            renormalised = cosine and local_src and not local_prod and from_run
+            same_points = all(target[k] == source[k] for k in ("points", "payloads_sum", "method"))
+            if not (renormalised and same_points):
+                self._refuse(from_run, src_name, name, source, target)
+            # The server normalised the run's cosine vectors: each one compared instead.
+            result["max_vector_difference"] = self._compare(src, src_name, self.prod, name)
+            result["vectors"] = "compared point by point (cosine, normalised by the server)"
+        result["seconds"] = {
+            "copy": round(copied - began, 4),
+            "verify": round(time.monotonic() - copied, 4),
+        }
+        return result
+
+    def _refuse(
+        self,
+        from_run: bool,
+        src_name: str,
+        name: str,
+        source: dict[str, Any],
+        target: dict[str, Any],
+    ) -> None:
+        """The copy's checksums are not the source's: name the first point that differs
+        (point by point, only now), and fail."""
+        what = [k for k in source if k != "points" and source[k] != target.get(k)]
+        detail = f"{', '.join(what)} differ ({target['points']:,} points of {source['points']:,})"
+        try:
+            self._compare(self.src if from_run else self.prod, src_name, self.prod, name)
+        except PromotionFailed as exc:
+            detail = f"{exc}; {detail}"
+        raise PromotionFailed(
+            f"{self.item.label}: the copy in {name} is not the run's collection: {detail}"
+            if from_run
+            else f"{self.item.label}: the copy of production's {src_name} in {name} differs "
+            f"from it: {detail}"
+        )
 
     # -- stage ----------------------------------------------------------------------------
 
@@ -349,16 +579,19 @@ class QdrantPromoter(Promoter):
         record.staging = self._staging_names(record)
         physical = record.staging["collection"]
         backup = record.staging.get("backup")
+        replaced = None
         if backup:
             # The collection must go for its name to become an alias: a verified copy first.
             self.reporter.note(f"    {self.item.label}: copying production's {target} aside")
             aside = Progress(
                 self.reporter, f"{target} aside", record.plan.target_count or 0, "points"
             )
-            self._copy_verified(False, target, backup, aside)
+            replaced = self._copy_verified(False, target, backup, aside)["target"]
         result = self._copy_verified(True, self.item.name, physical, progress)
+        record.staging["copy_method"] = result.pop("method")
+        record.seconds.update(result.pop("seconds"))
         record.counts = {"source": result["source"]["points"], "target": result["target"]["points"]}
-        record.checksums = result
+        record.checksums = result if replaced is None else {**result, "replaced": replaced}
 
     # -- switch ---------------------------------------------------------------------------
 
@@ -370,21 +603,30 @@ class QdrantPromoter(Promoter):
         existing = record.plan.details.get("existing") or {}
         ops: list[Any] = []
         previous: str | None = None
+        kind: str | None = None
         if record.plan.action == "replace" and existing.get("kind") == "alias":
-            previous = existing["collection"]
+            previous, kind = existing["collection"], "alias"
             ops.append(
                 models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=target))
             )
         elif record.plan.action == "replace":
-            previous = record.staging["backup"]
+            previous, kind = record.staging["backup"], "collection"
             self.prod.delete_collection(target)
         ops.append(
             models.CreateAliasOperation(
                 create_alias=models.CreateAlias(collection_name=physical, alias_name=target)
             )
         )
-        self.prod.update_collection_aliases(change_aliases_operations=ops)
+        try:
+            self.prod.update_collection_aliases(change_aliases_operations=ops)
+        except Exception:
+            if kind == "collection" and self._lookup(target) is None:
+                # Deleted but not yet an alias: production's collection comes back first.
+                self._restore_collection(target, record.staging["backup"])
+            raise
         record.switch.update(alias=target, collection=physical, replaced=previous)
+        if kind is not None:
+            record.switch["replaced_kind"] = kind
 
     def intended_switch(self, record: ItemRecord) -> dict[str, Any]:
         existing = record.plan.details.get("existing") or {}
@@ -404,6 +646,15 @@ class QdrantPromoter(Promoter):
         target = record.switch.get("alias") or record.plan.target
         physical = record.staging["collection"]
         current = self._lookup(target)
+        previous = record.switch.get("replaced")
+        if previous and _replaced_kind(record) == "collection":
+            # Production's name was a collection: it becomes one again, as it was.
+            if current not in (None, ("alias", physical), ("collection", target)):
+                raise PromotionFailed(f"{target} no longer points at {physical}")
+            self._restore_collection(target, previous, current)
+            self.prod.delete_collection(physical)
+            self.prod.delete_collection(previous)
+            return
         if current is not None and current != ("alias", physical):
             raise PromotionFailed(f"{target} no longer points at {physical}")
         ops: list[Any] = []
@@ -411,7 +662,6 @@ class QdrantPromoter(Promoter):
             ops.append(
                 models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=target))
             )
-        previous = record.switch.get("replaced")
         if previous:
             ops.append(
                 models.CreateAliasOperation(
@@ -422,6 +672,54 @@ class QdrantPromoter(Promoter):
             self.prod.update_collection_aliases(change_aliases_operations=ops)
         self.prod.delete_collection(physical)
 
+    def _restore_collection(
+        self, target: str, backup: str, current: tuple[str, str] | None = None
+    ) -> None:
+        """Make ``target`` a collection again with ``backup``'s configuration and points
+        (verified), replacing the alias or the partial restoration ``current``.
+
+        Between servers the backup's collection snapshot is fetched first and uploaded
+        once the name is free, so readers miss the name only while the server loads it.
+        """
+        from qdrant_client import models
+
+        if self._lookup(backup) != ("collection", backup):
+            raise PromotionFailed(
+                f"{backup} (production's {target} as it was) is gone: cannot restore {target}"
+            )
+
+        def free_the_name() -> None:
+            if current is not None and current[0] == "alias":
+                delete = models.DeleteAlias(alias_name=target)
+                self.prod.update_collection_aliases(
+                    change_aliases_operations=[models.DeleteAliasOperation(delete_alias=delete)]
+                )
+            elif current is not None:
+                self.prod.delete_collection(target)
+
+        prod = self._server("prod")
+        if prod is None:
+            free_the_name()
+            done = Progress(self.reporter, f"{target} restored", 0, "points")
+            self._copy_verified(False, backup, target, done)
+            return
+        with tempfile.TemporaryDirectory(prefix="omnilab-qdrant-") as tmp:
+            path = Path(tmp) / "collection.snapshot"
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                expected = pool.submit(prod.digest, backup)
+                with prod.collection_snapshot(backup) as chunks, path.open("wb") as out:
+                    for chunk in chunks:
+                        out.write(chunk)
+                free_the_name()
+                with path.open("rb") as data:
+                    prod.recover_collection(target, iter(lambda: data.read(1 << 20), b""))
+                os.unlink(path)
+                got = prod.digest(target)
+                if got != expected.result():
+                    raise PromotionFailed(
+                        f"{target} restored from {backup} differs from it; {backup} is kept"
+                    )
+
     def is_switched(self, record: ItemRecord) -> bool:
         physical = record.staging.get("collection")
         return self._lookup(record.plan.target) == ("alias", physical)
@@ -430,10 +728,19 @@ class QdrantPromoter(Promoter):
         found = self._lookup(record.plan.target)
         if found is None:
             return None
-        payloads, vectors = Sum64(), Sum64()
-        for batch in self._scroll(self.prod, found[1]):
-            points.add_digests(batch, payloads, vectors)
-        return _checksum(payloads, vectors)
+        recorded = record.checksums.get("target") or {}
+        if recorded.get("method") == servers.METHOD:
+            prod = self._server("prod")
+            if prod is None:
+                raise PromotionFailed(
+                    f"{self.item.label}: production Qdrant's gRPC port does not answer "
+                    "(QDRANT_GRPC_PORT); its checksum was recorded over gRPC"
+                )
+            return prod.digest(found[1])
+        current = self._client_digest(self.prod, found[1])
+        if "method" not in recorded:
+            del current["method"]  # recorded before checksums named their method
+        return current
 
     def discard_staging(self, record: ItemRecord) -> list[str]:
         # The names recorded before the copy began; for a record made before they were
@@ -441,6 +748,12 @@ class QdrantPromoter(Promoter):
         names = {**self._staging_names(record), **record.staging}
         target = record.plan.target
         removed = []
+        backup = names.get("backup")
+        if backup and self._lookup(target) is None and self._lookup(backup) is not None:
+            # Production's collection was deleted for the switch, which did not happen:
+            # it comes back, the same points under the same name, before anything goes.
+            self._restore_collection(target, backup)
+            removed.append(f"(restored production's qdrant collection {target} from {backup})")
         for key in ("collection", "backup"):
             name = names.get(key)
             if not name or self._lookup(name) != ("collection", name) or self._aliased(name):
@@ -465,8 +778,21 @@ class QdrantPromoter(Promoter):
             self.prod.delete_collection(previous)
 
 
+def _replaced_kind(record: ItemRecord) -> str | None:
+    """What the switch replaced: an alias or a collection (older records: from the plan)."""
+    kind = record.switch.get("replaced_kind")
+    if kind is None:
+        kind = (record.plan.details.get("existing") or {}).get("kind")
+    return str(kind) if kind else None
+
+
 def _checksum(payloads: Sum64, vectors: Sum64) -> dict[str, Any]:
-    return {"points": payloads.count, "payloads_sum": payloads.hex, "vectors_sum": vectors.hex}
+    return {
+        "points": payloads.count,
+        "payloads_sum": payloads.hex,
+        "vectors_sum": vectors.hex,
+        "method": CLIENT_METHOD,
+    }
 
 
 def _cosine_names(params: Any) -> frozenset[str]:

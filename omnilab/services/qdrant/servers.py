@@ -1,0 +1,284 @@
+"""Reading and copying collections between two Qdrant servers, without qdrant-client's models.
+
+qdrant-client turns every point it reads into pydantic models of Python floats: reading
+100,000 points of 384 dimensions costs it about 30 s of CPU, and a promotion reads each
+side once. Here points travel as the servers' own protobuf messages over gRPC and are
+checksummed from their serialized bytes, so the Python side does one C call per point:
+
+- :meth:`QdrantServer.digest` reads a collection page by page and sums a hash of each
+  point: its id, payload and vectors as serialized deterministically (map entries sorted,
+  floats as the stored float32 bits). Two servers holding the same points give the same
+  sum whatever the order they return them in (``Sum64``).
+- :meth:`QdrantServer.shard_snapshot` streams a shard's snapshot as the source builds it
+  (``GET /collections/{name}/shards/{id}/snapshot``) and :meth:`QdrantServer.recover_shard`
+  uploads such a stream into a collection's shard: segments, payload indexes and the HNSW
+  graph are copied as files, so production does not index the points again. The bytes
+  pass through omnilab (production need not reach the run's stack).
+- :func:`as_point_structs` turns points read from one server into points to write to
+  another without decoding them: a read vector and a written vector have the same
+  protobuf fields, so the serialized bytes of one parse as the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import grpc
+    import httpx
+
+#: How a checksum of this module is computed, recorded beside it: a checksum is only ever
+#: compared with one computed the same way.
+METHOD = "grpc-protobuf"
+#: Points per gRPC page: 2,048 points of 384 dimensions are a 3 MB message.
+PAGE = 2048
+#: gRPC messages have no size limit here (a page of large vectors may pass 4 MB), and
+#: only identity encoding is accepted: Qdrant gzips every reply to a client that accepts
+#: gzip, which costs it ten times the CPU of reading the points (a loopback or LAN link
+#: does not need it).
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.compression_enabled_algorithms_bitset", 1),
+]
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a Qdrant server answers: its HTTP base URL, its gRPC port, its API key."""
+
+    url: str
+    grpc_port: int
+    api_key: str | None = None
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("https://")
+
+
+class QdrantServer:
+    """HTTP and gRPC connections to one Qdrant server."""
+
+    def __init__(self, address: Address, *, timeout: float = 600) -> None:
+        import grpc
+        import httpx
+        from qdrant_client import grpc as qg
+
+        self.address = address
+        headers = {"api-key": address.api_key} if address.api_key else {}
+        # identity: the server would otherwise gzip a snapshot stream, at its CPU's cost.
+        self.http: httpx.Client = httpx.Client(
+            base_url=address.url.rstrip("/"),
+            headers={**headers, "accept-encoding": "identity"},
+            timeout=timeout,
+        )
+        target = f"{address.host}:{address.grpc_port}"
+        self._channel: grpc.Channel = (
+            grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=_CHANNEL_OPTIONS)
+            if address.tls
+            else grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        )
+        self._metadata = tuple(headers.items())
+        self._timeout = timeout
+        self.points = qg.PointsStub(self._channel)
+        self._service = qg.QdrantStub(self._channel)
+
+    def close(self) -> None:
+        self.http.close()
+        self._channel.close()
+
+    def __enter__(self) -> QdrantServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- what the server is ---------------------------------------------------------------
+
+    def version(self) -> str:
+        response = self.http.get("/")
+        response.raise_for_status()
+        return str(response.json().get("version", "?"))
+
+    def grpc_version(self, timeout: float = 3.0) -> str | None:
+        """The version the gRPC port reports, or None when nothing answers there."""
+        import grpc
+        from qdrant_client import grpc as qg
+
+        try:
+            reply = self._service.HealthCheck(
+                qg.HealthCheckRequest(), metadata=self._metadata, timeout=timeout
+            )
+        except grpc.RpcError:
+            return None
+        return str(reply.version)
+
+    def shards(self, name: str) -> list[int] | None:
+        """Ids of the collection's shards when all of them are on this server (a single
+        node), else None."""
+        response = self.http.get(f"/collections/{name}/cluster")
+        response.raise_for_status()
+        info = response.json()["result"]
+        if info.get("remote_shards") or info.get("shard_transfers"):
+            return None
+        local = info.get("local_shards") or []
+        if any(s.get("state") != "Active" for s in local):
+            return None
+        return sorted(int(s["shard_id"]) for s in local)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def scan(self, name: str, *, page: int = PAGE) -> Iterator[Sequence[Any]]:
+        """Every point of ``name`` with payload and vectors, a page (protobuf
+        ``RetrievedPoint``s) at a time, in id order."""
+        from qdrant_client import grpc as qg
+
+        offset = None
+        while True:
+            request = qg.ScrollPoints(
+                collection_name=name,
+                limit=page,
+                offset=offset,
+                with_payload=qg.WithPayloadSelector(enable=True),
+                with_vectors=qg.WithVectorsSelector(enable=True),
+            )
+            reply = self.points.Scroll(request, metadata=self._metadata, timeout=self._timeout)
+            if reply.result:
+                yield reply.result
+            if not reply.HasField("next_page_offset"):
+                return
+            offset = reply.next_page_offset
+
+    def digest(self, name: str, progress: Any = None) -> dict[str, Any]:
+        """The checksum of every point of ``name``, read from this server alone."""
+        digest = Digest()
+        for points in self.scan(name):
+            digest.add(points)
+            if progress is not None:
+                progress(len(points))
+        return digest.checksum()
+
+    # -- writing --------------------------------------------------------------------------
+
+    def upsert(self, name: str, points: Sequence[Any]) -> None:
+        from qdrant_client import grpc as qg
+
+        request = qg.UpsertPoints(collection_name=name, wait=True, points=points)
+        self.points.Upsert(request, metadata=self._metadata, timeout=self._timeout)
+
+    # -- shard snapshots ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def shard_snapshot(self, name: str, shard: int) -> Iterator[Iterator[bytes]]:
+        """The shard's snapshot (a tar archive) as the server writes it, in chunks."""
+        with self.http.stream("GET", f"/collections/{name}/shards/{shard}/snapshot") as response:
+            _raise_for(response)
+            yield response.iter_raw(1 << 20)
+
+    def recover_shard(self, name: str, shard: int, chunks: Iterable[bytes]) -> None:
+        """Replace shard ``shard`` of the (existing) collection ``name`` with the snapshot
+        streamed in ``chunks``; returns when the server has loaded it."""
+        self._upload(f"/collections/{name}/shards/{shard}/snapshots/upload", chunks)
+
+    def recover_collection(self, name: str, chunks: Iterable[bytes]) -> None:
+        """Create collection ``name`` from a collection snapshot (configuration included)."""
+        self._upload(f"/collections/{name}/snapshots/upload", chunks)
+
+    def _upload(self, path: str, chunks: Iterable[bytes]) -> None:
+        boundary = uuid.uuid4().hex
+
+        def body() -> Iterator[bytes]:
+            yield (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="snapshot"; '
+                'filename="omnilab.snapshot"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            ).encode()
+            yield from chunks
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        response = self.http.post(
+            path,
+            params={"wait": "true", "priority": "snapshot"},
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+            content=body(),
+        )
+        _raise_for(response)
+
+    @contextlib.contextmanager
+    def collection_snapshot(self, name: str) -> Iterator[Iterator[bytes]]:
+        """A snapshot of the whole collection (configuration and every shard), created on
+        the server, streamed, and deleted from the server afterwards."""
+        response = self.http.post(f"/collections/{name}/snapshots", params={"wait": "true"})
+        _raise_for(response)
+        snapshot = response.json()["result"]["name"]
+        try:
+            with self.http.stream("GET", f"/collections/{name}/snapshots/{snapshot}") as data:
+                _raise_for(data)
+                yield data.iter_raw(1 << 20)
+        finally:
+            with contextlib.suppress(Exception):
+                self.http.delete(f"/collections/{name}/snapshots/{snapshot}")
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    response.read()
+    try:
+        detail = response.json()["status"]["error"]
+    except Exception:
+        detail = response.text[:200]
+    raise RuntimeError(f"qdrant {response.request.method} {response.url.path}: {detail}")
+
+
+class Digest:
+    """The checksum of a set of points, whatever the order they are added in.
+
+    Each point (protobuf ``RetrievedPoint``: id, payload, vectors) is serialized
+    deterministically (map entries sorted: a server returns a payload's keys in any
+    order) and hashed; the hashes are summed modulo 2**64, a page at a time as one array
+    (as :class:`~omnilab.services.promotable.Sum64` does one by one).
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.points = 0
+
+    def add(self, points: Sequence[Any]) -> None:
+        serialized = [p.SerializeToString(deterministic=True) for p in points]
+        hashes = b"".join([blake2b(data, digest_size=8).digest() for data in serialized])
+        page = int(np.frombuffer(hashes, dtype=">u8").sum(dtype=np.uint64))
+        self.total = (self.total + page) & 0xFFFF_FFFF_FFFF_FFFF
+        self.points += len(points)
+
+    def checksum(self) -> dict[str, Any]:
+        return {"points": self.points, "sum": f"{self.total:016x}", "method": METHOD}
+
+
+def as_point_structs(points: Iterable[Any]) -> list[Any]:
+    """Read points (``RetrievedPoint``) as points to write (``PointStruct``).
+
+    ``VectorsOutput`` and ``Vectors`` (and the vectors inside them) number their fields
+    alike, so one's serialized bytes parse as the other: no float is decoded.
+    """
+    from qdrant_client import grpc as qg
+
+    return [
+        qg.PointStruct(
+            id=p.id,
+            payload=p.payload,
+            vectors=qg.Vectors.FromString(p.vectors.SerializeToString()),
+        )
+        for p in points
+    ]
