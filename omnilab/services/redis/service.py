@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 from omnilab.errors import ServiceUnavailable
-from omnilab.redact import redact
+from omnilab.redact import redact_url
 from omnilab.services.base import (
     DEBIAN_SUITE,
     BuiltImage,
@@ -199,8 +200,9 @@ class Redis(Service):
 
     def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:
         password = endpoint.credentials.password
-        auth = f":{password if secrets else redact(password)}@" if password else ""
-        return f"redis://{auth}{endpoint.host}:{endpoint.port}/0"
+        auth = f":{quote(password, safe='')}@" if password else ""
+        url = f"redis://{auth}{endpoint.host}:{endpoint.port}/0"
+        return url if secrets else redact_url(url)
 
     def server_version(self, endpoint: Endpoint) -> str | None:
         client = self._connect(endpoint, socket_timeout=2)
