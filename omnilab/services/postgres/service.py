@@ -14,7 +14,6 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
-from urllib.parse import quote
 
 from omnilab.errors import ServiceUnavailable
 from omnilab.redact import redact_url
@@ -272,8 +271,7 @@ class Postgres(Service):
 
     def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:
         creds = endpoint.credentials
-        user = quote(creds.username or self.user, safe="")
-        auth = f"{user}:{quote(creds.password, safe='')}@" if creds.password else ""
+        auth = f"{creds.username or self.user}:{creds.password}@" if creds.password else ""
         database = creds.database or self.database
         url = f"postgresql://{auth}{endpoint.host}:{endpoint.port}/{database}"
         return url if secrets else redact_url(url)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import quote
 
 from omnilab.errors import ServiceUnavailable
 from omnilab.redact import redact_url
@@ -200,7 +199,7 @@ class Redis(Service):
 
     def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:
         password = endpoint.credentials.password
-        auth = f":{quote(password, safe='')}@" if password else ""
+        auth = f":{password}@" if password else ""
         url = f"redis://{auth}{endpoint.host}:{endpoint.port}/0"
         return url if secrets else redact_url(url)
 
