@@ -132,7 +132,8 @@ class Ollama(Service):
 
     def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:
         if endpoint.external_url:
-            return endpoint.external_url
+            # OLLAMA_BASE_URL is the user's: it may hold credentials.
+            return endpoint.external_url if secrets else redact_url(endpoint.external_url)
         return f"http://{endpoint.host}:{endpoint.port}"
 
     def probe(self, endpoint: Endpoint) -> None:

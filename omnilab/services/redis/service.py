@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import ServiceUnavailable
-from omnilab.redact import redact
+from omnilab.redact import redact_url
 from omnilab.services.base import (
     DEBIAN_SUITE,
     BuiltImage,
@@ -199,8 +199,9 @@ class Redis(Service):
 
     def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:
         password = endpoint.credentials.password
-        auth = f":{password if secrets else redact(password)}@" if password else ""
-        return f"redis://{auth}{endpoint.host}:{endpoint.port}/0"
+        auth = f":{password}@" if password else ""
+        url = f"redis://{auth}{endpoint.host}:{endpoint.port}/0"
+        return url if secrets else redact_url(url)
 
     def server_version(self, endpoint: Endpoint) -> str | None:
         client = self._connect(endpoint, socket_timeout=2)
