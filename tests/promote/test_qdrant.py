@@ -126,7 +126,7 @@ def test_promotion_between_servers_switches_atomically_verified_and_rolls_back(
     assert production.snapshot() == before
 
 
-@pytest.mark.parametrize("copy", ["shard-snapshot", "points"])
+@pytest.mark.parametrize("copy", ["shard-snapshot via omnilab", "points"])
 def test_a_point_changed_in_the_staged_copy_fails_the_promotion(
     production: Production, monkeypatch: pytest.MonkeyPatch, copy: str
 ) -> None:
@@ -134,9 +134,16 @@ def test_a_point_changed_in_the_staged_copy_fails_the_promotion(
     promote(first.id, reporter=Q)
     before = production.snapshot()
     run = run_qdrant(seed=2, n_points=300)
+
+    def unreachable(*args: Any) -> None:
+        raise RuntimeError("qdrant PUT .../snapshots/recover: connection refused")
+
     if copy == "points":
         # As when a shard is not on the server's own node: points are copied instead.
         monkeypatch.setattr(servers.QdrantServer, "shards", lambda self, name: None)
+    else:
+        # As when production cannot reach the run's Qdrant: omnilab streams the snapshot.
+        monkeypatch.setattr(servers.QdrantServer, "pull_shard", unreachable)
     # Once the copy is complete, and before it is read back, another client changes one
     # point of it in production: a vector after a snapshot, a payload after a copy.
     digest = servers.QdrantServer.digest
@@ -146,7 +153,7 @@ def test_a_point_changed_in_the_staged_copy_fails_the_promotion(
         if MARK in name and name not in before["qdrant"]["collections"] and not changed:
             client = production.qdrant()
             try:
-                if copy == "shard-snapshot":
+                if copy != "points":
                     vector = models.PointVectors(id=7, vector=[0.25] * 16)
                     client.update_vectors(name, [vector], wait=True)
                 else:
@@ -157,13 +164,15 @@ def test_a_point_changed_in_the_staged_copy_fails_the_promotion(
         return digest(self, name, progress)
 
     monkeypatch.setattr(servers.QdrantServer, "digest", change_then_digest)
-    what = "vectors" if copy == "shard-snapshot" else "payloads"
-    with pytest.raises(PromotionFailed, match=rf"point 7: {what} differ.*{what}_sum differ"):
+    what = "vectors" if copy != "points" else "payloads"
+    with pytest.raises(PromotionFailed, match=rf"point 7: {what} differ; sum differ"):
         promote(run.id, on_conflict="replace", reporter=Q)
     assert changed
     assert production.snapshot() == before
     [record] = omnilab.Run.load(run.id).promotions
-    assert record.status == "failed" and record.items[0].staging["collection"] == changed[0]
+    [item] = record.items
+    assert record.status == "failed" and item.staging["collection"] == changed[0]
+    assert item.staging["copy_method"] == copy
 
 
 def test_a_promotion_killed_during_its_copy_leaves_readers_unaffected(

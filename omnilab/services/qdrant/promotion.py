@@ -8,7 +8,8 @@ collection of its own, ``<name>__omnilab_<promotion>``:
   indexes; production readers do not use it, nothing points at it yet. Between two
   servers of the same version, each shard's snapshot is streamed from the run's Qdrant
   into the staged collection's shard (segments, payload indexes and HNSW graph arrive as
-  files: nothing to index again); otherwise the points are copied, four writers at a time.
+  files: nothing to index again), fetched by production itself where both are on this
+  host, through omnilab otherwise; else the points are copied, four writers at a time.
 - Verify: checksums of every point (id, payload, vectors), each computed from what its
   own server returns when read in full (the run's collection while the copy runs, the
   staged collection once it is complete): no value goes from one side's checksum to the
@@ -139,6 +140,8 @@ class QdrantPromoter(Promoter):
         self._servers: dict[str, servers.QdrantServer | None] = {}
         #: The run's collection's checksum, once computed (the run's data does not change).
         self._source_sum: dict[str, Any] | None = None
+        #: How the last copy went ("shard-snapshot", "points"...), once known.
+        self._copy_method: str | None = None
 
     @property
     def prod(self) -> QdrantClient:
@@ -398,6 +401,7 @@ class QdrantPromoter(Promoter):
 
         Raises PromotionFailed, naming a point where it can, when the copy differs.
         """
+        self._copy_method = None
         src = self._server("src" if from_run else "prod")
         prod = self._server("prod")
         if src is not None and prod is not None:
@@ -425,18 +429,19 @@ class QdrantPromoter(Promoter):
         began = time.monotonic()
         with ThreadPoolExecutor(max_workers=1) as pool:
             if snapshot:
-                method = "shard-snapshot"
+                method = self._copy_method = "shard-snapshot"
                 # The source is read in full (its checksum) while its shards stream over.
                 if from_run:
                     source_future = pool.submit(self._source_digest, src, progress)
                 else:
                     source_future = pool.submit(src.digest, src_name, progress.advance)
                 for shard in shards or []:
-                    with src.shard_snapshot(src_name, shard) as chunks:
-                        prod.recover_shard(name, shard, chunks)
+                    method = self._copy_method = self._transfer_shard(
+                        src, prod, src_name, name, shard
+                    )
                 source = source_future.result()
             else:
-                method = "points"
+                method = self._copy_method = "points"
                 source = self._copy_points(src, prod, src_name, name, progress)
                 if from_run:
                     self._source_sum = source
@@ -451,6 +456,29 @@ class QdrantPromoter(Promoter):
             "method": method,
             "seconds": {"copy": round(copied - began, 4), "verify": round(verified - copied, 4)},
         }
+
+    def _transfer_shard(
+        self,
+        src: servers.QdrantServer,
+        prod: servers.QdrantServer,
+        src_name: str,
+        name: str,
+        shard: int,
+    ) -> str:
+        """One shard's snapshot into the staged collection: downloaded by production
+        itself where both servers are on this host, else streamed through omnilab."""
+        if _loopback(src.address.host) and _loopback(prod.address.host):
+            try:
+                prod.pull_shard(name, shard, src, src_name)
+                return "shard-snapshot"
+            except RuntimeError as exc:  # production cannot reach it (a container?)
+                self.reporter.note(
+                    f"    {self.item.label}: production could not fetch the run's shard "
+                    f"snapshot itself ({exc}); streaming it through omnilab"
+                )
+        with src.shard_snapshot(src_name, shard) as chunks:
+            prod.recover_shard(name, shard, chunks)
+        return "shard-snapshot via omnilab"
 
     @staticmethod
     def _copy_points(
@@ -501,6 +529,7 @@ class QdrantPromoter(Promoter):
                 points.add_digests(batch, payloads, vectors)
             progress.advance(len(batch))
 
+        self._copy_method = "points"
         began = time.monotonic()
         local_prod = _is_local(self.prod)
         local_src = _is_local(src)
@@ -587,8 +616,12 @@ class QdrantPromoter(Promoter):
                 self.reporter, f"{target} aside", record.plan.target_count or 0, "points"
             )
             replaced = self._copy_verified(False, target, backup, aside)["target"]
-        result = self._copy_verified(True, self.item.name, physical, progress)
-        record.staging["copy_method"] = result.pop("method")
+        try:
+            result = self._copy_verified(True, self.item.name, physical, progress)
+        finally:  # recorded even when the copy is refused
+            if self._copy_method:
+                record.staging["copy_method"] = self._copy_method
+        del result["method"]
         record.seconds.update(result.pop("seconds"))
         record.counts = {"source": result["source"]["points"], "target": result["target"]["points"]}
         record.checksums = result if replaced is None else {**result, "replaced": replaced}
@@ -776,6 +809,10 @@ class QdrantPromoter(Promoter):
         previous = record.switch.get("replaced")
         if previous and not self._aliased(previous):
             self.prod.delete_collection(previous)
+
+
+def _loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
 def _replaced_kind(record: ItemRecord) -> str | None:

@@ -9,11 +9,12 @@ checksummed from their serialized bytes, so the Python side does one C call per 
   point: its id, payload and vectors as serialized deterministically (map entries sorted,
   floats as the stored float32 bits). Two servers holding the same points give the same
   sum whatever the order they return them in (``Sum64``).
-- :meth:`QdrantServer.shard_snapshot` streams a shard's snapshot as the source builds it
-  (``GET /collections/{name}/shards/{id}/snapshot``) and :meth:`QdrantServer.recover_shard`
-  uploads such a stream into a collection's shard: segments, payload indexes and the HNSW
-  graph are copied as files, so production does not index the points again. The bytes
-  pass through omnilab (production need not reach the run's stack).
+- :meth:`QdrantServer.pull_shard` has production download a shard's snapshot from the
+  source as the source builds it (``GET /collections/{name}/shards/{id}/snapshot``) into a
+  collection's shard: segments, payload indexes and the HNSW graph are copied as files,
+  so production does not index the points again. Where production cannot reach the
+  source, :meth:`QdrantServer.shard_snapshot` and :meth:`QdrantServer.recover_shard` pass
+  the same stream through omnilab.
 - :func:`as_point_structs` turns points read from one server into points to write to
   another without decoding them: a read vector and a written vector have the same
   protobuf fields, so the serialized bytes of one parse as the other.
@@ -191,6 +192,23 @@ class QdrantServer:
         """Replace shard ``shard`` of the (existing) collection ``name`` with the snapshot
         streamed in ``chunks``; returns when the server has loaded it."""
         self._upload(f"/collections/{name}/shards/{shard}/snapshots/upload", chunks)
+
+    def pull_shard(self, name: str, shard: int, source: QdrantServer, source_name: str) -> None:
+        """Replace shard ``shard`` of ``name`` with the same shard of ``source_name`` on
+        ``source``, which this server downloads itself as ``source`` streams it (with
+        ``source``'s API key): no byte passes through omnilab."""
+        body: dict[str, Any] = {
+            "location": f"{source.address.url}/collections/{source_name}/shards/{shard}/snapshot",
+            "priority": "snapshot",
+        }
+        if source.address.api_key:
+            body["api_key"] = source.address.api_key
+        response = self.http.put(
+            f"/collections/{name}/shards/{shard}/snapshots/recover",
+            params={"wait": "true"},
+            json=body,
+        )
+        _raise_for(response)
 
     def recover_collection(self, name: str, chunks: Iterable[bytes]) -> None:
         """Create collection ``name`` from a collection snapshot (configuration included)."""
