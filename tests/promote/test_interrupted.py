@@ -138,9 +138,11 @@ def test_killed_during_the_qdrant_copy_leaves_no_collection_behind(
     assert killed.status == "running" and not killed.committed_at
     tag = killed.id[:12]
     staged = production.snapshot()["qdrant"]["collections"]
-    # The copy aside is complete, the run's copy has its first batch of 256 points.
-    assert len(staged[f"docs__omnilab_{tag}"]) == 256
-    assert len(staged[f"docs__omnilab_replaced_{tag}"]) == 1
+    # The copy aside is complete; the run's copy stopped after its first step (a batch of
+    # points, or the whole shard snapshot where both sides are servers on this host).
+    copied = len(staged[f"docs__omnilab_{tag}"]["points"])
+    assert 0 < copied <= 600
+    assert len(staged[f"docs__omnilab_replaced_{tag}"]["points"]) == 1
     assert visible(production.snapshot()) == visible(before)
     assert wait_until(lambda: not stack_processes(workdir / "data"), timeout=15)
     recovered = run_cli("promotions", "recover")
@@ -149,7 +151,7 @@ def test_killed_during_the_qdrant_copy_leaves_no_collection_behind(
     record = promotion(run.id, killed.id)
     assert record.status == "failed" and not record.committed_at and record.recovered
     assert record.recovered.endswith(
-        f"removed qdrant collection docs__omnilab_{tag} (256 points), "
+        f"removed qdrant collection docs__omnilab_{tag} ({copied} points), "
         f"qdrant collection docs__omnilab_replaced_{tag} (1 point)"
     ), record.recovered
-    assert record.short_id in recovered.stdout and "(256 points)" in recovered.stdout
+    assert record.short_id in recovered.stdout and f"({copied} points)" in recovered.stdout
