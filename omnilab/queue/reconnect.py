@@ -148,7 +148,9 @@ _STORE_REFUSALS = (
 def store_outage(error: BaseException) -> bool:
     """Whether ``error`` (opening or using the tracking store) is the store being away,
     which is waited for, rather than a refusal that waiting would not change."""
-    if not isinstance(error, psycopg.OperationalError | TrackingStoreError):
+    if not isinstance(
+        error, psycopg.OperationalError | psycopg.InterfaceError | TrackingStoreError
+    ):
         return False
     text = str(error).lower()
     return not any(refusal in text for refusal in _STORE_REFUSALS)

@@ -19,8 +19,8 @@ The processes of a worker, and where each one's code is:
 
 Outages of the queue's Redis are waited out (:mod:`omnilab.queue.reconnect`): a slot
 never ends for one. It ends when told to, or on an error it cannot wait out; then it
-writes the reason to its ``--cause-file`` for the worker, which restarts it or, when the
-error is fatal (exit status :data:`FATAL`), stops with that reason.
+writes the reason to its ``--cause-fd`` (a pipe) for the worker, which restarts it or,
+when the error is fatal (exit status :data:`FATAL`), stops with that reason.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import signal
 import sys
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -198,6 +197,12 @@ class SlotWorker(Worker):
         if self._spare is not None and not self.is_horse:
             self._spare.discard()
             self._spare = None
+        listener: Any = self.pubsub_thread  # rq annotates it as always None
+        if listener is not None:
+            # rq unsubscribes, then stops its stop-job listener and waits for it: one
+            # whose loop came round between the two waits (up to a minute) for the
+            # subscription that will not come back. Told first, it ends on the reply.
+            listener.stop(timeout=0)
         with contextlib.suppress(redis.RedisError, QueueFatal):
             super().teardown()
 
@@ -268,17 +273,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", default=None)
     parser.add_argument("--queue", action="append", required=True)
     parser.add_argument("--parent", type=int, required=True)
-    parser.add_argument("--cause-file", type=Path, default=None)
+    parser.add_argument("--cause-fd", type=int, default=None)
     args = parser.parse_args(argv)
     die_with_parent(signal.SIGKILL, args.parent)
+    if args.cause_fd is not None:
+        os.set_inheritable(args.cause_fd, False)  # not for what runs exec
 
     def ended(error: BaseException | None, status: int) -> int:
         """Say why the slot ends, to the worker's output and to the worker."""
         cause = _cause(error)
         print(f"worker {args.worker_id}: slot {args.index}: ended: {cause}", file=sys.stderr)
-        if args.cause_file is not None:
+        if args.cause_fd is not None:
             with contextlib.suppress(OSError):
-                args.cause_file.write_text(cause + "\n")
+                os.write(args.cause_fd, (cause + "\n").encode()[:4096])
         return status
 
     settings = get_queue_settings()

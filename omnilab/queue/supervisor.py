@@ -24,15 +24,12 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -91,6 +88,7 @@ class _SlotProcess:
     proc: subprocess.Popen[bytes] | None = None
     deaths: list[float] = field(default_factory=list)
     restart_at: float | None = None  # dead, to be started again then
+    cause: int | None = None  # read end of the pipe where the slot says why it ended
 
 
 class Supervisor:
@@ -118,8 +116,6 @@ class Supervisor:
         self._signals = 0
         self._last_error = ""
         self._reconciler: Reconciler | None = None
-        # Where each slot leaves the reason it ended (see omnilab.queue.slot).
-        self._causes = Path(tempfile.mkdtemp(prefix="omnilab-worker-"))
         self._store_down_since: float | None = None
         self._store_retry_s = 0.0
 
@@ -161,16 +157,37 @@ class Supervisor:
             argv += ["--queue", queue]
         if slot.gpu is not None:
             argv += ["--gpu", slot.gpu]
-        cause = self._cause_file(slot)
-        cause.unlink(missing_ok=True)
-        argv += ["--cause-file", str(cause)]
+        # Where the slot says why it ended (a pipe: nothing to clean up after a SIGKILL).
+        self._close_cause(slot)
+        slot.cause, write_end = os.pipe()
+        argv += ["--cause-fd", str(write_end)]
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": slot.gpu or ""}
-        # A process group of its own: a Ctrl-C in the terminal reaches the supervisor
-        # alone, which decides what the slots are told.
-        slot.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, process_group=0)
+        try:
+            # A process group of its own: a Ctrl-C in the terminal reaches the supervisor
+            # alone, which decides what the slots are told.
+            slot.proc = subprocess.Popen(
+                argv, env=env, stdin=subprocess.DEVNULL, process_group=0, pass_fds=(write_end,)
+            )
+        finally:
+            os.close(write_end)
 
-    def _cause_file(self, slot: _SlotProcess) -> Path:
-        return self._causes / f"slot-{slot.index}"
+    @staticmethod
+    def _close_cause(slot: _SlotProcess) -> None:
+        if slot.cause is not None:
+            with contextlib.suppress(OSError):
+                os.close(slot.cause)
+            slot.cause = None
+
+    @staticmethod
+    def _read_cause(slot: _SlotProcess) -> str:
+        """What the dead slot said about its end ("" if nothing)."""
+        if slot.cause is None:
+            return ""
+        os.set_blocking(slot.cause, False)
+        try:
+            return os.read(slot.cause, 4096).decode(errors="replace").strip()
+        except OSError:  # nothing written (its children may hold the pipe open)
+            return ""
 
     def _check_slots(self) -> None:
         """Restart dead slots, after a delay that grows while they keep dying; stop the
@@ -181,10 +198,7 @@ class Supervisor:
                 continue
             if slot.restart_at is None:
                 status = slot.proc.returncode
-                try:
-                    cause = self._cause_file(slot).read_text().strip()
-                except OSError:
-                    cause = ""
+                cause = self._read_cause(slot)
                 why = f"exit status {status}" + (f": {cause}" if cause else "")
                 if status == FATAL:
                     raise OmnilabError(f"worker {self.id}: slot {slot.index}: {cause}; stopping")
@@ -244,7 +258,8 @@ class Supervisor:
                 with contextlib.suppress(Exception):
                     store.close()
                 broker.close()
-                shutil.rmtree(self._causes, ignore_errors=True)
+                for slot in self.slots:
+                    self._close_cause(slot)
         self.reporter.note(f"worker {self.id}: stopped")
         return 0
 
@@ -302,7 +317,7 @@ class Supervisor:
         except (psycopg.Error, OSError) as exc:
             if not store_outage(exc):
                 raise OmnilabError(
-                    f"worker {self.id}: the tracking store at {store.location} refuses it: "
+                    f"worker {self.id}: cannot use the tracking store at {store.location}: "
                     f"{_first_line(exc)}; stopping"
                 ) from None
             if self._store_down_since is None:

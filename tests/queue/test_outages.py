@@ -84,7 +84,8 @@ def test_a_queue_outage_kills_no_slot_and_runs_queued_during_it_start_after(
     down with them, the restarted slots met their own registrations, and the worker
     stopped. Now every slot waits for Redis, and nothing is lost or run twice."""
     worker = start_worker("--concurrency", "2")
-    assert wait_until(lambda: len(_slots(worker)) == 2, timeout=30)
+    client = redis_server.client()
+    assert wait_until(lambda: Worker.count(connection=client) == 2, timeout=60)
     slots = _slots(worker)
     finishing = [api.queue("Quick", {"n": 1, "pause": 4}) for _ in range(2)]
     both = lambda: all(api.run(r)["status"] == "running" for r in finishing)  # noqa: E731
@@ -118,7 +119,7 @@ def test_a_restarted_slot_clears_the_registration_its_predecessor_left(
 ) -> None:
     worker = start_worker("--concurrency", "1")
     client = redis_server.client()
-    assert wait_until(lambda: Worker.count(connection=client) == 1, timeout=30)
+    assert wait_until(lambda: Worker.count(connection=client) == 1, timeout=60)
     (slot,) = _slots(worker)
     os.kill(slot, signal.SIGKILL)  # its registration stays in Redis, live for minutes
     worker.wait_for("restarting it")
@@ -144,7 +145,7 @@ def test_a_tracking_store_outage_kills_no_worker_and_ends_no_run(
         api = start_api(workdir, {**server_env(redis_server), **ttl})
         # The workers' sweeps at their default pace: the API's come first.
         worker = start_worker("--concurrency", "2", env={**ttl, "OMNILAB_RECONCILE_INTERVAL": "5"})
-        assert wait_until(lambda: len(_slots(worker)) == 2, timeout=30)
+        assert wait_until(lambda: len(_slots(worker)) == 2, timeout=60)
         slots = _slots(worker)
         spanning = api.queue("GpuEcho", {"hold": 12})  # no services, no metrics
         api.wait_status(spanning, "running")
@@ -181,7 +182,7 @@ def test_a_worker_stops_on_a_fatal_error_and_names_it(
     saying why, instead of dying over and over without a reason."""
     worker = start_worker("--concurrency", "1")
     client = redis_server.client()
-    assert wait_until(lambda: Worker.count(connection=client) == 1, timeout=30)
+    assert wait_until(lambda: Worker.count(connection=client) == 1, timeout=60)
     redis_server.kill()
     redis_server.password = "another-password"
     (redis_server.folder / "redis.conf").write_text(f"requirepass {redis_server.password}\n")
