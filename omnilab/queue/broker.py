@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from redis.retry import Retry
 from rq import Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -39,14 +40,21 @@ class QueueUnavailable(OmnilabError):
 class Broker:
     """The queues of one omnilab deployment on one Redis."""
 
-    def __init__(self, url: str, queue: str) -> None:
+    def __init__(self, url: str, queue: str, *, retry: Retry | None = None) -> None:
+        """``retry``: the client's retry policy; a worker's slots wait out outages
+        (:class:`omnilab.queue.reconnect.Reconnect`), the API and sweeps fail fast."""
         self.url = url
         self.queue = queue
         self.gpu_queue = f"{queue}-gpu"
         self._queues: dict[str, Queue] = {}
         try:
+            options: dict[str, Any] = {"retry": retry} if retry is not None else {}
             self.redis = redis.Redis.from_url(
-                url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
+                url,
+                socket_connect_timeout=2,
+                socket_timeout=10,
+                health_check_interval=30,
+                **options,
             )
         except ValueError as exc:
             raise QueueUnavailable(
