@@ -27,6 +27,7 @@ from omnilab.errors import (
 )
 from omnilab.experiment import Experiment, Params
 from omnilab.notebook import Comparison, RunTable, compare, runs
+from omnilab.resources import Resources
 from omnilab.runner import run
 from omnilab.services.base import Service
 from omnilab.services.ollama import Ollama
@@ -66,6 +67,7 @@ __all__ = [
     "PromotionFailed",
     "Qdrant",
     "Redis",
+    "Resources",
     "Run",
     "RunContext",
     "RunFailed",

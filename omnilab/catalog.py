@@ -17,7 +17,7 @@ from typing import Any
 
 from omnilab.errors import ExperimentLoadError, UsageError
 from omnilab.experiment import Experiment
-from omnilab.loader import experiments_in, import_file
+from omnilab.loader import defines_run, experiments_in, import_file
 
 
 class UnknownExperiment(UsageError):
@@ -113,6 +113,8 @@ class Catalog:
                 scan.problems.append(str(exc))
                 continue
             for cls in experiments_in(module):
+                if not defines_run(cls):  # a base class, or one that forgot run()
+                    continue
                 entry = CatalogEntry(cls.experiment_name(), cls, path, relative)
                 found.setdefault(entry.name, []).append(entry)
         for name, entries in sorted(found.items()):

@@ -11,7 +11,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from omnilab.checks import Check, Status
-from omnilab.redact import redact_url
+from omnilab.redact import redact_text, redact_url
 
 if TYPE_CHECKING:
     from omnilab.config import Settings
@@ -51,7 +51,7 @@ def check_tracking(settings: Settings) -> Check:
         return Check(
             "tracking store",
             "problem",
-            f"{redact_url(dsn)} does not answer ({first})",
+            f"{redact_url(dsn)} does not answer ({redact_text(first, dsn)})",
             "check OMNILAB_TRACKING_URL / POSTGRES_URL",
         )
     return Check("tracking store", "ok", redact_url(dsn))
@@ -67,7 +67,12 @@ def check_production(settings: Settings) -> list[Check]:
         url = cls.production_url(settings)
         if url is None:
             continue
-        problem = cls.production_problem(settings)
+        try:
+            problem = cls.production_problem(settings)
+        except Exception as exc:  # a URL its client cannot parse, say
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem is not None:
+            problem = redact_text(problem, url)
         status: Status = "ok" if problem is None else "warn"
         detail = f"{redact_url(url)}" + ("" if problem is None else f" does not answer ({problem})")
         name = f"production {cls.env_names[0] if cls.env_names else cls.name}"

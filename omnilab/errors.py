@@ -49,3 +49,7 @@ class RunNotFound(UsageError):
 
 class TrackingStoreError(OmnilabError):
     """The tracking store (PostgreSQL) cannot be reached or migrated."""
+
+
+class TrackingUrlError(TrackingStoreError, UsageError):
+    """The tracking store's URL cannot be parsed: bad input (exit status 2)."""

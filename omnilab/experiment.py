@@ -10,13 +10,16 @@ from pydantic import BaseModel, ConfigDict
 # Re-exported: experiments declare ``gpu: GpuPolicy`` beside the rest of their class.
 from omnilab.gpu import GpuPolicy
 
+# Re-exported: experiments declare ``resources = Resources(...)`` beside their services.
+from omnilab.resources import Resources
+
 if TYPE_CHECKING:
     from omnilab.context import RunContext
     from omnilab.services.base import Service
 
 Isolation = Literal["host", "container"]
 
-__all__ = ["Experiment", "GpuPolicy", "Isolation", "Params", "is_experiment_class"]
+__all__ = ["Experiment", "GpuPolicy", "Isolation", "Params", "Resources", "is_experiment_class"]
 
 
 class Params(BaseModel):
@@ -24,9 +27,22 @@ class Params(BaseModel):
 
     Unknown names are refused (``extra="forbid"``): a misspelt ``-p n_dcos=5`` must fail
     loudly instead of silently running with the default.
+
+    Numbers must be finite (``allow_inf_nan=False``): ``-p seconds=nan`` or ``1e400`` is
+    a typo far more often than a wish. A model that means to take them says so, for all
+    its floats (``model_config = ConfigDict(allow_inf_nan=True)``) or for one
+    (``x: float = Field(1.0, allow_inf_nan=True)``); they are then recorded as the
+    strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (JSON has no such numbers),
+    which the model reads back as the same floats.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        frozen=False,
+        allow_inf_nan=False,
+        ser_json_inf_nan="strings",
+    )
 
 
 class Experiment:
@@ -58,6 +74,10 @@ class Experiment:
     #: Where ``run`` executes: "host" (omnilab's own process) or "container" (the
     #: experiments image, on the run's network; needs the docker runtime).
     isolation: ClassVar[Isolation] = "host"
+    #: What each container of the run may use (memory, CPUs, processes, disk), with
+    #: ``per_service`` overrides; None: the defaults (:data:`omnilab.resources.DEFAULTS`).
+    #: The docker runtime enforces them; the local runtime enforces none and says so.
+    resources: ClassVar[Resources | None] = None
 
     def run(self, ctx: RunContext) -> dict[str, Any] | None:
         """Do the work; the returned mapping becomes the run's summary."""

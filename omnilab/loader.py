@@ -100,6 +100,7 @@ def load(ref: str) -> LoadedExperiment:
     if class_name is not None:
         for cls in found:
             if cls.__name__ == class_name:
+                check_runnable(cls, f"{file_part}: ")
                 return LoadedExperiment(cls, path)
         hint = f"it has {names}" if found else "it defines no Experiment subclass"
         raise ExperimentLoadError(f"{file_part}: no experiment named {class_name!r} ({hint})")
@@ -108,12 +109,32 @@ def load(ref: str) -> LoadedExperiment:
             f"{file_part}: no Experiment subclass in this file "
             "(define `class MyExperiment(omnilab.Experiment)`)"
         )
-    if len(found) > 1:
+    # A base class that leaves run() to its subclasses is not one of the file's
+    # experiments; a file whose only class forgot run() is told so.
+    runnable = [c for c in found if defines_run(c)] or found
+    if len(runnable) > 1:
+        names = ", ".join(sorted(c.__name__ for c in runnable))
         raise ExperimentLoadError(
             f"{file_part}: holds several experiments ({names}); "
-            f"pick one with {file_part}:{sorted(c.__name__ for c in found)[0]}"
+            f"pick one with {file_part}:{sorted(c.__name__ for c in runnable)[0]}"
         )
-    return LoadedExperiment(found[0], path)
+    check_runnable(runnable[0], f"{file_part}: ")
+    return LoadedExperiment(runnable[0], path)
+
+
+def defines_run(cls: type[Experiment]) -> bool:
+    """Whether ``cls`` (or a base of it below :class:`Experiment`) implements ``run``."""
+    return getattr(cls, "run", None) is not Experiment.run
+
+
+def check_runnable(cls: type[Experiment], where: str = "") -> None:
+    """Refuse an experiment without ``run()`` now, before its stack would start only
+    to meet a NotImplementedError."""
+    if not defines_run(cls):
+        raise ExperimentLoadError(
+            f"{where}{cls.__name__} does not define run(self, ctx): the method that does "
+            "the experiment's work"
+        )
 
 
 def resolve(experiment: type[Experiment] | Experiment | str) -> LoadedExperiment:
@@ -127,6 +148,7 @@ def resolve(experiment: type[Experiment] | Experiment | str) -> LoadedExperiment
         raise ExperimentLoadError(
             f"{experiment!r} is not an Experiment subclass or a 'file.py[:Class]' reference"
         )
+    check_runnable(experiment)
     source = sys.modules.get(experiment.__module__)
     file = getattr(source, "__file__", None)
     return LoadedExperiment(experiment, Path(file).resolve() if file else None)

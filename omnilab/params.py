@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from omnilab.errors import ParamsError
 from omnilab.experiment import Experiment, Params
@@ -81,9 +82,54 @@ def validate(
             "; ".join(f"{prefix}{k}: unknown parameter" for k in unknown)
             + f" ({experiment.experiment_name()} takes: {known})"
         )
+    prefix = "-p " if from_cli else ""
     if from_cli:
         data = {k: _coerce_cli_value(model, k, v) for k, v in data.items()}
     try:
-        return model.model_validate(data)
+        validated = model.model_validate(data)
     except ValidationError as exc:
-        raise ParamsError(describe_error(exc, prefix="-p " if from_cli else "")) from None
+        raise ParamsError(describe_error(exc, prefix=prefix)) from None
+    _check_recordable(validated, prefix)
+    return validated
+
+
+def as_json(values: Params) -> dict[str, Any]:
+    """``values`` as the run records them (JSON values; a non-finite float the model
+    allows becomes ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``)."""
+    data: dict[str, Any] = json.loads(values.model_dump_json())
+    return data
+
+
+def _allows_non_finite(model: type[Params], key: str) -> bool:
+    """Whether ``key`` may hold NaN or an infinity: the model says so for all its
+    floats, or the field for itself."""
+    if model.model_config.get("allow_inf_nan") is not False:
+        return True
+    field = model.model_fields[key]
+    return any(getattr(meta, "allow_inf_nan", None) is True for meta in field.metadata)
+
+
+def _check_recordable(values: Params, prefix: str) -> None:
+    """Refuse, before anything starts, what the run could not record: NaN or infinities
+    where the model does not allow them (in a list, a dict or an ``Any`` field, which
+    pydantic's own check for float fields does not reach), and NUL characters
+    (PostgreSQL's jsonb refuses them)."""
+    model = type(values)
+    recorded = as_json(values)
+    for key in model.model_fields:
+        if not _allows_non_finite(model, key) and _has_non_finite(getattr(values, key)):
+            raise ParamsError(f"{prefix}{key}: NaN and infinite numbers are not allowed")
+        if "\\u0000" in json.dumps(recorded.get(key)):
+            raise ParamsError(f"{prefix}{key}: NUL characters are not allowed")
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, BaseModel):
+        return any(_has_non_finite(getattr(value, k)) for k in type(value).model_fields)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_has_non_finite(v) for v in value)
+    return False

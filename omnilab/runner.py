@@ -34,11 +34,14 @@ from omnilab.gpu import GpuPolicy
 from omnilab.invoke import experiment_logger, invoke
 from omnilab.isolation import check_isolation
 from omnilab.loader import LoadedExperiment, resolve
-from omnilab.params import validate
+from omnilab.params import as_json, validate
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter, default_reporter
+from omnilab.resources import check as check_resources
 from omnilab.services.promotable import Promotable, check_promotes
 from omnilab.stack import Stack
+from omnilab.subreaper import ProcessScope
+from omnilab.subreaper import describe as describe_ended
 from omnilab.tracking.metrics import MetricBuffer
 from omnilab.tracking.records import RunRecord
 from omnilab.tracking.run import Run
@@ -223,6 +226,7 @@ def run_with(
     cls = loaded.cls
     values = validate(cls, params, from_cli=options.from_cli)
     promotes = check_promotes(cls.promotes, cls.service_names(), cls.__name__)
+    resources = check_resources(cls.resources, cls.service_names(), cls.__name__)
     if options.promote:
         from omnilab.promote.flow import check_on_conflict
 
@@ -251,6 +255,7 @@ def run_with(
         reporter=reporter,
         settings=settings,
         retain_data=bool(promotes) and not options.keep,
+        resources=resources,
     )
     stack.prepare()
     isolated = None
@@ -258,7 +263,7 @@ def run_with(
         from omnilab.isolation.container import ContainerIsolation
 
         isolated = ContainerIsolation.prepare(
-            stack, loaded.path, cls.__name__, values.model_dump(mode="json"), run_dir
+            stack, loaded.path, cls.__name__, as_json(values), run_dir
         )
     # The last check that could refuse has passed: nothing has started yet.
     result = _execute(
@@ -304,7 +309,7 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
         experiment=cls.experiment_name(),
         source=prepared.loaded.ref,
         status="running",
-        params=values.model_dump(mode="json"),
+        params=as_json(values),
         runtime=stack.runtime.name if stack.runtime else None,
         environment=env,
         git_commit=(env.get("git") or {}).get("commit"),
@@ -322,6 +327,7 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
     timings: dict[str, float] = {}
     store: TrackingStore | None = None
     buffer: MetricBuffer | None = None
+    scope = ProcessScope()  # what the experiment starts ends with its run
     with _sigterm_as_exception():
         try:
             if given_store is not None and not stack.service_specs and isolated is None:
@@ -354,6 +360,7 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
                 )
                 reporter.experiment_running(record.experiment, buffer)
                 t0 = time.monotonic()
+                scope.open()
                 try:
                     if isolated is not None:
                         status, summary, error = isolated.run(buffer)
@@ -361,6 +368,7 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
                         status, summary, error = invoke(cls, ctx)
                 finally:
                     timings["experiment_s"] = time.monotonic() - t0
+                status, summary, error = _bounds_checked(stack, status, summary, error)
         except OmnilabError as exc:
             error, failure = str(exc), exc
         except (KeyboardInterrupt, Terminated) as exc:
@@ -371,6 +379,7 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
             if status != "succeeded":
                 stack.retain_data = False  # only a succeeded run can be promoted
             with _shielded(reporter):
+                _end_processes(scope, isolated, record, reporter)
                 if isolated is not None:
                     isolated.remove()
                 _finish(stack, store, buffer, record, run_dir, timings, began, reporter)
@@ -389,6 +398,7 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
                 timings=_rounded(timings),
                 stack=_described(stack, prepared.promotes, status, settings),
                 finished_at=datetime.now(UTC),
+                **({"environment": record.environment} if _ENDED in record.environment else {}),
             )
         if stack.retained_path is not None:
             _sweep_expired(store, reporter)
@@ -399,6 +409,37 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
     if interrupted is not None:
         raise interrupted
     return result
+
+
+def _bounds_checked(
+    stack: Stack, status: str, summary: dict[str, Any] | None, error: str | None
+) -> tuple[str, dict[str, Any] | None, str | None]:
+    """A run whose service hit a resource bound failed, whatever the experiment made of
+    it (a caught error, a reconnect): the service lost data or state. The bound goes last
+    in the error, the line the CLI shows, after the experiment's own traceback."""
+    hits = stack.bounds_hit()
+    if not hits:
+        return status, summary, error
+    return "failed", None, "\n".join([*([error] if error else []), *hits])
+
+
+#: Where a run's record lists the processes its experiment left running, which omnilab
+#: ended (pid, name, the signal it took).
+_ENDED = "ended_processes"
+
+
+def _end_processes(
+    scope: ProcessScope,
+    isolated: ContainerIsolation | None,
+    record: RunRecord,
+    reporter: Reporter,
+) -> None:
+    """End what the experiment left running (here, and inside its container: reported
+    by it), before the stack it may be using goes; say so, and record it."""
+    ended = scope.close() + (isolated.ended_processes if isolated is not None else [])
+    if ended:
+        reporter.note(describe_ended(ended))
+        record.environment[_ENDED] = ended
 
 
 def _described(

@@ -42,10 +42,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from omnilab import reaper, retained_stack
+from omnilab import resources as bounds_of
 from omnilab.config import Settings, get_settings
 from omnilab.errors import OmnilabError, UsageError
 from omnilab.gpu import Gpu, GpuPolicy
 from omnilab.progress import Reporter, default_reporter
+from omnilab.resources import Bounds, Resources
 from omnilab.runtimes import RunningService, Runtime, select_runtime
 from omnilab.runtimes.state import StackState, write_env_file
 from omnilab.services.base import Service
@@ -64,8 +66,11 @@ def _check_services(services: Sequence[Any]) -> list[Service]:
         if isinstance(item, type) and issubclass(item, Service):
             item = item()  # Redis instead of Redis(): forgive it
         if not isinstance(item, Service):
+            from omnilab.services import service_names
+
             raise UsageError(
-                f"{item!r} is not a service; use Qdrant(), Redis(), Postgres() or Ollama()"
+                f"{item!r} is not a service; use an instance of one "
+                f"({', '.join(service_names())}), such as Redis()"
             )
         if item.name in seen:
             raise UsageError(f"{item.name} is declared twice in the same stack")
@@ -88,10 +93,15 @@ class Stack:
         reporter: Reporter | None = None,
         settings: Settings | None = None,
         retain_data: bool = False,
+        resources: Resources | None = None,
     ) -> None:
         """``retain_data=True`` stops the servers at the end but retains their data (under
         ``data/experiments/<run id>/``) for :meth:`reopen`: runs of experiments that
         declare ``promotes`` wait there for ``omnilab promote``.
+
+        ``resources`` bounds each service's container (:class:`~omnilab.resources.Resources`);
+        None: the defaults. Bounds are resolved in :meth:`prepare` (a bad one refused before
+        anything starts) and kept in :attr:`bounds`.
         """
         self.settings = settings or get_settings()
         self.requested_runtime = runtime or self.settings.runtime
@@ -102,6 +112,11 @@ class Stack:
         self.id = run_id or uuid.uuid4().hex
         self.log_dir = log_dir
         self.retain_data = retain_data
+        self.resources = bounds_of.check(
+            resources, [s.name for s in self.service_specs], "the stack"
+        )
+        #: The bounds each service's container gets (empty where the runtime enforces none).
+        self.bounds: dict[str, Bounds] = {}
         #: Where the data stayed once a stack with ``retain_data`` has closed.
         self.retained_path: Path | None = None
         #: The retained stack this one was reopened from (:meth:`reopen`).
@@ -128,6 +143,11 @@ class Stack:
             self.requested_runtime, self.settings, self.reporter, self.service_specs
         )
         self._recipes = runtime.prepare(self.service_specs)
+        self.bounds = runtime.bounds(
+            self.resources, {s.name: s.default_resources for s in self.service_specs}
+        )
+        if not runtime.enforces_bounds and not self.resources.is_empty():
+            self.reporter.note(f"resources: not enforced: {runtime.bounds_note}")
         self.gpus = runtime.gpus(self.gpu_policy)
         if self.gpus:
             names = ", ".join(f"{g.index}:{g.name}" for g in self.gpus)
@@ -158,6 +178,8 @@ class Stack:
         if self.log_dir is not None:
             state.extra["log_dir"] = str(self.log_dir)
         state.extra["gpus"] = [g.to_dict() for g in self.gpus]
+        if self.bounds:
+            state.extra["bounds"] = {n: b.to_dict() for n, b in self.bounds.items()}
         # Kept and retained stacks put their data under data/experiments/<run id>/; a
         # retained (or reopened) one is stopped without removing it, by the reaper too.
         reopened = self._reopened_from
@@ -232,6 +254,17 @@ class Stack:
             raise errors[0]
         state.urls = {name: s.service.url(s.endpoint) for name, s in self.services.items()}
         state.save()
+
+    def bounds_hit(self) -> list[str]:
+        """One line per resource bound a service hit (killed at its memory bound, its data
+        disk full), naming the service and the bound; checked before a run's teardown."""
+        if self._state is None or self.runtime is None or not self.runtime.enforces_bounds:
+            return []
+        try:
+            return self.runtime.bounds_hit(self._state)
+        except Exception as exc:  # the run's own outcome matters more than this check
+            self.reporter.note(f"warning: could not check the stack's bounds: {exc}")
+            return []
 
     def close(self) -> None:
         """Close clients, then remove the stack (or leave it running with ``keep``)."""
@@ -311,6 +344,13 @@ class Stack:
             reason = retained.unusable(name)
             if reason:
                 raise OmnilabError(reason)
+        # The bounds the run had (its handles recorded them), not today's defaults: a
+        # Redis whose data grew under a raised memory bound must fit again.
+        had = {
+            name: Bounds.from_dict(info["handle"]["bounds"]).as_resources()
+            for name, info in retained.services.items()
+            if name in names and (info.get("handle") or {}).get("bounds")
+        }
         stack = cls(
             *specs,
             runtime=retained.runtime,
@@ -319,6 +359,7 @@ class Stack:
             log_dir=Path(retained.path) / "logs",
             reporter=reporter,
             settings=settings,
+            resources=Resources(per_service=had),
         )
         stack._reopened_from = retained
         return stack.start()
@@ -414,6 +455,9 @@ class Stack:
             "gpus": [g.to_dict() for g in self.gpus],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
+        if self.runtime is not None and not self.runtime.enforces_bounds:
+            # Each service's "bounds" says what applied; here, that nothing did.
+            described["bounds"] = {"enforced": False, "note": self.runtime.bounds_note}
         if self.retained_path is not None:
             described["data"] = {"path": str(self.retained_path)}
         return described
@@ -435,14 +479,19 @@ def stack(
     keep: bool = False,
     gpu: GpuPolicy = "auto",
     reporter: Reporter | None = None,
+    resources: Resources | None = None,
 ) -> Iterator[Stack]:
     """An ad-hoc stack for interactive work::
 
     with omnilab.stack(Redis(), Postgres()) as s:
         s.redis.set("k", "v")
         s.postgres.execute("select 1")
+
+    ``resources`` bounds its containers as ``Experiment.resources`` does (defaults if None).
     """
-    s = Stack(*services, runtime=runtime, keep=keep, gpu=gpu, reporter=reporter)
+    s = Stack(
+        *services, runtime=runtime, keep=keep, gpu=gpu, reporter=reporter, resources=resources
+    )
     s.start()
     try:
         yield s

@@ -31,7 +31,12 @@ def test_doctor_reports_engine_images_gpu_ports_and_production() -> None:
     assert "Docker" in checks["docker engine"]["detail"]
     assert checks["image redis"]["status"] == "ok"
     assert "omnilab/redis:7.0-bookworm" in checks["image redis"]["detail"]
-    assert checks["image qdrant"]["status"] == "warn"
+    assert checks["image qdrant"]["status"] == "ok"
+    assert "omnilab/qdrant:1.19.0-bookworm (built locally" in checks["image qdrant"]["detail"]
+    # The Qdrant binary the local runtime would run, and its version.
+    local_qdrant = checks["local qdrant"]
+    assert local_qdrant["status"] == "ok"
+    assert local_qdrant["detail"].startswith("qdrant 1.19.0 server (/")
     assert checks["gpu"]["status"] == "ok"
     assert checks["ports"]["status"] == "ok"
     assert checks["tracking store"]["status"] == "ok"

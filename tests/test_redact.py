@@ -4,8 +4,18 @@ address stays readable, however the string is (mis)written."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from omnilab.redact import MASK, redact, redact_url
+from omnilab.redact import (
+    MASK,
+    encoding_hint,
+    redact,
+    redact_environment,
+    redact_text,
+    redact_url,
+)
+from tests.support import run_cli
 
 #: Passwords as people write them into URLs without encoding them.
 AWKWARD = [
@@ -157,3 +167,201 @@ def test_a_bare_secret() -> None:
     assert redact("hunter2") == MASK
     assert redact("") == ""
     assert redact(None) == ""
+
+
+# -- fuzzing: the URL forms each client library accepts ------------------------------------
+#
+# Passwords are drawn from "canary" letters that no template holds, mixed with every
+# character a parser cuts at. Whatever a password holds, no canary may come out: not from
+# redact_url, and not from redact_text over the messages the real parsers (redis-py,
+# psycopg/libpq, urllib3 as qdrant-client uses it) give for that URL, nor over messages
+# quoting what they parsed (a host that swallowed half a password).
+
+CANARIES = "äöüéñçøåœæ"
+CUTS = "@:/?#&=%[] ;,'\"+\\"
+password_text = st.text(alphabet=CANARIES + CUTS, min_size=1, max_size=24).filter(
+    lambda p: any(c in CANARIES for c in p)
+)
+hosts = st.sampled_from(["127.0.0.1", "db.example.com", "Cache-1.Internal", "[::1]", "localhost"])
+ports = st.sampled_from(["", ":6379", ":5432", ":6333", ":1"])
+
+#: Templates with {pw}, {host} and {port}: the forms the three client libraries accept.
+USERINFO_FORMS = [
+    # redis-py: redis://, rediss://, unix://, with or without a user, a db, parameters
+    "redis://:{pw}@{host}{port}/0",
+    "redis://default:{pw}@{host}{port}/3?socket_timeout=5",
+    "rediss://user:{pw}@{host}{port}/1?ssl_cert_reqs=none",
+    "unix://:{pw}@/run/redis/redis.sock?db=2",
+    # psycopg (libpq URIs): postgresql://, postgres://, several hosts, parameters
+    "postgresql://app:{pw}@{host}{port}/prod",
+    "postgres://app:{pw}@{host}{port}/analytics?sslmode=require&application_name=x",
+    "postgresql://app:{pw}@{host}:5432,replica.example.com:5433/prod",
+    # qdrant-client: http(s) with credentials, a prefix; "host:port" without a scheme
+    "http://qdrant:{pw}@{host}{port}/collections",
+    "https://bot:{pw}@{host}{port}",
+    "app:{pw}@{host}{port}",
+]
+#: Secrets as query parameters; "&" is left out of these passwords: an unencoded "&"
+#: followed by "name=" is the next parameter for every parser, and for us.
+QUERY_FORMS = [
+    "redis://{host}{port}/0?password={pw}",
+    "redis://{host}{port}/0?db=4&password={pw}&ssl_cert_reqs=none",
+    "unix:///run/redis.sock?password={pw}&db=5",
+    "postgresql://app@{host}{port}/prod?password={pw}",
+    "postgresql:///prod?host=/var/run/postgresql&password={pw}",
+    "http://{host}{port}?api_key={pw}",
+]
+
+
+def _no_canary(text: str) -> bool:
+    return not any(c in text for c in CANARIES)
+
+
+def _parser_messages(url: str) -> list[str]:
+    """What the real parsers say about ``url``: their error, or what they read from it
+    (everything but the password), as an error message would quote it."""
+    import psycopg.conninfo
+    import redis.connection
+    import urllib3.util
+
+    said: list[str] = []
+    for parse in (
+        redis.connection.parse_url,
+        psycopg.conninfo.conninfo_to_dict,
+        lambda u: urllib3.util.parse_url(u)._asdict(),
+    ):
+        try:
+            parsed = parse(url)
+        except Exception as exc:  # what a caller would show: its message
+            said.append(f"{type(exc).__name__}: {exc}")
+            continue
+        parsed = {k: v for k, v in parsed.items() if k not in ("password", "auth")}
+        said.append(f"cannot connect to {parsed!r}")
+        said.append(" ".join(f"{k}={v}" for k, v in parsed.items()))
+        if isinstance(parsed.get("host"), str):
+            said.append(f"failed to resolve host '{parsed['host']}'")
+    return said
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    template=st.sampled_from(USERINFO_FORMS),
+    password=password_text,
+    host=hosts,
+    port=ports,
+)
+def test_fuzz_userinfo_passwords_never_show(
+    template: str, password: str, host: str, port: str
+) -> None:
+    url = template.format(pw=password, host=host, port=port)
+    assert _no_canary(redact_url(url)), redact_url(url)
+    for message in _parser_messages(url):
+        shown = redact_text(message, url)
+        assert _no_canary(shown), (message, shown)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    template=st.sampled_from(QUERY_FORMS),
+    password=password_text.filter(lambda p: "&" not in p),
+    host=hosts,
+    port=ports,
+)
+def test_fuzz_query_secrets_never_show(template: str, password: str, host: str, port: str) -> None:
+    url = template.format(pw=password, host=host, port=port)
+    assert _no_canary(redact_url(url)), redact_url(url)
+    for message in _parser_messages(url):
+        shown = redact_text(message, url)
+        assert _no_canary(shown), (message, shown)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(password=password_text, host=hosts)
+def test_fuzz_libpq_key_value_strings(password: str, host: str) -> None:
+    from psycopg.conninfo import make_conninfo
+
+    # As psycopg itself writes one (quoting and escaping as libpq reads them).
+    dsn = make_conninfo(host=host, port=5432, dbname="prod", user="app", password=password)
+    assert _no_canary(redact_url(dsn)), redact_url(dsn)
+    assert "dbname=prod" in redact_url(dsn)
+    for message in _parser_messages(dsn):
+        assert _no_canary(redact_text(message, dsn))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(template=st.sampled_from(USERINFO_FORMS), password=password_text)
+def test_fuzz_the_address_stays_readable(template: str, password: str) -> None:
+    # Masking must not cost the reader the address: for a password without the
+    # characters that move a URL's boundaries, all but the password is shown as written.
+    clean = "".join(c for c in password if c not in "@/?#") or "ä"
+    url = template.format(pw=clean, host="db.example.com", port=":6543")
+    assert redact_url(url) == template.format(pw=MASK, host="db.example.com", port=":6543")
+
+
+def test_redact_text_masks_the_pieces_a_parser_cut() -> None:
+    url = "postgresql://app:p@ssw0rdXYZ@127.0.0.1:1/db"
+    # libpq cuts at the first "@": the rest of the password became the host.
+    message = "failed to resolve host 'ssw0rdXYZ@127.0.0.1': Name or service not known"
+    assert redact_text(message, url) == (
+        f"failed to resolve host '{MASK}@127.0.0.1': Name or service not known"
+    )
+    spaced = "postgresql://app:pass word here@h/db"
+    shown = redact_text('unexpected spaces found in "pass word here@h"', spaced)
+    assert not any(piece in shown for piece in ("pass", "word", "here")), shown
+    # Ordinary words that merely contain a short piece are left alone.
+    assert redact_text("no address given", "redis://:a@ss@h/0") == "no address given"
+    assert encoding_hint(spaced) == " (percent-encode its password's ' ' as %20)"
+    assert encoding_hint("postgresql://app:pw@h/db") == ""
+
+
+def test_redact_environment_masks_configured_secrets() -> None:
+    env = {
+        "OMNILAB_TRACKING_URL": "postgresql://app:tr4ck!ng@db/x",
+        "QDRANT_API_KEY": "k3y-value-42",
+        "HOME": "/root",
+    }
+    text = "boom: postgresql://app:tr4ck!ng@db/x refused key k3y-value-42 in /root"
+    assert redact_environment(text, env) == (
+        f"boom: postgresql://app:{MASK}@db/x refused key {MASK} in /root"
+    )
+
+
+# -- what the commands print ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        # libpq cuts at the first "@": "ssXSECRETX@127.0.0.1" is the host it cannot find.
+        ("postgresql://app:p@ssXSECRETX@127.0.0.1:1/db", 1),
+        # libpq cannot parse these, and says so quoting the offending part.
+        ("postgresql://app:pass XSECRETX@127.0.0.1:1/db", 2),
+        ("postgresql://app:XSECRETX@[::1/db", 2),
+        ("postgresql://127.0.0.1:1/db?password=XSECRETX&bogus=1", 2),
+        ("postgresql://app:p%zzXSECRETX@127.0.0.1:1/db", 2),
+    ],
+)
+def test_a_bad_tracking_url_is_one_line_without_its_password(url: str, code: int) -> None:
+    result = run_cli("runs", "ls", env={"OMNILAB_TRACKING_URL": url}, timeout=60)
+    assert result.returncode == code, result.stderr
+    assert "XSECRETX" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:1/0?password=XSECRETX",
+        "unix:///nonexistent/redis.sock?password=XSECRETX&db=1",
+        "redis://:p@ss XSECRETX@127.0.0.1:1/0",
+        "redis://:XSECRETX@127.0.0.1:notaport/0",
+    ],
+)
+def test_the_worker_never_prints_the_redis_password(url: str) -> None:
+    result = run_cli("worker", env={"REDIS_URL": url}, timeout=60)
+    assert result.returncode == 1, result.stderr  # Redis cannot be reached: not bad input
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "XSECRETX" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr

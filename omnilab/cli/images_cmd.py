@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.table import Table
 
@@ -18,7 +20,15 @@ def build(
     names: list[str] = typer.Argument(
         None,
         metavar="[IMAGE]...",
-        help="base, redis, postgres, experiments, codegen. Default: base redis postgres.",
+        help="base, redis, postgres, qdrant, experiments, codegen. Default: base redis "
+        "postgres, and qdrant when a Qdrant binary is found.",
+    ),
+    binary: Path = typer.Option(
+        None,
+        "--binary",
+        metavar="PATH",
+        help="The Qdrant server binary for `qdrant` (the Linux build of its release for "
+        "this machine's architecture). Default: OMNILAB_QDRANT_BINARY, else `qdrant` on PATH.",
     ),
     force: bool = typer.Option(
         False, "--force", help="Rebuild the named images even when they are current."
@@ -32,9 +42,11 @@ def build(
     The base is a minimal Debian made with debootstrap (root, and `apt-get install
     debootstrap`) and imported with `docker import`; Redis and PostgreSQL are built on it
     from Debian's packages and behave like the official images (POSTGRES_PASSWORD,
-    `redis-server --requirepass`...). An image is rebuilt only when it is missing, its
-    recipe in dockerfiles/ changed, or with --force. Once built, the docker runtime uses
-    them by default (OMNILAB_IMAGE_<SERVICE> still overrides).
+    `redis-server --requirepass`...). No Debian package has Qdrant: its image is built on
+    the same base from a server binary you give (a release downloaded elsewhere), of the
+    version omnilab pins. An image is rebuilt only when it is missing, its recipe in
+    dockerfiles/ (or the binary) changed, or with --force. Once built, the docker runtime
+    uses them by default (OMNILAB_IMAGE_<SERVICE> still overrides).
 
     Examples:
 
@@ -42,12 +54,14 @@ def build(
 
       OMNILAB_DEBIAN_MIRROR=http://mirror.internal/debian omnilab images build
 
+      omnilab images build qdrant --binary ./qdrant
+
       omnilab images build postgres --force
     """
     from omnilab.progress import Reporter
     from omnilab.runtimes.docker.images import build as build_images
 
-    results = build_images(names or None, Reporter(), force=force, verbose=verbose)
+    results = build_images(names or None, Reporter(), force=force, verbose=verbose, binary=binary)
     for result in results:
         took = f" in {result.seconds:.0f}s" if result.seconds is not None else ""
         render.out.print(f"{result.spec.tag}  {result.action}{took}  ({result.size_mib} MiB)")

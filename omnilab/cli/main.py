@@ -7,6 +7,7 @@ with status 2 for bad input; an experiment that raised exits 1; Ctrl-C exits 130
 from __future__ import annotations
 
 import sys
+import traceback
 from enum import StrEnum
 
 import typer
@@ -163,7 +164,8 @@ def run_command(
             isolation=isolation.value if isolation else None,
             from_cli=True,
         )
-        result = run_with(target, values, options)
+        with render.stdout_for_json_only(json_output):
+            result = run_with(target, values, options)
     except KeyboardInterrupt:
         render.err.print("cancelled: the stack was removed and the run recorded as cancelled")
         raise typer.Exit(130) from None
@@ -187,7 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, prog_name="omnilab", standalone_mode=False)
     except OmnilabError as exc:
-        render.err.print(f"[red]error:[/] {escape(str(exc))}")
+        from omnilab.redact import redact_environment
+
+        # Messages mask what they show already; this is the net under them.
+        render.err.print(f"[red]error:[/] {escape(redact_environment(str(exc)))}")
         sys.exit(exc.exit_code)
     except typer.Abort:
         render.err.print("cancelled")
@@ -199,7 +204,11 @@ def main(argv: list[str] | None = None) -> None:
         if callable(show) and isinstance(exit_code, int):
             show()
             sys.exit(exit_code)
-        raise
+        # omnilab's own failure: its traceback, less any secret a message quotes.
+        from omnilab.redact import redact_environment
+
+        sys.stderr.write(redact_environment("".join(traceback.format_exception(exc))))
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -25,7 +25,7 @@ ON_CONFLICT_HELP = (
 )
 
 promotions_app = typer.Typer(
-    help="List, inspect and prune recorded promotions.", no_args_is_help=True
+    help="List, inspect, prune and recover recorded promotions.", no_args_is_help=True
 )
 
 
@@ -176,6 +176,34 @@ def show(
         render.print_json(record.model_dump(mode="json"))
     else:
         promote_render.promotion_details(record)
+
+
+@promotions_app.command("recover")
+def recover(
+    json_output: bool = typer.Option(False, "--json", help="The promotions finished, as JSON."),
+) -> None:
+    """Finish promotions whose process died (killed, crashed, its machine lost).
+
+    Committed ones (every item staged and verified) are rolled forward.
+
+    The others are undone: what they staged is removed.
+
+    The API and workers do this within seconds, as does every promote and rollback.
+    """
+    from omnilab.config import get_settings
+    from omnilab.progress import Reporter
+    from omnilab.promote.recovery import recover as do_recover
+
+    recovery = do_recover(get_settings(), Reporter())
+    if json_output:
+        render.print_json([r.model_dump(mode="json") for r in recovery.finished])
+    else:
+        for record in recovery.finished:
+            status = record.status.replace("_", " ")
+            render.out.print(f"promotion {record.short_id}: {status}; {record.recovered}")
+        if not recovery.finished and not recovery.stuck:
+            render.out.print("no interrupted promotion")
+    recovery.raise_if_stuck()
 
 
 @promotions_app.command("prune")

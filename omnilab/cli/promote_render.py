@@ -190,6 +190,8 @@ def promotion_details(record: PromotionRecord) -> None:
         "started": when(record.created_at),
         "finished": when(record.finished_at),
     }
+    if record.committed_at:
+        rows["committed"] = f"{when(record.committed_at)} (every item staged and verified)"
     if record.rolled_back_at:
         rows["rolled back"] = f"{when(record.rolled_back_at)} by {record.rolled_back_by}"
     if record.pruned_at:
@@ -203,6 +205,8 @@ def promotion_details(record: PromotionRecord) -> None:
         out.print(outcome_table(done))
     if record.error:
         out.print(f"[red]error:[/] {escape(record.error)}")
+    if record.recovered:
+        out.print(f"[yellow]recovered:[/] {escape(record.recovered)}")
 
 
 def rollback_result(result: RollbackResult) -> None:

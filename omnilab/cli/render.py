@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -31,6 +34,27 @@ STATUS_STYLE = {
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def stdout_for_json_only(active: bool = True) -> Iterator[None]:
+    """With ``--json``, stdout carries the JSON and nothing else: while the command
+    works, whatever else would reach it (an experiment's prints, the output of the
+    processes it starts, which write to file descriptor 1) goes to stderr instead."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    previous, sys.stdout = sys.stdout, sys.stderr
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stdout = previous
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def status_text(status: str) -> str:
@@ -109,6 +133,14 @@ def run_result(run: Run) -> None:
         out.print(f"[red]error:[/] {escape(last)}")
 
 
+def bounds_text(bounds: dict[str, Any] | None) -> str:
+    """``memory 2 GiB, pids 1024, disk 1 GiB``: the bounds a service had (a run record's)."""
+    if not bounds:
+        return "-"
+    shown = [f"{k} {bounds[k]}" for k in ("memory", "cpus", "pids", "disk") if bounds.get(k)]
+    return ", ".join(shown) or "none"
+
+
 def runs_table(records: list[RunRecord]) -> Table:
     """One line per run; only the summary column gives way on a narrow terminal."""
     rows = [
@@ -175,14 +207,16 @@ def run_details(run: Run) -> None:
     if services:
         out.print("services")
         svc = Table(box=None, padding=(0, 2, 0, 2), header_style="bold")
-        for name in ("service", "version", "source", "ready"):
+        for name in ("service", "version", "source", "ready", "bounds"):
             svc.add_column(name)
+        unbounded = (r.stack or {}).get("bounds", {}).get("enforced") is False
         for name, info in services.items():
             svc.add_row(
                 name,
                 info.get("version") or "-",
                 info.get("source") or "-",
                 seconds(info.get("ready_seconds")),
+                "none (not enforced)" if unbounded else bounds_text(info.get("bounds")),
             )
         out.print(svc)
     if r.timings:

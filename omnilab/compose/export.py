@@ -68,9 +68,21 @@ def _default_image(service: Service) -> str:
     return built.tag if built else service.default_image
 
 
+def _literal(text: str, placeholders: tuple[str, ...]) -> str:
+    """``text`` with each ``$`` written as compose's ``$$`` (a start script's own
+    variables are the container's, not compose's to substitute), except inside the
+    secrets' placeholders, which compose must substitute."""
+    for placeholder in placeholders:
+        if placeholder in text:
+            return placeholder.join(_literal(part, ()) for part in text.split(placeholder))
+    return text.replace("$", "$$")
+
+
 def _service(service: Service) -> dict[str, Any]:
     credentials = _placeholders(service)
     plan = service.container_plan(credentials)
+    keep = (credentials.password,) if credentials.password else ()
+    command = [_literal(part, keep) for part in plan.command] if plan.command else None
     variable = f"OMNILAB_IMAGE_{service.name.upper()}"
     volumes = []
     if plan.data_path:
@@ -80,7 +92,7 @@ def _service(service: Service) -> dict[str, Any]:
     return {
         "alias": service.alias,
         "image": f"${{{variable}:-{_default_image(service)}}}",
-        "command": plan.command,
+        "command": command,
         "environment": dict(plan.env),
         "ports": [
             (f"${{{port_variable(service, role)}:-{service.stack_ports[role]}}}", native)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from omnilab.errors import OmnilabError, UsageError
 from omnilab.isolation import EXPERIMENT_DIR, IO_FOLDER, METRICS_FILE, RESULT_FILE, RUN_DIR
+from omnilab.resources import EXPERIMENT, EXPERIMENT_DEFAULTS, Bounds
 
 if TYPE_CHECKING:
     from omnilab.runtimes.state import StackState
@@ -59,8 +60,12 @@ class ContainerIsolation:
         run_dir: Path,
         image: str,
         image_id: str,
+        bounds: Bounds,
     ) -> None:
         self.source = source
+        #: Its container's bounds (``resources.per_service["experiment"]``, else the
+        #: experiment's own defaults); its ``disk`` bounds its ``/tmp``.
+        self.bounds = bounds
         self.params = params
         self.class_name = class_name
         self.run_dir = run_dir
@@ -71,6 +76,9 @@ class ContainerIsolation:
         self._launching: threading.Thread | None = None
         self._launch_error: BaseException | None = None
         self._stack: Stack | None = None
+        #: What the experiment left running in its container, which omnilab ended there
+        #: (the container's init is omnilab's own process: see omnilab.subreaper).
+        self.ended_processes: list[dict[str, Any]] = []
 
     # -- decided before anything starts ----------------------------------------------
 
@@ -117,11 +125,30 @@ class ContainerIsolation:
                     f"isolation='container': image {tag} is out of date ({stale}); run "
                     "`omnilab images build experiments` to rebuild it"
                 )
-        return cls(source, class_name, params, run_dir, tag, engine.image_id(image))
+        assert stack.runtime is not None
+        own = stack.runtime.bounds(stack.resources, {EXPERIMENT: EXPERIMENT_DEFAULTS})
+        return cls(
+            source, class_name, params, run_dir, tag, engine.image_id(image), own[EXPERIMENT]
+        )
 
     def describe(self) -> dict[str, Any]:
         """What the run record keeps about where the code ran."""
-        return {"kind": "container", "image": self.image, "image_id": self.image_id}
+        return {
+            "kind": "container",
+            "image": self.image,
+            "image_id": self.image_id,
+            "bounds": self._recorded(),
+        }
+
+    def _recorded(self) -> dict[str, Any]:
+        from omnilab.runtimes.docker import bounds
+
+        recorded = bounds.record(self.bounds, disk_note=None)
+        recorded["notes"] = [
+            *recorded.get("notes", []),
+            "disk: bounds /tmp; artifacts are written to the host's run folder, unbounded",
+        ]
+        return recorded
 
     # -- started with the stack --------------------------------------------------------
 
@@ -148,7 +175,7 @@ class ContainerIsolation:
         import docker.errors
         from docker.types import Mount
 
-        from omnilab.runtimes.docker import engine, labels
+        from omnilab.runtimes.docker import bounds, engine, labels
         from omnilab.runtimes.docker.runtime import DockerRuntime
 
         client = engine.connect()
@@ -160,6 +187,7 @@ class ContainerIsolation:
         network = state.extra["network"]
         runtime = stack.runtime
         requests = runtime.gpu_requests(stack.gpus) if isinstance(runtime, DockerRuntime) else []
+        tmp_size = f",size={self.bounds.disk}" if self.bounds.disk else ""
         try:
             return client.containers.create(
                 self.image,
@@ -185,13 +213,14 @@ class ContainerIsolation:
                     Mount(f"{RUN_DIR}/artifacts", str(artifacts), type="bind"),
                     Mount(f"{RUN_DIR}/{IO_FOLDER}", str(self.io_dir), type="bind"),
                 ],
-                tmpfs={"/tmp": "rw,exec,mode=1777"},
+                tmpfs={"/tmp": f"rw,exec,mode=1777{tmp_size}"},
                 network=network,
                 device_requests=requests or None,
                 security_opt=["no-new-privileges"],
                 cap_drop=["ALL"],
                 stdin_open=True,
                 detach=True,
+                **bounds.host_config(self.bounds),
             )
         except docker.errors.APIError as exc:
             raise OmnilabError(
@@ -290,12 +319,15 @@ class ContainerIsolation:
         except (OSError, ValueError):
             result = None
         if result is None:
-            why = f"the experiment's container exited with status {code}"
+            why = f"the experiment's container exited with status {code} and reported no result"
             with contextlib.suppress(Exception):
                 self.container.reload()
                 if self.container.attrs.get("State", {}).get("OOMKilled"):
-                    why += " (out of memory)"
-            return "failed", None, why + " before it reported a result"
+                    from omnilab.runtimes.docker import bounds
+
+                    why += "\n" + bounds.memory_hit(EXPERIMENT, self._recorded())
+            return "failed", None, why
+        self.ended_processes = list(result.get("ended_processes") or [])
         status = "succeeded" if result.get("status") == "succeeded" and code == 0 else "failed"
         error = result.get("error")
         if error:

@@ -132,6 +132,7 @@ def _run(cls: Any, start: dict[str, Any], io_dir: Path) -> int:
     from omnilab.context import RunContext
     from omnilab.invoke import experiment_logger, invoke
     from omnilab.params import validate
+    from omnilab.subreaper import ProcessScope
     from omnilab.tracking.metrics import MetricBuffer
 
     os.environ.update(start.get("env", {}))
@@ -143,6 +144,9 @@ def _run(cls: Any, start: dict[str, Any], io_dir: Path) -> int:
     writer = _metrics_writer(io_dir / METRICS_FILE)
     buffer = MetricBuffer(writer, interval=0.1)
     status, summary, error = "failed", None, None
+    # This process is the container's PID 1: every orphan comes to it. What the
+    # experiment leaves running is ended here and reported with the outcome.
+    scope = ProcessScope()
     try:
         values = validate(cls, start.get("params") or {})
         ctx = RunContext(
@@ -153,11 +157,13 @@ def _run(cls: Any, start: dict[str, Any], io_dir: Path) -> int:
             metrics=buffer,
             logger=experiment_logger(run_id, sys.stderr),
         )
-        status, summary, error = invoke(cls, ctx)
+        with scope:
+            status, summary, error = invoke(cls, ctx)
     except Exception as exc:  # params refused here: the host validated the same ones
         error = f"{type(exc).__name__}: {exc}"
         print(error, file=sys.stderr)
     finally:
+        scope.close()
         stack.close_clients()
         unsent = buffer.close()
         writer.handle.close()
@@ -165,7 +171,10 @@ def _run(cls: Any, start: dict[str, Any], io_dir: Path) -> int:
         sys.stderr.flush()
     if unsent:
         error = (error or "") + f"\n{len(unsent)} metrics could not be handed back"
-    _write_result(io_dir, {"status": status, "summary": summary, "error": error})
+    _write_result(
+        io_dir,
+        {"status": status, "summary": summary, "error": error, "ended_processes": scope.ended},
+    )
     return 0 if status == "succeeded" else 1
 
 

@@ -1,10 +1,12 @@
 """Promoting a run: plan every item, stage and verify every item, then switch them.
 
 All or nothing, as production readers see it: nothing is switched until every item is
-staged and verified; each switch is atomic; if a switch fails, the items already
-switched are switched back. If the process dies, the promotion's record says how far it
-got and the next promotion (or ``omnilab promotions ls``) finishes the job: switched
-items switched back, staged copies removed.
+staged and verified; then the promotion is recorded as committed and the items switch
+one after the other, each atomically, back to back (milliseconds; SIGTERM and Ctrl-C
+wait until they are done). If a switch fails, the items already switched are switched
+back. If the process dies, the record says how far it got and the next omnilab process
+that meets it finishes the job (:mod:`omnilab.promote.recovery`): rolled forward once
+committed, undone before.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from omnilab.config import Settings, get_settings
 from omnilab.errors import OmnilabError, UsageError
 from omnilab.progress import QuietReporter, Reporter
 from omnilab.promote import retention
-from omnilab.promote.items import item_from_dict, other_production
+from omnilab.promote.items import item_from_dict, other_production, switch_order
 from omnilab.promote.models import PromotionResult
 from omnilab.promote.records import PromotionRecord, PromotionStore
 from omnilab.promote.recovery import reconcile
@@ -36,6 +38,7 @@ from omnilab.services.promotable import (
     Promoter,
     PromotionConflict,
     PromotionFailed,
+    pause_point,
 )
 from omnilab.tracking.store import TrackingStore
 
@@ -46,17 +49,40 @@ if TYPE_CHECKING:
     from omnilab.tracking.run import Run
 
 
-def _switch_order(item: ItemRecord) -> int:
-    """Each service class says where its switch goes (``Service.switch_order``): the one
-    most likely to wait or fail (a PostgreSQL lock) first, so that a failure there has
-    nothing to switch back."""
-    from omnilab.services import service_class
-
-    return service_class(item.plan.service).switch_order
-
-
 class Interrupted(BaseException):
     """SIGTERM during a promotion: raised so that the cleanup runs, as for Ctrl-C."""
+
+
+class _HeldSignals:
+    """SIGTERM and Ctrl-C held back while a committed promotion switches its items
+    (milliseconds): it is finished rather than undone half way, then the signal acts."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            self.signum = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for signum, action in previous.items():
+                signal.signal(signum, action)
+
+    def deliver(self, reporter: Reporter) -> None:
+        if self.signum is None:
+            return
+        reporter.note("stopping now, as asked during the switches (the promotion is done)")
+        if self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Interrupted()
 
 
 @contextlib.contextmanager
@@ -118,7 +144,7 @@ def promote(
                 dry_run=True
             )
         with promotions.lock(reporter):
-            reconcile(promotions, settings, reporter)
+            reconcile(promotions, settings, reporter).raise_if_stuck()
             record = store.get_run(record.id)  # its state may have changed while waiting
             return _Promotion(store, record, items, on_conflict, actor, settings, reporter).run()
 
@@ -243,22 +269,13 @@ class _Promotion:
         active = [
             (r, p) for r, p in zip(records, promoters, strict=True) if r.plan.action != "nothing"
         ]
-        switched: list[tuple[ItemRecord, Promoter]] = []
+        held = _HeldSignals()
         try:
             with _sigterm_interrupts():
                 for item, promoter in active:
                     self._stage(record, item, promoter)
-                order = sorted(active, key=lambda rp: _switch_order(rp[0]))
-                for item, promoter in order:
-                    item.state = "switching"
-                    self.promotions.save(record)
-                    began = time.monotonic()
-                    promoter.switch(item)
-                    item.seconds["switch"] = round(time.monotonic() - began, 4)
-                    item.state = "switched"
-                    switched.append((item, promoter))
-                    self.promotions.save(record)
-                    self.reporter.note(f"  switched {item.plan.label} -> {item.plan.target}")
+                with held.holding():
+                    self._switch(record, active)
         except BaseException as exc:
             self._undo(record, active, exc)
             result = self.result("failed", records, id=self.id, error=record.error, data="kept")
@@ -270,19 +287,49 @@ class _Promotion:
             error = PromotionFailed(record.error or str(exc))
             error.result = result  # type: ignore[attr-defined]
             raise error from exc
+        held.deliver(self.reporter)
+        return self.result("succeeded", records, id=self.id)
+
+    def _switch(self, record: PromotionRecord, active: list[tuple[ItemRecord, Promoter]]) -> None:
+        """Commit, then switch every item back to back: readers see a mix of old and new
+        items only between the first switch and the last (``seconds["switched"]`` of
+        each item: when it was switched, counted from the commit). Nothing is recorded
+        between the switches (the recovery asks production which are switched); the
+        states live in memory for an undo, and are recorded with the outcome."""
+        for item, promoter in active:
+            item.switch.update(promoter.intended_switch(item))
+        record.committed_at = datetime.now(UTC)
+        self.promotions.save(record)
+        pause_point("committed")
+        committed = time.monotonic()
+        for item, promoter in sorted(active, key=lambda rp: switch_order(rp[0])):
+            item.state = "switching"
+            began = time.monotonic()
+            promoter.switch(item)
+            done = time.monotonic()
+            item.state = "switched"
+            item.seconds["switch"] = round(done - began, 4)
+            item.seconds["switched"] = round(done - committed, 4)
+            pause_point(f"switched:{item.plan.service}")
         record.status = "succeeded"
         record.finished_at = datetime.now(UTC)
         self.promotions.save(record)
-        return self.result("succeeded", records, id=self.id)
+        for item, _ in active:
+            self.reporter.note(f"  switched {item.plan.label} -> {item.plan.target}")
 
     def _stage(self, record: PromotionRecord, item: ItemRecord, promoter: Promoter) -> None:
         plan = item.plan
         item.state = "staging"
+        # Where the copy goes is recorded before it begins: whoever finishes a promotion
+        # killed half way through a copy finds what it left.
+        promoter.reserve(item)
         self.promotions.save(record)
         self.reporter.note(
             f"  staging {plan.label}: {plan.source_count:,} {plan.unit} ({plan.action})"
         )
-        progress = Progress(self.reporter, plan.label, plan.source_count, plan.unit)
+        progress = Progress(
+            self.reporter, plan.label, plan.source_count, plan.unit, step=f"copying:{plan.service}"
+        )
         promoter.stage(item, progress)
         item.seconds["stage"] = round(progress.seconds, 4)
         item.state = "staged"
@@ -306,6 +353,21 @@ class _Promotion:
         if failed is not None:
             failed.error = reason
         self.reporter.note(f"promotion failed: {reason}")
+        if record.committed_at is not None:
+            # A switch failed: undone, not rolled forward. Recorded before anything is
+            # undone, with the states as they are, so that an undo killed half way is
+            # finished in the same direction.
+            record.committed_at = None
+            record.error = reason
+            try:
+                self.promotions.save(record)
+            except Exception as save_exc:
+                self.reporter.note(
+                    f"  cannot record the failure ({save_exc}); nothing undone here: the next "
+                    "omnilab process finishes the promotion as its record says"
+                )
+                record.error = f"{reason}; not undone: {save_exc}"
+                return
         undo_errors = []
         for item, promoter in reversed(active):
             try:

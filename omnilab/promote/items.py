@@ -40,3 +40,12 @@ def other_production(items: list[ItemRecord], settings: Settings) -> list[str]:
         for i in items
         if item_from_dict(i.item).production_url(settings) != i.plan.target_url
     ]
+
+
+def switch_order(item: ItemRecord) -> int:
+    """Each service class says where its switch goes (``Service.switch_order``): the one
+    most likely to wait or fail (a PostgreSQL lock) first, so that a failure there has
+    nothing to switch back. A promotion finished by another process keeps that order."""
+    from omnilab.services import service_class
+
+    return service_class(item.plan.service).switch_order

@@ -1,8 +1,9 @@
 """Promotions in the tracking store (``omnilab.promotions``), and the run's data state.
 
 A promotion's row is written before anything is copied and updated as each item moves
-on (staged, switching, switched), so that a promotion whose process died can be finished
-by the next one: switched items switched back, staged copies removed.
+on (staging, with the staging place named first; staged; committed; switching,
+switched), so that a promotion whose process died can be finished by the next omnilab
+process (:mod:`omnilab.promote.recovery`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ _COLUMNS = (
     "rolled_back_at",
     "rolled_back_by",
     "pruned_at",
+    "committed_at",
+    "recovered",
 )
 
 
@@ -69,6 +72,11 @@ class PromotionRecord(BaseModel):
     rolled_back_at: datetime | None = None
     rolled_back_by: str | None = None
     pruned_at: datetime | None = None
+    #: When every item was staged and verified, just before the first switch: from then
+    #: on an interrupted promotion is finished (rolled forward), before it is undone.
+    committed_at: datetime | None = None
+    #: What finishing it after its process died did, by whom (or why not yet).
+    recovered: str | None = None
     #: Joined from the run, for listings.
     experiment: str | None = None
 
@@ -113,6 +121,17 @@ class PromotionStore(Store):
             yield
         finally:
             self._execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+    @contextlib.contextmanager
+    def lock_if_free(self) -> Iterator[bool]:
+        """Hold the promotion lock if nobody does (yields False, without waiting, when a
+        promotion is running): for the reconcilers, which must never wait on one."""
+        got = self._try_lock()
+        try:
+            yield got
+        finally:
+            if got:
+                self._execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
 
     def _try_lock(self) -> bool:
         row = self._execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
@@ -164,6 +183,14 @@ class PromotionStore(Store):
 
     def running(self) -> builtins.list[PromotionRecord]:
         return self._select("WHERE p.status = 'running'", ())
+
+    def any_running(self) -> bool:
+        """Whether a promotion is recorded as running (one index lookup: what the
+        reconcilers ask every few seconds)."""
+        row = self._execute(
+            "SELECT EXISTS (SELECT 1 FROM omnilab.promotions WHERE status = 'running')"
+        ).fetchone()
+        return bool(row and row[0])
 
     def later_on_same_target(self, record: PromotionRecord) -> builtins.list[PromotionRecord]:
         """Succeeded promotions after ``record`` that wrote one of its targets."""

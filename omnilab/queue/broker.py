@@ -12,13 +12,14 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from redis.retry import Retry
 from rq import Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from omnilab.errors import OmnilabError
-from omnilab.redact import redact_url
+from omnilab.redact import redact_text, redact_url
 from omnilab.tracking.queued_runs import job_id
 
 #: The function a worker's rq work horse calls with the run id.
@@ -39,23 +40,32 @@ class QueueUnavailable(OmnilabError):
 class Broker:
     """The queues of one omnilab deployment on one Redis."""
 
-    def __init__(self, url: str, queue: str) -> None:
+    def __init__(self, url: str, queue: str, *, retry: Retry | None = None) -> None:
+        """``retry``: the client's retry policy; a worker's slots wait out outages
+        (:class:`omnilab.queue.reconnect.Reconnect`), the API and sweeps fail fast."""
         self.url = url
         self.queue = queue
         self.gpu_queue = f"{queue}-gpu"
         self._queues: dict[str, Queue] = {}
         try:
+            options: dict[str, Any] = {"retry": retry} if retry is not None else {}
             self.redis = redis.Redis.from_url(
-                url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
+                url,
+                socket_connect_timeout=2,
+                socket_timeout=10,
+                health_check_interval=30,
+                **options,
             )
         except ValueError as exc:
             raise QueueUnavailable(
-                f"REDIS_URL {redact_url(url)} is not a Redis URL: {exc}"
+                f"REDIS_URL {redact_url(url)} is not a Redis URL: {redact_text(str(exc), url)}"
             ) from None
 
     def unreachable(self, exc: BaseException) -> QueueUnavailable:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return QueueUnavailable(f"cannot reach Redis at {redact_url(self.url)}: {reason}")
+        return QueueUnavailable(
+            f"cannot reach Redis at {redact_url(self.url)}: {redact_text(reason, self.url)}"
+        )
 
     def ping(self) -> None:
         try:

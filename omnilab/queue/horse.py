@@ -15,6 +15,12 @@ SIGTERM at any moment stops the run and tears its stack down; it is recorded as 
 when a cancellation was requested (the API asks the slot through rq's stop-job command,
 and the slot sends SIGTERM), and otherwise (the worker is stopping or died) goes back to
 the queue or fails, per the run's retry setting.
+
+Outages: the horse's Redis client waits for Redis as its slot's does (rq records the
+end of the message there, after the run); SIGTERM ends that wait. The tracking store
+is waited for too, with backoff: before the claim, and before a statement that follows
+an idle spell (the run's record at its end, after an outage during the run), so that a
+restart of the store costs the run time, not its outcome.
 """
 
 from __future__ import annotations
@@ -29,13 +35,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+import psycopg
+
 from omnilab import environment
-from omnilab.errors import OmnilabError
+from omnilab.errors import OmnilabError, TrackingStoreError
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
 from omnilab.queue.lifeline import die_with_parent
+from omnilab.queue.reconnect import store_outage
 from omnilab.queue.settings import QueueSettings
 from omnilab.runner import RunOptions, Terminated, run_with
+from omnilab.tracking.base import Params
 from omnilab.tracking.queued_runs import Claim, QueueStore, running_environment
 from omnilab.tracking.store import TrackingStore
 
@@ -48,9 +58,76 @@ _slot: Slot | None = None
 #: A spare's tracking-store connection, opened before its run was known, and when.
 _ready_store: tuple[TrackingStore, float] | None = None
 
-#: A connection idle longer than this is tried before its claim: the server may have
-#: restarted or dropped it meanwhile, and a claim must not fail for that.
+#: A connection idle longer than this is tried before it is used again: the server may
+#: have restarted or dropped it meanwhile, and a claim or a record must not fail for that.
 _CHECK_IDLE_AFTER_S = 2.0
+#: Longest wait between two tries to reach the tracking store.
+_STORE_BACKOFF_MAX_S = 5.0
+
+
+class RunStore(TrackingStore):
+    """The horse's tracking store: a statement after an idle spell (the run's record at
+    its end, say) first checks the connection and, if the server went away meanwhile,
+    waits for it (with backoff, for as long as the horse lives) and reconnects.
+
+    Only the statements of this class's own methods are covered (stores made over it
+    share its connection, not this check); statements a few milliseconds apart, those
+    of one transaction among them, are never checked between."""
+
+    label = ""
+    _used_at = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._used_at = time.monotonic()
+
+    def _fresh(self) -> None:
+        now = time.monotonic()
+        idle = now - self._used_at > _CHECK_IDLE_AFTER_S
+        self._used_at = now
+        if not idle:
+            return
+        conn = self.conn
+        if not (conn.closed or conn.broken):
+            try:
+                with self._link.lock:
+                    conn.execute("SELECT 1")
+                return
+            except psycopg.OperationalError:
+                pass
+        with contextlib.suppress(Exception):
+            conn.close()
+        _wait_for_store(self.label, self.reconnect)
+
+    def _execute(self, query: str, params: Params = ()) -> psycopg.Cursor[Any]:
+        self._fresh()
+        return super()._execute(query, params)
+
+    def _dict_rows(self, query: str, params: Params = ()) -> list[dict[str, Any]]:
+        self._fresh()
+        return super()._dict_rows(query, params)
+
+    def _dict_row(self, query: str, params: Params = ()) -> dict[str, Any] | None:
+        self._fresh()
+        return super()._dict_row(query, params)
+
+
+def _wait_for_store(label: str, attempt: Any) -> Any:
+    """``attempt()`` until the tracking store answers; SIGTERM (the run is stopped, or
+    its slot is gone) ends the wait like any other."""
+    delay, said = 0.25, False
+    while True:
+        try:
+            return attempt()
+        except (TrackingStoreError, psycopg.OperationalError) as exc:
+            if not store_outage(exc):
+                raise
+            if not said:
+                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+                print(f"{label}waiting for the tracking store: {reason}", file=sys.__stderr__)
+                said = True
+        time.sleep(delay)
+        delay = min(delay * 2, _STORE_BACKOFF_MAX_S)
 
 
 def configure(slot: Slot) -> None:
@@ -67,7 +144,7 @@ def prepare() -> None:
     if slot is None:
         raise RuntimeError("omnilab.queue.horse.prepare runs inside `omnilab worker` only")
     try:
-        _ready_store = (TrackingStore.open(slot.settings), time.monotonic())
+        _ready_store = (RunStore.open(slot.settings), time.monotonic())
     except Exception:  # the run will open it and report what is wrong
         _ready_store = None
     # The git state of the experiments' repository, with what tells whether it changed.
@@ -75,7 +152,8 @@ def prepare() -> None:
 
 
 def _open_store(settings: QueueSettings) -> TrackingStore:
-    """The spare's connection when it still works, else a new one."""
+    """The spare's connection when it still works, else a new one (waiting for the
+    store while it cannot be reached)."""
     global _ready_store
     ready, _ready_store = _ready_store, None
     if ready is not None:
@@ -84,15 +162,32 @@ def _open_store(settings: QueueSettings) -> TrackingStore:
             return store
         try:
             store.conn.execute("SELECT 1")
+            if isinstance(store, RunStore):
+                store._used_at = time.monotonic()
             return store
         except Exception:
             with contextlib.suppress(Exception):
                 store.close()
-    return TrackingStore.open(settings)
+    opened: TrackingStore = _wait_for_store(
+        f"[{os.environ.get('RQ_JOB_ID', '')[:8]}] ", lambda: RunStore.open(settings)
+    )
+    return opened
+
+
+def _stop_waiting_for_redis() -> None:
+    if _slot is not None and _slot.reconnect is not None:
+        _slot.reconnect.give_up()
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
+    _stop_waiting_for_redis()
     raise Terminated()
+
+
+def _after_the_run(signum: int, frame: Any) -> None:
+    """SIGTERM once the run is recorded: nothing to stop but rq's last words to Redis,
+    which are not waited for any more (the worker is stopping)."""
+    _stop_waiting_for_redis()
 
 
 def execute(run_id: str) -> None:
@@ -107,6 +202,8 @@ def execute(run_id: str) -> None:
     run_dir = (Path(settings.runs_dir) / run_id).resolve()
     slot.catalog.refresh()  # a spare's copy may predate a change of the files
     store = _open_store(settings)
+    if isinstance(store, RunStore):
+        store.label = f"[{run_id[:8]}] "
     try:
         claim = QueueStore(store).claim(
             run_id,
@@ -119,7 +216,7 @@ def execute(run_id: str) -> None:
         if claim is not None:
             _attempt(store, slot, claim, run_dir)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _after_the_run)
         store.close()
 
 

@@ -8,7 +8,9 @@ The store is the source of truth, so repair goes one way:
 - a queued run whose message is not in Redis (the API died between recording and
   sending, Redis restarted and lost it, a delivery failed before the claim) gets a new
   message;
-- a running attempt asked to stop that is still running gets its stop message again.
+- a running attempt asked to stop that is still running gets its stop message again;
+- a promotion whose process died is finished (:mod:`omnilab.promote.recovery`): readers
+  see a mix of old and new items until it is, so not later than the next sweep.
 
 The API and every worker run this at start and then periodically; a PostgreSQL advisory
 lock lets one of them do it at a time (:meth:`QueueStore.sweep_lock`).
@@ -22,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from omnilab.config import Settings, get_settings
+from omnilab.promote.recovery import recover_if_free
 from omnilab.queue.broker import Broker, QueueUnavailable
 from omnilab.tracking.queued_runs import QueueStore, job_id
 from omnilab.tracking.store import TrackingStore
@@ -57,6 +61,8 @@ class Reconciler:
         self._last_full = -math.inf
         self._redis_id: str | None = None
         self._checked_until: datetime | None = None
+        self._settings: Settings | None = None
+        self._promotion_error = ""
 
     def request_full_check(self) -> None:
         """A message may be lost (a send failed): look at every queued run next time."""
@@ -80,7 +86,24 @@ class Reconciler:
             log.info("run %s: its message was not in the queue; sent again", run_id[:8])
         for run_id, status in result.ended.items():
             log.info("run %s: its worker is gone; now %s", run_id[:8], status)
+        self._finish_promotions(store)
         return result
+
+    def _finish_promotions(self, store: TrackingStore) -> None:
+        """Interrupted promotions, finished without anyone asking; a failure is logged
+        once and tried again next sweep, never fatal to the queue's repairs."""
+        error = ""
+        try:
+            self._settings = self._settings or get_settings()
+            recovery = recover_if_free(store, self._settings)
+            for record in recovery.finished:
+                log.info("promotion %s had been interrupted: %s", record.short_id, record.recovered)
+            error = "; ".join(f"{r.short_id}: {why}" for r, why in recovery.stuck)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        if error and error != self._promotion_error:
+            log.warning("interrupted promotion not finished yet: %s", error)
+        self._promotion_error = error
 
     def _repair_messages(self, queue: QueueStore, result: Reconciled) -> None:
         broker = self.broker

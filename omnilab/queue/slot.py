@@ -16,6 +16,11 @@ The processes of a worker, and where each one's code is:
   :class:`SlotWorker` is the rq worker it runs;
 - **spare** (:mod:`omnilab.queue.spare`): a horse forked before its message arrives;
 - **horse** (:mod:`omnilab.queue.horse`): the process of one attempt of one run.
+
+Outages of the queue's Redis are waited out (:mod:`omnilab.queue.reconnect`): a slot
+never ends for one. It ends when told to, or on an error it cannot wait out; then it
+writes the reason to its ``--cause-fd`` (a pipe) for the worker, which restarts it or,
+when the error is fatal (exit status :data:`FATAL`), stops with that reason.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import logging
 import os
 import signal
 import sys
+import traceback
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import redis
@@ -39,9 +47,15 @@ from omnilab.catalog import Catalog
 from omnilab.queue import horse, spare
 from omnilab.queue.broker import Broker
 from omnilab.queue.lifeline import die_with_parent
+from omnilab.queue.reconnect import QueueFatal, Reconnect
 from omnilab.queue.settings import QueueSettings, get_queue_settings
+from omnilab.redact import redact_url
 from omnilab.tracking.queued_runs import QueueStore
 from omnilab.tracking.store import TrackingStore
+
+#: A slot's exit status when waiting or restarting cannot help (Redis refuses the
+#: worker's credentials): the worker stops and says why.
+FATAL = 3
 
 
 @dataclass
@@ -53,6 +67,8 @@ class Slot:
     gpu: str | None  # a CUDA_VISIBLE_DEVICES value; None: this slot has no GPU
     settings: QueueSettings
     catalog: Catalog
+    #: The slot's Redis retry policy; its run processes hold a copy.
+    reconnect: Reconnect | None = None
 
     @property
     def name(self) -> str:
@@ -69,6 +85,38 @@ class SlotWorker(Worker):
     slot: Slot
 
     _spare: spare.Spare | None = None
+    told_to_stop = False
+
+    def say(self, message: str) -> None:
+        print(f"worker {self.slot.worker_id}: slot {self.slot.index}: {message}", file=sys.stderr)
+
+    # -- outages (see omnilab.queue.reconnect) ----------------------------------------
+
+    def register_birth(self) -> None:
+        """rq will not start under a name that Redis shows as live. A slot's name is its
+        worker's id and its index, and the worker starts a slot only once the previous
+        one has exited, so a live registration of this name is that one's, left behind
+        (it was killed, or Redis restored it from its append-only file): end it the way
+        rq ends its own, then register."""
+        conn = self.connection
+        if conn.exists(self.key) and not conn.hexists(self.key, "death"):
+            previous = conn.hget(self.key, "pid")
+            self.register_death()
+            pid = f" (pid {int(previous)})" if previous else ""
+            self.say(f"cleared the registration left in Redis by its previous process{pid}")
+        super().register_birth()
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.told_to_stop = True
+        super().request_stop(signum, frame)
+
+    def set_shutdown_requested_date(self) -> None:
+        """Called by rq's signal handler, which must return even while Redis is away: the
+        date is only shown by rq's tools."""
+        reconnect = self.slot.reconnect
+        waiting = reconnect.no_wait() if reconnect else contextlib.nullcontext()
+        with contextlib.suppress(redis.RedisError), waiting:
+            super().set_shutdown_requested_date()
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -142,10 +190,21 @@ class SlotWorker(Worker):
         self.main_work_horse(job, queue)
 
     def teardown(self) -> None:
+        """Stopping: Redis is not waited for any more. What rq records here (this slot's
+        end) is only shown by rq's tools, and expires on its own when Redis is away."""
+        if self.slot.reconnect is not None:
+            self.slot.reconnect.give_up()
         if self._spare is not None and not self.is_horse:
             self._spare.discard()
             self._spare = None
-        super().teardown()
+        listener: Any = self.pubsub_thread  # rq annotates it as always None
+        if listener is not None:
+            # rq unsubscribes, then stops its stop-job listener and waits for it: one
+            # whose loop came round between the two waits (up to a minute) for the
+            # subscription that will not come back. Told first, it ends on the reply.
+            listener.stop(timeout=0)
+        with contextlib.suppress(redis.RedisError, QueueFatal):
+            super().teardown()
 
     def kill_horse(self, sig: signal.Signals = signal.SIGTERM) -> None:
         """rq kills with SIGKILL; SIGTERM lets the runner tear the stack down and record
@@ -187,6 +246,26 @@ def _preload() -> None:
     platform.platform()  # cached by the platform module; costs a scan of the interpreter
 
 
+class _LastError(logging.Handler):
+    """Keeps the exception that rq logs when an error ends its work loop (rq catches
+    it, logs it and returns): the reason this slot ended."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.error: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.error = record.exc_info[1]
+
+
+def _cause(error: BaseException | None) -> str:
+    if error is None:
+        return "rq's work loop ended"
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m omnilab.queue.slot")
     parser.add_argument("--worker-id", required=True)
@@ -194,27 +273,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", default=None)
     parser.add_argument("--queue", action="append", required=True)
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--cause-fd", type=int, default=None)
     args = parser.parse_args(argv)
     die_with_parent(signal.SIGKILL, args.parent)
+    if args.cause_fd is not None:
+        os.set_inheritable(args.cause_fd, False)  # not for what runs exec
+
+    def ended(error: BaseException | None, status: int) -> int:
+        """Say why the slot ends, to the worker's output and to the worker."""
+        cause = _cause(error)
+        print(f"worker {args.worker_id}: slot {args.index}: ended: {cause}", file=sys.stderr)
+        if args.cause_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(args.cause_fd, (cause + "\n").encode()[:4096])
+        return status
 
     settings = get_queue_settings()
     catalog = Catalog(settings.experiments_dir)
-    slot = Slot(args.worker_id, args.index, args.gpu, settings, catalog)
+    reconnect = Reconnect(
+        f"Redis at {redact_url(settings.redis_url)}",
+        report=lambda message: print(
+            f"worker {args.worker_id}: slot {args.index}: {message}", file=sys.stderr, flush=True
+        ),
+    )
+    slot = Slot(args.worker_id, args.index, args.gpu, settings, catalog, reconnect)
     horse.configure(slot)
     _preload()
-    broker = Broker(settings.redis_url, settings.queue)
-    worker = SlotWorker(
-        [Queue(name, connection=broker.redis) for name in args.queue],
-        connection=broker.redis,
-        name=f"{args.worker_id}.{args.index}",
-    )
-    worker.slot = slot
-    # Objects made so far live as long as the slot: move them out of the collector's
-    # sight, so that a horse's collections do not touch (and copy) every page it shares
-    # with the slot after the fork.
-    gc.freeze()
-    worker.work(logging_level="WARNING")
-    return 0
+    last_error = _LastError()
+    logging.getLogger("rq.worker").addHandler(last_error)
+    try:
+        broker = Broker(settings.redis_url, settings.queue, retry=reconnect)
+        worker = SlotWorker(
+            [Queue(name, connection=broker.redis) for name in args.queue],
+            connection=broker.redis,
+            name=f"{args.worker_id}.{args.index}",
+        )
+        worker.slot = slot
+        # Objects made so far live as long as the slot: move them out of the collector's
+        # sight, so that a horse's collections do not touch (and copy) every page it
+        # shares with the slot after the fork.
+        gc.freeze()
+        worker.work(logging_level="WARNING")
+    except QueueFatal as exc:
+        return ended(exc, FATAL)
+    except Exception as exc:
+        traceback.print_exc()
+        return ended(exc, 1)
+    if worker.told_to_stop:
+        return 0
+    # rq's loop ended on an error it caught (and logged, traceback included).
+    return ended(last_error.error, FATAL if isinstance(last_error.error, QueueFatal) else 1)
 
 
 if __name__ == "__main__":

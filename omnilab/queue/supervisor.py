@@ -10,6 +10,12 @@ ones; a second stops them (their stacks are torn down, and each run goes back to
 queue or fails, per its retry setting). SIGKILL of the supervisor takes the slots down
 at once (parent-death signal), each run's horse tears its stack down, and the next sweep
 (by any worker or the API) finds nothing left "running".
+
+Outages: a worker waits out any outage of the queue's Redis (its slots do, see
+:mod:`omnilab.queue.reconnect`) or of the tracking store (the heartbeat reconnects with
+backoff, and the worker registers again if the store lost its record). It exits only
+when told to, or on an error that waiting cannot cure, named in its last line: Redis or
+the store refusing its credentials, or a slot that keeps failing.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
 from omnilab.queue.broker import Broker
 from omnilab.queue.reconcile import Reconciler
+from omnilab.queue.reconnect import store_outage
 from omnilab.queue.settings import QueueSettings
+from omnilab.queue.slot import FATAL
 from omnilab.redact import redact_url
 from omnilab.tracking.store import TrackingStore
 from omnilab.tracking.workers import WorkerStore
@@ -43,6 +51,8 @@ from omnilab.version import __version__
 
 #: A slot that dies this many times within a minute is not restarted again.
 MAX_RESTARTS_PER_MINUTE = 5
+#: Wait before restarting a slot that died: doubled at each death within a minute.
+FIRST_RESTART_DELAY_S = 0.5
 
 
 def parse_gpus(value: str | None) -> list[str]:
@@ -77,6 +87,8 @@ class _SlotProcess:
     queues: list[str]
     proc: subprocess.Popen[bytes] | None = None
     deaths: list[float] = field(default_factory=list)
+    restart_at: float | None = None  # dead, to be started again then
+    cause: int | None = None  # read end of the pipe where the slot says why it ended
 
 
 class Supervisor:
@@ -104,6 +116,8 @@ class Supervisor:
         self._signals = 0
         self._last_error = ""
         self._reconciler: Reconciler | None = None
+        self._store_down_since: float | None = None
+        self._store_retry_s = 0.0
 
     # -- signals --------------------------------------------------------------------
 
@@ -143,27 +157,66 @@ class Supervisor:
             argv += ["--queue", queue]
         if slot.gpu is not None:
             argv += ["--gpu", slot.gpu]
+        # Where the slot says why it ended (a pipe: nothing to clean up after a SIGKILL).
+        self._close_cause(slot)
+        slot.cause, write_end = os.pipe()
+        argv += ["--cause-fd", str(write_end)]
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": slot.gpu or ""}
-        # A process group of its own: a Ctrl-C in the terminal reaches the supervisor
-        # alone, which decides what the slots are told.
-        slot.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, process_group=0)
+        try:
+            # A process group of its own: a Ctrl-C in the terminal reaches the supervisor
+            # alone, which decides what the slots are told.
+            slot.proc = subprocess.Popen(
+                argv, env=env, stdin=subprocess.DEVNULL, process_group=0, pass_fds=(write_end,)
+            )
+        finally:
+            os.close(write_end)
+
+    @staticmethod
+    def _close_cause(slot: _SlotProcess) -> None:
+        if slot.cause is not None:
+            with contextlib.suppress(OSError):
+                os.close(slot.cause)
+            slot.cause = None
+
+    @staticmethod
+    def _read_cause(slot: _SlotProcess) -> str:
+        """What the dead slot said about its end ("" if nothing)."""
+        if slot.cause is None:
+            return ""
+        os.set_blocking(slot.cause, False)
+        try:
+            return os.read(slot.cause, 4096).decode(errors="replace").strip()
+        except OSError:  # nothing written (its children may hold the pipe open)
+            return ""
 
     def _check_slots(self) -> None:
+        """Restart dead slots, after a delay that grows while they keep dying; stop the
+        worker, saying why, when one cannot be helped by restarting."""
         now = time.monotonic()
         for slot in self.slots:
             if slot.proc is None or slot.proc.poll() is None:
                 continue
-            slot.deaths = [t for t in slot.deaths if now - t < 60] + [now]
-            if len(slot.deaths) > MAX_RESTARTS_PER_MINUTE:
-                raise OmnilabError(
-                    f"worker {self.id}: slot {slot.index} keeps dying "
-                    f"(exit status {slot.proc.returncode}); stopping"
+            if slot.restart_at is None:
+                status = slot.proc.returncode
+                cause = self._read_cause(slot)
+                why = f"exit status {status}" + (f": {cause}" if cause else "")
+                if status == FATAL:
+                    raise OmnilabError(f"worker {self.id}: slot {slot.index}: {cause}; stopping")
+                slot.deaths = [t for t in slot.deaths if now - t < 60] + [now]
+                if len(slot.deaths) > MAX_RESTARTS_PER_MINUTE:
+                    raise OmnilabError(
+                        f"worker {self.id}: slot {slot.index} failed {len(slot.deaths)} times "
+                        f"within a minute (last: {why}); stopping"
+                    )
+                delay = FIRST_RESTART_DELAY_S * 2 ** (len(slot.deaths) - 1)
+                slot.restart_at = now + delay
+                self.reporter.note(
+                    f"worker {self.id}: slot {slot.index} exited ({why}); "
+                    f"restarting it in {delay:g} s"
                 )
-            self.reporter.note(
-                f"worker {self.id}: slot {slot.index} exited (status {slot.proc.returncode}); "
-                "restarting it"
-            )
-            self._start_slot(slot)
+            if now >= slot.restart_at:
+                slot.restart_at = None
+                self._start_slot(slot)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -175,17 +228,8 @@ class Supervisor:
         store = TrackingStore.open(settings)
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         try:
-            pid = os.getpid()
             queues = sorted({q for s in self.slots for q in s.queues})
-            WorkerStore(store).register(
-                self.id,
-                pid=pid,
-                pid_start=process_start_time(pid),
-                concurrency=len(self.slots),
-                gpus=self.gpus,
-                queues=queues,
-                version=__version__,
-            )
+            self._register(store)
             self._describe(catalog, broker, store, queues)
             self._sweep(store, broker)
             previous = {
@@ -205,15 +249,34 @@ class Supervisor:
                     slot.proc.wait()
             try:
                 WorkerStore(store).stopped(self.id)
+            except Exception as exc:  # the sweepers will find it stopped by its pid or age
+                self.reporter.note(
+                    f"worker {self.id}: could not record its stop in the tracking store: "
+                    f"{_first_line(exc)}"
+                )
             finally:
-                store.close()
+                with contextlib.suppress(Exception):
+                    store.close()
                 broker.close()
+                for slot in self.slots:
+                    self._close_cause(slot)
         self.reporter.note(f"worker {self.id}: stopped")
         return 0
 
+    def _register(self, store: TrackingStore) -> None:
+        pid = os.getpid()
+        WorkerStore(store).register(
+            self.id,
+            pid=pid,
+            pid_start=process_start_time(pid),
+            concurrency=len(self.slots),
+            gpus=self.gpus,
+            queues=sorted({q for s in self.slots for q in s.queues}),
+            version=__version__,
+        )
+
     def _loop(self, store: TrackingStore, broker: Broker) -> None:
         settings = self.settings
-        workers = WorkerStore(store)
         beat_every = min(5.0, settings.worker_ttl / 3)
         next_beat = time.monotonic() + beat_every
         next_sweep = time.monotonic() + settings.reconcile_interval
@@ -226,12 +289,54 @@ class Supervisor:
                 self._check_slots()
             now = time.monotonic()
             if now >= next_beat:
-                next_beat = now + beat_every
-                with contextlib.suppress(psycopg.Error):  # the sweep reports store trouble
-                    workers.heartbeat(self.id)
-            if now >= next_sweep and not self._signals:
+                # While the store is away, the next try comes sooner than the next beat
+                # would, and never later: the beat must resume as soon as it is back.
+                beaten = self._beat(store)
+                next_beat = time.monotonic() + (
+                    beat_every if beaten else min(self._store_retry_s, beat_every)
+                )
+            if now >= next_sweep and not self._signals and self._store_down_since is None:
                 next_sweep = now + settings.reconcile_interval
                 self._sweep(store, broker)
+
+    def _beat(self, store: TrackingStore) -> bool:
+        """The heartbeat; reconnects to the store first when its connection broke. False
+        while the store cannot be reached (said once, and once more when it is back)."""
+        try:
+            if store.conn.closed or store.conn.broken:
+                with contextlib.suppress(Exception):
+                    store.conn.close()
+                store.reconnect()
+            if not WorkerStore(store).heartbeat(self.id):
+                # The store lost this worker's record, or a sweeper took it for dead.
+                self._register(store)
+                self.reporter.note(
+                    f"worker {self.id}: the tracking store had no live record of it; "
+                    "registered it again"
+                )
+        except (psycopg.Error, OSError) as exc:
+            if not store_outage(exc):
+                raise OmnilabError(
+                    f"worker {self.id}: cannot use the tracking store at {store.location}: "
+                    f"{_first_line(exc)}; stopping"
+                ) from None
+            if self._store_down_since is None:
+                self._store_down_since = time.monotonic()
+                self._store_retry_s = 0.25
+                self.reporter.note(
+                    f"worker {self.id}: cannot reach the tracking store at {store.location} "
+                    f"({_first_line(exc)}); waiting for it, its runs go on"
+                )
+            else:
+                self._store_retry_s = min(self._store_retry_s * 2, 5.0)
+            return False
+        if self._store_down_since is not None:
+            down = time.monotonic() - self._store_down_since
+            self._store_down_since = None
+            self.reporter.note(
+                f"worker {self.id}: the tracking store answers again (after {down:.1f} s)"
+            )
+        return True
 
     def _sweep(self, store: TrackingStore, broker: Broker) -> None:
         """Reconcile; a failure is reported once and tried again next time, never fatal
@@ -275,3 +380,8 @@ class Supervisor:
         note(f"  experiments in {catalog.folder}: {names}")
         for problem in catalog.problems:
             note(f"  warning: {problem}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0].strip() if text else type(exc).__name__

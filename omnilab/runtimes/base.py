@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import RuntimeUnavailable, StackStartError
+from omnilab.resources import Bounds, Resources
 from omnilab.runtimes import ports as port_alloc
 from omnilab.services.base import Credentials, Endpoint, Service
 
@@ -56,7 +57,13 @@ class RunningService:
             "url": self.service.url(self.endpoint),
             "ports": dict(self.endpoint.ports),
             "ready_seconds": round(self.ready_seconds, 3),
-            **{k: v for k, v in self.handle.items() if k in ("image", "image_digest", "gpus")},
+            # process, embedded (in the experiment's own process), container, external.
+            "kind": self.handle.get("kind"),
+            **{
+                k: v
+                for k, v in self.handle.items()
+                if k in ("image", "image_digest", "replaces", "gpus", "bounds")
+            },
         }
 
 
@@ -124,6 +131,32 @@ class Runtime(ABC):
     @abstractmethod
     def gpus(self, policy: GpuPolicy) -> list[Gpu]:
         """The GPUs a stack gets under ``policy``; raises UsageError for True without any."""
+
+    # -- resource bounds (omnilab.resources) --------------------------------------------
+    #
+    # A runtime that enforces bounds says so (``enforces_bounds``), resolves them before
+    # anything starts, applies them in ``launch`` (from ``state.extra["bounds"]``), records
+    # what applied in each handle's ``"bounds"``, and tells which bound a failed run hit.
+    # One that does not (the local runtime) records nothing: nothing claims a bound that
+    # is not enforced.
+
+    #: Whether :meth:`bounds` gives anything: the run record says so either way.
+    enforces_bounds: ClassVar[bool] = False
+    #: Why this runtime enforces no bound (the run record and a note say it).
+    bounds_note: ClassVar[str] = "this runtime enforces no resource bound"
+
+    def bounds(
+        self, resources: Resources, defaults: dict[str, Resources | None]
+    ) -> dict[str, Bounds]:
+        """The bounds of each named container (``defaults``: name -> the service's own
+        defaults) under ``resources``; UsageError, nothing started, for one this runtime
+        cannot give. Empty where this runtime enforces none."""
+        return {}
+
+    def bounds_hit(self, state: StackState) -> list[str]:
+        """One line per bound a service of the stack hit (killed at its memory bound, out
+        of its disk), naming the service and the bound; empty when none was."""
+        return []
 
     # -- one stack ----------------------------------------------------------------------
 
@@ -261,6 +294,13 @@ class Runtime(ABC):
                 running.version = service.server_version(endpoint)
             except Exception:
                 running.version = getattr(recipe, "version", None)
+            if handle.get("replaces"):
+                # Another version than the pinned one: never silently.
+                self.reporter.note(
+                    f"  {service.name}: {running.version or 'unknown version'} from "
+                    f"{handle.get('image')} (built locally) in place of the pinned "
+                    f"{handle['replaces']}"
+                )
             self.reporter.service_ready(service.name, service.url(endpoint), running.ready_seconds)
             return running
         raise StackStartError(

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from omnilab.resources import Resources
+
 if TYPE_CHECKING:
     from omnilab.config import Settings
 
@@ -137,6 +139,12 @@ class BuiltImage:
     description: str
     #: The recipe's folder under ``dockerfiles/``.
     context: str
+    #: A server program the recipe copies into the image because no Debian package
+    #: provides it (Qdrant): its file name in the build context. The user hands it over
+    #: (``omnilab images build qdrant --binary PATH``), else the service finds it
+    #: (:meth:`Service.image_binary`); its content is part of the image's fingerprint,
+    #: so another binary rebuilds the image. None: Debian packages only.
+    binary: str | None = None
 
 
 class Service(ABC):
@@ -156,6 +164,9 @@ class Service(ABC):
     default_image: ClassVar[str]
     #: Whether the docker runtime hands this service the run's GPUs.
     takes_gpu: ClassVar[bool] = False
+    #: This service's own defaults where they differ from :data:`omnilab.resources.DEFAULTS`
+    #: (Ollama holds a model in memory); what an experiment declares overrides them.
+    default_resources: ClassVar[Resources | None] = None
     #: Environment variable names this service exports for clients, URL first.
     env_names: ClassVar[tuple[str, ...]] = ()
     #: The variable that holds this service's secret where one is handed around by name
@@ -204,6 +215,15 @@ class Service(ABC):
     def new_credentials(self) -> Credentials:
         """Fresh secrets for one stack; never reused between runs."""
         return Credentials(password=Credentials.random_password())
+
+    @classmethod
+    def image_binary(cls, given: Path | None = None) -> Path:
+        """The program :attr:`built_image` copies into its image (``built_image.binary``),
+        checked to be the right one: ``given`` (``--binary PATH``), else where the service
+        looks for it. UsageError, one line, when there is none or it is the wrong one."""
+        from omnilab.errors import UsageError
+
+        raise UsageError(f"{cls.name}: its image is built from Debian packages only")
 
     # -- running ----------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ Every item goes through the same steps, so that production readers see all or no
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -208,6 +210,12 @@ class Promoter(ABC):
     def plan(self, on_conflict: OnConflict) -> ItemPlan:
         """Inspect source and production; change nothing."""
 
+    def reserve(self, record: ItemRecord) -> None:
+        """Name in ``record.staging`` the places :meth:`stage` will create, before it
+        creates any: the flow records them first, so that what a copy killed half way
+        left is found and removed (:meth:`discard_staging`). The default names nothing,
+        for a promoter that finds its staging from the promotion id alone."""
+
     @abstractmethod
     def stage(self, record: ItemRecord, progress: Progress) -> None:
         """Copy into staging and verify; fill ``record.staging``, counts and checksums.
@@ -219,6 +227,12 @@ class Promoter(ABC):
     def switch(self, record: ItemRecord) -> None:
         """Make the staged copy the production item in one atomic step; fill
         ``record.switch`` with what was replaced and where it is kept."""
+
+    def intended_switch(self, record: ItemRecord) -> dict[str, Any]:
+        """What :meth:`switch` will record in ``record.switch`` (what it replaces, where
+        that is kept), known before it runs: recorded with the commit, so that a switch
+        whose process died before recording it can still be rolled back."""
+        return {}
 
     @abstractmethod
     def unswitch(self, record: ItemRecord) -> None:
@@ -234,8 +248,10 @@ class Promoter(ABC):
         recorded as ``checksums["target"]``; None when it holds nothing."""
 
     @abstractmethod
-    def discard_staging(self, record: ItemRecord) -> None:
-        """Remove what :meth:`stage` left (on failure, or after an interruption)."""
+    def discard_staging(self, record: ItemRecord) -> list[str]:
+        """Remove what :meth:`stage` left (on failure, or after an interruption), even
+        from a copy killed half way; returns what it removed, for the record (nothing
+        when there was nothing: a record says only what was done)."""
 
     @abstractmethod
     def drop_replaced(self, record: ItemRecord) -> None:
@@ -279,20 +295,45 @@ class Sum64:
 # -- progress ---------------------------------------------------------------------------
 
 
+#: Makes the promoting process stop at a named step (until it is killed), for the tests
+#: of interrupted promotions: ``copying:<service>`` (once the first batch of that
+#: service's item is copied), ``committed`` (every item staged and verified),
+#: ``switched:<service>`` (that item switched and recorded).
+PAUSE_ENV = "OMNILAB_PROMOTE_PAUSE_AT"
+
+
+def pause_point(step: str) -> None:
+    """Stop here for good if ``OMNILAB_PROMOTE_PAUSE_AT`` names this step, saying so on
+    stderr first: a test waits for that line and kills the process at a known moment,
+    where watching servers from outside would race with the copy."""
+    if os.environ.get(PAUSE_ENV) != step:
+        return
+    sys.stderr.write(f"promotion paused at {step} (pid {os.getpid()})\n")
+    sys.stderr.flush()
+    while True:
+        time.sleep(3600)
+
+
 class Progress:
     """Progress of one copy, as a line every few seconds (long copies say how far they are)."""
 
-    def __init__(self, reporter: Reporter, label: str, total: int, unit: str) -> None:
+    def __init__(
+        self, reporter: Reporter, label: str, total: int, unit: str, *, step: str = ""
+    ) -> None:
         self.reporter = reporter
         self.label = label
         self.total = total
         self.unit = unit
+        #: The pause point after the first batch (see :func:`pause_point`).
+        self.step = step
         self.done = 0
         self.began = time.monotonic()
         self._last = self.began
 
     def advance(self, n: int) -> None:
         self.done += n
+        if self.step:
+            pause_point(self.step)
         now = time.monotonic()
         if now - self._last >= 5.0:
             self._last = now

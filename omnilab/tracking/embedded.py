@@ -4,8 +4,16 @@ It lives under ``.omnilab/pgdata`` in the working directory, listens on a Unix s
 only (no TCP port to collide with anything), and is shared by every omnilab process
 working in that directory: the first one starts it, the last one to leave stops it.
 Users are counted with ``flock`` shared locks, which the kernel drops when a process
-dies, so even a SIGKILLed user never keeps the server alive in the counting; a server
-left running by such a death is simply reused by the next process.
+dies, so even a SIGKILLed user never keeps the server alive in the counting.
+
+A user that leaves normally stops the server when it is the last. One that is killed
+(SIGKILL, a crashed kernel) cannot, so each server has a watcher
+(:mod:`omnilab.tracking.embedded_watch`, a small process in a session of its own), which
+waits for the count of users to reach zero, however they left, and then stops it.
+
+Locks, all files under ``.omnilab/``: ``pg.start.lock`` (exclusive: one process starts,
+counts itself in or stops the server at a time), ``pg.users.lock`` (shared by each user)
+and ``pg.watch.lock`` (held by the live watcher: a user finding it free starts one).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -64,6 +73,7 @@ class EmbeddedPostgres:
             users_fd = self._lock_file("pg.users.lock")
             fcntl.flock(users_fd, fcntl.LOCK_SH)
             self._users_fd = users_fd
+            self._ensure_watcher()
         finally:
             os.close(start_fd)  # closing drops the lock
         atexit.register(self.release)
@@ -87,6 +97,70 @@ class EmbeddedPostgres:
         finally:
             os.close(users_fd)
             os.close(start_fd)
+
+    # -- the watcher: stops the server after its last user, even a killed one --------
+
+    def _ensure_watcher(self) -> None:
+        """Start the server's watcher unless one is alive (it holds ``pg.watch.lock``).
+        Called with the start lock held, so that two users do not both start one."""
+        watch_fd = self._lock_file("pg.watch.lock")
+        try:
+            try:
+                fcntl.flock(watch_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a watcher is alive
+        finally:
+            os.close(watch_fd)  # drops the probe's lock at once
+        subprocess.Popen(
+            [sys.executable, "-m", "omnilab.tracking.embedded_watch", str(self.home)],
+            cwd="/",  # hold no directory of the user's busy
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+    def watch(self) -> str:
+        """The watcher's loop (see :mod:`omnilab.tracking.embedded_watch`): wait until no
+        process counts itself a user, then stop the server; returns what it did."""
+        watch_fd = self._lock_file("pg.watch.lock")
+        try:
+            fcntl.flock(watch_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(watch_fd)
+            return "another watcher is alive"
+        users_fd = self._lock_file("pg.users.lock")
+        try:
+            while True:
+                # Blocks while any user holds its shared lock; a dead user's goes with it.
+                fcntl.flock(users_fd, fcntl.LOCK_EX)
+                # Let go at once: a user counting itself in takes the start lock, then
+                # its shared lock, and must not wait on this one while we wait on that.
+                fcntl.flock(users_fd, fcntl.LOCK_UN)
+                start_fd = self._lock_file("pg.start.lock")
+                try:
+                    fcntl.flock(start_fd, fcntl.LOCK_EX)
+                    if not self.running():
+                        return "the server was stopped by its last user"
+                    try:
+                        fcntl.flock(users_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a user came in meanwhile: wait for it too
+                    fcntl.flock(users_fd, fcntl.LOCK_UN)
+                    self.stop()
+                    return "stopped the server: its users are gone"
+                finally:
+                    # The watch lock goes before the start lock: a user starting the
+                    # server again next must find no watcher, and start its own.
+                    if not self.running():
+                        os.close(watch_fd)
+                        watch_fd = -1
+                    os.close(start_fd)
+        finally:
+            os.close(users_fd)
+            if watch_fd != -1:
+                os.close(watch_fd)
 
     # -- server ---------------------------------------------------------------------
 

@@ -15,9 +15,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from omnilab.config import Settings, get_settings
-from omnilab.errors import RunNotFound, TrackingStoreError
+from omnilab.errors import RunNotFound, TrackingStoreError, TrackingUrlError
 from omnilab.procs import owner_alive
-from omnilab.redact import redact_url
+from omnilab.redact import encoding_hint, redact_text, redact_url
 from omnilab.tracking import schema
 from omnilab.tracking.base import Store
 from omnilab.tracking.embedded import EmbeddedPostgres
@@ -34,6 +34,24 @@ from omnilab.tracking.records import (
 _JSON_COLUMNS = frozenset({"params", "summary", "stack", "environment", "timings"})
 
 
+def _connect(dsn: str) -> psycopg.Connection:
+    """A connection to the tracking database, or one line saying why not, in which the
+    URL's secrets never appear (libpq's messages quote what it could not parse)."""
+    try:
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise TrackingStoreError(
+            f"cannot reach the tracking store at {redact_url(dsn)}: "
+            f"{redact_text(reason, dsn)}{encoding_hint(dsn)}"
+        ) from None
+    except (psycopg.ProgrammingError, ValueError) as exc:
+        raise TrackingUrlError(
+            f"the tracking store's URL {redact_url(dsn)} cannot be used: "
+            f"{redact_text(str(exc).strip(), dsn)}{encoding_hint(dsn)}"
+        ) from None
+
+
 class TrackingStore(Store):
     """Runs, metrics and artifacts; the store that opens the tracking database's
     connection (migrating it to the current schema) for the others to share."""
@@ -41,15 +59,8 @@ class TrackingStore(Store):
     def __init__(self, dsn: str, *, embedded: EmbeddedPostgres | None = None) -> None:
         self.dsn = dsn
         self.embedded = embedded
-        try:
-            conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
-        except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise TrackingStoreError(
-                f"cannot reach the tracking store at {redact_url(dsn)}: {reason}"
-            ) from None
-        super().__init__(conn)
-        schema.migrate(conn)
+        super().__init__(_connect(dsn))
+        schema.migrate(self.conn)
 
     @classmethod
     def over(cls, conn: psycopg.Connection, dsn: str) -> TrackingStore:
@@ -72,7 +83,7 @@ class TrackingStore(Store):
     def reconnect(self) -> None:
         """A new connection in place of a closed or broken one, for every store sharing
         this one's (the schema was migrated when it first opened)."""
-        self._link.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+        self._link.conn = _connect(self.dsn)
 
     def close(self) -> None:
         self.conn.close()

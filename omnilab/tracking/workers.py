@@ -4,6 +4,10 @@ Each worker writes a heartbeat; one that stops writing (killed, its host gone) i
 after the TTL, and the runs it held are ended by whoever sweeps next (another worker or
 the API): queued again or failed, per the run's retry setting. On the worker's own host a
 dead process is recognised at once, without waiting for the TTL.
+
+Silence is evidence only while the store could hear: a sweeper whose own connection is
+younger than the TTL (the store restarted, or the sweeper was cut off from it) judges no
+worker by the age of its heartbeat, since no heartbeat could have been written meanwhile.
 """
 
 from __future__ import annotations
@@ -49,11 +53,16 @@ class WorkerStore(Store):
         queues: list[str],
         version: str,
     ) -> None:
+        """Record a worker as live; again after the store lost or ended its record."""
         self._execute(
             """
             INSERT INTO omnilab.workers
                 (id, host, pid, pid_start, concurrency, gpus, queues, version)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (id) DO UPDATE SET
+                heartbeat_at = now(), stopped_at = NULL, pid = excluded.pid,
+                pid_start = excluded.pid_start, concurrency = excluded.concurrency,
+                gpus = excluded.gpus, queues = excluded.queues, version = excluded.version
             """,
             (
                 worker_id,
@@ -67,8 +76,14 @@ class WorkerStore(Store):
             ),
         )
 
-    def heartbeat(self, worker_id: str) -> None:
-        self._execute("UPDATE omnilab.workers SET heartbeat_at = now() WHERE id = %s", (worker_id,))
+    def heartbeat(self, worker_id: str) -> bool:
+        """False when the store has no live record of the worker (lost with a restore, or
+        ended by a sweeper that took it for dead): it should register again."""
+        cursor = self._execute(
+            "UPDATE omnilab.workers SET heartbeat_at = now() WHERE id = %s AND stopped_at IS NULL",
+            (worker_id,),
+        )
+        return cursor.rowcount == 1
 
     def stopped(self, worker_id: str) -> None:
         self._execute(
@@ -100,15 +115,19 @@ class WorkerStore(Store):
         """Mark dead workers stopped and end the attempts they held; returns {run id:
         status}.
 
-        Dead: no heartbeat for ``ttl_s``, or (on this host) its process is gone.
+        Dead: no heartbeat for ``ttl_s`` while this connection has been open (so the
+        store could hear one), or (on this host) its process is gone.
         """
         host = socket.gethostname()
         rows = self._execute(
             """
-            SELECT id, host, pid, pid_start, heartbeat_at < now() - make_interval(secs => %s)
+            SELECT id, host, pid, pid_start,
+                   heartbeat_at < now() - make_interval(secs => %(ttl)s)
+                   AND (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())
+                       < now() - make_interval(secs => %(ttl)s)
               FROM omnilab.workers WHERE stopped_at IS NULL
             """,
-            (ttl_s,),
+            {"ttl": ttl_s},
         ).fetchall()
         dead: dict[str, str] = {}
         for worker_id, worker_host, pid, pid_start, stale in rows:

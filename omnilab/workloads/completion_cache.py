@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omnilab.errors import UsageError
-from omnilab.redact import redact_url
+from omnilab.redact import redact_text, redact_url
 
 PREFIX = "omnilab:completion:"
 #: Bumped when the stored record's shape changes, so old entries are not misread.
@@ -104,6 +104,7 @@ def open_source(url: str, production_url: str) -> CacheSource:
         client.ping()
     except (redis.RedisError, ValueError) as exc:
         raise UsageError(
-            f"completion cache source {label} does not answer ({type(exc).__name__}: {exc})"
+            f"completion cache source {label} does not answer "
+            f"({type(exc).__name__}: {redact_text(str(exc), real)})"
         ) from None
     return CacheSource(label=label, client=client)

@@ -150,6 +150,22 @@ def test_idempotency_key_queues_once(api: Api) -> None:
         again = client.post("/v1/runs", json={"experiment": "Quick"}, headers=headers)
         assert (first.status_code, again.status_code) == (202, 200)
         assert first.json()["id"] == again.json()["id"]
+        # The same request spelt out (a default written in) is the same request...
+        spelt = client.post(
+            "/v1/runs", json={"experiment": "Quick", "params": {"n": 3}}, headers=headers
+        )
+        assert (spelt.status_code, spelt.json()["id"]) == (200, first.json()["id"])
+        # ...another one under the same key is refused, not answered with the first run.
+        for body in (
+            {"experiment": "Quick", "params": {"n": 4}},
+            {"experiment": "Typed"},
+            {"experiment": "Quick", "retries": 2},
+        ):
+            other = client.post("/v1/runs", json=body, headers=headers)
+            assert other.status_code == 422, other.text
+            (problem,) = other.json()["detail"]
+            assert problem["loc"] == ["header", "idempotency-key"]
+            assert first.json()["id"] in problem["msg"]
         assert len(client.get("/v1/runs").json()["runs"]) == 1
 
 

@@ -22,6 +22,8 @@ def test_hello_runs_records_and_cleans_up(workdir: Path) -> None:
     # Progress went to stderr, one line for the runtime decision among them.
     assert "runtime: local" in result.stderr
     assert "redis: ready at redis://:****@127.0.0.1:" in result.stderr
+    # A Qdrant binary is on PATH (CI: ../shared/bin): a real server, said so.
+    assert "  qdrant: starting qdrant 1.19.0 server (" in result.stderr
     run_id = out.split()[1]
     assert len(run_id) == 32
 
@@ -55,17 +57,25 @@ def test_hello_runs_records_and_cleans_up(workdir: Path) -> None:
     services = record["stack"]["services"]
     assert services["redis"]["version"].startswith(("valkey", "redis"))
     assert services["postgres"]["version"].startswith("postgres")
-    assert "local mode" in services["qdrant"]["version"]
+    qdrant = services["qdrant"]
+    assert qdrant["kind"] == "process" and qdrant["version"] == "qdrant 1.19.0"
+    assert qdrant["url"].startswith("http://127.0.0.1:")
     timings = record["timings"]
     assert timings["stack_start_s"] > 0 and timings["total_s"] >= timings["experiment_s"]
     # No secret anywhere in the record.
     assert "****" in services["redis"]["url"]
 
 
-def test_json_output_is_the_whole_run() -> None:
+def test_json_output_is_the_whole_run(workdir: Path) -> None:
     result = run_cli("run", f"{EXPERIMENTS / 'several.py'}:Second", "-p", "label=hi", "--json")
     assert result.returncode == 0, result.stderr
+    # stdout is the JSON alone; what the experiment and its child printed is on stderr
+    # and in the run's log.
     run = json.loads(result.stdout)
+    for line in ("second: label hi", "second: a child's line"):
+        assert line in result.stderr
+        assert line not in result.stdout
+    assert "second: label hi" in (workdir / "runs" / run["id"] / "logs" / "output.log").read_text()
     assert run["status"] == "succeeded"
     assert run["summary"] == {
         "which": "second",

@@ -11,15 +11,23 @@ import shutil
 import subprocess
 import time
 import uuid
+import warnings
 from pathlib import Path
 
+import httpx
 import psycopg
 import redis
 import yaml
+from qdrant_client import QdrantClient, models
 
 from omnilab.compose import render, render_gpu
 from tests.support import ROOT, free_port, run_cli
-from tests.support.docker_support import POSTGRES_IMAGE, REDIS_IMAGE, docker_client
+from tests.support.docker_support import (
+    POSTGRES_IMAGE,
+    QDRANT_IMAGE,
+    REDIS_IMAGE,
+    docker_client,
+)
 
 COMMITTED = ROOT / "compose" / "docker-compose-experiments.yml"
 COMMITTED_GPU = ROOT / "compose" / "docker-compose-experiments.gpu.yml"
@@ -155,17 +163,24 @@ def _health(project: str) -> dict[str, str]:
     }
 
 
-def test_redis_and_postgres_come_up_healthy_and_go(tmp_path: Path, docker_images) -> None:
+def test_redis_postgres_and_qdrant_come_up_healthy_and_go(tmp_path: Path, docker_images) -> None:
     env_file = tmp_path / ".env.experiments"
-    env_file.write_text("QDRANT_API_KEY=a\nREDIS_PASSWORD=redis-secret\nPOSTGRES_PASSWORD=pg-s\n")
+    env_file.write_text(
+        "QDRANT_API_KEY=qdrant-key\nREDIS_PASSWORD=redis-secret\nPOSTGRES_PASSWORD=pg-s\n"
+    )
     project = f"omnilab-test-{uuid.uuid4().hex[:8]}"
-    ports = {"OMNILAB_PORT_REDIS": str(free_port()), "OMNILAB_PORT_POSTGRES": str(free_port())}
+    ports = {
+        "OMNILAB_PORT_REDIS": str(free_port()),
+        "OMNILAB_PORT_POSTGRES": str(free_port()),
+        "OMNILAB_PORT_QDRANT_HTTP": str(free_port()),
+        "OMNILAB_PORT_QDRANT_GRPC": str(free_port()),
+    }
+    services = ["redis-exp", "postgres-exp", "qdrant-exp"]
     try:
-        up = _compose(
-            env_file, COMMITTED, "up", "-d", "redis-exp", "postgres-exp", project=project, **ports
-        )
+        up = _compose(env_file, COMMITTED, "up", "-d", *services, project=project, **ports)
         assert up.returncode == 0, up.stderr
-        # `up --wait` of compose v2, by hand: every container healthy.
+        # `up --wait` of compose v2, by hand: every container healthy (Qdrant's check is
+        # its /readyz).
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             health = _health(project)
@@ -173,14 +188,14 @@ def test_redis_and_postgres_come_up_healthy_and_go(tmp_path: Path, docker_images
                 break
             assert "unhealthy" not in health.values(), health
             time.sleep(0.5)
-        assert _health(project) == {"redis-exp": "healthy", "postgres-exp": "healthy"}
+        assert _health(project) == dict.fromkeys(services, "healthy")
         images = {
             c.image.tags[0]
             for c in docker_client().containers.list(
                 filters={"label": f"com.docker.compose.project={project}"}
             )
         }
-        assert images == {REDIS_IMAGE, POSTGRES_IMAGE}
+        assert images == {REDIS_IMAGE, POSTGRES_IMAGE, QDRANT_IMAGE}
         r = redis.Redis(port=int(ports["OMNILAB_PORT_REDIS"]), password="redis-secret")
         assert r.ping()
         r.close()
@@ -192,6 +207,21 @@ def test_redis_and_postgres_come_up_healthy_and_go(tmp_path: Path, docker_images
             dbname="omnimind_exp",
         ) as conn:
             assert conn.execute("select 1").fetchone() == (1,)
+        # A point written and read back through the service, with the env file's key.
+        qdrant = f"http://127.0.0.1:{ports['OMNILAB_PORT_QDRANT_HTTP']}"
+        assert httpx.get(f"{qdrant}/collections").status_code == 401
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Api key is used with an insecure")
+            client = QdrantClient(url=qdrant, api_key="qdrant-key", timeout=30)
+        try:
+            client.create_collection(
+                "c", vectors_config=models.VectorParams(size=2, distance=models.Distance.DOT)
+            )
+            client.upsert("c", [models.PointStruct(id=1, vector=[0.5, 1.0], payload={"k": "v"})])
+            (point,) = client.retrieve("c", [1], with_vectors=True)
+            assert point.payload == {"k": "v"} and point.vector == [0.5, 1.0]
+        finally:
+            client.close()
     finally:
         down = _compose(env_file, COMMITTED, "down", "-v", "--remove-orphans", project=project)
     assert down.returncode == 0, down.stderr

@@ -82,10 +82,11 @@ def test_a_container_run_records_what_a_host_run_records(workdir: Path) -> None:
 def test_the_container_is_unprivileged_on_the_run_network_with_the_seed_names(
     workdir: Path,
 ) -> None:
-    from omnilab import Postgres, Redis, Stack
+    from omnilab import Postgres, Redis, Resources, Stack
     from omnilab.isolation.container import ContainerIsolation
 
-    stack = Stack(Redis(), Postgres(), runtime="docker")
+    bounded = Resources(per_service={"experiment": Resources(memory="1g", pids=128)})
+    stack = Stack(Redis(), Postgres(), runtime="docker", resources=bounded)
     stack.prepare()
     isolated = ContainerIsolation.prepare(stack, RECORDED, "Recorded", {"n": 1}, workdir / "r")
     try:
@@ -96,6 +97,12 @@ def test_the_container_is_unprivileged_on_the_run_network_with_the_seed_names(
         assert not host_config["Privileged"]
         assert "no-new-privileges" in host_config["SecurityOpt"]
         assert host_config["CapDrop"] == ["ALL"]
+        # Bounded like the services' containers: memory (no swap on top), processes, /tmp.
+        assert (host_config["Memory"], host_config["MemorySwap"]) == (1 << 30, 1 << 30)
+        assert host_config["PidsLimit"] == 128
+        tmp_size = min(1 << 30, docker_client().info()["MemTotal"] // 4)
+        assert host_config["Tmpfs"]["/tmp"].endswith(f",size={tmp_size}")
+        assert isolated.describe()["bounds"]["memory"] == "1 GiB"
         assert container.attrs["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
         assert container.labels["io.omnilab.stack"] == stack.id
         assert container.labels["io.omnilab.service"] == "experiment"
@@ -138,12 +145,15 @@ def test_container_isolation_with_the_local_runtime_is_a_usage_error(workdir: Pa
     assert bad.returncode == 2 and "vm" in bad.stderr
 
 
-def test_hello_in_a_container_needs_qdrant_image_and_says_so(workdir: Path) -> None:
-    """Qdrant's image cannot be had here (no registry, no Debian package): the run is
-    refused before anything starts, naming the image."""
-    result = run_cli("run", HELLO, "--runtime", "docker", "--isolation", "container")
-    assert result.returncode == 2
-    assert "qdrant/qdrant:v1.13.4" in result.stderr and "Traceback" not in result.stderr
+def test_hello_runs_in_a_container_with_qdrant_on_the_run_network(workdir: Path) -> None:
+    """The README's first experiment, in the experiments container: its ctx.qdrant is a
+    client of the run's Qdrant container, reached as the seed's qdrant-exp."""
+    result, run = _run(HELLO, "-p", "n_items=30", "--isolation", "container")
+    assert result.returncode == 0, result.stderr
+    assert run["environment"]["isolation"]["kind"] == "container"
+    assert run["summary"]["qdrant_points"] == run["summary"]["redis_keys"] == 30
+    assert run["summary"]["nearest_is_self"] is True
+    assert run["stack"]["services"]["qdrant"]["image"] == "omnilab/qdrant:1.19.0-bookworm"
 
 
 def test_a_missing_experiments_image_names_the_build_command(workdir: Path) -> None:

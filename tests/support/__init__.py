@@ -31,6 +31,20 @@ STANDIN = STANDIN_DIR / "ollama_standin.py"
 STANDIN_BIN = SUPPORT / "standin_bin"
 
 
+def qdrant_server() -> Path:
+    """The Qdrant server binary the tests run (``qdrant`` on PATH, or
+    ``OMNILAB_QDRANT_BINARY``; CI puts ``../shared/bin`` on PATH): they fail, never skip,
+    without one."""
+    from omnilab.services.qdrant import binary
+
+    found = binary.find()
+    assert found is not None, (
+        "these tests need a Qdrant server binary: `qdrant` on PATH or OMNILAB_QDRANT_BINARY "
+        "(CI puts ../shared/bin on PATH)"
+    )
+    return found.path
+
+
 def stack_processes(under: Path | None = None) -> list[tuple[int, str]]:
     """(pid, working directory) of live processes working inside ``under`` (TMPDIR).
 

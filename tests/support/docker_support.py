@@ -23,6 +23,9 @@ from tests.support import STANDIN_DIR
 
 REDIS_IMAGE = "omnilab/redis:7.0-bookworm"
 POSTGRES_IMAGE = "omnilab/postgres:15-bookworm"
+#: Built from the Qdrant server binary the tests find (`qdrant` on PATH, or
+#: OMNILAB_QDRANT_BINARY; CI puts ../shared/bin on PATH).
+QDRANT_IMAGE = "omnilab/qdrant:1.19.0-bookworm"
 OLLAMA_STANDIN_IMAGE = "omnilab/ollama-standin:0.6.2-bookworm"
 TEST_LABEL = "omnilab-test"
 
@@ -35,8 +38,9 @@ OLLAMA_STANDIN = ImageSpec(
     context=STANDIN_DIR,
     default=False,
 )
-#: The test images: what `omnilab images build` makes by default, plus the Ollama stand-in.
-TEST_IMAGES: list[str | ImageSpec] = ["redis", "postgres", OLLAMA_STANDIN]
+#: The test images: what `omnilab images build` makes by default (Qdrant's from the
+#: binary), plus the Ollama stand-in.
+TEST_IMAGES: list[str | ImageSpec] = ["redis", "postgres", "qdrant", OLLAMA_STANDIN]
 
 
 def docker_client():

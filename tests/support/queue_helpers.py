@@ -50,10 +50,12 @@ def _redis_binary() -> Path:
 
 
 class RedisServer:
-    """A real Redis on a fixed port, that a test can stop and start again (empty)."""
+    """A real Redis on a fixed port, that a test can stop (or SIGKILL) and start again:
+    empty, or with what its append-only file kept when ``appendonly``."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, appendonly: bool = False) -> None:
         self.folder = folder
+        self.appendonly = appendonly
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.password = uuid.uuid4().hex
@@ -76,7 +78,7 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.appendonly else "no",
                 "--dir",
                 str(self.folder),
             ],
@@ -100,6 +102,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: the server ends without a word to its clients or its files."""
+        if self.proc is not None:
+            self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
 

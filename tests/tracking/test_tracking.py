@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -150,3 +152,67 @@ def test_embedded_store_is_shared_by_concurrent_users(
     second.release()
     assert not first.running()
     assert not os.path.exists(first.socket_dir)
+
+
+def test_embedded_store_stops_after_its_last_user_is_killed(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from omnilab.tracking.embedded import EmbeddedPostgres
+
+    monkeypatch.delenv("OMNILAB_TRACKING_URL")
+    home = workdir / ".omnilab"
+    user = _user(home)
+    store = EmbeddedPostgres(home)
+    assert store.running()
+    # Another user comes: the first one's death leaves the server to it...
+    store.acquire()
+    user.kill()
+    user.wait()
+    time.sleep(1)
+    assert store.running()
+    # ...and it stops the server itself when it leaves, the watcher with it.
+    store.release()
+    assert not store.running()
+    assert wait_until(lambda: not _watchers(home), timeout=10)
+
+    # Now the last user is the one killed: nothing of it is left to stop the server but
+    # its watcher, which does, at once.
+    user = _user(home)
+    assert store.running()
+    user.kill()
+    user.wait()
+    assert wait_until(lambda: not store.running(), timeout=15)
+    assert wait_until(lambda: not os.path.exists(store.socket_dir), timeout=5)
+    assert wait_until(lambda: not _watchers(home), timeout=10)
+    assert "stopped the server: its users are gone" in (home / "pg.log").read_text()
+
+
+def _user(home: Path) -> subprocess.Popen[str]:
+    """Another process using the embedded store of ``home``, until killed."""
+    user = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from omnilab.tracking.embedded import EmbeddedPostgres; "
+            "EmbeddedPostgres(sys.argv[1]).acquire(); print('in', flush=True); time.sleep(300)",
+            str(home),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert user.stdout is not None and user.stdout.readline() == "in\n"
+    return user
+
+
+def _watchers(home: Path) -> list[int]:
+    """Pids of the embedded store watchers of ``home``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"omnilab.tracking.embedded_watch" in argv and str(home).encode() in argv:
+                found.append(int(entry.name))
+    return found

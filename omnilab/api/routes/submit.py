@@ -29,6 +29,7 @@ from omnilab.api.models import QueueOut, RunOut, RunRequest
 from omnilab.api.responses import errors
 from omnilab.api.routes.runs import links, run_out
 from omnilab.catalog import CatalogEntry, UnknownExperiment
+from omnilab.params import as_json as params_as_json
 from omnilab.queue.submit import queue_run
 from omnilab.runner import new_run_id
 from omnilab.tracking import queued_runs
@@ -129,6 +130,8 @@ async def queue(request: Request) -> Response:
         record, created, info = await run_in_threadpool(
             _queue_once, state, entry, params, retries, owner, key.id, idempotency_key
         )
+        if not created:
+            _check_same_request(record, info, entry, params, retries)
         if info is None:  # queued now: what its queue row holds is known
             assert record.created_at is not None, "set by the INSERT that queued it"
             info = QueueInfo(
@@ -249,7 +252,7 @@ def _valid_params(entry: CatalogEntry, given: dict[str, Any]) -> dict[str, Any]:
             if problem["type"] == "extra_forbidden":
                 problem["msg"] = "unknown parameter"
         raise RequestValidationError(problems) from None
-    params: dict[str, Any] = values.model_dump(mode="json")
+    params: dict[str, Any] = params_as_json(values)
     unstorable = queued_runs.jsonable_params(params)
     if unstorable:
         raise RequestValidationError(
@@ -268,6 +271,40 @@ def _integral(value: Any) -> Any:
     if isinstance(value, list):
         return [_integral(v) for v in value]
     return value
+
+
+def _check_same_request(
+    record: RunRecord,
+    info: QueueInfo | None,
+    entry: CatalogEntry,
+    params: dict[str, Any],
+    retries: int,
+) -> None:
+    """A key sent again must come with the same request: a client retrying gets its
+    run, but a key reused for another request is a client's bug, which answering with
+    the first run would hide (422, as the IETF's Idempotency-Key draft says). Compared:
+    what the request asks for once validated (experiment, params with their defaults,
+    retries), so `{}` and the defaults written out are the same request."""
+    differs = [
+        name
+        for name, then, now in (
+            ("experiment", record.experiment, entry.name),
+            ("params", record.params, params),
+            ("retries", None if info is None else info.max_attempts - 1, retries),
+        )
+        if then is not None and then != now
+    ]
+    if differs:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ["header", "idempotency-key"],
+                    "msg": f"this key queued run {record.id} with another "
+                    f"{' and '.join(differs)}; send a new key for a new request",
+                    "type": "idempotency_key_reused",
+                }
+            ]
+        )
 
 
 def _queue_once(

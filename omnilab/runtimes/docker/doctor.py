@@ -48,7 +48,9 @@ def check_images(settings: Settings, client: Any) -> list[Check]:
         except ServiceUnavailable as exc:
             status: Status = "problem" if _needed(settings) else "warn"
             spec = recipes.for_service(name)
-            hint = "omnilab images build" if spec else "docker load the image (README: air-gapped)"
+            hint = "docker load the image (README: air-gapped)"
+            if spec:
+                hint = f"omnilab images build {name}" + (" --binary PATH" if spec.binary else "")
             detail = str(exc).split("; ")[0].removeprefix(f"{name}: ")
             checks.append(Check(f"image {name}", status, detail, hint))
             continue

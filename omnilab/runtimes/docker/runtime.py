@@ -33,9 +33,10 @@ from omnilab.errors import (
     UsageError,
 )
 from omnilab.gpu import Gpu, decide, host_gpus
+from omnilab.resources import Bounds, Resources
 from omnilab.runtimes.base import Leftover, RunningService, Runtime
+from omnilab.runtimes.docker import bounds as docker_bounds
 from omnilab.runtimes.docker import engine, labels
-from omnilab.runtimes.docker.images import recipes
 from omnilab.services.base import Credentials, Endpoint, Service
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ class ContainerRecipe:
     digest: str
     #: One line for the user: the image and where it comes from.
     source: str
+    #: The pinned official image that omnilab's own build stands in for, when it does.
+    replaces: str | None = None
 
 
 def _short(image_id: str) -> str:
@@ -106,15 +109,23 @@ class DockerRuntime(Runtime):
     #: A probe from the host costs a failed connection to the published port (about a
     #: millisecond); polling often saves up to a quarter second per start.
     poll_max: ClassVar[float] = 0.05
+    enforces_bounds: ClassVar[bool] = True
 
     def __init__(self, settings: Settings, reporter: Reporter) -> None:
         super().__init__(settings, reporter)
         self._gpus: list[Gpu] = []
         self._gpu_support: engine.GpuSupport | None = None
+        self._engine_info: dict[str, Any] | None = None
 
     @property
     def client(self) -> docker.DockerClient:
         return engine.connect()
+
+    def engine_info(self) -> dict[str, Any]:
+        """The engine's ``/info`` (GPU support, the host's memory and CPUs), asked once."""
+        if self._engine_info is None:
+            self._engine_info = self.client.info()
+        return self._engine_info
 
     # -- decided before anything starts ----------------------------------------------
 
@@ -156,7 +167,7 @@ class DockerRuntime(Runtime):
     def gpus(self, policy: bool | str) -> list[Gpu]:
         if policy is False:
             return []
-        support = engine.gpu_support(self.client.info())
+        support = engine.gpu_support(self.engine_info())
         self._gpu_support = support
         if support.kind is None:
             reason = support.detail
@@ -226,6 +237,8 @@ class DockerRuntime(Runtime):
             "image": recipe.image,
             "image_digest": recipe.digest,
         }
+        if recipe.replaces:
+            handle["replaces"] = recipe.replaces
         if state.extra.get("log_dir"):
             handle["log"] = str(Path(state.extra["log_dir"]) / f"{service.name}.log")
         gpus = self._gpus if plan.takes_gpu else []
@@ -234,6 +247,7 @@ class DockerRuntime(Runtime):
         if requests:
             handle["gpus"] = [g.to_dict() for g in gpus]
         network = state.extra["network"]
+        limits = self._bound(state, service, plan, handle)  # before _mounts: the tmpfs size
         try:
             container = client.containers.create(
                 recipe.image,
@@ -243,6 +257,7 @@ class DockerRuntime(Runtime):
                 environment=plan.env,
                 labels=own_labels,
                 mounts=self._mounts(state, service, plan, handle),
+                **limits,
                 ports={
                     f"{native}/tcp": ("127.0.0.1", ports[role])
                     for role, native in service.native_ports.items()
@@ -315,7 +330,8 @@ class DockerRuntime(Runtime):
                 mounts.append(Mount(plan.data_path, volume.name, type="volume"))
                 handle["volume"] = volume.name
             else:
-                mounts.append(Mount(plan.data_path, None, type="tmpfs"))
+                size = handle.get("tmpfs_size")
+                mounts.append(Mount(plan.data_path, None, type="tmpfs", tmpfs_size=size))
         if plan.shared_path:
             shared = f"omnilab-shared-{service.name}"
             with contextlib.suppress(Exception):  # exists already: shared on purpose
@@ -339,7 +355,12 @@ class DockerRuntime(Runtime):
             return "its container is gone"
         status = container.attrs.get("State", {})
         if container.status in ("exited", "dead"):
-            why = " (out of memory)" if status.get("OOMKilled") else ""
+            why = ""
+            recorded = handle.get("bounds") or {}
+            if status.get("OOMKilled"):
+                why = f" (out of memory: killed at its memory bound, {recorded.get('memory')})"
+            elif recorded.get("disk") and docker_bounds.out_of_space(container):
+                why = f" (out of space: its disk bound is {recorded['disk']})"
             return f"its container exited with status {status.get('ExitCode')}{why}"
         return None
 
@@ -414,6 +435,51 @@ class DockerRuntime(Runtime):
                 self._remove_host_dir(Path(state.workdir), state)
                 removed.append(f"directory {state.workdir}")
         return removed
+
+    # -- resource bounds (omnilab.resources; the engine's side in bounds.py) -------------
+
+    def bounds(
+        self, resources: Resources, defaults: dict[str, Resources | None]
+    ) -> dict[str, Bounds]:
+        if not defaults:
+            return {}
+        return docker_bounds.resolve(self.engine_info(), resources, defaults)
+
+    def bounds_hit(self, state: StackState) -> list[str]:
+        return docker_bounds.hits(
+            self.client, state.id, state.created_at, state.services, self._container
+        )
+
+    def _bound(
+        self, state: StackState, service: Service, plan: Any, handle: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The container's limits, from the bounds the stack resolved (the defaults for a
+        stack that resolved none); records what applied in ``handle["bounds"]`` and the
+        data tmpfs's size in ``handle["tmpfs_size"]`` for :meth:`_mounts`."""
+        given = (state.extra.get("bounds") or {}).get(service.name)
+        if given is not None:
+            bounds = Bounds.from_dict(given)
+        else:
+            bounds = self.bounds(Resources(), {service.name: service.default_resources})[
+                service.name
+            ]
+        disk_note: str | None = None
+        if not plan.data_path:
+            disk_note = "disk: not bounded (the service keeps no data folder)"
+        elif state.workdir:
+            disk_note = "disk: not bounded (data in the kept stack's folder on the host)"
+        elif data_placement() == "volume":
+            disk_note = "disk: not bounded (data on a named volume: OMNILAB_DOCKER_DATA=volume)"
+        tmpfs = bounds.disk if disk_note is None else None
+        if tmpfs is not None:
+            handle["tmpfs_size"] = tmpfs
+        recorded = docker_bounds.record(bounds, disk_note=disk_note)
+        if plan.shared_path:
+            recorded.setdefault("notes", []).append(
+                f"{plan.shared_path}: the volume all stacks share is not bounded"
+            )
+        handle["bounds"] = recorded
+        return docker_bounds.host_config(bounds)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -494,7 +560,7 @@ def resolve_image(
     the official pinned image; pulled when missing and a registry has it (only with a
     ``reporter``: that is, in ``prepare``). ServiceUnavailable when none can be had."""
     override = service.image_override()
-    built = recipes.for_service(service.name)
+    built = type(service).built_image
     if override:
         candidates = [(override, f"OMNILAB_IMAGE_{service.name.upper()}")]
     else:
@@ -503,11 +569,15 @@ def resolve_image(
     for tag, origin in candidates:
         image = engine.local_image(client, tag)
         if image is not None:
+            # omnilab's own build of another version stands in for the pinned official
+            # image: said at start, and recorded with the run.
+            replaces = service.default_image if origin == "built locally" else None
             return ContainerRecipe(
                 tag,
                 engine.image_id(image),
                 engine.image_digest(image),
                 f"image {tag} ({origin}, {_short(engine.image_id(image))})",
+                replaces,
             )
     wanted = override or service.default_image
     problem = engine.pull_problem(client, wanted)
@@ -528,7 +598,8 @@ def resolve_image(
         raise ServiceUnavailable(
             f"{service.name}: neither {built.tag} nor {service.default_image} is on this "
             f"engine, and {service.default_image} cannot be pulled ({problem}); run "
-            f"`omnilab images build` to build {built.tag} from Debian packages, {fix}"
+            f"`omnilab images build {service.name}{' --binary PATH' if built.binary else ''}` "
+            f"to build {built.tag}{'' if built.binary else ' from Debian packages'}, {fix}"
         )
     why = type(service).unbuildable_reason
     raise ServiceUnavailable(

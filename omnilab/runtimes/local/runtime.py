@@ -91,6 +91,13 @@ class LocalRuntime(Runtime):
     name: ClassVar[str] = "local"
     #: The fallback of ``auto``: always possible where the binaries (or wheels) are.
     auto_preference: ClassVar[int] = 100
+    #: Per-process rlimits are not per-service bounds (PostgreSQL forks a process per
+    #: connection, RLIMIT_NPROC counts every process of the user, RLIMIT_FSIZE one file),
+    #: and cgroups need privileges omnilab does not assume: nothing is claimed.
+    bounds_note: ClassVar[str] = (
+        "the local runtime enforces no resource bound (memory, cpus, pids, disk): its "
+        "servers are plain processes of this host; use the docker runtime for bounds"
+    )
 
     @classmethod
     def unavailable_reason(cls, settings: Any, services: Sequence[Service]) -> str | None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from omnilab.errors import ServiceUnavailable
+from omnilab.redact import redact_url
+from omnilab.resources import Resources
 from omnilab.services.base import (
     ContainerPlan,
     Credentials,
@@ -49,6 +51,9 @@ class Ollama(Service):
     env_names: ClassVar[tuple[str, ...]] = ("OLLAMA_BASE_URL",)
     unbuildable_reason: ClassVar[str] = "no Debian package provides Ollama"
     optional_locally: ClassVar[bool] = True
+    #: A model is held in memory while it answers: a 7B model quantised to 4 bits takes
+    #: about 5 GiB.
+    default_resources: ClassVar[Resources | None] = Resources(memory="8g")
 
     def __init__(self, *, model: str | None = None, image: str | None = None) -> None:
         super().__init__(image=image)
@@ -105,12 +110,12 @@ class Ollama(Service):
             self.probe(Endpoint(service=self.name, external_url=url))
         except Exception as exc:
             raise ServiceUnavailable(
-                f"ollama: no `ollama` binary on PATH, and OLLAMA_BASE_URL={url} does not "
-                f"answer ({type(exc).__name__})"
+                f"ollama: no `ollama` binary on PATH, and OLLAMA_BASE_URL={redact_url(url)} "
+                f"does not answer ({type(exc).__name__})"
             ) from None
         return LocalRecipe(
             kind="external",
-            source=f"existing server at OLLAMA_BASE_URL={url} (shared, not isolated)",
+            source=f"existing server at OLLAMA_BASE_URL={redact_url(url)} (shared, not isolated)",
             url=url,
         )
 
@@ -127,7 +132,8 @@ class Ollama(Service):
 
     def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:
         if endpoint.external_url:
-            return endpoint.external_url
+            # OLLAMA_BASE_URL is the user's: it may hold credentials.
+            return endpoint.external_url if secrets else redact_url(endpoint.external_url)
         return f"http://{endpoint.host}:{endpoint.port}"
 
     def probe(self, endpoint: Endpoint) -> None:

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import UsageError
-from omnilab.redact import redact_url
+from omnilab.redact import encoding_hint, redact_text, redact_url
 from omnilab.services.postgres import checksum as postgres_checksum
 from omnilab.services.postgres import rows as postgres_copy
 from omnilab.services.postgres.tables import (
@@ -88,7 +88,14 @@ class PostgresPromoter(Promoter):
         except psycopg.OperationalError as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
             raise PromotionFailed(
-                f"cannot reach production PostgreSQL at {redact_url(dsn)}: {reason}"
+                f"cannot reach production PostgreSQL at {redact_url(dsn)}: "
+                f"{redact_text(reason, dsn)}{encoding_hint(dsn)}"
+            ) from None
+        except (psycopg.ProgrammingError, ValueError) as exc:
+            # libpq's parser quotes what it could not read: maybe the password.
+            raise PromotionFailed(
+                f"production PostgreSQL's URL {redact_url(dsn)} cannot be used: "
+                f"{redact_text(str(exc).strip(), dsn)}{encoding_hint(dsn)}"
             ) from None
 
     @property
@@ -543,6 +550,14 @@ class PostgresPromoter(Promoter):
             replaced=f"{self.replaced_schema}.{table}" if replacing else None,
         )
 
+    def intended_switch(self, record: ItemRecord) -> dict[str, Any]:
+        table = self._target(record)[1]
+        replacing = record.plan.action == "replace"
+        return {
+            "table_oid": record.staging.get("oid"),
+            "replaced": f"{self.replaced_schema}.{table}" if replacing else None,
+        }
+
     def _lock_timeout(self) -> None:
         ms = int(self.settings.promote_lock_timeout * 1000)
         self.prod.execute(f"SET LOCAL lock_timeout = {ms}")
@@ -590,12 +605,18 @@ class PostgresPromoter(Promoter):
         except psycopg.Error as exc:
             raise PromotionFailed(f"{record.plan.target}: cannot checksum it: {exc}") from None
 
-    def discard_staging(self, record: ItemRecord) -> None:
+    def reserve(self, record: ItemRecord) -> None:
+        record.staging = {"schema": self.staging_schema}
+
+    def discard_staging(self, record: ItemRecord) -> list[str]:
         from psycopg import sql
 
-        self.prod.execute(
-            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(self._ident(self.staging_schema))
-        )
+        staging = self.staging_schema
+        found = self.prod.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (staging,))
+        if found.fetchone() is None:
+            return []
+        self.prod.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(self._ident(staging)))
+        return [f"postgres schema {staging}"]
 
     def drop_replaced(self, record: ItemRecord) -> None:
         from psycopg import sql

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from omnilab.errors import ServiceUnavailable
-from omnilab.redact import redact
+from omnilab.redact import redact_url
 from omnilab.services.base import (
     DEBIAN_SUITE,
     BuiltImage,
@@ -271,10 +271,10 @@ class Postgres(Service):
 
     def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:
         creds = endpoint.credentials
-        password = creds.password if secrets else redact(creds.password)
-        auth = f"{creds.username or self.user}:{password}@" if creds.password else ""
+        auth = f"{creds.username or self.user}:{creds.password}@" if creds.password else ""
         database = creds.database or self.database
-        return f"postgresql://{auth}{endpoint.host}:{endpoint.port}/{database}"
+        url = f"postgresql://{auth}{endpoint.host}:{endpoint.port}/{database}"
+        return url if secrets else redact_url(url)
 
     def server_version(self, endpoint: Endpoint) -> str | None:
         import psycopg

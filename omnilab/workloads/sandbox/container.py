@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from omnilab.errors import UsageError
+from omnilab.resources import Bounds
+from omnilab.runtimes.docker.bounds import host_config
 from omnilab.unprivileged import grant_traverse
 from omnilab.version import __version__
 from omnilab.workloads.sandbox.base import Limits, Sandbox
@@ -121,10 +123,10 @@ class ContainerSandbox(Sandbox):
             environment={"HOME": "/tmp", "TMPDIR": "/tmp", "OMP_NUM_THREADS": "1"},
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
-            mem_limit=limits.memory_mb * mib,
-            memswap_limit=limits.memory_mb * mib,
-            nano_cpus=int(self.cpus * 1e9),
-            pids_limit=limits.processes,
+            # The same translation of bounds into cgroup limits as every stack container.
+            **host_config(
+                Bounds(memory=limits.memory_mb * mib, cpus=self.cpus, pids=limits.processes)
+            ),
             ulimits=[
                 Ulimit(name="cpu", soft=limits.cpu_s, hard=limits.cpu_s),
                 Ulimit(name="fsize", soft=limits.file_mb * mib, hard=limits.file_mb * mib),

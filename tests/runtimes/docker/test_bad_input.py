@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from omnilab import Redis, Stack
+from omnilab import Qdrant, Redis, Stack
+from omnilab.errors import UsageError
 from omnilab.gpu import Gpu
 from omnilab.progress import QuietReporter
 from omnilab.runtimes.docker import engine
 from omnilab.runtimes.docker.runtime import DockerRuntime
 from omnilab.runtimes.state import StackState
-from tests.support import EXPERIMENTS, HELLO, OMNILAB, run_cli
+from omnilab.services.base import BuiltImage
+from tests.support import EXPERIMENTS, OMNILAB, run_cli
 from tests.support.docker_support import POSTGRES_IMAGE, docker_client
 
 pytestmark = pytest.mark.usefixtures("docker_scope")
@@ -70,19 +72,36 @@ def test_missing_image_names_it_and_the_build_command(workdir: Path) -> None:
     assert _no_state(workdir)
 
 
-def test_qdrant_without_its_image_is_refused_or_runs_locally(workdir: Path) -> None:
-    """The official Qdrant image cannot be had here, and Debian has no Qdrant to build
-    one from: docker refuses with what to do, auto runs the experiment locally."""
-    refused = run_cli("run", HELLO, "--runtime", "docker")
-    assert refused.returncode == 2
-    line = _one_error_line(refused.stderr)
-    assert "qdrant/qdrant:v1.13.4" in line and "docker load" in line
-    assert "`omnilab images build` cannot make it" in line
+def test_qdrant_without_an_image_names_the_build_and_its_binary(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither omnilab's Qdrant image nor the pinned official one on the engine, and no
+    pull: docker refuses before anything starts, naming the build that takes a binary;
+    auto runs the stack locally (a server: the binary is there) and says why."""
+
+    class Unbuilt(Qdrant):
+        built_image = BuiltImage(
+            tag="omnilab/qdrant:0.0.0-none", description="", context="qdrant", binary="qdrant"
+        )
+
+    monkeypatch.setenv("OMNILAB_PULL", "never")
+    with pytest.raises(UsageError) as info:
+        Stack(Unbuilt(), runtime="docker", reporter=QuietReporter()).start()
+    message = str(info.value)
+    assert "neither omnilab/qdrant:0.0.0-none nor qdrant/qdrant:v1.19.0 is on this" in message
+    assert "`omnilab images build qdrant --binary PATH`" in message
     assert _no_state(workdir)
 
-    auto = run_cli("run", HELLO, "--runtime", "auto", "--json")
-    assert auto.returncode == 0, auto.stderr
-    assert "runtime: local (docker: qdrant: image qdrant/qdrant:v1.13.4" in auto.stderr
+    lines: list[str] = []
+
+    class Lines(QuietReporter):
+        def note(self, message: str) -> None:
+            lines.append(message)
+
+    with Stack(Unbuilt(), runtime="auto", reporter=Lines()) as s:
+        assert s.services["qdrant"].handle["kind"] == "process"
+        assert s.qdrant.get_collections().collections == []
+    assert lines[0].startswith("runtime: local (docker: qdrant: neither omnilab/qdrant:0.0.0")
 
 
 def test_a_container_that_exits_at_start_fails_with_its_last_log_lines(workdir: Path) -> None:

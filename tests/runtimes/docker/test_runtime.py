@@ -14,18 +14,20 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import psycopg
 import pytest
 import redis
 
-from omnilab import Postgres, Redis, Stack, UsageError
+from omnilab import Postgres, Qdrant, Redis, Stack, UsageError
 from omnilab.progress import Reporter
 from omnilab.runtimes import ports as port_alloc
 from omnilab.runtimes.docker.runtime import network_env
-from tests.support import EXPERIMENTS, OMNILAB, run_cli, wait_until
+from tests.support import EXPERIMENTS, HELLO, OMNILAB, run_cli, wait_until
 from tests.support.docker_support import (
     OLLAMA_STANDIN_IMAGE,
     POSTGRES_IMAGE,
+    QDRANT_IMAGE,
     REDIS_IMAGE,
     TEST_LABEL,
     docker_client,
@@ -57,13 +59,15 @@ def test_each_service_runs_in_a_labelled_container_on_the_stack_network(
 ) -> None:
     client = docker_client()
     lines = Lines()
-    with Stack(Redis(), Postgres(), runtime="docker", reporter=lines) as s:
+    with Stack(Redis(), Postgres(), Qdrant(), runtime="docker", reporter=lines) as s:
         assert s.redis.set("k", "v") and s.redis.get("k") == "v"
         assert s.postgres.execute("select current_database()").fetchone() == ("omnimind_exp",)
+        assert s.qdrant.get_collections().collections == []
         network = f"omnilab-{s.id[:12]}"
-        for name, native, image in (
-            ("redis", 6379, REDIS_IMAGE),
-            ("postgres", 5432, POSTGRES_IMAGE),
+        for name, image, pinned in (
+            ("redis", REDIS_IMAGE, "redis:7.4.2"),
+            ("postgres", POSTGRES_IMAGE, "postgres:17.4"),
+            ("qdrant", QDRANT_IMAGE, "qdrant/qdrant:v1.19.0"),
         ):
             container = client.containers.get(f"{name}-exp-{s.id[:8]}")
             labels = container.labels
@@ -72,20 +76,35 @@ def test_each_service_runs_in_a_labelled_container_on_the_stack_network(
             assert labels["io.omnilab.owner.pid"] == str(os.getpid())
             assert labels[TEST_LABEL] == docker_scope
             host_config = container.attrs["HostConfig"]
-            # Published on loopback only, on the port the endpoint says.
-            assert host_config["PortBindings"][f"{native}/tcp"] == [
-                {"HostIp": "127.0.0.1", "HostPort": str(s.endpoint(name).port)}
-            ]
+            # Published on loopback only, on the ports the endpoint says.
+            endpoint = s.endpoint(name)
+            for role, native in s.services[name].service.native_ports.items():
+                assert host_config["PortBindings"][f"{native}/tcp"] == [
+                    {"HostIp": "127.0.0.1", "HostPort": str(endpoint.ports[role])}
+                ]
             assert not host_config["Privileged"]
             assert "no-new-privileges" in host_config["SecurityOpt"]
             assert (
                 f"{name}-exp" in container.attrs["NetworkSettings"]["Networks"][network]["Aliases"]
             )
             described = s.services[name].describe()
-            assert described["image"] == image
+            assert described["image"] == image and described["kind"] == "container"
             assert described["image_digest"] == client.images.get(image).id
+            # omnilab's own build stands in for the pinned official image: recorded, said.
+            assert described["replaces"] == pinned
+            version = s.services[name].version
+            said = f"  {name}: {version} from {image} (built locally) in place of the pinned"
+            assert any(line.startswith(said) for line in lines.lines), lines.lines
         assert s.services["redis"].version.startswith("redis 7.0")
         assert s.services["postgres"].version.startswith("postgres 15")
+        assert s.services["qdrant"].version == "qdrant 1.19.0"
+        # Qdrant's API key through its documented variable, fresh, and required.
+        key = s.endpoint("qdrant").credentials.password
+        env = client.containers.get(f"qdrant-exp-{s.id[:8]}").attrs["Config"]["Env"]
+        assert f"QDRANT__SERVICE__API_KEY={key}" in env
+        qdrant_http = f"http://127.0.0.1:{s.endpoint('qdrant').ports['http']}"
+        assert httpx.get(f"{qdrant_http}/collections").status_code == 401
+        assert s.env["QDRANT_URL"] == qdrant_http and s.env["QDRANT_API_KEY"] == key
         assert s.endpoint("redis").port not in (6379, 5432)
         assert "****" in json.dumps(s.describe())
         stack_id = s.id
@@ -97,9 +116,10 @@ def test_data_lives_on_tmpfs_or_in_a_labelled_volume_that_goes_with_the_stack(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = docker_client()
-    with Stack(Redis(), runtime="docker", reporter=Lines()) as s:
-        mounts = client.containers.get(f"redis-exp-{s.id[:8]}").attrs["Mounts"]
-        assert [(m["Type"], m["Destination"]) for m in mounts] == [("tmpfs", "/data")]
+    with Stack(Redis(), Qdrant(), runtime="docker", reporter=Lines()) as s:
+        for name, data in (("redis", "/data"), ("qdrant", "/qdrant/storage")):
+            mounts = client.containers.get(f"{name}-exp-{s.id[:8]}").attrs["Mounts"]
+            assert [(m["Type"], m["Destination"]) for m in mounts] == [("tmpfs", data)]
     monkeypatch.setenv("OMNILAB_DOCKER_DATA", "volume")
     with Stack(Redis(), runtime="docker", reporter=Lines()) as s:
         (volume,) = client.volumes.list(filters={"label": f"io.omnilab.stack={s.id}"})
@@ -112,12 +132,46 @@ def test_data_lives_on_tmpfs_or_in_a_labelled_volume_that_goes_with_the_stack(
         Stack(Redis(), runtime="docker", reporter=Lines()).start()
 
 
-def test_credentials_are_fresh_required_and_kept_out_of_process_listings() -> None:
+#: Every process's command line, sampled as fast as Python reads /proc, until SIGTERM;
+#: then the distinct ones, NUL-separated arguments, one per line, in the file argv[1].
+_SAMPLER = """
+import os, signal, sys
+seen, stop, own = set(), [], str(os.getpid())
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+while not stop:
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and entry.name != own:
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                    seen.add(fh.read())
+            except OSError:
+                pass
+with open(sys.argv[1], "wb") as out:
+    out.write(b"\\n".join(seen))
+"""
+
+
+def test_credentials_are_fresh_required_and_kept_out_of_process_listings(
+    tmp_path: Path,
+) -> None:
     client = docker_client()
+    # What `ps` shows any user while the containers start (an entrypoint, setpriv,
+    # the server before it renames itself...), sampled from outside, as `ps` would.
+    sampled = tmp_path / "cmdlines"
+    sampler = subprocess.Popen([sys.executable, "-c", _SAMPLER, str(sampled)])
+    time.sleep(0.5)  # its first sweep before the first container
     with (
         Stack(Redis(), Postgres(), runtime="docker", reporter=Lines()) as a,
         Stack(Redis(), Postgres(), runtime="docker", reporter=Lines()) as b,
     ):
+        sampler.terminate()
+        assert sampler.wait(timeout=30) == 0
+        cmdlines = sampled.read_bytes()
+        assert b"redis-server" in cmdlines and b"postgres" in cmdlines  # it saw them start
+        for stack in (a, b):
+            for name in ("redis", "postgres"):
+                secret = stack.endpoint(name).credentials.password.encode()
+                assert secret not in cmdlines, f"{name}'s password was on a command line"
         for name in ("redis", "postgres"):
             assert a.endpoint(name).credentials.password != b.endpoint(name).credentials.password
         with pytest.raises(redis.AuthenticationError):
@@ -130,14 +184,15 @@ def test_credentials_are_fresh_required_and_kept_out_of_process_listings() -> No
                 password="wrong",
                 dbname="omnimind_exp",
             )
-        # What `ps` on the host shows of the servers holds no password: Redis rewrites
-        # its title, and PostgreSQL's entrypoint drops POSTGRES_PASSWORD before exec.
+        # Nor what it shows of the running servers: Redis reads its password from a file,
+        # and the entrypoints drop the variables before starting the servers.
         for name in ("redis", "postgres"):
             secret = a.endpoint(name).credentials.password.encode()
             # No init process: the container's main process is the server itself.
             pid = client.containers.get(f"{name}-exp-{a.id[:8]}").attrs["State"]["Pid"]
             assert secret not in Path(f"/proc/{pid}/cmdline").read_bytes()
-            assert b"POSTGRES_PASSWORD" not in Path(f"/proc/{pid}/environ").read_bytes()
+            # Nor in the server's environment, which its user on the host could read.
+            assert secret not in Path(f"/proc/{pid}/environ").read_bytes()
 
 
 def test_three_runs_started_at_once_get_three_disjoint_stacks(workdir: Path) -> None:
@@ -261,11 +316,16 @@ def test_keep_puts_data_under_the_project_and_stop_keeps_it(workdir: Path) -> No
     from omnilab.runtimes.docker.runtime import DockerRuntime
     from omnilab.runtimes.state import all_states
 
-    result = run_cli("run", EXPERIMENTS / "pair.py", "--runtime", "docker", "--keep", "--json")
+    # The README's first experiment, end to end in containers: Redis, PostgreSQL, Qdrant.
+    result = run_cli("run", HELLO, "--runtime", "docker", "--keep", "--json")
     assert result.returncode == 0, result.stderr
-    run_id = json.loads(result.stdout)["id"]
+    run = json.loads(result.stdout)
+    run_id = run["id"]
+    assert run["summary"]["qdrant_points"] == run["summary"]["postgres_rows"] == 100
+    assert run["stack"]["services"]["qdrant"]["image"] == QDRANT_IMAGE
     data = workdir / "data" / "experiments" / run_id
     assert (data / "postgres" / "PG_VERSION").is_file()
+    assert (data / "qdrant" / "collections" / "items").is_dir()
     assert _stack_objects(run_id), "a kept stack stays up"
     (state,) = all_states(get_settings().state_dir)
     assert state.keep and state.runtime == "docker"
@@ -273,6 +333,7 @@ def test_keep_puts_data_under_the_project_and_stop_keeps_it(workdir: Path) -> No
     assert run_id[:12] in listing.stdout and "kept" in listing.stdout
     exported = run_cli("stack", "env", run_id[:12]).stdout
     assert "export REDIS_URL='redis://:" in exported
+    assert "export QDRANT_URL='http://127.0.0.1:" in exported and "QDRANT_API_KEY=" in exported
 
     # Stop everything but keep the data (what promotion does before reopening).
     runtime = DockerRuntime(get_settings(), QuietReporter())
@@ -281,6 +342,7 @@ def test_keep_puts_data_under_the_project_and_stop_keeps_it(workdir: Path) -> No
     assert any(r.startswith("container redis-exp-") for r in removed)
     assert (data / "postgres" / "PG_VERSION").is_file()
     assert (data / "redis" / "dump.rdb").is_file(), "Redis saves on a graceful stop"
+    assert (data / "qdrant" / "collections" / "items").is_dir()
     assert (data / "logs" / "postgres.log").is_file() or (
         workdir / "runs" / run_id / "logs" / "postgres.log"
     ).is_file()
@@ -344,8 +406,8 @@ def test_sigkill_of_a_python_session_holding_a_docker_stack(workdir: Path) -> No
     script = workdir / "hold.py"
     script.write_text(
         "import time, omnilab\n"
-        "from omnilab import Redis\n"
-        "with omnilab.stack(Redis(), runtime='docker') as s:\n"
+        "from omnilab import Qdrant, Redis\n"
+        "with omnilab.stack(Redis(), Qdrant(), runtime='docker') as s:\n"
         "    s.redis.set('k', 'v')\n"
         "    print(s.id, flush=True)\n"
         "    time.sleep(120)\n"

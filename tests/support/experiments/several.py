@@ -1,4 +1,8 @@
-"""Two experiments in one file: the CLI needs FILE:Class."""
+"""Two experiments in one file: the CLI needs FILE:Class. The second one talks: on its
+own stdout and through a child process's."""
+
+import subprocess
+import sys
 
 from omnilab import Experiment, Params
 
@@ -20,4 +24,7 @@ class Second(Experiment):
         flag: bool = False
 
     def run(self, ctx):
+        print(f"second: label {ctx.params.label}")
+        sys.stdout.flush()
+        subprocess.run(["echo", "second: a child's line"], check=True)
         return {"which": "second", **ctx.params.model_dump()}

@@ -1,10 +1,11 @@
 """``omnilab images build``: make the images of the catalog on this engine.
 
 An image is rebuilt only when it is missing, when its recipe (the files of its
-``dockerfiles/`` folder) changed since it was built, when the base it was built on was
-replaced, or with ``force``. Builds run with the host's network, so a Debian mirror on
-the host's own loopback (an air-gapped site's) is reachable from ``apt-get``. One build
-at a time per machine: a second ``omnilab images build`` waits for the first.
+``dockerfiles/`` folder, and the binary it copies in, by content) changed since it was
+built, when the base it was built on was replaced, or with ``force``. Builds run with the
+host's network, so a Debian mirror on the host's own loopback (an air-gapped site's) is
+reachable from ``apt-get``. One build at a time per machine: a second ``omnilab images
+build`` waits for the first.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from omnilab.errors import UsageError
 from omnilab.runtimes.docker import engine, labels
 from omnilab.runtimes.docker.images import recipes, wheels
 from omnilab.runtimes.docker.images.debian_base import FINGERPRINT, ImageBuildError, build_base
@@ -73,11 +76,26 @@ def fingerprint(spec: ImageSpec) -> str:
         return FINGERPRINT
     digest = hashlib.sha256()
     for name, path in sorted(recipes.context_files(spec).items()):
+        if name == spec.binary:
+            # A server binary (about 100 MB): its hash, computed once per file version.
+            stat = path.stat()
+            content = _file_hash(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+            digest.update(b"binary\0" + name.encode() + b"\0" + content.encode() + b"\0")
+            continue
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     if spec.wheels:
         # A changed omnilab (or dependency) must rebuild an image that installs it.
         digest.update(wheels.source_fingerprint().encode())
     return digest.hexdigest()[:16]
+
+
+@lru_cache(maxsize=8)
+def _file_hash(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def status(client: docker.DockerClient, spec: ImageSpec) -> ImageStatus:
@@ -126,18 +144,40 @@ def build(
     *,
     force: bool = False,
     verbose: bool = False,
+    binary: Path | None = None,
 ) -> list[ImageStatus]:
     """Build ``names`` (default: the default set) and what they need; returns each one's
     status, with ``action`` saying whether it was built or found current.
 
     Besides the catalog's names, a caller may give specs of its own (the tests' stand-in
     images): they are built on the same base, the same way, without being in the catalog.
+
+    ``binary`` is the program for the one named image that takes one (Qdrant's server:
+    ``--binary``). Without it such an image's service finds the program itself; in the
+    default set, an image whose program cannot be found is left out, and said so.
     """
     specs = recipes.select(names)
+    asked = {n if isinstance(n, str) else n.name for n in names or ()}
+    if binary is not None:
+        takers = [s for s in specs if s.binary is not None and s.name in asked]
+        if len(takers) != 1:
+            choices = ", ".join(s.name for s in recipes.catalog().values() if s.binary)
+            raise UsageError(f"--binary goes with one image that is built from one: {choices}")
+        specs = [replace(s, binary_path=binary) if s is takers[0] else s for s in specs]
+    client = engine.connect()
+    for spec in [s for s in specs if s.binary is not None]:
+        try:
+            recipes.binary_source(spec)  # the right program: refused before any build
+        except UsageError as exc:
+            if spec.name in asked:
+                raise
+            specs.remove(spec)
+            have = status(client, spec)
+            why = str(exc).removeprefix(f"{spec.name}: ")
+            kept = f"; keeping {spec.tag}" if have.present else ""
+            reporter.note(f"  {spec.name}: not built ({why}){kept}")
     if any(not s.is_base for s in specs) and BASE not in specs:
         specs.insert(0, BASE)
-    asked = {n if isinstance(n, str) else n.name for n in names or ()}
-    client = engine.connect()
     results: list[ImageStatus] = []
     with _machine_lock(reporter):
         for spec in specs:
@@ -179,7 +219,7 @@ def _docker_build(
             target = Path(tmp) / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
-            if target.suffix == ".sh":
+            if target.suffix == ".sh" or target.name == spec.binary:
                 target.chmod(0o755)  # a wheel's data files may have lost the mode
         if spec.wheels:
             wheels.build_wheelhouse(Path(tmp) / "wheels", reporter)

@@ -39,6 +39,11 @@ class ImageSpec:
     #: The build context gets wheels of omnilab and its dependencies, made on the host,
     #: so the image installs them with no index (air-gapped hosts included).
     wheels: bool = False
+    #: A program the build context gets under this name, for the recipe to copy into the
+    #: image (:attr:`~omnilab.services.base.BuiltImage.binary`): ``binary_path`` when
+    #: given (``--binary``), else where the image's service finds it.
+    binary: str | None = None
+    binary_path: Path | None = None
 
     @property
     def is_base(self) -> bool:
@@ -92,6 +97,7 @@ def catalog() -> dict[str, ImageSpec]:
                     description=built.description,
                     service=name,
                     context=built.context,
+                    binary=built.binary,
                 )
             )
     specs += [EXPERIMENTS, CODEGEN]
@@ -153,8 +159,20 @@ def recipes_dir() -> Path:
     return source if source.is_dir() or not installed.is_dir() else installed
 
 
+def binary_source(spec: ImageSpec) -> Path:
+    """The program ``spec``'s build copies into its image, checked by its service
+    (the right program, the right version); UsageError, one line, when there is none."""
+    assert spec.binary is not None
+    cls = _services().get(spec.service or "")
+    if cls is None:
+        raise UsageError(f"{spec.name}: no service {spec.service!r} to say what it needs")
+    path: Path = cls.image_binary(spec.binary_path)
+    return path
+
+
 def context_files(spec: ImageSpec) -> dict[str, Path]:
-    """Every file of ``spec``'s build context: name in the context -> file on disk."""
+    """Every file of ``spec``'s build context: name in the context -> file on disk
+    (the binary a recipe takes included, under its name)."""
     assert not spec.is_base
     root = recipes_dir()
     if spec.dockerfile is not None:
@@ -176,4 +194,7 @@ def context_files(spec: ImageSpec) -> dict[str, Path]:
         )
     if not (folder / "Dockerfile").is_file():
         raise UsageError(f"{spec.name}: no recipe at {folder}/Dockerfile{hint}")
-    return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    if spec.binary is not None:
+        files[spec.binary] = binary_source(spec)
+    return files

@@ -1,0 +1,156 @@
+"""Riding out outages of the queue's Redis and of the tracking store, in a worker.
+
+rq retries its blocking wait for a message when Redis goes away, but nothing else: a run
+that ended during an outage took its slot down with it (rq's ``monitor_work_horse`` asks
+Redis for the message's status, and any error there ends rq's work loop). Rather than
+guard each of rq's calls, a slot's Redis client gets :class:`Reconnect` as its retry
+policy (redis-py's own hook, ``Redis(retry=...)``): every command, whoever issues it (rq's
+loop, its heartbeats, the stop-job listener, a run's bookkeeping in the horse), waits
+for Redis with backoff and goes on when it answers. Nothing of rq is changed or copied.
+
+It stops waiting, and the error goes up as before, when:
+
+- the process has been told to stop (:meth:`Reconnect.give_up`): a worker stops when
+  asked, outage or not;
+- the error is not an outage: Redis refuses the credentials. That raises
+  :class:`QueueFatal`, which rq does not catch, so the slot ends and says why (see
+  :mod:`omnilab.queue.slot`), and the worker stops with that reason.
+
+The outage is reported twice per process (when it starts and when it ends), not at
+every try. A run process (forked from its slot, so holding a copy of the policy) stays
+quiet: its slot says it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ConnectionError,
+    TimeoutError,
+)
+from redis.retry import Retry
+
+from omnilab.errors import OmnilabError, TrackingStoreError
+
+T = TypeVar("T")
+
+#: Longest wait between two tries. Tries are cheap (a refused connection), and each
+#: second here is a second more that runs wait once Redis is back.
+MAX_BACKOFF_S = 2.0
+
+
+class QueueFatal(OmnilabError):
+    """Redis answers, but will not let this worker in: waiting would not help."""
+
+
+class Reconnect(Retry):
+    """A redis-py retry policy: try again forever, with capped exponential backoff and
+    jitter, until :meth:`give_up` or an error that is not an outage."""
+
+    def __init__(self, what: str, report: Callable[[str], None] | None = None) -> None:
+        super().__init__(
+            ExponentialWithJitterBackoff(base=0.05, cap=MAX_BACKOFF_S),
+            -1,  # forever
+            (ConnectionError, TimeoutError, socket.timeout),
+            is_retryable=self._retryable,
+        )
+        self.what = what
+        self.report = report
+        self._owner = os.getpid()
+        self._lock = threading.Lock()
+        self._given_up = False
+        self._local = threading.local()
+        self._down_since: float | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Reconnect:
+        # redis-py copies the policy into each connection; one shared state is what
+        # tells an outage's start and end once, and what give_up() reaches.
+        return self
+
+    def give_up(self) -> None:
+        """From now on, Redis errors go up at once (the process is stopping)."""
+        self._given_up = True
+
+    @property
+    def given_up(self) -> bool:
+        return self._given_up
+
+    @contextmanager
+    def no_wait(self) -> Iterator[None]:
+        """In this thread, for the block: fail at once rather than wait for Redis (for
+        what rq does inside a signal handler, which must return)."""
+        self._local.no_wait = True
+        try:
+            yield
+        finally:
+            self._local.no_wait = False
+
+    def _retryable(self, error: Exception) -> bool:
+        if isinstance(error, AuthenticationError | AuthorizationError):
+            raise QueueFatal(f"{self.what} refuses this worker: {_reason(error)}") from error
+        if self._given_up or getattr(self._local, "no_wait", False):
+            return False
+        with self._lock:
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                self._say(
+                    f"cannot reach {self.what} ({_reason(error)}); waiting for it, "
+                    f"trying again every {MAX_BACKOFF_S:g} s at most"
+                )
+        return True
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        result = super().call_with_retry(do, fail, is_retryable, with_failure_count)
+        if self._down_since is not None:
+            with self._lock:
+                if self._down_since is not None:
+                    down = time.monotonic() - self._down_since
+                    self._down_since = None
+                    self._say(f"{self.what} answers again (after {down:.1f} s)")
+        return result
+
+    def _say(self, message: str) -> None:
+        if self.report is not None and os.getpid() == self._owner:
+            self.report(message)
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+#: What a PostgreSQL server says when it answers but will not let us in: not an outage.
+_STORE_REFUSALS = (
+    "password authentication failed",
+    "pg_hba.conf",
+    "does not exist",
+    "permission denied",
+)
+
+
+def store_outage(error: BaseException) -> bool:
+    """Whether ``error`` (opening or using the tracking store) is the store being away,
+    which is waited for, rather than a refusal that waiting would not change."""
+    if not isinstance(
+        error, psycopg.OperationalError | psycopg.InterfaceError | TrackingStoreError
+    ):
+        return False
+    text = str(error).lower()
+    return not any(refusal in text for refusal in _STORE_REFUSALS)

@@ -1,0 +1,157 @@
+"""A promotion whose process is killed is finished by the next omnilab process.
+
+Each test stops a real ``omnilab promote`` at a named step (``OMNILAB_PROMOTE_PAUSE_AT``:
+the process says so on stderr and waits there) and kills it with SIGKILL, so the moment
+is known without racing the copy. Once committed (every item staged and verified) the
+promotion is rolled forward; before that, it is undone and what it staged is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import omnilab
+from omnilab.progress import QuietReporter
+from omnilab.promote import PromotionRecord, promote
+from tests.promote.test_failures import visible
+from tests.support import OMNILAB, run_cli, stack_processes, wait_until
+from tests.support.promotion_support import Production, run_promotable, seed_production
+from tests.support.queue_helpers import FAST, start_api
+
+PAUSE_ENV = "OMNILAB_PROMOTE_PAUSE_AT"  # omnilab.services.promotable.PAUSE_ENV
+
+
+def promote_killed_at(run_id: str, step: str) -> PromotionRecord:
+    """``omnilab promote RUN --on-conflict replace`` killed with SIGKILL at ``step``;
+    returns its record."""
+    proc = subprocess.Popen(
+        [str(OMNILAB), "promote", run_id, "--on-conflict", "replace"],
+        env={**os.environ, PAUSE_ENV: step},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    timer = threading.Timer(180, proc.kill)  # a step never reached fails, never hangs
+    timer.start()
+    said = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            said.append(line)
+            if line.startswith(f"promotion paused at {step} "):
+                break
+        assert proc.poll() is None, f"never paused at {step}:\n{''.join(said)}"
+        proc.send_signal(signal.SIGKILL)  # no cleanup of its own is possible
+        proc.wait(timeout=10)
+    finally:
+        timer.cancel()
+        proc.kill()
+    [short] = [w[1] for w in map(str.split, said) if w[:1] == ["promotion"] and w[2:3] == ["of"]]
+    return promotion(run_id, short)
+
+
+def promotion(run_id: str, ref: str) -> PromotionRecord:
+    [record] = [r for r in omnilab.Run.load(run_id).promotions if r.id.startswith(ref)]
+    return record
+
+
+def holds_run(production: Production, seed: int) -> dict[str, bool]:
+    """Which items production's readers find to be the run's (of that ``seed``)."""
+    client = production.redis()
+    try:
+        keys = client.get("emb:0") == f"{seed}-0-".encode()
+    finally:
+        client.close()
+    with production.pg() as conn:
+        row = conn.execute("SELECT score FROM scores WHERE name = 'row 1'").fetchone()
+    points = production.points("docs")
+    return {
+        "postgres": row == (0.7 + seed,),
+        "qdrant": {p.payload["seed"] for p in points.values()} == {seed},
+        "redis": keys,
+    }
+
+
+def test_killed_between_switches_is_rolled_forward_then_rolled_back(
+    production: Production, workdir: Path
+) -> None:
+    """The issue's case: killed after the PostgreSQL switch, then `omnilab rollback`."""
+    first = run_promotable(seed=1)
+    promote(first.id, reporter=QuietReporter())
+    second = run_promotable(seed=2)
+    before = production.snapshot()
+    killed = promote_killed_at(second.id, "switched:postgres")
+    # Until someone finishes it, readers see the new table beside the old keys and points.
+    assert holds_run(production, 2) == {"postgres": True, "qdrant": False, "redis": False}
+    assert killed.status == "running" and killed.committed_at
+    assert wait_until(lambda: not stack_processes(workdir / "data"), timeout=15)
+    back = run_cli("rollback", killed.short_id)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert f"promotion {killed.short_id} had been interrupted" in back.stderr
+    record = promotion(second.id, killed.id)
+    assert record.status == "rolled_back" and record.recovered
+    assert "rolled forward" in record.recovered
+    assert "switched qdrant collection docs, redis keys emb:*" in record.recovered
+    assert "(switched before it ended: postgres table scores)" in record.recovered
+    assert production.snapshot() == before
+
+
+def test_the_api_rolls_a_killed_promotion_forward_within_seconds(
+    production: Production, workdir: Path
+) -> None:
+    run = run_promotable(seed=3)
+    api = start_api(workdir, {**FAST, "REDIS_URL": production.redis_url})
+    try:
+        killed = promote_killed_at(run.id, "switched:qdrant")
+        gone = time.monotonic()
+        finished = wait_until(
+            lambda: promotion(run.id, killed.id).status == "succeeded", timeout=30, interval=0.1
+        )
+        took = time.monotonic() - gone
+        assert finished, api.service.output
+    finally:
+        api.service.stop()
+    # A reconcile every 0.5 s (FAST), then loading qdrant-client and three connections, on
+    # shared cores: a few seconds.
+    assert took < 15, f"rolled forward {took:.1f}s after the kill"
+    assert holds_run(production, 3) == {"postgres": True, "qdrant": True, "redis": True}
+    record = promotion(run.id, killed.id)
+    assert {i.state for i in record.items} == {"switched"} and record.error is None
+    assert record.recovered and "switched redis keys emb:*" in record.recovered
+    before_it_ended = "(switched before it ended: postgres table scores, qdrant collection docs)"
+    assert before_it_ended in record.recovered
+    assert wait_until(lambda: not stack_processes(workdir / "data"), timeout=15)
+
+
+def test_killed_during_the_qdrant_copy_leaves_no_collection_behind(
+    production: Production, workdir: Path
+) -> None:
+    seed_production(production)  # production's docs is a collection: copied aside first
+    run = run_promotable(n_points=600)
+    before = production.snapshot()
+    killed = promote_killed_at(run.id, "copying:qdrant")
+    assert killed.status == "running" and not killed.committed_at
+    tag = killed.id[:12]
+    staged = production.snapshot()["qdrant"]["collections"]
+    # The copy aside is complete; the run's copy stopped after its first step (a batch of
+    # points, or the whole shard snapshot where both sides are servers on this host).
+    copied = len(staged[f"docs__omnilab_{tag}"]["points"])
+    assert 0 < copied <= 600
+    assert len(staged[f"docs__omnilab_replaced_{tag}"]["points"]) == 1
+    assert visible(production.snapshot()) == visible(before)
+    assert wait_until(lambda: not stack_processes(workdir / "data"), timeout=15)
+    recovered = run_cli("promotions", "recover")
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert production.snapshot() == before
+    record = promotion(run.id, killed.id)
+    assert record.status == "failed" and not record.committed_at and record.recovered
+    assert record.recovered.endswith(
+        f"removed qdrant collection docs__omnilab_{tag} ({copied} points), "
+        f"qdrant collection docs__omnilab_replaced_{tag} (1 point)"
+    ), record.recovered
+    assert record.short_id in recovered.stdout and f"({copied} points)" in recovered.stdout
