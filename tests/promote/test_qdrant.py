@@ -23,8 +23,8 @@ from omnilab import Qdrant
 from omnilab.progress import QuietReporter
 from omnilab.promote import PromotionFailed, promote, rollback
 from omnilab.services.qdrant import servers
-from omnilab.services.qdrant.promotion import MARK
-from tests.support import EXPERIMENTS, OMNILAB, stack_processes, wait_until
+from omnilab.services.qdrant.promotion import CLIENT_METHOD, MARK
+from tests.support import EXPERIMENTS, OMNILAB, free_port, stack_processes, wait_until
 from tests.support.promotion_support import Production
 
 Q = QuietReporter()
@@ -173,6 +173,19 @@ def test_a_point_changed_in_the_staged_copy_fails_the_promotion(
     [item] = record.items
     assert record.status == "failed" and item.staging["collection"] == changed[0]
     assert item.staging["copy_method"] == copy
+
+
+def test_without_production_grpc_points_go_through_the_http_api_verified(
+    production: Production, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QDRANT_GRPC_PORT", str(free_port()))  # nothing answers there
+    run = run_qdrant(seed=4, n_points=300)
+    result = promote(run.id, reporter=Q)
+    [item] = result.items
+    assert item.staging["copy_method"] == "points"
+    assert item.checksums["source"] == item.checksums["target"]
+    assert item.checksums["target"]["method"] == CLIENT_METHOD
+    assert len(production.points("docs")) == 300
 
 
 def test_a_promotion_killed_during_its_copy_leaves_readers_unaffected(

@@ -131,9 +131,8 @@ def production_servers_fixture(session_stack: Any) -> Iterator[Stack]:
         stack.start()  # no skip: without production servers the tests must fail
     except OmnilabError as exc:
         pytest.fail(
-            f"promotion tests need production servers: {exc}. Qdrant's: put its server "
-            "program (`qdrant`) on PATH or name it in OMNILAB_QDRANT_BINARY "
-            "(CI: ../shared/bin/qdrant)",
+            f"promotion tests need production servers: {exc} (CI puts ../shared/bin, "
+            "which holds Qdrant's server, on PATH)",
             pytrace=False,
         )
     yield stack
