@@ -262,13 +262,22 @@ def test_bad_declarations_are_refused_before_anything_starts(
         services = [Redis()]
         promotes = [RedisKeys("a:*"), PostgresTable("t")]
 
+        def run(self, ctx):  # refused before it could run: the declarations
+            return {}
+
     class NotAnItem(Experiment):
         services = [Redis()]
         promotes = ["a:*"]
 
+        def run(self, ctx):  # refused before it could run: the declarations
+            return {}
+
     class Twice(Experiment):
         services = [Redis()]
         promotes = [RedisKeys("a:*"), RedisKeys("a:*")]
+
+        def run(self, ctx):  # refused before it could run: the declarations
+            return {}
 
     with pytest.raises(omnilab.UsageError, match=r"needs the postgres service; add Postgres\(\)"):
         omnilab.run(NoPostgres, reporter=Q)

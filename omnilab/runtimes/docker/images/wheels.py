@@ -59,11 +59,24 @@ def base_override() -> str | None:
 
 
 def _dependency_versions() -> list[str]:
-    """``name==version`` of omnilab's installed requirements: a new one changes the image."""
-    try:
-        requires = metadata.requires("omnilab") or []
-    except metadata.PackageNotFoundError:
-        return []
+    """``name==version`` of omnilab's installed requirements: a new one changes the image.
+
+    From a checkout they are read from its pyproject.toml, not from whichever omnilab
+    metadata comes first on ``sys.path`` (a process with the checkout on it, as the tests
+    have, finds the stale ``omnilab.egg-info`` that ``pip install -e`` leaves there, and
+    would judge an image another process just built out of date).
+    """
+    tree = source_tree()
+    if tree is not None:
+        import tomllib
+
+        project = tomllib.loads((tree / "pyproject.toml").read_text())["project"]
+        requires = list(project.get("dependencies", []))
+    else:
+        try:
+            requires = metadata.requires("omnilab") or []
+        except metadata.PackageNotFoundError:
+            return []
     found = []
     for requirement in requires:
         name = requirement.split(";")[0].split("[")[0]
