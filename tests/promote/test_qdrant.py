@@ -59,6 +59,14 @@ def readers_view(snapshot: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def readable(production: Production) -> bool:
+    try:
+        production.qdrant_state()
+    except Exception:
+        return False
+    return True
+
+
 def test_promotion_between_servers_switches_atomically_verified_and_rolls_back(
     production: Production,
 ) -> None:
@@ -214,10 +222,13 @@ def test_a_promotion_killed_during_its_copy_leaves_readers_unaffected(
     finally:
         proc.kill()
         client.close()
+    # Production may still be loading the shard it was fetching (a collection it cannot
+    # read meanwhile): what it holds is looked at once it is done.
+    assert wait_until(lambda: readable(production), timeout=60)
     after = production.snapshot()
-    # Killed in the middle of its copy: the staged collection is there, not switched...
+    # Killed during its copy: the staged collection is there, no alias points at it...
     [name] = [c for c in after["qdrant"]["collections"] if c not in before["qdrant"]["collections"]]
-    assert len(after["qdrant"]["collections"][name]["points"]) < 40_000
+    assert name not in {c for _, c in after["qdrant"]["aliases"]}
     # ...and readers see production as it was: the same aliases onto the same points.
     assert readers_view(after) == readers_view(before)
     assert wait_until(lambda: not stack_processes(workdir / "data"), timeout=15)
