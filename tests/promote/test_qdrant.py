@@ -19,7 +19,6 @@ import pytest
 from qdrant_client import models
 
 import omnilab
-from omnilab import Qdrant
 from omnilab.progress import QuietReporter
 from omnilab.promote import PromotionFailed, promote, rollback
 from omnilab.services.qdrant import servers
@@ -57,6 +56,14 @@ def readers_view(snapshot: dict[str, Any]) -> dict[str, Any]:
         "collections": {k: v for k, v in qdrant["collections"].items() if MARK not in k},
         "aliased": {a: qdrant["collections"][c] for a, c in qdrant["aliases"]},
     }
+
+
+def readable(production: Production) -> bool:
+    try:
+        production.qdrant_state()
+    except Exception:
+        return False
+    return True
 
 
 def test_promotion_between_servers_switches_atomically_verified_and_rolls_back(
@@ -214,10 +221,13 @@ def test_a_promotion_killed_during_its_copy_leaves_readers_unaffected(
     finally:
         proc.kill()
         client.close()
+    # Production may still be loading the shard it was fetching (a collection it cannot
+    # read meanwhile): what it holds is looked at once it is done.
+    assert wait_until(lambda: readable(production), timeout=60)
     after = production.snapshot()
-    # Killed in the middle of its copy: the staged collection is there, not switched...
+    # Killed during its copy: the staged collection is there, no alias points at it...
     [name] = [c for c in after["qdrant"]["collections"] if c not in before["qdrant"]["collections"]]
-    assert len(after["qdrant"]["collections"][name]["points"]) < 40_000
+    assert name not in {c for _, c in after["qdrant"]["aliases"]}
     # ...and readers see production as it was: the same aliases onto the same points.
     assert readers_view(after) == readers_view(before)
     assert wait_until(lambda: not stack_processes(workdir / "data"), timeout=15)
@@ -225,16 +235,8 @@ def test_a_promotion_killed_during_its_copy_leaves_readers_unaffected(
 
 @pytest.mark.usefixtures("docker_scope")
 def test_a_docker_run_is_promoted_between_servers(production: Production) -> None:
-    from tests.support.docker_support import docker_client
-
-    image = Qdrant().image()
-    try:
-        docker_client().images.get(image)
-    except Exception:
-        pytest.fail(
-            f"the Qdrant image {image} is not built here: `omnilab images build qdrant`",
-            pytrace=False,
-        )
+    # The Qdrant image is among those docker_scope builds (omnilab/qdrant, from the tests'
+    # server binary, standing in for the pinned official one).
     run = run_qdrant(runtime="docker", seed=3, n_points=500)
     assert run.record.stack["runtime"] == "docker"
     path = Path(run.data["path"])

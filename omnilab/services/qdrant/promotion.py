@@ -310,13 +310,9 @@ class QdrantPromoter(Promoter):
             return False
         return True
 
-    def _source_digest(
-        self, src: servers.QdrantServer, progress: Progress | None = None
-    ) -> dict[str, Any]:
+    def _source_digest(self, src: servers.QdrantServer) -> dict[str, Any]:
         if self._source_sum is None:
-            self._source_sum = src.digest(self.item.name, progress.advance if progress else None)
-        elif progress is not None:
-            progress.advance(self._source_sum["points"])
+            self._source_sum = src.digest(self.item.name)
         return self._source_sum
 
     # -- reading and comparing through qdrant-client ------------------------------------
@@ -432,14 +428,16 @@ class QdrantPromoter(Promoter):
                 method = self._copy_method = "shard-snapshot"
                 # The source is read in full (its checksum) while its shards stream over.
                 if from_run:
-                    source_future = pool.submit(self._source_digest, src, progress)
+                    source_future = pool.submit(self._source_digest, src)
                 else:
-                    source_future = pool.submit(src.digest, src_name, progress.advance)
+                    source_future = pool.submit(src.digest, src_name)
                 for shard in shards or []:
                     method = self._copy_method = self._transfer_shard(
                         src, prod, src_name, name, shard
                     )
+                    progress.advance(0)  # a step of the copy done (a shard, complete)
                 source = source_future.result()
+                progress.advance(source["points"])
             else:
                 method = self._copy_method = "points"
                 source = self._copy_points(src, prod, src_name, name, progress)
@@ -797,9 +795,13 @@ class QdrantPromoter(Promoter):
                 left = f"the only copy left of production's {target}"
                 self.reporter.note(f"  {self.item.label}: kept {name}, {left}")
                 continue
-            count = self.prod.count(name, exact=True).count
+            try:
+                count: int | None = self.prod.count(name, exact=True).count
+            except Exception:  # a shard still loading from a snapshot cannot be counted
+                count = None
             self.prod.delete_collection(name)
-            removed.append(f"qdrant collection {name} ({count:,} point{'s' * (count != 1)})")
+            points = "?" if count is None else f"{count:,} point{'s' * (count != 1)}"
+            removed.append(f"qdrant collection {name} ({points})")
         return removed
 
     def _aliased(self, name: str) -> bool:
