@@ -41,7 +41,7 @@ def test_schemathesis_finds_nothing(api: Api, workdir: Path) -> None:
         # so for this one operation a 422 is an expected answer to valid data
         # (tests/api/test_runs.py checks that only a reused key gets it).
         + '[[operations]]\ninclude-path = "/v1/runs"\ninclude-method = "POST"\n'
-        '[operations.checks.positive_data_acceptance]\nexpected-statuses = '
+        "[operations.checks.positive_data_acceptance]\nexpected-statuses = "
         '["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]\n'
     )
     result = subprocess.run(
