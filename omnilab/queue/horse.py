@@ -143,6 +143,7 @@ def prepare() -> None:
     slot = _slot
     if slot is None:
         raise RuntimeError("omnilab.queue.horse.prepare runs inside `omnilab worker` only")
+    signal.signal(signal.SIGUSR1, _worker_stopping)
     try:
         _ready_store = (RunStore.open(slot.settings), time.monotonic())
     except Exception:  # the run will open it and report what is wrong
@@ -184,6 +185,12 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+def _worker_stopping(signum: int, frame: Any) -> None:
+    """SIGUSR1 from the slot, told to stop: the run goes on; what rq writes to Redis
+    after it is not waited for (see SlotWorker.request_stop)."""
+    _stop_waiting_for_redis()
+
+
 def _after_the_run(signum: int, frame: Any) -> None:
     """SIGTERM once the run is recorded: nothing to stop but rq's last words to Redis,
     which are not waited for any more (the worker is stopping)."""
@@ -197,6 +204,7 @@ def execute(run_id: str) -> None:
         raise RuntimeError("omnilab.queue.horse.execute runs inside `omnilab worker` only")
     die_with_parent(signal.SIGTERM, os.getppid())
     signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGUSR1, _worker_stopping)
     settings = slot.settings
     pid = os.getpid()
     run_dir = (Path(settings.runs_dir) / run_id).resolve()
