@@ -17,7 +17,8 @@ and the slot sends SIGTERM), and otherwise (the worker is stopping or died) goes
 the queue or fails, per the run's retry setting.
 
 Outages: the horse's Redis client waits for Redis as its slot's does (rq records the
-end of the message there, after the run); SIGTERM ends that wait. The tracking store
+end of the message there, after the run); SIGTERM, or SIGUSR1 from a slot told to stop,
+ends that wait. The tracking store
 is waited for too, with backoff: before the claim, and before a statement that follows
 an idle spell (the run's record at its end, after an outage during the run), so that a
 restart of the store costs the run time, not its outcome.
@@ -123,7 +124,7 @@ def _wait_for_store(label: str, attempt: Any) -> Any:
             if not store_outage(exc):
                 raise
             if not said:
-                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 print(f"{label}waiting for the tracking store: {reason}", file=sys.__stderr__)
                 said = True
         time.sleep(delay)

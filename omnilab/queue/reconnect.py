@@ -85,10 +85,6 @@ class Reconnect(Retry):
         else:
             self._given_up = True
 
-    @property
-    def given_up(self) -> bool:
-        return self._given_up
-
     def _retryable(self, error: Exception) -> bool:
         if isinstance(error, AuthenticationError | AuthorizationError):
             raise QueueFatal(f"{self.what} refuses this worker: {_reason(error)}") from error
