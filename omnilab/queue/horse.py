@@ -17,7 +17,8 @@ and the slot sends SIGTERM), and otherwise (the worker is stopping or died) goes
 the queue or fails, per the run's retry setting.
 
 Outages: the horse's Redis client waits for Redis as its slot's does (rq records the
-end of the message there, after the run); SIGTERM ends that wait. The tracking store
+end of the message there, after the run); SIGTERM, or SIGUSR1 from a slot told to stop,
+ends that wait. The tracking store
 is waited for too, with backoff: before the claim, and before a statement that follows
 an idle spell (the run's record at its end, after an outage during the run), so that a
 restart of the store costs the run time, not its outcome.
@@ -123,7 +124,7 @@ def _wait_for_store(label: str, attempt: Any) -> Any:
             if not store_outage(exc):
                 raise
             if not said:
-                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 print(f"{label}waiting for the tracking store: {reason}", file=sys.__stderr__)
                 said = True
         time.sleep(delay)
@@ -143,6 +144,7 @@ def prepare() -> None:
     slot = _slot
     if slot is None:
         raise RuntimeError("omnilab.queue.horse.prepare runs inside `omnilab worker` only")
+    signal.signal(signal.SIGUSR1, _worker_stopping)
     try:
         _ready_store = (RunStore.open(slot.settings), time.monotonic())
     except Exception:  # the run will open it and report what is wrong
@@ -184,6 +186,12 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+def _worker_stopping(signum: int, frame: Any) -> None:
+    """SIGUSR1 from the slot, told to stop: the run goes on; what rq writes to Redis
+    after it is not waited for (see SlotWorker.request_stop)."""
+    _stop_waiting_for_redis()
+
+
 def _after_the_run(signum: int, frame: Any) -> None:
     """SIGTERM once the run is recorded: nothing to stop but rq's last words to Redis,
     which are not waited for any more (the worker is stopping)."""
@@ -197,6 +205,7 @@ def execute(run_id: str) -> None:
         raise RuntimeError("omnilab.queue.horse.execute runs inside `omnilab worker` only")
     die_with_parent(signal.SIGTERM, os.getppid())
     signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGUSR1, _worker_stopping)
     settings = slot.settings
     pid = os.getpid()
     run_dir = (Path(settings.runs_dir) / run_id).resolve()

@@ -10,8 +10,8 @@ for Redis with backoff and goes on when it answers. Nothing of rq is changed or 
 
 It stops waiting, and the error goes up as before, when:
 
-- the process has been told to stop (:meth:`Reconnect.give_up`): a worker stops when
-  asked, outage or not;
+- the process, or the thread, has been told to stop (:meth:`Reconnect.give_up`): a
+  worker stops when asked, outage or not;
 - the error is not an outage: Redis refuses the credentials. That raises
   :class:`QueueFatal`, which rq does not catch, so the slot ends and says why (see
   :mod:`omnilab.queue.slot`), and the worker stops with that reason.
@@ -27,8 +27,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
@@ -70,7 +69,7 @@ class Reconnect(Retry):
         self._owner = os.getpid()
         self._lock = threading.Lock()
         self._given_up = False
-        self._local = threading.local()
+        self._given_up_in: set[int] = set()  # threads
         self._down_since: float | None = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Reconnect:
@@ -78,28 +77,18 @@ class Reconnect(Retry):
         # tells an outage's start and end once, and what give_up() reaches.
         return self
 
-    def give_up(self) -> None:
-        """From now on, Redis errors go up at once (the process is stopping)."""
-        self._given_up = True
-
-    @property
-    def given_up(self) -> bool:
-        return self._given_up
-
-    @contextmanager
-    def no_wait(self) -> Iterator[None]:
-        """In this thread, for the block: fail at once rather than wait for Redis (for
-        what rq does inside a signal handler, which must return)."""
-        self._local.no_wait = True
-        try:
-            yield
-        finally:
-            self._local.no_wait = False
+    def give_up(self, *, this_thread_only: bool = False) -> None:
+        """From now on, Redis errors go up at once (the process is stopping): in every
+        thread, or in the calling one only (the others keep waiting, quietly)."""
+        if this_thread_only:
+            self._given_up_in.add(threading.get_ident())
+        else:
+            self._given_up = True
 
     def _retryable(self, error: Exception) -> bool:
         if isinstance(error, AuthenticationError | AuthorizationError):
             raise QueueFatal(f"{self.what} refuses this worker: {_reason(error)}") from error
-        if self._given_up or getattr(self._local, "no_wait", False):
+        if self._given_up or threading.get_ident() in self._given_up_in:
             return False
         with self._lock:
             if self._down_since is None:

@@ -33,6 +33,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -88,7 +89,7 @@ class SlotWorker(Worker):
     told_to_stop = False
 
     def say(self, message: str) -> None:
-        print(f"worker {self.slot.worker_id}: slot {self.slot.index}: {message}", file=sys.stderr)
+        _say(self.slot.worker_id, self.slot.index, message)
 
     # -- outages (see omnilab.queue.reconnect) ----------------------------------------
 
@@ -107,16 +108,53 @@ class SlotWorker(Worker):
         super().register_birth()
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """Told to stop: the run in progress finishes, and from now on nothing waits for
+        Redis, here or in the run's process (told with SIGUSR1): what rq would still
+        write there is shown only by rq's own tools, and expires by itself."""
         self.told_to_stop = True
+        if self.slot.reconnect is not None:
+            # The main thread's: rq's stop-job listener keeps listening (quietly) until
+            # the teardown, for a cancellation that may still come.
+            self.slot.reconnect.give_up(this_thread_only=True)
+        if self.horse_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.horse_pid, signal.SIGUSR1)
         super().request_stop(signum, frame)
 
+    @contextlib.contextmanager
+    def _unless_stopping(self) -> Iterator[None]:
+        """Redis errors go up as usual, except once the slot was told to stop."""
+        try:
+            yield
+        except redis.RedisError:
+            if not self.told_to_stop:
+                raise
+
+    # What rq does with Redis between a stop request and its teardown.
+
     def set_shutdown_requested_date(self) -> None:
-        """Called by rq's signal handler, which must return even while Redis is away: the
-        date is only shown by rq's tools."""
-        reconnect = self.slot.reconnect
-        waiting = reconnect.no_wait() if reconnect else contextlib.nullcontext()
-        with contextlib.suppress(redis.RedisError), waiting:
+        with self._unless_stopping():
             super().set_shutdown_requested_date()
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        with self._unless_stopping():
+            super().set_state(state, pipeline)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        with self._unless_stopping():
+            super().heartbeat(timeout, pipeline)
+
+    def maintain_heartbeats(self, job: Job, execution: Execution) -> None:
+        with self._unless_stopping():
+            super().maintain_heartbeats(job, execution)
+
+    def monitor_work_horse(self, job: Job, queue: Queue, execution: Execution) -> None:
+        with self._unless_stopping():
+            super().monitor_work_horse(job, queue, execution)
+
+    def run_maintenance_tasks(self) -> None:
+        with self._unless_stopping():
+            super().run_maintenance_tasks()
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -246,6 +284,12 @@ def _preload() -> None:
     platform.platform()  # cached by the platform module; costs a scan of the interpreter
 
 
+def _say(worker_id: str, index: int, message: str) -> None:
+    """One line on the worker's output, in one write: the slots share it."""
+    with contextlib.suppress(OSError, ValueError):
+        os.write(2, f"worker {worker_id}: slot {index}: {message}\n".encode(errors="replace"))
+
+
 class _LastError(logging.Handler):
     """Keeps the exception that rq logs when an error ends its work loop (rq catches
     it, logs it and returns): the reason this slot ended."""
@@ -276,13 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cause-fd", type=int, default=None)
     args = parser.parse_args(argv)
     die_with_parent(signal.SIGKILL, args.parent)
+    # Until a run's process sets its own (see horse.py), the "stop waiting for Redis"
+    # signal must not kill it: a forked process starts with its slot's dispositions.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     if args.cause_fd is not None:
         os.set_inheritable(args.cause_fd, False)  # not for what runs exec
 
     def ended(error: BaseException | None, status: int) -> int:
         """Say why the slot ends, to the worker's output and to the worker."""
         cause = _cause(error)
-        print(f"worker {args.worker_id}: slot {args.index}: ended: {cause}", file=sys.stderr)
+        _say(args.worker_id, args.index, f"ended: {cause}")
         if args.cause_fd is not None:
             with contextlib.suppress(OSError):
                 os.write(args.cause_fd, (cause + "\n").encode()[:4096])
@@ -292,9 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     catalog = Catalog(settings.experiments_dir)
     reconnect = Reconnect(
         f"Redis at {redact_url(settings.redis_url)}",
-        report=lambda message: print(
-            f"worker {args.worker_id}: slot {args.index}: {message}", file=sys.stderr, flush=True
-        ),
+        report=lambda message: _say(args.worker_id, args.index, message),
     )
     slot = Slot(args.worker_id, args.index, args.gpu, settings, catalog, reconnect)
     horse.configure(slot)
