@@ -75,7 +75,9 @@ def test_parser_errors_exit_2() -> None:
 
 
 def test_a_model_that_allows_infinities_runs_and_records_them(workdir: Path) -> None:
-    result = run_cli("run", f"{EXPERIMENTS / 'float_params.py'}:Unbounded", "-p", "limit=inf", "--json")
+    result = run_cli(
+        "run", f"{EXPERIMENTS / 'float_params.py'}:Unbounded", "-p", "limit=inf", "--json"
+    )
     assert result.returncode == 0, result.stderr
     run = json.loads(result.stdout)
     # JSON has no infinity: recorded as the string the model reads back as one.
