@@ -111,7 +111,7 @@ def test_a_later_number_may_be_applied_before_an_earlier_one(fresh_db: str, tmp_
     folder = tmp_path / "migrations"
     folder.mkdir()
     for migration in schema.available():
-        if migration.version != 2:
+        if migration.version in (1, 3):  # later ones may build on 0002's tables
             shutil.copy(migration.path, folder)
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         assert 3 in schema.migrate(conn, folder)
