@@ -94,6 +94,9 @@ class ApiState:
             max_size=16,
             kwargs={"autocommit": True, "connect_timeout": 10},
             timeout=10,
+            # A connection that broke while idle (the store restarted) is replaced before
+            # a request gets it, instead of failing that request with a 503.
+            check=ConnectionPool.check_connection,
             open=True,
             name="omnilab-api",
         )
@@ -119,6 +122,7 @@ class ApiState:
             max_size=8,
             kwargs={"autocommit": True, "connect_timeout": 10},
             timeout=10,
+            check=AsyncConnectionPool.check_connection,
             open=False,
             name="omnilab-api-async",
         )

@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 
 from omnilab.catalog import Catalog
-from omnilab.errors import OmnilabError, UsageError
+from omnilab.errors import OmnilabError, TrackingStoreError, UsageError
 from omnilab.gpu import host_gpus
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
@@ -314,7 +314,8 @@ class Supervisor:
                     f"worker {self.id}: the tracking store had no live record of it; "
                     "registered it again"
                 )
-        except (psycopg.Error, OSError) as exc:
+        except (psycopg.Error, OSError, TrackingStoreError) as exc:
+            # TrackingStoreError: the reconnection above found the store still away.
             if not store_outage(exc):
                 raise OmnilabError(
                     f"worker {self.id}: cannot use the tracking store at {store.location}: "

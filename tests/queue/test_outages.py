@@ -161,7 +161,12 @@ def test_a_tracking_store_outage_kills_no_worker_and_ends_no_run(
         time.sleep(7)
         assert worker.proc.poll() is None, worker.output
         store.start()
-        assert wait_until(lambda: _live_workers(api) == [worker.worker_id], timeout=30)
+        # The API's pooled connections broke with the store: they are replaced, not
+        # handed to requests that would fail.
+        assert _live_workers(api) is not None
+        assert wait_until(lambda: _live_workers(api) == [worker.worker_id], timeout=30), (
+            worker.output
+        )
         seen: dict[str, Any] = {}
 
         def finished() -> bool:
