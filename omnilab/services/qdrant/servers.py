@@ -143,11 +143,16 @@ class QdrantServer:
 
     def scan(self, name: str, *, page: int = PAGE) -> Iterator[Sequence[Any]]:
         """Every point of ``name`` with payload and vectors, a page (protobuf
-        ``RetrievedPoint``s) at a time, in id order."""
+        ``RetrievedPoint``s) at a time, in id order.
+
+        The next page is asked for as soon as a page arrives, before the caller uses it:
+        the server reads and serializes one page while Python hashes the one before,
+        instead of each waiting for the other (on two cores, the verification's time
+        is nearly halved).
+        """
         from qdrant_client import grpc as qg
 
-        offset = None
-        while True:
+        def ask(offset: Any) -> Any:
             request = qg.ScrollPoints(
                 collection_name=name,
                 limit=page,
@@ -155,12 +160,23 @@ class QdrantServer:
                 with_payload=qg.WithPayloadSelector(enable=True),
                 with_vectors=qg.WithVectorsSelector(enable=True),
             )
-            reply = self.points.Scroll(request, metadata=self._metadata, timeout=self._timeout)
-            if reply.result:
-                yield reply.result
-            if not reply.HasField("next_page_offset"):
-                return
-            offset = reply.next_page_offset
+            return self.points.Scroll.future(
+                request, metadata=self._metadata, timeout=self._timeout
+            )
+
+        pending = ask(None)
+        try:
+            while True:
+                reply = pending.result()
+                more = reply.HasField("next_page_offset")
+                if more:
+                    pending = ask(reply.next_page_offset)
+                if reply.result:
+                    yield reply.result
+                if not more:
+                    return
+        finally:
+            pending.cancel()  # the reader stopped early: no page is read for nobody
 
     def digest(self, name: str, progress: Any = None) -> dict[str, Any]:
         """The checksum of every point of ``name``, read from this server alone."""
