@@ -81,7 +81,10 @@ def _processes() -> dict[int, _Proc]:
     return found
 
 
-def _descendants(root: int, table: dict[int, _Proc]) -> list[_Proc]:
+def _descendants(
+    root: int, table: dict[int, _Proc], prune: set[tuple[int, int]] | None = None
+) -> list[_Proc]:
+    """``root``'s descendants; those in ``prune`` are listed but not descended into."""
     children: dict[int, list[_Proc]] = {}
     for proc in table.values():
         children.setdefault(proc.ppid, []).append(proc)
@@ -90,7 +93,8 @@ def _descendants(root: int, table: dict[int, _Proc]) -> list[_Proc]:
     while todo:
         for child in children.get(todo.pop(), []):
             found.append(child)
-            todo.append(child.pid)
+            if prune is None or (child.pid, child.start) not in prune:
+                todo.append(child.pid)
     return found
 
 
@@ -157,10 +161,16 @@ class ProcessScope:
         self.close()
 
     def leftovers(self) -> list[_Proc]:
-        """Descendants started since the scope began, still running (zombies are done)."""
+        """Descendants started since the scope began, still running (zombies are done).
+
+        What a process that was there before starts meanwhile is that process's own: a
+        PostgreSQL server's backend for a new connection (the tracking store's, the
+        stack's), Redis's background save. Ending those would take the run's servers
+        down under it, and they end with their server anyway.
+        """
         return [
             p
-            for p in _descendants(self._pid, _processes())
+            for p in _descendants(self._pid, _processes(), prune=self._before)
             if (p.pid, p.start) not in self._before and p.state != "Z"
         ]
 

@@ -119,3 +119,53 @@ def test_the_scope_takes_orphans_and_leaves_what_was_there_before() -> None:
     with ProcessScope() as quiet:
         pass
     assert quiet.ended == [] and time.monotonic() - started < 1
+
+
+def test_what_a_process_from_before_starts_meanwhile_is_its_own() -> None:
+    """A server started before the run forks during it (a PostgreSQL backend for a new
+    connection): the fork is the server's, and ending it would break the server."""
+    server = subprocess.Popen(["sh", "-c", "sleep 0.3; sleep 60 & wait"])
+    try:
+        with ProcessScope(grace_s=1.0) as scope:
+
+            def forked() -> list[int]:
+                """The server's `sleep 60` (not its `sleep 0.3`, before it)."""
+                children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+                found = []
+                for pid in children.read_text().split():
+                    with contextlib.suppress(OSError):
+                        if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x0060\x00":
+                            found.append(int(pid))
+                return found
+
+            assert wait_until(lambda: len(forked()) == 1, timeout=10)
+            (child,) = forked()
+        assert scope.ended == []
+        assert _alive(child) and server.poll() is None
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_run_on_the_embedded_store_ends_none_of_its_servers(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded tracking store's PostgreSQL, started by the first run and running
+    already for the second, answers the runs' connections with backends of its own:
+    none is the experiment's."""
+    monkeypatch.delenv("OMNILAB_TRACKING_URL", raising=False)
+    experiment = workdir / "serverless.py"
+    experiment.write_text(
+        "import time\n\nfrom omnilab import Experiment\n\n\n"
+        "class Serverless(Experiment):\n"
+        "    def run(self, ctx):\n"
+        "        for step in range(3):\n"
+        "            ctx.log_metric('tick', step, step=step)\n"
+        "            time.sleep(0.3)\n"
+        "        return {'ok': 1}\n"
+    )
+    for _ in range(2):
+        result = run_cli("run", experiment, "--json", cwd=workdir)
+        assert result.returncode == 0, result.stderr
+        assert "left running" not in result.stderr
+        assert "ended_processes" not in json.loads(result.stdout)["environment"]

@@ -234,3 +234,19 @@ def test_interrupting_a_container_run_removes_its_container(
         )
     else:
         assert proc.returncode in (130, 143)
+
+
+def test_what_the_experiment_leaves_running_in_its_container_is_ended_and_recorded(
+    workdir: Path,
+) -> None:
+    """Inside the container omnilab's process is PID 1: orphans come to it, and it ends
+    them (SIGTERM, then SIGKILL for one that ignores it) before handing back the outcome."""
+    result, run = _run(EXPERIMENTS / "spawner.py", "--isolation", "container")
+    assert result.returncode == 0, result.stderr
+    assert run["status"] == "succeeded", run.get("error")
+    assert "ended 4 process(es) the experiment left running" in result.stderr
+    ended = run["environment"]["ended_processes"]
+    assert len(ended) == 4, ended
+    assert {e["name"] for e in ended} == {"sleep"}
+    # Three end on SIGTERM; the one that traps it needs SIGKILL.
+    assert sorted(e["signal"] for e in ended) == ["SIGKILL", "SIGTERM", "SIGTERM", "SIGTERM"]
