@@ -13,6 +13,12 @@ answers, measured two ways:
 - warm: repeated starts in one process, as in a notebook.
 
 Goal: parallel <= 0.6x sequential.
+
+Teardown (``close()`` until every server has exited and the stack's folder is gone) is
+measured on the same stacks: the parallel arm's is omnilab's (the data is thrown away, so
+each server gets its ``discard_signal``: no clean shutdown to wait for); the sequential
+arm's is the baseline, each server shut down cleanly with its ``stop_signal`` (what
+omnilab does when the data is kept), all at once. Goal: omnilab's <= 0.5 s.
 """
 
 from __future__ import annotations
@@ -54,7 +60,10 @@ class SequentialStack(Stack):
         super()._start_services(cast(Runtime, _OneAtATime(runtime)), state)
 
 
-def start_once(parallel: bool) -> tuple[float, dict[str, float]]:
+Sample = tuple[float, dict[str, float], float]  # start, each service's ready, teardown
+
+
+def start_once(parallel: bool) -> Sample:
     kind = Stack if parallel else SequentialStack
     stack = kind(Redis(), Postgres(), Qdrant(), runtime="local", reporter=QuietReporter())
     stack.prepare()  # binary discovery is not part of "start"
@@ -62,11 +71,17 @@ def start_once(parallel: bool) -> tuple[float, dict[str, float]]:
     stack.start()
     elapsed = time.perf_counter() - began
     ready = {n: r.ready_seconds for n, r in stack.services.items()}
+    if not parallel:
+        # The baseline's teardown: every server's clean shutdown, as for kept data.
+        assert stack._state is not None
+        for handle in stack._state.services.values():
+            handle["discard_signal"] = handle.get("stop_signal")
+    began = time.perf_counter()
     stack.close()
-    return elapsed, ready
+    return elapsed, ready, time.perf_counter() - began
 
 
-def start_cold(parallel: bool) -> tuple[float, dict[str, float]]:
+def start_cold(parallel: bool) -> Sample:
     mode = "parallel" if parallel else "sequential"
     out = subprocess.run(
         [sys.executable, __file__, "--one", mode],
@@ -75,21 +90,23 @@ def start_cold(parallel: bool) -> tuple[float, dict[str, float]]:
         check=True,
     ).stdout
     data = json.loads(out.strip().splitlines()[-1])
-    return data["elapsed"], data["ready"]
+    return data["elapsed"], data["ready"], data["teardown"]
 
 
-def start_warm(parallel: bool) -> tuple[float, dict[str, float]]:
+def start_warm(parallel: bool) -> Sample:
     return start_once(parallel)
 
 
 def measure(start, rounds: int) -> dict:  # type: ignore[no-untyped-def]
     start(True), start(False)  # warm-up: page cache, first imports
     samples: dict[str, list[float]] = {"parallel": [], "sequential": []}
+    teardowns: dict[str, list[float]] = {"parallel": [], "sequential": []}
     alone: dict[str, list[float]] = {}
     for _ in range(rounds):
         for mode in ("parallel", "sequential"):
-            elapsed, ready = start(mode == "parallel")
+            elapsed, ready, teardown = start(mode == "parallel")
             samples[mode].append(elapsed)
+            teardowns[mode].append(teardown)
             if mode == "sequential":
                 for name, seconds in ready.items():
                     alone.setdefault(name, []).append(seconds)
@@ -99,6 +116,8 @@ def measure(start, rounds: int) -> dict:  # type: ignore[no-untyped-def]
         "sequential_s": seq,
         "ratio": par["median"] / seq["median"],
         "service_ready_s_when_sequential": {n: summary(s) for n, s in sorted(alone.items())},
+        "teardown_s": summary(teardowns["parallel"]),
+        "teardown_clean_shutdown_s": summary(teardowns["sequential"]),
     }
 
 
@@ -114,6 +133,11 @@ def report(label: str, result: dict) -> None:  # type: ignore[type-arg]
     for name, s in result["service_ready_s_when_sequential"].items():
         print(f"      {name:9s} alone: median {s['median']:.3f}s")
     print(f"    ratio parallel/sequential: {result['ratio']:.2f}x  (goal <= 0.60x)")
+    down, clean = result["teardown_s"], result["teardown_clean_shutdown_s"]
+    print(
+        f"    teardown   median {down['median']:.3f}s  (min {down['min']:.3f}, max "
+        f"{down['max']:.3f}; goal <= 0.50s); clean shutdown median {clean['median']:.3f}s"
+    )
 
 
 def main() -> None:
@@ -123,8 +147,8 @@ def main() -> None:
     parser.add_argument("--one", choices=["parallel", "sequential"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        elapsed, ready = start_once(args.one == "parallel")
-        print(json.dumps({"elapsed": elapsed, "ready": ready}))
+        elapsed, ready, teardown = start_once(args.one == "parallel")
+        print(json.dumps({"elapsed": elapsed, "ready": ready, "teardown": teardown}))
         return
     os.environ.setdefault("OMNILAB_STATE_DIR", tempfile.mkdtemp(prefix="omnilab-bench-"))
     print(f"stack start, Redis + PostgreSQL + Qdrant, local runtime, {args.rounds} rounds")
@@ -133,7 +157,14 @@ def main() -> None:
     warm = measure(start_warm, args.rounds)
     report("warm (same process, as a notebook)", warm)
     path = write(
-        "stack_start", {"rounds": args.rounds, "goal_ratio": 0.6, "cold": cold, "warm": warm}
+        "stack_start",
+        {
+            "rounds": args.rounds,
+            "goal_ratio": 0.6,
+            "goal_teardown_s": 0.5,
+            "cold": cold,
+            "warm": warm,
+        },
     )
     print(f"  results: {path}")
 

@@ -200,7 +200,11 @@ class Stack:
                 on_open(state)
             self._start_services(runtime, state)
         except BaseException:
-            self._destroy()
+            if reopened is not None:
+                # The kept data is what the reopen was for: stop what started, keep it.
+                self._stop_retaining_data()
+            else:
+                self._destroy()
             raise
         self.timings["start_s"] = time.monotonic() - began
         return self

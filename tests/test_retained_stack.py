@@ -135,3 +135,25 @@ def test_run_records_say_where_the_data_is_and_hold_no_secret(workdir: Path) -> 
     for creds in secrets.values():
         if creds.get("password"):
             assert creds["password"] not in record and creds["password"] not in logs
+
+
+def test_a_reopen_that_fails_to_start_keeps_the_data(workdir: Path) -> None:
+    """A server that does not come back (here PostgreSQL, given a setting it refuses)
+    fails the reopen: the servers that did start are stopped, and the kept data stays,
+    whole, for another try."""
+    stack = _retained_stack()
+    path = stack.retained_path
+    assert path is not None
+    auto_conf = next(path.glob("postgres/pgdata/postgresql.auto.conf"))
+    original = auto_conf.read_text()
+    auto_conf.write_text(original + "shared_buffers = 'not a size'\n")
+    with pytest.raises(OmnilabError):
+        Stack.reopen(path, reporter=QuietReporter())
+    assert path.is_dir() and not stack_processes(path)
+    auto_conf.write_text(original)
+    again = Stack.reopen(path, reporter=QuietReporter())
+    try:
+        assert again.redis.get("plain") == "v"
+        assert again.postgres.execute("SELECT x FROM t ORDER BY id").fetchall() == [("a",), ("b",)]
+    finally:
+        again.close()

