@@ -61,7 +61,13 @@ def promote(
     from omnilab.services.promotable import PromotionError
 
     try:
-        result = do_promote(run, dry_run=dry_run, on_conflict=on_conflict.value, actor=actor)
+        result = do_promote(
+            run,
+            dry_run=dry_run,
+            on_conflict=on_conflict.value,
+            actor=actor,
+            reporter=render.progress_reporter(json_output),
+        )
     except PromotionError as exc:
         partial = getattr(exc, "result", None)
         if partial is not None:
