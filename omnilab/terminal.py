@@ -113,6 +113,9 @@ class TerminalReporter(Reporter):
         self._live: Live | None = None
         self._starting: dict[str, _Starting] = {}
         self._run: tuple[str, str] | None = None  # run id, experiment
+        #: From the run's start to its experiment's: the stack is being prepared (an
+        #: initdb may take seconds before its service says it is starting).
+        self._preparing_since: float | None = None
         self._experiment: str | None = None
         self._running_since: float | None = None
         self._metrics: MetricBuffer | None = None
@@ -149,11 +152,14 @@ class TerminalReporter(Reporter):
     def run_started(self, run_id: str, experiment: str) -> None:
         with self._state:
             self._run = (run_id, experiment)
+            self._preparing_since = time.monotonic()
         self._print(Text.assemble("run ", (run_id, "bold"), f" ({experiment})"))
+        self._sync()
 
     def experiment_running(self, experiment: str, metrics: MetricBuffer | None = None) -> None:
         with self._state:
             self._experiment = experiment
+            self._preparing_since = None
             self._running_since = time.monotonic()
             self._metrics = metrics
         self._sync()
@@ -171,7 +177,7 @@ class TerminalReporter(Reporter):
 
     def stack_removed(self, stack_id: str, seconds: float) -> None:
         with self._state:
-            self._teardown_since = None
+            self._teardown_since = self._preparing_since = None
             self._starting.clear()  # a failed start: what was starting is gone too
         self._print(Text(f"  stack removed in {seconds:.2f}s", style="dim"))
         self._sync()
@@ -180,7 +186,7 @@ class TerminalReporter(Reporter):
         self, run_id: str, status: str, seconds: float | None, error: str | None = None
     ) -> None:
         with self._state:
-            self._running_since = self._teardown_since = None
+            self._running_since = self._teardown_since = self._preparing_since = None
             self._metrics = None
             self._starting.clear()
         took = f" in {seconds:.2f}s" if seconds is not None else ""
@@ -208,7 +214,7 @@ class TerminalReporter(Reporter):
         not report): the cursor comes back, the terminal is left clean."""
         with self._state:
             self._starting.clear()
-            self._running_since = self._teardown_since = None
+            self._running_since = self._teardown_since = self._preparing_since = None
             self._metrics = None
         for task_id in list(self._bars.task_ids):
             self._bars.remove_task(task_id)
@@ -216,8 +222,9 @@ class TerminalReporter(Reporter):
 
     def _busy(self) -> bool:
         with self._state:
-            running = self._running_since is not None or self._teardown_since is not None
-            return running or bool(self._starting) or bool(self._bars.task_ids)
+            phases = (self._preparing_since, self._running_since, self._teardown_since)
+            under_way = any(since is not None for since in phases)
+            return under_way or bool(self._starting) or bool(self._bars.task_ids)
 
     def _sync(self) -> None:
         """Show the display while something is under way, take it down when nothing is."""
@@ -285,7 +292,13 @@ class TerminalReporter(Reporter):
             starting = list(self._starting.items())
             experiment, since = self._experiment, self._running_since
             teardown, metrics = self._teardown_since, self._metrics
+            preparing, run = self._preparing_since, self._run
         rows: list[RenderableType] = []
+        if preparing is not None and run is not None:
+            text = Text.assemble(
+                "starting the stack for ", (run[1], "bold"), " · ", (clock(now - preparing), "cyan")
+            )
+            rows.append(self._spinner("stack", text))
         for name, service in starting:
             text = Text.assemble(
                 (name, "bold"),
