@@ -241,7 +241,7 @@ class TerminalReporter(Reporter):
                     redirect_stdout=False,  # see _proxy: rich's own puts back too much
                     redirect_stderr=False,
                 )
-                self._live.start()
+                self._live.start(refresh=True)  # at once: a short copy still shows
                 self._proxy()
             elif not busy and self._live is not None:
                 live, self._live = self._live, None

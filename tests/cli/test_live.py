@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import EXPERIMENTS, OMNILAB, run_cli
+from tests.support import EXPERIMENTS, OMNILAB, ROOT, run_cli
+from tests.support.promotion_support import Production
 
 TICKING = EXPERIMENTS / "ticking.py"
 #: Styles and the cursor's visibility: not text.
@@ -182,3 +183,21 @@ def test_json_keeps_stdout_pure_and_progress_plain(workdir: Path) -> None:
     assert "\x1b" not in stdout
     assert HIDE_CURSOR not in term.text
     assert "running Ticking" in term.text and "ticking: done" in term.text
+
+
+def test_promote_on_a_terminal_draws_each_copy(production: Production, workdir: Path) -> None:
+    made = run_cli("run", ROOT / "experiments" / "promote_demo.py")
+    assert made.returncode == 0, made.stderr
+    run_id = made.stdout.split()[1]
+    term = Terminal.start("promote", run_id[:8], env=terminal_env())
+    code = term.finish()
+    assert code == 0, term.text
+    shown = plain(term.text)
+    # Each copy was a bar with its count while it went on...
+    assert re.search(r"docs .*\b\d+/50 points", shown), shown
+    assert re.search(r"emb:\* .*\b\d+/51 keys", shown), shown
+    assert re.search(r"scores .*\b\d+/50 rows", shown), shown
+    # ...and what stays is the promotion's lines and its outcome.
+    assert re.search(r"^  staged .*docs.*counts and checksums match", shown, re.M), shown
+    assert "succeeded" in shown and "undo with: omnilab rollback" in shown
+    assert term.text.rfind(SHOW_CURSOR) > term.text.rfind(HIDE_CURSOR)
