@@ -66,6 +66,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     "reporter": {
         "lines": "omnilab.progress:Reporter",
         "notebook": "omnilab.notebook.reporter:NotebookReporter",
+        "terminal": "omnilab.terminal:TerminalReporter",
     },
 }
 

@@ -1,8 +1,9 @@
 """Progress output for long work (starting services, running, tearing down).
 
 Runners and stacks report through a :class:`Reporter`; the CLI prints to stderr so that
-``--json`` output on stdout stays machine-readable. Inside a Jupyter kernel,
-:func:`default_reporter` gives a live display instead (``omnilab.notebook.reporter``).
+``--json`` output on stdout stays machine-readable. :func:`default_reporter` gives a live
+display where one can be drawn: on a terminal (``omnilab.terminal``: rich, updated in
+place) and inside a Jupyter kernel (``omnilab.notebook.reporter``); lines elsewhere.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -60,10 +63,98 @@ class Reporter:
     def stack_removed(self, stack_id: str, seconds: float) -> None:
         """Every service of the stack is gone (end of a run, of a ``with`` block, a failure)."""
 
+    def experiment_ended(self, experiment: str, seconds: float) -> None:
+        """``experiment.run(ctx)`` returned or raised; teardown and recording follow."""
+
     def run_finished(
         self, run_id: str, status: str, seconds: float | None, error: str | None = None
     ) -> None:
         """The run's outcome is known (recorded too, unless the tracking store failed)."""
+
+    def task(
+        self,
+        label: str,
+        total: int | None = None,
+        unit: str = "",
+        *,
+        every: float | None = 5.0,
+        verb: str = "done",
+    ) -> Task:
+        """How far one long piece of work is (a copy, an image build's steps).
+
+        Here a line every ``every`` seconds (none when ``None``), so that a log shows a
+        long copy is alive without one line per batch; a terminal draws a bar instead.
+        """
+        return Task(self, label, total, unit, every=every, verb=verb)
+
+
+class Task:
+    """One long piece of work as lines: what :meth:`Reporter.task` gives where nothing
+    is drawn in place. Reporters that draw (bars) subclass it; callers only use
+    :meth:`advance`, :meth:`update`, :meth:`describe` and :meth:`close` (or ``with``)."""
+
+    def __init__(
+        self,
+        reporter: Reporter,
+        label: str,
+        total: int | None,
+        unit: str,
+        *,
+        every: float | None = 5.0,
+        verb: str = "done",
+    ) -> None:
+        self.reporter = reporter
+        self.label = label
+        self.total = total
+        self.unit = unit
+        self.every = every
+        self.verb = verb
+        self.done = 0
+        self.began = time.monotonic()
+        self._last = self.began
+
+    def advance(self, n: int = 1) -> None:
+        self.update(completed=self.done + n)
+
+    def update(self, *, completed: int | None = None, total: int | None = None) -> None:
+        if completed is not None:
+            self.done = completed
+        if total is not None:
+            self.total = total
+        self._changed()
+
+    def describe(self, text: str) -> None:
+        """What the work is doing now (an image build's step): a line of its own here."""
+        self.reporter.note(f"    {text}")
+
+    def close(self) -> None:
+        """The work is over (done or not): a drawn bar goes away."""
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.began
+
+    def _changed(self) -> None:
+        if self.every is None:
+            return
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            total = f"/{self.total:,}" if self.total else ""
+            pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+            unit = f" {self.unit}" if self.unit else ""
+            self.reporter.note(f"    {self.label}: {self.done:,}{total}{unit} {self.verb}{pct}")
+
+    def __enter__(self) -> Task:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class QuietReporter(Reporter):

@@ -368,6 +368,7 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
                         status, summary, error = invoke(cls, ctx)
                 finally:
                     timings["experiment_s"] = time.monotonic() - t0
+                    reporter.experiment_ended(record.experiment, timings["experiment_s"])
                 status, summary, error = _bounds_checked(stack, status, summary, error)
         except OmnilabError as exc:
             error, failure = str(exc), exc

@@ -58,10 +58,10 @@ def build(
 
       omnilab images build postgres --force
     """
-    from omnilab.progress import Reporter
     from omnilab.runtimes.docker.images import build as build_images
 
-    results = build_images(names or None, Reporter(), force=force, verbose=verbose, binary=binary)
+    reporter = render.progress_reporter()
+    results = build_images(names or None, reporter, force=force, verbose=verbose, binary=binary)
     for result in results:
         took = f" in {result.seconds:.0f}s" if result.seconds is not None else ""
         render.out.print(f"{result.spec.tag}  {result.action}{took}  ({result.size_mib} MiB)")

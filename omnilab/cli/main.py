@@ -163,6 +163,7 @@ def run_command(
             on_conflict=on_conflict.value,
             isolation=isolation.value if isolation else None,
             from_cli=True,
+            reporter=render.progress_reporter(json_output),
         )
         with render.stdout_for_json_only(json_output):
             result = run_with(target, values, options)

@@ -61,7 +61,13 @@ def promote(
     from omnilab.services.promotable import PromotionError
 
     try:
-        result = do_promote(run, dry_run=dry_run, on_conflict=on_conflict.value, actor=actor)
+        result = do_promote(
+            run,
+            dry_run=dry_run,
+            on_conflict=on_conflict.value,
+            actor=actor,
+            reporter=render.progress_reporter(json_output),
+        )
     except PromotionError as exc:
         partial = getattr(exc, "result", None)
         if partial is not None:
@@ -98,7 +104,8 @@ def rollback(
     from omnilab.cli import promote_render
     from omnilab.promote import rollback as do_rollback
 
-    result = do_rollback(promotion, dry_run=dry_run, force=force)
+    reporter = render.progress_reporter(json_output)
+    result = do_rollback(promotion, dry_run=dry_run, force=force, reporter=reporter)
     if json_output:
         render.print_json(result.model_dump(mode="json"))
     else:

@@ -19,6 +19,9 @@ from rich.text import Text
 from omnilab.tracking.records import RunRecord
 from omnilab.tracking.run import Run
 
+if TYPE_CHECKING:
+    from omnilab.progress import Reporter
+
 # No emoji codes: user text such as an image "a:b:c" must print as it is.
 out = Console(highlight=False, soft_wrap=True, emoji=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
@@ -30,6 +33,17 @@ STATUS_STYLE = {
     "running": "cyan",
     "queued": "blue",
 }
+
+
+def progress_reporter(json_output: bool = False) -> Reporter:
+    """Where a command's progress goes: the process's reporter (on a terminal, a live
+    display), or with ``--json`` lines on stderr: JSON is for a program, which reads a
+    log, not a redrawn screen. ``OMNILAB_REPORTER`` still decides when it is set."""
+    from omnilab.progress import REPORTER_VARIABLE, Reporter, default_reporter
+
+    if json_output and not os.environ.get(REPORTER_VARIABLE):
+        return Reporter()
+    return default_reporter()
 
 
 def print_json(data: Any) -> None:

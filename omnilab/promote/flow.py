@@ -327,10 +327,10 @@ class _Promotion:
         self.reporter.note(
             f"  staging {plan.label}: {plan.source_count:,} {plan.unit} ({plan.action})"
         )
-        progress = Progress(
+        with Progress(
             self.reporter, plan.label, plan.source_count, plan.unit, step=f"copying:{plan.service}"
-        )
-        promoter.stage(item, progress)
+        ) as progress:
+            promoter.stage(item, progress)
         item.seconds["stage"] = round(progress.seconds, 4)
         item.state = "staged"
         self.promotions.save(record)

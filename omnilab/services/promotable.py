@@ -315,7 +315,8 @@ def pause_point(step: str) -> None:
 
 
 class Progress:
-    """Progress of one copy, as a line every few seconds (long copies say how far they are)."""
+    """Progress of one copy: a line every few seconds (long copies say how far they are),
+    a bar on a terminal (the reporter's :meth:`~omnilab.progress.Reporter.task`)."""
 
     def __init__(
         self, reporter: Reporter, label: str, total: int, unit: str, *, step: str = ""
@@ -328,19 +329,23 @@ class Progress:
         self.step = step
         self.done = 0
         self.began = time.monotonic()
-        self._last = self.began
+        self._task = reporter.task(label, total, unit, verb="copied")
 
     def advance(self, n: int) -> None:
         self.done += n
         if self.step:
             pause_point(self.step)
-        now = time.monotonic()
-        if now - self._last >= 5.0:
-            self._last = now
-            pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-            self.reporter.note(
-                f"    {self.label}: {self.done:,}/{self.total:,} {self.unit} copied{pct}"
-            )
+        self._task.advance(n)
+
+    def close(self) -> None:
+        """The copy is over (done or not): its bar goes."""
+        self._task.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def seconds(self) -> float:

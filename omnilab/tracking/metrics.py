@@ -27,6 +27,7 @@ class MetricBuffer:
         self._batch_size = batch_size
         self._pending: list[MetricRow] = []
         self._steps: dict[str, int] = {}
+        self._latest: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -45,6 +46,7 @@ class MetricBuffer:
         with self._lock:
             step = self._steps.get(key, -1) + 1 if step is None else int(step)
             self._steps[key] = max(step, self._steps.get(key, step))
+            self._latest[key] = (step, number)
             self._pending.append((key, step, number, time.time()))
             if len(self._pending) >= self._batch_size:
                 self._wake.set()
@@ -55,6 +57,7 @@ class MetricBuffer:
         key, step, value, ts = row
         with self._lock:
             self._steps[key] = max(int(step), self._steps.get(key, int(step)))
+            self._latest[str(key)] = (int(step), float(value))
             self._pending.append((str(key), int(step), float(value), float(ts)))
             if len(self._pending) >= self._batch_size:
                 self._wake.set()
@@ -62,6 +65,12 @@ class MetricBuffer:
     def latest_steps(self) -> dict[str, int]:
         with self._lock:
             return dict(self._steps)
+
+    def latest(self) -> dict[str, tuple[int, float]]:
+        """Each metric's last logged (step, value), in the order first logged: what a
+        live display shows while the run goes on."""
+        with self._lock:
+            return dict(self._latest)
 
     def _take(self) -> list[MetricRow]:
         with self._lock:

@@ -610,10 +610,10 @@ class QdrantPromoter(Promoter):
         if backup:
             # The collection must go for its name to become an alias: a verified copy first.
             self.reporter.note(f"    {self.item.label}: copying production's {target} aside")
-            aside = Progress(
+            with Progress(
                 self.reporter, f"{target} aside", record.plan.target_count or 0, "points"
-            )
-            replaced = self._copy_verified(False, target, backup, aside)["target"]
+            ) as aside:
+                replaced = self._copy_verified(False, target, backup, aside)["target"]
         try:
             result = self._copy_verified(True, self.item.name, physical, progress)
         finally:  # recorded even when the copy is refused
@@ -731,8 +731,8 @@ class QdrantPromoter(Promoter):
         prod = self._server("prod")
         if prod is None:
             free_the_name()
-            done = Progress(self.reporter, f"{target} restored", 0, "points")
-            self._copy_verified(False, backup, target, done)
+            with Progress(self.reporter, f"{target} restored", 0, "points") as done:
+                self._copy_verified(False, backup, target, done)
             return
         with tempfile.TemporaryDirectory(prefix="omnilab-qdrant-") as tmp:
             path = Path(tmp) / "collection.snapshot"

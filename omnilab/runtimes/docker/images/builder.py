@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import re
 import shutil
 import tempfile
 import time
@@ -259,25 +260,36 @@ def _short_line(line: str, width: int = 100) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
+#: ``Step 3/9 : RUN apt-get ...``: the classic builder's steps, which a bar counts.
+_STEP = re.compile(r"Step (\d+)/(\d+) :")
+
+
 def _follow(stream: Any, spec: ImageSpec, reporter: Reporter, verbose: bool) -> None:
-    """Print the build's steps (everything with ``verbose``, else the latest line now
-    and then, so a long apt-get shows it is alive); raise on the build's error."""
+    """Show the build's steps (everything with ``verbose``, else each step and the
+    latest line now and then, so a long apt-get shows it is alive: lines in a log, a bar
+    on a terminal); raise on the build's error."""
     tail: list[str] = []
     shown = time.monotonic()
-    for chunk in stream:
-        if "error" in chunk:
-            raise ImageBuildError(
-                f"{spec.name}: building {spec.tag} failed: {chunk['error'].strip()}; "
-                "last lines:\n" + "\n".join(f"    {t}" for t in tail[-20:])
-            )
-        text = chunk.get("stream", "")
-        for line in text.splitlines():
-            line = line.rstrip()
-            if not line:
-                continue
-            tail = [*tail[-39:], line]
-            if verbose:
-                reporter.note(f"    {line}")
-            elif line.startswith("Step ") or time.monotonic() - shown > HEARTBEAT:
-                reporter.note(f"    {_short_line(line)}")
-                shown = time.monotonic()
+    with reporter.task(spec.name, None, "steps", every=None) as steps:
+        for chunk in stream:
+            if "error" in chunk:
+                raise ImageBuildError(
+                    f"{spec.name}: building {spec.tag} failed: {chunk['error'].strip()}; "
+                    "last lines:\n" + "\n".join(f"    {t}" for t in tail[-20:])
+                )
+            text = chunk.get("stream", "")
+            for line in text.splitlines():
+                line = line.rstrip()
+                if not line:
+                    continue
+                tail = [*tail[-39:], line]
+                step = _STEP.match(line)
+                if step:
+                    steps.update(completed=int(step[1]) - 1, total=int(step[2]))
+                if verbose:
+                    reporter.note(f"    {line}")
+                elif line.startswith("Step ") or time.monotonic() - shown > HEARTBEAT:
+                    steps.describe(_short_line(line))
+                    shown = time.monotonic()
+        if steps.total:
+            steps.update(completed=steps.total)
