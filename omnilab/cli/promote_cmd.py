@@ -237,9 +237,10 @@ def promotion_after_run(run: object, json_output: bool) -> int:
     if not json_output:
         promote_render.promotion_result(result)
     if result.status in ("failed", "refused"):
-        render.err.print(
-            f"[red]error:[/] the run succeeded but its promotion {result.status}: "
-            f"{escape(result.error or '')}"
-        )
+        from omnilab.redact import redact_environment
+
+        # Once: the plan printed above gives each refused item's reason.
+        line = redact_environment(promote_render.error_line(result))
+        render.err.print(f"[red]error:[/] the run succeeded, but {escape(line)}")
         return 1
     return 0

@@ -23,6 +23,9 @@ import redis as redis_lib
 
 from omnilab import Redis
 from omnilab.config import get_settings
+from omnilab.progress import QuietReporter
+from omnilab.promote import promote
+from omnilab.services.postgres.service import postgres_installs
 from omnilab.services.redis import compat
 from omnilab.services.redis.service import (
     LocalServer,
@@ -204,3 +207,26 @@ def test_a_reopened_stack_runs_a_server_that_reads_its_kept_data(tmp_path: Path)
     (data / "dump.rdb").write_bytes(b"REDIS0010\xfa")
     assert rdb_file_format(data / "dump.rdb") == 10
     assert rdb_file_format(data / "missing.rdb") is None
+
+
+def test_postgres_of_another_major_version_is_said_in_the_plan(
+    production: Production, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run on PostgreSQL 18 (the pgserver wheel's, first on PATH), production on the
+    local runtime's 15: the plan names both and the rows still arrive (binary COPY)."""
+    wheel = next(i for i in postgres_installs() if i.major == 18)
+    assert next(i for i in postgres_installs()).major != 18
+    monkeypatch.setenv("PATH", f"{wheel.bindir}:{os.environ['PATH']}")
+    run = run_promotable(n_rows=50)
+    plan = promote(run.id, dry_run=True, reporter=QuietReporter())
+    table = next(i.plan for i in plan.items if i.plan.service == "postgres")
+    assert table.action == "create"
+    assert table.details["servers"]["run"].startswith("PostgreSQL 18.")
+    assert table.details["servers"]["production"].startswith("PostgreSQL 15.")
+    assert any("differ in major version" in note for note in table.notes)
+    qdrant = next(i.plan for i in plan.items if i.plan.service == "qdrant")
+    assert qdrant.details["copy_method"] == "shard-snapshot"  # two servers, one version
+    done = promote(run.id, reporter=QuietReporter())
+    assert done.status == "succeeded"
+    with production.pg() as conn:
+        assert conn.execute("SELECT count(*) FROM scores").fetchone() == (50,)

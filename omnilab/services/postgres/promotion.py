@@ -47,6 +47,7 @@ from omnilab.services.promotable import (
     Promotable,
     Promoter,
     PromotionFailed,
+    PromotionRefused,
 )
 
 if TYPE_CHECKING:
@@ -413,7 +414,7 @@ class PostgresPromoter(Promoter):
         record.checksums = {"source": source, "target": target}
         record.staging["oid"] = new_oid
         if source != target:
-            raise PromotionFailed(
+            raise PromotionRefused(
                 f"{self.item.label}: the staged table differs from the run's "
                 f"({target['rows']:,} rows staged of {source['rows']:,}; checksums "
                 f"{target['sum']} and {source['sum']})"

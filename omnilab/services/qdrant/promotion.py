@@ -59,6 +59,7 @@ from omnilab.services.promotable import (
     Promotable,
     Promoter,
     PromotionFailed,
+    PromotionRefused,
     Sum64,
 )
 from omnilab.services.qdrant import points, servers
@@ -608,7 +609,7 @@ class QdrantPromoter(Promoter):
             self._compare(self.src if from_run else self.prod, src_name, self.prod, name)
         except PromotionFailed as exc:
             detail = f"{exc}; {detail}"
-        raise PromotionFailed(
+        raise PromotionRefused(
             f"{self.item.label}: the copy in {name} is not the run's collection: {detail}"
             if from_run
             else f"{self.item.label}: the copy of production's {src_name} in {name} differs "
