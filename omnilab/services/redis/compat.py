@@ -118,18 +118,26 @@ def server_format(client: redis_lib.Redis, sample: Any | None = None) -> ServerF
     keys are tried, and only a small string is ever dumped: read-only, and nothing big is
     serialised on production. With no such key the format comes from the version.
     """
-    name, version = identify(client.info("server"))
+    import redis as redis_lib
+
+    try:
+        name, version = identify(client.info("server"))
+    except redis_lib.ResponseError:  # INFO not allowed to this user: nothing is known
+        return ServerFormat("redis", "?", None)
     candidates: list[Any] = [sample] if sample is not None else []
-    if sample is None:
-        for _ in range(5):
-            key = client.randomkey()
-            if key is None:
-                break
-            if client.type(key) in (b"string", "string") and client.strlen(key) <= _SMALL:
-                candidates.append(key)
-                break
-    for key in candidates:
-        rdb = payload_rdb(client.dump(key))
-        if rdb is not None:
-            return ServerFormat(name, version, rdb, "dump")
+    try:
+        if sample is None:
+            for _ in range(5):
+                key = client.randomkey()
+                if key is None:
+                    break
+                if client.type(key) in (b"string", "string") and client.strlen(key) <= _SMALL:
+                    candidates.append(key)
+                    break
+        for key in candidates:
+            rdb = payload_rdb(client.dump(key))
+            if rdb is not None:
+                return ServerFormat(name, version, rdb, "dump")
+    except redis_lib.ResponseError:  # a command this user may not run: the version says
+        pass
     return ServerFormat(name, version, rdb_for(name, version))
