@@ -119,9 +119,10 @@ def promotion_result(result: PromotionResult) -> None:
     if result.data == "released":
         out.print("  the run's stack data was released")
     if result.dry_run and result.refused_items:
+        n = len(result.refused_items)
         out.print(
-            f"[red]the promotion would be refused[/]: {len(result.refused_items)} item(s) "
-            "above; production is not touched until they are resolved"
+            f"[red]the promotion would be refused[/]: {n} item{'s' if n != 1 else ''} above "
+            "say why and what to do; nothing is copied until then"
         )
     # The error itself is printed once, by the caller, on stderr.
 
@@ -223,7 +224,7 @@ def promotion_details(record: PromotionRecord) -> None:
     for key, value in rows.items():
         out.print(f"  [bold]{key:12s}[/] {value}")
     out.print(plan_table(record.items))
-    _explain(record.items)
+    _explain(record.items, record.error)
     done = [i for i in record.items if i.state in ("switched", "rolled_back")]
     if done:
         out.print(outcome_table(done))

@@ -131,7 +131,8 @@ def test_no_route_refuses_in_the_plan_with_the_fix_and_one_error(older_redis: st
     plan = run_cli("promote", run.id, "--dry-run")
     assert plan.returncode == 0, plan.stderr
     out = " ".join(plan.stdout.split())
-    assert "incompatible" in out and "emb:5 (a stream with consumer groups)" in out
+    assert "incompatible" in out and "1 key cannot be copied element by element" in out
+    assert "emb:5: a stream with consumer groups" in out
     assert "apt install redis-server" in out and "--runtime docker" in out
     assert "the promotion would be refused" in out
 

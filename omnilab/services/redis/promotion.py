@@ -369,11 +369,11 @@ class RedisPromoter(Promoter):
             )
             return
         plan.action = "incompatible"
-        sample = ", ".join(unsupported[:3])
+        sample = "; ".join(unsupported[:3])
+        keys = f"{len(unsupported):,} key{'s' if len(unsupported) != 1 else ''}"
         plan.reason = (
-            f"{why}, and {len(unsupported):,} keys cannot be copied element by element "
-            f"({sample}); fix: run the experiment again on a Redis whose DUMPs production "
-            f"reads: {compat.FIX}"
+            f"{why}, and {keys} cannot be copied element by element ({sample}); fix: run "
+            f"the experiment again on a Redis whose DUMPs production reads: {compat.FIX}"
         )
 
     def _not_copyable_by_elements(self) -> list[str]:
@@ -388,10 +388,10 @@ class RedisPromoter(Promoter):
             infos = pipe.execute()
         for key, info in zip(streams, infos, strict=True):
             if info.get("groups"):
-                problems.append(f"{key.decode(errors='replace')} (a stream with consumer groups)")
+                problems.append(f"{key.decode(errors='replace')}: a stream with consumer groups")
         for key, kind in zip(self._keys, types, strict=True):
             if kind not in ELEMENT_TYPES:
-                problems.append(f"{key.decode(errors='replace')} (type {kind.decode()})")
+                problems.append(f"{key.decode(errors='replace')}: type {kind.decode()}")
         return problems
 
     def _types(self, keys: Sequence[bytes]) -> list[bytes]:
