@@ -36,7 +36,7 @@ from omnilab.services.redis.service import (
 )
 from tests.support import free_port, run_cli
 from tests.support.docker_support import REDIS_IMAGE
-from tests.support.promotion_support import Production, run_promotable
+from tests.support.promotion_support import EXPERIMENT, Production, run_promotable
 
 
 def _docker(*args: str) -> str:
@@ -231,3 +231,15 @@ def test_postgres_of_another_major_version_is_said_in_the_plan(
     assert done.status == "succeeded"
     with production.pg() as conn:
         assert conn.execute("SELECT count(*) FROM scores").fetchone() == (50,)
+
+
+def test_run_with_promote_refused_is_one_error_line(older_redis: str) -> None:
+    done = run_cli("run", EXPERIMENT, "--promote", "-p", "groups=true")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [
+        "error: the run succeeded, but promotion refused, nothing copied: redis keys emb:* "
+        "(see above); production cannot accept it as it is; the fix is given above"
+    ]
+    assert "refused" in done.stdout and "apt install redis-server" in " ".join(done.stdout.split())
+    assert _state(older_redis) == {}
