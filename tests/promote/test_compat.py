@@ -172,6 +172,7 @@ def test_the_local_runtime_says_whether_production_reads_its_server(
     recipe = Redis().local_recipe(get_settings())  # REDIS_URL: the Redis 7.0
     assert "production's Redis 7.0" in recipe.source, recipe.source
     assert "cannot read its DUMPs" in recipe.source
+    assert recipe.source.startswith("redis-server 9.1.2 (system), ")
 
     monkeypatch.setenv("REDIS_URL", production.redis_url)  # a Valkey 9, like the run's
     recipe = Redis().local_recipe(get_settings())
@@ -193,7 +194,7 @@ def test_a_server_production_reads_is_preferred() -> None:
     redis70 = LocalServer(Path("/usr/bin/redis-server"), "system", "redis", "7.0.15")
     debian = compat.ServerFormat("redis", "7.0.15", 10, "dump")
     chosen, why = choose_server([valkey, redis70], debian)
-    assert chosen is redis70 and why == "production's Redis 7.0.15 reads its DUMPs"
+    assert chosen is redis70 and why == "chosen as production's Redis 7.0.15 reads its DUMPs"
     assert choose_server([valkey, redis70], None) == (valkey, "")
     assert compat.rdb_for("redis", "7.2.4") == 11 and compat.rdb_for("valkey", "8.1.1") == 11
     assert compat.ServerFormat("valkey", "9.1.2", 80).reads(12) is False  # Redis-only formats

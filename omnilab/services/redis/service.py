@@ -122,8 +122,11 @@ def choose_server(
         if production.reads(server.rdb):
             if len(servers) == 1:
                 return server, ""
-            return server, f"production's {production.label} reads its DUMPs"
-    return first, f"production's {production.label} cannot read its DUMPs"
+            return server, f"chosen as production's {production.label} reads its DUMPs"
+    return first, (
+        f"production's {production.label} cannot read its DUMPs, nor those of the other "
+        "servers here (promotion copies element by element)"
+    )
 
 
 def rdb_file_format(path: Path) -> int | None:
@@ -235,7 +238,7 @@ class Redis(Service):
                 secret_files={"redis.conf": f"requirepass {launch.credentials.password}\n"},
             )
 
-        source = chosen.source if not why else f"{chosen.source[:-1]}; {why})"
+        source = f"{chosen.source}, {why}" if why else chosen.source
         return LocalRecipe(
             kind="process",
             source=source,
