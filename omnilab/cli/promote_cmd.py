@@ -6,6 +6,7 @@ from __future__ import annotations
 from enum import Enum
 
 import typer
+from rich.markup import escape
 
 from omnilab.cli import render
 
@@ -58,6 +59,7 @@ def promote(
     """
     from omnilab.cli import promote_render
     from omnilab.promote import promote as do_promote
+    from omnilab.redact import redact_environment
     from omnilab.services.promotable import PromotionError
 
     try:
@@ -70,12 +72,17 @@ def promote(
         )
     except PromotionError as exc:
         partial = getattr(exc, "result", None)
-        if partial is not None:
-            if json_output:
-                render.print_json(partial.model_dump(mode="json"))
-            else:
-                promote_render.promotion_result(partial)
-        raise
+        if partial is None:
+            raise
+        if json_output:
+            render.print_json(partial.model_dump(mode="json"))
+            raise  # its one line on stderr, from the command's error handling
+        promote_render.promotion_result(partial)
+        # The plan above gives each refused item's reason and fix: the error line sums
+        # up instead of repeating them; any other error is printed here, once.
+        line = redact_environment(promote_render.error_line(partial))
+        render.err.print(f"[red]error:[/] {escape(line)}")
+        raise typer.Exit(exc.exit_code) from None
     if json_output:
         render.print_json(result.model_dump(mode="json"))
     else:
@@ -129,7 +136,7 @@ def discard(
       omnilab discard --expired
     """
     from omnilab.errors import UsageError
-    from omnilab.progress import Reporter
+    from omnilab.progress import QuietReporter, Reporter
     from omnilab.promote import retention
     from omnilab.tracking.store import TrackingStore
 
@@ -140,7 +147,8 @@ def discard(
             gone = retention.sweep(store, Reporter())
             render.out.print(f"{len(gone)} runs' expired stack data removed")
             return
-        info = retention.discard(store, run, Reporter())
+        # Its result is said once, below (the reporter would say it too).
+        info = retention.discard(store, run, QuietReporter())
     render.out.print(f"run {info['run_id'][:8]}: stack data discarded ({info['path']})")
 
 
@@ -230,13 +238,16 @@ def promotion_after_run(run: object, json_output: bool) -> int:
     from omnilab.cli import promote_render
 
     result = getattr(run, "promotion", None)
-    if result is None:
+    if result is None or result.status == "declined":
+        # Declined by accept(summary): the experiment's verdict, said during the run.
         return 0
     if not json_output:
         promote_render.promotion_result(result)
-    if result.status == "failed":
-        render.err.print(
-            f"[red]error:[/] the run succeeded but its promotion failed: {result.error}"
-        )
+    if result.status in ("failed", "refused"):
+        from omnilab.redact import redact_environment
+
+        # Once: the plan printed above gives each refused item's reason.
+        line = redact_environment(promote_render.error_line(result))
+        render.err.print(f"[red]error:[/] the run succeeded, but {escape(line)}")
         return 1
     return 0

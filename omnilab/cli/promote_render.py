@@ -21,12 +21,14 @@ ACTION_STYLE = {
     "version": "cyan",
     "nothing": "dim",
     "conflict": "red",
+    "incompatible": "red",
 }
 STATUS_STYLE = {
     "succeeded": "green",
     "planned": "cyan",
     "nothing_to_do": "dim",
     "failed": "red",
+    "refused": "red",
     "declined": "yellow",
     "rolled_back": "yellow",
     "running": "cyan",
@@ -83,15 +85,18 @@ def plan_table(items: list[ItemRecord]) -> Table:
     return table
 
 
-def _explain(items: list[ItemRecord]) -> None:
+def _explain(items: list[ItemRecord], error: str | None = None) -> None:
+    """Each item's reason, notes and error; an item's error that is the promotion's own
+    ``error`` is left to whoever prints that (once, on stderr)."""
     for item in items:
         plan = item.plan
         label = escape(plan.label)
         if plan.reason:
-            out.print(f"    {label}: {escape(plan.reason)}")
+            style = "red" if plan.action in ("conflict", "incompatible") else "default"
+            out.print(f"    [{style}]{label}: {escape(plan.reason)}[/]")
         for note in plan.notes:
             out.print(f"    [yellow]note[/] {label}: {escape(note)}")
-        if item.error:
+        if item.error and not (error and item.error in error):
             out.print(f"    [red]{label}: {escape(item.error)}[/]")
 
 
@@ -106,15 +111,35 @@ def promotion_result(result: PromotionResult) -> None:
     if result.items:
         out.print(f"  production: {where}")
         out.print(plan_table(result.items))
-        _explain(result.items)
+        _explain(result.items, result.error)
     done = [i for i in result.items if i.state == "switched"]
     if done and result.id:
         out.print(outcome_table(done))
         out.print(f"  undo with: omnilab rollback {result.id[:8]}")
     if result.data == "released":
         out.print("  the run's stack data was released")
-    if result.error and not result.conflicts:
-        out.print(f"[red]error:[/] {escape(result.error)}")
+    if result.dry_run and result.refused_items:
+        n = len(result.refused_items)
+        out.print(
+            f"[red]the promotion would be refused[/]: {n} item{'s' if n != 1 else ''} above "
+            "say why and what to do; nothing is copied until then"
+        )
+    # The error itself is printed once, by the caller, on stderr.
+
+
+def error_line(result: PromotionResult) -> str:
+    """The one error line of a promotion that did not go through, once its plan is shown:
+    items refused in the plan are named (their reasons and fixes are in the plan), any
+    other error is given in full."""
+    refused = result.refused_items
+    if not refused:
+        return f"promotion {result.status}: {result.error or 'no reason recorded'}"
+    labels = ", ".join(i.plan.label for i in refused)
+    if all(i.plan.action == "conflict" for i in refused):
+        fix = "use --on-conflict replace or version"
+    else:
+        fix = "production cannot accept it as it is; the fix is given above"
+    return f"promotion refused, nothing copied: {labels} (see above); {fix}"
 
 
 def outcome_table(items: list[ItemRecord]) -> Table:
@@ -199,7 +224,7 @@ def promotion_details(record: PromotionRecord) -> None:
     for key, value in rows.items():
         out.print(f"  [bold]{key:12s}[/] {value}")
     out.print(plan_table(record.items))
-    _explain(record.items)
+    _explain(record.items, record.error)
     done = [i for i in record.items if i.state in ("switched", "rolled_back")]
     if done:
         out.print(outcome_table(done))

@@ -20,6 +20,7 @@ _ACTION_COLORS = {
     "version": "#0969da",
     "nothing": "#6e7781",
     "conflict": "#cf222e",
+    "incompatible": "#cf222e",
 }
 _HEAD = ("action", "service", "source", "target", "run has", "prod. has", "size")
 
@@ -45,7 +46,8 @@ def promotion_html(result: PromotionResult) -> str:
             + cell(None if plan.size_bytes is None else size(plan.size_bytes))
             + "</tr>"
         )
-        for text in ([plan.reason] if plan.reason else []) + plan.notes + [item.error or ""]:
+        errors = [item.error] if item.error and item.error != result.error else []
+        for text in ([plan.reason] if plan.reason else []) + plan.notes + errors:
             if text:
                 notes.append(f"<li>{esc(plan.label)}: {esc(text)}</li>")
     head = "".join(f"<th>{name}</th>" for name in _HEAD)
@@ -56,7 +58,7 @@ def promotion_html(result: PromotionResult) -> str:
         extra.append(f'<div class="ol-muted">production: {esc(", ".join(where))}</div>')
     if notes:
         extra.append(f"<ul>{''.join(notes)}</ul>")
-    if result.error and not result.conflicts:
+    if result.error and not result.refused_items:
         extra.append(f'<div style="color:#cf222e">error: {esc(result.error)}</div>')
     if result.id and not result.dry_run and result.status == "succeeded":
         extra.append(

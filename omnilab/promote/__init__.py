@@ -23,6 +23,7 @@ from omnilab.services.promotable import (
     PromotionConflict,
     PromotionError,
     PromotionFailed,
+    PromotionRefused,
 )
 from omnilab.services.qdrant.promotion import QdrantCollection
 from omnilab.services.redis.promotion import RedisKeys
@@ -36,6 +37,7 @@ __all__ = [
     "PromotionError",
     "PromotionFailed",
     "PromotionRecord",
+    "PromotionRefused",
     "PromotionResult",
     "PromotionStore",
     "QdrantCollection",

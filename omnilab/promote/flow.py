@@ -37,7 +37,9 @@ from omnilab.services.promotable import (
     Promotable,
     Promoter,
     PromotionConflict,
+    PromotionError,
     PromotionFailed,
+    PromotionRefused,
     pause_point,
 )
 from omnilab.tracking.store import TrackingStore
@@ -219,15 +221,7 @@ class _Promotion:
             ]
             if dry_run:
                 return self.result("planned", records, dry_run=True, data="kept")
-            conflicts = [r for r in records if r.plan.action == "conflict"]
-            if conflicts:
-                result = self.result("failed", records, data="kept")
-                error = PromotionConflict(
-                    "; ".join(f"{r.plan.label}: {r.plan.reason}" for r in conflicts)
-                )
-                result.error = str(error)
-                error.result = result  # type: ignore[attr-defined]
-                raise error
+            self._refuse_before_copying(records)
             if all(r.plan.action == "nothing" for r in records):
                 return self.result("nothing_to_do", records, data="kept")
             result = self._carry_out(records, promoters)
@@ -243,6 +237,23 @@ class _Promotion:
             self.reporter.note(f"warning: the run's stack data could not be removed: {exc}")
             result.data = "kept"
         return result
+
+    def _refuse_before_copying(self, records: list[ItemRecord]) -> None:
+        """Conflicts (a usage error: another --on-conflict resolves them) and items
+        production cannot accept (its server cannot read the run's data, no route works)
+        refuse the promotion before anything is copied, with the plan as ``.result``."""
+        conflicts = [r for r in records if r.plan.action == "conflict"]
+        incompatible = [r for r in records if r.plan.action == "incompatible"]
+        refused = conflicts or incompatible
+        if not refused:
+            return
+        message = "; ".join(f"{r.plan.label}: {r.plan.reason}" for r in refused)
+        error: PromotionError = (
+            PromotionConflict(message) if conflicts else PromotionRefused(message)
+        )
+        result = self.result("refused", records, data="kept", error=message)
+        error.result = result  # type: ignore[attr-defined]
+        raise error
 
     def _reopen(self, path: Any) -> Stack:
         from omnilab.stack import Stack
@@ -278,7 +289,8 @@ class _Promotion:
                     self._switch(record, active)
         except BaseException as exc:
             self._undo(record, active, exc)
-            result = self.result("failed", records, id=self.id, error=record.error, data="kept")
+            status = "refused" if isinstance(exc, PromotionRefused) else "failed"
+            result = self.result(status, records, id=self.id, error=record.error, data="kept")
             if isinstance(exc, KeyboardInterrupt | Interrupted):
                 raise
             if isinstance(exc, PromotionFailed):
@@ -351,8 +363,10 @@ class _Promotion:
             reason = "interrupted"
         failed = next((i for i, _ in active if i.state in ("staging", "switching")), None)
         if failed is not None:
-            failed.error = reason
-        self.reporter.note(f"promotion failed: {reason}")
+            # Shown under the item's own label: without the label the message starts with.
+            failed.error = reason.removeprefix(f"{failed.plan.label}: ")
+        # The reason is the error the caller gets (and the CLI prints once): not here.
+        self.reporter.note("promotion stopped; undoing what it did")
         if record.committed_at is not None:
             # A switch failed: undone, not rolled forward. Recorded before anything is
             # undone, with the states as they are, so that an undo killed half way is
@@ -431,6 +445,8 @@ class _Promotion:
                     changed.append(item.plan.target)
             record.plan.action = "nothing"
             record.plan.reason = f"promoted by {last.short_id}; production unchanged since"
+            if item.state == "switched":  # production holds what that promotion copied
+                record.plan.target_count = item.counts.get("target", item.plan.source_count)
             record.state = "planned"
             records.append(record)
         if changed:
@@ -468,11 +484,12 @@ def promote_after_run(
     except Exception as exc:
         accepted, reason = False, f"accept(summary) raised {type(exc).__name__}: {exc}"
     if not accepted:
+        # Not an error: the experiment's own verdict. Said once, here, as it happens.
         reporter.note(
             f"not promoted: {experiment.__name__}.{reason}; the stack data is kept for "
             f"`omnilab promote {run.short_id}`"
         )
-        return outcome(status="declined", error=reason, data="kept")
+        return outcome(status="declined", reason=reason, data="kept")
     try:
         return promote(run, on_conflict=on_conflict, settings=settings, reporter=reporter)
     except OmnilabError as exc:

@@ -8,7 +8,10 @@ from pydantic import BaseModel, Field
 
 from omnilab.services.promotable import ItemRecord
 
-ResultStatus = Literal["planned", "nothing_to_do", "succeeded", "failed", "declined"]
+#: ``refused``: stopped on purpose before any switch (a conflict, an item production
+#: cannot accept, a staged copy that does not match); ``failed``: something broke.
+#: Production is as it was in both. ``declined``: ``accept(summary)`` said no.
+ResultStatus = Literal["planned", "nothing_to_do", "succeeded", "refused", "failed", "declined"]
 
 
 class PromotionResult(BaseModel):
@@ -30,6 +33,8 @@ class PromotionResult(BaseModel):
     actor: str
     items: list[ItemRecord] = Field(default_factory=list)
     error: str | None = None
+    #: Why it was not promoted, when that is no error (``declined``).
+    reason: str | None = None
     seconds: float = 0.0
     #: What became of the run's kept stack data ("released", "kept").
     data: str | None = None
@@ -37,6 +42,11 @@ class PromotionResult(BaseModel):
     @property
     def ok(self) -> bool:
         return self.status in ("planned", "nothing_to_do", "succeeded")
+
+    @property
+    def refused_items(self) -> list[ItemRecord]:
+        """The items that refused the promotion before any copy (their reasons say why)."""
+        return [i for i in self.items if i.plan.action in ("conflict", "incompatible")]
 
     @property
     def conflicts(self) -> list[ItemRecord]:

@@ -27,6 +27,19 @@ def which(names: Iterable[str], extra_dirs: Iterable[Path] = ()) -> Path | None:
 
 
 @lru_cache(maxsize=32)
+def version_banner(binary: str, flag: str = "--version") -> str | None:
+    """The first line a binary prints for ``--version``, as it is."""
+    try:
+        out = subprocess.run(
+            [binary, flag], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.strip().splitlines()
+    return lines[0] if lines else None
+
+
+@lru_cache(maxsize=32)
 def version_line(binary: str, flag: str = "--version") -> str | None:
     """The version a binary reports, e.g. ``15.18`` from ``postgres (PostgreSQL) 15.18``."""
     try:

@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 
 OnConflict = Literal["fail", "replace", "version"]
 ON_CONFLICT: tuple[str, ...] = ("fail", "replace", "version")
-Action = Literal["create", "replace", "version", "nothing", "conflict"]
+#: ``incompatible``: production cannot accept the item (its server is too old for the run's
+#: data, and no other route works); the plan's reason says what to do.
+Action = Literal["create", "replace", "version", "nothing", "conflict", "incompatible"]
 ItemState = Literal[
     "planned", "staging", "staged", "switching", "switched", "reverted", "failed", "rolled_back"
 ]
@@ -55,6 +57,12 @@ class PromotionConflict(PromotionError, UsageError):
 
 class PromotionFailed(PromotionError):
     """Copy, verification or switch failed; what was staged is removed, nothing switched."""
+
+
+class PromotionRefused(PromotionFailed):
+    """Refused on purpose, not broken: production cannot accept an item (the plan says
+    why and what to do), or the staged copy does not match the run's data. Production is
+    as it was; the outcome is headed "refused"."""
 
 
 class ItemPlan(BaseModel):

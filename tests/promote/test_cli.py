@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tests.support import HELLO, ROOT, run_cli
@@ -35,6 +36,13 @@ def test_plan_promote_list_show_rollback(production: Production, workdir: Path) 
     assert "stack data removed (promoted)" in done.stderr
     again = run_cli("promote", run_id[:8])
     assert again.returncode == 0 and "nothing to do" in again.stdout
+    # What production holds now, not "-": the row of the keys says 51 keys on both sides.
+    [keys_row] = [line for line in again.stdout.splitlines() if "emb:*  " in line]
+    assert re.search(r"\b51 keys\s+51\b", keys_row), keys_row
+    nothing = json.loads(run_cli("promote", run_id[:8], "--json").stdout)
+    assert nothing["status"] == "nothing_to_do"
+    for item in nothing["items"]:
+        assert item["plan"]["target_count"] == item["counts"]["target"] > 0
 
     listing = run_cli("promotions", "ls")
     assert listing.returncode == 0 and run_id[:8] in listing.stdout
@@ -74,6 +82,9 @@ def test_run_with_promote(production: Production) -> None:
     declined = run_cli("run", DEMO, "--promote", "-p", "min_score=2")
     assert declined.returncode == 0, declined.stderr
     assert "not promoted: PromoteDemo.accept(summary) returned False" in declined.stderr
+    # The experiment's verdict, not an error; said once.
+    assert "error" not in declined.stderr.lower() and "error" not in declined.stdout.lower()
+    assert (declined.stdout + declined.stderr).count("not promoted") == 1
     promoted = run_cli("run", DEMO, "--promote", "-p", "seed=1", "--json")
     assert promoted.returncode == 0, promoted.stderr
     data = json.loads(promoted.stdout)
@@ -107,6 +118,7 @@ def test_discard_and_prune(production: Production, workdir: Path) -> None:
     run_id = _run()
     gone = run_cli("discard", run_id[:8])
     assert gone.returncode == 0 and "discarded" in gone.stdout
+    assert len((gone.stdout + gone.stderr).strip().splitlines()) == 1  # its result, once
     assert not list((workdir / "data" / "experiments").glob(f"{run_id}*"))
     later = run_cli("promote", run_id)
     assert later.returncode == 2 and "was discarded" in later.stderr

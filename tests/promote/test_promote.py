@@ -110,6 +110,7 @@ def test_a_collision_fails_by_default_and_changes_nothing(production: Production
     with pytest.raises(PromotionConflict) as info:
         promote(run.id, reporter=Q)
     assert isinstance(info.value, omnilab.UsageError)
+    assert info.value.result.status == "refused"
     assert "use --on-conflict replace or version" in str(info.value)
     assert production.snapshot() == before
     assert omnilab.Run.load(run.id).data["state"] == "kept"

@@ -20,7 +20,7 @@ from qdrant_client import models
 
 import omnilab
 from omnilab.progress import QuietReporter
-from omnilab.promote import PromotionFailed, promote, rollback
+from omnilab.promote import PromotionRefused, promote, rollback
 from omnilab.services.qdrant import servers
 from omnilab.services.qdrant.promotion import CLIENT_METHOD, MARK
 from tests.support import EXPERIMENTS, OMNILAB, free_port, stack_processes, wait_until
@@ -172,8 +172,9 @@ def test_a_point_changed_in_the_staged_copy_fails_the_promotion(
 
     monkeypatch.setattr(servers.QdrantServer, "digest", change_then_digest)
     what = "vectors" if copy != "points" else "payloads"
-    with pytest.raises(PromotionFailed, match=rf"point 7: {what} differ; sum differ"):
+    with pytest.raises(PromotionRefused, match=rf"point 7: {what} differ; sum differ") as info:
         promote(run.id, on_conflict="replace", reporter=Q)
+    assert info.value.result.status == "refused"  # a verification that said no: not broken
     assert changed
     assert production.snapshot() == before
     [record] = omnilab.Run.load(run.id).promotions

@@ -3,8 +3,10 @@
 Promotion runs in the request (a thread of the server's pool): a plan takes about as long
 as reopening the run's stack (a second or so), a promotion as long as its copy. The
 answer is :class:`omnilab.promote.PromotionResult`, as ``omnilab promote --json`` prints
-it. A conflict (``on_conflict=fail``) is a 409 that carries the plan; a failed copy,
-verification or switch is a 502 that carries how far it got (production is as before).
+it. A conflict (``on_conflict=fail``), an item production cannot accept (the plan says
+why and the fix) and a staged copy that does not match the run's data are a 409 that
+carries the plan or outcome ("refused"); a failed copy or switch is a 502 that carries
+how far it got (production is as before in every case).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from omnilab.progress import QuietReporter
 from omnilab.promote import (
     PromotionConflict,
     PromotionRecord,
+    PromotionRefused,
     PromotionResult,
     PromotionStore,
     RollbackResult,
@@ -48,11 +51,13 @@ _FAILURES: dict[int | str, dict[str, Any]] = {
     409: {
         "model": ProblemWithResult,
         "description": "Production holds a different item of that name (on_conflict=fail), "
-        "or the run cannot be promoted (not succeeded, nothing declared, data gone).",
+        "production cannot accept an item (its reason says the fix), the staged copy did "
+        "not match the run's data, or the run cannot be promoted (not succeeded, nothing "
+        "declared, data gone).",
     },
     502: {
         "model": ProblemWithResult,
-        "description": "A copy, a verification or a switch failed; production is as before.",
+        "description": "A copy or a switch failed; production is as before.",
     },
 }
 
@@ -107,7 +112,9 @@ def promote_run(
         )
     except RunNotFound as exc:
         raise HTTPException(404, str(exc)) from None
-    except PromotionConflict as exc:
+    except (PromotionConflict, PromotionRefused) as exc:
+        # Refused on purpose (a conflict, an item production cannot accept, a copy that
+        # does not match): production's state is the cause, not a broken server.
         return _problem(409, exc)
     except UsageError as exc:
         return _problem(409, exc)

@@ -47,6 +47,7 @@ from omnilab.services.promotable import (
     Promotable,
     Promoter,
     PromotionFailed,
+    PromotionRefused,
 )
 
 if TYPE_CHECKING:
@@ -57,6 +58,11 @@ if TYPE_CHECKING:
 
 STAGING_SCHEMA = "omnilab_staging_{tag}"
 REPLACED_SCHEMA = "omnilab_replaced_{tag}"
+
+
+def _version(number: int) -> str:
+    """``150010`` -> ``15.10`` (``server_version_num`` since PostgreSQL 10)."""
+    return f"{number // 10000}.{number % 10000}"
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -210,6 +216,56 @@ class PostgresPromoter(Promoter):
     # -- plan ---------------------------------------------------------------------------------
 
     def plan(self, on_conflict: OnConflict) -> ItemPlan:
+        plan = self._plan_action(on_conflict)
+        if plan.action in ("create", "replace", "version"):
+            self._plan_compatibility(plan)
+        return plan
+
+    def _plan_compatibility(self, plan: ItemPlan) -> None:
+        """Servers of two major versions: say so, and refuse a table with a built-in type
+        production's PostgreSQL does not have (``to_regtype`` there), before any copy."""
+        ours, theirs = self.src.info.server_version, self.prod.info.server_version
+        plan.details["servers"] = {
+            "run": f"PostgreSQL {_version(ours)}",
+            "production": f"PostgreSQL {_version(theirs)}",
+        }
+        if ours // 10000 == theirs // 10000:
+            return
+        types = [
+            name
+            for (name,) in self.src.execute(
+                "SELECT DISTINCT format_type(a.atttypid, NULL) FROM pg_attribute a "
+                "JOIN pg_type t ON t.oid = a.atttypid "
+                "LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typelem <> 0 "
+                "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped "
+                "AND coalesce(e.typnamespace, t.typnamespace) = 'pg_catalog'::regnamespace "
+                "ORDER BY 1",
+                (self.shape().oid,),
+            )
+        ]
+        missing = [
+            name
+            for name in types
+            if self.prod.execute("SELECT to_regtype(%s)", (name,)).fetchone() == (None,)
+        ]
+        if missing:
+            plan.action = "incompatible"
+            plan.reason = (
+                f"production's PostgreSQL {_version(theirs)} has no type "
+                f"{', '.join(missing)}, which the run's table uses (the run's PostgreSQL "
+                f"{_version(ours)}); fix: use types production has, or upgrade production "
+                f"to PostgreSQL {ours // 10000}"
+            )
+            return
+        plan.notes.append(
+            f"the run's PostgreSQL {_version(ours)} and production's {_version(theirs)} "
+            "differ in major version: the table is rebuilt from its definition and its "
+            "rows copied in COPY's binary format, which both read for its types; a default "
+            "or check that uses a function production lacks fails the staging, which "
+            "changes nothing"
+        )
+
+    def _plan_action(self, on_conflict: OnConflict) -> ItemPlan:
         item = self.item
         shape = self.shape()
         rows, size = self._count(self.src, shape.oid)
@@ -358,7 +414,7 @@ class PostgresPromoter(Promoter):
         record.checksums = {"source": source, "target": target}
         record.staging["oid"] = new_oid
         if source != target:
-            raise PromotionFailed(
+            raise PromotionRefused(
                 f"{self.item.label}: the staged table differs from the run's "
                 f"({target['rows']:,} rows staged of {source['rows']:,}; checksums "
                 f"{target['sum']} and {source['sum']})"

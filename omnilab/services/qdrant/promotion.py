@@ -59,6 +59,7 @@ from omnilab.services.promotable import (
     Promotable,
     Promoter,
     PromotionFailed,
+    PromotionRefused,
     Sum64,
 )
 from omnilab.services.qdrant import points, servers
@@ -229,6 +230,35 @@ class QdrantPromoter(Promoter):
     # -- plan -----------------------------------------------------------------------------
 
     def plan(self, on_conflict: OnConflict) -> ItemPlan:
+        plan = self._plan_action(on_conflict)
+        if plan.action in ("create", "replace", "version"):
+            self._plan_route(plan)
+        return plan
+
+    def _plan_route(self, plan: ItemPlan) -> None:
+        """Which copy the stage will use, said in the plan: shard snapshots need two
+        servers of the same version; otherwise the points are copied (as the stage
+        decides, :meth:`_copy_between_servers`)."""
+        src, prod = self._server("src"), self._server("prod")
+        if src is None or prod is None:
+            plan.details["copy_method"] = "points"
+            return
+        ours, theirs = src.version(), prod.version()
+        plan.details["servers"] = {"run": f"Qdrant {ours}", "production": f"Qdrant {theirs}"}
+        if ours == theirs:
+            params = self.src.get_collection(self.item.name).config.params
+            whole = src.shards(self.item.name) == list(range(params.shard_number or 1))
+            auto = getattr(params, "sharding_method", None) in (None, "auto")
+            plan.details["copy_method"] = "shard-snapshot" if whole and auto else "points"
+            return
+        plan.details["copy_method"] = "points"
+        plan.notes.append(
+            f"the run's Qdrant {ours} and production's {theirs} differ: shard snapshots "
+            "need equal versions, so the points are copied (slower; production indexes "
+            "them again)"
+        )
+
+    def _plan_action(self, on_conflict: OnConflict) -> ItemPlan:
         item = self.item
         try:
             info = self.src.get_collection(item.name)
@@ -579,7 +609,7 @@ class QdrantPromoter(Promoter):
             self._compare(self.src if from_run else self.prod, src_name, self.prod, name)
         except PromotionFailed as exc:
             detail = f"{exc}; {detail}"
-        raise PromotionFailed(
+        raise PromotionRefused(
             f"{self.item.label}: the copy in {name} is not the run's collection: {detail}"
             if from_run
             else f"{self.item.label}: the copy of production's {src_name} in {name} differs "

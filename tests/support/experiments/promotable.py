@@ -23,6 +23,8 @@ class Promotable(Experiment):
         seed: int = 0
         accept: bool = True
         fail: bool = False
+        #: A consumer group on the stream emb:5 (copied only by DUMP/RESTORE).
+        groups: bool = False
 
     def run(self, ctx):
         p = ctx.params
@@ -62,6 +64,8 @@ class Promotable(Experiment):
                     pipe.expire(key, 3600 + i)
             pipe.execute()
         r.set("other:key", "not promoted")
+        if p.groups:
+            r.xgroup_create("emb:5", "readers", id="0")
         db = ctx.postgres
         db.execute(
             "CREATE TABLE scores (id bigserial PRIMARY KEY, name text NOT NULL UNIQUE,"
