@@ -90,8 +90,9 @@ def _field_names(settings_cls: type[BaseSettings]) -> dict[str, str]:
     return names
 
 
-def _preferred_key(name: str, field: FieldInfo) -> str:
-    """The key a source hands a field's value to pydantic under (its first alias)."""
+def variable_name(name: str, field: FieldInfo) -> str:
+    """A field's environment variable: the key the sources hand its value to pydantic
+    under (its first alias)."""
     alias = field.validation_alias
     if isinstance(alias, str):
         return alias
@@ -140,7 +141,7 @@ class _ProjectFileSource:
             if _is_path(field) and isinstance(value, str):
                 path = Path(value).expanduser()
                 value = str(path if path.is_absolute() else self.path.parent / path)
-            data[_preferred_key(key, field)] = value
+            data[variable_name(key, field)] = value
         self.init_kwargs = data
 
 
@@ -169,7 +170,7 @@ class OmnilabTomlSource(_ProjectFileSource, TomlConfigSettingsSource):
 class PyprojectSource(_ProjectFileSource, PyprojectTomlConfigSettingsSource):
     """``[tool.omnilab]`` of ``pyproject.toml`` at the project root."""
 
-    label = f"{PYPROJECT_FILE} [tool.omnilab]"
+    label = PYPROJECT_FILE
 
     def __init__(self, settings_cls: type[BaseSettings], root: Path) -> None:
         self.path = root / PYPROJECT_FILE
@@ -336,7 +337,8 @@ def setting_origins(
     init: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """Where each field of ``settings_cls`` gets its value: ``environment``,
-    ``.env.system``, ``omnilab.toml``, ``pyproject.toml [tool.omnilab]`` or ``default``.
+    ``.env.system``, ``omnilab.toml``, ``pyproject.toml`` (its ``[tool.omnilab]``) or
+    ``default``.
 
     The sources are built and ordered as :meth:`ProjectSettings.settings_customise_sources`
     does for the settings themselves, so the answer cannot drift from the values.
