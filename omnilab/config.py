@@ -21,6 +21,7 @@ import difflib
 import importlib
 import os
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
@@ -60,11 +61,16 @@ def _state_home() -> Path:
     return Path(base) / "omnilab"
 
 
+#: Where settings being read look for the project root, when not the working directory
+#: (a watcher process that works in ``/`` reading its user's settings).
+_reading_from: ContextVar[Path | None] = ContextVar("omnilab_settings_from", default=None)
+
+
 def project_root(start: Path | None = None) -> Path:
     """The project's folder: the nearest one, from ``start`` (the working directory)
     upwards, holding ``omnilab.toml``, ``pyproject.toml`` or ``.git``; ``start`` itself
     when none does. Where the config file is read and the embedded store lives."""
-    here = (start or Path.cwd()).resolve()
+    here = (start or _reading_from.get() or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if any((folder / marker).exists() for marker in PROJECT_MARKERS):
             return folder
@@ -382,14 +388,16 @@ def describe_validation_error(
     return f"{where}: {message}"
 
 
-def get_settings(env_file: Path | None = None) -> Settings:
-    """Read the settings now (from ``env_file`` instead of ``./.env.system`` if given).
+def get_settings(env_file: Path | None = None, *, cwd: Path | None = None) -> Settings:
+    """Read the settings now (from ``env_file`` instead of ``./.env.system`` if given; the
+    project's config file found from ``cwd`` instead of the working directory if given).
 
     Not cached: a notebook or a test that changes the environment between runs must see
     the change, and reading a few variables costs far less than starting a stack.
     """
     from pydantic import ValidationError
 
+    token = _reading_from.set(cwd)
     try:
         if env_file is not None:
             return Settings(_env_file=env_file)  # type: ignore[call-arg]
@@ -397,3 +405,5 @@ def get_settings(env_file: Path | None = None) -> Settings:
     except ValidationError as exc:
         # One line naming the variable, not pydantic's report (a usage error: exit 2).
         raise UsageError(describe_validation_error(exc, Settings, env_file)) from None
+    finally:
+        _reading_from.reset(token)
