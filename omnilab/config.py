@@ -134,10 +134,17 @@ class _ProjectFileSource:
         fields = settings_cls.model_fields
         if any(key not in fields for key in table):
             known = known_file_keys()
+            variables = {
+                alias.lower(): name
+                for cls in ProjectSettings.registered
+                for alias, name in _field_names(cls).items()
+            }
             for key in table:
                 if key not in known:
                     close = difflib.get_close_matches(key, sorted(known), n=1)
                     hint = f"did you mean {close[0]!r}?" if close else "see `omnilab config`"
+                    if key.lower() in variables:  # a variable's name: the file uses fields'
+                        hint = f"the file uses the setting's name: {variables[key.lower()]!r}"
                     raise UsageError(f"unknown setting {key!r} in {where}: {hint}")
         data: dict[str, Any] = {}
         for key, value in table.items():

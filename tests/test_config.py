@@ -128,6 +128,16 @@ def test_an_unknown_key_is_an_error_naming_it_and_its_file(workdir: Path, where:
         assert "did you mean 'retention_days'?" in lines[0]
 
 
+def test_a_variables_name_in_the_file_is_pointed_at_its_settings_name(workdir: Path) -> None:
+    _project(workdir, omnilab_toml='OMNILAB_RUNTIME = "local"\n')
+    result = run_cli("config")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: unknown setting 'OMNILAB_RUNTIME' in {workdir.resolve() / 'omnilab.toml'}: "
+        "the file uses the setting's name: 'runtime'"
+    )
+
+
 def test_keys_of_the_queue_and_workloads_are_not_unknown(workdir: Path) -> None:
     from omnilab.config import get_settings
     from omnilab.queue.settings import get_queue_settings
