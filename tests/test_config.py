@@ -81,7 +81,7 @@ def test_the_file_is_the_project_roots_and_its_paths_are_read_from_there(
     data = _config(notebooks)
     root = workdir.resolve()
     assert data["project_root"] == str(root)
-    assert data["config_files"] == [str(root / "pyproject.toml")]
+    assert data["config_files"] == [f"{root / 'pyproject.toml'} [tool.omnilab]"]
     assert data["settings"]["home"]["value"] == str(root / "state" / "store")
     assert data["settings"]["runs_dir"]["value"] == str(root / "out" / "runs")
     assert data["settings"]["runtime"]["from"] == "pyproject.toml"

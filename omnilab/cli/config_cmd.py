@@ -26,6 +26,16 @@ def _shown(name: str, value: Any) -> Any:
     return value
 
 
+def _has_omnilab_table(path: Path) -> bool:
+    """Whether ``pyproject.toml`` has a ``[tool.omnilab]`` (read already: it is valid)."""
+    import tomllib
+
+    if not path.is_file():
+        return False
+    with path.open("rb") as file:
+        return "omnilab" in tomllib.load(file).get("tool", {})
+
+
 def _rows() -> list[dict[str, Any]]:
     """Every setting of omnilab's, the queue's and the workloads', in that order."""
     from omnilab.config import ProjectSettings, setting_origins, variable_name
@@ -74,7 +84,9 @@ def config(
     settings = get_settings()
     rows = _rows()
     root = project_root()
-    files = [str(root / name) for name in (CONFIG_FILE, PYPROJECT_FILE) if (root / name).is_file()]
+    files = [str(root / CONFIG_FILE)] if (root / CONFIG_FILE).is_file() else []
+    if _has_omnilab_table(root / PYPROJECT_FILE):
+        files.append(f"{root / PYPROJECT_FILE} [tool.omnilab]")
     origin = {row["name"]: row["from"] for row in rows}
     store = {
         "kind": "url" if settings.tracking_url else "embedded",
