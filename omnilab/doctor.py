@@ -40,7 +40,7 @@ def check_ports() -> Check:
 def check_tracking(settings: Settings) -> Check:
     dsn = settings.tracking_dsn
     if not dsn:
-        return Check("tracking store", "ok", f"embedded PostgreSQL under {settings.home}/")
+        return Check("tracking store", "ok", settings.tracking_location)
     import psycopg
 
     try:
@@ -52,7 +52,7 @@ def check_tracking(settings: Settings) -> Check:
             "tracking store",
             "problem",
             f"{redact_url(dsn)} does not answer ({redact_text(first, dsn)})",
-            "check OMNILAB_TRACKING_URL / POSTGRES_URL",
+            "check OMNILAB_TRACKING_URL (or tracking_url in the config file)",
         )
     return Check("tracking store", "ok", redact_url(dsn))
 

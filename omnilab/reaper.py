@@ -81,7 +81,8 @@ def reap(state: StackState, cwd: Path | None = None) -> int:
     if cls is None:
         _log(state.path, f"stack {state.id}: runtime {state.runtime!r} unavailable; left as is")
         return 1
-    settings = get_settings(env_file=(cwd or Path.cwd()) / ".env.system")
+    where = cwd or Path.cwd()
+    settings = get_settings(env_file=where / ".env.system", cwd=where)
     # A stack whose data waits for promotion stops, and its data stays.
     retain = bool(state.extra.get("retain_data"))
     removed = cls(settings, QuietReporter()).destroy(state, remove_data=not retain)

@@ -18,6 +18,7 @@ from omnilab.cli import (
     apikey_cmd,
     codegen_cmd,
     compose_cmd,
+    config_cmd,
     doctor_cmd,
     gc_cmd,
     images_cmd,
@@ -28,7 +29,7 @@ from omnilab.cli import (
     stack_cmd,
     worker_cmd,
 )
-from omnilab.errors import OmnilabError
+from omnilab.errors import OmnilabError, RunNotFound
 from omnilab.version import __version__
 
 app = typer.Typer(
@@ -52,6 +53,7 @@ app.add_typer(images_cmd.app, name="images")
 app.add_typer(compose_cmd.app, name="compose")
 app.command("gc")(gc_cmd.gc)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("config")(config_cmd.config)
 app.command("worker")(worker_cmd.worker)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(apikey_cmd.app, name="api-key")
@@ -194,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
 
         # Messages mask what they show already; this is the net under them.
         render.err.print(f"[red]error:[/] {escape(redact_environment(str(exc)))}")
+        if isinstance(exc, RunNotFound):
+            render.runs_elsewhere()
         sys.exit(exc.exit_code)
     except typer.Abort:
         render.err.print("cancelled")

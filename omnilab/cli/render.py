@@ -71,6 +71,20 @@ def stdout_for_json_only(active: bool = True) -> Iterator[None]:
         os.close(saved)
 
 
+def runs_elsewhere() -> None:
+    """Under an empty answer about runs: one line saying where runs are that the
+    tracking store in use does not hold (an old store this project no longer uses)."""
+    from omnilab.config import get_settings
+    from omnilab.tracking.elsewhere import runs_elsewhere as find
+
+    try:
+        line = find(get_settings())
+    except Exception:  # a hint must never turn an answer into a failure
+        return
+    if line:
+        err.print(f"[yellow]note:[/] {escape(line)}")
+
+
 def status_text(status: str) -> str:
     return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
 

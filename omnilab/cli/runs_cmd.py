@@ -35,6 +35,7 @@ def ls(
         return
     if not records:
         render.err.print("no runs recorded yet; try: omnilab run experiments/hello.py")
+        render.runs_elsewhere()
         return
     render.out.print(render.runs_table(records))
 

@@ -1,7 +1,7 @@
 """Settings of the queue, its workers and the HTTP API (on top of :class:`Settings`).
 
 A subclass rather than more fields on ``Settings``: ``omnilab run`` never needs these,
-and every value here is read from the same environment and ``.env.system``.
+and every value here is read from the same environment, ``.env.system`` and config file.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from omnilab.config import Settings
+from omnilab.config import Settings, describe_validation_error
 
 
 class QueueSettings(Settings):
@@ -72,5 +72,13 @@ class QueueSettings(Settings):
 
 
 def get_queue_settings() -> QueueSettings:
-    """Read now (not cached), like :func:`omnilab.config.get_settings`."""
-    return QueueSettings()
+    """Read now (not cached), like :func:`omnilab.config.get_settings`; a bad value is
+    one line naming it, as there."""
+    from pydantic import ValidationError
+
+    from omnilab.errors import UsageError
+
+    try:
+        return QueueSettings()
+    except ValidationError as exc:
+        raise UsageError(describe_validation_error(exc, QueueSettings)) from None

@@ -1,8 +1,8 @@
-"""The embedded PostgreSQL that holds the tracking store when no POSTGRES_URL is set.
+"""The embedded PostgreSQL that holds the tracking store when no tracking URL is set.
 
-It lives under ``.omnilab/pgdata`` in the working directory, listens on a Unix socket
-only (no TCP port to collide with anything), and is shared by every omnilab process
-working in that directory: the first one starts it, the last one to leave stops it.
+It lives under ``.omnilab/pgdata`` at the project root (``Settings.home``), listens on a
+Unix socket only (no TCP port to collide with anything), and is shared by every omnilab
+process working in that project: the first one starts it, the last one to leave stops it.
 Users are counted with ``flock`` shared locks, which the kernel drops when a process
 dies, so even a SIGKILLed user never keeps the server alive in the counting.
 

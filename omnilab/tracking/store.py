@@ -1,7 +1,8 @@
 """The tracking store: runs, params, metrics, artifacts in PostgreSQL (schema ``omnilab``).
 
-Where it lives: ``OMNILAB_TRACKING_URL`` if set, else ``POSTGRES_URL`` (the production
-database, in its own schema), else an embedded PostgreSQL under ``.omnilab/``.
+Where it lives, chosen on purpose: ``OMNILAB_TRACKING_URL`` (or ``tracking_url`` in the
+config file), else an embedded PostgreSQL under ``.omnilab/`` at the project root. Never
+``POSTGRES_URL``: that is production's, and a stack's shell reuses the name.
 """
 
 from __future__ import annotations

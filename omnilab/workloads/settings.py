@@ -1,4 +1,5 @@
-"""Settings of the workloads, read like omnilab's own (environment, then ``.env.system``).
+"""Settings of the workloads, read like omnilab's own (environment, ``.env.system``, then
+the project's config file).
 
 Kept apart from :mod:`omnilab.config` because only runs that use a workload need them.
 """
@@ -8,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from omnilab.config import ProjectSettings
 
 
 def _codegen_image() -> str:
@@ -17,11 +19,7 @@ def _codegen_image() -> str:
     return CODEGEN.tag
 
 
-class WorkloadSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env.system", env_file_encoding="utf-8", extra="ignore"
-    )
-
+class WorkloadSettings(ProjectSettings):
     generated_dir: Path = Field(
         default=Path("generated-code"),
         validation_alias="OMNILAB_GENERATED_DIR",
