@@ -69,7 +69,15 @@ def build(
 
 @app.command("ls")
 def ls(json_output: bool = typer.Option(False, "--json", help="JSON on stdout.")) -> None:
-    """The images omnilab can build, and whether this engine has them."""
+    """The images omnilab can build, and whether this engine has them (present,
+    missing, or stale: built from an older recipe).
+
+    Examples:
+
+      omnilab images ls
+
+      omnilab images ls --json
+    """
     from omnilab.runtimes.docker.engine import connect
     from omnilab.runtimes.docker.images import catalog, status
 

@@ -129,6 +129,7 @@ def runs(
     experiment: str | type[Experiment] | None = None,
     status: str | None = None,
     *,
+    tag: str | None = None,
     limit: int = 100,
     offset: int = 0,
     settings: Settings | None = None,
@@ -136,8 +137,8 @@ def runs(
     """Past runs, newest first, as a :class:`RunTable` (a list of :class:`Run`).
 
     ``experiment`` is a name or an Experiment class; ``status`` one of queued, running,
-    succeeded, failed, cancelled. Runs whose process died without recording an outcome
-    are marked failed first, as ``omnilab runs ls`` does.
+    succeeded, failed, cancelled; ``tag`` one of the runs' tags. Runs whose process died
+    without recording an outcome are marked failed first, as ``omnilab runs ls`` does.
     """
     from omnilab.tracking.store import TrackingStore
 
@@ -153,9 +154,16 @@ def runs(
         raise UsageError("limit must be at least 1 and offset at least 0")
     with TrackingStore.open(settings) as store:
         store.reconcile_orphans()
-        records = store.list_runs(experiment=experiment, status=status, limit=limit, offset=offset)
+        records = store.list_runs(
+            experiment=experiment,
+            status=status,
+            tags=[tag] if tag else None,
+            limit=limit,
+            offset=offset,
+        )
         latest = DisplayStore(store).latest_values([r.id for r in records])
-    filters = [f"{k}={v}" for k, v in (("experiment", experiment), ("status", status)) if v]
+    given = (("experiment", experiment), ("status", status), ("tag", tag))
+    filters = [f"{k}={v}" for k, v in given if v]
     return RunTable(
         (Run(r, settings=settings) for r in records),
         latest=latest,
