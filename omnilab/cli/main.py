@@ -48,12 +48,12 @@ PANELS: dict[str, tuple[str, ...]] = {
 class GroupedCommands(TyperGroup):
     """Lists the top-level commands in ``PANELS``' order, under its headings."""
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:
         order = [name for names in PANELS.values() for name in names]
         known = [name for name in order if name in self.commands]
         return known + sorted(set(self.commands) - set(order))
 
-    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+    def format_help(self, ctx: Any, formatter: Any) -> None:
         panel_of = {name: panel for panel, names in PANELS.items() for name in names}
         for name, command in self.commands.items():
             command.rich_help_panel = panel_of.get(name, "Other")  # type: ignore[attr-defined]

@@ -78,6 +78,16 @@ def when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
+def short_when(value: datetime | None) -> str:
+    """``14:05`` today, ``Dec 06`` before (as ``ls -l`` does): a listing's narrow column;
+    ``runs show`` has the whole time."""
+    if value is None:
+        return "-"
+    local = value.astimezone()
+    today = datetime.now(local.tzinfo).date()
+    return local.strftime("%H:%M" if local.date() == today else "%b %d")
+
+
 def compact(value: Any, width: int = 60) -> str:
     text = json.dumps(value, default=str, separators=(", ", ": "))
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -107,9 +117,9 @@ def _kv_table(data: dict[str, Any]) -> Table:
         else:
             rows.append((str(key), _text(value)))
     key_width = max((len(k) for k, _ in rows), default=0)
-    room = max(out.width - key_width - 6, 16)  # 2 before the key, 2 between, 2 spare
+    room = max(out.width - key_width - 8, 16)  # each column: 2 spaces on either side
     table = Table(show_header=False, box=None, padding=(0, 2, 0, 2))
-    table.add_column(style="bold", no_wrap=True)
+    table.add_column(style="bold", no_wrap=True, min_width=key_width)
     table.add_column(no_wrap=True, overflow="ellipsis")
     for key, text in rows:
         table.add_row(Text(key), Text(clip(text, room)))
@@ -192,6 +202,8 @@ class Column:
     values: list[str]
     styles: list[str] | None = None  # rich styles per row (the status' colour)
     cap: int = 10_000
+    shrinks: bool = False  # may be cut when the columns that must show do not fit
+    key: str = ""  # what the column shows, when its header is cut (a param's name)
 
     @property
     def width(self) -> int:
@@ -206,6 +218,13 @@ def fitted_table(
     every row on one line, no line wider than the terminal. Returns the columns shown."""
     shown = list(columns)
     used = sum(c.width for c in shown) + _GAP * (len(shown) - 1)
+    while used > out.width:  # the widest of the columns that may shrink gives way
+        candidates = [c for c in shown if c.shrinks and c.width > 6]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda c: c.width)
+        widest.cap = widest.width - 1
+        used -= 1
     for column in extra:
         if used + _GAP + column.width > out.width:
             break
@@ -240,6 +259,7 @@ def param_columns(params: list[dict[str, Any]]) -> list[Column]:
             clip(k, _PARAM_CAP),
             ["" if v is missing else (v if isinstance(v, str) else compact(v)) for v in values[k]],
             cap=_PARAM_CAP,
+            key=k,
         )
         for k in ordered
     ]
@@ -250,29 +270,27 @@ def runs_table(records: list[RunRecord]) -> tuple[Table, list[str]]:
     as many param columns as fit, then the summary; returns the params left out."""
     columns = [Column("id", [r.short_id for r in records])]
     if any(r.name for r in records):
-        columns.append(Column("name", [r.name or "" for r in records], cap=_CAPS["name"]))
+        names = [r.name or "" for r in records]
+        columns.append(Column("name", names, cap=_CAPS["name"], shrinks=True))
     columns += [
-        Column("experiment", [r.experiment for r in records], cap=_CAPS["experiment"]),
+        Column(
+            "experiment", [r.experiment for r in records], cap=_CAPS["experiment"], shrinks=True
+        ),
         Column(
             "status",
             [r.status for r in records],
             styles=[STATUS_STYLE.get(r.status, "") for r in records],
         ),
-        Column(
-            "created",
-            [
-                r.created_at.astimezone().strftime("%m-%d %H:%M") if r.created_at else "-"
-                for r in records
-            ],
-        ),
+        Column("created", [short_when(r.created_at) for r in records]),
         Column("duration", [seconds(r.duration) for r in records]),
     ]
     if any(r.tags for r in records):
-        columns.append(Column("tags", [",".join(r.tags) for r in records], cap=_CAPS["tags"]))
+        tags = [",".join(r.tags) for r in records]
+        columns.append(Column("tags", tags, cap=_CAPS["tags"], shrinks=True))
     params = param_columns([r.params for r in records])
     summary = Column("summary", [compact(r.summary, 200) if r.summary else "" for r in records])
     table, shown = fitted_table(columns, params, summary)
-    return table, [p.header for p in params if not any(p is c for c in shown)]
+    return table, [p.key for p in params if not any(p is c for c in shown)]
 
 
 def run_details(run: Run) -> None:

@@ -80,8 +80,9 @@ def ls(
     table, hidden = render.runs_table(records)
     render.out.print(table)
     if hidden:
+        names = ", ".join(hidden[:4]) + (", ..." if len(hidden) > 4 else "")
         render.err.print(
-            f"[dim]{len(hidden)} more params not shown ({escape(', '.join(hidden))}): "
+            f"[dim]{len(hidden)} more params not shown ({escape(names)}): "
             "widen the terminal, or see `omnilab runs show ID`[/]"
         )
 
@@ -193,8 +194,12 @@ def delete(
             )
         if not yes:
             what = "this run" if len(records) == 1 else f"these {len(records)} runs"
-            if not typer.confirm(f"delete {what}?", default=False, err=True):
-                render.err.print("nothing deleted")
+            try:
+                agreed = typer.confirm(f"delete {what}?", default=False, err=True)
+            except typer.Abort:  # no answer (stdin closed): no
+                agreed = False
+            if not agreed:
+                render.err.print("nothing deleted (--yes deletes without asking)")
                 raise typer.Exit(1)
         for record in records:
             render.out.print(escape(_delete(store, record)))
