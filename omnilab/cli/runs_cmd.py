@@ -115,7 +115,7 @@ def show(
 @app.command("compare")
 def compare(
     runs: list[str] = typer.Argument(
-        ..., metavar="RUN...", help="Two or more run ids, or their first characters."
+        ..., metavar="RUN", help="Two or more run ids, or their first characters."
     ),
     json_output: bool = typer.Option(False, "--json", help="JSON on stdout."),
 ) -> None:
@@ -153,7 +153,7 @@ def compare(
 @app.command("delete")
 def delete(
     runs: list[str] = typer.Argument(
-        ..., metavar="RUN...", help="Run ids, or their first characters."
+        ..., metavar="RUN", help="Run ids, or their first characters."
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     force: bool = typer.Option(
