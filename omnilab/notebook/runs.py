@@ -86,7 +86,8 @@ class RunTable(list[Run]):
 
     def _repr_html_(self) -> str:
         if not self:
-            return f'{CSS}<div class="omnilab ol-muted">no runs{esc(self.query)} recorded yet</div>'
+            said = f"no runs match{self.query}" if self.query else "no runs recorded yet"
+            return f'{CSS}<div class="omnilab ol-muted">{esc(said)}</div>'
         groups = self._groups()
         top = '<tr><th colspan="5"></th>'
         sub = "<tr><th>id</th><th>experiment</th><th>status</th><th>created</th><th>duration</th>"
@@ -101,8 +102,14 @@ class RunTable(list[Run]):
         for i, run in enumerate(self):
             r = run.record
             created = r.created_at.astimezone().strftime("%m-%d %H:%M:%S") if r.created_at else "-"
+            # A name and tags go under the id: the run's own labels, one cell.
+            labels = "".join(
+                f'<br><span class="ol-muted">{esc(text)}</span>'
+                for text in (r.name, ", ".join(r.tags))
+                if text
+            )
             row = (
-                f'<tr><td><code title="{esc(r.id)}">{esc(r.short_id)}</code></td>'
+                f'<tr><td><code title="{esc(r.id)}">{esc(r.short_id)}</code>{labels}</td>'
                 f"<td>{esc(r.experiment)}</td><td>{badge(r.status)}</td>"
                 f'<td>{esc(created)}</td><td class="ol-num">{esc(seconds(r.duration))}</td>'
             )

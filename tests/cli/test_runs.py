@@ -95,7 +95,11 @@ def test_python_api_takes_name_and_tags(workdir: Path) -> None:
     tag = _tag()
     run = omnilab.run(SECOND, name="from python", tags=[tag, tag], reporter=QuietReporter())
     assert run.ok and run.name == "from python" and run.tags == [tag]  # repeats dropped
-    assert [r.id for r in omnilab.runs(tag=tag)] == [run.id]
+    table = omnilab.runs(tag=tag)
+    assert [r.id for r in table] == [run.id]
+    # The notebook's card and table show them too (escaped, as everything a run holds).
+    assert "from python" in run._repr_html_() and f"tags {tag}" in run._repr_html_()
+    assert "from python" in table._repr_html_() and tag in table._repr_html_()
 
 
 @pytest.mark.parametrize(
