@@ -322,3 +322,20 @@ def test_delete_refuses_a_running_run_kept_data_or_a_promoted_run(workdir: Path)
     for record in (running, kept, promoted):
         assert _count("runs", record.id, "id") == 0
     assert _count("promotions", promoted.id) == 0
+
+
+def test_codegen_templates_fit_80_columns(workdir: Path) -> None:
+    """Your templates' folder is said once; each template is one short line."""
+    folder = workdir / ("a-long-folder-name-" * 5) / "prompts"
+    folder.mkdir(parents=True)
+    (folder / "solve.j2").write_text("Solve {{ task.name }}\n")
+    (folder / "mine.j2").write_text("Mine\n")
+    result = run_cli("codegen", "templates", "--dir", folder, env=NARROW)
+    assert result.returncode == 0, result.stderr
+    _fits(result.stdout)
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("yours: ")
+    rows = {line.split()[0]: " ".join(line.split()[1:]) for line in lines if "  " in line}
+    assert rows["mine"] == "yours"
+    assert rows["solve"] == "yours (in place of the shipped one)"
+    assert rows["fix"] == "shipped"
