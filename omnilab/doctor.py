@@ -57,13 +57,32 @@ def check_tracking(settings: Settings) -> Check:
     return Check("tracking store", "ok", redact_url(dsn))
 
 
+def _promotion_targets() -> set[str]:
+    """The services whose data a promotion can copy into production (the ``service``
+    of each promotable kind); a kind whose plug-in cannot load counts for none."""
+    from omnilab import plugins
+
+    targets = set()
+    for cls in plugins.available("promotable").values():
+        service = getattr(cls, "service", None)
+        if isinstance(service, str):
+            targets.add(service)
+    return targets
+
+
 def check_production(settings: Settings) -> list[Check]:
-    """Production services reachable: needed by ``omnilab promote``, not by runs."""
+    """Production services reachable: needed by ``omnilab promote`` (for the services
+    it copies into), never by runs."""
     from omnilab.services import service_classes
 
     checks = []
-    hint = "needed by `omnilab promote`; check the URL and that the service runs"
+    targets = _promotion_targets()
     for cls in service_classes().values():
+        hint = (
+            "`omnilab promote` copies into it; check the URL and that the service runs"
+            if cls.name in targets
+            else "runs do not need it; check the URL if your own code uses it"
+        )
         url = cls.production_url(settings)
         if url is None:
             continue

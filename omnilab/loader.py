@@ -70,8 +70,22 @@ def import_file(path: Path) -> ModuleType:
         sys.modules.pop(module_name, None)
         raise ExperimentLoadError(
             f"{path}: cannot import{_where(exc, path)}: {type(exc).__name__}: {exc}"
+            f"{_install_hint(exc)}"
         ) from None
     return module
+
+
+#: Top-level modules that an extra of omnilab installs, and that extra.
+EXTRAS = {"qiskit": "aer", "qiskit_aer": "aer", "torch": "torch", "pandas": "notebook"}
+
+
+def _install_hint(exc: BaseException) -> str:
+    """``; install it with: pip install 'omnilab[aer]'`` when the missing module is one
+    that an extra of omnilab brings (the examples' Qiskit, torch...)."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return ""
+    extra = EXTRAS.get(exc.name.split(".")[0])
+    return f"; install it with: pip install 'omnilab[{extra}]'" if extra else ""
 
 
 def experiments_in(module: ModuleType) -> list[type[Experiment]]:

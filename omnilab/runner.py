@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,7 +43,7 @@ from omnilab.stack import Stack
 from omnilab.subreaper import ProcessScope
 from omnilab.subreaper import describe as describe_ended
 from omnilab.tracking.metrics import MetricBuffer
-from omnilab.tracking.records import RunRecord
+from omnilab.tracking.records import RunRecord, check_name_and_tags
 from omnilab.tracking.run import Run
 from omnilab.tracking.store import TrackingStore
 
@@ -169,6 +169,8 @@ class RunOptions:
     promote: bool = False
     on_conflict: str = "fail"
     isolation: str | None = None
+    name: str | None = None
+    tags: tuple[str, ...] = ()
     from_cli: bool = False
     run_id: str | None = None
     store: TrackingStore | None = None
@@ -186,6 +188,8 @@ def run(
     promote: bool = False,
     on_conflict: str = "fail",
     isolation: str | None = None,
+    name: str | None = None,
+    tags: Iterable[str] = (),
 ) -> Run:
     """Run ``experiment`` on a private stack and record it; returns the :class:`Run`.
 
@@ -201,6 +205,9 @@ def run(
 
     ``isolation`` ("host" or "container", default: the experiment's own) says where
     ``run`` executes; "container" needs the docker runtime (``auto`` then means docker).
+
+    ``name`` and ``tags`` are stored with the run, to find it again by
+    (``omnilab runs ls --tag baseline``, ``omnilab.runs(tag="baseline")``).
     """
     options = RunOptions(
         runtime=runtime,
@@ -211,6 +218,8 @@ def run(
         promote=promote,
         on_conflict=on_conflict,
         isolation=isolation,
+        name=name,
+        tags=tuple([tags] if isinstance(tags, str) else tags),
     )
     return run_with(experiment, params, options)
 
@@ -225,6 +234,7 @@ def run_with(
     loaded = resolve(experiment)
     cls = loaded.cls
     values = validate(cls, params, from_cli=options.from_cli)
+    name, tags = check_name_and_tags(options.name, options.tags)
     promotes = check_promotes(cls.promotes, cls.service_names(), cls.__name__)
     resources = check_resources(cls.resources, cls.service_names(), cls.__name__)
     if options.promote:
@@ -267,7 +277,9 @@ def run_with(
         )
     # The last check that could refuse has passed: nothing has started yet.
     result = _execute(
-        _Prepared(loaded, values, stack, run_dir, promotes, isolated, reporter, settings),
+        _Prepared(
+            loaded, values, stack, run_dir, promotes, isolated, reporter, settings, name, tags
+        ),
         recorded=options.run_id is not None,
         given_store=options.store,
     )
@@ -292,6 +304,8 @@ class _Prepared:
     isolated: ContainerIsolation | None
     reporter: Reporter
     settings: Settings
+    name: str | None
+    tags: list[str]
 
 
 def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore | None) -> Run:
@@ -317,6 +331,8 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
         run_dir=str(run_dir),
         created_at=datetime.now(UTC),
         started_at=datetime.now(UTC),
+        name=prepared.name,
+        tags=prepared.tags,
     )
     reporter.run_started(run_id, record.experiment)
     run_dir.mkdir(parents=True, exist_ok=True)

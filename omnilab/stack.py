@@ -153,7 +153,9 @@ class Stack:
             names = ", ".join(f"{g.index}:{g.name}" for g in self.gpus)
             self.reporter.note(f"gpu: {names}")
         elif self.gpu_policy == "auto":
-            self.reporter.note("gpu: none available; running on CPU")
+            # One line, with the runtime's reason when it has one.
+            why = getattr(runtime, "no_gpu_reason", None) or "none available"
+            self.reporter.note(f"gpu: {why}; running on CPU")
         self.runtime = runtime
         return self
 
@@ -374,7 +376,7 @@ class Stack:
         state.keep = True
         state.save()
         env_path = write_env_file(state, self.env)
-        self.reporter.note(f"stack {self.id[:12]} kept running (--keep):")
+        self.reporter.note(f"stack {self.id[:12]} kept running:")
         for name, running in self.services.items():
             self.reporter.note(f"  {name}: {running.service.url(running.endpoint)}")
         self.reporter.note(f"  credentials: source {env_path}")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from omnilab.tracking.records import RunStatus
+from omnilab.tracking.records import MAX_TAGS, NAME_PATTERN, TAG_PATTERN, RunStatus
 
 EXPERIMENT_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$"
 #: A run id or a unique prefix of one (at least 4 characters), as the CLI accepts.
@@ -38,6 +38,16 @@ class RunRequest(BaseModel):
         le=10,
         description="How many times the run is queued again if its worker dies during it "
         "(default: the server's OMNILAB_RUN_RETRIES, 0 unless set).",
+    )
+    name: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="A name for the run, shown wherever it is (one line, 1-100 characters).",
+    )
+    tags: list[Annotated[str, StringConstraints(pattern=TAG_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=MAX_TAGS,
+        description="Tags to find the run by (GET /v1/runs?tag=...): one word each.",
     )
 
     @field_validator("retries", mode="before")
@@ -97,6 +107,8 @@ class ArtifactOut(BaseModel):
 class RunOut(BaseModel):
     id: str
     experiment: str
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list)
     status: RunStatus
     params: dict[str, Any]
     summary: dict[str, Any] | None = None

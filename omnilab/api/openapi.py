@@ -67,6 +67,8 @@ def experiment_bodies(catalog: Catalog, components: dict[str, Any]) -> list[dict
                 "experiment": {"type": "string", "const": entry.name},
                 "params": {"$ref": f"#/components/schemas/{prefix}Params"},
                 "retries": {"$ref": "#/components/schemas/RunRequest/properties/retries"},
+                "name": {"$ref": "#/components/schemas/RunRequest/properties/name"},
+                "tags": {"$ref": "#/components/schemas/RunRequest/properties/tags"},
             },
             "required": ["experiment"],
             "additionalProperties": False,

@@ -23,7 +23,11 @@ def create(
 ) -> None:
     """Make a key and print it once; only a hash of it is stored.
 
-    The key alone goes to stdout, so that it can be captured:
+    The key alone goes to stdout, so that it can be captured.
+
+    Examples:
+
+      omnilab api-key create --name me
 
       KEY=$(omnilab api-key create --name ci --scope read --scope run)
 
@@ -47,7 +51,14 @@ def ls(
     all_keys: bool = typer.Option(False, "--all", help="Include revoked keys."),
     json_output: bool = typer.Option(False, "--json", help="JSON on stdout."),
 ) -> None:
-    """List keys (ids, names, scopes, last use); never the keys themselves."""
+    """List keys (ids, names, scopes, last use); never the keys themselves.
+
+    Examples:
+
+      omnilab api-key ls
+
+      omnilab api-key ls --all --json
+    """
     from rich.table import Table
 
     from omnilab.tracking.api_keys import ApiKeyStore
@@ -80,7 +91,12 @@ def ls(
 def revoke(
     key_id: str = typer.Argument(..., metavar="ID", help="Its id (see `omnilab api-key ls`)."),
 ) -> None:
-    """Revoke a key: requests with it get 401 (within OMNILAB_API_KEY_CACHE seconds)."""
+    """Revoke a key: requests with it get 401 (within OMNILAB_API_KEY_CACHE seconds).
+
+    Example:
+
+      omnilab api-key revoke 3fa2c1d8e4b7
+    """
     from omnilab.tracking.api_keys import ApiKeyStore
     from omnilab.tracking.store import TrackingStore
 

@@ -41,7 +41,16 @@ def templates(
     if show:
         render.out.print(found.path(show).read_text(encoding="utf-8"), end="", markup=False)
         return
-    for name in found.names():
-        path = found.path(name)
-        origin = "shipped" if path.parent == SHIPPED_DIR else str(path)
-        render.out.print(f"{name:16s} {origin}", markup=False)
+    # The folder is said once, above: a line per template stays short at any width.
+    if found.user_dir is not None:
+        render.out.print(f"yours: {found.user_dir}", markup=False, soft_wrap=False)
+    names = found.names()
+    width = max([len(n) for n in names] + [8])
+    for name in names:
+        if found.path(name).parent == SHIPPED_DIR:
+            origin = "shipped"
+        elif (SHIPPED_DIR / f"{name}.j2").exists():
+            origin = "yours (in place of the shipped one)"
+        else:
+            origin = "yours"
+        render.out.print(f"{name:{width}s}  {origin}", markup=False)

@@ -14,8 +14,10 @@ def doctor(
     json_output: bool = typer.Option(False, "--json", help="JSON on stdout."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero on warnings too."),
 ) -> None:
-    """Check the Docker engine, images, GPUs, ports, local servers, the tracking store
-    and the production services; one line each, with a hint when something is off.
+    """Check what runs need here, one line each, with a hint when something is off.
+
+    The Docker engine, images, GPUs, ports, local servers, the tracking store and the
+    production services (these matter to `omnilab promote` only).
 
     Exit status: 0 when everything a run needs works (warnings allowed), 1 when
     something is broken (or, with --strict, when anything is not ok).

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from omnilab.cli import render
 
@@ -69,7 +70,15 @@ def build(
 
 @app.command("ls")
 def ls(json_output: bool = typer.Option(False, "--json", help="JSON on stdout.")) -> None:
-    """The images omnilab can build, and whether this engine has them."""
+    """The images omnilab can build, and whether this engine has them (present,
+    missing, or stale: built from an older recipe).
+
+    Examples:
+
+      omnilab images ls
+
+      omnilab images ls --json
+    """
     from omnilab.runtimes.docker.engine import connect
     from omnilab.runtimes.docker.images import catalog, status
 
@@ -78,14 +87,23 @@ def ls(json_output: bool = typer.Option(False, "--json", help="JSON on stdout.")
     if json_output:
         render.print_json([s.to_dict() for s in found])
         return
-    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
-    for column in ("image", "tag", "state", "size"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("what")
+    # One line per image (its tag, never cut), and below it what it is, wrapped to the
+    # terminal: readable at 80 columns.
+    width = max(len("image"), *(len(s.spec.tag) for s in found))
+    render.out.print(f"[bold]{'image':{width}s}  {'state':7s}  size[/]")
     for s in found:
-        state = "[red]missing[/]"
+        state, style = ("missing", "red")
         if s.present:
-            state = f"[yellow]stale: {s.stale}[/]" if s.stale else "[green]present[/]"
+            state, style = ("stale", "yellow") if s.stale else ("present", "green")
         size = f"{s.size_mib} MiB" if s.size_mib is not None else "-"
-        table.add_row(s.spec.name, s.spec.tag, state, size, s.spec.description)
-    render.out.print(table)
+        line = Text(f"{s.spec.tag:{width}s}  ")
+        line.append(f"{state:7s}", style=style)
+        line.append(f"  {size}")
+        render.out.print(line)
+        about = f"{s.spec.name}: {s.spec.description}"
+        if s.stale:
+            about += f" (stale: {s.stale}; omnilab images build {s.spec.name})"
+        elif not s.present:
+            about += f" (build it: omnilab images build {s.spec.name})"
+        for text in textwrap.wrap(about, max(render.out.width - 4, 20)):
+            render.out.print(Text(f"    {text}", style="dim"))

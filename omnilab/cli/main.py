@@ -9,9 +9,11 @@ from __future__ import annotations
 import sys
 import traceback
 from enum import StrEnum
+from typing import Any
 
 import typer
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from omnilab.cli import (
     aer_cmd,
@@ -32,15 +34,42 @@ from omnilab.cli import (
 from omnilab.errors import OmnilabError, RunNotFound
 from omnilab.version import __version__
 
+#: ``omnilab --help``'s headings, and the commands under each in the order shown (the
+#: first things a user does first). A command missing here goes under "Other".
+PANELS: dict[str, tuple[str, ...]] = {
+    "Run experiments": ("run", "runs"),
+    "Stacks": ("stack", "compose", "images"),
+    "Promotion": ("promote", "promotions", "rollback", "discard"),
+    "HTTP API": ("serve", "worker", "api-key"),
+    "Workloads": ("codegen", "aer"),
+    "Maintenance": ("doctor", "config", "gc"),
+}
+
+
+class GroupedCommands(TyperGroup):
+    """Lists the top-level commands in ``PANELS``' order, under its headings."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        order = [name for names in PANELS.values() for name in names]
+        known = [name for name in order if name in self.commands]
+        return known + sorted(set(self.commands) - set(order))
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        panel_of = {name: panel for panel, names in PANELS.items() for name in names}
+        for name, command in self.commands.items():
+            command.rich_help_panel = panel_of.get(name, "Other")  # type: ignore[attr-defined]
+        super().format_help(ctx, formatter)
+
+
 app = typer.Typer(
     name="omnilab",
+    cls=GroupedCommands,
     help=(
         "Run experiments on private, throwaway stacks (Qdrant, Redis, PostgreSQL, Ollama) "
         "next to production, and track every run.\n\n"
         "Start with:  omnilab run experiments/hello.py"
     ),
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -137,6 +166,12 @@ def run_command(
         "--on-conflict",
         help="With --promote: " + promote_cmd.ON_CONFLICT_HELP,
     ),
+    name: str = typer.Option(
+        None, "--name", help="A name for the run, shown wherever it is.", show_default=False
+    ),
+    tag: list[str] = typer.Option(
+        [], "--tag", "-t", help="A tag (repeatable), to find the run by: runs ls --tag T."
+    ),
 ) -> None:
     """Run an experiment on a private stack, record it, tear the stack down.
 
@@ -148,7 +183,9 @@ def run_command(
 
       omnilab run experiments/hello.py --runtime docker --isolation container
 
-      omnilab run experiments/many.py:RagDemo --keep
+      omnilab run experiments/hello.py:Hello --keep
+
+      omnilab run experiments/hello.py --name baseline --tag sweep-1 --tag small
 
       omnilab run experiments/promote_demo.py --promote
     """
@@ -164,6 +201,8 @@ def run_command(
             promote=promote,
             on_conflict=on_conflict.value,
             isolation=isolation.value if isolation else None,
+            name=name,
+            tags=tuple(tag),
             from_cli=True,
             reporter=render.progress_reporter(json_output),
         )

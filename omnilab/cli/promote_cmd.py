@@ -106,7 +106,11 @@ def rollback(
     Refused when production changed since (unless --force) or a later promotion
     replaced the same item.
 
-    Example:  omnilab rollback 9c1d2e --dry-run
+    Examples:
+
+      omnilab rollback 9c1d2e --dry-run
+
+      omnilab rollback 9c1d2e
     """
     from omnilab.cli import promote_render
     from omnilab.promote import rollback as do_rollback
@@ -158,7 +162,14 @@ def ls(
     limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many, newest first."),
     json_output: bool = typer.Option(False, "--json", help="JSON on stdout."),
 ) -> None:
-    """List promotions, newest first: run, when, each item's target, count and checksum."""
+    """List promotions, newest first: run, when, each item's target, count and checksum.
+
+    Examples:
+
+      omnilab promotions ls
+
+      omnilab promotions ls --run 3fa2c1 --json
+    """
     from omnilab.cli import promote_render
     from omnilab.promote.records import PromotionStore
     from omnilab.tracking.store import TrackingStore
@@ -180,7 +191,14 @@ def show(
     promotion: str = typer.Argument(..., metavar="PROMOTION", help="Promotion id or prefix."),
     json_output: bool = typer.Option(False, "--json", help="JSON on stdout."),
 ) -> None:
-    """One promotion in full: plan, counts, checksums, what it replaced and where."""
+    """One promotion in full: plan, counts, checksums, what it replaced and where.
+
+    Examples:
+
+      omnilab promotions show 9c1d2e
+
+      omnilab promotions show 9c1d2e --json
+    """
     from omnilab.cli import promote_render
     from omnilab.promote.records import PromotionStore
     from omnilab.tracking.store import TrackingStore
@@ -204,6 +222,10 @@ def recover(
     The others are undone: what they staged is removed.
 
     The API and workers do this within seconds, as does every promote and rollback.
+
+    Example:
+
+      omnilab promotions recover
     """
     from omnilab.config import get_settings
     from omnilab.progress import Reporter
@@ -226,7 +248,12 @@ def prune(
     promotion: str = typer.Argument(..., metavar="PROMOTION", help="Promotion id or prefix."),
 ) -> None:
     """Delete the production data a promotion replaced (kept for rollback). No rollback
-    of that promotion is possible afterwards."""
+    of that promotion is possible afterwards.
+
+    Example:
+
+      omnilab promotions prune 9c1d2e
+    """
     from omnilab.promote import prune as do_prune
 
     record = do_prune(promotion)

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from omnilab.tracking.records import RunRecord
 from omnilab.tracking.run import Run
 
 if TYPE_CHECKING:
+    from omnilab.notebook.compare import Comparison
     from omnilab.progress import Reporter
 
 # No emoji codes: user text such as an image "a:b:c" must print as it is.
@@ -102,6 +104,16 @@ def when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
+def short_when(value: datetime | None) -> str:
+    """``14:05`` today, ``Dec 06`` before (as ``ls -l`` does): a listing's narrow column;
+    ``runs show`` has the whole time."""
+    if value is None:
+        return "-"
+    local = value.astimezone()
+    today = datetime.now(local.tzinfo).date()
+    return local.strftime("%H:%M" if local.date() == today else "%b %d")
+
+
 def compact(value: Any, width: int = 60) -> str:
     text = json.dumps(value, default=str, separators=(", ", ": "))
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -115,13 +127,33 @@ def number(value: float) -> str:
     return f"{value:.6g}"
 
 
+def clip(text: str, width: int) -> str:
+    """``text`` on at most ``width`` characters, an ellipsis marking a cut."""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
 def _kv_table(data: dict[str, Any]) -> Table:
+    """Keys and values, one line each, whatever the terminal's width: a dict value is
+    shown as one line per key (``status.fizzbuzz``), and a value too long for the line
+    is cut (``--json`` has it whole)."""
+    rows: list[tuple[str, str]] = []
+    for key, value in sorted(data.items(), key=lambda kv: str(kv[0])):
+        if isinstance(value, dict) and value and len(value) <= 20:
+            rows += [(f"{key}.{k}", _text(v)) for k, v in value.items()]
+        else:
+            rows.append((str(key), _text(value)))
+    key_width = max((len(k) for k, _ in rows), default=0)
+    room = max(out.width - key_width - 8, 16)  # each column: 2 spaces on either side
     table = Table(show_header=False, box=None, padding=(0, 2, 0, 2))
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in sorted(data.items()):
-        table.add_row(str(key), value if isinstance(value, str) else compact(value, 100))
+    table.add_column(style="bold", no_wrap=True, min_width=key_width)
+    table.add_column(no_wrap=True, overflow="ellipsis")
+    for key, text in rows:
+        table.add_row(Text(key), Text(clip(text, room)))
     return table
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else compact(value, 10_000)
 
 
 def metrics_table(run: Run) -> Table | None:
@@ -147,6 +179,9 @@ def run_result(run: Run) -> None:
     ]
     timing = f" in {seconds(t.get('total_s'))}" + (f" ({', '.join(parts)})" if parts else "")
     out.print(f"run [bold]{run.id}[/] {status_text(run.status)}{timing}")
+    label = name_and_tags(run.record)
+    if label:
+        out.print(label, markup=False)
     if run.summary:
         out.print("summary")
         out.print(_kv_table(run.summary))
@@ -169,32 +204,119 @@ def bounds_text(bounds: dict[str, Any] | None) -> str:
     return ", ".join(shown) or "none"
 
 
-def runs_table(records: list[RunRecord]) -> Table:
-    """One line per run; only the summary column gives way on a narrow terminal."""
-    rows = [
-        (
-            r.short_id,
-            r.experiment,
-            status_text(r.status),
-            r.created_at.astimezone().strftime("%m-%d %H:%M:%S") if r.created_at else "-",
-            seconds(r.duration),
-            compact(r.summary, 200) if r.summary else "",
+def name_and_tags(record: RunRecord) -> str:
+    """``name baseline · tags sweep-1, small``, or nothing for a run with neither."""
+    parts = []
+    if record.name:
+        parts.append(f"name {record.name}")
+    if record.tags:
+        parts.append(f"tags {', '.join(record.tags)}")
+    return " · ".join(parts)
+
+
+#: Width of each column's values at most (a cut value ends with "…").
+_CAPS = {"name": 20, "experiment": 24, "tags": 20}
+_PARAM_CAP = 16
+_GAP = 2
+
+
+@dataclass
+class Column:
+    """One column of a table that must fit the terminal on one line per row."""
+
+    header: str
+    values: list[str]
+    styles: list[str] | None = None  # rich styles per row (the status' colour)
+    cap: int = 10_000
+    shrinks: bool = False  # may be cut when the columns that must show do not fit
+    key: str = ""  # what the column shows, when its header is cut (a param's name)
+
+    @property
+    def width(self) -> int:
+        return min(self.cap, max([len(self.header), *(len(v) for v in self.values)]))
+
+
+def fitted_table(
+    columns: list[Column], extra: list[Column], rest: Column | None
+) -> tuple[Table, list[Column]]:
+    """A table of ``columns`` (always shown), then as many of ``extra`` as fit the
+    terminal, then ``rest`` on whatever width is left (left out under 12 characters):
+    every row on one line, no line wider than the terminal. Returns the columns shown."""
+    shown = list(columns)
+    used = sum(c.width for c in shown) + _GAP * (len(shown) - 1)
+    while used > out.width:  # the widest of the columns that may shrink gives way
+        candidates = [c for c in shown if c.shrinks and c.width > 6]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda c: c.width)
+        widest.cap = widest.width - 1
+        used -= 1
+    for column in extra:
+        if used + _GAP + column.width > out.width:
+            break
+        shown.append(column)
+        used += _GAP + column.width
+    if rest is not None and out.width - used - _GAP >= 12:
+        rest.cap = min(rest.cap, out.width - used - _GAP)
+        shown.append(rest)
+    table = Table(box=None, padding=(0, _GAP, 0, 0), pad_edge=False, header_style="bold")
+    for column in shown:
+        table.add_column(column.header, no_wrap=True, width=column.width, overflow="ellipsis")
+    for i in range(len(shown[0].values) if shown else 0):
+        table.add_row(
+            *(
+                Text(clip(c.values[i], c.width), style=c.styles[i] if c.styles else "")
+                for c in shown
+            )
         )
-        for r in records
+    return table, shown
+
+
+def param_columns(params: list[dict[str, Any]]) -> list[Column]:
+    """One column per param, those whose values differ between the runs first (what sets
+    runs apart), in order of first appearance (the newest run's params lead)."""
+    keys = list(dict.fromkeys(k for p in params for k in p))
+    missing = object()
+    values = {k: [p.get(k, missing) for p in params] for k in keys}
+    differing = [k for k in keys if any(v != values[k][0] for v in values[k][1:])]
+    ordered = differing + [k for k in keys if k not in differing]
+    return [
+        Column(
+            clip(k, _PARAM_CAP),
+            ["" if v is missing else (v if isinstance(v, str) else compact(v)) for v in values[k]],
+            cap=_PARAM_CAP,
+            key=k,
+        )
+        for k in ordered
     ]
-    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
-    names = ("id", "experiment", "status", "created", "duration")
-    used = 0
-    for i, name in enumerate(names):
-        width = max(len(name), *(len(Text.from_markup(row[i]).plain) for row in rows))
-        table.add_column(name, no_wrap=True, min_width=width)
-        used += width + 2
-    table.add_column(
-        "summary", no_wrap=True, overflow="ellipsis", max_width=max(out.width - used, 10)
-    )
-    for row in rows:
-        table.add_row(*row)
-    return table
+
+
+def runs_table(records: list[RunRecord]) -> tuple[Table, list[str]]:
+    """One line per run: id, name, experiment, status, created, duration and tags, then
+    as many param columns as fit, then the summary; returns the params left out."""
+    columns = [Column("id", [r.short_id for r in records])]
+    if any(r.name for r in records):
+        names = [r.name or "" for r in records]
+        columns.append(Column("name", names, cap=_CAPS["name"], shrinks=True))
+    columns += [
+        Column(
+            "experiment", [r.experiment for r in records], cap=_CAPS["experiment"], shrinks=True
+        ),
+        Column(
+            "status",
+            [r.status for r in records],
+            styles=[STATUS_STYLE.get(r.status, "") for r in records],
+        ),
+        Column("created", [short_when(r.created_at) for r in records]),
+        Column("duration", [seconds(r.duration) for r in records]),
+    ]
+    if any(r.tags for r in records):
+        tags = [",".join(r.tags) for r in records]
+        columns.append(Column("tags", tags, cap=_CAPS["tags"], shrinks=True))
+    params = param_columns([r.params for r in records])
+    summary = Column("summary", [compact(r.summary, 200) if r.summary else "" for r in records])
+    table, shown = fitted_table(columns, params, summary)
+    return table, [p.key for p in params if not any(p is c for c in shown)]
 
 
 def run_details(run: Run) -> None:
@@ -203,6 +325,8 @@ def run_details(run: Run) -> None:
     env = r.environment or {}
     git = env.get("git") or {}
     head: dict[str, Any] = {
+        **({"name": r.name} if r.name else {}),
+        **({"tags": ", ".join(r.tags)} if r.tags else {}),
         "experiment": r.experiment,
         "source": r.source or "-",
         "owner": r.owner or "-",
@@ -292,3 +416,49 @@ def default_stack() -> list[str]:
     from omnilab.services import service_classes
 
     return [name for name, cls in service_classes().items() if cls.in_default_stack]
+
+
+# -- comparing runs (omnilab runs compare) -------------------------------------------------
+
+
+def differs(values: list[Any]) -> bool:
+    return any(v != values[0] for v in values[1:])
+
+
+def _cell(name: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if name == "duration_s":
+        return seconds(value)
+    if isinstance(value, float):
+        return number(value)
+    return value if isinstance(value, str) else compact(value, 10_000)
+
+
+def comparison(result: Comparison) -> None:
+    """The runs as columns, what was recorded as rows (params, summary, metrics' last
+    values), grouped; a row whose values differ is marked ``*`` and in colour. The
+    columns share the terminal's width, so every row stays on one line."""
+    rows = result.rows()
+    runs = result.runs
+    key_width = min(max([len(n) for _, n, _ in rows] + [4]) + 2, 26)
+    room = out.width - key_width - _GAP * len(runs)
+    col_width = max(room // len(runs), 8)
+    table = Table(box=None, padding=(0, _GAP, 0, 0), pad_edge=False, header_style="bold")
+    table.add_column("", no_wrap=True, width=key_width)
+    for run in runs:
+        table.add_column(run.short_id, no_wrap=True, width=col_width, overflow="ellipsis")
+    group = None
+    for g, name, values in rows:
+        if g != group:
+            group = g
+            table.add_row(Text(g, style="dim"), *("" for _ in runs))
+        marked = name != "duration_s" and differs(values)
+        style = "bold yellow" if marked else ""
+        key = clip(("* " if marked else "  ") + name.removesuffix("_s"), key_width)
+        table.add_row(
+            Text(key, style=style),
+            *(Text(clip(_cell(name, v), col_width), style=style) for v in values),
+        )
+    out.print(table)
+    out.print("[dim]* differs between the runs[/]")

@@ -51,7 +51,16 @@ def up(
     ),
     gpu: bool = typer.Option(None, "--gpu/--no-gpu", help="Require GPUs, or refuse them."),
 ) -> None:
-    """Start a stack that stays up until `omnilab stack down ID`."""
+    """Start a stack that stays up until `omnilab stack down ID`.
+
+    Examples:
+
+      omnilab stack up
+
+      omnilab stack up redis postgres --runtime local
+
+      eval "$(omnilab stack env 3fa2c1d8)"   # then: redis-cli -u "$REDIS_URL" ping
+    """
     from omnilab.services import service_class
     from omnilab.stack import Stack
 
@@ -79,7 +88,15 @@ def up(
 
 @app.command("env")
 def env(stack_id: str = typer.Argument(..., metavar="ID")) -> None:
-    """Print `export` lines (with credentials) for a kept stack: eval "$(omnilab stack env ID)"."""
+    """Print `export` lines (with credentials) for a kept stack, to give its
+    REDIS_URL, POSTGRES_URL... to your shell or to programs.
+
+    Examples:
+
+      eval "$(omnilab stack env 3fa2c1d8)"
+
+      omnilab stack env 3fa2c1d8 > stack.env
+    """
     from omnilab.errors import UsageError
     from omnilab.runtimes.state import env_file
 
@@ -93,7 +110,14 @@ def env(stack_id: str = typer.Argument(..., metavar="ID")) -> None:
 
 @app.command("ls")
 def ls(json_output: bool = typer.Option(False, "--json", help="JSON on stdout.")) -> None:
-    """List stacks: kept ones and those whose run is still going."""
+    """List stacks: kept ones and those whose run is still going.
+
+    Examples:
+
+      omnilab stack ls
+
+      omnilab stack ls --json
+    """
     from omnilab.config import get_settings
     from omnilab.runtimes.state import all_states
 
@@ -129,7 +153,14 @@ def down(
         False, "--force", help="Also remove a stack whose owning process is still running."
     ),
 ) -> None:
-    """Stop a stack and remove its processes or containers and its data."""
+    """Stop a stack and remove its processes or containers and its data.
+
+    Examples:
+
+      omnilab stack down 3fa2c1d8
+
+      omnilab stack down 3fa2c1d8 --force   # even while the run that owns it goes on
+    """
     from omnilab.config import get_settings
     from omnilab.errors import UsageError
     from omnilab.progress import Reporter

@@ -49,9 +49,12 @@ def _header(run: Run) -> str:
         facts.append(f"runtime {r.runtime}")
     if git.get("commit"):
         facts.append(f"git {git['commit'][:10]}{' (dirty)' if git.get('dirty') else ''}")
+    if r.tags:
+        facts.append("tags " + ", ".join(r.tags))
+    name = f"<span>{esc(r.name)}</span>" if r.name else ""
     return (
         '<div class="ol-head">'
-        f'<span class="ol-title">{esc(r.experiment)}</span>'
+        f'<span class="ol-title">{esc(r.experiment)}</span>{name}'
         f'<code title="{esc(r.id)}">{esc(r.short_id)}</code>{badge(r.status)}'
         f'<span class="ol-muted">{esc(" · ".join(facts))}</span></div>'
     )

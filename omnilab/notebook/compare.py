@@ -52,6 +52,12 @@ class Comparison:
     def rows(self) -> list[Row]:
         runs = self.runs
         rows: list[Row] = [
+            *([("run", "name", [r.name for r in runs])] if any(r.name for r in runs) else []),
+            *(
+                [("run", "tags", [", ".join(r.tags) for r in runs])]
+                if any(r.tags for r in runs)
+                else []
+            ),
             ("run", "experiment", [r.experiment for r in runs]),
             ("run", "status", [r.status for r in runs]),
             ("run", "duration_s", [r.duration for r in runs]),
@@ -162,10 +168,15 @@ def plot_run(run: Run, *keys: str) -> Figure:
     return Comparison([run], {run.id: run.latest_metrics}, load_series([run])).plot(*keys)
 
 
-def compare(runs: Iterable[Run | str], *, settings: Settings | None = None) -> Comparison:
+def compare(
+    runs: Iterable[Run | str], *, settings: Settings | None = None, charts: bool = True
+) -> Comparison:
     """Compare runs (``Run`` objects or run ids/prefixes): a side-by-side table of their
     params, summaries and last metric values, and their metrics overlaid, one chart per
-    metric. ``omnilab.compare(omnilab.runs(experiment="Sweep"))`` compares a sweep."""
+    metric. ``omnilab.compare(omnilab.runs(experiment="Sweep"))`` compares a sweep.
+
+    ``charts=False`` skips reading the metrics' series (``omnilab runs compare`` shows
+    the table only)."""
     from omnilab.tracking.store import TrackingStore
 
     if isinstance(runs, Run | str):
@@ -183,5 +194,5 @@ def compare(runs: Iterable[Run | str], *, settings: Settings | None = None) -> C
         ]
         unique = list({r.id: r for r in resolved}.values())
         latest = DisplayStore(store).latest_values([r.id for r in unique])
-        series = load_series(unique, store=store)
+        series = load_series(unique, store=store) if charts else [{} for _ in unique]
     return Comparison(unique, latest, series)

@@ -86,7 +86,8 @@ class RunTable(list[Run]):
 
     def _repr_html_(self) -> str:
         if not self:
-            return f'{CSS}<div class="omnilab ol-muted">no runs{esc(self.query)} recorded yet</div>'
+            said = f"no runs match{self.query}" if self.query else "no runs recorded yet"
+            return f'{CSS}<div class="omnilab ol-muted">{esc(said)}</div>'
         groups = self._groups()
         top = '<tr><th colspan="5"></th>'
         sub = "<tr><th>id</th><th>experiment</th><th>status</th><th>created</th><th>duration</th>"
@@ -101,8 +102,14 @@ class RunTable(list[Run]):
         for i, run in enumerate(self):
             r = run.record
             created = r.created_at.astimezone().strftime("%m-%d %H:%M:%S") if r.created_at else "-"
+            # A name and tags go under the id: the run's own labels, one cell.
+            labels = "".join(
+                f'<br><span class="ol-muted">{esc(text)}</span>'
+                for text in (r.name, ", ".join(r.tags))
+                if text
+            )
             row = (
-                f'<tr><td><code title="{esc(r.id)}">{esc(r.short_id)}</code></td>'
+                f'<tr><td><code title="{esc(r.id)}">{esc(r.short_id)}</code>{labels}</td>'
                 f"<td>{esc(r.experiment)}</td><td>{badge(r.status)}</td>"
                 f'<td>{esc(created)}</td><td class="ol-num">{esc(seconds(r.duration))}</td>'
             )
@@ -129,6 +136,7 @@ def runs(
     experiment: str | type[Experiment] | None = None,
     status: str | None = None,
     *,
+    tag: str | None = None,
     limit: int = 100,
     offset: int = 0,
     settings: Settings | None = None,
@@ -136,8 +144,8 @@ def runs(
     """Past runs, newest first, as a :class:`RunTable` (a list of :class:`Run`).
 
     ``experiment`` is a name or an Experiment class; ``status`` one of queued, running,
-    succeeded, failed, cancelled. Runs whose process died without recording an outcome
-    are marked failed first, as ``omnilab runs ls`` does.
+    succeeded, failed, cancelled; ``tag`` one of the runs' tags. Runs whose process died
+    without recording an outcome are marked failed first, as ``omnilab runs ls`` does.
     """
     from omnilab.tracking.store import TrackingStore
 
@@ -153,9 +161,16 @@ def runs(
         raise UsageError("limit must be at least 1 and offset at least 0")
     with TrackingStore.open(settings) as store:
         store.reconcile_orphans()
-        records = store.list_runs(experiment=experiment, status=status, limit=limit, offset=offset)
+        records = store.list_runs(
+            experiment=experiment,
+            status=status,
+            tags=[tag] if tag else None,
+            limit=limit,
+            offset=offset,
+        )
         latest = DisplayStore(store).latest_values([r.id for r in records])
-    filters = [f"{k}={v}" for k, v in (("experiment", experiment), ("status", status)) if v]
+    given = (("experiment", experiment), ("status", status), ("tag", tag))
+    filters = [f"{k}={v}" for k, v in given if v]
     return RunTable(
         (Run(r, settings=settings) for r in records),
         latest=latest,

@@ -32,12 +32,16 @@ def queue_run(
     submitted_by: str | None = None,
     idempotency_key: str | None = None,
     sender: Outbox | None = None,
+    name: str | None = None,
+    tags: list[str] | None = None,
 ) -> tuple[RunRecord, bool]:
     """Queue ``entry`` with already validated ``params``; returns (run, whether new).
 
     With ``sender`` the message is handed to its background thread; else it is sent now.
     """
-    record = new_record(entry, params, owner)
+    record = new_record(entry, params, owner).model_copy(
+        update={"name": name, "tags": list(tags or [])}
+    )
     queue = broker.queue_for(entry.needs_gpu)
     record, created = QueueStore(store).submit(
         record,

@@ -116,6 +116,9 @@ class Runtime(ABC):
     def __init__(self, settings: Settings, reporter: Reporter) -> None:
         self.settings = settings
         self.reporter = reporter
+        #: Set by ``gpus()`` when GPUs were asked for ("auto") and none can be given, with
+        #: why: the stack says it in its one GPU line.
+        self.no_gpu_reason: str | None = None
 
     # -- decided before anything starts ----------------------------------------------
 

@@ -63,8 +63,10 @@ def job_id(run_id: str, delivery: int) -> str:
 
 _SUBMIT = """
     WITH run AS (
-        INSERT INTO omnilab.runs (id, experiment, source, status, params, owner, created_at)
-        VALUES (%(id)s, %(experiment)s, %(source)s, 'queued', %(params)s, %(owner)s, now())
+        INSERT INTO omnilab.runs
+            (id, experiment, source, status, params, owner, name, tags, created_at)
+        VALUES (%(id)s, %(experiment)s, %(source)s, 'queued', %(params)s, %(owner)s,
+                %(name)s, %(tags)s, now())
         RETURNING id
     )
     INSERT INTO omnilab.run_queue (run_id, queue, max_attempts, submitted_by, idempotency_key)
@@ -86,6 +88,8 @@ def _submit_args(
         "source": record.source,
         "params": Jsonb(record.params),
         "owner": record.owner,
+        "name": record.name,
+        "tags": list(record.tags),
         "queue": queue,
         "max_attempts": max_attempts,
         "submitted_by": submitted_by,
@@ -110,6 +114,8 @@ class NewRun:
     queue: str
     max_attempts: int
     submitted_by: str | None
+    name: str | None = None
+    tags: tuple[str, ...] = ()
 
 
 #: Many runs in one statement, passed as one JSON array of rows: the statement's text
@@ -119,11 +125,13 @@ _SUBMIT_MANY = """
     WITH new AS (
         SELECT * FROM jsonb_to_recordset(%s::jsonb) AS t(
             id text, experiment text, source text, params jsonb, owner text,
-            queue text, max_attempts int, submitted_by text
+            queue text, max_attempts int, submitted_by text, name text, tags jsonb
         )
     ), run AS (
-        INSERT INTO omnilab.runs (id, experiment, source, status, params, owner, created_at)
-        SELECT id, experiment, source, 'queued', params, owner, now() FROM new
+        INSERT INTO omnilab.runs
+            (id, experiment, source, status, params, owner, name, tags, created_at)
+        SELECT id, experiment, source, 'queued', params, owner, name,
+               ARRAY(SELECT jsonb_array_elements_text(tags)), now() FROM new
         RETURNING id
     )
     INSERT INTO omnilab.run_queue (run_id, queue, max_attempts, submitted_by)

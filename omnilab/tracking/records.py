@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from omnilab.errors import UsageError
+
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+#: A run's tag: one word, as typed after ``--tag`` and matched exactly by ``runs ls --tag``.
+TAG_PATTERN = r"^[A-Za-z0-9_.:/=+@-]{1,64}$"
+#: A run's name: free text on one line.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]{1,100}$"
+MAX_TAGS = 20
+
+
+def check_name_and_tags(
+    name: str | None, tags: list[str] | tuple[str, ...] | None
+) -> tuple[str | None, list[str]]:
+    """A run's name and tags as stored (name stripped, tags without repeats), or a
+    one-line :class:`UsageError` naming what is wrong, before anything starts."""
+    if name is not None:
+        name = name.strip()
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise UsageError(f"run name {name!r}: use 1 to 100 characters on one line")
+    unique = list(dict.fromkeys(tags or ()))
+    for tag in unique:
+        if not isinstance(tag, str) or not re.fullmatch(TAG_PATTERN, tag):
+            raise UsageError(
+                f"tag {tag!r}: use 1 to 64 letters, digits or _ . : / = + @ - (no spaces)"
+            )
+    if len(unique) > MAX_TAGS:
+        raise UsageError(f"{len(unique)} tags: a run takes at most {MAX_TAGS}")
+    return name, unique
 
 
 class RunRecord(BaseModel):
@@ -31,10 +60,18 @@ class RunRecord(BaseModel):
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: Given by whoever started the run (``--name``, ``--tag``), to find it again by.
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list)
 
     @property
     def short_id(self) -> str:
         return self.id[:8]
+
+    @property
+    def label(self) -> str:
+        """``3fa2c1d8`` or ``3fa2c1d8 (baseline)``: how a message names the run."""
+        return f"{self.short_id} ({self.name})" if self.name else self.short_id
 
     @property
     def duration(self) -> float | None:

@@ -95,6 +95,14 @@ class Run:
         return self.record.experiment
 
     @property
+    def name(self) -> str | None:
+        return self.record.name
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.record.tags)
+
+    @property
     def status(self) -> str:
         return self.record.status
 

@@ -146,16 +146,22 @@ class TrackingStore(Store):
         *,
         experiment: str | None = None,
         status: str | None = None,
+        tags: list[str] | None = None,
         limit: int = 20,
         offset: int = 0,
     ) -> list[RunRecord]:
-        where, params = [], []
+        """Runs, newest first; ``tags``: only runs that carry every one of them."""
+        where: list[str] = []
+        params: list[Any] = []
         if experiment:
             where.append("experiment = %s")
             params.append(experiment)
         if status:
             where.append("status = %s")
             params.append(status)
+        if tags:
+            where.append("tags @> %s::text[]")
+            params.append(list(tags))
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = self._dict_rows(
             f"SELECT {', '.join(RUN_COLUMNS)} FROM omnilab.runs {clause} "
@@ -163,6 +169,26 @@ class TrackingStore(Store):
             [*params, limit, offset],
         )
         return [RunRecord.model_validate(r) for r in rows]
+
+    def delete_run(self, run_id: str) -> dict[str, int]:
+        """Delete a run's record and everything recorded with it, in one transaction;
+        returns how many rows of each kind went. Its queue row and promotion records go
+        with it (foreign keys); its metrics, which have no foreign key (see 0001), are
+        deleted here."""
+        with self._transaction():
+            metrics = self._execute(
+                "DELETE FROM omnilab.metrics WHERE run_id = %s", (run_id,)
+            ).rowcount
+            artifacts = self._execute(
+                "DELETE FROM omnilab.artifacts WHERE run_id = %s", (run_id,)
+            ).rowcount
+            promotions = self._execute(
+                "DELETE FROM omnilab.promotions WHERE run_id = %s", (run_id,)
+            ).rowcount
+            runs = self._execute("DELETE FROM omnilab.runs WHERE id = %s", (run_id,)).rowcount
+        if not runs:
+            raise RunNotFound(f"no run {run_id} (deleted meanwhile?)")
+        return {"metrics": metrics, "artifacts": artifacts, "promotions": promotions}
 
     def reconcile_orphans(self) -> int:
         """Runs still 'running' whose process on this host is gone become 'failed'

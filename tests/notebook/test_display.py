@@ -221,7 +221,7 @@ def test_runs_refuses_bad_filters_clearly() -> None:
         omnilab.runs(limit=0)
     with pytest.raises(UsageError, match="experiment name or an Experiment class"):
         omnilab.runs(experiment=42)  # type: ignore[arg-type]
-    assert "no runs (experiment=NoSuchThing) recorded yet" in (
+    assert "no runs match (experiment=NoSuchThing)" in (
         omnilab.runs(experiment="NoSuchThing")._repr_html_()
     )
 

@@ -49,12 +49,16 @@ def test_codegen_templates_lists_shows_and_overrides(tmp_path: Path) -> None:
     mine.mkdir()
     (mine / "solve.j2").write_text("mine: {{ description }}\n")
     (mine / "haiku.j2").write_text("{{ description }} in 17 syllables\n")
-    listed = run_cli("codegen", "templates", env={"OMNILAB_TEMPLATES_DIR": str(mine)})
-    rows = dict(line.split() for line in listed.stdout.splitlines())
+    listed = run_cli(
+        "codegen", "templates", env={"OMNILAB_TEMPLATES_DIR": str(mine), "COLUMNS": "300"}
+    )
+    first, *lines = listed.stdout.splitlines()
+    assert first == f"yours: {mine}"  # the folder once, then one short line per template
+    rows = dict(line.split(maxsplit=1) for line in lines)
     assert rows == {
         "fix": "shipped",
-        "haiku": str(mine / "haiku.j2"),
-        "solve": str(mine / "solve.j2"),
+        "haiku": "yours",
+        "solve": "yours (in place of the shipped one)",
         "write_tests": "shipped",
     }
     missing = run_cli("codegen", "templates", "nope")

@@ -26,7 +26,7 @@ from omnilab.api.responses import errors, finite
 from omnilab.errors import RunNotFound
 from omnilab.queue.broker import QueueUnavailable
 from omnilab.tracking.queued_runs import QueueInfo, QueueStore
-from omnilab.tracking.records import RunRecord, RunStatus
+from omnilab.tracking.records import TAG_PATTERN, RunRecord, RunStatus
 from omnilab.tracking.store import TrackingStore
 
 router = APIRouter(prefix="/v1", tags=["runs"])
@@ -60,6 +60,8 @@ def run_out(
     out = RunOut(
         id=record.id,
         experiment=record.experiment,
+        name=record.name,
+        tags=record.tags,
         status=record.status,
         params=record.params,
         summary=record.summary,
@@ -99,14 +101,19 @@ def list_runs(
     key: ReadKey,
     experiment: str | None = Query(default=None, pattern=EXPERIMENT_NAME, max_length=200),
     status: RunStatus | None = None,
+    tag: str | None = Query(default=None, pattern=TAG_PATTERN, description="Runs with this tag."),
     limit: int = Query(default=50, ge=1, le=500),
     offset: int = Query(default=0, ge=0, le=10_000_000),
 ) -> RunPage:
-    """Runs, newest first, optionally of one experiment or status."""
+    """Runs, newest first, optionally of one experiment, status or tag."""
     with _state(request).db() as store:
         store.reconcile_orphans()
         records = store.list_runs(
-            experiment=experiment, status=status, limit=limit + 1, offset=offset
+            experiment=experiment,
+            status=status,
+            tags=[tag] if tag else None,
+            limit=limit + 1,
+            offset=offset,
         )
         more = len(records) > limit
         records = records[:limit]

@@ -126,12 +126,13 @@ async def queue(request: Request) -> Response:
     retries = body.retries if body.retries is not None else state.settings.run_retries
     queue_name = state.broker.queue_for(entry.needs_gpu)
     owner = f"api-key:{key.name}"
+    labels = (body.name, list(dict.fromkeys(body.tags)))
     if idempotency_key is not None:
         record, created, info = await run_in_threadpool(
-            _queue_once, state, entry, params, retries, owner, key.id, idempotency_key
+            _queue_once, state, entry, params, retries, owner, key.id, idempotency_key, labels
         )
         if not created:
-            _check_same_request(record, info, entry, params, retries)
+            _check_same_request(record, info, entry, params, retries, labels)
         if info is None:  # queued now: what its queue row holds is known
             assert record.created_at is not None, "set by the INSERT that queued it"
             info = QueueInfo(
@@ -153,6 +154,8 @@ async def queue(request: Request) -> Response:
         queue=queue_name,
         max_attempts=1 + retries,
         submitted_by=key.id,
+        name=labels[0],
+        tags=tuple(labels[1]),
     )
     created_at = await state.writer.write(run)
     # What the rows hold is known: the run as GET /v1/runs/{id} would show it now.
@@ -163,6 +166,8 @@ async def queue(request: Request) -> Response:
         RunOut(
             id=run.id,
             experiment=run.experiment,
+            name=run.name,
+            tags=list(run.tags),
             status="queued",
             params=params,
             owner=owner,
@@ -279,6 +284,7 @@ def _check_same_request(
     entry: CatalogEntry,
     params: dict[str, Any],
     retries: int,
+    labels: tuple[str | None, list[str]] = (None, []),
 ) -> None:
     """A key sent again must come with the same request: a client retrying gets its
     run, but a key reused for another request is a client's bug, which answering with
@@ -291,6 +297,8 @@ def _check_same_request(
             ("experiment", record.experiment, entry.name),
             ("params", record.params, params),
             ("retries", None if info is None else info.max_attempts - 1, retries),
+            ("name", record.name, labels[0]),
+            ("tags", record.tags, labels[1]),
         )
         if then is not None and then != now
     ]
@@ -315,6 +323,7 @@ def _queue_once(
     owner: str,
     submitted_by: str,
     idempotency_key: str,
+    labels: tuple[str | None, list[str]] = (None, []),
 ) -> tuple[RunRecord, bool, QueueInfo | None]:
     with state.db() as store:
         record, created = queue_run(
@@ -327,6 +336,8 @@ def _queue_once(
             submitted_by=submitted_by,
             idempotency_key=idempotency_key,
             sender=state.sender,
+            name=labels[0],
+            tags=labels[1],
         )
         info = None if created else QueueStore(store).queue_info([record.id]).get(record.id)
     return record, created, info

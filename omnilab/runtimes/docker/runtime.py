@@ -177,8 +177,7 @@ class DockerRuntime(Runtime):
         if reason:
             if policy is True:
                 raise UsageError(f"gpu=True, but {reason}; use gpu='auto' to fall back to CPU")
-            if policy == "auto":
-                self.reporter.note(f"gpu: {reason}")
+            self.no_gpu_reason = reason  # the stack says it, once, with what it does
             return decide(policy, [], "the Docker engine")
         self._gpus = decide(policy, found, "the Docker engine")
         return self._gpus

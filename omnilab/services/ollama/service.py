@@ -101,9 +101,9 @@ class Ollama(Service):
         url = settings.ollama_base_url
         if not url:
             raise ServiceUnavailable(
-                "ollama: this experiment needs Ollama, but no `ollama` binary is on PATH and "
-                "OLLAMA_BASE_URL is not set (install Ollama, set OLLAMA_BASE_URL, or use "
-                "--runtime docker)"
+                "ollama: a local stack that needs Ollama runs an `ollama` binary from PATH, "
+                "or uses the server at OLLAMA_BASE_URL: neither is here (install Ollama, "
+                "set OLLAMA_BASE_URL, or use --runtime docker)"
             )
         url = url.rstrip("/")
         try:
