@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 from omnilab import Experiment
 
@@ -34,6 +35,22 @@ class Spawner(Experiment):
             "daemon": int(daemon.stdout),
             "stubborn": stubborn.pid,
         }
-        with open("pids.json", "w") as fh:
-            json.dump(pids, fh)
+        # Each is `sleep` once its shell has exec'd it (and the stubborn one trapped
+        # SIGTERM first): what the run then ends is the same every time.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(map(_is_sleep, pids.values())):
+            time.sleep(0.01)
+        try:
+            with open("pids.json", "w") as fh:
+                json.dump(pids, fh)
+        except OSError:  # a container's working directory is read-only: the run's record
+            pass  # of what was ended is what tells there
         return {"started": len(pids)}
+
+
+def _is_sleep(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip() == "sleep"
+    except OSError:
+        return False
