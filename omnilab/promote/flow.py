@@ -398,7 +398,9 @@ class _Promotion:
             except Exception as undo_exc:  # keep going: every item gets its chance
                 item.error = f"could not be undone: {undo_exc}"
                 undo_errors.append(f"{item.plan.label}: {undo_exc}")
-        record.status = "failed"
+        # Refused: omnilab said no (a staged copy that did not match), and undid it all.
+        refused = isinstance(exc, PromotionRefused) and not undo_errors
+        record.status = "refused" if refused else "failed"
         record.error = reason + (
             f"; UNDO FAILED for {'; '.join(undo_errors)}" if undo_errors else ""
         )

@@ -28,7 +28,7 @@ from omnilab.tracking.base import Store
 if TYPE_CHECKING:
     from omnilab.progress import Reporter
 
-PromotionStatus = Literal["running", "succeeded", "failed", "rolled_back"]
+PromotionStatus = Literal["running", "succeeded", "failed", "refused", "rolled_back"]
 #: One promotion or rollback at a time per tracking store: two promotions switching the
 #: same production item at once could not both keep what they replaced.
 _LOCK_KEY = 0x6F6D7072  # "ompr"

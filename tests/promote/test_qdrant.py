@@ -179,7 +179,7 @@ def test_a_point_changed_in_the_staged_copy_fails_the_promotion(
     assert production.snapshot() == before
     [record] = omnilab.Run.load(run.id).promotions
     [item] = record.items
-    assert record.status == "failed" and item.staging["collection"] == changed[0]
+    assert record.status == "refused" and item.staging["collection"] == changed[0]
     assert item.staging["copy_method"] == copy
 
 
