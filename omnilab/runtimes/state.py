@@ -39,7 +39,7 @@ class StackState:
     extra: dict[str, Any] = field(default_factory=dict)
 
     path: Path | None = field(default=None, repr=False, compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def create(cls, state_dir: Path, stack_id: str, runtime: str, **kw: Any) -> StackState:
@@ -82,8 +82,11 @@ class StackState:
             os.replace(tmp, self.path)
 
     def add_service(self, name: str, handle: dict[str, Any]) -> None:
-        self.services[name] = handle
-        self.save()
+        # Services start on threads of their own: one adding itself while another's save
+        # serializes the dict would break that save ("dictionary changed size").
+        with self._lock:
+            self.services[name] = handle
+            self.save()
 
     def remove(self) -> None:
         if self.path is not None:
