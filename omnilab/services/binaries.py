@@ -27,26 +27,26 @@ def which(names: Iterable[str], extra_dirs: Iterable[Path] = ()) -> Path | None:
 
 
 @lru_cache(maxsize=32)
-def version_banner(binary: str, flag: str = "--version") -> str | None:
-    """The first line a binary prints for ``--version``, as it is."""
+def _version_output(binary: str, flag: str) -> str | None:
+    """What a binary prints for ``--version`` (run once per binary and flag)."""
     try:
-        out = subprocess.run(
+        return subprocess.run(
             [binary, flag], capture_output=True, text=True, timeout=10, check=False
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    lines = out.strip().splitlines()
+
+
+def version_banner(binary: str, flag: str = "--version") -> str | None:
+    """The first line a binary prints for ``--version``, as it is."""
+    lines = (_version_output(binary, flag) or "").strip().splitlines()
     return lines[0] if lines else None
 
 
-@lru_cache(maxsize=32)
 def version_line(binary: str, flag: str = "--version") -> str | None:
     """The version a binary reports, e.g. ``15.18`` from ``postgres (PostgreSQL) 15.18``."""
-    try:
-        out = subprocess.run(
-            [binary, flag], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+    out = _version_output(binary, flag)
+    if out is None:
         return None
     match = re.search(r"v?=?(\d+\.\d+(?:\.\d+)?)", out)
     if match:

