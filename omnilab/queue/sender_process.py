@@ -8,8 +8,10 @@ batches, beside the server on another core.
 
 Nothing is lost if the child dies: the record, not the message, is the promise. The
 server starts another child and tells the reconciler, which re-sends every queued run
-whose message is not waiting in Redis. The child dies with the server (parent-death
-signal) and when its pipe closes.
+whose message is not waiting in Redis. The server learns of a death from the child's
+stdout closing, so a child that dies holding messages it had not read is replaced at once,
+not when the next run arrives. The child dies with the server (parent-death signal) and
+when its pipe closes.
 
 Protocol: the first line on the child's stdin is JSON ``{"url": ..., "queue": ...}`` (so
 the Redis password is never on a command line); each further line is
@@ -29,7 +31,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from typing import IO, cast
+from typing import cast
 
 from omnilab.queue.sender import take_batch
 
@@ -46,8 +48,13 @@ class SenderProcess:
         self._config = json.dumps({"url": url, "queue": queue_name}).encode() + b"\n"
         self.on_failure = on_failure
         self._pending: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
+        # Held while the child is replaced: the handing thread (a write that failed) and
+        # a listening thread (its stdout closed) may both notice one death.
+        self._lock = threading.Lock()
+        self._closing = False
         self._child: subprocess.Popen[bytes] | None = None
-        self._start_child()
+        with self._lock:
+            self._start_child()
         self._thread = threading.Thread(target=self._loop, name="omnilab-sender", daemon=True)
         self._thread.start()
 
@@ -56,6 +63,7 @@ class SenderProcess:
 
     def close(self, timeout: float = 10) -> None:
         """Hand over what is pending, then let the child send it and stop."""
+        self._closing = True
         self._pending.put(None)
         self._thread.join(timeout)
         child = self._child
@@ -70,24 +78,45 @@ class SenderProcess:
     # -- the server's side ---------------------------------------------------------------
 
     def _start_child(self) -> None:
+        """Start a child and hand it its configuration (call with the lock held)."""
         child = subprocess.Popen(
             [sys.executable, "-m", "omnilab.queue.sender_process", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
         )
-        assert child.stdin is not None and child.stdout is not None
+        assert child.stdin is not None
         child.stdin.write(self._config)
         child.stdin.flush()
         self._child = child
         threading.Thread(
-            target=self._listen, args=(child.stdout,), name="omnilab-sender-news", daemon=True
+            target=self._listen, args=(child,), name="omnilab-sender-news", daemon=True
         ).start()
 
-    def _listen(self, stdout: IO[bytes]) -> None:
-        for line in stdout:
+    def _listen(self, child: subprocess.Popen[bytes]) -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
             if line.strip() == b"failed" and self.on_failure is not None:
                 self.on_failure()
+        # Its stdout closed: the child has ended. Messages written into its pipe that it
+        # had not read yet went with it, and a write alone would not say so until the
+        # next run arrives, so the death is acted on here.
+        if not self._closing:
+            self._replace(child, "its output closed")
+
+    def _replace(self, child: subprocess.Popen[bytes] | None, why: object) -> None:
+        """Tell the reconciler (it re-sends what a dead child took with it) and start
+        another child, unless another thread already replaced this one."""
+        with self._lock:
+            if child is not self._child or self._closing:
+                return
+            log.warning("the message sender process ended (%s); starting another", why)
+            if child is not None:
+                child.kill()
+                child.wait()
+            if self.on_failure is not None:
+                self.on_failure()
+            self._start_child()
 
     def _loop(self) -> None:
         while True:
@@ -100,7 +129,7 @@ class SenderProcess:
                 return
 
     def _hand(self, data: bytes) -> None:
-        for attempt in range(2):
+        for _ in range(2):
             child = self._child
             try:
                 assert child is not None and child.stdin is not None
@@ -108,14 +137,7 @@ class SenderProcess:
                 child.stdin.flush()
                 return
             except (OSError, ValueError) as exc:  # the child died (EPIPE) or its pipe closed
-                log.warning("the message sender process ended (%s); starting another", exc)
-                if child is not None:
-                    child.kill()
-                    child.wait()
-                if self.on_failure is not None:
-                    self.on_failure()  # the reconciler re-sends what was lost with it
-                if attempt == 0:
-                    self._start_child()
+                self._replace(child, exc)
 
 
 # -- the child -------------------------------------------------------------------------

@@ -26,12 +26,17 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _sender_of(pid: int) -> int:
-    [child] = [
+def _senders_of(pid: int) -> list[int]:
+    """Live sender processes started by ``pid`` (not zombies: their cmdline is empty)."""
+    return [
         c
         for c in _children(pid)
         if b"omnilab.queue.sender_process" in Path(f"/proc/{c}/cmdline").read_bytes()
     ]
+
+
+def _sender_of(pid: int) -> int:
+    [child] = _senders_of(pid)
     return child
 
 
@@ -53,23 +58,20 @@ def test_messages_reach_redis_and_a_dead_sender_is_replaced(
         assert redis_server.password.encode() not in Path(f"/proc/{child}/environ").read_bytes()
 
         os.kill(child, signal.SIGKILL)
-        assert wait_until(lambda: not Path(f"/proc/{child}/cmdline").read_bytes(), timeout=10)
-        # The next batch finds the pipe broken: the reconciler is told (it re-sends what
-        # a dying sender may have taken with it), and the batch goes to a new sender.
+        # The server hears of the death from the child's stdout closing, before any
+        # further write: the reconciler is told (it re-sends what a dying sender may have
+        # taken with it), and another sender starts.
+        assert wait_until(failures.is_set, timeout=10)
+        assert wait_until(lambda: _senders_of(os.getpid()) not in ([], [child]), timeout=10)
         later = [uuid.uuid4().hex for _ in range(50)]
         for run_id in later:
             sender.put(run_id, "omnilab")
-        assert wait_until(failures.is_set, timeout=10)
         assert wait_until(lambda: queue.count == 350, timeout=20)
         assert {j.args[0] for j in queue.get_jobs()} == {*first, *later}
         assert _sender_of(os.getpid()) != child
     finally:
         sender.close()
-    assert not [
-        c
-        for c in _children(os.getpid())
-        if b"omnilab.queue.sender_process" in Path(f"/proc/{c}/cmdline").read_bytes()
-    ]
+    assert not _senders_of(os.getpid())
 
 
 def test_the_sender_dies_with_its_server(redis_server: RedisServer) -> None:

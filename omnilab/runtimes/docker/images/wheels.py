@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -104,10 +106,30 @@ def source_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def _source() -> str:
-    """What pip builds omnilab's wheel from: this checkout, else the installed version."""
+#: What a wheel of the checkout is made of: pyproject.toml names these (readme, package,
+#: the image recipes as data files).
+_WHEEL_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "omnilab", "dockerfiles")
+
+
+def _source(staging: Path) -> str:
+    """What pip builds omnilab's wheel from: a copy of this checkout, else the installed
+    version.
+
+    pip builds a folder in place, and setuptools writes its ``build/`` and ``*.egg-info``
+    into it: two builds at once (two runs needing images, on one checkout) would write
+    the same files. A copy per build shares nothing and leaves the checkout as it was.
+    """
     tree = source_tree()
-    return str(tree) if tree is not None else f"omnilab=={__version__}"
+    if tree is None:
+        return f"omnilab=={__version__}"
+    junk = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+    for name in _WHEEL_INPUTS:
+        source = tree / name
+        if source.is_dir():
+            shutil.copytree(source, staging / name, ignore=junk)
+        elif source.is_file():
+            shutil.copy2(source, staging / name)
+    return str(staging)
 
 
 def _platform_options() -> list[str]:
@@ -199,21 +221,22 @@ def build_wheelhouse(target: Path, reporter: Reporter) -> list[Path]:
     # With a wheelhouse there is no index to fetch a build backend from: build with the
     # setuptools of the environment omnilab runs in.
     isolation = ["--no-build-isolation"] if wheelhouse else []
-    _pip(
-        [
-            *pip,
-            "wheel",
-            *quiet,
-            *index,
-            *isolation,
-            "--no-deps",
-            "--wheel-dir",
-            str(own),
-            _source(),
-        ],
-        "omnilab",
-        wheelhouse,
-    )
+    with tempfile.TemporaryDirectory(prefix="omnilab-wheel-") as staging:
+        _pip(
+            [
+                *pip,
+                "wheel",
+                *quiet,
+                *index,
+                *isolation,
+                "--no-deps",
+                "--wheel-dir",
+                str(own),
+                _source(Path(staging)),
+            ],
+            "omnilab",
+            wheelhouse,
+        )
     built = sorted(own.glob("omnilab-*.whl"))
     if not built:
         raise ImageBuildError("pip wheel made no omnilab wheel")
