@@ -246,10 +246,9 @@ def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> N
             options = RunOptions(
                 settings=slot.settings, reporter=reporter, run_id=run_id, store=store
             )
-            result = run_with(entry.cls, claim.params, options)
-            reporter.note(
-                f"{result.status}" + (f" in {result.duration:.2f}s" if result.duration else "")
-            )
+            # The outcome's line is written by reporter.run_finished, before the outcome is
+            # recorded: a log stream that sees the final status has every line by then.
+            run_with(entry.cls, claim.params, options)
         except Terminated:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if queue.cancel_requested(run_id):
@@ -287,6 +286,11 @@ class RunReporter(Reporter):
     def close(self) -> None:
         with self._lock:
             self._log.close()
+
+    def run_finished(
+        self, run_id: str, status: str, seconds: float | None, error: str | None = None
+    ) -> None:
+        self.note(f"{status}" + (f" in {seconds:.2f}s" if seconds else ""))
 
     def note(self, message: str) -> None:
         with self._lock:

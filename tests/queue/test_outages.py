@@ -87,12 +87,19 @@ def test_a_queue_outage_kills_no_slot_and_runs_queued_during_it_start_after(
     client = redis_server.client()
     assert wait_until(lambda: Worker.count(connection=client) == 2, timeout=60)
     slots = _slots(worker)
-    finishing = [api.queue("Quick", {"n": 1, "pause": 4}) for _ in range(2)]
+    # Long enough that both are seen running at once on a loaded machine.
+    finishing = [api.queue("Quick", {"n": 1, "pause": 10}) for _ in range(2)]
     both = lambda: all(api.run(r)["status"] == "running" for r in finishing)  # noqa: E731
     assert wait_until(both, timeout=60), worker.output
     redis_server.kill()
     during = api.queue("Quick", {"n": 1})  # recorded; its message waits for Redis
-    time.sleep(8)  # both runs end meanwhile; rq cannot record that without Redis
+    # Both runs end meanwhile (the tracking store says so); rq cannot record that
+    # without Redis.
+    ended = lambda: all(api.run(r)["status"] == "succeeded" for r in finishing)  # noqa: E731
+    assert wait_until(ended, timeout=60), worker.output
+    # ... and each slot, finishing its job, finds Redis gone and says so.
+    lost_said = lambda: worker.output.count("cannot reach Redis") >= 2  # noqa: E731
+    assert wait_until(lost_said, timeout=30), worker.output
     assert worker.proc.poll() is None, worker.output
     redis_server.start()
     runs = [api.wait_status(r, "succeeded", timeout=60) for r in [*finishing, during]]
@@ -102,7 +109,7 @@ def test_a_queue_outage_kills_no_slot_and_runs_queued_during_it_start_after(
     assert "unhandled exception" not in worker.output
     assert _live_workers(api) == [worker.worker_id]
     # Both slots take runs again.
-    after = [api.queue("Quick", {"n": 1, "pause": 4}) for _ in range(2)]
+    after = [api.queue("Quick", {"n": 1, "pause": 10}) for _ in range(2)]
     assert wait_until(lambda: all(api.run(r)["status"] == "running" for r in after), 60)
     assert {api.run(r)["queue"]["worker"] for r in after} == {
         f"{worker.worker_id}/0",
