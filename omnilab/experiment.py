@@ -67,6 +67,11 @@ class Experiment:
     gpu: ClassVar[GpuPolicy] = "auto"
     #: What ``omnilab promote`` may copy into production after a run.
     promotes: ClassVar[list[Any]] = []
+    #: What the run starts with: items copied from production into its stack before
+    #: ``run`` (the same classes as ``promotes``, with ``limit=``, ``sample=``...), each
+    #: verified and recorded with the run. A method ``seeds(self, params)`` may return
+    #: the list instead, shaped by the run's parameters. ``omnilab run --no-seed`` skips it.
+    seeds: ClassVar[list[Any]] = []
     #: The parameters model; subclasses override it with their own ``class Params(Params)``.
     Params: ClassVar[type[Params]] = Params
     #: Name used in the tracking store; the class name unless set.

@@ -30,6 +30,7 @@ from omnilab.config import Settings, get_settings
 from omnilab.context import RunContext, scan_artifacts
 from omnilab.errors import OmnilabError, UsageError
 from omnilab.experiment import Experiment, Params
+from omnilab.fork import Fork, declared_seeds
 from omnilab.gpu import GpuPolicy
 from omnilab.invoke import experiment_logger, invoke
 from omnilab.isolation import check_isolation
@@ -171,6 +172,7 @@ class RunOptions:
     isolation: str | None = None
     name: str | None = None
     tags: tuple[str, ...] = ()
+    fork: bool = True
     from_cli: bool = False
     run_id: str | None = None
     store: TrackingStore | None = None
@@ -190,6 +192,7 @@ def run(
     isolation: str | None = None,
     name: str | None = None,
     tags: Iterable[str] = (),
+    fork: bool = True,
 ) -> Run:
     """Run ``experiment`` on a private stack and record it; returns the :class:`Run`.
 
@@ -208,6 +211,9 @@ def run(
 
     ``name`` and ``tags`` are stored with the run, to find it again by
     (``omnilab runs ls --tag baseline``, ``omnilab.runs(tag="baseline")``).
+
+    When the experiment declares ``seeds``, its stack starts with a verified copy of
+    those items of production (docs/fork.md); ``fork=False`` skips it (``--no-seed``).
     """
     options = RunOptions(
         runtime=runtime,
@@ -220,6 +226,7 @@ def run(
         isolation=isolation,
         name=name,
         tags=tuple([tags] if isinstance(tags, str) else tags),
+        fork=fork,
     )
     return run_with(experiment, params, options)
 
@@ -236,6 +243,7 @@ def run_with(
     values = validate(cls, params, from_cli=options.from_cli)
     name, tags = check_name_and_tags(options.name, options.tags)
     promotes = check_promotes(cls.promotes, cls.service_names(), cls.__name__)
+    seeds = declared_seeds(cls, values) if options.fork else []
     resources = check_resources(cls.resources, cls.service_names(), cls.__name__)
     if options.promote:
         from omnilab.promote.flow import check_on_conflict
@@ -275,14 +283,30 @@ def run_with(
         isolated = ContainerIsolation.prepare(
             stack, loaded.path, cls.__name__, as_json(values), run_dir
         )
-    # The last check that could refuse has passed: nothing has started yet.
-    result = _execute(
-        _Prepared(
-            loaded, values, stack, run_dir, promotes, isolated, reporter, settings, name, tags
-        ),
-        recorded=options.run_id is not None,
-        given_store=options.store,
-    )
+    # Production holds every seed (asked read-only): the last check that could refuse
+    # has passed, and nothing has started yet.
+    fork = Fork.prepare(seeds, settings, reporter) if seeds else None
+    try:
+        result = _execute(
+            _Prepared(
+                loaded,
+                values,
+                stack,
+                run_dir,
+                promotes,
+                isolated,
+                reporter,
+                settings,
+                name,
+                tags,
+                fork,
+            ),
+            recorded=options.run_id is not None,
+            given_store=options.store,
+        )
+    finally:
+        if fork is not None:
+            fork.close()
     if options.promote and result.ok:
         from omnilab.promote.flow import promote_after_run
 
@@ -306,6 +330,8 @@ class _Prepared:
     settings: Settings
     name: str | None
     tags: list[str]
+    #: The seeds, checked against production; copied once the stack is up.
+    fork: Fork | None = None
 
 
 def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore | None) -> Run:
@@ -364,6 +390,11 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
                     finally:
                         store = opening.result()
             timings["stack_start_s"] = stack.timings.get("start_s", 0.0)
+            if prepared.fork is not None:
+                forked = time.monotonic()
+                seeds = prepared.fork.copy(stack)
+                timings["fork_s"] = time.monotonic() - forked
+                store.update_run(run_id, seeds=seeds)
             buffer = MetricBuffer(store.metric_writer(run_id))
             with _captured_output(run_dir / "logs" / "output.log") as err:
                 ctx = RunContext(

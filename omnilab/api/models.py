@@ -130,6 +130,11 @@ class RunOut(BaseModel):
     artifacts: list[ArtifactOut] | None = None
     stack: dict[str, Any] | None = None
     environment: dict[str, Any] | None = None
+    seeds: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="What the run was forked from (single-run views): per seed, "
+        "production's counts and checksum at fork time and the run's copy.",
+    )
     links: dict[str, str] = Field(default_factory=dict)
 
 

@@ -172,6 +172,12 @@ def run_command(
     tag: list[str] = typer.Option(
         [], "--tag", "-t", help="A tag (repeatable), to find the run by: runs ls --tag T."
     ),
+    no_seed: bool = typer.Option(
+        False,
+        "--no-seed",
+        help="Start on an empty stack: skip copying the experiment's `seeds` from "
+        "production (see docs/fork.md).",
+    ),
 ) -> None:
     """Run an experiment on a private stack, record it, tear the stack down.
 
@@ -188,6 +194,8 @@ def run_command(
       omnilab run experiments/hello.py --name baseline --tag sweep-1 --tag small
 
       omnilab run experiments/promote_demo.py --promote
+
+      omnilab run experiments/fork_demo.py --no-seed
     """
     from omnilab.params import parse_assignments
     from omnilab.runner import RunOptions, Terminated, run_with
@@ -203,6 +211,7 @@ def run_command(
             isolation=isolation.value if isolation else None,
             name=name,
             tags=tuple(tag),
+            fork=not no_seed,
             from_cli=True,
             reporter=render.progress_reporter(json_output),
         )

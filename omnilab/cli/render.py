@@ -371,6 +371,19 @@ def run_details(run: Run) -> None:
                 "none (not enforced)" if unbounded else bounds_text(info.get("bounds")),
             )
         out.print(svc)
+    if r.seeds:
+        from omnilab.fork import describe
+
+        out.print("forked from production")
+        for row in describe(r.seeds):
+            out.print(
+                escape(
+                    f"  {row['item']}: {row['copied']}, checksum {row['checksum']}, "
+                    f"from {row['production']}"
+                ),
+                soft_wrap=True,
+                highlight=False,
+            )
     if r.timings:
         out.print("timings")
         out.print(_kv_table({k: seconds(v) for k, v in r.timings.items()}))

@@ -36,6 +36,7 @@ MAX_ARTIFACTS = 20
 
 _PHASES = (
     ("stack_start_s", "stack start", "#56B4E9"),
+    ("fork_s", "fork", "#009E73"),
     ("experiment_s", "experiment", "#0072B2"),
     ("teardown_s", "teardown", "#999999"),
 )
@@ -167,6 +168,8 @@ def run_card(run: Run) -> str:
     blocks.append(charts)
     blocks += [f'<div class="ol-muted">{esc(p)}</div>' for p in problems]
     extras = []
+    if run.record.seeds:
+        extras.append(section("forked from production", _seeds(run.record.seeds)))
     if services := _services(run):
         extras.append(section("services", services))
     if artifacts:
@@ -175,6 +178,18 @@ def run_card(run: Run) -> str:
         blocks.append(f'<div class="ol-sections">{"".join(extras)}</div>')
     blocks.append(_error(run))
     return f'{CSS}<div class="omnilab">{"".join(blocks)}</div>'
+
+
+def _seeds(seeds: list[dict[str, Any]]) -> str:
+    """What the run started with: each seed, where it came from, how much, its checksum."""
+    from omnilab.fork import describe
+
+    rows = "".join(
+        f"<tr><th>{esc(r['item'])}</th><td><code>{esc(r['production'])}</code></td>"
+        f"<td>{esc(r['copied'])}</td><td><code>{esc(r['checksum'])}</code></td></tr>"
+        for r in describe(seeds)
+    )
+    return f"<table>{rows}</table>"
 
 
 def stack_card(stack: Stack) -> str:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from omnilab.config import Settings
     from omnilab.progress import Reporter
     from omnilab.services.base import Endpoint
+    from omnilab.services.forking import Forker
 
 OnConflict = Literal["fail", "replace", "version"]
 ON_CONFLICT: tuple[str, ...] = ("fail", "replace", "version")
@@ -108,6 +109,66 @@ class ItemRecord(BaseModel):
     error: str | None = None
 
 
+class Selection:
+    """What part of an item a fork copies: all of it, or ``sample=`` (a fraction, chosen
+    by a hash of each element and ``seed``: the same data and seed always select the same
+    elements, whatever order a server returns them in), then at most ``limit=`` of those
+    (the first ones in a stable order each service documents)."""
+
+    def __init__(self, limit: int | None = None, sample: float | None = None, seed: int = 0):
+        self.limit = limit
+        self.sample = sample
+        self.seed = seed
+
+    @classmethod
+    def checked(
+        cls, owner: str, limit: Any, sample: Any, seed: Any, *, where: Any = None
+    ) -> Selection:
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise UsageError(f"{owner}: limit={limit!r} must be a whole number from 1")
+        if sample is not None and (
+            isinstance(sample, bool)
+            or not isinstance(sample, int | float)
+            or not 0 < float(sample) <= 1
+        ):
+            raise UsageError(f"{owner}: sample={sample!r} must be a fraction in (0, 1]")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+            raise UsageError(f"{owner}: seed={seed!r} must be a whole number from 0 to 2**31-1")
+        return cls(limit, None if sample is None else float(sample), seed)
+
+    @property
+    def partial(self) -> bool:
+        return self.limit is not None or self.sample is not None
+
+    def options(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.limit is not None:
+            out["limit"] = self.limit
+        if self.sample is not None:
+            out["sample"] = self.sample
+            if self.seed:
+                out["seed"] = self.seed
+        return out
+
+    def keeps(self, element: bytes) -> bool:
+        """Whether ``sample=`` keeps an element (a key, a point id): a 64-bit hash of the
+        seed and the element below ``sample * 2**64``."""
+        if self.sample is None:
+            return True
+        digest = hashlib.blake2b(element, digest_size=8, key=str(self.seed).encode()).digest()
+        return int.from_bytes(digest, "big") < int(self.sample * 2**64)
+
+    def describe(self) -> str:
+        parts = []
+        if self.sample is not None:
+            parts.append(f"sample={self.sample:g}" + (f", seed={self.seed}" if self.seed else ""))
+        if self.limit is not None:
+            parts.append(f"limit={self.limit:,}")
+        return ", ".join(parts)
+
+
 class Promotable(ABC):
     """A declaration in ``Experiment.promotes``: one item of one service's data."""
 
@@ -119,7 +180,19 @@ class Promotable(ABC):
     #: Does the work: the service's Promoter subclass, defined above its Promotable.
     promoter_class: ClassVar[type[Promoter]]
 
-    def __init__(self, name: str, *, target: str | None = None) -> None:
+    #: Does a fork's work (production into the run's stack): the service's Forker subclass;
+    #: None for a kind that cannot seed a run.
+    forker_class: ClassVar[type[Forker] | None] = None
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        target: str | None = None,
+        limit: int | None = None,
+        sample: float | None = None,
+        seed: int = 0,
+    ) -> None:
         for what, value in (("name", name), ("target", target)):
             if value is None and what == "target":
                 continue
@@ -127,6 +200,7 @@ class Promotable(ABC):
                 raise UsageError(f"{type(self).__name__}: {what} must be a non-empty string")
         self.name = name
         self.target = target or name
+        self.selection = Selection.checked(type(self).__name__, limit, sample, seed)
 
     @property
     def label(self) -> str:
@@ -138,7 +212,13 @@ class Promotable(ABC):
         return {"name": self.name, "target": self.target}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **self.options()}
+        return {"kind": self.kind, **self.options(), **self.selection.options()}
+
+    @property
+    def selects(self) -> bool:
+        """Whether the declaration copies part of the item (``limit=``, ``sample=``,
+        ``where=``): meaningful for a fork, refused in ``promotes``."""
+        return self.selection.partial
 
     @property
     def target_key(self) -> str:
@@ -146,7 +226,8 @@ class Promotable(ABC):
         return f"{self.service}:{self.target}"
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        options = {**self.options(), **self.selection.options()}
+        args = ", ".join(f"{k}={v!r}" for k, v in options.items())
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
@@ -367,6 +448,11 @@ def check_promotes(promotes: Any, service_names: list[str], owner: str) -> list[
     checked: list[Promotable] = []
     targets: dict[str, Promotable] = {}
     for item in promotes:
+        if isinstance(item, Promotable) and item.selects:
+            raise UsageError(
+                f"{owner}.promotes: {item!r}: limit=, sample= and where= choose what a fork "
+                "copies (Experiment.seeds); a promotion copies the whole item"
+            )
         if not isinstance(item, Promotable):
             raise UsageError(
                 f"{owner}.promotes: {item!r} is not promotable; use QdrantCollection(...), "

@@ -57,6 +57,9 @@ class RunRecord(BaseModel):
     owner: str | None = None
     run_dir: str | None = None
     timings: dict[str, Any] = Field(default_factory=dict)
+    #: What the run was forked from: per seed, production's counts and checksum at fork
+    #: time and the run's copy (None: the run had no seeds, or ran with --no-seed).
+    seeds: list[dict[str, Any]] | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -32,7 +32,7 @@ from omnilab.tracking.records import (
     RunRecord,
 )
 
-_JSON_COLUMNS = frozenset({"params", "summary", "stack", "environment", "timings"})
+_JSON_COLUMNS = frozenset({"params", "summary", "stack", "environment", "timings", "seeds"})
 
 
 def _connect(dsn: str) -> psycopg.Connection:

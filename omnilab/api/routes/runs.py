@@ -85,6 +85,7 @@ def run_out(
         out.artifacts = [ArtifactOut(**a.model_dump()) for a in store.artifacts(record.id)]
         out.stack = record.stack
         out.environment = record.environment
+        out.seeds = record.seeds
     return out
 
 

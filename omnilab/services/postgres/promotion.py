@@ -29,6 +29,7 @@ from omnilab.errors import UsageError
 from omnilab.redact import encoding_hint, redact_text, redact_url
 from omnilab.services.postgres import checksum as postgres_checksum
 from omnilab.services.postgres import rows as postgres_copy
+from omnilab.services.postgres.fork import PostgresForker, endpoint_dsn
 from omnilab.services.postgres.tables import (
     Renamer,
     TableShape,
@@ -38,6 +39,7 @@ from omnilab.services.postgres.tables import (
     quote,
     read_shape,
     regclass_sql,
+    split_name,
 )
 from omnilab.services.promotable import (
     ItemPlan,
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from psycopg import sql
 
     from omnilab.config import Settings
+    from omnilab.services.forking import Forker
 
 STAGING_SCHEMA = "omnilab_staging_{tag}"
 REPLACED_SCHEMA = "omnilab_replaced_{tag}"
@@ -63,12 +66,6 @@ REPLACED_SCHEMA = "omnilab_replaced_{tag}"
 def _version(number: int) -> str:
     """``150010`` -> ``15.10`` (``server_version_num`` since PostgreSQL 10)."""
     return f"{number // 10000}.{number % 10000}"
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """``"scores"`` -> ("public", "scores"); ``"stats.scores"`` -> ("stats", "scores")."""
-    schema, _, table = name.rpartition(".")
-    return schema or "public", table
 
 
 class PostgresPromoter(Promoter):
@@ -115,17 +112,7 @@ class PostgresPromoter(Promoter):
 
     @property
     def source_dsn(self) -> str:
-        from psycopg.conninfo import make_conninfo
-
-        endpoint = self.need_source()
-        creds = endpoint.credentials
-        return make_conninfo(
-            host=endpoint.host,
-            port=endpoint.port,
-            user=creds.username or "omnimind",
-            password=creds.password or "",
-            dbname=creds.database or "omnimind_exp",
-        )
+        return endpoint_dsn(self.need_source())
 
     @property
     def src(self) -> psycopg.Connection:
@@ -692,11 +679,25 @@ class PostgresTable(Promotable):
     service: ClassVar[str] = "postgres"
     kind: ClassVar[str] = "postgres_table"
     promoter_class: ClassVar[type[Promoter]] = PostgresPromoter
+    forker_class: ClassVar[type[Forker] | None] = PostgresForker
     unit: ClassVar[str] = "rows"
     noun: ClassVar[str] = "postgres table"
 
-    def __init__(self, name: str, *, target: str | None = None) -> None:
-        super().__init__(name, target=target)
+    def __init__(
+        self,
+        name: str,
+        *,
+        target: str | None = None,
+        where: str | None = None,
+        limit: int | None = None,
+        sample: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(name, target=target, limit=limit, sample=sample, seed=seed)
+        if where is not None and (not isinstance(where, str) or not where.strip()):
+            raise UsageError(f"PostgresTable({name!r}): where= must be an SQL condition")
+        #: An SQL condition on the table's columns choosing the rows a fork copies.
+        self.where = where
         for value in (self.name, self.target):
             schema, table = split_name(value)
             if not table or schema.startswith("omnilab_") or schema == "omnilab":
@@ -718,7 +719,13 @@ class PostgresTable(Promotable):
         options: dict[str, Any] = {"name": self.name}
         if self.target != self.qualified_name:
             options["target"] = self.target
+        if self.where is not None:
+            options["where"] = self.where
         return options
+
+    @property
+    def selects(self) -> bool:
+        return self.where is not None or self.selection.partial
 
     def production_url(self, settings: Settings) -> str:
         return redact_url(settings.production_postgres_url)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from omnilab.services.promotable import Progress, PromotionFailed
@@ -51,7 +52,7 @@ def _psql_args(dsn: str) -> tuple[str, dict[str, str]]:
 def copy_with_psql(
     psql: str,
     source_dsn: str,
-    copy_out: str,
+    copy_out: str | Sequence[str],
     target_dsn: str,
     truncate: str,
     copy_in: str,
@@ -61,14 +62,19 @@ def copy_with_psql(
 ) -> None:
     """Pipe ``copy_out`` on the source into ``copy_in`` on the target, in a transaction
     that runs ``truncate`` first; raise :class:`PromotionFailed` with the server's
-    message if either side fails (psql stops at the error, the transaction is undone)."""
+    message if either side fails (psql stops at the error, the transaction is undone).
+
+    ``copy_out`` may be several commands for the source's session, the ``COPY`` among
+    them (a fork reads inside a transaction that imports production's snapshot); ``-q``
+    keeps their command tags out of the stream."""
     src_conninfo, src_env = _psql_args(source_dsn)
     dst_conninfo, dst_env = _psql_args(target_dsn)
     base = ["-X", "-q", "-v", "ON_ERROR_STOP=1"]
     load = ["-c", "BEGIN", "-c", truncate, "-c", copy_in, "-c", "COMMIT"]
     env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+    commands = [copy_out] if isinstance(copy_out, str) else list(copy_out)
     reader = subprocess.Popen(
-        [psql, *base, "-d", src_conninfo, "-c", copy_out],
+        [psql, *base, "-d", src_conninfo, *(a for c in commands for a in ("-c", c))],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

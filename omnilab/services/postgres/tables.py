@@ -47,6 +47,12 @@ def quote(conn: psycopg.Connection, *parts: str) -> str:
     return sql.Identifier(*parts).as_string(conn)
 
 
+def split_name(name: str) -> tuple[str, str]:
+    """``"scores"`` -> ("public", "scores"); ``"stats.scores"`` -> ("stats", "scores")."""
+    schema, _, table = name.rpartition(".")
+    return schema or "public", table
+
+
 def regclass_sql(conn: psycopg.Connection, oid: int) -> str:
     row = conn.execute(
         "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c"

@@ -63,12 +63,14 @@ from omnilab.services.promotable import (
     Sum64,
 )
 from omnilab.services.qdrant import points, servers
+from omnilab.services.qdrant.fork import QdrantForker
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
     from omnilab.config import Settings
     from omnilab.services.base import Endpoint
+    from omnilab.services.forking import Forker
 
 MARK = "__omnilab_"
 #: Points per upload request (qdrant-client's usual batch).
@@ -122,6 +124,38 @@ def source_address(endpoint: Endpoint) -> servers.Address | None:
         return None
     url = f"http://{endpoint.host}:{endpoint.ports['http']}"
     return servers.Address(url, endpoint.ports["grpc"], endpoint.credentials.password)
+
+
+def create_like(dst: QdrantClient, name: str, src: QdrantClient, src_name: str) -> None:
+    """Create collection ``name`` on ``dst`` with ``src_name``'s configuration (vectors,
+    sparse vectors, shards, HNSW, optimizers, WAL, quantization) and payload indexes: a
+    promotion's staged collection in production, a fork's copy in the run's Qdrant."""
+    from qdrant_client import models
+
+    info = src.get_collection(src_name)
+    config = info.config
+    params = config.params
+    dst.create_collection(
+        name,
+        vectors_config=params.vectors,
+        sparse_vectors_config=params.sparse_vectors,
+        shard_number=params.shard_number,
+        on_disk_payload=params.on_disk_payload,
+        hnsw_config=models.HnswConfigDiff(**config.hnsw_config.model_dump())
+        if config.hnsw_config
+        else None,
+        optimizers_config=models.OptimizersConfigDiff(**config.optimizer_config.model_dump())
+        if config.optimizer_config
+        else None,
+        wal_config=models.WalConfigDiff(**config.wal_config.model_dump())
+        if config.wal_config
+        else None,
+        quantization_config=config.quantization_config,
+    )
+    for field, schema in (info.payload_schema or {}).items():
+        dst.create_payload_index(
+            name, field, field_schema=schema.params or schema.data_type, wait=True
+        )
 
 
 def _is_local(client: QdrantClient) -> bool:
@@ -389,32 +423,7 @@ class QdrantPromoter(Promoter):
         return worst
 
     def _create_like(self, name: str, src: QdrantClient, src_name: str) -> None:
-        from qdrant_client import models
-
-        info = src.get_collection(src_name)
-        config = info.config
-        params = config.params
-        self.prod.create_collection(
-            name,
-            vectors_config=params.vectors,
-            sparse_vectors_config=params.sparse_vectors,
-            shard_number=params.shard_number,
-            on_disk_payload=params.on_disk_payload,
-            hnsw_config=models.HnswConfigDiff(**config.hnsw_config.model_dump())
-            if config.hnsw_config
-            else None,
-            optimizers_config=models.OptimizersConfigDiff(**config.optimizer_config.model_dump())
-            if config.optimizer_config
-            else None,
-            wal_config=models.WalConfigDiff(**config.wal_config.model_dump())
-            if config.wal_config
-            else None,
-            quantization_config=config.quantization_config,
-        )
-        for field, schema in (info.payload_schema or {}).items():
-            self.prod.create_payload_index(
-                name, field, field_schema=schema.params or schema.data_type, wait=True
-            )
+        create_like(self.prod, name, src, src_name)
 
     # -- copy and verify ----------------------------------------------------------------
 
@@ -893,11 +902,20 @@ class QdrantCollection(Promotable):
     service: ClassVar[str] = "qdrant"
     kind: ClassVar[str] = "qdrant_collection"
     promoter_class: ClassVar[type[Promoter]] = QdrantPromoter
+    forker_class: ClassVar[type[Forker] | None] = QdrantForker
     unit: ClassVar[str] = "points"
     noun: ClassVar[str] = "qdrant collection"
 
-    def __init__(self, name: str, *, target: str | None = None) -> None:
-        super().__init__(name, target=target)
+    def __init__(
+        self,
+        name: str,
+        *,
+        target: str | None = None,
+        limit: int | None = None,
+        sample: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(name, target=target, limit=limit, sample=sample, seed=seed)
         if MARK in self.name or MARK in self.target:
             raise UsageError(f"QdrantCollection: names containing {MARK!r} are omnilab's own")
 

@@ -48,9 +48,11 @@ from omnilab.services.promotable import (
     PromotionRefused,
 )
 from omnilab.services.redis import compat, scripts
+from omnilab.services.redis.fork import RedisForker
 
 if TYPE_CHECKING:
     from omnilab.config import Settings
+    from omnilab.services.forking import Forker
 
 #: Keys under these prefixes belong to the machinery, not to anyone's data: omnilab's staging
 #: copies and replaced keys, and rq's queue (the run queue shares ``REDIS_URL`` with
@@ -709,10 +711,19 @@ class RedisKeys(Promotable):
     service: ClassVar[str] = "redis"
     kind: ClassVar[str] = "redis_keys"
     promoter_class: ClassVar[type[Promoter]] = RedisPromoter
+    forker_class: ClassVar[type[Forker] | None] = RedisForker
     unit: ClassVar[str] = "keys"
     noun: ClassVar[str] = "redis keys"
 
-    def __init__(self, name: str, *, target_prefix: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        target_prefix: str | None = None,
+        limit: int | None = None,
+        sample: float | None = None,
+        seed: int = 0,
+    ) -> None:
         if isinstance(name, str) and name.startswith(RESERVED):
             raise UsageError(
                 f"RedisKeys({name!r}): keys under {', '.join(map(repr, RESERVED))} are "
@@ -724,7 +735,7 @@ class RedisKeys(Promotable):
         ):
             raise UsageError(f"RedisKeys: target_prefix {target_prefix!r} is not usable")
         target = None if target_prefix is None else target_prefix + name[len(prefix) :]
-        super().__init__(name, target=target)
+        super().__init__(name, target=target, limit=limit, sample=sample, seed=seed)
         self.source_prefix = prefix
         self.target_prefix = prefix if target_prefix is None else target_prefix
 

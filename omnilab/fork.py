@@ -1,0 +1,171 @@
+"""Forking a run from production: ``Experiment.seeds`` copied into its stack before ``run()``.
+
+The runner calls this module twice. :meth:`Fork.prepare`, with the other checks, before
+anything starts: the seeds are resolved (the ``seeds`` list, or ``seeds(self, params)``),
+checked, and production is asked, read-only, whether it holds each one; a missing seed is
+a usage error and production out of reach one line naming it, with nothing started.
+:meth:`Fork.copy`, once the stack is up and the run recorded: each item is copied with
+its progress bar, verified, and its provenance (production's counts and checksum at fork
+time) returned for the run's record. The work per service is its
+:class:`~omnilab.services.forking.Forker`, beside its promotion code.
+
+Nothing here depends on the runtime: the copy reaches the run's servers through the
+stack's endpoints, as promotion does, so local and docker stacks, and runs a queue worker
+executes, fork the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from omnilab.errors import OmnilabError, UsageError
+from omnilab.services.promotable import Progress, Promotable
+
+if TYPE_CHECKING:
+    from omnilab.config import Settings
+    from omnilab.experiment import Experiment, Params
+    from omnilab.progress import Reporter
+    from omnilab.services.forking import Forker
+    from omnilab.stack import Stack
+
+
+def declared_seeds(cls: type[Experiment], params: Params) -> list[Promotable]:
+    """The experiment's seeds: its ``seeds`` list, or what its ``seeds(self, params)``
+    returns for these parameters; checked (bad input: a one-line UsageError)."""
+    owner = cls.__name__
+    declared: Any = getattr(cls, "seeds", [])
+    if callable(declared):  # a method: seeds(self, params)
+        try:
+            declared = declared(cls(), params)
+        except OmnilabError:
+            raise
+        except Exception as exc:
+            raise UsageError(f"{owner}.seeds(params) failed: {type(exc).__name__}: {exc}") from None
+    return check_seeds(declared or [], cls.service_names(), owner)
+
+
+def check_seeds(seeds: Any, service_names: list[str], owner: str) -> list[Promotable]:
+    """Each seed is an item a fork can copy, of a service the experiment has, and no two
+    write the same item of the run's stack."""
+    if not isinstance(seeds, list | tuple):
+        raise UsageError(f"{owner}.seeds must be a list, like [PostgresTable('users')]")
+    names: dict[str, Promotable] = {}
+    for item in seeds:
+        if not isinstance(item, Promotable) or item.forker_class is None:
+            raise UsageError(
+                f"{owner}.seeds: {item!r} cannot seed a run; use QdrantCollection(...), "
+                "RedisKeys(...) or PostgresTable(...) from omnilab.promote"
+            )
+        if item.service not in service_names:
+            raise UsageError(
+                f"{owner}.seeds: {item!r} needs the {item.service} service; "
+                f"add {item.service.capitalize()}() to {owner}.services"
+            )
+        key = f"{item.service}:{item.name}"
+        if key in names:
+            raise UsageError(f"{owner}.seeds: {item!r} and {names[key]!r} write the same item")
+        names[key] = item
+    return list(seeds)
+
+
+class Fork:
+    """The seeds of one run, with their services' forkers connected to production."""
+
+    def __init__(self, seeds: list[Promotable], settings: Settings, reporter: Reporter) -> None:
+        self.seeds = seeds
+        self.settings = settings
+        self.reporter = reporter
+        self.counts: dict[str, int] = {}
+        self.forkers: dict[str, Forker] = {}
+        for item in seeds:
+            if item.service not in self.forkers:
+                assert item.forker_class is not None
+                same = [s for s in seeds if s.service == item.service]
+                self.forkers[item.service] = item.forker_class(same, settings, reporter)
+
+    @classmethod
+    def prepare(cls, seeds: list[Promotable], settings: Settings, reporter: Reporter) -> Fork:
+        """Connect to production and check every seed; nothing is started or written."""
+        fork = cls(seeds, settings, reporter)
+        try:
+            for forker in fork.forkers.values():
+                fork.counts.update(forker.check())
+        except BaseException:
+            fork.close()
+            raise
+        return fork
+
+    def copy(self, stack: Stack) -> list[dict[str, Any]]:
+        """Copy and verify every seed into ``stack``, in the order declared; returns their
+        provenance, as the run records it."""
+        n = len(self.seeds)
+        self.reporter.note(f"forking {n} item{'s' if n != 1 else ''} from production")
+        records = []
+        try:
+            for item in self.seeds:
+                forker = self.forkers[item.service]
+                total = self.counts.get(item.label, 0)
+                began = time.monotonic()
+                label = f"seed {item.label}"
+                # The pause point (tests of interrupted forks): seeding:<service>.
+                step = f"seeding:{item.service}"
+                with Progress(self.reporter, label, total, item.unit, step=step) as progress:
+                    provenance = forker.copy(item, stack.endpoint(item.service), progress)
+                seconds = time.monotonic() - began
+                copied = _copied(provenance)
+                self.reporter.note(
+                    f"  seed {item.label}: {copied:,} {item.unit} copied and verified "
+                    f"({seconds:.1f}s)"
+                )
+                records.append(
+                    {
+                        "kind": item.kind,
+                        "service": item.service,
+                        "label": item.label,
+                        "item": item.to_dict(),
+                        "url": item.production_url(self.settings),
+                        "consistency": forker.consistency,
+                        **provenance,
+                    }
+                )
+        finally:
+            self.close()
+        return records
+
+    def close(self) -> None:
+        for forker in self.forkers.values():
+            forker.close()
+
+
+def _copied(provenance: dict[str, Any]) -> int:
+    run = provenance.get("run") or {}
+    for unit in ("rows", "keys", "points"):
+        if unit in run:
+            return int(run[unit])
+    return 0
+
+
+def describe(seeds: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Each recorded seed in a few words, for ``omnilab runs show`` and the run card:
+    the item, how much production held and how much was copied, production's checksum."""
+    out = []
+    for seed in seeds:
+        production = seed.get("production") or {}
+        unit = next((u for u in ("rows", "keys", "points") if u in production), "")
+        checksum = production.get("checksum") or {}
+        digest = checksum.get("sum") or checksum.get("xor128") or ""
+        selected = production.get("selected")
+        whole = production.get(unit)
+        amount = f"{selected:,} {unit}"
+        if unit != "keys" and whole is not None and whole != selected:
+            amount = f"{selected:,} of {whole:,} {unit}"
+        out.append(
+            {
+                "item": str(seed.get("label", "")),
+                "production": str(seed.get("url", "")),
+                "copied": amount if selected is not None else "-",
+                "checksum": str(digest)[:16],
+            }
+        )
+    return out

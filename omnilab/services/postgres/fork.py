@@ -1,0 +1,343 @@
+"""Forking PostgreSQL tables from production into a run's database.
+
+Promotion's code in the other direction: the table is rebuilt from production's catalogs
+(:mod:`.tables`), its rows stream by binary ``COPY`` (:mod:`.rows`: two ``psql``
+processes, or psycopg where no ``psql`` is installed), and both servers compute the
+checksum of :mod:`.checksum` over their own rows.
+
+**One snapshot for every table.** The forker opens one session on production, read-only
+(``default_transaction_read_only`` for the session, and a ``REPEATABLE READ READ ONLY``
+transaction), before the run's stack starts, and exports its snapshot
+(``pg_export_snapshot()``). Every read of the fork happens in that snapshot: the checks,
+the catalogs, the checksums (in that session) and the rows (``psql`` readers that import
+the snapshot with ``SET TRANSACTION SNAPSHOT``). The tables of one fork are therefore
+exactly as they were at one instant, whatever production's writers do meanwhile.
+
+**Selection.** ``where=`` is an SQL condition on the table's columns (``"active"``,
+``"created_at > now() - interval '7 days'"``); ``sample=`` keeps the rows whose hash of
+their text, with the seed, falls under the fraction (the same rows for the same data and
+seed); ``limit=`` keeps the first rows in primary-key order (the row's text order for a
+table without one).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from omnilab.services.forking import Forker, ForkFailed, SeedMissing, connection_error
+from omnilab.services.postgres import checksum as postgres_checksum
+from omnilab.services.postgres import rows as postgres_copy
+from omnilab.services.postgres.tables import (
+    Renamer,
+    TableShape,
+    create_statements,
+    index_statements,
+    key_statements,
+    quote,
+    read_shape,
+    split_name,
+)
+from omnilab.services.promotable import Progress, Promotable, PromotionFailed
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from omnilab.services.base import Endpoint
+
+#: Settings that make a row's text the same on every server, for ``sample=``'s hash and
+#: the text checksum (as :mod:`.checksum` uses them).
+_CANONICAL = (
+    "SET DateStyle = 'ISO, YMD'",
+    "SET IntervalStyle = 'postgres'",
+    "SET TimeZone = 'UTC'",
+    "SET extra_float_digits = 1",
+    "SET bytea_output = 'hex'",
+)
+#: ``sample=``'s test: the row hash's top 53 bits against the fraction of 2**53.
+_SAMPLE = "((hashtextextended(t::text, {seed}) >> 11) & 9007199254740991) < {bound}"
+
+
+#: Every production session of a fork is read-only, whatever its transactions say.
+READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
+
+
+class PostgresForker(Forker):
+    consistency = (
+        "snapshot: every table read in one REPEATABLE READ READ ONLY transaction "
+        "(exported snapshot shared by the COPY readers)"
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dsn = self.settings.production_postgres_url
+        self._prod: psycopg.Connection | None = None
+        self._snapshot = ""
+        self._oids: dict[str, int] = {}
+
+    # -- production, read-only, in one snapshot ---------------------------------------------
+
+    def _connect(self) -> psycopg.Connection:
+        import psycopg
+
+        try:
+            conn = psycopg.connect(self.dsn, connect_timeout=10, options=READ_ONLY_OPTIONS)
+        except (psycopg.Error, ValueError) as exc:
+            raise connection_error("PostgreSQL", self.dsn, str(exc)) from None
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        return conn
+
+    @property
+    def prod(self) -> psycopg.Connection:
+        if self._prod is None:
+            conn = self._connect()
+            try:
+                for statement in _CANONICAL:
+                    conn.execute(statement)  # the transaction, and its snapshot, begin here
+                row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            except BaseException:
+                conn.close()
+                raise
+            assert row is not None
+            self._snapshot = str(row[0])
+            self._prod = conn
+        return self._prod
+
+    def close(self) -> None:
+        if self._prod is not None:
+            self._prod.close()
+            self._prod = None
+
+    def _oid(self, item: Promotable) -> int:
+        schema, table = split_name(item.target)
+        row = self.prod.execute(
+            "SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = %s",
+            (schema, table),
+        ).fetchone()
+        url = item.production_url(self.settings)
+        if row is None:
+            raise SeedMissing(
+                f"seed {item.label}: production PostgreSQL ({url}) has no table {schema}.{table}"
+            )
+        if row[1] != "r":
+            raise SeedMissing(
+                f"seed {item.label}: {schema}.{table} in production is not a plain table"
+            )
+        return int(row[0])
+
+    # -- what is read -----------------------------------------------------------------------
+
+    def _select(self, item: Promotable, oid: int, columns: str = "t.*") -> str:
+        """The query of the rows a fork copies: the whole table, or its selection."""
+        schema, table = split_name(item.target)
+        query = f"SELECT {columns} FROM {quote(self.prod, schema, table)} t"
+        where = getattr(item, "where", None)
+        conditions = [f"({where})"] if where else []
+        chosen = item.selection
+        if chosen.sample is not None:
+            bound = int(chosen.sample * 2**53)
+            conditions.append(_SAMPLE.format(seed=chosen.seed, bound=bound))
+        if conditions:
+            query += " WHERE " + " AND ".join(conditions)
+        if chosen.limit is not None:
+            query += f" ORDER BY {self._order(oid)} LIMIT {chosen.limit}"
+        return query
+
+    def _order(self, oid: int) -> str:
+        keys = self.prod.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+            " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s AND i.indisprimary"
+            " ORDER BY array_position(i.indkey, a.attnum)",
+            (oid,),
+        ).fetchall()
+        if not keys:
+            return "t::text"
+        return ", ".join("t." + quote(self.prod, k) for (k,) in keys)
+
+    # -- check ------------------------------------------------------------------------------
+
+    def check(self) -> dict[str, int]:
+        import psycopg
+
+        counts = {}
+        for item in self.items:
+            oid = self._oid(item)
+            self._oids[item.label] = oid
+            try:
+                with self.prod.transaction():  # a savepoint: a bad where= spoils nothing
+                    row = self.prod.execute(
+                        f"SELECT count(*) FROM ({self._select(item, oid)}) s"
+                    ).fetchone()
+            except psycopg.Error as exc:
+                raise SeedMissing(
+                    f"seed {item.label}: production cannot select it: "
+                    f"{str(exc).strip().splitlines()[0]}"
+                ) from None
+            counts[item.label] = int(row[0]) if row else 0
+        return counts
+
+    # -- copy -------------------------------------------------------------------------------
+
+    def copy(self, item: Promotable, target: Endpoint, progress: Progress) -> dict[str, Any]:
+        import psycopg
+
+        oid = self._oids.get(item.label) or self._oid(item)
+        prod_schema, prod_table = split_name(item.target)
+        schema, table = split_name(item.name)
+        shape = read_shape(self.prod, oid, prod_schema)
+        began = time.monotonic()
+        run_dsn = endpoint_dsn(target)
+        with psycopg.connect(run_dsn, autocommit=True) as run:
+            run.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(run, schema)}")
+            run.execute(f"SET search_path = {quote(run, schema)}")
+            rename = Renamer(prod_table, table)
+            for statement in create_statements(shape, schema, table, rename):
+                run.execute(statement)
+            new_oid = _table_oid(run, schema, table)
+            try:
+                self._copy_rows(
+                    item, oid, shape, (run, run_dsn), (schema, table), new_oid, progress
+                )
+            except PromotionFailed as exc:
+                raise ForkFailed(f"seed {item.label}: {exc}") from None
+            copied = time.monotonic()
+            for statement in index_statements(shape, schema, table, rename):
+                run.execute(statement)
+            for statement in key_statements(shape, schema, table, rename):
+                run.execute(statement)
+            self._set_sequences(shape, prod_schema, run, schema, table)
+            run.execute(f"ANALYZE {quote(run, schema, table)}")
+            production = self._production_checksum(item, oid)
+            theirs = postgres_checksum.checksum(
+                run, new_oid, quote(run, schema, table), production["method"]
+            )
+        total = self.prod.execute(
+            f"SELECT count(*) FROM {quote(self.prod, prod_schema, prod_table)}"
+        )
+        whole = total.fetchone()
+        provenance = {
+            "production": {
+                "table": f"{prod_schema}.{prod_table}",
+                "rows": int(whole[0]) if whole else 0,
+                "selected": production["rows"],
+                "checksum": production,
+                "snapshot": self._snapshot,
+            },
+            "run": {"table": f"{schema}.{table}", "rows": theirs["rows"], "checksum": theirs},
+            "seconds": {
+                "copy": round(copied - began, 4),
+                "verify": round(time.monotonic() - copied, 4),
+            },
+        }
+        if theirs != production:
+            raise ForkFailed(
+                f"seed {item.label}: the run's copy differs from production's rows "
+                f"({theirs['rows']:,} rows copied of {production['rows']:,}; checksums "
+                f"{theirs['sum']} and {production['sum']})"
+            )
+        return provenance
+
+    def _production_checksum(self, item: Promotable, oid: int) -> dict[str, Any]:
+        """Production's checksum of the rows selected, computed by production in the fork's
+        snapshot; by column hashes, or by text where a column type has no hash function."""
+        import psycopg
+
+        selected = f"({self._select(item, oid)})"
+        try:
+            return postgres_checksum.checksum(self.prod, oid, selected, "hash_columns")
+        except psycopg.errors.UndefinedFunction:
+            return postgres_checksum.checksum(self.prod, oid, selected, "hash_text")
+
+    def _copy_rows(
+        self,
+        item: Promotable,
+        oid: int,
+        shape: TableShape,
+        run_side: tuple[psycopg.Connection, str],
+        name: tuple[str, str],
+        relid: int,
+        progress: Progress,
+    ) -> None:
+        from psycopg import sql
+
+        run, run_dsn = run_side
+        schema, table = name
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in shape.copied_columns)
+        listed = columns.as_string(self.prod)
+        listed_t = ", ".join(
+            f"t.{sql.Identifier(c).as_string(self.prod)}" for c in shape.copied_columns
+        )
+        copy_out = f"COPY ({self._select(item, oid, listed_t)}) TO STDOUT (FORMAT binary)"
+        truncate = f"TRUNCATE {quote(run, schema, table)}"
+        copy_in = f"COPY {quote(run, schema, table)} ({listed}) FROM STDIN (FORMAT binary, FREEZE)"
+        psql = postgres_copy.psql_binary()
+        if psql is None:
+            # The fork's own session is in the snapshot: it reads the rows itself.
+            postgres_copy.copy_with_psycopg(
+                self.prod,
+                sql.Composed([sql.SQL(copy_out)]),
+                run,
+                sql.Composed([sql.SQL(truncate)]),
+                sql.Composed([sql.SQL(copy_in)]),
+                progress,
+            )
+            return
+        reader = [
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            f"SET TRANSACTION SNAPSHOT '{self._snapshot}'",
+            *_CANONICAL,
+            copy_out,
+            "COMMIT",
+        ]
+        postgres_copy.copy_with_psql(
+            psql, self._reader_dsn(), reader, run_dsn, truncate, copy_in, progress, run, relid
+        )
+
+    def _reader_dsn(self) -> str:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        return make_conninfo(**{**conninfo_to_dict(self.dsn), "options": READ_ONLY_OPTIONS})  # type: ignore[arg-type]
+
+    def _set_sequences(
+        self, shape: TableShape, prod_schema: str, run: psycopg.Connection, schema: str, table: str
+    ) -> None:
+        """Sequences continue where production's are, so new rows in the run get new ids."""
+        for column in shape.columns:
+            seq = column.get("sequence")
+            if not seq:
+                continue
+            row = self.prod.execute(
+                "SELECT last_value, is_called FROM " + quote(self.prod, prod_schema, seq)
+            ).fetchone()
+            if row is None:
+                continue
+            run.execute(
+                "SELECT setval(pg_get_serial_sequence(%s, %s), %s, %s)",
+                (quote(run, schema, table), column["name"], row[0], row[1]),
+            )
+
+
+def endpoint_dsn(endpoint: Endpoint) -> str:
+    """The run's database, as promotion reaches it (the stack's credentials)."""
+    from psycopg.conninfo import make_conninfo
+
+    creds = endpoint.credentials
+    return make_conninfo(
+        host=endpoint.host,
+        port=endpoint.port,
+        user=creds.username or "omnimind",
+        password=creds.password or "",
+        dbname=creds.database or "omnimind_exp",
+    )
+
+
+def _table_oid(conn: psycopg.Connection, schema: str, table: str) -> int:
+    row = conn.execute(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s",
+        (schema, table),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])

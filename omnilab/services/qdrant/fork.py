@@ -1,0 +1,256 @@
+"""Forking Qdrant collections from production into a run's Qdrant.
+
+Promotion's point copy in the other direction: the run's collection is created with
+production's configuration and payload indexes (:func:`.promotion.create_like`), then
+production's points are read a page at a time (gRPC ``Scroll`` between servers, as
+:meth:`.servers.QdrantServer.scan`; qdrant-client's ``scroll`` otherwise) and written into
+the run's collection. Production gets read calls only (collection info, count, scroll):
+a read-only API key (``QDRANT__SERVICE__READ_ONLY_API_KEY``) is enough. Shard snapshots,
+which promotion uses between servers of one version, are not: creating one is a write.
+
+**Verification.** Production's checksum is computed from the pages production returned;
+the run's, independently, by reading the run's collection in full once the copy is
+complete; the same checksum as promotion's (:class:`.servers.Digest` over gRPC, the
+client's :func:`.points.add_digests` otherwise).
+
+**Consistency.** Each page (2,048 points) is read at one instant; pages follow one
+another, with no snapshot of the whole collection (Qdrant has none a reader may take).
+A point written in production during the fork is copied as it was when its page was
+read, before or after the write; a point added or deleted during the fork is in the copy
+if its page was read after the addition or before the deletion.
+
+**Selection.** ``sample=`` keeps a point when a hash of its id and the seed falls under
+the fraction; ``limit=`` keeps the first points in the collection's id order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from omnilab.services.forking import Forker, ForkFailed, SeedMissing, connection_error
+from omnilab.services.promotable import Sum64
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+
+    from omnilab.services.base import Endpoint
+    from omnilab.services.promotable import Progress, Promotable, Selection
+    from omnilab.services.qdrant import servers
+
+
+def _grpc_id(point: Any) -> bytes:
+    """A point's id as text (the same for gRPC and client replies), for ``sample=``."""
+    if point.id.HasField("num"):
+        return str(point.id.num).encode()
+    return str(point.id.uuid).encode()
+
+
+def _selected(
+    pages: Iterator[Sequence[Any]], selection: Selection, ident: Any
+) -> Iterator[Sequence[Any]]:
+    """The pages of a scan, less what the selection leaves out; stops at ``limit``."""
+    left = selection.limit
+    for page in pages:
+        kept = [p for p in page if selection.keeps(ident(p))] if selection.sample else page
+        if left is not None:
+            kept = kept[:left]
+            left -= len(kept)
+        if kept:
+            yield kept
+        if left is not None and left <= 0:
+            return
+
+
+class QdrantForker(Forker):
+    consistency = (
+        "per page: each page of 2,048 points read at one instant, pages one after another, "
+        "with no snapshot of the whole collection"
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.url = self.settings.qdrant_url
+        self._prod: QdrantClient | None = None
+        self._server: servers.QdrantServer | None = None
+        self._server_asked = False
+
+    @property
+    def prod(self) -> QdrantClient:
+        from omnilab.services.qdrant.promotion import production_client
+
+        if self._prod is None:
+            self._prod = production_client(self.settings)
+        return self._prod
+
+    def prod_server(self) -> servers.QdrantServer | None:
+        """Production over gRPC, or None (local mode, or its gRPC port does not answer)."""
+        from omnilab.services.qdrant import servers
+        from omnilab.services.qdrant.promotion import production_address
+
+        if not self._server_asked:
+            self._server_asked = True
+            address = production_address(self.settings)
+            if address is not None:
+                server = servers.QdrantServer(address)
+                if server.grpc_version() is None:
+                    server.close()
+                else:
+                    self._server = server
+        return self._server
+
+    def close(self) -> None:
+        if self._prod is not None:
+            self._prod.close()
+            self._prod = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def _reading(self, item: Promotable, action: Any) -> Any:
+        """Production's answer, with its failures as one line: a missing collection is
+        :class:`SeedMissing`, an unreachable server or a refused key names the URL."""
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+        try:
+            return action()
+        except UnexpectedResponse as exc:
+            if exc.status_code == 404:
+                raise SeedMissing(
+                    f"seed {item.label}: production Qdrant "
+                    f"({item.production_url(self.settings)}) has no collection or alias "
+                    f"{item.target}"
+                ) from None
+            if exc.status_code in (401, 403):
+                raise connection_error(
+                    "Qdrant", self.url, f"credentials refused (HTTP {exc.status_code})"
+                ) from None
+            raise connection_error("Qdrant", self.url, str(exc)) from None
+        except ResponseHandlingException as exc:
+            raise connection_error("Qdrant", self.url, str(exc.source or exc)) from None
+
+    # -- check ------------------------------------------------------------------------------
+
+    def check(self) -> dict[str, int]:
+        counts = {}
+        for item in self.items:
+            self._reading(item, lambda item=item: self.prod.get_collection(item.target))
+            total = self._reading(
+                item, lambda item=item: self.prod.count(item.target, exact=True).count
+            )
+            chosen = item.selection
+            expected = round(total * chosen.sample) if chosen.sample is not None else total
+            if chosen.limit is not None:
+                expected = min(expected, chosen.limit)
+            counts[item.label] = int(expected)
+        return counts
+
+    # -- copy -------------------------------------------------------------------------------
+
+    def copy(self, item: Promotable, target: Endpoint, progress: Progress) -> dict[str, Any]:
+        from omnilab.services.qdrant import servers
+        from omnilab.services.qdrant.promotion import create_like, source_address
+        from omnilab.services.qdrant.service import Qdrant
+
+        run = Qdrant().client(target)
+        run_address = source_address(target)
+        run_server = servers.QdrantServer(run_address) if run_address is not None else None
+        try:
+            began = time.monotonic()
+            self._reading(item, lambda: create_like(run, item.name, self.prod, item.target))
+            total = self._reading(item, lambda: self.prod.count(item.target, exact=True).count)
+            prod_server = self.prod_server()
+            if prod_server is not None and run_server is not None:
+                ours = self._copy_between_servers(item, prod_server, run_server, progress)
+                done = time.monotonic()
+                theirs = run_server.digest(item.name)
+            else:
+                ours = self._copy_through_client(item, run, progress)
+                done = time.monotonic()
+                theirs = _client_digest(run, item.name)
+        finally:
+            run.close()
+            if run_server is not None:
+                run_server.close()
+        provenance = {
+            "production": {
+                "collection": item.target,
+                "points": total,
+                "selected": ours["points"],
+                "checksum": ours,
+            },
+            "run": {"collection": item.name, "points": theirs["points"], "checksum": theirs},
+            "seconds": {
+                "copy": round(done - began, 4),
+                "verify": round(time.monotonic() - done, 4),
+            },
+        }
+        if theirs != ours:
+            raise ForkFailed(
+                f"seed {item.label}: the run's copy differs from what production returned "
+                f"({theirs['points']:,} points of {ours['points']:,})"
+            )
+        return provenance
+
+    def _copy_between_servers(
+        self,
+        item: Promotable,
+        prod: servers.QdrantServer,
+        run: servers.QdrantServer,
+        progress: Progress,
+    ) -> dict[str, Any]:
+        """Production's pages as protobuf messages into the run's server, four writers at a
+        time (promotion's point copy); returns the checksum of the pages copied."""
+        from omnilab.services.qdrant import servers
+        from omnilab.services.qdrant.promotion import BATCH, WRITERS
+
+        digest = servers.Digest()
+        with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+            pending: deque[Future[None]] = deque()
+            for page in _selected(prod.scan(item.target), item.selection, _grpc_id):
+                structs = servers.as_point_structs(page)
+                digest.add(page)
+                for start in range(0, len(structs), BATCH):
+                    pending.append(
+                        pool.submit(run.upsert, item.name, structs[start : start + BATCH])
+                    )
+                while len(pending) > 2 * WRITERS:
+                    pending.popleft().result()
+                progress.advance(len(page))
+            while pending:
+                pending.popleft().result()
+        return digest.checksum()
+
+    def _copy_through_client(
+        self, item: Promotable, run: QdrantClient, progress: Progress
+    ) -> dict[str, Any]:
+        """The same through qdrant-client (local mode on either side, or no gRPC)."""
+        from qdrant_client import models
+
+        from omnilab.services.qdrant import points
+        from omnilab.services.qdrant.promotion import QdrantPromoter, _checksum
+
+        payloads, vectors = Sum64(), Sum64()
+        pages = self._reading(item, lambda: QdrantPromoter._scroll(self.prod, item.target))
+        for page in _selected(pages, item.selection, lambda p: str(p.id).encode()):
+            run.upsert(
+                item.name,
+                [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in page],
+                wait=True,
+            )
+            points.add_digests(page, payloads, vectors)
+            progress.advance(len(page))
+        return _checksum(payloads, vectors)
+
+
+def _client_digest(client: QdrantClient, name: str) -> dict[str, Any]:
+    from omnilab.services.qdrant import points
+    from omnilab.services.qdrant.promotion import QdrantPromoter, _checksum
+
+    payloads, vectors = Sum64(), Sum64()
+    for batch in QdrantPromoter._scroll(client, name):
+        points.add_digests(batch, payloads, vectors)
+    return _checksum(payloads, vectors)

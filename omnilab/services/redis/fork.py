@@ -1,0 +1,267 @@
+"""Forking Redis keys from production into a run's Redis.
+
+Production is sent read commands only (``SCAN``, ``TYPE``, ``PTTL``, ``GET``, ``LRANGE``,
+``SMEMBERS``, ``HGETALL``, ``ZRANGE``, ``XINFO STREAM``; ``DUMP`` for a module's type): an
+ACL user with ``+@read`` alone is enough, and no script runs there. Each key is read with
+its type's command and written into the run's Redis with their counterparts, TTL
+included: promotion's element copy (:func:`.promotion._read_value`,
+:func:`.promotion._write_value`) in the other direction.
+
+**Verification.** The digest that ignores the encoding (``elements_digest.lua``) is
+computed twice, independently: by this module over the replies production gave (the same
+formula in Python, :func:`key_digest`), and by the run's Redis over the keys it holds.
+Counts, TTL counts and the XOR of every key's digest must match.
+
+**Consistency.** Each key is read by one command, so each key is copied as it was at one
+instant; keys are read a batch at a time, so two keys may come from different instants.
+A key created in production during the fork is copied if the scan met it; a key deleted
+before it was read is left out (counted as ``gone_meanwhile``). There is no snapshot of
+the whole key space: Redis has none a read-only user may take.
+
+**Selection.** ``sample=`` keeps a key when a hash of its name and the seed falls under
+the fraction; ``limit=`` keeps the first keys in byte order of their names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from omnilab.services.forking import Forker, ForkFailed, SeedMissing, connection_error
+
+if TYPE_CHECKING:
+    import redis as redis_lib
+
+    from omnilab.services.base import Endpoint
+    from omnilab.services.promotable import Progress, Promotable
+    from omnilab.services.redis.promotion import Batch
+
+
+def _ordered(items: Sequence[bytes]) -> tuple[bytes, int]:
+    return b"".join(b"%d:%s" % (len(x), x) for x in items), sum(len(x) for x in items)
+
+
+def _unordered(items: Sequence[bytes]) -> tuple[bytes, int]:
+    """``unordered.lua``: the XOR of each element's SHA-1 (first 64 bits), in hex."""
+    xor = 0
+    for e in items:
+        xor ^= int(hashlib.sha1(e).hexdigest()[:16], 16)
+    return b"%016x" % xor, sum(len(e) for e in items)
+
+
+def key_digest(kind: bytes, name: bytes, value: Any) -> tuple[int, int]:
+    """One key's digest as ``elements_digest.lua`` computes it in the server (its type,
+    its name relative to the item's prefix, its value), from the reply of
+    :func:`.promotion._read_value`; returns (the digest's first 128 bits, size)."""
+    from omnilab.services.redis.promotion import _pairs
+
+    if kind == b"string":
+        body, n = value, len(value)
+    elif kind in (b"list",):
+        body, n = _ordered(value)
+    elif kind == b"zset":
+        body, n = _ordered([x for member, score in value for x in (member, score)])
+    elif kind == b"set":
+        body, n = _unordered(list(value))
+    elif kind == b"hash":
+        body, n = _unordered([b"%d:%s%s" % (len(f), f, v) for f, v in value.items()])
+    elif kind == b"stream":
+        parts = []
+        n = 0
+        for entry_id, fields in _pairs(value).get(b"entries") or []:
+            text, m = _ordered(fields)
+            parts.append(entry_id + b"#" + text)
+            n += m
+        body = b"\n".join(parts)
+    else:
+        body, n = value, len(value)
+    h = hashlib.sha1(kind + b"\n" + name + b"\n" + body).hexdigest()
+    return int(h[:32], 16), n
+
+
+class RedisForker(Forker):
+    consistency = (
+        "per key: each key read by one command (as it was at one instant); keys read a "
+        "batch at a time, with no snapshot of the whole key space"
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.url = self.settings.redis_url
+        self._prod: redis_lib.Redis | None = None
+        self._keys: dict[str, list[bytes]] = {}
+
+    @property
+    def prod(self) -> redis_lib.Redis:
+        import redis as redis_lib
+
+        if self._prod is None:
+            try:
+                self._prod = redis_lib.Redis.from_url(self.url, socket_connect_timeout=10)
+            except ValueError as exc:
+                raise connection_error("Redis", self.url, str(exc)) from None
+        return self._prod
+
+    def close(self) -> None:
+        if self._prod is not None:
+            self._prod.close()
+            self._prod = None
+
+    def _reading(self, action: Any) -> Any:
+        """Run ``action()`` against production; connection and credential errors become
+        one line naming production's Redis."""
+        import redis as redis_lib
+
+        try:
+            return action()
+        except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
+            raise connection_error("Redis", self.url, str(exc) or type(exc).__name__) from None
+        except (redis_lib.AuthenticationError, redis_lib.exceptions.NoPermissionError) as exc:
+            raise connection_error("Redis", self.url, f"credentials refused: {exc}") from None
+
+    # -- check ------------------------------------------------------------------------------
+
+    def check(self) -> dict[str, int]:
+        from omnilab.services.redis.promotion import RESERVED, SCAN_COUNT
+
+        reserved = tuple(p.encode() for p in RESERVED)
+        counts = {}
+        for item in self.items:
+            pattern = item.target
+
+            def scan(pattern: str = pattern) -> list[bytes]:
+                found = set(self.prod.scan_iter(match=pattern, count=SCAN_COUNT))
+                return sorted(k for k in found if not k.startswith(reserved))
+
+            keys = self._reading(scan)
+            if not keys:
+                raise SeedMissing(
+                    f"seed {item.label}: production Redis "
+                    f"({item.production_url(self.settings)}) has no key matching {pattern}"
+                )
+            chosen = [k for k in keys if item.selection.keeps(k)]
+            if item.selection.limit is not None:
+                chosen = chosen[: item.selection.limit]
+            self._keys[item.label] = chosen
+            counts[item.label] = len(chosen)
+        return counts
+
+    # -- copy -------------------------------------------------------------------------------
+
+    def copy(self, item: Promotable, target: Endpoint, progress: Progress) -> dict[str, Any]:
+        import redis as redis_lib
+
+        from omnilab.services.redis import scripts
+        from omnilab.services.redis.promotion import BATCH, ELEMENTS_DIGEST, combine
+
+        keys = self._keys[item.label]
+        prod_prefix = item.target_prefix.encode()  # type: ignore[attr-defined]
+        run_prefix = item.source_prefix.encode()  # type: ignore[attr-defined]
+        run = redis_lib.Redis(
+            host=target.host,
+            port=target.port,
+            password=target.credentials.password,
+            socket_connect_timeout=10,
+        )
+        began = time.monotonic()
+        production: list[Batch] = []
+        copied: list[bytes] = []
+        try:
+            for start in range(0, len(keys), BATCH):
+                batch = keys[start : start + BATCH]
+                digest, names = self._reading(
+                    lambda batch=batch: self._copy_batch(batch, prod_prefix, run_prefix, run)
+                )
+                production.append(digest)
+                copied += names
+                progress.advance(len(batch))
+            done = time.monotonic()
+            script = run.register_script(scripts.ELEMENTS_DIGEST)
+            theirs = []
+            for start in range(0, len(copied), BATCH):
+                chunk = copied[start : start + BATCH]
+                xor, count, size, ttls = script(keys=chunk, args=[run_prefix, b""], client=run)
+                theirs.append(_batch(int(xor, 16), int(count), int(size), int(ttls)))
+        except redis_lib.ResponseError as exc:
+            raise ForkFailed(
+                f"seed {item.label}: the run's Redis refused the copy: {exc}"
+            ) from None
+        finally:
+            run.close()
+        ours = combine(production, ELEMENTS_DIGEST)
+        run_sum = combine(theirs, ELEMENTS_DIGEST)
+        provenance: dict[str, Any] = {
+            "production": {
+                "pattern": item.target,
+                "keys": ours["keys"],
+                "selected": len(keys),
+                "gone_meanwhile": len(keys) - ours["keys"],
+                "checksum": ours,
+            },
+            "run": {"pattern": item.name, "keys": run_sum["keys"], "checksum": run_sum},
+            "seconds": {
+                "copy": round(done - began, 4),
+                "verify": round(time.monotonic() - done, 4),
+            },
+        }
+        if run_sum != ours:
+            raise ForkFailed(
+                f"seed {item.label}: the run's copy differs from what production returned "
+                f"({run_sum['keys']:,} keys of {ours['keys']:,}; digests {run_sum['xor128']} "
+                f"and {ours['xor128']})"
+            )
+        return provenance
+
+    def _copy_batch(
+        self, batch: list[bytes], prod_prefix: bytes, run_prefix: bytes, run: redis_lib.Redis
+    ) -> tuple[Batch, list[bytes]]:
+        """Read a batch from production (TYPE, then PTTL and the value), write it into the
+        run's Redis; returns the digest of what production returned and the run's names."""
+        from omnilab.services.redis.promotion import ELEMENT_TYPES, _read_value, _write_value
+
+        cut = len(prod_prefix)
+        with self.prod.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.type(key)
+            types = pipe.execute()
+        with self.prod.pipeline(transaction=False) as pipe:
+            for key, kind in zip(batch, types, strict=True):
+                pipe.pttl(key)
+                if kind in ELEMENT_TYPES:
+                    _read_value(pipe, key, kind)
+                else:
+                    pipe.dump(key)  # a module's type (or a key gone: none)
+            replies = pipe.execute(raise_on_error=False)
+        xor = count = size = ttls = 0
+        names: list[bytes] = []
+        with run.pipeline(transaction=False) as out:
+            for i, (key, kind) in enumerate(zip(batch, types, strict=True)):
+                pttl, value = replies[2 * i], replies[2 * i + 1]
+                if isinstance(value, Exception):
+                    raise value
+                name = run_prefix + key[cut:]
+                if kind in ELEMENT_TYPES:
+                    if not _write_value(out, name, kind, value):
+                        continue  # gone since the scan
+                elif value is None or kind == b"none":
+                    continue
+                else:
+                    out.restore(name, 0, value, replace=True)
+                if isinstance(pttl, int) and pttl > 0:
+                    out.pexpire(name, pttl)
+                    ttls += 1
+                digest, n = key_digest(kind, key[cut:], value)
+                xor ^= digest
+                count += 1
+                size += n
+                names.append(name)
+            out.execute()
+        return _batch(xor, count, size, ttls), names
+
+
+def _batch(xor: int, keys: int, size: int, ttls: int) -> Batch:
+    from omnilab.services.redis.promotion import Batch
+
+    return Batch(xor, keys, size, ttls)

@@ -1,0 +1,118 @@
+"""Experiments that start from production's data (``seeds``) and report what they found."""
+
+from __future__ import annotations
+
+from omnilab import Experiment, Params, Postgres, Qdrant, Redis
+from omnilab.promote import PostgresTable, QdrantCollection, RedisKeys
+
+
+def _found(ctx) -> dict:
+    """What the run's stack holds: the tables' rows, the keys, the collection's points."""
+    pg = ctx.postgres
+    tables = [
+        r[0]
+        for r in pg.execute(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = "
+            "'public'::regnamespace ORDER BY 1"
+        )
+    ]
+    out: dict = {"tables": {}}
+    for table in tables:
+        out["tables"][table] = [list(r) for r in pg.execute(f'SELECT * FROM "{table}" ORDER BY 1')]
+    r = ctx.redis
+    out["keys"] = sorted(k.decode() if isinstance(k, bytes) else k for k in r.scan_iter())
+    out["ttls"] = sum(1 for k in r.scan_iter() if r.pttl(k) > 0)
+    names = [c.name for c in ctx.qdrant.get_collections().collections]
+    out["collections"] = {}
+    for name in names:
+        points, _ = ctx.qdrant.scroll(name, limit=100_000, with_payload=True)
+        out["collections"][name] = sorted([p.id, p.payload] for p in points)
+    return out
+
+
+class Forked(Experiment):
+    services = [Qdrant(), Redis(), Postgres()]
+    gpu = False
+    seeds = [
+        PostgresTable("users", where="active"),
+        PostgresTable("orders"),
+        RedisKeys("emb:*"),
+        QdrantCollection("docs"),
+    ]
+
+    def run(self, ctx):
+        return _found(ctx)
+
+
+class ForkedByParams(Experiment):
+    """``seeds(self, params)``: the parameters choose the rows, keys and points."""
+
+    services = [Qdrant(), Redis(), Postgres()]
+    gpu = False
+
+    class Params(Params):
+        where: str = "true"
+        limit: int | None = None
+        sample: float | None = None
+        seed: int = 0
+
+    def seeds(self, params):
+        p = params
+        return [
+            PostgresTable("users", where=p.where, limit=p.limit, sample=p.sample, seed=p.seed),
+            RedisKeys("emb:*", limit=p.limit, sample=p.sample, seed=p.seed),
+            QdrantCollection("docs", limit=p.limit, sample=p.sample, seed=p.seed),
+        ]
+
+    def run(self, ctx):
+        return _found(ctx)
+
+
+class ForkedPair(Experiment):
+    """Two tables a writer changes together, and keys and points written meanwhile."""
+
+    services = [Qdrant(), Redis(), Postgres()]
+    gpu = False
+    seeds = [
+        PostgresTable("left_side"),
+        PostgresTable("right_side"),
+        RedisKeys("pair:*"),
+        QdrantCollection("pairs"),
+    ]
+
+    def run(self, ctx):
+        pg = ctx.postgres
+        left = pg.execute("SELECT sum(v), count(*) FROM left_side").fetchone()
+        right = pg.execute("SELECT sum(v), count(*) FROM right_side").fetchone()
+        hashes = [ctx.redis.hgetall(k) for k in ctx.redis.scan_iter("pair:*")]
+        points, _ = ctx.qdrant.scroll("pairs", limit=100_000, with_payload=True)
+        return {
+            "left": [int(left[0]), left[1]],
+            "right": [int(right[0]), right[1]],
+            "hashes": len(hashes),
+            "torn_hashes": sum(1 for h in hashes if h.get(b"a") != h.get(b"b")),
+            "points": len(points),
+            "torn_points": sum(1 for p in points if p.payload["a"] != p.payload["b"]),
+        }
+
+
+class ForkedBig(Experiment):
+    """Many keys: a fork long enough to be interrupted."""
+
+    services = [Redis()]
+    gpu = False
+    seeds = [RedisKeys("big:*")]
+
+    def run(self, ctx):
+        return {"keys": ctx.redis.dbsize()}
+
+
+class Unseeded(Experiment):
+    """Declares nothing: a seed of a service it does not have is bad input."""
+
+    services = [Redis()]
+    gpu = False
+    seeds = [PostgresTable("users")]
+
+    def run(self, ctx):
+        return {}
