@@ -95,9 +95,7 @@ def serve(
         # One random secret for every server process, so a session works on all of them.
         os.environ["OMNILAB_WEB_SECRET"] = secrets.token_urlsafe(32)
     scheme = "https" if ssl_certfile else "http"
-    note(
-        f"serving on {scheme}://{host}:{port} (web UI: /, OpenAPI: /openapi.json, docs: /docs)"
-    )
+    note(f"serving on {scheme}://{host}:{port} (web UI: /, OpenAPI: /openapi.json, docs: /docs)")
     uvicorn.run(
         "omnilab.api.app:create_app",
         factory=True,

@@ -149,7 +149,7 @@ async def cancel(request: Request, run_id: str) -> Response:
 def _promotion_page(
     request: Request, run_id: str, result: Any, *, status: int, flash: list[str], plan: bool
 ) -> Response:
-    html = Markup(promotion_html(result)) if result is not None else None  # noqa: S704
+    html = Markup(promotion_html(result)) if result is not None else None
     return page(
         request,
         "promote.html",

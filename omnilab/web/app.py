@@ -91,5 +91,3 @@ def create_ui_app(settings: QueueSettings | None = None) -> FastAPI:
     )
     install(app, settings, local=True)
     return app
-
-

@@ -133,7 +133,9 @@ def _parse(field: FormField, text: str) -> Any:
         try:
             return json.loads(text)
         except ValueError:
-            raise ValueError('give a JSON value (a list: ["a", "b"]; an object: {"k": 1})') from None
+            raise ValueError(
+                'give a JSON value (a list: ["a", "b"]; an object: {"k": 1})'
+            ) from None
     return text
 
 

@@ -48,7 +48,7 @@ MAX_COLUMNS = 40
 
 
 @router.get("/login")
-def login_form(request: Request, next: str = "/") -> Response:  # noqa: A002 - the URL's name
+def login_form(request: Request, next: str = "/") -> Response:
     config = config_of(request)
     if config.local:
         return RedirectResponse(safe_next(next), status_code=303)
@@ -79,7 +79,7 @@ async def login(request: Request) -> Response:
 
     key = await run_in_threadpool(check)
     if key is None:
-        response = page(
+        return page(
             request,
             "login.html",
             status=401,
@@ -87,10 +87,9 @@ async def login(request: Request) -> Response:
             token=config.sessions.login_token(request)[0],
             flash=["invalid or revoked API key (make one with `omnilab api-key create`)"],
         )
-        return response
-    response = RedirectResponse(target, status_code=303)
-    config.sessions.start(request, response, key.id)
-    return response
+    signed = RedirectResponse(target, status_code=303)
+    config.sessions.start(request, signed, key.id)
+    return signed
 
 
 @router.post("/logout")
@@ -101,9 +100,8 @@ async def logout(request: Request) -> Response:
         return RedirectResponse("/", status_code=303)
     viewer = await run_in_threadpool(signed_in, request)
     form = await read_form(request)
-    if viewer is not None:
-        if not csrf_ok(viewer, form):
-            raise WebError(403, "the form's security token does not match this session")
+    if viewer is not None and not csrf_ok(viewer, form):
+        raise WebError(403, "the form's security token does not match this session")
     config.sessions.end(response)
     return response
 
@@ -269,7 +267,10 @@ def artifact(request: Request, run_id: str, path: str) -> Response:
     if kind.startswith(("text/html", "image/svg", "application/xhtml", "text/xml")):
         kind = "application/octet-stream"  # never rendered as a page of this site
     response = FileResponse(
-        target, media_type=kind, filename=PurePosixPath(path).name, content_disposition_type="attachment"
+        target,
+        media_type=kind,
+        filename=PurePosixPath(path).name,
+        content_disposition_type="attachment",
     )
     response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
     return response
@@ -291,9 +292,7 @@ async def log_stream(request: Request, run_id: str) -> Response:
             return _load_run(store, run_id)
 
     record = await run_in_threadpool(load)
-    return EventSourceResponse(
-        log_events(state, record, offset, True), ping=15, send_timeout=30
-    )
+    return EventSourceResponse(log_events(state, record, offset, True), ping=15, send_timeout=30)
 
 
 # -- compare --------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def _safe(helper: Callable[..., str]) -> Callable[..., Markup]:
     """A notebook helper that returns escaped HTML, as a filter whose output is kept."""
 
     def apply(*args: Any) -> Markup:
-        return Markup(helper(*args))  # noqa: S704 - the helper escapes what it holds
+        return Markup(helper(*args))  # the helper escapes what it holds
 
     return apply
 
@@ -74,7 +74,7 @@ ENV.filters.update(
     cell=_safe(nb.cell),
     kv=_safe(nb.kv_table),
     timing_bar=_safe(timing_bar),
-    svg=lambda svg: Markup(svg),  # noqa: S704 - omnilab's charts escape their text
+    svg=lambda svg: Markup(svg),  # omnilab's charts escape their text
     number=nb.number,
     seconds=nb.seconds,
     when=_when,
@@ -85,9 +85,7 @@ ENV.filters.update(
 ENV.globals.update(version=__version__, csrf_field=CSRF_FIELD)
 
 
-def page(
-    request: Request, template: str, *, status: int = 200, **context: Any
-) -> HTMLResponse:
+def page(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
     """A page from ``template``, with the viewer and the security headers."""
     viewer: Viewer | None = getattr(request.state, "viewer", None)
     html = ENV.get_template(template).render(
@@ -128,9 +126,7 @@ class WebRoute(APIRoute):
                 response = await handler(request)
             except SignInNeeded:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                response = RedirectResponse(
-                    "/login" + query_with([], next=target), status_code=303
-                )
+                response = RedirectResponse("/login" + query_with([], next=target), status_code=303)
             except WebError as exc:
                 response = page(request, "error.html", status=exc.status, error=exc)
             except HTTPException as exc:

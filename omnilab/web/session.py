@@ -117,7 +117,7 @@ def _load(
     if not value or len(value) > 4096:
         return None
     try:
-        data = serializer.loads(value, max_age=max_age)
+        data = serializer.loads(value, max_age=int(max_age))
     except BadSignature:  # also SignatureExpired
         return None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
