@@ -103,11 +103,10 @@ async def queue(request: Request, name: str) -> Response:
     except UsageError as exc:
         problems.append(str(exc))
     params: dict[str, Any] = {}
-    if not any(f.error for f in fields):
-        try:
-            params = valid_params(entry, values)
-        except RequestValidationError as exc:
-            problems += attach_errors(fields, list(exc.errors()))
+    try:  # also when a field could not be read: every other field's error shows at once
+        params = valid_params(entry, values)
+    except RequestValidationError as exc:
+        problems += attach_errors(fields, list(exc.errors()))
     if problems or any(f.error for f in fields):
         return _experiment_page(
             request,
