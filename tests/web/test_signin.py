@@ -96,6 +96,10 @@ def test_every_form_that_changes_something_needs_the_sessions_token(api: Api) ->
         assert browser.sign_in(make_key("read", "run", "promote")).status_code == 303
         page = browser.get(f"/runs/{run_id}")
         assert 'id="cancel"' in page.text
+        # Not finished: nothing to promote; the plan page says why instead of failing.
+        plan = browser.get(f"/runs/{run_id}/promote")
+        assert plan.status_code == 409 and 'class="flash"' in plan.text
+        assert 'id="promote-confirm"' not in plan.text
         good = browser.csrf()
         for token in (None, "", "x" * 43, good[:-2] + "zz"):
             data = {} if token is None else {"_csrf": token}
