@@ -77,6 +77,9 @@ def create_app(settings: QueueSettings | None = None, catalog: Catalog | None = 
     app.include_router(promotions.router)
     openapi.install(app, catalog)
     docs.install(app)
+    from omnilab.web.app import install as install_web  # imports the API's routes itself
+
+    install_web(app, settings)  # the web UI: pages at /, static files at /static
     return app
 
 

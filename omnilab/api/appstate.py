@@ -13,6 +13,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -67,6 +69,13 @@ class KeyCache:
                     self._entries.clear()
                 self._entries[digest] = (now + self.ttl, record)
         return record
+
+
+class StoreAccess(Protocol):
+    """What reads the tracking store for a request: the API's state, or the read-only
+    state of ``omnilab ui`` (which has no queue)."""
+
+    def db(self) -> AbstractContextManager[TrackingStore]: ...
 
 
 class ApiState:

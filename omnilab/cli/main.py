@@ -29,6 +29,7 @@ from omnilab.cli import (
     runs_cmd,
     serve_cmd,
     stack_cmd,
+    ui_cmd,
     worker_cmd,
 )
 from omnilab.errors import OmnilabError, RunNotFound
@@ -37,7 +38,7 @@ from omnilab.version import __version__
 #: ``omnilab --help``'s headings, and the commands under each in the order shown (the
 #: first things a user does first). A command missing here goes under "Other".
 PANELS: dict[str, tuple[str, ...]] = {
-    "Run experiments": ("run", "runs"),
+    "Run experiments": ("run", "runs", "ui"),
     "Stacks": ("stack", "compose", "images"),
     "Promotion": ("promote", "promotions", "rollback", "discard"),
     "HTTP API": ("serve", "worker", "api-key"),
@@ -85,6 +86,7 @@ app.command("doctor")(doctor_cmd.doctor)
 app.command("config")(config_cmd.config)
 app.command("worker")(worker_cmd.worker)
 app.command("serve")(serve_cmd.serve)
+app.command("ui")(ui_cmd.ui)
 app.add_typer(apikey_cmd.app, name="api-key")
 app.command("promote")(promote_cmd.promote)
 app.command("rollback")(promote_cmd.rollback)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import secrets
 
 import typer
 from rich.markup import escape
@@ -34,14 +36,17 @@ def serve(
     ssl_keyfile: str = typer.Option(None, "--ssl-keyfile", help="TLS private key (PEM)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
-    """Serve the HTTP API: queue runs, follow their logs, read results, cancel.
+    """Serve the HTTP API and the web UI: queue runs, follow their logs, read results,
+    cancel, promote.
 
     Runs are recorded in the tracking store and queued on Redis (REDIS_URL) for
     `omnilab worker` processes to run.
     Only experiments of OMNILAB_EXPERIMENTS_DIR (default: experiments/) can be queued.
     Every endpoint but /healthz needs an API key: omnilab api-key create --name me
 
-    The OpenAPI document is at /openapi.json, interactive docs at /docs.
+    The OpenAPI document is at /openapi.json, interactive docs at /docs. The web UI is
+    at / (sign in with an API key); its sessions are signed with OMNILAB_WEB_SECRET, or
+    with a random secret per start when unset (sessions then end with the server).
 
     Examples:
 
@@ -86,8 +91,11 @@ def serve(
     if not _is_loopback(host):
         plain = "" if ssl_certfile else " without TLS: API keys would cross the network in clear"
         note(f"[yellow]warning[/]: listening on {host}, reachable from other machines{plain}")
+    if workers > 1 and not settings.web_secret:
+        # One random secret for every server process, so a session works on all of them.
+        os.environ["OMNILAB_WEB_SECRET"] = secrets.token_urlsafe(32)
     scheme = "https" if ssl_certfile else "http"
-    note(f"serving on {scheme}://{host}:{port} (OpenAPI: /openapi.json, docs: /docs)")
+    note(f"serving on {scheme}://{host}:{port} (web UI: /, OpenAPI: /openapi.json, docs: /docs)")
     uvicorn.run(
         "omnilab.api.app:create_app",
         factory=True,

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 Row = tuple[str, str, list[Any]]  # group, name, one value per run
 
 
-def _differs(values: Sequence[Any]) -> bool:
+def differs(values: Sequence[Any]) -> bool:
+    """Whether a row of a comparison is marked: its values are not all the same."""
     return any(v != values[0] for v in values[1:])
 
 
@@ -75,7 +76,7 @@ class Comparison:
     @property
     def differing_params(self) -> dict[str, list[Any]]:
         """The params whose values are not the same in every run."""
-        return {n: v for g, n, v in self.rows() if g == "params" and _differs(v)}
+        return {n: v for g, n, v in self.rows() if g == "params" and differs(v)}
 
     def labels(self) -> list[str]:
         """Each run's short id and the params that set it apart from the others."""
@@ -139,7 +140,7 @@ class Comparison:
                 body.append(
                     f'<tr><th colspan="{len(self.runs) + 1}" class="ol-muted">{esc(g)}</th></tr>'
                 )
-            marked = name != "duration_s" and len(self.runs) > 1 and _differs(values)
+            marked = name != "duration_s" and len(self.runs) > 1 and differs(values)
             diff = ' class="ol-diff"' if marked else ""
             if name == "status":
                 cells = "".join(f"<td>{badge(v)}</td>" for v in values)

@@ -74,7 +74,9 @@ class RunTable(list[Run]):
     def ids(self) -> list[str]:
         return [r.id for r in self]
 
-    def _groups(self) -> list[tuple[str, list[str], list[dict[str, Any]]]]:
+    def columns(self) -> list[tuple[str, list[str], list[dict[str, Any]]]]:
+        """(group, keys, one dict per run) for params, summary and metrics (last values):
+        the table's columns, as the notebook and the web UI's runs table show them."""
         params = [r.params for r in self]
         summaries = [r.summary for r in self]
         metrics = [self.latest.get(r.id, {}) for r in self]
@@ -88,7 +90,7 @@ class RunTable(list[Run]):
         if not self:
             said = f"no runs match{self.query}" if self.query else "no runs recorded yet"
             return f'{CSS}<div class="omnilab ol-muted">{esc(said)}</div>'
-        groups = self._groups()
+        groups = self.columns()
         top = '<tr><th colspan="5"></th>'
         sub = "<tr><th>id</th><th>experiment</th><th>status</th><th>created</th><th>duration</th>"
         hidden = []

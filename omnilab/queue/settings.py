@@ -65,6 +65,18 @@ class QueueSettings(Settings):
         validation_alias="OMNILAB_RESEND_AFTER",
         description="A queued run whose message is not in Redis after this long is re-sent.",
     )
+    web_secret: str | None = Field(
+        default=None,
+        validation_alias="OMNILAB_WEB_SECRET",
+        description="Signs the web UI's session cookies; unset: a random one per server "
+        "start (sessions then end when the server stops).",
+    )
+    web_session_s: float = Field(
+        default=8 * 3600.0,
+        gt=0,
+        validation_alias="OMNILAB_WEB_SESSION",
+        description="Seconds a web UI sign-in lasts.",
+    )
 
     @property
     def gpu_queue(self) -> str:

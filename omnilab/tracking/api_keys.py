@@ -97,6 +97,15 @@ class ApiKeyStore(Store):
             return None
         return ApiKeyRecord.model_validate(row)
 
+    def active(self, key_id: str) -> ApiKeyRecord | None:
+        """The key with this id if it is not revoked (the web UI's session names its key
+        by id and asks again on each page, so that a revoked key's sessions end too)."""
+        row = self._dict_row(
+            f"SELECT {_COLUMNS} FROM omnilab.api_keys WHERE id = %s AND revoked_at IS NULL",
+            (key_id,),
+        )
+        return ApiKeyRecord.model_validate(row) if row is not None else None
+
     def touch(self, key_id: str) -> None:
         self._execute("UPDATE omnilab.api_keys SET last_used_at = now() WHERE id = %s", (key_id,))
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from omnilab.tracking.base import Store
+from omnilab.tracking.records import RUN_COLUMNS, RunRecord
 
 # Non-finite values cannot be drawn; they stay in the raw history and the summaries.
 _FINITE = "value <> 'NaN'::float8 AND value <> 'Infinity'::float8 AND value <> '-Infinity'::float8"
@@ -98,3 +101,100 @@ class DisplayStore(Store):
         for run_id, key, value in rows:
             latest[run_id][key] = value
         return latest
+
+
+#: Columns a run page sorts by, besides ``param.<name>``, ``summary.<name>`` and
+#: ``metric.<name>`` (a metric's last value).
+RUN_SORTS = {
+    "created": "created_at",
+    "started": "started_at",
+    "finished": "finished_at",
+    "duration": "(finished_at - started_at)",
+    "experiment": "experiment",
+    "status": "status",
+    "name": "name",
+    "id": "id",
+}
+
+
+@dataclass
+class RunFilter:
+    """What a runs table shows: equality on experiment, status, a tag, and on params and
+    summary values as their JSON text (``lr`` = ``0.001``, ``mode`` = ``fast``), runs
+    created in ``[since, until)``."""
+
+    experiment: str | None = None
+    status: str | None = None
+    tag: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, str] = field(default_factory=dict)
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        values: list[Any] = []
+        for column, value in (("experiment", self.experiment), ("status", self.status)):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                values.append(value)
+        if self.tag is not None:
+            clauses.append("tags @> %s::text[]")
+            values.append([self.tag])
+        if self.since is not None:
+            clauses.append("created_at >= %s")
+            values.append(self.since)
+        if self.until is not None:
+            clauses.append("created_at < %s")
+            values.append(self.until)
+        for column, wanted in (("params", self.params), ("summary", self.summary)):
+            for key, text in wanted.items():
+                clauses.append(f"{column} ->> %s = %s")
+                values += [key, text]
+        return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), values
+
+
+def sort_clause(sort: str, order: str) -> tuple[str, list[Any]]:
+    """``ORDER BY`` for a sort key (see :data:`RUN_SORTS`); unknown keys are a ValueError
+    naming the known ones. Missing values sort last either way; ties newest first."""
+    direction = "ASC" if order == "asc" else "DESC"
+    group, _, name = sort.partition(".")
+    values: list[Any] = []
+    if sort in RUN_SORTS:
+        expression = RUN_SORTS[sort]
+    elif group in ("param", "summary") and name:
+        expression = f"{'params' if group == 'param' else 'summary'} -> %s"
+        values.append(name)
+    elif group == "metric" and name:
+        expression = (
+            "(SELECT m.value FROM omnilab.metrics m WHERE m.run_id = runs.id AND m.key = %s "
+            "ORDER BY m.step DESC, m.ts DESC LIMIT 1)"
+        )
+        values.append(name)
+    else:
+        known = ", ".join([*RUN_SORTS, "param.NAME", "summary.NAME", "metric.NAME"])
+        raise ValueError(f"cannot sort by {sort!r}: sort by one of {known}")
+    return f"ORDER BY {expression} {direction} NULLS LAST, created_at DESC, id", values
+
+
+class RunPageStore(Store):
+    """Runs for a table that pages, filters and sorts in the database (the web UI)."""
+
+    def run_page(
+        self, wanted: RunFilter, *, sort: str, order: str, limit: int, offset: int
+    ) -> tuple[list[RunRecord], int]:
+        """One page of runs and how many match in all."""
+        where, values = wanted.where()
+        order_by, order_values = sort_clause(sort, order)
+        rows = self._dict_rows(
+            f"SELECT {', '.join(RUN_COLUMNS)} FROM omnilab.runs {where} {order_by} "
+            "LIMIT %s OFFSET %s",
+            [*values, *order_values, limit, offset],
+        )
+        total = self._execute(f"SELECT count(*) FROM omnilab.runs {where}", values).fetchone()
+        return [RunRecord.model_validate(r) for r in rows], int(total[0]) if total else 0
+
+    def experiment_names(self) -> list[str]:
+        """Every experiment that has runs, by name."""
+        rows = self._execute("SELECT DISTINCT experiment FROM omnilab.runs ORDER BY 1").fetchall()
+        return [r[0] for r in rows]

@@ -35,7 +35,7 @@ from omnilab.errors import RunNotFound
 from omnilab.tracking.records import FINISHED, RunRecord
 
 if TYPE_CHECKING:
-    from omnilab.api.appstate import ApiState
+    from omnilab.api.appstate import StoreAccess
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
@@ -91,7 +91,7 @@ async def logs(
 
     record = await run_in_threadpool(load)
     offset = int(last_event_id or 0)
-    return EventSourceResponse(_events(state, record, offset, follow), ping=15, send_timeout=30)
+    return EventSourceResponse(log_events(state, record, offset, follow), ping=15, send_timeout=30)
 
 
 def _reader(record: RunRecord) -> Path | None:
@@ -109,9 +109,11 @@ def _read(path: Path, offset: int) -> bytes:
         return b""
 
 
-async def _events(
-    state: ApiState, record: RunRecord, offset: int, follow: bool
+async def log_events(
+    state: StoreAccess, record: RunRecord, offset: int, follow: bool
 ) -> AsyncIterator[dict[str, str]]:
+    """The events of the stream from byte ``offset`` of the log (the web UI's run page
+    follows a running run's log through the same generator)."""
     status = record.status
     yield {"event": "status", "data": json.dumps({"status": status})}
     pending = b""
@@ -161,7 +163,7 @@ async def _events(
                     yield {"event": "status", "data": json.dumps({"status": status})}
 
 
-def _reload(state: ApiState, run_id: str) -> RunRecord | None:
+def _reload(state: StoreAccess, run_id: str) -> RunRecord | None:
     try:
         with state.db() as store:
             return store.get_run(run_id)

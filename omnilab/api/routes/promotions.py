@@ -102,24 +102,49 @@ def promote_run(
     in `promotes` into production: staged, verified, switched atomically, recorded."""
     body = body or PromoteRequest()
     try:
+        return carry_out_promotion(
+            _settings(request), run_id, body.dry_run, body.on_conflict, f"api-key:{key.name}"
+        )
+    except ActionRefused as exc:
+        if exc.status == 404:
+            raise HTTPException(404, str(exc)) from None
+        return _problem(exc.status, exc.error)
+
+
+class ActionRefused(Exception):
+    """A promotion or rollback that did not happen: the HTTP status the API answers with
+    and omnilab's error (which may carry the plan or outcome as ``result``)."""
+
+    def __init__(self, status: int, error: OmnilabError) -> None:
+        super().__init__(str(error))
+        self.status = status
+        self.error = error
+
+
+def carry_out_promotion(
+    settings: Any, run_id: str, dry_run: bool, on_conflict: str, actor: str
+) -> PromotionResult:
+    """What ``POST /v1/runs/{id}/promote`` and the web UI's plan and promote pages do;
+    a refusal is an :class:`ActionRefused` (404, 409 or 502)."""
+    try:
         return promote(
             run_id,
-            dry_run=body.dry_run,
-            on_conflict=body.on_conflict,
-            actor=f"api-key:{key.name}",
-            settings=_settings(request),
+            dry_run=dry_run,
+            on_conflict=on_conflict,
+            actor=actor,
+            settings=settings,
             reporter=QuietReporter(),
         )
     except RunNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+        raise ActionRefused(404, exc) from None
     except (PromotionConflict, PromotionRefused) as exc:
         # Refused on purpose (a conflict, an item production cannot accept, a copy that
         # does not match): production's state is the cause, not a broken server.
-        return _problem(409, exc)
+        raise ActionRefused(409, exc) from None
     except UsageError as exc:
-        return _problem(409, exc)
+        raise ActionRefused(409, exc) from None
     except PromotionError as exc:
-        return _problem(502, exc)
+        raise ActionRefused(502, exc) from None
 
 
 #: OpenAPI links: a listed promotion's id leads to its page and its rollback.
@@ -200,17 +225,32 @@ def rollback_promotion(
     `force`, or if a later promotion replaced the same item)."""
     body = body or RollbackRequest()
     try:
+        return carry_out_rollback(
+            _settings(request), promotion_id, body.dry_run, body.force, f"api-key:{key.name}"
+        )
+    except ActionRefused as exc:
+        if exc.status == 404:
+            raise HTTPException(404, str(exc)) from None
+        return _problem(exc.status, exc.error)
+
+
+def carry_out_rollback(
+    settings: Any, promotion_id: str, dry_run: bool, force: bool, actor: str
+) -> RollbackResult:
+    """What ``POST /v1/promotions/{id}/rollback`` and the web UI's rollback button do; a
+    refusal is an :class:`ActionRefused` (404, 409 or 502)."""
+    try:
         return rollback(
             promotion_id,
-            dry_run=body.dry_run,
-            force=body.force,
-            actor=f"api-key:{key.name}",
-            settings=_settings(request),
+            dry_run=dry_run,
+            force=force,
+            actor=actor,
+            settings=settings,
             reporter=QuietReporter(),
         )
     except UsageError as exc:
         if "no promotion matches" in str(exc):
-            raise HTTPException(404, str(exc)) from None
-        return _problem(409, exc)
+            raise ActionRefused(404, exc) from None
+        raise ActionRefused(409, exc) from None
     except PromotionError as exc:
-        return _problem(502, exc)
+        raise ActionRefused(502, exc) from None

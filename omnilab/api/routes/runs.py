@@ -180,7 +180,12 @@ def cancel(request: Request, key: RunKey, run_id: str = RunId) -> CancelOut:
     """Stop a run: a queued one is cancelled at once; a running one is stopped by its
     worker, which tears its stack down and records it `cancelled` (usually within a
     second or two). A finished run cannot be cancelled (409)."""
-    state = _state(request)
+    return cancel_run(_state(request), run_id)
+
+
+def cancel_run(state: ApiState, run_id: str) -> CancelOut:
+    """What ``POST /v1/runs/{id}/cancel`` and the web UI's cancel button do: the answer,
+    or an HTTPException (404 unknown run, 409 finished or not queued)."""
     with state.db() as store:
         record = _get(store, run_id)
         before, queued_here, job = QueueStore(store).request_cancel(record.id)

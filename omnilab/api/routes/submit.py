@@ -122,9 +122,8 @@ async def queue(request: Request) -> Response:
         entry = state.catalog.get(body.experiment)
     except UnknownExperiment as exc:
         raise HTTPException(404, str(exc)) from None
-    params = _valid_params(entry, body.params)
+    params = valid_params(entry, body.params)
     retries = body.retries if body.retries is not None else state.settings.run_retries
-    queue_name = state.broker.queue_for(entry.needs_gpu)
     owner = f"api-key:{key.name}"
     labels = (body.name, list(dict.fromkeys(body.tags)))
     if idempotency_key is not None:
@@ -136,7 +135,7 @@ async def queue(request: Request) -> Response:
         if info is None:  # queued now: what its queue row holds is known
             assert record.created_at is not None, "set by the INSERT that queued it"
             info = QueueInfo(
-                queue=queue_name,
+                queue=state.broker.queue_for(entry.needs_gpu),
                 attempt=0,
                 max_attempts=1 + retries,
                 delivery=0,
@@ -144,6 +143,21 @@ async def queue(request: Request) -> Response:
                 submitted_by=key.id,
             )
         return _answer(run_out(record, info), 202 if created else 200)
+    return _answer(await record_run(state, entry, params, retries, key.id, owner, labels), 202)
+
+
+async def record_run(
+    state: ApiState,
+    entry: CatalogEntry,
+    params: dict[str, Any],
+    retries: int,
+    submitted_by: str,
+    owner: str,
+    labels: tuple[str | None, list[str]] = (None, []),
+) -> RunOut:
+    """Queue a run whose params are valid (:func:`valid_params`) through the group
+    commit; the run as ``GET /v1/runs/{id}`` would show it now. ``POST /v1/runs`` and the
+    web UI's queue form both queue through it."""
     assert state.writer is not None, "the API state is not open"
     run = NewRun(
         id=new_run_id(),
@@ -151,9 +165,9 @@ async def queue(request: Request) -> Response:
         source=entry.source,
         params=params,
         owner=owner,
-        queue=queue_name,
+        queue=state.broker.queue_for(entry.needs_gpu),
         max_attempts=1 + retries,
-        submitted_by=key.id,
+        submitted_by=submitted_by,
         name=labels[0],
         tags=tuple(labels[1]),
     )
@@ -162,20 +176,17 @@ async def queue(request: Request) -> Response:
     queued = QueueOut(
         queue=run.queue, attempt=0, max_attempts=run.max_attempts, queued_at=created_at
     )
-    return _answer(
-        RunOut(
-            id=run.id,
-            experiment=run.experiment,
-            name=run.name,
-            tags=list(run.tags),
-            status="queued",
-            params=params,
-            owner=owner,
-            created_at=created_at,
-            queue=queued,
-            links=links(run.id),
-        ),
-        202,
+    return RunOut(
+        id=run.id,
+        experiment=run.experiment,
+        name=run.name,
+        tags=list(run.tags),
+        status="queued",
+        params=params,
+        owner=owner,
+        created_at=created_at,
+        queue=queued,
+        links=links(run.id),
     )
 
 
@@ -244,8 +255,9 @@ def _errors(error: ValidationError, *prefix: str | int) -> list[dict[str, Any]]:
     ]
 
 
-def _valid_params(entry: CatalogEntry, given: dict[str, Any]) -> dict[str, Any]:
-    """The experiment's params, validated and with their defaults, as JSON values."""
+def valid_params(entry: CatalogEntry, given: dict[str, Any]) -> dict[str, Any]:
+    """The experiment's params, validated and with their defaults, as JSON values; a
+    RequestValidationError naming each invalid field (``loc``: body, params, name)."""
     try:
         # Strict, as JSON: `true` is not an int and "5" not a number, whatever the
         # CLI's lenient -p parsing would make of them; 3.0 is an integer, as in JSON Schema.
