@@ -105,7 +105,8 @@ def postgres(given: str | None) -> Iterator[str]:
     from omnilab import Postgres, Stack
     from omnilab.progress import QuietReporter
 
-    os.environ.setdefault("OMNILAB_STATE_DIR", tempfile.mkdtemp(prefix="omnilab-bench-"))
+    if "OMNILAB_STATE_DIR" not in os.environ:  # (setdefault would make the folder anyway)
+        os.environ["OMNILAB_STATE_DIR"] = tempfile.mkdtemp(prefix="omnilab-bench-")
     stack = Stack(Postgres(database="tracking"), runtime="local", reporter=QuietReporter())
     stack.start()
     try:
