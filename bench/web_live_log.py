@@ -6,7 +6,7 @@ against a plain client of the API's log stream, same lines, same run.
 ``omnilab serve`` (the web UI at ``/``, the JSON API under ``/v1``) and ``omnilab worker``
 run on a throwaway Redis and PostgreSQL (bench/_servers.py). One run of an experiment
 that prints ``LIVELINE <n> <time.time()>`` every ``--interval`` seconds is queued; it
-waits to print until both readers are attached:
+prints one line (flushed) and waits until both readers show that line, then prints:
 
 - the browser (headless Chromium, tests/support/browser.py) signs in at ``/login`` with
   an API key and opens ``/runs/{id}``; a MutationObserver on ``#log``
@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = Path(__file__).resolve().parent / "live_log_probe.js"
 GOAL_P99_MS = 250.0
 LINE = re.compile(r"LIVELINE (\d+) (\d+\.\d+)")
+#: The line the experiment prints (flushed) before it waits: a reader that shows it is live.
+READY = "LIVELOG waiting for readers"
 
 EXPERIMENT = '''
 import os
@@ -66,6 +68,7 @@ class LiveLog(Experiment):
 
     def run(self, ctx):
         p = ctx.params
+        print("LIVELOG waiting for readers", flush=True)
         deadline = time.time() + 120
         while p.start_file and not os.path.exists(p.start_file) and time.time() < deadline:
             time.sleep(0.005)
@@ -105,7 +108,7 @@ class StreamReader(threading.Thread):
                     if line.startswith("event:"):
                         event = line[6:].strip()
                     elif line.startswith("data:"):
-                        if event == "status":
+                        if event == "log" and READY in line:
                             self.attached.set()
                         elif event == "log" and (match := LINE.search(line)):
                             n = int(match[1])
@@ -151,6 +154,9 @@ def open_run_page(url: str, key: str, run_id: str) -> Any:
         WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "log"))
         if not driver.execute_script(PROBE.read_text(), "#log"):
             raise RuntimeError("the run page has no #log to watch")
+        # Its stream is live once the line printed before the wait is on the page.
+        log = driver.find_element(By.ID, "log")
+        WebDriverWait(driver, 30).until(lambda _: READY in (log.get_property("textContent") or ""))
     except BaseException:
         driver.quit()
         raise
@@ -224,7 +230,8 @@ def main() -> None:
             try:
                 if not missing:
                     driver = open_run_page(url, key, run_id)
-                peer.attached.wait(30)
+                if not peer.attached.wait(30):
+                    sys.exit("the API stream showed no line of the run within 30 s")
                 say(f"readers attached; the run prints {args.lines} lines...")
                 start_file.touch()
                 while (run := api.get(f"/v1/runs/{run_id}").json())["status"] == "running":

@@ -3,7 +3,7 @@ the runs page over 10,000 runs, and the page of a run with 100,000 metric points
 
     python bench/web_pages.py [--runs 10000] [--points 100000] [--requests 100]
         [--mlflow-python PATH] [--omnilab-url URL [--omnilab-key KEY] --tracking-url URL]
-        [--full-history]
+        [--parallel] [--full-history]
 
 What is recorded, the same data on both sides (bench/_web_data.py): ``--runs`` finished
 runs of one experiment (5 params, 2 tags, 3 metrics x 5 steps each, a summary of their
@@ -34,7 +34,8 @@ HTTP/1.1 client (httpx) on 127.0.0.1:
   against what MLflow's UI loads for a run's page and its charts: ``runs/get`` then,
   per metric, ``metrics/get-history-bulk-interval`` with the UI's 320 sampled points,
   one after the other (the time is their sum: the server's work for the view; a browser
-  would send the metric requests in parallel). ``--full-history`` also times
+  would send the metric requests in parallel: ``--parallel`` also times that, the
+  record, then the metrics at once on 4 connections). ``--full-history`` also times
   ``metrics/get-history`` (every point) per metric, what the REST API offers.
 
 Goals: omnilab's p95 <= 0.5x MLflow's for the same view, and <= 150 ms per page.
@@ -60,6 +61,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -325,6 +327,8 @@ class Views:
         self.experiment_id = experiment_id
         self.omnilab_big, self.mlflow_big = omnilab_big, mlflow_big
         self.facts: dict[str, Any] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._clients: list[httpx.Client] = []
 
     def omnilab_runs(self) -> int:
         assert self.omnilab is not None
@@ -370,23 +374,44 @@ class Views:
         assert len(keys) == 4, keys
         return keys, len(response.content)
 
+    def _sampled(self, client: httpx.Client, key: str) -> tuple[int, int]:
+        """One metric's chart data as MLflow's UI asks it: (points, bytes)."""
+        response = client.get(
+            "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval",
+            params={
+                "run_ids": self.mlflow_big,
+                "metric_key": key,
+                "max_results": MLFLOW_UI_SAMPLED_POINTS,
+            },
+        )
+        response.raise_for_status()
+        return len(response.json()["metrics"]), len(response.content)
+
     def mlflow_run(self) -> int:
         keys, size = self._mlflow_run_record()
         points = 0
         for key in keys:
-            response = self.mlflow.get(
-                "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval",
-                params={
-                    "run_ids": self.mlflow_big,
-                    "metric_key": key,
-                    "max_results": MLFLOW_UI_SAMPLED_POINTS,
-                },
-            )
-            response.raise_for_status()
-            points += len(response.json()["metrics"])
-            size += len(response.content)
+            n, more = self._sampled(self.mlflow, key)
+            points, size = points + n, size + more
         self.facts["mlflow_run_sampled_points"] = points
         return size
+
+    def mlflow_run_parallel(self) -> int:
+        """As a browser loads it: the record, then every metric at once, each on a
+        keep-alive connection of its own (MLflow's server has 4 worker processes)."""
+        keys, size = self._mlflow_run_record()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(len(keys))
+            self._clients = [httpx.Client(base_url=self.mlflow.base_url, timeout=120) for _ in keys]
+        for _n, more in self._pool.map(self._sampled, self._clients, keys):
+            size += more
+        return size
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            for client in self._clients:
+                client.close()
 
     def mlflow_run_full(self) -> int:
         keys, size = self._mlflow_run_record()
@@ -466,6 +491,9 @@ def main() -> None:
     parser.add_argument("--omnilab-key", help="an API key to sign in with (omnilab serve)")
     parser.add_argument("--tracking-url", help="record the runs into this (empty) store")
     parser.add_argument("--full-history", action="store_true", help="also MLflow's get-history")
+    parser.add_argument(
+        "--parallel", action="store_true", help="also MLflow's run page as a browser loads it"
+    )
     args = parser.parse_args()
     if args.omnilab_url and not args.tracking_url:
         parser.error("--omnilab-url needs --tracking-url: the store that server reads")
@@ -544,7 +572,9 @@ def main() -> None:
             wait_up(f"{omnilab_url}/", proc, log, "omnilab ui")
         omnilab_client = None
         if omnilab_url:
-            omnilab_client = stack.enter_context(httpx.Client(base_url=omnilab_url, timeout=60))
+            omnilab_client = stack.enter_context(
+                httpx.Client(base_url=omnilab_url, timeout=60, follow_redirects=True)
+            )
             if args.omnilab_key:
                 signed = omnilab_client.post("/login", data={"key": args.omnilab_key})
                 if signed.status_code >= 400 or not omnilab_client.cookies:
@@ -562,8 +592,11 @@ def main() -> None:
         if omnilab_client is not None:
             runs_arms = {"omnilab": views.omnilab_runs, **runs_arms}
             run_arms = {"omnilab": views.omnilab_run, **run_arms}
+        if args.parallel:
+            run_arms["mlflow_parallel"] = views.mlflow_run_parallel
         if args.full_history:
             run_arms["mlflow_full_history"] = views.mlflow_run_full
+        stack.callback(views.close)
         results["runs_page"] = time_arms(runs_arms, args.requests, "runs page")
         results["run_page"] = time_arms(run_arms, args.requests, "run page")
         results["facts"] = views.facts
