@@ -53,6 +53,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -513,6 +514,8 @@ def main() -> None:
             "mlflow": version,
             "mlflow_backend": "postgresql (same server as omnilab's store)",
             "client": "httpx keep-alive HTTP/1.1 on 127.0.0.1, one request at a time",
+            "mlflow_server": "mlflow server defaults (4 uvicorn workers), "
+            "worker health check 120 s",
             "mlflow_runs_view": "POST /ajax-api/2.0/mlflow/runs/search "
             f"max_results={MLFLOW_UI_MAX_RESULTS}",
             "mlflow_run_view": "runs/get + metrics/get-history-bulk-interval "
@@ -548,6 +551,10 @@ def main() -> None:
                     "127.0.0.1",
                     "--port",
                     str(mlflow_port),
+                    # Uvicorn's manager kills a worker that misses a 5 s health check:
+                    # on a loaded machine a worker busy with a runs search does.
+                    "--uvicorn-opts",
+                    "--timeout-worker-healthcheck 120",
                 ],
                 # Its URL holds a password: in the environment, not on a command line.
                 {**os.environ, "MLFLOW_BACKEND_STORE_URI": mlflow_db},
@@ -606,6 +613,7 @@ def main() -> None:
     report(results)
     path = write("web_pages", results)
     say(f"written {path}")
+    shutil.rmtree(work, ignore_errors=True)  # kept when the benchmark fails: the servers' logs
     if missing:
         sys.exit(2)
 
