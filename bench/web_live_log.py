@@ -135,6 +135,7 @@ def web_ui_missing(url: str) -> str | None:
 def open_run_page(url: str, key: str, run_id: str) -> Any:
     """A headless Chromium, signed in, on the run's page, with the probe installed."""
     sys.path.insert(0, str(ROOT))
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -149,7 +150,11 @@ def open_run_page(url: str, key: str, run_id: str) -> Any:
         field = driver.find_element(By.CSS_SELECTOR, "input[name=key]")
         field.send_keys(key)
         field.submit()
-        WebDriverWait(driver, 20).until(lambda d: "/login" not in d.current_url)
+        try:
+            WebDriverWait(driver, 20).until(lambda d: "/login" not in d.current_url)
+        except TimeoutException:
+            flash = " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, ".flash"))
+            raise SystemExit(f"signing in at /login failed: {flash or 'still on /login'}") from None
         driver.get(f"{url}/runs/{run_id}")
         WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "log"))
         if not driver.execute_script(PROBE.read_text(), "#log"):

@@ -291,7 +291,7 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], log: Path, what: str) -> No
             tail = log.read_text(errors="replace").strip().splitlines()[-5:]
             sys.exit(f"{what} exited ({proc.returncode}): {' | '.join(tail)}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, follow_redirects=True).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
