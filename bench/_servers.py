@@ -115,7 +115,8 @@ def servers(experiment_source: str = NOOP_EXPERIMENT) -> Iterator[Servers]:
     from omnilab import Postgres, Redis, Stack
     from omnilab.progress import QuietReporter
 
-    os.environ.setdefault("OMNILAB_STATE_DIR", tempfile.mkdtemp(prefix="omnilab-bench-"))
+    if "OMNILAB_STATE_DIR" not in os.environ:  # (setdefault would make the folder anyway)
+        os.environ["OMNILAB_STATE_DIR"] = tempfile.mkdtemp(prefix="omnilab-bench-")
     folder = Path(tempfile.mkdtemp(prefix="omnilab-bench-queue-"))
     (folder / "experiments").mkdir()
     (folder / "experiments" / "noop.py").write_text(experiment_source)
