@@ -89,7 +89,9 @@ class _Tee(io.TextIOBase):
 @contextlib.contextmanager
 def _captured_output(path: Path) -> Iterator[_Tee]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8", errors="replace") as log:
+    # Line-buffered: a line printed is in the log at once, for whoever follows it live
+    # (the API's and the web page's log streams), not when 8 KiB have gathered.
+    with open(path, "a", buffering=1, encoding="utf-8", errors="replace") as log:
         out, err = sys.stdout, sys.stderr
         tee_err = _Tee(err, log)
         sys.stdout, sys.stderr = _Tee(out, log), tee_err
