@@ -26,7 +26,7 @@ Views timed, ``--requests`` times each after 5 warm-up requests, arms alternatin
 request's time is from sending it until its whole response is read, over a keep-alive
 HTTP/1.1 client (httpx) on 127.0.0.1:
 
-- runs page: omnilab ``GET /`` (first page, newest first, default page size) against
+- runs page: omnilab ``GET /?per_page=100`` (first page, newest first, 100 rows) against
   what MLflow's UI asks when an experiment's runs table opens: ``POST
   /ajax-api/2.0/mlflow/runs/search`` with its defaults (100 runs, ``attributes.start_time
   DESC``, active runs);
@@ -333,7 +333,8 @@ class Views:
 
     def omnilab_runs(self) -> int:
         assert self.omnilab is not None
-        response = self.omnilab.get("/")
+        # As many rows as MLflow's UI asks for (omnilab's default page is 50).
+        response = self.omnilab.get("/", params={"per_page": MLFLOW_UI_MAX_RESULTS})
         response.raise_for_status()
         rows = len(re.findall(r"<tr[^>]*\sdata-run-id=", response.text))
         assert rows > 0, "omnilab's runs page shows no run"
