@@ -113,6 +113,11 @@ class Fork:
                 with Progress(self.reporter, label, total, item.unit, step=step) as progress:
                     provenance = forker.copy(item, stack.endpoint(item.service), progress)
                 seconds = time.monotonic() - began
+                # Only PostgreSQL tables are cached so far (docs/fork.md, the fork cache).
+                provenance.setdefault(
+                    "cache",
+                    {"served": False, "stored": False, "off": "not cached for this service"},
+                )
                 copied = _copied(provenance)
                 how = "restored from the fork cache" if _served(provenance) else "copied"
                 self.reporter.note(
