@@ -303,6 +303,48 @@ class Settings(ProjectSettings):
         description="Seconds a promotion's switch waits for production locks before giving up.",
     )
 
+    fork_cache_dir: Path | None = Field(
+        default=None,
+        validation_alias="OMNILAB_FORK_CACHE_DIR",
+        description="Where forks of production items are cached (docs/fork.md); "
+        "unset: fork-cache under home (.omnilab/fork-cache at the project root).",
+    )
+    fork_cache_size: str | int = Field(
+        default="10GiB",
+        validation_alias="OMNILAB_FORK_CACHE_SIZE",
+        description="The fork cache's bound ('512m', '10GiB'); the least recently used "
+        "entries go first. 0 turns the cache off.",
+    )
+
+    @field_validator("fork_cache_size")
+    @classmethod
+    def _size(cls, value: str | int) -> str:
+        from omnilab.resources import parse_size
+
+        if str(value).strip() not in ("0", ""):
+            try:
+                parse_size(str(value), "fork_cache_size")
+            except UsageError:
+                raise ValueError(
+                    f"{value!r} is not a size: write '512m', '10GiB' (k, m, g, t: powers "
+                    "of 1024), or 0 to turn the cache off"
+                ) from None
+        return str(value)
+
+    @property
+    def fork_cache_folder(self) -> Path:
+        return self.fork_cache_dir or self.home / "fork-cache"
+
+    @property
+    def fork_cache_bytes(self) -> int:
+        """The fork cache's bound in bytes; 0: turned off."""
+        from omnilab.resources import parse_size
+
+        if str(self.fork_cache_size).strip() in ("0", ""):
+            return 0
+        size = parse_size(str(self.fork_cache_size), "fork_cache_size")
+        return 2**62 if size == "unlimited" else size
+
     @property
     def production_postgres_url(self) -> str:
         return self.postgres_url or DEFAULT_POSTGRES_URL

@@ -113,9 +113,15 @@ class Fork:
                 with Progress(self.reporter, label, total, item.unit, step=step) as progress:
                     provenance = forker.copy(item, stack.endpoint(item.service), progress)
                 seconds = time.monotonic() - began
+                # Only PostgreSQL tables are cached so far (docs/fork.md, the fork cache).
+                provenance.setdefault(
+                    "cache",
+                    {"served": False, "stored": False, "off": "not cached for this service"},
+                )
                 copied = _copied(provenance)
+                how = "restored from the fork cache" if _served(provenance) else "copied"
                 self.reporter.note(
-                    f"  seed {item.label}: {copied:,} {item.unit} copied and verified "
+                    f"  seed {item.label}: {copied:,} {item.unit} {how} and verified "
                     f"({seconds:.1f}s)"
                 )
                 records.append(
@@ -146,6 +152,11 @@ def _copied(provenance: dict[str, Any]) -> int:
     return 0
 
 
+def _served(provenance: dict[str, Any]) -> bool:
+    """Whether the item came from the fork cache rather than from production's rows."""
+    return bool((provenance.get("cache") or {}).get("served"))
+
+
 def describe(seeds: list[dict[str, Any]]) -> list[dict[str, str]]:
     """Each recorded seed in a few words, for ``omnilab runs show`` and the run card:
     the item, how much production held and how much was copied, production's checksum."""
@@ -160,6 +171,8 @@ def describe(seeds: list[dict[str, Any]]) -> list[dict[str, str]]:
         amount = f"{selected:,} {unit}"
         if unit != "keys" and whole is not None and whole != selected:
             amount = f"{selected:,} of {whole:,} {unit}"
+        if _served(seed):
+            amount += " (from the fork cache)"
         out.append(
             {
                 "item": str(seed.get("label", "")),

@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from omnilab.cli import (
     aer_cmd,
     apikey_cmd,
+    cache_cmd,
     codegen_cmd,
     compose_cmd,
     config_cmd,
@@ -43,7 +44,7 @@ PANELS: dict[str, tuple[str, ...]] = {
     "Promotion": ("promote", "promotions", "rollback", "discard"),
     "HTTP API": ("serve", "worker", "api-key"),
     "Workloads": ("codegen", "aer"),
-    "Maintenance": ("doctor", "config", "gc"),
+    "Maintenance": ("doctor", "config", "gc", "cache"),
 }
 
 
@@ -82,6 +83,7 @@ app.add_typer(codegen_cmd.app, name="codegen")
 app.add_typer(images_cmd.app, name="images")
 app.add_typer(compose_cmd.app, name="compose")
 app.command("gc")(gc_cmd.gc)
+app.add_typer(cache_cmd.app, name="cache")
 app.command("doctor")(doctor_cmd.doctor)
 app.command("config")(config_cmd.config)
 app.command("worker")(worker_cmd.worker)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from omnilab.services.fork_cache import cache_key
 from omnilab.services.forking import Forker, ForkFailed, SeedMissing, connection_error
 from omnilab.services.postgres import checksum as postgres_checksum
 from omnilab.services.postgres import rows as postgres_copy
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from omnilab.services.base import Endpoint
+    from omnilab.services.fork_cache import ForkCache
 
 #: Settings that make a row's text the same on every server, for ``sample=``'s hash and
 #: the text checksum (as :mod:`.checksum` uses them).
@@ -57,6 +59,9 @@ _CANONICAL = (
 #: ``sample=``'s test: the row hash's top 53 bits against the fraction of 2**53.
 _SAMPLE = "((hashtextextended(t::text, {seed}) >> 11) & 9007199254740991) < {bound}"
 
+
+#: The cache entry's file: the rows in binary COPY format.
+ROWS_FILE = "rows.bin"
 
 #: Every production session of a fork is read-only, whatever its transactions say.
 READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
@@ -183,12 +188,24 @@ class PostgresForker(Forker):
     def copy(self, item: Promotable, target: Endpoint, progress: Progress) -> dict[str, Any]:
         import psycopg
 
+        from omnilab.services.fork_cache import ForkCache
+
         oid = self._oids.get(item.label) or self._oid(item)
         prod_schema, prod_table = split_name(item.target)
         schema, table = split_name(item.name)
         shape = read_shape(self.prod, oid, prod_schema)
+        cache = ForkCache.from_settings(self.settings)
         began = time.monotonic()
+        production: dict[str, Any] | None = None
+        key = ""
+        if cache is not None:
+            # The authority first: production's checksum of the rows selected, in the
+            # fork's snapshot; the entry's name includes it (docs/fork.md, the cache).
+            production = self._production_checksum(item, oid)
+            key = cache_key(self._identity(item, shape, production))
+        checked = time.monotonic()
         run_dsn = endpoint_dsn(target)
+        served = False
         with psycopg.connect(run_dsn, autocommit=True) as run:
             run.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(run, schema)}")
             run.execute(f"SET search_path = {quote(run, schema)}")
@@ -196,10 +213,25 @@ class PostgresForker(Forker):
             for statement in create_statements(shape, schema, table, rename):
                 run.execute(statement)
             new_oid = _table_oid(run, schema, table)
+            truncate, copy_in = _load_statements(run, shape, schema, table)
             try:
-                self._copy_rows(
-                    item, oid, shape, (run, run_dsn), (schema, table), new_oid, progress
-                )
+                if cache is not None:
+                    with cache.reading(key) as entry:
+                        if entry is not None:
+                            postgres_copy.load_from_file(
+                                postgres_copy.psql_binary(),
+                                run_dsn,
+                                truncate,
+                                copy_in,
+                                entry.path / ROWS_FILE,
+                            )
+                            assert production is not None
+                            progress.advance(int(production["rows"]))
+                            served = True
+                if not served:
+                    self._copy_rows(
+                        item, oid, shape, (run, run_dsn), (schema, table), new_oid, progress
+                    )
             except PromotionFailed as exc:
                 raise ForkFailed(f"seed {item.label}: {exc}") from None
             copied = time.monotonic()
@@ -209,14 +241,36 @@ class PostgresForker(Forker):
                 run.execute(statement)
             self._set_sequences(shape, prod_schema, run, schema, table)
             run.execute(f"ANALYZE {quote(run, schema, table)}")
-            production = self._production_checksum(item, oid)
-            theirs = postgres_checksum.checksum(
-                run, new_oid, quote(run, schema, table), production["method"]
-            )
+            if production is None:
+                production = self._production_checksum(item, oid)
+            method = production["method"]
+            theirs = postgres_checksum.checksum(run, new_oid, quote(run, schema, table), method)
+            if served and theirs != production and cache is not None:
+                # An entry that does not restore to its own checksum (damaged on disk):
+                # removed, and the rows copied from production after all.
+                cache.remove(key)
+                served = False
+                try:
+                    self._copy_rows(
+                        item, oid, shape, (run, run_dsn), (schema, table), new_oid, progress
+                    )
+                except PromotionFailed as exc:
+                    raise ForkFailed(f"seed {item.label}: {exc}") from None
+                theirs = postgres_checksum.checksum(run, new_oid, quote(run, schema, table), method)
+        verified = time.monotonic()
         total = self.prod.execute(
             f"SELECT count(*) FROM {quote(self.prod, prod_schema, prod_table)}"
         )
         whole = total.fetchone()
+        if theirs != production:
+            raise ForkFailed(
+                f"seed {item.label}: the run's copy differs from production's rows "
+                f"({theirs['rows']:,} rows copied of {production['rows']:,}; checksums "
+                f"{theirs['sum']} and {production['sum']})"
+            )
+        stored = False
+        if cache is not None and not served:
+            stored = self._fill(cache, key, item, run_dsn, (schema, table), shape, production)
         provenance = {
             "production": {
                 "table": f"{prod_schema}.{prod_table}",
@@ -226,18 +280,79 @@ class PostgresForker(Forker):
                 "snapshot": self._snapshot,
             },
             "run": {"table": f"{schema}.{table}", "rows": theirs["rows"], "checksum": theirs},
+            "cache": (
+                {"served": served, "stored": stored, "key": key[:16]}
+                if cache is not None
+                else {"served": False, "stored": False, "off": True}
+            ),
             "seconds": {
                 "copy": round(copied - began, 4),
-                "verify": round(time.monotonic() - copied, 4),
+                "verify": round(verified - copied + (checked - began), 4),
+                "cache": round(time.monotonic() - verified, 4),
             },
         }
-        if theirs != production:
-            raise ForkFailed(
-                f"seed {item.label}: the run's copy differs from production's rows "
-                f"({theirs['rows']:,} rows copied of {production['rows']:,}; checksums "
-                f"{theirs['sum']} and {production['sum']})"
-            )
         return provenance
+
+    def _identity(
+        self, item: Promotable, shape: TableShape, production: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What names a cache entry: production's server and database (no credentials),
+        the table and its selection, the columns copied, and production's checksum."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        info = self.prod.info
+        params = conninfo_to_dict(self.dsn)
+        declared = {k: v for k, v in item.to_dict().items() if k != "name"}
+        return {
+            "service": "postgres",
+            "server": f"{info.host}:{info.port}",
+            "database": info.dbname or params.get("dbname"),
+            "item": declared,
+            "target": item.target,
+            "columns": list(shape.copied_columns),
+            "checksum": production,
+        }
+
+    def _fill(
+        self,
+        cache: ForkCache,
+        key: str,
+        item: Promotable,
+        run_dsn: str,
+        name: tuple[str, str],
+        shape: TableShape,
+        production: dict[str, Any],
+    ) -> bool:
+        """Write the verified copy's rows into the cache (binary ``COPY`` from the run's
+        server, whose rows equal production's: the checksums agree); False when the
+        cache could not take it (a full disk is no reason to fail the run)."""
+        from psycopg import sql
+
+        from omnilab.services.promotable import pause_point
+
+        schema, table = name
+        listed = ", ".join(sql.Identifier(c).as_string(None) for c in shape.copied_columns)
+        qualified = sql.Identifier(schema, table).as_string(None)
+        copy_out = f"COPY {qualified} ({listed}) TO STDOUT (FORMAT binary)"
+        meta = {
+            "service": "postgres",
+            "kind": item.kind,
+            "label": item.label,
+            "item": item.to_dict(),
+            "url": item.production_url(self.settings),
+            "checksum": production,
+            "rows": production["rows"],
+        }
+        try:
+            with cache.writing(key, meta) as folder:
+                postgres_copy.dump_to_file(
+                    postgres_copy.psql_binary(), run_dsn, copy_out, folder / ROWS_FILE
+                )
+                pause_point("caching:postgres")  # tests: a fork killed while filling
+        except (OSError, PromotionFailed) as exc:
+            self.reporter.note(f"  seed {item.label}: not cached: {exc}")
+            return False
+        return True
 
     def _production_checksum(self, item: Promotable, oid: int) -> dict[str, Any]:
         """Production's checksum of the rows selected, computed by production in the fork's
@@ -264,14 +379,11 @@ class PostgresForker(Forker):
 
         run, run_dsn = run_side
         schema, table = name
-        columns = sql.SQL(", ").join(sql.Identifier(c) for c in shape.copied_columns)
-        listed = columns.as_string(self.prod)
         listed_t = ", ".join(
             f"t.{sql.Identifier(c).as_string(self.prod)}" for c in shape.copied_columns
         )
         copy_out = f"COPY ({self._select(item, oid, listed_t)}) TO STDOUT (FORMAT binary)"
-        truncate = f"TRUNCATE {quote(run, schema, table)}"
-        copy_in = f"COPY {quote(run, schema, table)} ({listed}) FROM STDIN (FORMAT binary, FREEZE)"
+        truncate, copy_in = _load_statements(run, shape, schema, table)
         psql = postgres_copy.psql_binary()
         if psql is None:
             # The fork's own session is in the snapshot: it reads the rows itself.
@@ -317,6 +429,19 @@ class PostgresForker(Forker):
                 "SELECT setval(pg_get_serial_sequence(%s, %s), %s, %s)",
                 (quote(run, schema, table), column["name"], row[0], row[1]),
             )
+
+
+def _load_statements(
+    run: psycopg.Connection, shape: TableShape, schema: str, table: str
+) -> tuple[str, str]:
+    """The run's side of a load: empty the table, then ``COPY`` its rows in (``FREEZE``:
+    the two in one transaction)."""
+    from psycopg import sql
+
+    listed = ", ".join(sql.Identifier(c).as_string(run) for c in shape.copied_columns)
+    truncate = f"TRUNCATE {quote(run, schema, table)}"
+    copy_in = f"COPY {quote(run, schema, table)} ({listed}) FROM STDIN (FORMAT binary, FREEZE)"
+    return truncate, copy_in
 
 
 def endpoint_dsn(endpoint: Endpoint) -> str:

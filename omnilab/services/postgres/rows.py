@@ -18,6 +18,7 @@ import os
 import subprocess
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omnilab.services.promotable import Progress, PromotionFailed
@@ -165,3 +166,74 @@ def copy_with_psycopg(
                 if not blocks & 0xFFFF:
                     progress.advance(0x10000)
     progress.advance(max(blocks - 1, 0) & 0xFFFF)
+
+
+def dump_to_file(psql: str | None, dsn: str, copy_out: str, path: Path) -> None:
+    """Write ``copy_out`` (a ``COPY ... TO STDOUT``) into ``path``: ``psql`` writes the
+    stream in C; psycopg, a block at a time, where no ``psql`` is installed."""
+    if psql is not None:
+        conninfo, secret = _psql_args(dsn)
+        env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+        with path.open("wb") as out:
+            done = subprocess.run(
+                [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", copy_out],
+                stdout=out,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                env={**env, **secret},
+                check=False,
+            )
+        if done.returncode:
+            raise PromotionFailed(f"writing the rows failed: {_psql_error(done.stderr)}")
+        return
+    import psycopg
+
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        path.open("wb") as out,
+        conn.cursor() as cur,
+        cur.copy(copy_out) as reader,
+    ):
+        for block in reader:
+            out.write(block)
+
+
+def load_from_file(psql: str | None, dsn: str, truncate: str, copy_in: str, path: Path) -> None:
+    """Load ``path`` with ``copy_in`` (a ``COPY ... FROM STDIN``) in one transaction that
+    runs ``truncate`` first (so ``FREEZE`` applies)."""
+    if psql is not None:
+        conninfo, secret = _psql_args(dsn)
+        env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+        load = ["-c", "BEGIN", "-c", truncate, "-c", copy_in, "-c", "COMMIT"]
+        with path.open("rb") as data:
+            done = subprocess.run(
+                [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo, *load],
+                stdin=data,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env={**env, **secret},
+                check=False,
+            )
+        if done.returncode:
+            raise PromotionFailed(f"loading the rows failed: {_psql_error(done.stderr)}")
+        return
+    import psycopg
+
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        path.open("rb") as data,
+        conn.transaction(),
+        conn.cursor() as cur,
+    ):
+        cur.execute(truncate)
+        with cur.copy(copy_in) as writer:
+            while block := data.read(1 << 20):
+                writer.write(block)
+
+
+def _psql_error(stderr: bytes | None) -> str:
+    lines = [line.strip() for line in (stderr or b"").decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    errors = [line for line in lines if "ERROR:" in line or "FATAL:" in line]
+    reason = (errors or lines or ["psql failed"])[0]
+    return reason.split("ERROR:", 1)[-1].split("FATAL:", 1)[-1].strip()

@@ -116,3 +116,15 @@ class Unseeded(Experiment):
 
     def run(self, ctx):
         return {}
+
+
+class ForkedUsers(Experiment):
+    """One table: the fork cache's tests (a stack of PostgreSQL alone starts fast)."""
+
+    services = [Postgres()]
+    gpu = False
+    seeds = [PostgresTable("users")]
+
+    def run(self, ctx):
+        rows = ctx.postgres.execute("SELECT id, name FROM users ORDER BY id").fetchall()
+        return {"users": [list(r) for r in rows]}
