@@ -74,6 +74,15 @@ class Forker(ABC):
         there, and production's own count of the whole item) and ``run`` (the counts and
         checksum the run's server computed over its copy)."""
 
+    def production_checksum(
+        self, item: Promotable, recorded: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The checksum of what ``item`` selects in production now, read-only and in the
+        form (and by the method) of ``recorded``, production's checksum at fork time;
+        None when production no longer holds the item. A promotion compares the two to
+        tell whether production changed since the fork."""
+        raise NotImplementedError(f"{item.label}: no checksum of production's item")
+
     def close(self) -> None:
         """Close production's connections (and the run's)."""
 

@@ -239,6 +239,20 @@ class PostgresForker(Forker):
             )
         return provenance
 
+    def production_checksum(
+        self, item: Promotable, recorded: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """What the seed selects in production now, by the method recorded at fork time."""
+        try:
+            oid = self._oid(item)
+        except SeedMissing:
+            return None
+        method = recorded.get("method", "hash_columns")
+        if method not in postgres_checksum.METHODS:
+            method = "hash_columns"
+        selected = f"({self._select(item, oid)})"
+        return postgres_checksum.checksum(self.prod, oid, selected, method)
+
     def _production_checksum(self, item: Promotable, oid: int) -> dict[str, Any]:
         """Production's checksum of the rows selected, computed by production in the fork's
         snapshot; by column hashes, or by text where a column type has no hash function."""

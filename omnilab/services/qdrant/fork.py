@@ -195,6 +195,30 @@ class QdrantForker(Forker):
             )
         return provenance
 
+    def production_checksum(
+        self, item: Promotable, recorded: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The checksum of the points the seed selects now, by the method the fork used
+        (over gRPC, or through qdrant-client), from scroll calls alone."""
+        from omnilab.services.qdrant import points, servers
+        from omnilab.services.qdrant.promotion import QdrantPromoter, _checksum
+
+        try:
+            self._reading(item, lambda: self.prod.get_collection(item.target))
+        except SeedMissing:
+            return None
+        server = self.prod_server()
+        if recorded.get("method") == servers.METHOD and server is not None:
+            digest = servers.Digest()
+            for page in _selected(server.scan(item.target), item.selection, _grpc_id):
+                digest.add(page)
+            return digest.checksum()
+        payloads, vectors = Sum64(), Sum64()
+        pages = self._reading(item, lambda: QdrantPromoter._scroll(self.prod, item.target))
+        for page in _selected(pages, item.selection, lambda p: str(p.id).encode()):
+            points.add_digests(page, payloads, vectors)
+        return _checksum(payloads, vectors)
+
     def _copy_between_servers(
         self,
         item: Promotable,
