@@ -5,13 +5,19 @@ fast-forward when it did not, ``run.diff()``."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from qdrant_client import models
 
 import omnilab
+from omnilab.config import get_settings
+from omnilab.errors import UsageError
+from omnilab.fork import Fork
 from omnilab.progress import QuietReporter
-from omnilab.promote import PromotionConflict
+from omnilab.promote import PostgresTable, PromotionConflict, RedisKeys
+from omnilab.resources import Bounds
 from tests.support import EXPERIMENTS, run_cli
 from tests.support.promotion_support import Production
 
@@ -172,3 +178,44 @@ def test_run_diff_is_a_table_with_html(production: Production) -> None:
     else:
         frame = diff.to_pandas()
         assert list(frame["changed"]) == [3, 2, 3]
+
+
+def test_a_fork_that_would_not_fit_is_refused_before_copying(production: Production) -> None:
+    with production.pg() as conn:
+        conn.execute("CREATE TABLE big (id int PRIMARY KEY, body text)")
+        conn.execute(
+            "INSERT INTO big SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 20000) i"
+        )
+    r = production.redis()
+    r.mset({f"blob:{i}": "x" * 1000 for i in range(500)})
+    r.close()
+    settings = get_settings()
+    quiet = QuietReporter()
+    with pytest.raises(UsageError) as refused:
+        Fork.prepare(
+            [PostgresTable("big")], settings, quiet, bounds={"postgres": Bounds(disk=1 << 20)}
+        )
+    line = str(refused.value)
+    assert "\n" not in line
+    assert re.fullmatch(
+        r"seed postgres table big: about [\d.]+ MiB would not fit the postgres service's "
+        r"disk bound \(1 MiB\); .*",
+        line,
+    ), line
+    with pytest.raises(UsageError, match=r"seed redis keys blob:\*: about [\d.]+ KiB .*memory"):
+        Fork.prepare(
+            [RedisKeys("blob:*")], settings, quiet, bounds={"redis": Bounds(memory=100 << 10)}
+        )
+    # A tenth of the table fits the same bound; the free disk of a real folder fits both.
+    Fork.prepare(
+        [PostgresTable("big", sample=0.1)],
+        settings,
+        quiet,
+        bounds={"postgres": Bounds(disk=1 << 20)},
+    ).close()
+    Fork.prepare(
+        [PostgresTable("big"), RedisKeys("blob:*")], settings, quiet, folder=Path.cwd()
+    ).close()
+    # Before copying: production holds only what it held, and no stack was started.
+    with production.pg() as conn:
+        assert conn.execute("SELECT count(*) FROM big").fetchone() == (20000,)

@@ -176,6 +176,15 @@ class PostgresForker(Forker):
                     f"{str(exc).strip().splitlines()[0]}"
                 ) from None
             counts[item.label] = int(row[0]) if row else 0
+            # The table's size (rows, indexes, TOAST) in the share the selection keeps.
+            size = self.prod.execute(
+                "SELECT pg_total_relation_size(%s), "
+                f"(SELECT count(*) FROM {quote(self.prod, *split_name(item.target))})",
+                (oid,),
+            ).fetchone()
+            if size is not None:
+                whole = max(int(size[1]), 1)
+                self.sizes[item.label] = int(size[0]) * min(counts[item.label], whole) // whole
         return counts
 
     # -- copy -------------------------------------------------------------------------------

@@ -65,6 +65,11 @@ def _selected(
             return
 
 
+#: Bytes counted per point besides its vectors (id, payload, index entries), for a fork's
+#: size estimate.
+_POINT_OVERHEAD = 256
+
+
 class QdrantForker(Forker):
     consistency = (
         "per page: each page of 2,048 points read at one instant, pages one after another, "
@@ -135,9 +140,11 @@ class QdrantForker(Forker):
     # -- check ------------------------------------------------------------------------------
 
     def check(self) -> dict[str, int]:
+        from omnilab.services.qdrant.promotion import _dimensions
+
         counts = {}
         for item in self.items:
-            self._reading(item, lambda item=item: self.prod.get_collection(item.target))
+            info = self._reading(item, lambda item=item: self.prod.get_collection(item.target))
             total = self._reading(
                 item, lambda item=item: self.prod.count(item.target, exact=True).count
             )
@@ -146,6 +153,9 @@ class QdrantForker(Forker):
             if chosen.limit is not None:
                 expected = min(expected, chosen.limit)
             counts[item.label] = int(expected)
+            # Vectors as float32, and a little for each point's id and payload.
+            dimensions = sum(_dimensions(info.config.params).values())
+            self.sizes[item.label] = int(expected) * (4 * dimensions + _POINT_OVERHEAD)
         return counts
 
     # -- copy -------------------------------------------------------------------------------

@@ -81,7 +81,12 @@ def key_digest(kind: bytes, name: bytes, value: Any) -> tuple[int, int]:
     return int(h[:32], 16), n
 
 
+#: Keys whose memory is asked for a fork's size estimate.
+_SAMPLED = 100
+
+
 class RedisForker(Forker):
+    bound = "memory"
     consistency = (
         "per key: each key read by one command (as it was at one instant); keys read a "
         "batch at a time, with no snapshot of the whole key space"
@@ -146,7 +151,30 @@ class RedisForker(Forker):
                 chosen = chosen[: item.selection.limit]
             self._keys[item.label] = chosen
             counts[item.label] = len(chosen)
+            size = self._estimate(chosen)
+            if size is not None:
+                self.sizes[item.label] = size
         return counts
+
+    def _estimate(self, keys: list[bytes]) -> int | None:
+        """The keys' memory in production, from ``MEMORY USAGE`` (a read command) of up
+        to :data:`_SAMPLED` of them spread over the list; None where it is refused."""
+        import redis as redis_lib
+
+        if not keys:
+            return 0
+        step = max(1, len(keys) // _SAMPLED)
+        sampled = keys[::step][:_SAMPLED]
+        try:
+            with self.prod.pipeline(transaction=False) as pipe:
+                for key in sampled:
+                    pipe.memory_usage(key, samples=0)
+                used = [u for u in pipe.execute() if isinstance(u, int)]
+        except redis_lib.RedisError:
+            return None
+        if not used:
+            return 0
+        return sum(used) * len(keys) // len(used)
 
     # -- copy -------------------------------------------------------------------------------
 
