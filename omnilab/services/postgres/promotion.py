@@ -347,7 +347,7 @@ class PostgresPromoter(Promoter):
 
         shape = self.shape()
         schema, table = split_name(self.item.name)
-        run = postgres_diff.Side(self.src, schema, table, shape.oid)
+        run = postgres_diff.Side(self.src, schema, table, shape.oid, self.source_dsn)
         with psycopg.connect(self.dsn, connect_timeout=10, options=READ_ONLY_OPTIONS) as prod:
             prod.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             prod.read_only = True
@@ -355,7 +355,9 @@ class PostgresPromoter(Promoter):
             target_schema, target_table = split_name(self.item.target)
             oid = self._oid(prod, target_schema, target_table)
             production = (
-                None if oid is None else postgres_diff.Side(prod, target_schema, target_table, oid)
+                None
+                if oid is None
+                else postgres_diff.Side(prod, target_schema, target_table, oid, self.dsn)
             )
             return postgres_diff.diff_tables(run, production, self.item.unit, examples)
 
