@@ -17,6 +17,8 @@ executes, fork the same way.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omnilab.errors import OmnilabError, UsageError
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from omnilab.config import Settings
     from omnilab.experiment import Experiment, Params
     from omnilab.progress import Reporter
+    from omnilab.resources import Bounds
     from omnilab.services.forking import Forker
     from omnilab.stack import Stack
 
@@ -85,16 +88,69 @@ class Fork:
                 self.forkers[item.service] = item.forker_class(same, settings, reporter)
 
     @classmethod
-    def prepare(cls, seeds: list[Promotable], settings: Settings, reporter: Reporter) -> Fork:
-        """Connect to production and check every seed; nothing is started or written."""
+    def prepare(
+        cls,
+        seeds: list[Promotable],
+        settings: Settings,
+        reporter: Reporter,
+        *,
+        bounds: Mapping[str, Bounds] | None = None,
+        folder: Path | None = None,
+    ) -> Fork:
+        """Connect to production and check every seed; nothing is started or written.
+        With ``bounds`` (the stack's, by service) or ``folder`` (where the run's data
+        goes, for a runtime that enforces none), a fork that would not fit is refused
+        (:meth:`check_fit`)."""
         fork = cls(seeds, settings, reporter)
         try:
             for forker in fork.forkers.values():
                 fork.counts.update(forker.check())
+            if bounds is not None or folder is not None:
+                fork.check_fit(bounds or {}, folder)
         except BaseException:
             fork.close()
             raise
         return fork
+
+    def check_fit(self, bounds: Mapping[str, Bounds], folder: Path | None) -> None:
+        """Refuse, before anything is copied, a fork whose estimated size (production's
+        counts and sizes, :attr:`Forker.sizes`) exceeds what the run's server may hold:
+        the service's bound where the runtime enforces one (``disk``, or ``memory`` for
+        a server that keeps its data in memory), else the free space of the run's data
+        folder, shared by every item. One line names the item, its estimate and the
+        bound (a usage error: nothing started)."""
+        import shutil
+
+        used: dict[tuple[str, ...], int] = {}
+        for item in self.seeds:
+            forker = self.forkers[item.service]
+            size = forker.sizes.get(item.label)
+            if size is None:
+                continue
+            bound = bounds.get(item.service)
+            if bound is not None:
+                limit = getattr(bound, forker.bound, None)
+                key: tuple[str, ...] = (item.service, forker.bound)
+                where = f"the {item.service} service's {forker.bound} bound"
+                fix = "raise it in Experiment.resources, or seed less (where=, sample=, limit=)"
+            elif folder is not None:
+                place = _existing(folder)
+                limit = shutil.disk_usage(place).free
+                key = ("free disk",)
+                where = f"the free disk space of {place}"
+                fix = "free some, or seed less (where=, sample=, limit=)"
+            else:
+                continue
+            if limit is None:
+                continue
+            used[key] = used.get(key, 0) + size
+            if used[key] > limit:
+                before = used[key] - size
+                also = f" (with {_size(before)} of seeds before it)" if before else ""
+                raise UsageError(
+                    f"seed {item.label}: about {_size(size)}{also} would not fit "
+                    f"{where} ({_size(limit)}); {fix}"
+                )
 
     def copy(self, stack: Stack) -> list[dict[str, Any]]:
         """Copy and verify every seed into ``stack``, in the order declared; returns their
@@ -142,6 +198,23 @@ class Fork:
     def close(self) -> None:
         for forker in self.forkers.values():
             forker.close()
+
+
+def _size(number: int) -> str:
+    """``2621440`` -> ``2.5 MiB``, ``1048576`` -> ``1 MiB``: an estimate, as people read it."""
+    for name, unit in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if number >= unit:
+            whole = number % unit == 0
+            return f"{number // unit} {name}" if whole else f"{number / unit:.1f} {name}"
+    return f"{number} B"
+
+
+def _existing(folder: Path) -> Path:
+    """The folder, or its nearest existing parent (a data folder made at the start)."""
+    for place in (folder, *folder.parents):
+        if place.exists():
+            return place
+    return folder
 
 
 def _copied(provenance: dict[str, Any]) -> int:

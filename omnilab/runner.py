@@ -287,7 +287,19 @@ def run_with(
         )
     # Production holds every seed (asked read-only): the last check that could refuse
     # has passed, and nothing has started yet.
-    fork = Fork.prepare(seeds, settings, reporter) if seeds else None
+    # A fork that would not fit the stack's bounds (or, where the runtime enforces none,
+    # the free space of the folder its data goes to) is refused here too.
+    fork = (
+        Fork.prepare(
+            seeds,
+            settings,
+            reporter,
+            bounds=stack.bounds,
+            folder=None if stack.bounds else _data_folder(settings, stack),
+        )
+        if seeds
+        else None
+    )
     try:
         result = _execute(
             _Prepared(
@@ -316,6 +328,16 @@ def run_with(
             result, cls, on_conflict=options.on_conflict, settings=settings, reporter=reporter
         )
     return result
+
+
+def _data_folder(settings: Settings, stack: Stack) -> Path:
+    """Where the run's services keep their data with a runtime that enforces no bound:
+    the data folder for a kept or retained stack, the temporary folder otherwise."""
+    import tempfile
+
+    if stack.keep or stack.retain_data:
+        return Path(settings.data_dir).resolve()
+    return Path(tempfile.gettempdir())
 
 
 @dataclass(frozen=True)

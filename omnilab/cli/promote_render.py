@@ -85,12 +85,57 @@ def plan_table(items: list[ItemRecord]) -> Table:
     return table
 
 
+def diff_table(items: list[ItemRecord]) -> Table:
+    """Per item, what the run adds, changes and removes against production, with a few
+    examples of each."""
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold", pad_edge=False)
+    table.add_column("  diff")
+    table.add_column("by")
+    for name in ("added", "changed", "removed"):
+        table.add_column(name, justify="right")
+    table.add_column("examples")
+    for item in items:
+        diff = item.plan.diff
+        if diff is None:
+            continue
+        shown = []
+        for kind, sign in (("added", "+"), ("changed", "~"), ("removed", "-")):
+            names = diff.examples.get(kind) or []
+            if names:
+                more = getattr(diff, kind) - len(names)
+                shown.append(
+                    f"{sign} " + ", ".join(names) + (f" (+{more:,} more)" if more > 0 else "")
+                )
+        table.add_row(
+            f"  {escape(item.plan.label)}",
+            diff.by,
+            f"[green]{diff.added:,}[/]",
+            f"[yellow]{diff.changed:,}[/]",
+            f"[red]{diff.removed:,}[/]",
+            escape("; ".join(shown)) if shown else "(identical)",
+        )
+    return table
+
+
+def since_fork_line(plan: ItemPlan) -> str | None:
+    """Whether production changed since the fork, for an item the run was forked from."""
+    since = plan.since_fork
+    if since is None:
+        return None
+    if since.changed:
+        return f"[red]{escape(since.what)}[/] ({since.decision})"
+    return f"production unchanged since the fork ({since.decision})"
+
+
 def _explain(items: list[ItemRecord], error: str | None = None) -> None:
     """Each item's reason, notes and error; an item's error that is the promotion's own
     ``error`` is left to whoever prints that (once, on stderr)."""
     for item in items:
         plan = item.plan
         label = escape(plan.label)
+        forked = since_fork_line(plan)
+        if forked:
+            out.print(f"    {label}: {forked}")
         if plan.reason:
             style = "red" if plan.action in ("conflict", "incompatible") else "default"
             out.print(f"    [{style}]{label}: {escape(plan.reason)}[/]")
@@ -111,6 +156,8 @@ def promotion_result(result: PromotionResult) -> None:
     if result.items:
         out.print(f"  production: {where}")
         out.print(plan_table(result.items))
+        if any(i.plan.diff is not None for i in result.items):
+            out.print(diff_table(result.items))
         _explain(result.items, result.error)
     done = [i for i in result.items if i.state == "switched"]
     if done and result.id:
@@ -135,6 +182,17 @@ def error_line(result: PromotionResult) -> str:
     if not refused:
         return f"promotion {result.status}: {result.error or 'no reason recorded'}"
     labels = ", ".join(i.plan.label for i in refused)
+    changed = [
+        i.plan.since_fork.what
+        for i in refused
+        if i.plan.since_fork is not None and i.plan.since_fork.decision == "refused"
+    ]
+    if changed:
+        # As git refuses a push that is no fast-forward: say what moved meanwhile.
+        return (
+            f"promotion refused, nothing copied: {'; '.join(changed)}; "
+            "use --on-conflict replace or version to promote regardless"
+        )
     if all(i.plan.action == "conflict" for i in refused):
         fix = "use --on-conflict replace or version"
     else:

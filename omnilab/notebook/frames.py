@@ -88,3 +88,12 @@ def runs_frame(runs: Sequence[Run], latest: dict[str, dict[str, float]]) -> pd.D
         rows.append(row)
     columns = ["id", "experiment", "status", "created_at", "duration_s"]
     return pd.DataFrame(rows, columns=None if rows else columns)
+
+
+def diff_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """``run.diff()`` as a frame: one row per promoted item, its added, changed and
+    removed counts, their examples, and whether production changed since the fork."""
+    require_pandas()
+    import pandas as pd
+
+    return pd.DataFrame(list(rows))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from omnilab.notebook.html import CSS, badge, cell, esc, seconds, size
 
 if TYPE_CHECKING:
-    from omnilab.promote.models import PromotionResult
+    from omnilab.promote.models import PromotionResult, RunDiff
 
 _ACTION_COLORS = {
     "create": "#1a7f37",
@@ -71,3 +71,49 @@ def promotion_html(result: PromotionResult) -> str:
         f'<span class="ol-muted">{esc(result.experiment)} · {esc(facts)}</span></div>'
         f"{table}{''.join(extra)}</div>"
     )
+
+
+_DIFF_HEAD = ("item", "by", "added", "changed", "removed", "examples", "since the fork")
+
+
+def diff_html(diff: RunDiff) -> str:
+    """``run.diff()``: per item, the counts of rows, keys or points added, changed and
+    removed against production, a few examples of each, and the fork check."""
+    rows = []
+    for row in diff.rows():
+        shown = []
+        for kind, sign in (("added", "+"), ("changed", "~"), ("removed", "-")):
+            names = row[f"{kind}_examples"]
+            if names:
+                shown.append(f"{sign} " + ", ".join(map(str, names)))  # type: ignore[call-overload]
+        if not row["forked"]:
+            since = "not forked"
+        elif row["changed_since_fork"]:
+            since = "changed"
+        else:
+            since = "unchanged"
+        color = "#cf222e" if since == "changed" else "inherit"
+        rows.append(
+            "<tr>"
+            + cell(row["item"])
+            + cell(row["by"])
+            + f'<td style="color:#1a7f37">{esc(_count(row["added"]))}</td>'
+            + f'<td style="color:#9a6700">{esc(_count(row["changed"]))}</td>'
+            + f'<td style="color:#cf222e">{esc(_count(row["removed"]))}</td>'
+            + cell("; ".join(shown) if shown else "(identical)")
+            + f'<td style="color:{color}">{esc(since)}</td>'
+            + "</tr>"
+        )
+    head = "".join(f"<th>{name}</th>" for name in _DIFF_HEAD)
+    table = f"<table><tr>{head}</tr>{''.join(rows)}</table>" if rows else "(nothing declared)"
+    return (
+        f'{CSS}<div class="omnilab"><div class="ol-head">'
+        f'<span class="ol-title">diff against production</span>'
+        f"<code>{esc(diff.run_id[:8])}</code>"
+        f'<span class="ol-muted">{esc(diff.experiment)} · nothing changed</span></div>'
+        f"{table}</div>"
+    )
+
+
+def _count(value: object) -> str:
+    return "-" if value is None else f"{value:,}"

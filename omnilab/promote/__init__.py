@@ -11,8 +11,8 @@ then ``omnilab promote RUN [--dry-run]``, ``run.promote(dry_run=True)``, or
 ``omnilab.promote.promote(run_id, dry_run=..., on_conflict=..., actor=...)``.
 """
 
-from omnilab.promote.flow import promote, promote_after_run
-from omnilab.promote.models import PromotionResult, RollbackResult
+from omnilab.promote.flow import diff, promote, promote_after_run
+from omnilab.promote.models import PromotionResult, RollbackResult, RunDiff
 from omnilab.promote.records import PromotionRecord, PromotionStore
 from omnilab.promote.rollback import prune, rollback
 from omnilab.services.postgres.promotion import PostgresTable
@@ -43,6 +43,8 @@ __all__ = [
     "QdrantCollection",
     "RedisKeys",
     "RollbackResult",
+    "RunDiff",
+    "diff",
     "promote",
     "promote_after_run",
     "prune",

@@ -25,13 +25,14 @@ from omnilab import environment
 from omnilab.config import Settings, get_settings
 from omnilab.errors import OmnilabError, UsageError
 from omnilab.progress import QuietReporter, Reporter
-from omnilab.promote import retention
+from omnilab.promote import retention, since_fork
 from omnilab.promote.items import item_from_dict, other_production, switch_order
-from omnilab.promote.models import PromotionResult
+from omnilab.promote.models import PromotionResult, RunDiff
 from omnilab.promote.records import PromotionRecord, PromotionStore
 from omnilab.promote.recovery import reconcile
 from omnilab.services.promotable import (
     ON_CONFLICT,
+    ItemPlan,
     ItemRecord,
     Progress,
     Promotable,
@@ -40,6 +41,7 @@ from omnilab.services.promotable import (
     PromotionError,
     PromotionFailed,
     PromotionRefused,
+    SinceFork,
     pause_point,
 )
 from omnilab.tracking.store import TrackingStore
@@ -151,6 +153,16 @@ def promote(
             return _Promotion(store, record, items, on_conflict, actor, settings, reporter).run()
 
 
+def diff(
+    run: str | Run, *, settings: Settings | None = None, reporter: Reporter | None = None
+) -> RunDiff:
+    """What promoting the run would add, change and remove in production, per item, and
+    whether production changed since the fork: the plan's diffs (``promote(run,
+    dry_run=True)``), as a table. Changes nothing."""
+    result = promote(run, dry_run=True, settings=settings, reporter=reporter or QuietReporter())
+    return RunDiff(run_id=result.run_id, experiment=result.experiment, items=result.items)
+
+
 def _declared(record: RunRecord) -> list[Promotable]:
     if record.status != "succeeded":
         raise UsageError(
@@ -215,10 +227,13 @@ class _Promotion:
                         self.settings, self.id, stack.endpoint(item.service), self.reporter
                     )
                 )
-            records = [
-                ItemRecord(item=item.to_dict(), plan=p.plan(self.on_conflict))  # type: ignore[arg-type]
-                for item, p in zip(self.items, promoters, strict=True)
-            ]
+            checks = since_fork.check(self.run_record, self.items, self.settings, self.reporter)
+            records = []
+            for item, promoter, since in zip(self.items, promoters, checks, strict=True):
+                plan = self._plan(promoter, since)
+                if dry_run:
+                    plan.diff = promoter.diff()
+                records.append(ItemRecord(item=item.to_dict(), plan=plan))
             if dry_run:
                 return self.result("planned", records, dry_run=True, data="kept")
             self._refuse_before_copying(records)
@@ -237,6 +252,43 @@ class _Promotion:
             self.reporter.note(f"warning: the run's stack data could not be removed: {exc}")
             result.data = "kept"
         return result
+
+    def _plan(self, promoter: Promoter, since: SinceFork | None) -> ItemPlan:
+        """The item's plan, with what production did since the fork (git's rule for a
+        push): an item the run was forked from whole, that production still holds as it
+        was, is a fast-forward (replaced, kept for rollback, with no --on-conflict
+        needed); one production changed since is refused under ``--on-conflict fail``,
+        naming what changed, and goes on as any conflict would with ``replace`` or
+        ``version``. The decision is part of the plan, so of the promotion's record."""
+        on_conflict = self.on_conflict
+        forward = since is not None and not since.changed and not since.partial
+        plan = promoter.plan("replace" if forward and on_conflict == "fail" else on_conflict)  # type: ignore[arg-type]
+        plan.since_fork = since
+        if since is None:
+            return plan
+        if not since.changed:
+            if plan.action == "replace" and forward and on_conflict == "fail":
+                since.decision = "fast-forward"
+                plan.reason = f"production unchanged since the fork: fast-forward; {plan.reason}"
+            else:
+                since.decision = "as planned"
+                if since.partial and plan.action == "conflict":
+                    plan.notes.append(
+                        "production is unchanged since the fork, but the seed copied part of "
+                        "the item: replacing it would drop what the run never had"
+                    )
+            return plan
+        if plan.action == "nothing":
+            since.decision = "nothing to do"
+            return plan
+        if on_conflict == "fail":
+            since.decision = "refused"
+            plan.action = "conflict"
+            plan.reason = f"{since.what}; use --on-conflict replace or version"
+            return plan
+        since.decision = on_conflict
+        plan.notes.append(f"{since.what}; going on as --on-conflict {on_conflict} says")
+        return plan
 
     def _refuse_before_copying(self, records: list[ItemRecord]) -> None:
         """Conflicts (a usage error: another --on-conflict resolves them) and items

@@ -58,6 +58,51 @@ class PromotionResult(BaseModel):
         return promotion_html(self)
 
 
+class RunDiff(BaseModel):
+    """``run.diff()``: per promoted item, what the run adds, changes and removes against
+    production (``plan.diff``), and whether production changed since the fork
+    (``plan.since_fork``). A table in a notebook; ``to_pandas()`` for a frame."""
+
+    run_id: str
+    experiment: str
+    items: list[ItemRecord] = Field(default_factory=list)
+
+    def rows(self) -> list[dict[str, object]]:
+        """One row per item: counts, a few examples of each, and the fork check."""
+        out: list[dict[str, object]] = []
+        for item in self.items:
+            plan, diff, since = item.plan, item.plan.diff, item.plan.since_fork
+            examples = (diff.examples if diff else {}) or {}
+            out.append(
+                {
+                    "item": plan.label,
+                    "target": plan.target,
+                    "by": diff.by if diff else None,
+                    "added": diff.added if diff else None,
+                    "changed": diff.changed if diff else None,
+                    "removed": diff.removed if diff else None,
+                    "added_examples": list(examples.get("added", [])),
+                    "changed_examples": list(examples.get("changed", [])),
+                    "removed_examples": list(examples.get("removed", [])),
+                    "forked": since is not None,
+                    "changed_since_fork": since.changed if since else None,
+                    "action": plan.action,
+                }
+            )
+        return out
+
+    def to_pandas(self) -> object:
+        """The rows as a pandas DataFrame (pandas is optional: ImportError says so)."""
+        from omnilab.notebook.frames import diff_frame
+
+        return diff_frame(self.rows())
+
+    def _repr_html_(self) -> str:
+        from omnilab.notebook.promotion import diff_html
+
+        return diff_html(self)
+
+
 class RollbackResult(BaseModel):
     """What ``omnilab rollback`` restored (or, with ``dry_run``, would restore)."""
 

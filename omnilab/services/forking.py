@@ -56,16 +56,22 @@ class Forker(ABC):
         self.items = items
         self.settings = settings
         self.reporter = reporter
+        #: Each item's estimated size in the run's server, in bytes (by label), from
+        #: production's counts and sizes, filled by :meth:`check` where it can tell.
+        self.sizes: dict[str, int] = {}
 
     #: What a fork of this service gets from production, for the provenance record.
     consistency: str = ""
+    #: Which of the stack's bounds the copy fills: ``disk`` (a server's data folder) or
+    #: ``memory`` (a server that holds its data in memory).
+    bound: str = "disk"
 
     @abstractmethod
     def check(self) -> dict[str, int]:
         """Connect to production (read-only) and look at every item: raise
         :class:`SeedMissing` for one production does not hold, :class:`ProductionUnreachable`
         when it cannot be reached; returns how many elements each item will copy (by
-        label), for the progress bars."""
+        label), for the progress bars, and fills :attr:`sizes` with their estimates."""
 
     @abstractmethod
     def copy(self, item: Promotable, target: Endpoint, progress: Progress) -> dict[str, Any]:
@@ -73,6 +79,15 @@ class Forker(ABC):
         returns its provenance: ``production`` (counts and checksum of what was read
         there, and production's own count of the whole item) and ``run`` (the counts and
         checksum the run's server computed over its copy)."""
+
+    def production_checksum(
+        self, item: Promotable, recorded: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The checksum of what ``item`` selects in production now, read-only and in the
+        form (and by the method) of ``recorded``, production's checksum at fork time;
+        None when production no longer holds the item. A promotion compares the two to
+        tell whether production changed since the fork."""
+        raise NotImplementedError(f"{item.label}: no checksum of production's item")
 
     def close(self) -> None:
         """Close production's connections (and the run's)."""

@@ -66,6 +66,58 @@ class PromotionRefused(PromotionFailed):
     as it was; the outcome is headed "refused"."""
 
 
+#: How many examples of each kind (added, changed, removed) a diff names.
+DIFF_EXAMPLES = 5
+
+
+class ItemDiff(BaseModel):
+    """What the run's item adds, changes and removes against production's item of the
+    same name, element by element (rows by primary key, keys by name, points by id),
+    with a few examples of each: what a promotion would do to production's readers."""
+
+    #: What elements are matched by: "primary key (id)", "key name", "point id".
+    by: str
+    unit: str
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    #: Up to :data:`DIFF_EXAMPLES` of each, as people name them: "id=42", "emb:7".
+    examples: dict[str, list[str]] = Field(default_factory=dict)
+    #: Whether production holds the item at all (everything is "added" otherwise).
+    production_has_it: bool = True
+    notes: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def identical(self) -> bool:
+        return not (self.added or self.changed or self.removed)
+
+    def summary(self) -> str:
+        """``+3 ~2 -1 rows``: for tables and one-line messages."""
+        return f"+{self.added:,} ~{self.changed:,} -{self.removed:,} {self.unit}"
+
+
+class SinceFork(BaseModel):
+    """Whether production's item changed since the run was forked from it: its checksum
+    now against the one the run's provenance recorded at fork time (``runs.seeds``).
+
+    ``decision`` says what the promotion made of it: ``fast-forward`` (unchanged, so the
+    run's item replaces what it started from), ``refused`` (changed, ``--on-conflict
+    fail``), ``replace``/``version`` (changed, and the user chose to go on regardless),
+    ``as planned`` (unchanged, but the seed was part of the item: nothing implied)."""
+
+    #: The seed's declaration, as recorded.
+    seed: dict[str, Any] = Field(default_factory=dict)
+    #: The seed copied part of the item (``where=``, ``sample=``, ``limit=``).
+    partial: bool = False
+    changed: bool
+    at_fork: dict[str, Any] | None = None
+    now: dict[str, Any] | None = None
+    #: What changed, in words: "10 rows at fork, 11 now; checksum 1a2b... -> 9f8e...".
+    what: str = ""
+    decision: str = ""
+
+
 class ItemPlan(BaseModel):
     """One item of a plan: what will happen to it, and how much data it is."""
 
@@ -90,6 +142,12 @@ class ItemPlan(BaseModel):
     notes: list[str] = Field(default_factory=list)
     #: Where production is, masked.
     target_url: str = ""
+    #: The element-by-element diff against production (plans and ``run.diff()``; a
+    #: promotion carried out skips it: it reads both items in full).
+    diff: ItemDiff | None = None
+    #: Whether production changed since the fork; None for an item the run was not
+    #: forked from (its diff is against production as it is now, with nothing to check).
+    since_fork: SinceFork | None = None
 
 
 class ItemRecord(BaseModel):
@@ -298,6 +356,12 @@ class Promoter(ABC):
     @abstractmethod
     def plan(self, on_conflict: OnConflict) -> ItemPlan:
         """Inspect source and production; change nothing."""
+
+    def diff(self, examples: int = DIFF_EXAMPLES) -> ItemDiff | None:
+        """The run's item against production's ``item.target`` as it is now, element by
+        element, reading production only; None for a kind that cannot tell (a plug-in
+        that does not implement it)."""
+        return None
 
     def reserve(self, record: ItemRecord) -> None:
         """Name in ``record.staging`` the places :meth:`stage` will create, before it

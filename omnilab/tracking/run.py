@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from omnilab.config import Settings
     from omnilab.notebook.charts import Figure
     from omnilab.progress import Reporter
-    from omnilab.promote.models import PromotionResult
+    from omnilab.promote.models import PromotionResult, RunDiff
     from omnilab.promote.records import PromotionRecord
     from omnilab.tracking.queries import ChartSeries
     from omnilab.tracking.store import TrackingStore
@@ -242,6 +242,14 @@ class Run:
         if not dry_run:
             self.refresh()
         return result
+
+    def diff(self, *, reporter: Reporter | None = None) -> RunDiff:
+        """Per promoted item: the rows, keys or points the run adds, changes and removes
+        against production, with examples, and whether production changed since the
+        fork; a table in a notebook (``.to_pandas()`` for a frame). Changes nothing."""
+        from omnilab.promote import diff
+
+        return diff(self, settings=self._settings, reporter=reporter)
 
     def discard(self, *, reporter: Reporter | None = None) -> None:
         """Give up promoting this run: its kept stack data is removed."""

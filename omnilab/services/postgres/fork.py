@@ -181,6 +181,15 @@ class PostgresForker(Forker):
                     f"{str(exc).strip().splitlines()[0]}"
                 ) from None
             counts[item.label] = int(row[0]) if row else 0
+            # The table's size (rows, indexes, TOAST) in the share the selection keeps.
+            size = self.prod.execute(
+                "SELECT pg_total_relation_size(%s), "
+                f"(SELECT count(*) FROM {quote(self.prod, *split_name(item.target))})",
+                (oid,),
+            ).fetchone()
+            if size is not None:
+                whole = max(int(size[1]), 1)
+                self.sizes[item.label] = int(size[0]) * min(counts[item.label], whole) // whole
         return counts
 
     # -- copy -------------------------------------------------------------------------------
@@ -353,6 +362,20 @@ class PostgresForker(Forker):
             self.reporter.note(f"  seed {item.label}: not cached: {exc}")
             return False
         return True
+
+    def production_checksum(
+        self, item: Promotable, recorded: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """What the seed selects in production now, by the method recorded at fork time."""
+        try:
+            oid = self._oid(item)
+        except SeedMissing:
+            return None
+        method = recorded.get("method", "hash_columns")
+        if method not in postgres_checksum.METHODS:
+            method = "hash_columns"
+        selected = f"({self._select(item, oid)})"
+        return postgres_checksum.checksum(self.prod, oid, selected, method)
 
     def _production_checksum(self, item: Promotable, oid: int) -> dict[str, Any]:
         """Production's checksum of the rows selected, computed by production in the fork's

@@ -42,6 +42,8 @@ from omnilab.services.postgres.tables import (
     split_name,
 )
 from omnilab.services.promotable import (
+    DIFF_EXAMPLES,
+    ItemDiff,
     ItemPlan,
     ItemRecord,
     OnConflict,
@@ -332,6 +334,32 @@ class PostgresPromoter(Promoter):
             return self._checksum(self.prod, oid, source["method"]) == source
         except psycopg.Error:
             return False
+
+    # -- diff -------------------------------------------------------------------------------
+
+    def diff(self, examples: int = DIFF_EXAMPLES) -> ItemDiff:
+        """Rows added, changed and removed against production's table, by primary key
+        (:mod:`.diff`); production is read in a read-only session of its own."""
+        import psycopg
+
+        from omnilab.services.postgres import diff as postgres_diff
+        from omnilab.services.postgres.fork import READ_ONLY_OPTIONS
+
+        shape = self.shape()
+        schema, table = split_name(self.item.name)
+        run = postgres_diff.Side(self.src, schema, table, shape.oid, self.source_dsn)
+        with psycopg.connect(self.dsn, connect_timeout=10, options=READ_ONLY_OPTIONS) as prod:
+            prod.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            prod.read_only = True
+            prod.execute("SELECT 1")  # one transaction, one snapshot, for every read
+            target_schema, target_table = split_name(self.item.target)
+            oid = self._oid(prod, target_schema, target_table)
+            production = (
+                None
+                if oid is None
+                else postgres_diff.Side(prod, target_schema, target_table, oid, self.dsn)
+            )
+            return postgres_diff.diff_tables(run, production, self.item.unit, examples)
 
     def _dependents(self, oid: int) -> list[str]:
         """Objects that reference the production table by identity: a swap leaves them

@@ -65,6 +65,11 @@ def _selected(
             return
 
 
+#: Bytes counted per point besides its vectors (id, payload, index entries), for a fork's
+#: size estimate.
+_POINT_OVERHEAD = 256
+
+
 class QdrantForker(Forker):
     consistency = (
         "per page: each page of 2,048 points read at one instant, pages one after another, "
@@ -135,9 +140,11 @@ class QdrantForker(Forker):
     # -- check ------------------------------------------------------------------------------
 
     def check(self) -> dict[str, int]:
+        from omnilab.services.qdrant.promotion import _dimensions
+
         counts = {}
         for item in self.items:
-            self._reading(item, lambda item=item: self.prod.get_collection(item.target))
+            info = self._reading(item, lambda item=item: self.prod.get_collection(item.target))
             total = self._reading(
                 item, lambda item=item: self.prod.count(item.target, exact=True).count
             )
@@ -146,6 +153,9 @@ class QdrantForker(Forker):
             if chosen.limit is not None:
                 expected = min(expected, chosen.limit)
             counts[item.label] = int(expected)
+            # Vectors as float32, and a little for each point's id and payload.
+            dimensions = sum(_dimensions(info.config.params).values())
+            self.sizes[item.label] = int(expected) * (4 * dimensions + _POINT_OVERHEAD)
         return counts
 
     # -- copy -------------------------------------------------------------------------------
@@ -194,6 +204,30 @@ class QdrantForker(Forker):
                 f"({theirs['points']:,} points of {ours['points']:,})"
             )
         return provenance
+
+    def production_checksum(
+        self, item: Promotable, recorded: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The checksum of the points the seed selects now, by the method the fork used
+        (over gRPC, or through qdrant-client), from scroll calls alone."""
+        from omnilab.services.qdrant import points, servers
+        from omnilab.services.qdrant.promotion import QdrantPromoter, _checksum
+
+        try:
+            self._reading(item, lambda: self.prod.get_collection(item.target))
+        except SeedMissing:
+            return None
+        server = self.prod_server()
+        if recorded.get("method") == servers.METHOD and server is not None:
+            digest = servers.Digest()
+            for page in _selected(server.scan(item.target), item.selection, _grpc_id):
+                digest.add(page)
+            return digest.checksum()
+        payloads, vectors = Sum64(), Sum64()
+        pages = self._reading(item, lambda: QdrantPromoter._scroll(self.prod, item.target))
+        for page in _selected(pages, item.selection, lambda p: str(p.id).encode()):
+            points.add_digests(page, payloads, vectors)
+        return _checksum(payloads, vectors)
 
     def _copy_between_servers(
         self,

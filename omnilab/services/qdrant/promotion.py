@@ -52,6 +52,8 @@ from urllib.parse import urlsplit
 from omnilab.errors import UsageError
 from omnilab.redact import redact_text, redact_url
 from omnilab.services.promotable import (
+    DIFF_EXAMPLES,
+    ItemDiff,
     ItemPlan,
     ItemRecord,
     OnConflict,
@@ -357,6 +359,49 @@ class QdrantPromoter(Promoter):
                 plan.reason = f"production already holds these points as {candidate}"
                 return plan
         raise PromotionFailed(f"{item.label}: no free version name")
+
+    # -- diff -------------------------------------------------------------------------------
+
+    def diff(self, examples: int = DIFF_EXAMPLES) -> ItemDiff:
+        """Points added, changed and removed against production's collection (or the one
+        its alias names), by id: each point's digest (payload and vectors), computed by
+        omnilab from the pages each server returns (over gRPC when both answer there,
+        else through qdrant-client on both sides); production gets scroll calls only."""
+        began = time.monotonic()
+        item = self.item
+        existing = self._lookup(item.target)
+        src, prod = self._server("src"), self._server("prod")
+        by_grpc = src is not None and prod is not None
+
+        def digests(side: str, name: str) -> dict[str, int]:
+            out: dict[str, int] = {}
+            server = src if side == "src" else prod
+            if by_grpc and server is not None:
+                for page in server.scan(name):
+                    out.update(servers.point_digests(page))
+                return out
+            client = self.src if side == "src" else self.prod
+            for batch in self._scroll(client, name):
+                out.update(points.point_digests(batch))
+            return out
+
+        ours = digests("src", item.name)
+        theirs = digests("prod", existing[1]) if existing is not None else {}
+        found = {
+            "added": [k for k in ours if k not in theirs],
+            "changed": [k for k, v in ours.items() if k in theirs and theirs[k] != v],
+            "removed": [k for k in theirs if k not in ours],
+        }
+        return ItemDiff(
+            by="point id",
+            unit=item.unit,
+            added=len(found["added"]),
+            changed=len(found["changed"]),
+            removed=len(found["removed"]),
+            examples={kind: sorted(ids, key=_id_order)[:examples] for kind, ids in found.items()},
+            production_has_it=existing is not None,
+            seconds=round(time.monotonic() - began, 4),
+        )
 
     def _same(self, physical: str, count: int) -> bool:
         """Does production's ``physical`` hold exactly the run's points?"""
@@ -850,6 +895,11 @@ class QdrantPromoter(Promoter):
         previous = record.switch.get("replaced")
         if previous and not self._aliased(previous):
             self.prod.delete_collection(previous)
+
+
+def _id_order(ident: str) -> tuple[int, int, str]:
+    """Numeric ids in numeric order, then UUIDs: examples in a stable order."""
+    return (0, int(ident), "") if ident.isdigit() else (1, 0, ident)
 
 
 def _loopback(host: str) -> bool:

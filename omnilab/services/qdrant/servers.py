@@ -300,6 +300,17 @@ class Digest:
         return {"points": self.points, "sum": f"{self.total:016x}", "method": METHOD}
 
 
+def point_digests(points: Sequence[Any]) -> dict[str, int]:
+    """Each point's 64-bit digest (its deterministic serialization, as :class:`Digest`
+    hashes it) by its id as text: a diff's per-point terms, over gRPC."""
+    out = {}
+    for p in points:
+        ident = str(p.id.num) if p.id.HasField("num") else str(p.id.uuid)
+        data = p.SerializeToString(deterministic=True)
+        out[ident] = int.from_bytes(blake2b(data, digest_size=8).digest(), "big")
+    return out
+
+
 def as_point_structs(points: Iterable[Any]) -> list[Any]:
     """Read points (``RetrievedPoint``) as points to write (``PointStruct``).
 

@@ -81,7 +81,12 @@ def key_digest(kind: bytes, name: bytes, value: Any) -> tuple[int, int]:
     return int(h[:32], 16), n
 
 
+#: Keys whose memory is asked for a fork's size estimate.
+_SAMPLED = 100
+
+
 class RedisForker(Forker):
+    bound = "memory"
     consistency = (
         "per key: each key read by one command (as it was at one instant); keys read a "
         "batch at a time, with no snapshot of the whole key space"
@@ -146,7 +151,30 @@ class RedisForker(Forker):
                 chosen = chosen[: item.selection.limit]
             self._keys[item.label] = chosen
             counts[item.label] = len(chosen)
+            size = self._estimate(chosen)
+            if size is not None:
+                self.sizes[item.label] = size
         return counts
+
+    def _estimate(self, keys: list[bytes]) -> int | None:
+        """The keys' memory in production, from ``MEMORY USAGE`` (a read command) of up
+        to :data:`_SAMPLED` of them spread over the list; None where it is refused."""
+        import redis as redis_lib
+
+        if not keys:
+            return 0
+        step = max(1, len(keys) // _SAMPLED)
+        sampled = keys[::step][:_SAMPLED]
+        try:
+            with self.prod.pipeline(transaction=False) as pipe:
+                for key in sampled:
+                    pipe.memory_usage(key, samples=0)
+                used = [u for u in pipe.execute() if isinstance(u, int)]
+        except redis_lib.RedisError:
+            return None
+        if not used:
+            return 0
+        return sum(used) * len(keys) // len(used)
 
     # -- copy -------------------------------------------------------------------------------
 
@@ -214,6 +242,27 @@ class RedisForker(Forker):
             )
         return provenance
 
+    def production_checksum(
+        self, item: Promotable, recorded: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The digest of the keys the seed selects now, as the fork computed it over what
+        production returned (read commands only)."""
+        from omnilab.services.redis.promotion import ELEMENTS_DIGEST, combine
+
+        try:
+            self.check()
+        except SeedMissing:
+            return None
+        keys = self._keys[item.label]
+        cut = len(item.target_prefix.encode())  # type: ignore[attr-defined]
+        found = self._reading(lambda: read_digests(self.prod, keys, cut))
+        xor = size = ttls = 0
+        for digest, n, ttl in found.values():
+            xor ^= digest
+            size += n
+            ttls += ttl
+        return combine([_batch(xor, len(found), size, ttls)], ELEMENTS_DIGEST)
+
     def _copy_batch(
         self, batch: list[bytes], prod_prefix: bytes, run_prefix: bytes, run: redis_lib.Redis
     ) -> tuple[Batch, list[bytes]]:
@@ -259,6 +308,41 @@ class RedisForker(Forker):
                 names.append(name)
             out.execute()
         return _batch(xor, count, size, ttls), names
+
+
+def read_digests(
+    client: redis_lib.Redis, keys: Sequence[bytes], cut: int
+) -> dict[bytes, tuple[int, int, bool]]:
+    """Each existing key's digest (:func:`key_digest`, of its name less its first ``cut``
+    bytes), size and whether it has a TTL, by that relative name: read commands only
+    (``TYPE``, ``PTTL`` and the value's), a batch at a time, so that a ``+@read`` user
+    can be asked and nothing is written."""
+    from omnilab.services.redis.promotion import BATCH, ELEMENT_TYPES, _read_value
+
+    out: dict[bytes, tuple[int, int, bool]] = {}
+    for start in range(0, len(keys), BATCH):
+        batch = keys[start : start + BATCH]
+        with client.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.type(key)
+            types = pipe.execute()
+        with client.pipeline(transaction=False) as pipe:
+            for key, kind in zip(batch, types, strict=True):
+                pipe.pttl(key)
+                if kind in ELEMENT_TYPES:
+                    _read_value(pipe, key, kind)
+                else:
+                    pipe.dump(key)
+            replies = pipe.execute(raise_on_error=False)
+        for i, (key, kind) in enumerate(zip(batch, types, strict=True)):
+            pttl, value = replies[2 * i], replies[2 * i + 1]
+            if isinstance(value, Exception):
+                raise value
+            if kind == b"none" or value is None or (kind != b"stream" and not value):
+                continue  # gone since the scan
+            digest, n = key_digest(kind, key[cut:], value)
+            out[key[cut:]] = (digest, n, isinstance(pttl, int) and pttl > 0)
+    return out
 
 
 def _batch(xor: int, keys: int, size: int, ttls: int) -> Batch:

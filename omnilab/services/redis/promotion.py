@@ -38,6 +38,8 @@ import redis as redis_lib
 from omnilab.errors import UsageError
 from omnilab.redact import redact_text, redact_url
 from omnilab.services.promotable import (
+    DIFF_EXAMPLES,
+    ItemDiff,
     ItemPlan,
     ItemRecord,
     OnConflict,
@@ -341,6 +343,49 @@ class RedisPromoter(Promoter):
             )
             return plan
         return self._plan_version(plan)
+
+    # -- diff -------------------------------------------------------------------------------
+
+    def diff(self, examples: int = DIFF_EXAMPLES) -> ItemDiff:
+        """Keys added, changed and removed against production's keys of the pattern, by
+        name (relative to the prefixes): each key's digest that ignores the encoding,
+        computed by omnilab from read commands on both sides (no script runs in
+        production). A key whose TTL came or went counts as changed."""
+        import time
+
+        from omnilab.services.redis.fork import read_digests
+
+        began = time.monotonic()
+        item = self.item
+        ours_keys = self._scan(self.src, item.name)
+        theirs_keys = self._scan(self.prod, item.target)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(
+                read_digests, self.prod, theirs_keys, len(item.target_prefix.encode())
+            )
+            ours = read_digests(self.src, ours_keys, len(item.source_prefix.encode()))
+            theirs = pending.result()
+        found: dict[str, list[bytes]] = {
+            "added": sorted(k for k in ours if k not in theirs),
+            "changed": sorted(
+                k for k, v in ours.items() if k in theirs and (v[0], v[2]) != theirs[k][::2]
+            ),
+            "removed": sorted(k for k in theirs if k not in ours),
+        }
+        prefix = item.target_prefix.encode()
+        return ItemDiff(
+            by="key name",
+            unit=item.unit,
+            added=len(found["added"]),
+            changed=len(found["changed"]),
+            removed=len(found["removed"]),
+            examples={
+                kind: [(prefix + k).decode(errors="backslashreplace") for k in keys[:examples]]
+                for kind, keys in found.items()
+            },
+            production_has_it=bool(theirs_keys),
+            seconds=round(time.monotonic() - began, 4),
+        )
 
     def _plan_route(self, plan: ItemPlan) -> None:
         """How the keys will travel, decided before anything is copied: ``DUMP``/``RESTORE``

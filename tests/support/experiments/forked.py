@@ -128,3 +128,39 @@ class ForkedUsers(Experiment):
     def run(self, ctx):
         rows = ctx.postgres.execute("SELECT id, name FROM users ORDER BY id").fetchall()
         return {"users": [list(r) for r in rows]}
+
+
+class ForkedAndPromoted(Experiment):
+    """Forked from production, changes a known set of rows, keys and points, and promotes
+    the same items back: each diff's counts and examples are known exactly."""
+
+    services = [Qdrant(), Redis(), Postgres()]
+    gpu = False
+    seeds = [PostgresTable("users"), RedisKeys("emb:*"), QdrantCollection("docs")]
+    promotes = [PostgresTable("users"), RedisKeys("emb:*"), QdrantCollection("docs")]
+
+    def run(self, ctx):
+        from qdrant_client import models
+
+        pg = ctx.postgres
+        pg.execute("INSERT INTO users (id, name, active) VALUES (101, 'new a', true)")
+        pg.execute("INSERT INTO users (id, name, active) VALUES (102, 'new b', false)")
+        pg.execute("UPDATE users SET name = 'changed' WHERE id IN (3, 5, 7)")
+        pg.execute("DELETE FROM users WHERE id = 10")
+        r = ctx.redis
+        r.set("emb:new1", "n1")
+        r.set("emb:new2", "n2")
+        r.hset("emb:1", "a", "changed")
+        r.rpush("emb:2", "more")
+        r.delete("emb:3")
+        q = ctx.qdrant
+        q.upsert(
+            "docs",
+            [
+                models.PointStruct(id=i, vector=[0.5, 1.0, 2.0, i], payload={"kind": "new"})
+                for i in (100, 101)
+            ],
+        )
+        q.set_payload("docs", {"kind": "changed"}, points=[4, 5, 6])
+        q.delete("docs", points_selector=models.PointIdsList(points=[7, 8]))
+        return {}
