@@ -201,9 +201,14 @@ def test_two_forks_filling_the_same_entry_at_once(read_only: ReadOnly, workdir: 
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=120) for p in procs]
+    served = []
     for proc, (out, err) in zip(procs, outs, strict=True):
         assert proc.returncode == 0, err
-        assert json.loads(out)["seeds"][0]["cache"]["served"] is False
+        served.append(json.loads(out)["seeds"][0]["cache"]["served"])
+    # Usually both copy from production and both fill the entry; on a loaded machine the
+    # second may start after the first stored it, and is served from it: either way, one
+    # complete entry and nothing half-written.
+    assert False in served, served
     cache = _cache()
     assert len(cache.entries()) == 1
     assert not list(cache.folder.glob(".tmp-*"))
