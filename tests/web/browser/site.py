@@ -52,10 +52,11 @@ class Site:
         return self.keys[wanted]
 
 
-def open_site(base: Path, tracking_url: str) -> Iterator[Site]:
-    """Start a site in ``base`` (its own database, Redis, state and TMPDIR); yield it;
-    stop it. Its processes' environment is given whole: a module's fixture runs outside
-    any one test's (the autouse ``workdir``)."""
+def open_site(base: Path, tracking_url: str, experiments: Path = API_EXPERIMENTS) -> Iterator[Site]:
+    """Start a site in ``base`` (its own database, Redis, state and TMPDIR) serving the
+    experiments of the folder ``experiments``; yield it; stop it. Its processes'
+    environment is given whole: a module's fixture runs outside any one test's (the
+    autouse ``workdir``)."""
     work, tmp = base / "work", base / "tmp"
     work.mkdir(parents=True)
     tmp.mkdir()
@@ -64,7 +65,7 @@ def open_site(base: Path, tracking_url: str) -> Iterator[Site]:
     env = {
         **FAST,
         "REDIS_URL": redis.url,
-        "OMNILAB_EXPERIMENTS_DIR": str(API_EXPERIMENTS),
+        "OMNILAB_EXPERIMENTS_DIR": str(experiments),
         "OMNILAB_TRACKING_URL": new_database(tracking_url),
         "OMNILAB_STATE_DIR": str(work / "state"),
         "OMNILAB_RUNTIME": "local",
