@@ -5,7 +5,8 @@
 (``desktop(browser)`` sets it back). One Chromium
 serves every test of a module (starting one takes about a second); each test gets it
 back at desktop size, in the OS's colour scheme, signed out, on a blank page.
-``site`` is a real ``omnilab serve`` and ``omnilab worker`` shared by a module's tests.
+``site`` is a real ``omnilab serve`` and ``omnilab worker`` shared by a module's tests (by
+those that one pytest-xdist process runs: it may spread a module's tests over several).
 Without ``/usr/bin/chromium`` (and its driver) the tests are skipped with the reason; CI
 installs both (.ci/run).
 """

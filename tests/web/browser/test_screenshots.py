@@ -25,8 +25,6 @@ from tests.support import ROOT
 from tests.support.browser import Chromium, color_scheme, phone
 from tests.web.browser.site import Site, open_site, sign_in, wait
 
-pytestmark = pytest.mark.xdist_group("web-browser-screenshots")
-
 #: The tallest a full-page shot may be, in CSS pixels: a long log would make it huge.
 MAX_HEIGHT = 1800
 
