@@ -1,6 +1,7 @@
 """Promotion in a real Chromium: a key without the ``promote`` scope sees no Promote
 button; one with it plans, promotes, and sees the promotion listed, while production's
-servers (real Redis, PostgreSQL and Qdrant) get the run's data."""
+servers (real Redis, PostgreSQL and Qdrant) get the run's data; its Roll back button puts
+production back as it was."""
 
 from __future__ import annotations
 
@@ -61,12 +62,19 @@ def test_a_key_with_the_promote_scope_promotes_from_the_page(
         [record] = run.promotions
         assert row.get_attribute("data-promotion-id") == record.id
         assert record.status == "succeeded" and record.actor == "api-key:test"
+        # Production holds the run's data.
+        assert len(production.points("docs")) == 20
+        client = production.redis()
+        assert len(list(client.scan_iter("emb:*"))) == 30 and client.get("other:key") is None
+        client.close()
+        with production.pg() as conn:
+            assert conn.execute("SELECT count(*) FROM scores").fetchone() == (100,)
+
+        # Rolled back from the same list: production is as before the promotion.
+        row.find_element(By.CSS_SELECTOR, "button.rollback").click()
+        wait(browser, lambda d: "rolled back" in text(d, ".flash"))
+        [row] = browser.find_elements(By.CSS_SELECTOR, "#promotions tr[data-promotion-id]")
+        assert "rolled back" in row.text and not row.find_elements(By.CSS_SELECTOR, "button")
+        assert production.snapshot() == before
     finally:
         api.service.stop()
-    # Production holds the run's data.
-    assert len(production.points("docs")) == 20
-    client = production.redis()
-    assert len(list(client.scan_iter("emb:*"))) == 30 and client.get("other:key") is None
-    client.close()
-    with production.pg() as conn:
-        assert conn.execute("SELECT count(*) FROM scores").fetchone() == (100,)

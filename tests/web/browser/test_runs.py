@@ -180,3 +180,28 @@ def test_script_in_params_names_and_log_lines_is_shown_as_text_and_never_run(
         assert HOSTILE in text(browser, "main"), path
         _nothing_ran(browser)
     assert site.api.run(run_id)["params"]["label"] == HOSTILE
+
+
+def test_a_run_cancelled_from_its_page_ends_in_place_with_its_last_lines_and_error(
+    browser: Chromium, site: Site
+) -> None:
+    sign_in(browser, site.url, site.key("read", "run"))
+    run_id = queue_from_form(browser, site.url, "Quick", n=100, pause=0.2, label="c")
+    wait(browser, lambda d: "c 1" in text(d, "#log"))
+    browser.find_element(By.ID, "cancel").click()
+    wait(browser, lambda d: "done=cancel-requested" in d.current_url)
+    browser.execute_script("window.__samePage = true")
+    status = browser.find_element(By.ID, "run-status")
+    wait(browser, lambda _: status.text == "cancelled")
+    # The worker notes the cancellation after the run's status changed, and the stream
+    # ends on the status: the page still shows the log whole, as a reload would.
+    wait(browser, lambda d: text(d, "#log").endswith("omnilab: cancelled on request\n"))
+    assert (
+        "cancelled on request" in wait(browser, lambda d: d.find_elements(By.ID, "error"))[0].text
+    )
+    assert not browser.find_elements(By.ID, "cancel")
+    live = text(browser, "#log")
+    assert browser.execute_script("return window.__samePage") is True
+    browser.refresh()
+    assert text(browser, "#log") == live
+    assert site.api.run(run_id)["status"] == "cancelled"
