@@ -43,8 +43,10 @@ class Chromium(webdriver.Chrome):
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_chromium() -> Chromium:
-    """A headless Chromium at desktop size, started from the system's binaries only."""
+def start_chromium(*, javascript: bool = True) -> Chromium:
+    """A headless Chromium at desktop size, started from the system's binaries only;
+    with ``javascript=False`` no page's script runs (as for a reader who turned it off),
+    though the driver's own ``execute_script`` still does."""
     # Belt and braces: with the driver's path given Selenium skips its manager; were it
     # ever called, offline mode forbids it to download anything.
     os.environ["SE_OFFLINE"] = "true"
@@ -69,6 +71,10 @@ def start_chromium() -> Chromium:
         f"--user-data-dir={folder / 'profile'}",
     ):
         options.add_argument(flag)
+    if not javascript:
+        options.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2}
+        )
     service = Service(executable_path=str(CHROMEDRIVER), env={**os.environ, "TMPDIR": str(folder)})
     try:
         driver = Chromium(service=service, options=options)
@@ -100,4 +106,12 @@ def phone(driver: Chromium) -> Chromium:
 def desktop(driver: Chromium) -> Chromium:
     """Back to the default viewport, 1280x900."""
     set_size(driver, DESKTOP)
+    return driver
+
+
+def color_scheme(driver: Chromium, scheme: str | None) -> Chromium:
+    """Pages see ``prefers-color-scheme: scheme`` (``"dark"``, ``"light"``), or the
+    browser's own again with None: the OS setting the pages' themes follow."""
+    features = [{"name": "prefers-color-scheme", "value": scheme}] if scheme else []
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": features})
     return driver

@@ -237,7 +237,7 @@ class Api:
         if key is None:
             wanted = ",".join(sorted(scopes or ("read", "run")))
             if wanted not in self.keys:
-                self.keys[wanted] = make_key(*wanted.split(","))
+                self.keys[wanted] = make_key(*wanted.split(","), env=self.env)
             key = self.keys[wanted]
         return httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
@@ -276,11 +276,13 @@ class Api:
         return seen
 
 
-def make_key(*scopes: str, name: str = "test") -> str:
+def make_key(*scopes: str, name: str = "test", env: dict[str, str] | None = None) -> str:
+    """A new API key of these scopes, made with ``omnilab api-key create`` in the tracking
+    store of ``env`` (a server's environment), else of this process's environment."""
     args = ["api-key", "create", "--name", name]
     for scope in scopes:
         args += ["--scope", scope]
-    result = run_cli(*args)
+    result = run_cli(*args, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -314,6 +316,17 @@ def api(workdir: Path, tracking_db: str, redis_server: RedisServer) -> Iterator[
     server.service.stop()
 
 
+def spawn_worker(workdir: Path, env: dict[str, str], *args: str) -> Service:
+    """``omnilab worker ARGS...`` in ``workdir`` with ``env``, once it has its slots."""
+    service = _spawn(["worker", *args], env, workdir)
+    try:
+        service.wait_for("slot(s)")
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
 @pytest.fixture
 def start_worker(
     workdir: Path, tracking_db: str, redis_server: RedisServer
@@ -322,9 +335,8 @@ def start_worker(
     started: list[Service] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> Service:
-        service = _spawn(["worker", *args], {**server_env(redis_server), **(env or {})}, workdir)
+        service = spawn_worker(workdir, {**server_env(redis_server), **(env or {})}, *args)
         started.append(service)
-        service.wait_for("slot(s)")
         return service
 
     yield start

@@ -57,6 +57,16 @@
           var now = fresh.getElementById(id);
           if (old && now) old.replaceWith(document.importNode(now, true));
         });
+        // Lines the worker wrote after the run's status changed (the stream ended on the
+        // status) are in the server's log: append what the live log lacks.
+        var log = document.getElementById("log");
+        var full = fresh.getElementById("log");
+        if (log && full) {
+          var have = log.textContent, now = full.textContent;
+          if (now.length > have.length && now.startsWith(have)) {
+            log.appendChild(document.createTextNode(now.slice(have.length)));
+          }
+        }
         var error = fresh.getElementById("error");
         if (error && !document.getElementById("error")) {
           var facts = document.getElementById("facts");
