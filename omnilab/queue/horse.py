@@ -252,8 +252,13 @@ def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> N
         except Terminated:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if queue.cancel_requested(run_id):
-                if queue.record_cancelled(run_id, "cancelled on request; its stack was torn down"):
-                    reporter.note("cancelled on request")
+                # Each line goes into the log before the outcome it tells is recorded: a
+                # live log stream ends when it sees the outcome.
+                reporter.note("cancelled on request")
+                if not queue.record_cancelled(
+                    run_id, "cancelled on request; its stack was torn down"
+                ):
+                    reporter.note("the run had finished meanwhile: its own outcome stands")
             else:
                 # Re-parented: the slot died (its worker was killed), not a clean stop.
                 how = "died" if os.getppid() != slot_pid else "stopped"
@@ -266,11 +271,11 @@ def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> N
         except OmnilabError as exc:
             # Refused before anything started (params no longer valid for the file on
             # this worker, a service this worker cannot provide, an unknown experiment).
-            queue.fail_claimed(run_id, str(exc))
             reporter.note(f"failed: {exc}")
+            queue.fail_claimed(run_id, str(exc))
         except Exception as exc:  # omnilab's own failure: say so rather than leave it running
-            queue.fail_claimed(run_id, f"the worker failed: {type(exc).__name__}: {exc}")
             reporter.note(f"failed inside omnilab: {type(exc).__name__}: {exc}")
+            queue.fail_claimed(run_id, f"the worker failed: {type(exc).__name__}: {exc}")
         finally:
             reporter.close()
 
