@@ -90,10 +90,25 @@ class DisplayStore(Store):
         query."""
         if not run_ids:
             return {}
+        # Walks the (run_id, key, step) index: each run's keys one by one (a skip scan),
+        # then each key's highest step. Sorting the runs' points instead (DISTINCT ON)
+        # took 250 ms for a page of runs holding one run of 100,000 points.
         rows = self._execute(
             """
-            SELECT DISTINCT ON (run_id, key) run_id, key, value FROM omnilab.metrics
-            WHERE run_id = ANY(%s) ORDER BY run_id, key, step DESC, ts DESC
+            SELECT r.id, k.key, l.value FROM unnest(%s::text[]) AS r(id)
+            CROSS JOIN LATERAL (
+                WITH RECURSIVE k(key) AS (
+                    SELECT min(key) FROM omnilab.metrics WHERE run_id = r.id
+                    UNION ALL
+                    SELECT (SELECT min(m.key) FROM omnilab.metrics m
+                            WHERE m.run_id = r.id AND m.key > k.key)
+                    FROM k WHERE k.key IS NOT NULL
+                ) SELECT key FROM k WHERE key IS NOT NULL
+            ) k
+            CROSS JOIN LATERAL (
+                SELECT value FROM omnilab.metrics m WHERE m.run_id = r.id AND m.key = k.key
+                ORDER BY step DESC, ts DESC LIMIT 1
+            ) l
             """,
             (list(run_ids),),
         ).fetchall()

