@@ -283,3 +283,29 @@ def test_pages_and_static_files_carry_the_security_headers(reader: Browser) -> N
         assert response.headers["x-content-type-options"] == "nosniff", path
     js = reader.get("/static/omnilab.js").text
     assert "innerHTML" not in js and "textContent" in js
+
+
+def test_a_finished_runs_charts_are_kept_but_never_outlive_its_attempt(
+    reader: Browser, tracking_db: str, workdir: Path
+) -> None:
+    """A finished run's charts are kept between views; a retried run that finishes again
+    shows its new metrics, not the last attempt's charts."""
+    from datetime import UTC, datetime, timedelta
+
+    from omnilab.tracking.store import TrackingStore
+
+    run_id = record_run(tracking_db, workdir / "runs", metrics={"loss": [1.0, 0.5, 0.25]})
+    first = reader.get(f"/runs/{run_id}").text
+    assert "loss" in first and "accuracy" not in first
+    assert reader.get(f"/runs/{run_id}").text.count("metric-chart") == first.count("metric-chart")
+    with TrackingStore(tracking_db) as store:
+        store.update_run(run_id, status="running")
+        writer = store.metric_writer(run_id)
+        writer([("accuracy", 0, 0.5, 0.0), ("accuracy", 1, 0.75, 0.0)])
+        writer.close()
+        store.update_run(
+            run_id, status="succeeded", finished_at=datetime.now(UTC) + timedelta(seconds=5)
+        )
+    again = reader.get(f"/runs/{run_id}").text
+    assert "accuracy" in again
+    assert again.count("metric-chart") > first.count("metric-chart")
