@@ -17,7 +17,6 @@ removed and one added, and the diff says so.
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -95,20 +94,13 @@ def _read(side: Side, query: str) -> tuple[np.ndarray, np.ndarray]:
     """(keys, hashes) of every row ``query`` returns, through binary COPY: by ``psql``
     into one buffer where it is installed (psycopg hands COPY's output over a row at a
     time, a Python call each: ten times slower for 26-byte rows), else by psycopg."""
-    import subprocess
 
     from omnilab.services.postgres import rows as postgres_copy
 
     copy = f"COPY ({query}) TO STDOUT (FORMAT binary)"
     psql = postgres_copy.psql_binary() if side.dsn else None
     if psql is not None and side.dsn is not None:
-        conninfo, env = postgres_copy._psql_args(side.dsn)
-        done = subprocess.run(
-            [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", copy],
-            env={**os.environ, **env, "PGOPTIONS": _PGOPTIONS},
-            capture_output=True,
-            check=False,
-        )
+        done = postgres_copy.run_psql(psql, side.dsn, [copy], env={"PGOPTIONS": _PGOPTIONS})
         if done.returncode != 0:
             reason = done.stderr.decode(errors="replace").strip().splitlines() or ["failed"]
             raise RuntimeError(f"psql: {reason[-1]}")

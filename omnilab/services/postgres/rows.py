@@ -19,7 +19,7 @@ import subprocess
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omnilab.services.promotable import Progress, PromotionFailed
 
@@ -48,6 +48,33 @@ def _psql_args(dsn: str) -> tuple[str, dict[str, str]]:
     password = parts.pop("password", None)
     env = {"PGPASSWORD": str(password)} if password else {}
     return make_conninfo(**parts), env  # type: ignore[arg-type]
+
+
+def run_psql(
+    psql: str,
+    dsn: str,
+    commands: Sequence[str],
+    *,
+    stdin: Any = subprocess.DEVNULL,
+    stdout: Any = subprocess.PIPE,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """``psql -c ...`` for each of ``commands`` on ``dsn``, stopping at the first error;
+    the password goes by the environment (never an inherited ``PGPASSWORD``, which belongs
+    to some other server), ``env`` adds to it."""
+    conninfo, secret = _psql_args(dsn)
+    inherited = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+    args = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo]
+    for command in commands:
+        args += ["-c", command]
+    return subprocess.run(
+        args,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env={**inherited, **secret, **(env or {})},
+        check=False,
+    )
 
 
 def copy_with_psql(
@@ -172,17 +199,8 @@ def dump_to_file(psql: str | None, dsn: str, copy_out: str, path: Path) -> None:
     """Write ``copy_out`` (a ``COPY ... TO STDOUT``) into ``path``: ``psql`` writes the
     stream in C; psycopg, a block at a time, where no ``psql`` is installed."""
     if psql is not None:
-        conninfo, secret = _psql_args(dsn)
-        env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
         with path.open("wb") as out:
-            done = subprocess.run(
-                [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", copy_out],
-                stdout=out,
-                stderr=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
-                env={**env, **secret},
-                check=False,
-            )
+            done = run_psql(psql, dsn, [copy_out], stdout=out)
         if done.returncode:
             raise PromotionFailed(f"writing the rows failed: {_psql_error(done.stderr)}")
         return
@@ -202,17 +220,13 @@ def load_from_file(psql: str | None, dsn: str, truncate: str, copy_in: str, path
     """Load ``path`` with ``copy_in`` (a ``COPY ... FROM STDIN``) in one transaction that
     runs ``truncate`` first (so ``FREEZE`` applies)."""
     if psql is not None:
-        conninfo, secret = _psql_args(dsn)
-        env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
-        load = ["-c", "BEGIN", "-c", truncate, "-c", copy_in, "-c", "COMMIT"]
         with path.open("rb") as data:
-            done = subprocess.run(
-                [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo, *load],
+            done = run_psql(
+                psql,
+                dsn,
+                ["BEGIN", truncate, copy_in, "COMMIT"],
                 stdin=data,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                env={**env, **secret},
-                check=False,
             )
         if done.returncode:
             raise PromotionFailed(f"loading the rows failed: {_psql_error(done.stderr)}")
