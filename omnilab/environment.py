@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import platform
-import socket
 import sys
 from functools import lru_cache
 from importlib import metadata
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from omnilab import gitstate
+from omnilab.host import host_name
 
 #: Distributions whose versions change results or behaviour; recorded when installed.
 TRACKED_PACKAGES = (
@@ -65,7 +65,7 @@ def owner() -> str:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return f"{user}@{socket.gethostname()}"
+    return f"{user}@{host_name()}"
 
 
 def capture(source: Path | None) -> dict[str, Any]:
@@ -74,7 +74,7 @@ def capture(source: Path | None) -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "executable": sys.executable,
         "platform": platform.platform(),
-        "hostname": socket.gethostname(),
+        "hostname": host_name(),
         "packages": package_versions(),
         "git": git_info(source or Path.cwd()),
     }

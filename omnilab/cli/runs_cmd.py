@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from omnilab.cli import render
+from omnilab.host import host_name
 
 if TYPE_CHECKING:
     from omnilab.tracking.records import RunRecord
@@ -237,7 +237,7 @@ def _delete(store: TrackingStore, record: RunRecord) -> str:
     if counts["promotions"]:
         gone.append(f"{counts['promotions']} promotion records")
     folder = Path(record.run_dir) if record.run_dir else None
-    here = (record.environment or {}).get("hostname") in (None, socket.gethostname())
+    here = (record.environment or {}).get("hostname") in (None, host_name())
     if folder is not None and here and folder.is_dir() and folder.name == record.id:
         shutil.rmtree(folder, ignore_errors=True)
         gone.append(f"folder {folder}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
 from omnilab.errors import UsageError
+from omnilab.host import host_name
 from omnilab.procs import process_start_time
 from omnilab.services.promotable import ItemRecord
 from omnilab.tracking.base import Store
@@ -93,7 +93,7 @@ class PromotionRecord(BaseModel):
             status="running",
             on_conflict=on_conflict,
             actor=actor,
-            host=socket.gethostname(),
+            host=host_name(),
             pid=pid,
             pid_start=process_start_time(pid),
             created_at=datetime.now(UTC),

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from omnilab import environment
+from omnilab.host import host_name
 from omnilab.progress import QuietReporter
 from omnilab.promote.items import item_from_dict, other_production, switch_order
 from omnilab.promote.records import PromotionRecord, PromotionStore
@@ -99,7 +99,7 @@ def reconcile(promotions: PromotionStore, settings: Settings, reporter: Reporter
 
 def _by(began: float) -> str:
     return (
-        f"by {environment.owner()} (pid {os.getpid()} on {socket.gethostname()}) at "
+        f"by {environment.owner()} (pid {os.getpid()} on {host_name()}) at "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC in {time.monotonic() - began:.2f}s"
     )
 

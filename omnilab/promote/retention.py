@@ -9,13 +9,13 @@ says where it is and in which state: ``runs.stack->'data'``.
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omnilab import retained_stack
 from omnilab.errors import UsageError
+from omnilab.host import host_name
 from omnilab.promote.records import PromotionStore
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def data_record(path: Path, promotes: list[Promotable], settings: Settings) -> d
     return {
         "path": str(path),
         "state": "kept",
-        "host": socket.gethostname(),
+        "host": host_name(),
         "kept_at": now.isoformat(),
         "expires_at": (now + timedelta(days=days)).isoformat() if days else None,
         "promotes": [item.to_dict() for item in promotes],
@@ -46,7 +46,7 @@ def run_data(record: RunRecord) -> dict[str, Any] | None:
 
 def check_here(record: RunRecord, data: dict[str, Any]) -> Path:
     """The kept data's directory, if it is on this host and still there."""
-    host = socket.gethostname()
+    host = host_name()
     if data.get("host") not in (None, host):
         raise UsageError(
             f"run {record.short_id}'s stack data is on host {data['host']}, not {host}; "
@@ -84,7 +84,7 @@ def discard(store: TrackingStore, ref: str, reporter: Reporter) -> dict[str, Any
 def sweep(store: TrackingStore, reporter: Reporter) -> list[str]:
     """Remove kept data past its retention on this host; returns the runs concerned."""
     now = datetime.now(UTC)
-    host = socket.gethostname()
+    host = host_name()
     expired = []
     for run_id, data in PromotionStore(store).retained_runs():
         expires = data.get("expires_at")

@@ -25,7 +25,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ import psycopg
 from omnilab.catalog import Catalog
 from omnilab.errors import OmnilabError, TrackingStoreError, UsageError
 from omnilab.gpu import host_gpus
+from omnilab.host import host_name
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
 from omnilab.queue.broker import Broker
@@ -104,7 +104,7 @@ class Supervisor:
         self.gpus = list(gpus or [])
         self.plan = plan_slots(concurrency, self.gpus)
         self.reporter = reporter or Reporter()
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        self.id = f"{host_name()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.slots = [
             _SlotProcess(
                 i,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omnilab.host import host_name
 from omnilab.procs import owner_alive, process_start_time
 
 
@@ -30,7 +30,7 @@ class StackState:
     workdir: str | None = None
     run_id: str | None = None
     keep: bool = False
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=host_name)
     #: service name -> runtime-specific handle (pid, container id, ports, data dir...)
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: service name -> public URL (passwords masked), for `omnilab stack ls`.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
+from omnilab.host import host_name
 from omnilab.tracking.base import AsyncStore, Store
 from omnilab.tracking.records import RUN_COLUMNS, RunRecord
 
@@ -444,7 +444,7 @@ class AsyncQueueStore(AsyncStore):
 def running_environment(pid: int, pid_start: int | None) -> dict[str, Any]:
     """What a claim records of the process running the attempt, so that a look at the
     runs from this host can tell when that process is gone (see reconcile_orphans)."""
-    return {"hostname": socket.gethostname(), "pid": pid, "pid_start": pid_start}
+    return {"hostname": host_name(), "pid": pid, "pid_start": pid_start}
 
 
 def jsonable_params(params: dict[str, Any]) -> str | None:

@@ -7,7 +7,6 @@ config file), else an embedded PostgreSQL under ``.omnilab/`` at the project roo
 
 from __future__ import annotations
 
-import socket
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from omnilab.config import Settings, get_settings
 from omnilab.errors import RunNotFound, TrackingStoreError, TrackingUrlError
+from omnilab.host import host_name
 from omnilab.procs import owner_alive
 from omnilab.redact import encoding_hint, redact_text, redact_url
 from omnilab.tracking import schema
@@ -197,7 +197,7 @@ class TrackingStore(Store):
         A SIGKILLed ``omnilab run`` cannot record its own end; the next look at the
         runs from the same host does it, so nothing stays "running" forever.
         """
-        host = socket.gethostname()
+        host = host_name()
         rows = self._execute(
             "SELECT id, environment->>'pid', environment->>'pid_start' FROM omnilab.runs "
             "WHERE status = 'running' AND environment->>'hostname' = %s",

@@ -12,7 +12,6 @@ worker by the age of its heartbeat, since no heartbeat could have been written m
 
 from __future__ import annotations
 
-import socket
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
+from omnilab.host import host_name
 from omnilab.procs import owner_alive
 from omnilab.tracking.base import Store
 from omnilab.tracking.queued_runs import QueueStore
@@ -66,7 +66,7 @@ class WorkerStore(Store):
             """,
             (
                 worker_id,
-                socket.gethostname(),
+                host_name(),
                 pid,
                 pid_start,
                 concurrency,
@@ -118,7 +118,7 @@ class WorkerStore(Store):
         Dead: no heartbeat for ``ttl_s`` while this connection has been open (so the
         store could hear one), or (on this host) its process is gone.
         """
-        host = socket.gethostname()
+        host = host_name()
         rows = self._execute(
             """
             SELECT id, host, pid, pid_start,

@@ -9,11 +9,11 @@ decide, long after the fact, whether the process that made an object is gone.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from omnilab.errors import UsageError
+from omnilab.host import host_name
 from omnilab.version import __version__
 
 if TYPE_CHECKING:
@@ -92,4 +92,4 @@ def label_filter(labels: Mapping[str, str]) -> dict[str, Any]:
 
 
 def this_host() -> str:
-    return socket.gethostname()
+    return host_name()
