@@ -13,4 +13,4 @@ import os
 
 def host_name() -> str:
     """``OMNILAB_HOST`` if set, else the system's host name."""
-    return os.environ.get("OMNILAB_HOST", "").strip() or host_name()
+    return os.environ.get("OMNILAB_HOST", "").strip() or socket.gethostname()
