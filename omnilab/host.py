@@ -9,6 +9,7 @@ containers from one image with the same hostname, a laptop whose name follows th
 from __future__ import annotations
 
 import os
+import socket
 
 
 def host_name() -> str:
