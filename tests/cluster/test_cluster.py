@@ -7,6 +7,8 @@ cluster as it found it (every worker host up and connected).
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +17,10 @@ import httpx
 import pytest
 
 from tests.support.cluster import Cluster, cluster, wait_for
+
+#: One cluster for the module, so its tests run in one test process, one after another;
+#: starting the cluster and a host lost and found take minutes, not the default limit.
+pytestmark = [pytest.mark.xdist_group("cluster"), pytest.mark.timeout(900)]
 
 WORKERS = ("worker-a", "worker-b")
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -102,3 +108,85 @@ def test_log_of_a_run_on_another_host(hosts: tuple[Cluster, str]) -> None:
     assert response.status_code == 200, response.text
     for i in range(4):
         assert f"line {i} on {run['summary']['host']}" in response.text
+
+
+def running_on(made: Cluster, client: httpx.Client, run_id: str, attempt: int) -> str:
+    """Wait until attempt ``attempt`` of the run is running; the host it runs on."""
+    host: list[str] = []
+
+    def started() -> bool:
+        run = run_of(client, run_id)
+        worker = (run.get("queue") or {}).get("worker") or ""
+        if run["status"] != "running" or run["queue"]["attempt"] != attempt:
+            return False
+        host[:] = [h for h in WORKERS if worker.startswith(f"{h}-")]
+        return bool(host)
+
+    wait_for(started, 60, f"attempt {attempt} of {run_id} to run", made, "api", *WORKERS)
+    return host[0]
+
+
+def stacks_on(made: Cluster, host: str) -> list[dict[str, Any]]:
+    code, out = made.exec(host, ["omnilab", "stack", "ls", "--json"])
+    assert code == 0, out
+    return list(json.loads(out))
+
+
+def other(host: str) -> str:
+    return next(h for h in WORKERS if h != host)
+
+
+def test_killed_worker_host(hosts: tuple[Cluster, str]) -> None:
+    """`docker kill` of the host running a run: the run is queued again and succeeds on
+    the other host, recorded once; the killed host, back, removes the stack it left."""
+    made, url = hosts
+    with made.api(url) as client:
+        run_id = queue(client, "Slow", params={"seconds": 8}, retries=1)
+        victim = running_on(made, client, run_id, attempt=1)
+        wait_for(lambda: bool(stacks_on(made, victim)), 30, "the run's stack", made, victim)
+        made.kill(victim)
+        run = wait_finished(made, client, [run_id], timeout=120)[run_id]
+        assert run["status"] == "succeeded", run
+        assert run["summary"]["host"] == other(victim)
+        assert run["queue"]["attempt"] == 2
+        assert outcomes(made, run_id) == ["succeeded"]
+
+        made.restart(victim)
+        wait_for(
+            lambda: made.logs(victim).count("slot(s)") >= 2, 60, "the worker back", made, victim
+        )
+        wait_for(lambda: not stacks_on(made, victim), 60, "the stack removed", made, victim)
+        assert outcomes(made, run_id) == ["succeeded"]
+
+
+def test_worker_host_cut_off(hosts: tuple[Cluster, str]) -> None:
+    """`docker network disconnect` of the host running a run, then reconnect: the run is
+    taken over by the other host; the cut-off host's attempt, finished meanwhile, records
+    no second outcome once it can reach the store again."""
+    made, url = hosts
+    with made.api(url) as client:
+        run_id = queue(client, "Slow", params={"seconds": 12}, retries=1)
+        cut = running_on(made, client, run_id, attempt=1)
+        made.disconnect(cut)
+        try:
+            run = wait_finished(made, client, [run_id], timeout=120)[run_id]
+        finally:
+            made.reconnect(cut)
+        assert run["status"] == "succeeded", run
+        assert run["summary"]["host"] == other(cut)
+        assert run["queue"]["attempt"] == 2
+        # Back on the network, the cut-off worker reaches the store again: it beats, and
+        # its horse (whose run ended while it was cut off) tries to record its outcome.
+        wait_for(lambda: _alive(client, cut), 60, f"{cut} alive again", made, cut, "api")
+        time.sleep(3)  # what a late record would take to land
+        after = run_of(client, run_id)
+        assert after["status"] == "succeeded"
+        assert after["summary"]["host"] == other(cut)
+        assert after["queue"]["attempt"] == 2
+        assert outcomes(made, run_id) == ["succeeded"]
+
+
+def _alive(client: httpx.Client, host: str) -> bool:
+    response = client.get("/v1/workers")
+    assert response.status_code == 200, response.text
+    return any(w["host"] == host and w.get("alive", True) for w in response.json()["workers"])
