@@ -33,6 +33,7 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, s
         made.start_databases()
         made.start_s3()
         url = made.start_api()
+        made.start_api("api-2")
         for name in WORKERS:
             made.start_worker(name, "--concurrency", "1")
         yield made, url
@@ -95,19 +96,39 @@ def test_runs_spread_over_worker_hosts(hosts: tuple[Cluster, str]) -> None:
         assert run["environment"]["hostname"] == run["summary"]["host"]
         assert outcomes(made, run_id) == ["succeeded"]
         assert run["queue"]["attempt"] == 1
+    # The artifacts went to the object store: either API host serves any run's files,
+    # though neither ran a run nor shares a folder with a worker.
+    for api in (url, made.url("api-2")):
+        with made.api(api) as client:
+            for run_id, run in runs.items():
+                got = client.get(f"/v1/runs/{run_id}/artifacts/host.txt")
+                assert got.status_code == 200, got.text
+                assert got.text == run["summary"]["host"]
 
 
 def test_log_of_a_run_on_another_host(hosts: tuple[Cluster, str]) -> None:
-    """The API host has no run folder of the workers': the log comes through what every
-    host reaches (Redis while it runs, the object store after)."""
+    """The API hosts have no run folder of the workers': a running run's log is followed
+    live through Redis from one API host, and the complete log comes from the object
+    store afterwards on the other."""
     made, url = hosts
     with made.api(url) as client:
-        run_id = queue(client, "Where", params={"lines": 4, "pause": 0.2})
-        run = wait_finished(made, client, [run_id])[run_id]
+        run_id = queue(client, "Where", params={"lines": 6, "pause": 0.5})
+        seen: list[str] = []
+        with client.stream("GET", f"/v1/runs/{run_id}/logs", timeout=60) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: ") and " on worker-" in line:
+                    seen.append(line)
+                if line.startswith("event: end"):
+                    break
+        run = run_of(client, run_id)
+    host = run["summary"]["host"]
+    assert len(seen) == 6, seen
+    assert all(f"on {host}" in line for line in seen)
+    with made.api(made.url("api-2")) as client:
         response = client.get(f"/v1/runs/{run_id}/logs", params={"follow": "false"})
     assert response.status_code == 200, response.text
-    for i in range(4):
-        assert f"line {i} on {run['summary']['host']}" in response.text
+    for i in range(6):
+        assert response.text.count(f"line {i} on {host}") == 1
 
 
 def running_on(made: Cluster, client: httpx.Client, run_id: str, attempt: int) -> str:
@@ -190,3 +211,65 @@ def _alive(client: httpx.Client, host: str) -> bool:
     response = client.get("/v1/workers")
     assert response.status_code == 200, response.text
     return any(w["host"] == host and w.get("alive", True) for w in response.json()["workers"])
+
+
+def test_promotion_on_the_host_that_keeps_the_data(hosts: tuple[Cluster, str]) -> None:
+    """A run kept on a worker host is promoted through the API (on another host) by that
+    host's worker; with that host down, the API says which host and what to do."""
+    made, url = hosts
+    with made.api(url) as client:
+        run_id = queue(client, "Kept", params={"tag": "first"})
+        run = wait_finished(made, client, [run_id])[run_id]
+        assert run["status"] == "succeeded", run
+        keeper = run["summary"]["host"]
+        response = client.post(f"/v1/runs/{run_id}/promote", json={})
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert result["status"] == "succeeded", result
+        record = client.get(f"/v1/promotions/{result['id']}").json()
+        assert record["host"] == keeper
+    code, out = made.exec(
+        "redis",
+        ["redis-cli", "-a", made.redis_password, "--no-auth-warning", "get", "cluster:first:7"],
+    )
+    assert code == 0 and out.strip() == keeper, out
+
+    with made.api(url) as client:
+        run_id = queue(client, "Kept", params={"tag": "second"})
+        run = wait_finished(made, client, [run_id])[run_id]
+        keeper = run["summary"]["host"]
+        made.kill(keeper)
+        try:
+            wait_for(lambda: not _alive(client, keeper), 30, f"{keeper} lost", made, "api")
+            response = client.post(f"/v1/runs/{run_id}/promote", json={})
+            assert response.status_code == 503, response.text
+            message = response.json()["detail"]
+            assert f"on host {keeper}" in message and "omnilab worker" in message, message
+            assert "\n" not in message
+        finally:
+            made.restart(keeper)
+            wait_for(lambda: _alive(client, keeper), 60, f"{keeper} back", made, keeper)
+        # Back: the run's kept data is still there, and the promotion goes through.
+        response = client.post(f"/v1/runs/{run_id}/promote", json={})
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "succeeded"
+
+
+def test_gpu_run_without_a_gpu_worker_waits(hosts: tuple[Cluster, str]) -> None:
+    """No worker of the cluster has a GPU: the run is not taken, and says why."""
+    made, url = hosts
+    with made.api(url) as client:
+        run_id = queue(client, "GpuOnly")
+        wait_for(
+            lambda: "waiting for capacity" in (run_of(client, run_id).get("waiting") or ""),
+            30,
+            "the run to say it waits",
+            made,
+            "api",
+        )
+        time.sleep(3)  # sweeps come and go: it is still not taken
+        run = run_of(client, run_id)
+        assert run["status"] == "queued"
+        assert "GPU" in run["waiting"], run["waiting"]
+        response = client.post(f"/v1/runs/{run_id}/cancel")
+        assert response.status_code in (200, 202), response.text

@@ -224,7 +224,7 @@ class Cluster:
             environment=self.env(OMNILAB_API_HOST="0.0.0.0", **env),
             volumes=EXPERIMENTS_VOLUME,
         )
-        url = f"http://{self.ip(name)}:8765"
+        url = self.url(name)
 
         def healthy() -> bool:
             try:
@@ -243,6 +243,10 @@ class Cluster:
             assert result.exit_code == 0, (stderr or b"").decode(errors="replace")
             self.api_key = stdout.decode().strip()
         return url
+
+    def url(self, name: str) -> str:
+        """The API on host ``name``, as the test process reaches it."""
+        return f"http://{self.ip(name)}:8765"
 
     def start_worker(self, name: str, *args: str, **env: str) -> None:
         """``omnilab worker ARGS`` on host ``name`` (its host name is ``name``)."""
