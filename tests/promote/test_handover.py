@@ -39,9 +39,7 @@ def _kept_on(host: str, monkeypatch: pytest.MonkeyPatch, **params: Any) -> omnil
 
 
 def _worker(workdir: Path, production: Production, host: str, **extra: str) -> Service:
-    return spawn_worker(
-        workdir, _env(production, OMNILAB_HOST=host, **extra), "--concurrency", "1"
-    )
+    return spawn_worker(workdir, _env(production, OMNILAB_HOST=host, **extra), "--concurrency", "1")
 
 
 def _scores(production: Production) -> int | None:
