@@ -53,18 +53,20 @@ def promote(
     """:func:`omnilab.promote.promote` on the host that holds the run's data; the plan
     (``dry_run``) too, since it reopens the run's stack."""
     check_on_conflict(on_conflict)
+    # Held open around the work done here: an embedded store is not stopped and
+    # started again in between.
     with TrackingStore.open(settings) as store:
         record = store.get_run(run)
-    host = kept_on(record)
-    if not _elsewhere(host):
-        return promote_here(
-            record.id,
-            dry_run=dry_run,
-            on_conflict=on_conflict,
-            actor=actor,
-            settings=settings,
-            reporter=reporter,
-        )
+        host = kept_on(record)
+        if not _elsewhere(host):
+            return promote_here(
+                record.id,
+                dry_run=dry_run,
+                on_conflict=on_conflict,
+                actor=actor,
+                settings=settings,
+                reporter=reporter,
+            )
     assert host is not None
     value = hand_over(
         settings,
@@ -99,16 +101,16 @@ def rollback(
     went into production as that host configured it."""
     with TrackingStore.open(settings) as store:
         record = PromotionStore(store).get(promotion)
-    acts = record.status == "succeeded" and record.pruned_at is None
-    if not (acts and _elsewhere(record.host)):
-        return rollback_here(
-            record.id,
-            dry_run=dry_run,
-            force=force,
-            actor=actor,
-            settings=settings,
-            reporter=reporter,
-        )
+        acts = record.status == "succeeded" and record.pruned_at is None
+        if not (acts and _elsewhere(record.host)):
+            return rollback_here(
+                record.id,
+                dry_run=dry_run,
+                force=force,
+                actor=actor,
+                settings=settings,
+                reporter=reporter,
+            )
     assert record.host is not None
     value = hand_over(
         settings,
