@@ -4,14 +4,17 @@ The reaper normally removes a stack within a second of its owner's death; this i
 backstop for what it could not (the machine rebooted, the engine was down, an older
 omnilab without a reaper). Two sources:
 
-1. stack state files (any runtime) whose owner is gone and that were not kept: torn
-   down through their runtime's ``destroy``, the same path as every teardown;
+1. stack state files (any runtime) of this host whose owner is gone and that were not
+   kept: torn down through their runtime's ``destroy``, the same path as every teardown;
 2. what each runtime finds of its own outside state files
    (``Runtime.collect_leftovers``: the docker runtime's labelled containers, networks
    and volumes).
 
 A kept stack (``--keep``, ``omnilab stack up``) is never touched: ``omnilab stack down``
 removes it.
+
+``omnilab worker`` does the same when it starts (:mod:`omnilab.queue.supervisor`): a host
+that comes back after a crash removes what its dead workers' runs left.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from omnilab.errors import OmnilabError
+from omnilab.host import host_name
 from omnilab.progress import QuietReporter
 from omnilab.runtimes import Leftover, runtime_class, runtime_classes
 from omnilab.runtimes.state import StackState, all_states
@@ -28,7 +32,15 @@ if TYPE_CHECKING:
 
 
 def _abandoned_states(settings: Settings) -> list[StackState]:
-    return [s for s in all_states(settings.state_dir) if not s.keep and not s.owner_is_alive()]
+    """Stacks of this host whose owner is gone. A state file written on another host
+    (a state folder shared between hosts) names a process this host cannot see: its
+    own host judges it."""
+    here = host_name()
+    return [
+        s
+        for s in all_states(settings.state_dir)
+        if not s.keep and s.host == here and not s.owner_is_alive()
+    ]
 
 
 def collect(settings: Settings, *, dry_run: bool = False) -> tuple[list[Leftover], str | None]:

@@ -49,6 +49,9 @@ def promote(
 
     A failure anywhere leaves production as it was; a second promotion does nothing.
 
+    A run whose data is kept on another host is promoted (and planned) by that host's
+    worker: this command hands it over and waits for the outcome.
+
     Examples:
 
       omnilab promote 3fa2c1 --dry-run
@@ -58,7 +61,8 @@ def promote(
       omnilab promotions ls ; omnilab rollback 9c1d2e
     """
     from omnilab.cli import promote_render
-    from omnilab.promote import promote as do_promote
+    from omnilab.queue.handover import promote as do_promote
+    from omnilab.queue.settings import get_queue_settings
     from omnilab.redact import redact_environment
     from omnilab.services.promotable import PromotionError
 
@@ -68,6 +72,7 @@ def promote(
             dry_run=dry_run,
             on_conflict=on_conflict.value,
             actor=actor,
+            settings=get_queue_settings(),
             reporter=render.progress_reporter(json_output),
         )
     except PromotionError as exc:
@@ -106,6 +111,9 @@ def rollback(
     Refused when production changed since (unless --force) or a later promotion
     replaced the same item.
 
+    A promotion carried out on another host is rolled back by that host's worker (it
+    went into production as that host configures it): this command hands it over.
+
     Examples:
 
       omnilab rollback 9c1d2e --dry-run
@@ -113,10 +121,17 @@ def rollback(
       omnilab rollback 9c1d2e
     """
     from omnilab.cli import promote_render
-    from omnilab.promote import rollback as do_rollback
+    from omnilab.queue.handover import rollback as do_rollback
+    from omnilab.queue.settings import get_queue_settings
 
     reporter = render.progress_reporter(json_output)
-    result = do_rollback(promotion, dry_run=dry_run, force=force, reporter=reporter)
+    result = do_rollback(
+        promotion,
+        dry_run=dry_run,
+        force=force,
+        settings=get_queue_settings(),
+        reporter=reporter,
+    )
     if json_output:
         render.print_json(result.model_dump(mode="json"))
     else:
@@ -133,6 +148,9 @@ def discard(
 ) -> None:
     """Give up promoting a run: remove the stack data kept for it.
 
+    Data kept on another host is removed by that host's worker; --expired removes this
+    host's only (each worker removes its own host's, too).
+
     Examples:
 
       omnilab discard 3fa2c1
@@ -142,17 +160,19 @@ def discard(
     from omnilab.errors import UsageError
     from omnilab.progress import QuietReporter, Reporter
     from omnilab.promote import retention
+    from omnilab.queue.handover import discard as do_discard
+    from omnilab.queue.settings import get_queue_settings
     from omnilab.tracking.store import TrackingStore
 
     if bool(run) == expired:
         raise UsageError("give a RUN to discard, or --expired (not both)")
-    with TrackingStore.open() as store:
-        if expired:
+    if expired:
+        with TrackingStore.open() as store:
             gone = retention.sweep(store, Reporter())
-            render.out.print(f"{len(gone)} runs' expired stack data removed")
-            return
-        # Its result is said once, below (the reporter would say it too).
-        info = retention.discard(store, run, QuietReporter())
+        render.out.print(f"{len(gone)} runs' expired stack data removed")
+        return
+    # Its result is said once, below (the reporter would say it too).
+    info = do_discard(run, settings=get_queue_settings(), reporter=QuietReporter())
     render.out.print(f"run {info['run_id'][:8]}: stack data discarded ({info['path']})")
 
 

@@ -32,13 +32,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import psycopg
 
-from omnilab import environment
+from omnilab import environment, retained_stack
 from omnilab.errors import OmnilabError, TrackingStoreError
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
@@ -77,10 +77,62 @@ class RunStore(TrackingStore):
 
     label = ""
     _used_at = 0.0
+    #: The attempt this horse holds once it claimed the run (its number, the slot's
+    #: name): the run's status is recorded only while that attempt is still the run's
+    #: current one (see :meth:`update_run`).
+    held: tuple[int, str] | None = None
+    #: Where a refused outcome is said (the run's reporter).
+    note: Callable[[str], None] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._used_at = time.monotonic()
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """A change of the run's status is recorded only while this horse's attempt is
+        still the run's current one. A worker cut off long enough (its host lost, its
+        heartbeat stopped) was taken for dead by a sweeper, which queued the run again
+        or failed it; when such a worker comes back and finishes, the run has an
+        outcome or another attempt already: this one's is not recorded, once said."""
+        if self.held is None or "status" not in fields:
+            super().update_run(run_id, **fields)
+            return
+        attempt, worker = self.held
+        self._fresh()
+        with self._transaction():
+            current = QueueStore(self).current_attempt(run_id, lock=True)
+            if current == ("running", attempt, worker):
+                super().update_run(run_id, **fields)
+                return
+        self._not_recorded(attempt, worker, current, fields)
+
+    def _not_recorded(
+        self,
+        attempt: int,
+        worker: str,
+        current: tuple[str, int | None, str | None] | None,
+        fields: dict[str, Any],
+    ) -> None:
+        if current is None:
+            now = "deleted"
+        elif current[0] == "running":
+            now = f"running as attempt {current[1]} on {current[2]}"
+        else:
+            now = current[0]
+        message = (
+            f"attempt {attempt} on {worker} was given up for lost meanwhile (the run is "
+            f"now {now}): its outcome ({fields['status']}) is not recorded"
+        )
+        # Kept data no record names (the run's record keeps the other attempt's).
+        data = (fields.get("stack") or {}).get("data") or {}
+        if data.get("state") == "kept" and data.get("path"):
+            with contextlib.suppress(OSError):
+                if retained_stack.remove(data["path"]):
+                    message += f"; its kept stack data is removed ({data['path']})"
+        if self.note is not None:
+            self.note(message)
+        else:
+            print(f"{self.label}{message}", file=sys.__stderr__)
 
     def _fresh(self) -> None:
         now = time.monotonic()
@@ -223,6 +275,8 @@ def execute(run_id: str) -> None:
             job=os.environ.get("RQ_JOB_ID"),  # set by rq for its horse
         )
         if claim is not None:
+            if isinstance(store, RunStore):
+                store.held = (claim.attempt, slot.name)
             _attempt(store, slot, claim, run_dir)
     finally:
         signal.signal(signal.SIGTERM, _after_the_run)
@@ -237,6 +291,8 @@ def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> N
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with _output_to(log_path) as console:
         reporter = RunReporter(console, log_path, run_id)
+        if isinstance(store, RunStore):
+            store.note = reporter.note
         reporter.note(
             f"{claim.experiment}: attempt {claim.attempt} of {claim.max_attempts} "
             f"on {slot.name} ({slot.gpu_label})"
@@ -256,7 +312,9 @@ def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> N
                 # live log stream ends when it sees the outcome.
                 reporter.note("cancelled on request")
                 if not queue.record_cancelled(
-                    run_id, "cancelled on request; its stack was torn down"
+                    run_id,
+                    "cancelled on request; its stack was torn down",
+                    attempt=claim.attempt,
                 ):
                     reporter.note("the run had finished meanwhile: its own outcome stands")
             else:
@@ -266,16 +324,21 @@ def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> N
                     run_id,
                     f"its worker {slot.worker_id} {how} during the run",
                     statuses=("running", "cancelled"),
+                    attempt=claim.attempt,
                 )
                 reporter.note(f"stopped with its worker; the run is now {status}")
         except OmnilabError as exc:
             # Refused before anything started (params no longer valid for the file on
             # this worker, a service this worker cannot provide, an unknown experiment).
             reporter.note(f"failed: {exc}")
-            queue.fail_claimed(run_id, str(exc))
+            queue.fail_claimed(run_id, str(exc), attempt=claim.attempt)
         except Exception as exc:  # omnilab's own failure: say so rather than leave it running
             reporter.note(f"failed inside omnilab: {type(exc).__name__}: {exc}")
-            queue.fail_claimed(run_id, f"the worker failed: {type(exc).__name__}: {exc}")
+            queue.fail_claimed(
+                run_id,
+                f"the worker failed: {type(exc).__name__}: {exc}",
+                attempt=claim.attempt,
+            )
         finally:
             reporter.close()
 

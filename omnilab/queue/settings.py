@@ -65,6 +65,28 @@ class QueueSettings(Settings):
         validation_alias="OMNILAB_RESEND_AFTER",
         description="A queued run whose message is not in Redis after this long is re-sent.",
     )
+    host_task_start_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias="OMNILAB_HOST_TASK_START_TIMEOUT",
+        description="Seconds the worker of the host that holds a run's data has to start "
+        "a promotion, rollback or discard handed to it before the caller gives up (nothing "
+        "is done then).",
+    )
+    host_task_timeout: float = Field(
+        default=3600.0,
+        gt=0,
+        validation_alias="OMNILAB_HOST_TASK_TIMEOUT",
+        description="Seconds the caller waits for the outcome of a task handed to another "
+        "host, once started.",
+    )
+    retention_sweep_interval: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias="OMNILAB_RETENTION_SWEEP_INTERVAL",
+        description="How often a worker removes its host's kept stack data past "
+        "OMNILAB_RETENTION_DAYS.",
+    )
     web_secret: str | None = Field(
         default=None,
         validation_alias="OMNILAB_WEB_SECRET",

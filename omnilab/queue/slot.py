@@ -262,7 +262,9 @@ class SlotWorker(Worker):
         reason = f"the process running it (pid {retpid}) died: {how}"
         try:
             with TrackingStore.open(self.slot.settings) as store:
-                QueueStore(store).end_attempt(str(job.args[0]), reason)
+                # Only the attempt of this message: a run given to another worker
+                # meanwhile (this one was taken for dead) is that worker's.
+                QueueStore(store).end_attempt(str(job.args[0]), reason, job=job.id)
         except Exception as exc:  # the sweepers will end it; say why this did not
             print(
                 f"[{str(job.args[0])[:8]}] could not record that {reason}: {exc}", file=sys.stderr

@@ -3,7 +3,11 @@
 The process started by the command is a supervisor. It starts one slot process per
 concurrent run (see :mod:`omnilab.queue.slot`), restarts a slot that dies, writes the
 worker's heartbeat to the tracking store, and sweeps (:mod:`omnilab.queue.reconcile`):
-attempts of dead workers are ended and lost messages re-sent.
+attempts of dead workers are ended and lost messages re-sent. Beside the slots it starts
+the host's task lane (:mod:`omnilab.queue.lane`): promotions, rollbacks and discards of
+data this host holds, handed over from elsewhere. It also removes, at start, what this
+host's dead processes left (``omnilab gc``: a host back after a crash), and every
+``OMNILAB_RETENTION_SWEEP_INTERVAL`` its host's kept stack data past retention.
 
 Stopping: the first SIGINT/SIGTERM lets the runs in progress finish and takes no new
 ones; a second stops them (their stacks are torn down, and each run goes back to the
@@ -40,6 +44,7 @@ from omnilab.host import host_name
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
 from omnilab.queue.broker import Broker
+from omnilab.queue.hosttasks import lane_name
 from omnilab.queue.reconcile import Reconciler
 from omnilab.queue.reconnect import store_outage
 from omnilab.queue.settings import QueueSettings
@@ -89,6 +94,12 @@ class _SlotProcess:
     deaths: list[float] = field(default_factory=list)
     restart_at: float | None = None  # dead, to be started again then
     cause: int | None = None  # read end of the pipe where the slot says why it ended
+    #: The host's task lane (:mod:`omnilab.queue.lane`) rather than a run slot.
+    lane: bool = False
+
+    @property
+    def label(self) -> str:
+        return "host tasks" if self.lane else f"slot {self.index}"
 
 
 class Supervisor:
@@ -113,6 +124,9 @@ class Supervisor:
             )
             for i, gpu in enumerate(self.plan)
         ]
+        # This host's promotions, rollbacks and discards (omnilab.queue.hosttasks), in a
+        # process of their own: never behind a run.
+        self.lane = _SlotProcess(-1, None, [lane_name(settings.queue, host_name())], lane=True)
         self._signals = 0
         self._last_error = ""
         self._reconciler: Reconciler | None = None
@@ -120,6 +134,11 @@ class Supervisor:
         self._store_retry_s = 0.0
 
     # -- signals --------------------------------------------------------------------
+
+    @property
+    def processes(self) -> list[_SlotProcess]:
+        """The slots and the task lane: every process the supervisor starts."""
+        return [*self.slots, self.lane]
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signals += 1
@@ -134,7 +153,7 @@ class Supervisor:
         self._forward(signal.SIGTERM)
 
     def _forward(self, sig: int) -> None:
-        for slot in self.slots:
+        for slot in self.processes:
             if slot.proc is not None and slot.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.proc.pid, sig)
@@ -142,17 +161,10 @@ class Supervisor:
     # -- slots ----------------------------------------------------------------------
 
     def _start_slot(self, slot: _SlotProcess) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "omnilab.queue.slot",
-            "--worker-id",
-            self.id,
-            "--index",
-            str(slot.index),
-            "--parent",
-            str(os.getpid()),
-        ]
+        argv = [sys.executable, "-m", "omnilab.queue.lane" if slot.lane else "omnilab.queue.slot"]
+        argv += ["--worker-id", self.id, "--parent", str(os.getpid())]
+        if not slot.lane:
+            argv += ["--index", str(slot.index)]
         for queue in slot.queues:
             argv += ["--queue", queue]
         if slot.gpu is not None:
@@ -193,7 +205,7 @@ class Supervisor:
         """Restart dead slots, after a delay that grows while they keep dying; stop the
         worker, saying why, when one cannot be helped by restarting."""
         now = time.monotonic()
-        for slot in self.slots:
+        for slot in self.processes:
             if slot.proc is None or slot.proc.poll() is None:
                 continue
             if slot.restart_at is None:
@@ -201,18 +213,17 @@ class Supervisor:
                 cause = self._read_cause(slot)
                 why = f"exit status {status}" + (f": {cause}" if cause else "")
                 if status == FATAL:
-                    raise OmnilabError(f"worker {self.id}: slot {slot.index}: {cause}; stopping")
+                    raise OmnilabError(f"worker {self.id}: {slot.label}: {cause}; stopping")
                 slot.deaths = [t for t in slot.deaths if now - t < 60] + [now]
                 if len(slot.deaths) > MAX_RESTARTS_PER_MINUTE:
                     raise OmnilabError(
-                        f"worker {self.id}: slot {slot.index} failed {len(slot.deaths)} times "
+                        f"worker {self.id}: {slot.label} failed {len(slot.deaths)} times "
                         f"within a minute (last: {why}); stopping"
                     )
                 delay = FIRST_RESTART_DELAY_S * 2 ** (len(slot.deaths) - 1)
                 slot.restart_at = now + delay
                 self.reporter.note(
-                    f"worker {self.id}: slot {slot.index} exited ({why}); "
-                    f"restarting it in {delay:g} s"
+                    f"worker {self.id}: {slot.label} exited ({why}); restarting it in {delay:g} s"
                 )
             if now >= slot.restart_at:
                 slot.restart_at = None
@@ -228,15 +239,19 @@ class Supervisor:
         store = TrackingStore.open(settings)
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         try:
-            queues = sorted({q for s in self.slots for q in s.queues})
+            queues = sorted({q for s in self.processes for q in s.queues})
             self._register(store)
             self._describe(catalog, broker, store, queues)
+            # What this host's dead workers left (a host back after a crash) goes before
+            # anything new starts; then the runs they held are ended (the sweep).
+            self._remove_leftovers()
             self._sweep(store, broker)
+            self._sweep_kept_data(store)
             previous = {
                 s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)
             }
             try:
-                for slot in self.slots:
+                for slot in self.processes:
                     self._start_slot(slot)
                 self._loop(store, broker)
             finally:
@@ -244,7 +259,7 @@ class Supervisor:
                     signal.signal(sig, handler)
         finally:
             self._forward(signal.SIGTERM)
-            for slot in self.slots:
+            for slot in self.processes:
                 if slot.proc is not None:
                     slot.proc.wait()
             try:
@@ -258,7 +273,7 @@ class Supervisor:
                 with contextlib.suppress(Exception):
                     store.close()
                 broker.close()
-                for slot in self.slots:
+                for slot in self.processes:
                     self._close_cause(slot)
         self.reporter.note(f"worker {self.id}: stopped")
         return 0
@@ -271,7 +286,7 @@ class Supervisor:
             pid_start=process_start_time(pid),
             concurrency=len(self.slots),
             gpus=self.gpus,
-            queues=sorted({q for s in self.slots for q in s.queues}),
+            queues=sorted({q for s in self.processes for q in s.queues}),
             version=__version__,
         )
 
@@ -280,10 +295,11 @@ class Supervisor:
         beat_every = min(5.0, settings.worker_ttl / 3)
         next_beat = time.monotonic() + beat_every
         next_sweep = time.monotonic() + settings.reconcile_interval
+        next_kept_sweep = time.monotonic() + settings.retention_sweep_interval
         while True:
             time.sleep(0.2)
             if self._signals:
-                if all(s.proc is None or s.proc.poll() is not None for s in self.slots):
+                if all(s.proc is None or s.proc.poll() is not None for s in self.processes):
                     return
             else:
                 self._check_slots()
@@ -298,6 +314,9 @@ class Supervisor:
             if now >= next_sweep and not self._signals and self._store_down_since is None:
                 next_sweep = now + settings.reconcile_interval
                 self._sweep(store, broker)
+            if now >= next_kept_sweep and not self._signals and self._store_down_since is None:
+                next_kept_sweep = now + settings.retention_sweep_interval
+                self._sweep_kept_data(store)
 
     def _beat(self, store: TrackingStore) -> bool:
         """The heartbeat; reconnects to the store first when its connection broke. False
@@ -360,6 +379,46 @@ class Supervisor:
             self.reporter.note(f"worker {self.id}: {error}")
         self._last_error = error
 
+    def _remove_leftovers(self) -> None:
+        """``omnilab gc`` for this host: stacks whose owner died (a run's process killed
+        with its watcher, the host itself gone down), and the runtimes' own leftovers.
+        Stacks of other hosts and of live processes are left alone."""
+        from omnilab import gc
+
+        try:
+            found, _ = gc.collect(self.settings)
+        except Exception as exc:
+            self.reporter.note(
+                f"worker {self.id}: could not look for leftovers: {_first_line(exc)}"
+            )
+            return
+        removed = [item for item in found if item.removed]
+        if removed:
+            what = ", ".join(f"{item.kind} {item.name}" for item in removed)
+            self.reporter.note(
+                f"worker {self.id}: removed what dead processes of this host left: {what}"
+            )
+        for item in found:
+            if item.error:
+                self.reporter.note(
+                    f"worker {self.id}: could not remove {item.kind} {item.name}: {item.error}"
+                )
+
+    def _sweep_kept_data(self, store: TrackingStore) -> None:
+        """This host's kept stack data past OMNILAB_RETENTION_DAYS goes (no other host can
+        remove it); not while a promotion runs, which may be reopening it."""
+        from omnilab.promote import retention
+        from omnilab.promote.records import PromotionStore
+
+        try:
+            with PromotionStore(store).lock_if_free() as free:
+                if free:
+                    retention.sweep(store, self.reporter)
+        except Exception as exc:  # tried again next time; the runs go on
+            self.reporter.note(
+                f"worker {self.id}: could not sweep expired kept data: {_first_line(exc)}"
+            )
+
     def _describe(
         self, catalog: Catalog, broker: Broker, store: TrackingStore, queues: list[str]
     ) -> None:
@@ -376,6 +435,9 @@ class Supervisor:
                 f"lower than the {len(self.gpus)} GPUs given"
             )
         note(f"  queues: {', '.join(queues)} on {redact_url(broker.url)}")
+        note(
+            f"  host {host_name()}: its promotions, rollbacks and discards on {self.lane.queues[0]}"
+        )
         note(f"  tracking store: {store.location}")
         names = ", ".join(catalog.names()) or "none"
         note(f"  experiments in {catalog.folder}: {names}")

@@ -51,6 +51,13 @@ class Claim:
     max_attempts: int
 
 
+#: A condition on ``omnilab.runs`` (as ``id``) with two parameters, both the attempt or
+#: both None: none, or that this attempt is still the run's current one.
+_CURRENT_ATTEMPT = (
+    " AND (%s::int IS NULL OR EXISTS (SELECT 1 FROM omnilab.run_queue q "
+    "WHERE q.run_id = omnilab.runs.id AND q.attempt = %s))"
+)
+
 #: The sweepers' advisory lock (see :meth:`QueueStore.sweep_lock`).
 _SWEEP_LOCK_KEY = 0x6F6D6E71  # "omnq"
 
@@ -247,6 +254,8 @@ class QueueStore(Store):
         reason: str,
         *,
         statuses: tuple[str, ...] = ("running",),
+        attempt: int | None = None,
+        job: str | None = None,
     ) -> Literal["queued", "failed", "cancelled"] | None:
         """An attempt ended without the run finishing (its worker died or stopped).
 
@@ -254,12 +263,16 @@ class QueueStore(Store):
         setting), is cancelled when a cancellation was requested meanwhile, and fails
         otherwise. Runs that never came through the queue simply fail. Returns the new
         status, or None when the run was no longer in one of ``statuses``.
+
+        ``attempt`` or ``job`` (the message of the attempt): only if that attempt is still
+        the run's current one. A worker that comes back after a sweeper gave its attempt
+        to another worker must not end that other worker's attempt.
         """
         with self._transaction():
             row = self._execute(
                 """
                 SELECT r.status, q.attempt, q.max_attempts, q.cancel_requested_at IS NOT NULL,
-                       q.worker, q.gpu
+                       q.worker, q.gpu, q.job
                   FROM omnilab.runs r LEFT JOIN omnilab.run_queue q ON q.run_id = r.id
                  WHERE r.id = %s FOR UPDATE OF r
                 """,
@@ -267,7 +280,12 @@ class QueueStore(Store):
             ).fetchone()
             if row is None or row[0] not in statuses:
                 return None
-            _, attempt, max_attempts, cancel_requested, worker, gpu = row
+            _, current, max_attempts, cancel_requested, worker, gpu, current_job = row
+            if (attempt is not None and attempt != current) or (
+                job is not None and job != current_job
+            ):
+                return None
+            attempt = current
             if cancel_requested:
                 self._execute(
                     "UPDATE omnilab.runs SET status = 'cancelled', finished_at = now(), "
@@ -302,24 +320,40 @@ class QueueStore(Store):
             )
             return "queued"
 
-    def fail_claimed(self, run_id: str, error: str) -> None:
+    def fail_claimed(self, run_id: str, error: str, *, attempt: int | None = None) -> None:
         """A claimed attempt that could not start (bad params now, a service this worker
-        cannot provide): the run fails with the reason, nothing having started."""
+        cannot provide): the run fails with the reason, nothing having started. With
+        ``attempt``: only while that attempt is still the run's current one."""
         self._execute(
             "UPDATE omnilab.runs SET status = 'failed', finished_at = now(), error = %s "
-            "WHERE id = %s AND status = 'running'",
-            (error, run_id),
+            f"WHERE id = %s AND status = 'running'{_CURRENT_ATTEMPT}",
+            (error, run_id, attempt, attempt),
         )
 
-    def record_cancelled(self, run_id: str, error: str) -> bool:
-        """A cancelled attempt's outcome; a run that finished meanwhile keeps its own."""
+    def record_cancelled(self, run_id: str, error: str, *, attempt: int | None = None) -> bool:
+        """A cancelled attempt's outcome; a run that finished meanwhile keeps its own, and
+        so does one that another attempt took over (given ``attempt``)."""
         cur = self._execute(
             "UPDATE omnilab.runs SET status = 'cancelled', error = %s, "
             "finished_at = coalesce(finished_at, now()) "
-            "WHERE id = %s AND status IN ('running', 'cancelled')",
-            (error, run_id),
+            f"WHERE id = %s AND status IN ('running', 'cancelled'){_CURRENT_ATTEMPT}",
+            (error, run_id, attempt, attempt),
         )
         return cur.rowcount == 1
+
+    def current_attempt(
+        self, run_id: str, *, lock: bool = False
+    ) -> tuple[str, int | None, str | None] | None:
+        """The run's status, its current attempt and the worker (slot) holding it; with
+        ``lock``, the run's row stays locked until the caller's transaction ends, so
+        that no sweeper ends the attempt in between."""
+        row = self._execute(
+            "SELECT r.status, q.attempt, q.worker FROM omnilab.runs r "
+            "LEFT JOIN omnilab.run_queue q ON q.run_id = r.id WHERE r.id = %s"
+            + (" FOR UPDATE OF r" if lock else ""),
+            (run_id,),
+        ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
 
     def request_cancel(self, run_id: str) -> tuple[str, bool, str | None]:
         """Ask for a run to stop; returns (its status before, whether it has a queue row,

@@ -13,6 +13,7 @@ worker by the age of its heartbeat, since no heartbeat could have been written m
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +38,16 @@ class WorkerRecord(BaseModel):
     started_at: datetime
     heartbeat_at: datetime
     stopped_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class HostWorkers:
+    """What the store knows of one host's workers (see :meth:`WorkerStore.on_host`)."""
+
+    live: int
+    with_lane: int
+    #: Seconds since the latest heartbeat of any worker of the host; None: never one.
+    last_heartbeat_s: float | None
 
 
 class WorkerStore(Store):
@@ -98,6 +109,24 @@ class WorkerStore(Store):
             (ttl_s,),
         )
         return [WorkerRecord.model_validate(r) for r in rows]
+
+    def on_host(self, host: str, queue: str, ttl_s: float) -> HostWorkers:
+        """The workers of ``host``: how many are live, how many of those listen on
+        ``queue`` (its task lane), and how long ago any of them last beat."""
+        row = self._execute(
+            """
+            SELECT count(*) FILTER (WHERE live),
+                   count(*) FILTER (WHERE live AND queues ? %(queue)s),
+                   extract(epoch FROM now() - max(heartbeat_at))
+              FROM (SELECT *, stopped_at IS NULL
+                              AND heartbeat_at > now() - make_interval(secs => %(ttl)s) AS live
+                      FROM omnilab.workers WHERE host = %(host)s) w
+            """,
+            {"host": host, "queue": queue, "ttl": ttl_s},
+        ).fetchone()
+        assert row is not None
+        live, with_lane, age = row
+        return HostWorkers(int(live), int(with_lane), float(age) if age is not None else None)
 
     def running_runs(self) -> dict[str, list[str]]:
         """Worker id -> the runs it is running now, oldest first."""

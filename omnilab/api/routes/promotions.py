@@ -1,4 +1,5 @@
-"""``/v1/runs/{id}/promote`` and ``/v1/promotions``: a run's results into production.
+"""``/v1/runs/{id}/promote``, ``/v1/runs/{id}/discard`` and ``/v1/promotions``: a run's
+results into production.
 
 Promotion runs in the request (a thread of the server's pool): a plan takes about as long
 as reopening the run's stack (a second or so), a promotion as long as its copy. The
@@ -7,6 +8,12 @@ it. A conflict (``on_conflict=fail``), an item production cannot accept (the pla
 why and the fix) and a staged copy that does not match the run's data are a 409 that
 carries the plan or outcome ("refused"); a failed copy or switch is a 502 that carries
 how far it got (production is as before in every case).
+
+A run whose data is kept on another host is promoted (planned, discarded) by that host's
+worker, and a promotion is rolled back by the host that carried it out
+(:mod:`omnilab.queue.handover`); the request waits for the outcome, which is answered as
+above. A 503 says the host cannot take it (no live worker there, or the queue's Redis
+cannot be reached: nothing was done), a 504 that it took it and gave no outcome in time.
 """
 
 from __future__ import annotations
@@ -28,9 +35,9 @@ from omnilab.promote import (
     PromotionResult,
     PromotionStore,
     RollbackResult,
-    promote,
-    rollback,
 )
+from omnilab.queue import handover
+from omnilab.queue.hosttasks import HostTaskError, HostUnavailable
 from omnilab.services.promotable import PromotionError
 
 router = APIRouter(prefix="/v1", tags=["promotions"])
@@ -57,7 +64,19 @@ _FAILURES: dict[int | str, dict[str, Any]] = {
     },
     502: {
         "model": ProblemWithResult,
-        "description": "A copy or a switch failed; production is as before.",
+        "description": "A copy or a switch failed; production is as before. Or the host "
+        "that holds the data failed to carry it out.",
+    },
+    503: {
+        "model": ProblemWithResult,
+        "description": "The tracking store or the queue cannot be reached; or the data is "
+        "on another host that cannot take the work now (no live worker there: `detail` "
+        "names the host and what to do). Nothing was done.",
+    },
+    504: {
+        "model": ProblemWithResult,
+        "description": "The data is on another host, whose worker took the work but gave "
+        "no outcome in time (OMNILAB_HOST_TASK_TIMEOUT); it may still be at it.",
     },
 }
 
@@ -93,7 +112,7 @@ def _problem(code: int, exc: OmnilabError) -> SafeJSONResponse:
     "/runs/{run_id}/promote",
     operation_id="promote_run",
     response_model=PromotionResult,
-    responses={**errors(400, 401, 403, 404, 413, 422, 503), **_FAILURES},
+    responses={**errors(400, 401, 403, 404, 413, 422), **_FAILURES},
 )
 def promote_run(
     request: Request, key: PromoteKey, body: PromoteRequest | None = None, run_id: str = RunId
@@ -124,10 +143,11 @@ class ActionRefused(Exception):
 def carry_out_promotion(
     settings: Any, run_id: str, dry_run: bool, on_conflict: str, actor: str
 ) -> PromotionResult:
-    """What ``POST /v1/runs/{id}/promote`` and the web UI's plan and promote pages do;
-    a refusal is an :class:`ActionRefused` (404, 409 or 502)."""
+    """What ``POST /v1/runs/{id}/promote`` and the web UI's plan and promote pages do,
+    on the host that holds the run's data; a refusal is an :class:`ActionRefused` (404,
+    409, 502, 503 or 504)."""
     try:
-        return promote(
+        return handover.promote(
             run_id,
             dry_run=dry_run,
             on_conflict=on_conflict,
@@ -143,8 +163,10 @@ def carry_out_promotion(
         raise ActionRefused(409, exc) from None
     except UsageError as exc:
         raise ActionRefused(409, exc) from None
-    except PromotionError as exc:
+    except (PromotionError, HostTaskError) as exc:
         raise ActionRefused(502, exc) from None
+    except HostUnavailable as exc:
+        raise ActionRefused(exc.status, exc) from None
 
 
 #: OpenAPI links: a listed promotion's id leads to its page and its rollback.
@@ -213,7 +235,7 @@ def get_promotion(request: Request, key: ReadKey, promotion_id: str = PromotionI
     "/promotions/{promotion_id}/rollback",
     operation_id="rollback_promotion",
     response_model=RollbackResult,
-    responses={**errors(400, 401, 403, 404, 413, 422, 503), **_FAILURES},
+    responses={**errors(400, 401, 403, 404, 413, 422), **_FAILURES},
 )
 def rollback_promotion(
     request: Request,
@@ -237,10 +259,11 @@ def rollback_promotion(
 def carry_out_rollback(
     settings: Any, promotion_id: str, dry_run: bool, force: bool, actor: str
 ) -> RollbackResult:
-    """What ``POST /v1/promotions/{id}/rollback`` and the web UI's rollback button do; a
-    refusal is an :class:`ActionRefused` (404, 409 or 502)."""
+    """What ``POST /v1/promotions/{id}/rollback`` and the web UI's rollback button do, on
+    the host that carried the promotion out; a refusal is an :class:`ActionRefused` (404,
+    409, 502, 503 or 504)."""
     try:
-        return rollback(
+        return handover.rollback(
             promotion_id,
             dry_run=dry_run,
             force=force,
@@ -252,5 +275,48 @@ def carry_out_rollback(
         if "no promotion matches" in str(exc):
             raise ActionRefused(404, exc) from None
         raise ActionRefused(409, exc) from None
-    except PromotionError as exc:
+    except (PromotionError, HostTaskError) as exc:
         raise ActionRefused(502, exc) from None
+    except HostUnavailable as exc:
+        raise ActionRefused(exc.status, exc) from None
+
+
+class DiscardResult(BaseModel):
+    """A run's kept stack data, removed: it will not be promoted."""
+
+    run_id: str
+    #: Where the data was, on the host that held it.
+    path: str
+    state: Literal["discarded"]
+
+
+@router.post(
+    "/runs/{run_id}/discard",
+    operation_id="discard_run",
+    response_model=DiscardResult,
+    responses={**errors(401, 403, 404, 422), **_FAILURES},
+)
+def discard_run(request: Request, key: PromoteKey, run_id: str = RunId) -> Any:
+    """Give up promoting a run: remove the stack data kept for it (on the host that
+    holds it), as `omnilab discard RUN` does. Refused (409) when it kept none, or it was
+    already promoted, discarded or expired."""
+    try:
+        return carry_out_discard(_settings(request), run_id)
+    except ActionRefused as exc:
+        if exc.status == 404:
+            raise HTTPException(404, str(exc)) from None
+        return _problem(exc.status, exc.error)
+
+
+def carry_out_discard(settings: Any, run_id: str) -> dict[str, Any]:
+    """What ``POST /v1/runs/{id}/discard`` does; a refusal is an :class:`ActionRefused`."""
+    try:
+        return handover.discard(run_id, settings=settings, reporter=QuietReporter())
+    except RunNotFound as exc:
+        raise ActionRefused(404, exc) from None
+    except UsageError as exc:
+        raise ActionRefused(409, exc) from None
+    except HostTaskError as exc:
+        raise ActionRefused(502, exc) from None
+    except HostUnavailable as exc:
+        raise ActionRefused(exc.status, exc) from None
