@@ -332,6 +332,12 @@ def runs_table(records: list[RunRecord]) -> tuple[Table, list[str]]:
     return table, [p.key for p in params if not any(p is c for c in shown)]
 
 
+def _file_name(source: str | None) -> str:
+    """``quick.py`` of ``/srv/experiments/quick.py:Quick``: the file a run's code is."""
+    path = (source or "").rsplit(":", 1)[0]
+    return path.rsplit("/", 1)[-1] or "its experiment file"
+
+
 def run_details(run: Run, info: QueueInfo | None = None) -> None:
     r = run.record
     out.print(f"run [bold]{r.id}[/]  {status_text(r.status)}")
@@ -355,7 +361,7 @@ def run_details(run: Run, info: QueueInfo | None = None) -> None:
         else "-",
         "python": env.get("python", "-"),
         "host": r.host or "-",
-        "code": f"{r.code_sha256[:12]} (sha256 of {(r.source or '').split(':')[0] or 'its file'})"
+        "code": f"{r.code_sha256[:12]} (sha256 of {_file_name(r.source)})"
         if r.code_sha256
         else "-",
         "run dir": r.run_dir or "-",

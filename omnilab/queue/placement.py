@@ -111,7 +111,8 @@ def why_none(required: Requirements, capacity: Capacity) -> str:
     alive = (
         f"{len(workers)} worker{'s' if len(workers) != 1 else ''} alive: {', '.join(hosts)}"
         if len(hosts) == len(workers)
-        else f"{len(workers)} workers alive on {len(hosts)} hosts: {', '.join(hosts)}"
+        else f"{len(workers)} workers alive on {len(hosts)} host{'s' if len(hosts) != 1 else ''}: "
+        f"{', '.join(hosts)}"
     )
     said = needs(required)
     gaps = {w.id: unmet(required, w.offer) for w in workers}
