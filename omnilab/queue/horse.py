@@ -34,7 +34,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -271,7 +271,9 @@ def _give_back(store: TrackingStore, slot: Slot, claim: Claim) -> bool:
     return True
 
 
-def check_code(entry: CatalogEntry, queued: str | None, refresh: Any = None) -> CatalogEntry:
+def check_code(
+    entry: CatalogEntry, queued: str | None, refresh: Callable[[], CatalogEntry] | None = None
+) -> CatalogEntry:
     """The entry to run, if its file is the code the run was queued against (or that is
     not known); else :class:`CodeMismatch`, naming the host, the experiment, both short
     hashes and what to do. ``refresh()`` returns the entry read again from the file: a

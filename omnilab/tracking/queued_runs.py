@@ -381,7 +381,8 @@ class QueueStore(Store):
             if status == "queued":
                 self._execute(
                     "UPDATE omnilab.runs SET status = 'cancelled', finished_at = now(), "
-                    "error = 'cancelled on request before it started' WHERE id = %s",
+                    "error = 'cancelled on request before it started', waiting = NULL "
+                    "WHERE id = %s",
                     (run_id,),
                 )
             if queued_here and status in ("queued", "running"):

@@ -13,14 +13,22 @@ import json
 import os
 import shutil
 import signal
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from omnilab.catalog import Catalog, CatalogEntry
+from omnilab.queue import horse
 from omnilab.queue.placement import Placement, Placer, can_take, choose
-from omnilab.requirements import GpuOffer, Requirements
+from omnilab.queue.settings import QueueSettings
+from omnilab.queue.slot import Slot
+from omnilab.requirements import GpuOffer, Offer, Requirements
+from omnilab.tracking.queued_runs import QueueStore
+from omnilab.tracking.records import RunRecord
+from omnilab.tracking.store import TrackingStore
 from omnilab.tracking.workers import Capacity, WorkerRecord
 from tests.support import PLACEMENT_EXPERIMENTS, run_cli, wait_until
 from tests.support.queue_helpers import (
@@ -125,6 +133,63 @@ def test_the_apis_placer_reads_the_workers_once_a_second_and_spreads_a_burst() -
     placer._loaded_at -= 2
     placer.place(Requirements(runtime="local"))
     assert len(reads) == 2
+
+
+def test_a_slot_that_cannot_give_what_a_run_requires_gives_it_back(
+    tracking_db: str, workdir: Path
+) -> None:
+    """A worker that joined the host after the run was placed there took it: the run goes
+    back, its attempt not counted, and waits to be placed again, saying why."""
+    with TrackingStore(tracking_db) as store:
+        queue = QueueStore(store)
+        record = RunRecord(
+            id=uuid.uuid4().hex,
+            experiment="ZoneA",
+            status="queued",
+            requires={"labels": {"zone": "a"}},
+            code_sha256="0" * 64,
+        )
+        queue.submit(record, queue="omnilab@h", max_attempts=1, host="h")
+        claim = queue.claim(
+            record.id, worker="w/0", gpu=None, run_dir="/x", environment={"hostname": "h"}
+        )
+        assert claim is not None and claim.requires == {"labels": {"zone": "a"}}
+        assert claim.code_sha256 == "0" * 64
+        slot = Slot("w", 0, None, QueueSettings(), Catalog(workdir), offer=Offer(host="h"))
+        assert horse._give_back(store, slot, claim)
+        back = store.get_run(record.id)
+        assert back.status == "queued" and back.environment == {}
+        assert back.waiting == (
+            "waiting for capacity: placing it again: worker w/0 on h took it but does not "
+            "offer label zone=a"
+        )
+        info = queue.queue_info([record.id])[record.id]
+        assert info.attempt == 0 and info.host is None and info.worker is None
+        assert [p.run_id for p in queue.to_place()] == [record.id]
+        # A slot that offers it keeps it.
+        again = queue.claim(record.id, worker="v/0", gpu=None, run_dir="/x", environment={})
+        assert again is not None and store.get_run(record.id).waiting is None
+        labelled = Offer(host="h", labels={"zone": "a"})
+        keeper = Slot("v", 0, None, QueueSettings(), Catalog(workdir), offer=labelled)
+        assert not horse._give_back(store, keeper, again)
+
+
+def test_a_file_changed_a_moment_ago_is_read_again_before_a_refusal(workdir: Path) -> None:
+    folder = _copy(workdir / "experiments")
+    catalog = Catalog(folder, recheck_s=3600)  # would not look at the files again itself
+    stale = catalog.get("Anywhere")
+    path = folder / "anywhere.py"
+    path.write_bytes(path.read_bytes() + b"\n# deployed a moment ago\n")
+    new = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def reread() -> CatalogEntry:
+        catalog.refresh(force=True)
+        return catalog.get("Anywhere")
+
+    assert horse.check_code(stale, new, reread).sha256 == new
+    assert horse.check_code(stale, None) is stale  # queued before hashes were recorded
+    with pytest.raises(horse.CodeMismatch, match=r"^code mismatch on host .*: experiment Anywhere"):
+        horse.check_code(reread(), stale.sha256, reread)
 
 
 def _copy(folder: Path) -> Path:
@@ -256,10 +321,17 @@ def test_a_gpu_run_waits_for_capacity_with_the_reason_until_a_gpu_worker_appears
         assert reason in browser.get(f"/runs/{run_id}").text
         assert reason in browser.get("/").text  # the runs table
 
+    # A waiting run can be cancelled like any queued one; it no longer says it waits.
+    dropped = api.queue("NeedsGpu")
+    with api.client("run") as client:
+        assert client.post(f"/v1/runs/{dropped}/cancel").json()["status"] == "cancelled"
+    assert api.run(dropped)["waiting"] is None
+
     # A worker with a GPU appears: the reconciler places the run on its host's GPU queue.
     start_host("host-gpu", "--gpus", "0")
     run = api.wait_status(run_id, "succeeded", timeout=60)
     assert run["host"] == "host-gpu" and run["waiting"] is None
+    assert api.run(dropped)["status"] == "cancelled"
     assert run["queue"]["queue"] == "omnilab-gpu@host-gpu"
     assert run["summary"]["cuda_visible_devices"] == "0"
     gpu = _workers(api)["host-gpu"]

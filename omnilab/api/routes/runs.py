@@ -77,7 +77,7 @@ def run_out(
         host=record.host,
         requires=record.requires,
         code_sha256=record.code_sha256,
-        waiting=record.waiting,
+        waiting=record.waiting if record.status == "queued" else None,
         queue=QueueOut(**info.model_dump()) if info else None,
         links=links(record.id),
     )
