@@ -25,7 +25,7 @@ from omnilab.errors import (
     TrackingStoreError,
     UsageError,
 )
-from omnilab.experiment import Experiment, Params
+from omnilab.experiment import Experiment, Params, Requirements
 from omnilab.notebook import Comparison, RunTable, compare, runs
 from omnilab.resources import Resources
 from omnilab.runner import run
@@ -67,6 +67,7 @@ __all__ = [
     "PromotionFailed",
     "Qdrant",
     "Redis",
+    "Requirements",
     "Resources",
     "Run",
     "RunContext",

@@ -17,7 +17,8 @@ from typing import Any
 
 from omnilab.errors import ExperimentLoadError, UsageError
 from omnilab.experiment import Experiment
-from omnilab.loader import defines_run, experiments_in, import_file
+from omnilab.loader import code_sha256, defines_run, experiments_in, import_file
+from omnilab.requirements import Requirements
 
 
 class UnknownExperiment(UsageError):
@@ -30,15 +31,17 @@ class CatalogEntry:
     cls: type[Experiment]
     path: Path
     relative: str
+    #: The file's content hash when it was loaded: the code a run queued now is run
+    #: with, which a worker compares with its own copy of the file.
+    sha256: str = ""
+    #: What a worker must offer to run it (``Experiment.requires`` and what ``gpu`` and
+    #: ``isolation`` imply); None: any worker, through the shared queue.
+    requires: Requirements | None = None
 
     @property
     def source(self) -> str:
         """``file.py:Class`` relative to the folder: how the run record names it."""
         return f"{self.relative}:{self.cls.__name__}"
-
-    @property
-    def needs_gpu(self) -> bool:
-        return self.cls.gpu is True
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -47,6 +50,8 @@ class CatalogEntry:
             "file": self.relative,
             "services": self.cls.service_names(),
             "gpu": self.cls.gpu,
+            "requires": self.requires.as_json() if self.requires else None,
+            "sha256": self.sha256,
         }
 
 
@@ -108,14 +113,20 @@ class Catalog:
         for path in stamps:
             relative = path.name
             try:
+                digest = code_sha256(path)
                 module = import_file(path)
             except ExperimentLoadError as exc:
                 scan.problems.append(str(exc))
                 continue
+            except OSError as exc:  # removed or unreadable since the folder was listed
+                scan.problems.append(f"{path}: cannot read: {exc.strerror or exc}")
+                continue
             for cls in experiments_in(module):
                 if not defines_run(cls):  # a base class, or one that forgot run()
                     continue
-                entry = CatalogEntry(cls.experiment_name(), cls, path, relative)
+                entry = CatalogEntry(
+                    cls.experiment_name(), cls, path, relative, digest, cls.requirements()
+                )
                 found.setdefault(entry.name, []).append(entry)
         for name, entries in sorted(found.items()):
             if len(entries) > 1:
@@ -148,7 +159,11 @@ class Catalog:
         entry = self._scan.entries.get(name)
         if entry is None:
             known = ", ".join(self.names()) or "none"
+            # A file left out for a problem that names the experiment (a bad `requires`):
+            # that is what the user needs to read, not only that the name is unknown.
+            why = "".join(f"; {p}" for p in self._scan.problems if f": {name}." in p)
             raise UnknownExperiment(
-                f"no experiment named {name!r} among those the server may run (available: {known})"
+                f"no experiment named {name!r} among those the server may run "
+                f"(available: {known}){why}"
             )
         return entry

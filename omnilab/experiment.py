@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 # Re-exported: experiments declare ``gpu: GpuPolicy`` beside the rest of their class.
 from omnilab.gpu import GpuPolicy
+
+# Re-exported: ``requires`` may be given as a Requirements as well as a dict.
+from omnilab.requirements import Requirements, requirements_of
 
 # Re-exported: experiments declare ``resources = Resources(...)`` beside their services.
 from omnilab.resources import Resources
@@ -19,7 +23,15 @@ if TYPE_CHECKING:
 
 Isolation = Literal["host", "container"]
 
-__all__ = ["Experiment", "GpuPolicy", "Isolation", "Params", "Resources", "is_experiment_class"]
+__all__ = [
+    "Experiment",
+    "GpuPolicy",
+    "Isolation",
+    "Params",
+    "Requirements",
+    "Resources",
+    "is_experiment_class",
+]
 
 
 class Params(BaseModel):
@@ -83,6 +95,19 @@ class Experiment:
     #: ``per_service`` overrides; None: the defaults (:data:`omnilab.resources.DEFAULTS`).
     #: The docker runtime enforces them; the local runtime enforces none and says so.
     resources: ClassVar[Resources | None] = None
+    #: What the worker that takes a queued run must offer (docs/scaling.md, Placement):
+    #: ``{"gpu": 1, "gpu_memory_gb": 40, "gpu_model": "H100", "runtime": "docker",
+    #: "labels": {"zone": "a"}, "host": "b"}``, any of these keys. ``gpu = True`` adds a
+    #: GPU and ``isolation = "container"`` the docker runtime. Checked when the class is
+    #: defined: an unknown key or a bad value is an error naming it.
+    requires: ClassVar[Mapping[str, Any] | Requirements | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A typo in `requires` must fail where it was written, not leave a run waiting
+        # for a worker that can never exist.
+        if any(name in cls.__dict__ for name in ("requires", "gpu", "isolation")):
+            cls.requirements()
 
     def run(self, ctx: RunContext) -> dict[str, Any] | None:
         """Do the work; the returned mapping becomes the run's summary."""
@@ -106,6 +131,11 @@ class Experiment:
     @classmethod
     def service_names(cls) -> list[str]:
         return [s.name for s in cls.services]
+
+    @classmethod
+    def requirements(cls) -> Requirements | None:
+        """What a worker must offer to run it from the queue; None: any worker."""
+        return requirements_of(cls.requires, cls.gpu, cls.isolation, f"{cls.__name__}.")
 
 
 def is_experiment_class(obj: object) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from omnilab.errors import ExperimentLoadError
+from omnilab.errors import ExperimentLoadError, UsageError
 from omnilab.experiment import Experiment, is_experiment_class
 
 
@@ -49,6 +49,12 @@ def _where(exc: BaseException, path: Path) -> str:
     return ""
 
 
+def code_sha256(path: Path) -> str:
+    """The content hash of an experiment's file: what a run records as the code it ran,
+    and what a worker compares with the file it has under the same name."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def import_file(path: Path) -> ModuleType:
     """Import ``path`` as a fresh module; its folder is importable for sibling modules."""
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
@@ -66,6 +72,11 @@ def import_file(path: Path) -> ModuleType:
     except SyntaxError as exc:
         sys.modules.pop(module_name, None)
         raise ExperimentLoadError(f"{path}: syntax error{_where(exc, path)}: {exc.msg}") from None
+    except UsageError as exc:
+        # omnilab's own refusal while the file defined its classes (a bad `requires`):
+        # its message already names the problem.
+        sys.modules.pop(module_name, None)
+        raise ExperimentLoadError(f"{path}{_where(exc, path)}: {exc}") from None
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise ExperimentLoadError(

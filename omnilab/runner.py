@@ -34,7 +34,7 @@ from omnilab.fork import Fork, declared_seeds
 from omnilab.gpu import GpuPolicy
 from omnilab.invoke import experiment_logger, invoke
 from omnilab.isolation import check_isolation
-from omnilab.loader import LoadedExperiment, resolve
+from omnilab.loader import LoadedExperiment, code_sha256, resolve
 from omnilab.params import as_json, validate
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter, default_reporter
@@ -383,6 +383,7 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
         started_at=datetime.now(UTC),
         name=prepared.name,
         tags=prepared.tags,
+        code_sha256=_code_hash(path),
     )
     reporter.run_started(run_id, record.experiment)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -539,6 +540,17 @@ def _sweep_expired(store: TrackingStore, reporter: Reporter) -> None:
         retention.sweep(store, reporter)
     except (OSError, OmnilabError) as exc:
         reporter.note(f"warning: could not remove expired stack data: {exc}")
+
+
+def _code_hash(path: Path | None) -> str | None:
+    """The experiment file's hash, recorded as the code the run ran (a queued run keeps
+    the one it was queued against, which its worker checked)."""
+    if path is None:
+        return None
+    try:
+        return code_sha256(path)
+    except OSError:  # removed since it was imported: the run goes on, unhashed
+        return None
 
 
 #: What a run already recorded (queued) gets when it starts; its submitter, creation

@@ -22,12 +22,14 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from omnilab.api.group_commit import RunWriter
 from omnilab.catalog import Catalog
 from omnilab.queue.broker import Broker
+from omnilab.queue.placement import Placer
 from omnilab.queue.reconcile import Reconciler
 from omnilab.queue.sender import Outbox
 from omnilab.queue.sender_process import SenderProcess
 from omnilab.queue.settings import QueueSettings
 from omnilab.tracking.api_keys import ApiKeyRecord, ApiKeyStore
 from omnilab.tracking.store import TrackingStore
+from omnilab.tracking.workers import Capacity, WorkerStore
 
 log = logging.getLogger("omnilab.api")
 
@@ -88,6 +90,8 @@ class ApiState:
             self.broker, worker_ttl=settings.worker_ttl, resend_after=settings.resend_after
         )
         self.sender: Outbox | None = None
+        #: Where runs with requirements go (live workers read at most once a second).
+        self.placer = Placer(settings.queue, self._capacity)
         self._home: TrackingStore | None = None
         self._pool: ConnectionPool | None = None
         self._apool: AsyncConnectionPool | None = None
@@ -168,6 +172,10 @@ class ApiState:
         assert self._pool is not None, "the API state is not open"
         with self._pool.connection() as conn:
             yield TrackingStore.over(conn, self.dsn)
+
+    def _capacity(self) -> Capacity:
+        with self.db() as store:
+            return WorkerStore(store).capacity(self.settings.worker_ttl)
 
     def _reconcile_loop(self) -> None:
         store: TrackingStore | None = None

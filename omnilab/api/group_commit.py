@@ -79,7 +79,8 @@ class RunWriter:
             _fail(batch, exc)
             return
         for run, _ in batch:  # committed: whatever becomes of the requests, send
-            self.sender.put(run.id, run.queue)
+            if run.waiting is None:  # one waiting for capacity has nowhere to go yet
+                self.sender.put(run.id, run.queue)
         for _, future in batch:
             if not future.done():  # a request cancelled meanwhile (client gone)
                 future.set_result(created)

@@ -64,6 +64,14 @@ class ExperimentOut(BaseModel):
     file: str = Field(description="Its file, relative to the server's experiments folder.")
     services: list[str]
     gpu: bool | Literal["auto"]
+    requires: dict[str, Any] | None = Field(
+        default=None,
+        description="What a worker must offer to run it (Experiment.requires, with what gpu "
+        "and isolation imply); null: any worker.",
+    )
+    sha256: str = Field(
+        default="", description="Its file's content hash: the code a run queued now is run with."
+    )
 
 
 class ExperimentDetail(ExperimentOut):
@@ -84,6 +92,11 @@ class QueueOut(BaseModel):
     queued_at: datetime
     worker: str | None = None
     gpu: str | None = Field(default=None, description="CUDA_VISIBLE_DEVICES the attempt got.")
+    host: str | None = Field(
+        default=None,
+        description="The worker host it was placed on (its queue is '<queue>@<host>'); "
+        "null: a shared queue.",
+    )
     cancel_requested_at: datetime | None = None
     history: list[dict[str, Any]] = Field(
         default_factory=list, description="Earlier attempts and how they ended."
@@ -121,6 +134,20 @@ class RunOut(BaseModel):
     finished_at: datetime | None = None
     duration_s: float | None = None
     timings: dict[str, Any] = Field(default_factory=dict)
+    host: str | None = Field(default=None, description="The host that ran it.")
+    requires: dict[str, Any] | None = Field(
+        default=None, description="What its worker must offer; null: any worker."
+    )
+    code_sha256: str | None = Field(
+        default=None,
+        description="Its experiment file's content hash when it was queued (a worker whose "
+        "file differs refuses it).",
+    )
+    waiting: str | None = Field(
+        default=None,
+        description="Why no live worker can take it yet ('waiting for capacity: ...'); "
+        "null when it is placed, running or done.",
+    )
     queue: QueueOut | None = Field(
         default=None, description="Absent for runs started with `omnilab run`."
     )
@@ -168,16 +195,31 @@ class CancelOut(BaseModel):
     detail: str
 
 
+class GpuOut(BaseModel):
+    id: str = Field(description="The GPU's index or UUID, as given to the worker.")
+    model: str | None = Field(description="As nvidia-smi names it; null where it says nothing.")
+    memory_mib: int | None
+
+
 class WorkerOut(BaseModel):
     id: str
     host: str
+    status: Literal["alive", "stopped", "lost"] = Field(
+        description="alive: heartbeat within OMNILAB_WORKER_TTL; stopped: it ended (or a "
+        "sweeper ended it); lost: silent past the TTL, not ended yet."
+    )
+    alive: bool
     pid: int
     concurrency: int
     gpus: list[str]
+    gpu_details: list[GpuOut] = Field(description="Each GPU it hands out, one run at a time.")
+    runtimes: list[str] = Field(description="Runtimes that work on its host.")
+    labels: dict[str, str]
     queues: list[str]
     version: str | None
     started_at: datetime
     heartbeat_at: datetime
+    stopped_at: datetime | None = None
     running: list[str] = Field(description="Ids of the runs it is running now.")
 
 

@@ -32,6 +32,7 @@ from omnilab.cli import (
     stack_cmd,
     ui_cmd,
     worker_cmd,
+    workers_cmd,
 )
 from omnilab.errors import OmnilabError, RunNotFound
 from omnilab.version import __version__
@@ -42,7 +43,7 @@ PANELS: dict[str, tuple[str, ...]] = {
     "Run experiments": ("run", "runs", "ui"),
     "Stacks": ("stack", "compose", "images"),
     "Promotion": ("promote", "promotions", "rollback", "discard"),
-    "HTTP API": ("serve", "worker", "api-key"),
+    "HTTP API": ("serve", "worker", "workers", "api-key"),
     "Workloads": ("codegen", "aer"),
     "Maintenance": ("doctor", "config", "gc", "cache"),
 }
@@ -87,6 +88,7 @@ app.add_typer(cache_cmd.app, name="cache")
 app.command("doctor")(doctor_cmd.doctor)
 app.command("config")(config_cmd.config)
 app.command("worker")(worker_cmd.worker)
+app.command("workers")(workers_cmd.workers)
 app.command("serve")(serve_cmd.serve)
 app.command("ui")(ui_cmd.ui)
 app.add_typer(apikey_cmd.app, name="api-key")

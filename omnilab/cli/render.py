@@ -23,6 +23,8 @@ from omnilab.tracking.run import Run
 if TYPE_CHECKING:
     from omnilab.notebook.compare import Comparison
     from omnilab.progress import Reporter
+    from omnilab.tracking.queued_runs import QueueInfo
+    from omnilab.tracking.workers import WorkerView
 
 # No emoji codes: user text such as an image "a:b:c" must print as it is.
 out = Console(highlight=False, soft_wrap=True, emoji=False)
@@ -102,6 +104,17 @@ def seconds(value: float | None) -> str:
 
 def when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def ago(value: datetime | None) -> str:
+    """``4s``, ``12m``, ``3h``, ``2d``: how long ago."""
+    if value is None:
+        return "-"
+    seconds_ago = max(0.0, (datetime.now(value.tzinfo) - value).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds_ago >= size:
+            return f"{int(seconds_ago // size)}{unit}"
+    return f"{int(seconds_ago)}s"
 
 
 def short_when(value: datetime | None) -> str:
@@ -319,9 +332,17 @@ def runs_table(records: list[RunRecord]) -> tuple[Table, list[str]]:
     return table, [p.key for p in params if not any(p is c for c in shown)]
 
 
-def run_details(run: Run) -> None:
+def _file_name(source: str | None) -> str:
+    """``quick.py`` of ``/srv/experiments/quick.py:Quick``: the file a run's code is."""
+    path = (source or "").rsplit(":", 1)[0]
+    return path.rsplit("/", 1)[-1] or "its experiment file"
+
+
+def run_details(run: Run, info: QueueInfo | None = None) -> None:
     r = run.record
     out.print(f"run [bold]{r.id}[/]  {status_text(r.status)}")
+    if r.waiting and r.status == "queued":
+        out.print(f"[yellow]{escape(r.waiting)}[/]")
     env = r.environment or {}
     git = env.get("git") or {}
     head: dict[str, Any] = {
@@ -339,8 +360,17 @@ def run_details(run: Run) -> None:
         if git
         else "-",
         "python": env.get("python", "-"),
+        "host": r.host or "-",
+        "code": f"{r.code_sha256[:12]} (sha256 of {_file_name(r.source)})"
+        if r.code_sha256
+        else "-",
         "run dir": r.run_dir or "-",
     }
+    if r.requires:
+        head["requires"] = ", ".join(f"{k}={compact(v)}" for k, v in r.requires.items())
+    if info is not None:
+        where = f" (placed on host {info.host})" if info.host else ""
+        head["queue"] = f"{info.queue}{where}, attempt {info.attempt} of {info.max_attempts}"
     data = (r.stack or {}).get("data")
     if data:  # kept for `omnilab promote`: where, and what became of it
         kept = data.get("state") == "kept"
@@ -362,13 +392,13 @@ def run_details(run: Run) -> None:
         for name in ("service", "version", "source", "ready", "bounds"):
             svc.add_column(name)
         unbounded = (r.stack or {}).get("bounds", {}).get("enforced") is False
-        for name, info in services.items():
+        for name, service in services.items():
             svc.add_row(
                 name,
-                info.get("version") or "-",
-                info.get("source") or "-",
-                seconds(info.get("ready_seconds")),
-                "none (not enforced)" if unbounded else bounds_text(info.get("bounds")),
+                service.get("version") or "-",
+                service.get("source") or "-",
+                seconds(service.get("ready_seconds")),
+                "none (not enforced)" if unbounded else bounds_text(service.get("bounds")),
             )
         out.print(svc)
     if r.seeds:
@@ -398,6 +428,53 @@ def run_details(run: Run) -> None:
     if r.error:
         out.print("[red]error[/]")
         out.print(r.error.rstrip(), markup=False)
+
+
+# -- workers (omnilab workers) -----------------------------------------------------------
+
+
+def worker_state(view: WorkerView, ttl: float) -> str:
+    """``alive``, ``stopped 5m ago``, ``lost: silent for 45s``, with its colour."""
+    if view.status == "alive":
+        return f"[green]alive[/] (heartbeat {ago(view.heartbeat_at)} ago)"
+    if view.status == "stopped":
+        return f"[dim]stopped {ago(view.stopped_at)} ago[/]"
+    return f"[red]lost[/]: no heartbeat for {ago(view.heartbeat_at)} (more than {ttl:g}s)"
+
+
+def workers(views: list[WorkerView], ttl: float) -> None:
+    """One block per worker: its host and state, then what it offers and runs."""
+    alive = [v for v in views if v.status == "alive"]
+    hosts = {v.host for v in alive}
+    out.print(
+        f"{len(alive)} worker{'s' if len(alive) != 1 else ''} alive on "
+        f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}"
+    )
+    for view in views:
+        out.print()
+        out.print(
+            f"[bold]{escape(view.host)}[/]  {worker_state(view, ttl)}  "
+            f"[dim]worker {escape(view.id)}, pid {view.pid}, omnilab {view.version or '?'}[/]"
+        )
+        gpus = "; ".join(g.describe() for g in view.gpu_details) or ", ".join(view.gpus) or "none"
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(view.labels.items())) or "none"
+        busy = len(view.running)
+        running = (
+            f"{', '.join(r[:8] for r in view.running)} ({busy} of {view.concurrency} slots)"
+            if view.running
+            else f"nothing ({view.concurrency} slot{'s' if view.concurrency != 1 else ''})"
+        )
+        out.print(
+            _kv_table(
+                {
+                    "runtimes": ", ".join(view.runtimes) or "-",
+                    "GPUs": gpus,
+                    "labels": labels,
+                    "running": running,
+                    "queues": ", ".join(view.queues),
+                }
+            )
+        )
 
 
 # -- choices derived from the plug-in registry (never listed by hand) --------------------

@@ -93,7 +93,9 @@ def show(
     run: str = typer.Argument(..., metavar="RUN", help="Run id, or its first characters."),
     json_output: bool = typer.Option(False, "--json", help="JSON on stdout."),
 ) -> None:
-    """Show one run: params, summary, metrics, services, timings, artifacts, error.
+    """Show one run: params, summary, metrics, services, timings, artifacts, error; the
+    host that ran it and its code (the experiment file's sha256); for a queued run, its
+    queue and, when no live worker can take it, why ("waiting for capacity: ...").
 
     Examples:
 
@@ -101,16 +103,21 @@ def show(
 
       omnilab runs show 3fa2c1 --json | jq .summary
     """
+    from omnilab.tracking.queued_runs import QueueStore
     from omnilab.tracking.run import Run
     from omnilab.tracking.store import TrackingStore
 
     with TrackingStore.open() as store:
         store.reconcile_orphans()
         result = Run.from_store(store, store.get_run(run))
+        info = QueueStore(store).queue_info([result.id]).get(result.id)
     if json_output:
-        render.print_json(result.to_dict())
+        data = result.to_dict()
+        data["host"] = result.record.host
+        data["queue"] = info.model_dump(mode="json") if info is not None else None
+        render.print_json(data)
     else:
-        render.run_details(result)
+        render.run_details(result, info)
 
 
 @app.command("compare")

@@ -45,7 +45,6 @@ class Broker:
         (:class:`omnilab.queue.reconnect.Reconnect`), the API and sweeps fail fast."""
         self.url = url
         self.queue = queue
-        self.gpu_queue = f"{queue}-gpu"
         self._queues: dict[str, Queue] = {}
         try:
             options: dict[str, Any] = {"retry": retry} if retry is not None else {}
@@ -80,9 +79,6 @@ class Broker:
             return str(self.redis.info("server").get("run_id", ""))
         except redis.RedisError as exc:
             raise self.unreachable(exc) from None
-
-    def queue_for(self, needs_gpu: bool) -> str:
-        return self.gpu_queue if needs_gpu else self.queue
 
     def _queue(self, name: str) -> Queue:
         if name not in self._queues:

@@ -6,10 +6,12 @@ handed over with ``CUDA_VISIBLE_DEVICES``, all of which are per process. rq fork
 horse for every message; this module is what that horse calls.
 
 What happens here, in order: claim the run in the tracking store (a second delivery of
-the same message finds it taken and stops), send the process's output to the run's log,
-watch for a cancellation request, and run the experiment through :func:`omnilab.runner.run_with`
-with the run's recorded id. The horse is usually a spare (:mod:`omnilab.queue.spare`) that
-did :func:`prepare` before its message arrived.
+the same message finds it taken and stops), give it back to be placed again if this slot
+does not offer what it requires (a worker that joined its host after it was placed
+there), send the process's output to the run's log, refuse it if this host's experiment
+file is not the code it was queued against, and run the experiment through
+:func:`omnilab.runner.run_with` with the run's recorded id. The horse is usually a
+spare (:mod:`omnilab.queue.spare`) that did :func:`prepare` before its message arrived.
 
 SIGTERM at any moment stops the run and tears its stack down; it is recorded as cancelled
 when a cancellation was requested (the API asks the slot through rq's stop-job command,
@@ -39,12 +41,16 @@ from typing import TYPE_CHECKING, Any, TextIO
 import psycopg
 
 from omnilab import environment, retained_stack
+from omnilab.catalog import CatalogEntry
 from omnilab.errors import OmnilabError, TrackingStoreError
+from omnilab.host import host_name
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
 from omnilab.queue.lifeline import die_with_parent
+from omnilab.queue.placement import WAITING
 from omnilab.queue.reconnect import store_outage
 from omnilab.queue.settings import QueueSettings
+from omnilab.requirements import Requirements, needs, unmet
 from omnilab.runner import RunOptions, Terminated, run_with
 from omnilab.tracking.base import Params
 from omnilab.tracking.queued_runs import Claim, QueueStore, running_environment
@@ -274,13 +280,70 @@ def execute(run_id: str) -> None:
             environment=running_environment(pid, process_start_time(pid)),
             job=os.environ.get("RQ_JOB_ID"),  # set by rq for its horse
         )
-        if claim is not None:
-            if isinstance(store, RunStore):
-                store.held = (claim.attempt, slot.name)
+        if claim is not None and isinstance(store, RunStore):
+            store.held = (claim.attempt, slot.name)
+        if claim is not None and not _give_back(store, slot, claim):
             _attempt(store, slot, claim, run_dir)
     finally:
         signal.signal(signal.SIGTERM, _after_the_run)
         store.close()
+
+
+class CodeMismatch(OmnilabError):
+    """This host's experiment file is not the one the run was queued against."""
+
+
+def _requirements(claim: Claim) -> Requirements | None:
+    """What the claimed run requires (checked readable by :func:`_give_back` first)."""
+    return Requirements.model_validate(claim.requires) if claim.requires else None
+
+
+def _give_back(store: TrackingStore, slot: Slot, claim: Claim) -> bool:
+    """A run this slot does not offer what it requires goes back to the queue, its
+    attempt not counted, for the reconciler to place again; True if it went back.
+
+    Placement sends a run only to a host whose workers all offer what it requires, so
+    this happens only when one that does not joined the host after the run was placed."""
+    if not claim.requires or slot.offer is None:
+        return False
+    try:
+        required = Requirements.model_validate(claim.requires)
+    except ValueError as exc:  # a runtime plug-in this host does not have, say
+        lacks = f"what it requires ({str(exc).splitlines()[-1].strip()})"
+    else:
+        missing = unmet(required, slot.offer)
+        if not missing:
+            return False
+        said = needs(required)
+        lacks = ", ".join(said.get(key, key) for key in missing)
+    reason = (
+        f"{WAITING}placing it again: worker {slot.name} on {slot.offer.host} took it "
+        f"but does not offer {lacks}"
+    )
+    if QueueStore(store).release(claim.run_id, reason):
+        print(f"[{claim.run_id[:8]}] {reason}", file=sys.__stderr__, flush=True)
+    return True
+
+
+def check_code(
+    entry: CatalogEntry, queued: str | None, refresh: Callable[[], CatalogEntry] | None = None
+) -> CatalogEntry:
+    """The entry to run, if its file is the code the run was queued against (or that is
+    not known); else :class:`CodeMismatch`, naming the host, the experiment, both short
+    hashes and what to do. ``refresh()`` returns the entry read again from the file: a
+    change made within the catalog's recheck interval is seen before refusing."""
+    if not queued or entry.sha256 == queued:
+        return entry
+    if refresh is not None:
+        entry = refresh()
+        if entry.sha256 == queued:
+            return entry
+    raise CodeMismatch(
+        f"code mismatch on host {host_name()}: experiment {entry.name} is "
+        f"{entry.relative} with sha256 {entry.sha256[:12]} here, but the run was queued "
+        f"against {queued[:12]}; give every host the same experiments folder "
+        "(OMNILAB_EXPERIMENTS_DIR) and queue the run again"
+    )
 
 
 def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> None:
@@ -298,9 +361,21 @@ def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> N
             f"on {slot.name} ({slot.gpu_label})"
         )
         try:
-            entry = slot.catalog.get(claim.experiment)
+            catalog = slot.catalog
+
+            def reread() -> CatalogEntry:
+                catalog.refresh(force=True)
+                return catalog.get(claim.experiment)
+
+            entry = check_code(catalog.get(claim.experiment), claim.code_sha256, reread)
+            required = _requirements(claim)
             options = RunOptions(
-                settings=slot.settings, reporter=reporter, run_id=run_id, store=store
+                # A run that requires a runtime gets it, whatever this worker's default.
+                runtime=required.runtime if required is not None else None,
+                settings=slot.settings,
+                reporter=reporter,
+                run_id=run_id,
+                store=store,
             )
             # The outcome's line is written by reporter.run_finished, before the outcome is
             # recorded: a log stream that sees the final status has every line by then.

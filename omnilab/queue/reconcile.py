@@ -5,6 +5,9 @@ The store is the source of truth, so repair goes one way:
 - an attempt whose process or worker died is ended (queued again or failed, per the
   run's retry setting), on this host at once, elsewhere once the worker's heartbeat is
   older than the TTL;
+- a queued run with requirements that waits for capacity is placed once a live worker
+  can take it, and one placed on a host whose workers are gone (or no longer offer what
+  it requires) is placed again (:mod:`omnilab.queue.placement`);
 - a queued run whose message is not in Redis (the API died between recording and
   sending, Redis restarted and lost it, a delivery failed before the claim) gets a new
   message;
@@ -27,6 +30,8 @@ from datetime import datetime
 from omnilab.config import Settings, get_settings
 from omnilab.promote.recovery import recover_if_free
 from omnilab.queue.broker import Broker, QueueUnavailable
+from omnilab.queue.placement import WAITING, can_take, choose
+from omnilab.requirements import Requirements
 from omnilab.tracking.queued_runs import QueueStore, job_id
 from omnilab.tracking.store import TrackingStore
 from omnilab.tracking.workers import WorkerStore
@@ -38,11 +43,13 @@ log = logging.getLogger("omnilab.queue")
 class Reconciled:
     ended: dict[str, str] = field(default_factory=dict)  # run id -> new status
     resent: list[str] = field(default_factory=list)
+    placed: dict[str, str] = field(default_factory=dict)  # run id -> host
+    waiting: dict[str, str] = field(default_factory=dict)  # run id -> why (newly said)
     skipped: bool = False  # another process held the lock
     queue_error: str | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.ended or self.resent)
+        return bool(self.ended or self.resent or self.placed)
 
 
 class Reconciler:
@@ -76,12 +83,18 @@ class Reconciler:
                 result.skipped = True
                 return result
             store.reconcile_orphans()
-            result.ended.update(WorkerStore(store).end_dead(self.worker_ttl))
+            workers = WorkerStore(store)
+            result.ended.update(workers.end_dead(self.worker_ttl))
             try:
+                self._place(queue, workers, result)
                 self._repair_messages(queue, result)
             except QueueUnavailable as exc:
                 result.queue_error = str(exc)
                 self._full_wanted = True
+        for run_id, host in result.placed.items():
+            log.info("run %s: placed on host %s", run_id[:8], host)
+        for run_id, why in result.waiting.items():
+            log.info("run %s: %s", run_id[:8], why)
         for run_id in result.resent:
             log.info("run %s: its message was not in the queue; sent again", run_id[:8])
         for run_id, status in result.ended.items():
@@ -104,6 +117,40 @@ class Reconciler:
         if error and error != self._promotion_error:
             log.warning("interrupted promotion not finished yet: %s", error)
         self._promotion_error = error
+
+    def _place(self, queue: QueueStore, workers: WorkerStore, result: Reconciled) -> None:
+        """Place the runs that wait for capacity, and again those whose host can no
+        longer take them; one read of the live workers, only when there are any."""
+        todo = queue.to_place()
+        if not todo:
+            return
+        capacity = workers.capacity(self.worker_ttl)
+        messages = []
+        for run in todo:
+            try:
+                required = Requirements.model_validate(run.requires)
+            except ValueError as exc:  # e.g. a runtime plug-in no longer installed here
+                why = f"{WAITING}its requirements cannot be read here: {exc}".splitlines()[0]
+                if why != run.waiting and queue.wait_for_capacity(run.run_id, run.queue, why):
+                    result.waiting[run.run_id] = why
+                continue
+            if run.waiting is None and run.host and can_take(required, run.host, capacity):
+                continue
+            placement = choose(required, capacity, self.broker.queue)
+            if placement.host is not None:
+                delivery = queue.place(run.run_id, placement.queue, placement.host)
+                if delivery is None:  # taken or ended meanwhile
+                    continue
+                placed = capacity.placed
+                placed[placement.host] = placed.get(placement.host, 0) + 1
+                messages.append((run.run_id, placement.queue, delivery))
+                result.placed[run.run_id] = placement.host
+            elif (placement.waiting != run.waiting or run.host is not None) and (
+                queue.wait_for_capacity(run.run_id, placement.queue, placement.waiting or "")
+            ):
+                result.waiting[run.run_id] = placement.waiting or ""
+        # Recorded first: a send that fails leaves placed runs to the resend below.
+        self.broker.send_many(messages)
 
     def _repair_messages(self, queue: QueueStore, result: Reconciled) -> None:
         broker = self.broker

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from omnilab.config import Settings, describe_validation_error
+from omnilab.errors import UsageError
+from omnilab.requirements import parse_labels
 
 
 class QueueSettings(Settings):
@@ -23,7 +25,8 @@ class QueueSettings(Settings):
         default="omnilab",
         validation_alias="OMNILAB_QUEUE",
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="Queue name in Redis; GPU runs go to '<queue>-gpu'.",
+        description="The shared queue's name in Redis; each worker host also has its own, "
+        "'<queue>@<host>' ('<queue>-gpu@<host>' for runs that need a GPU).",
     )
     api_host: str = Field(default="127.0.0.1", validation_alias="OMNILAB_API_HOST")
     api_port: int = Field(default=8765, ge=1, le=65535, validation_alias="OMNILAB_API_PORT")
@@ -87,6 +90,26 @@ class QueueSettings(Settings):
         description="How often a worker removes its host's kept stack data past "
         "OMNILAB_RETENTION_DAYS.",
     )
+    worker_labels: str = Field(
+        default="",
+        validation_alias="OMNILAB_WORKER_LABELS",
+        description="Labels of `omnilab worker` ('zone=a,disk=ssd'; --label adds to them): "
+        "runs whose Experiment.requires names them go to its host.",
+    )
+
+    @field_validator("worker_labels")
+    @classmethod
+    def _labels(cls, value: str) -> str:
+        try:
+            parse_labels(value, "label")
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return parse_labels(self.worker_labels, "label")
+
     web_secret: str | None = Field(
         default=None,
         validation_alias="OMNILAB_WEB_SECRET",
@@ -100,17 +123,11 @@ class QueueSettings(Settings):
         description="Seconds a web UI sign-in lasts.",
     )
 
-    @property
-    def gpu_queue(self) -> str:
-        return f"{self.queue}-gpu"
-
 
 def get_queue_settings() -> QueueSettings:
     """Read now (not cached), like :func:`omnilab.config.get_settings`; a bad value is
     one line naming it, as there."""
     from pydantic import ValidationError
-
-    from omnilab.errors import UsageError
 
     try:
         return QueueSettings()

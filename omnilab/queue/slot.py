@@ -51,6 +51,7 @@ from omnilab.queue.lifeline import die_with_parent
 from omnilab.queue.reconnect import QueueFatal, Reconnect
 from omnilab.queue.settings import QueueSettings, get_queue_settings
 from omnilab.redact import redact_url
+from omnilab.requirements import Offer
 from omnilab.tracking.queued_runs import QueueStore
 from omnilab.tracking.store import TrackingStore
 
@@ -70,6 +71,9 @@ class Slot:
     catalog: Catalog
     #: The slot's Redis retry policy; its run processes hold a copy.
     reconnect: Reconnect | None = None
+    #: What it offers a run (its worker's host, runtimes and labels, its own GPU): a run
+    #: that requires more is given back to be placed again (see horse.py).
+    offer: Offer | None = None
 
     @property
     def name(self) -> str:
@@ -320,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue", action="append", required=True)
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--cause-fd", type=int, default=None)
+    parser.add_argument("--offer", default=None, help="what the slot offers, as JSON")
     args = parser.parse_args(argv)
     die_with_parent(signal.SIGKILL, args.parent)
     # Until a run's process sets its own (see horse.py), the "stop waiting for Redis"
@@ -343,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Redis at {redact_url(settings.redis_url)}",
         report=lambda message: _say(args.worker_id, args.index, message),
     )
-    slot = Slot(args.worker_id, args.index, args.gpu, settings, catalog, reconnect)
+    offer = Offer.model_validate_json(args.offer) if args.offer else None
+    slot = Slot(args.worker_id, args.index, args.gpu, settings, catalog, reconnect, offer)
     horse.configure(slot)
     _preload()
     last_error = _LastError()

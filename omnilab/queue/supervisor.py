@@ -1,13 +1,16 @@
 """``omnilab worker``: runs queued runs, several at a time, handing out GPUs.
 
-The process started by the command is a supervisor. It starts one slot process per
-concurrent run (see :mod:`omnilab.queue.slot`), restarts a slot that dies, writes the
-worker's heartbeat to the tracking store, and sweeps (:mod:`omnilab.queue.reconcile`):
-attempts of dead workers are ended and lost messages re-sent. Beside the slots it starts
-the host's task lane (:mod:`omnilab.queue.lane`): promotions, rollbacks and discards of
-data this host holds, handed over from elsewhere. It also removes, at start, what this
-host's dead processes left (``omnilab gc``: a host back after a crash), and every
-``OMNILAB_RETENTION_SWEEP_INTERVAL`` its host's kept stack data past retention.
+The process started by the command is a supervisor. It registers what the worker
+offers (its host, the runtimes that work there, its GPUs with their model and memory,
+its labels: :mod:`omnilab.queue.placement` places runs by them), starts one slot
+process per concurrent run (see :mod:`omnilab.queue.slot`), each listening to its host's
+own queues and the shared ones, restarts a slot that dies, writes the worker's heartbeat
+to the tracking store, and sweeps (:mod:`omnilab.queue.reconcile`): attempts of dead
+workers are ended, runs waiting for capacity placed, lost messages re-sent. Beside the
+slots it starts the host's task lane (:mod:`omnilab.queue.lane`): promotions, rollbacks
+and discards of data this host holds, handed over from elsewhere. It also removes, at
+start, what this host's dead processes left (``omnilab gc``: a host back after a crash),
+and every ``OMNILAB_RETENTION_SWEEP_INTERVAL`` its host's kept stack data past retention.
 
 Stopping: the first SIGINT/SIGTERM lets the runs in progress finish and takes no new
 ones; a second stops them (their stacks are torn down, and each run goes back to the
@@ -37,7 +40,9 @@ from typing import Any
 
 import psycopg
 
+from omnilab import runtimes
 from omnilab.catalog import Catalog
+from omnilab.config import Settings
 from omnilab.errors import OmnilabError, TrackingStoreError, UsageError
 from omnilab.gpu import host_gpus
 from omnilab.host import host_name
@@ -45,11 +50,13 @@ from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
 from omnilab.queue.broker import Broker
 from omnilab.queue.hosttasks import lane_name
+from omnilab.queue.placement import worker_queues
 from omnilab.queue.reconcile import Reconciler
 from omnilab.queue.reconnect import store_outage
 from omnilab.queue.settings import QueueSettings
 from omnilab.queue.slot import FATAL
 from omnilab.redact import redact_url
+from omnilab.requirements import GpuOffer, Offer
 from omnilab.tracking.store import TrackingStore
 from omnilab.tracking.workers import WorkerStore
 from omnilab.version import __version__
@@ -75,6 +82,33 @@ def parse_gpus(value: str | None) -> list[str]:
     if len(set(gpus)) != len(gpus):
         raise UsageError(f"--gpus {value!r}: a GPU is listed twice; each goes to one run at a time")
     return gpus
+
+
+def gpu_details(gpus: list[str]) -> list[GpuOffer]:
+    """Model and memory of each GPU given to the worker, as this host's driver reports
+    them (unknown without one: such a GPU matches no requirement on model or memory)."""
+    found = host_gpus() if gpus else []
+    details = []
+    for given in gpus:
+        gpu = next((g for g in found if given in (str(g.index), g.uuid)), None)
+        if gpu is None:
+            gpu = next((g for g in found if g.uuid.startswith(given)), None)
+        details.append(
+            GpuOffer(id=given, model=gpu.name, memory_mib=gpu.memory_mib)
+            if gpu is not None
+            else GpuOffer(id=given)
+        )
+    return details
+
+
+def host_offer(settings: Settings, gpus: list[str], labels: dict[str, str]) -> Offer:
+    """What a worker with ``gpus`` and ``labels`` offers on this host."""
+    return Offer(
+        host=host_name(),
+        runtimes=runtimes.working(settings),
+        gpus=gpu_details(gpus),
+        labels=labels,
+    )
 
 
 def plan_slots(concurrency: int | None, gpus: list[str]) -> list[str | None]:
@@ -109,24 +143,25 @@ class Supervisor:
         *,
         concurrency: int | None = None,
         gpus: list[str] | None = None,
+        labels: dict[str, str] | None = None,
         reporter: Reporter | None = None,
     ) -> None:
         self.settings = settings
         self.gpus = list(gpus or [])
+        self.labels = dict(labels or {})
         self.plan = plan_slots(concurrency, self.gpus)
         self.reporter = reporter or Reporter()
-        self.id = f"{host_name()}-{os.getpid()}-{secrets.token_hex(2)}"
+        self.host = host_name()
+        self.id = f"{self.host}-{os.getpid()}-{secrets.token_hex(2)}"
         self.slots = [
-            _SlotProcess(
-                i,
-                gpu,
-                [settings.gpu_queue, settings.queue] if gpu is not None else [settings.queue],
-            )
+            _SlotProcess(i, gpu, worker_queues(settings.queue, self.host, gpu=gpu is not None))
             for i, gpu in enumerate(self.plan)
         ]
         # This host's promotions, rollbacks and discards (omnilab.queue.hosttasks), in a
         # process of their own: never behind a run.
-        self.lane = _SlotProcess(-1, None, [lane_name(settings.queue, host_name())], lane=True)
+        self.lane = _SlotProcess(-1, None, [lane_name(settings.queue, self.host)], lane=True)
+        #: What it offers: known once it looked at its host's runtimes (in run()).
+        self.offer = Offer(host=self.host, labels=self.labels)
         self._signals = 0
         self._last_error = ""
         self._reconciler: Reconciler | None = None
@@ -169,6 +204,9 @@ class Supervisor:
             argv += ["--queue", queue]
         if slot.gpu is not None:
             argv += ["--gpu", slot.gpu]
+        # What this slot offers a run: the worker's runtimes and labels, its own GPU.
+        own = [g for g in self.offer.gpus if g.id == slot.gpu]
+        argv += ["--offer", self.offer.model_copy(update={"gpus": own}).model_dump_json()]
         # Where the slot says why it ended (a pipe: nothing to clean up after a SIGKILL).
         self._close_cause(slot)
         slot.cause, write_end = os.pipe()
@@ -235,6 +273,7 @@ class Supervisor:
         settings = self.settings
         broker = Broker(settings.redis_url, settings.queue)
         broker.ping()
+        self.offer = host_offer(settings, self.gpus, self.labels)
         catalog = Catalog(settings.experiments_dir)
         store = TrackingStore.open(settings)
         logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -288,6 +327,9 @@ class Supervisor:
             gpus=self.gpus,
             queues=sorted({q for s in self.processes for q in s.queues}),
             version=__version__,
+            runtimes=self.offer.runtimes,
+            gpu_details=self.offer.gpus,
+            labels=self.offer.labels,
         )
 
     def _loop(self, store: TrackingStore, broker: Broker) -> None:
@@ -434,10 +476,13 @@ class Supervisor:
                 f"  GPUs {', '.join(unused)} stay unused: --concurrency {len(self.slots)} is "
                 f"lower than the {len(self.gpus)} GPUs given"
             )
+        note(f"  host {self.host}: runtimes {', '.join(self.offer.runtimes) or 'none'}")
+        for gpu in self.offer.gpus:
+            note(f"  GPU {gpu.describe()}")
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(self.offer.labels.items()))
+        note(f"  labels: {labels or 'none'}")
         note(f"  queues: {', '.join(queues)} on {redact_url(broker.url)}")
-        note(
-            f"  host {host_name()}: its promotions, rollbacks and discards on {self.lane.queues[0]}"
-        )
+        note(f"  host {self.host}: its promotions, rollbacks and discards on {self.lane.queues[0]}")
         note(f"  tracking store: {store.location}")
         names = ", ".join(catalog.names()) or "none"
         note(f"  experiments in {catalog.folder}: {names}")

@@ -56,6 +56,20 @@ def runtime_classes() -> dict[str, type[Runtime]]:
     return found
 
 
+def working(settings: Settings) -> list[str]:
+    """The runtimes that can run a stack on this host now (an empty one: the docker
+    runtime needs its engine to answer), by preference: what a worker offers."""
+    found = []
+    for name, cls in sorted(runtime_classes().items(), key=lambda item: item[1].auto_preference):
+        try:
+            reason = cls.unavailable_reason(settings, [])
+        except Exception as exc:  # a plug-in's own failure: it does not work here
+            reason = str(exc) or type(exc).__name__
+        if reason is None:
+            found.append(name)
+    return found
+
+
 def select_runtime(
     requested: str, settings: Settings, reporter: Reporter, services: Sequence[Service]
 ) -> Runtime:
@@ -105,4 +119,5 @@ __all__ = [
     "runtime_classes",
     "runtime_names",
     "select_runtime",
+    "working",
 ]

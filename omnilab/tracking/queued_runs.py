@@ -35,9 +35,22 @@ class QueueInfo(BaseModel):
     queued_at: datetime
     worker: str | None = None
     gpu: str | None = None
+    #: The worker host it was placed on (queue ``{queue}@{host}``); None: a shared queue.
+    host: str | None = None
     submitted_by: str | None = None
     cancel_requested_at: datetime | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A queued run with requirements, as the reconciler places it."""
+
+    run_id: str
+    requires: dict[str, Any]
+    waiting: str | None
+    queue: str
+    host: str | None
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,10 @@ class Claim:
     params: dict[str, Any]
     attempt: int
     max_attempts: int
+    #: What the run requires of its worker (None: nothing in particular).
+    requires: dict[str, Any] | None = None
+    #: The experiment file's hash it was queued against (None: not known).
+    code_sha256: str | None = None
 
 
 #: A condition on ``omnilab.runs`` (as ``id``) with two parameters, both the attempt or
@@ -71,13 +88,15 @@ def job_id(run_id: str, delivery: int) -> str:
 _SUBMIT = """
     WITH run AS (
         INSERT INTO omnilab.runs
-            (id, experiment, source, status, params, owner, name, tags, created_at)
+            (id, experiment, source, status, params, owner, name, tags, created_at,
+             requires, code_sha256, waiting)
         VALUES (%(id)s, %(experiment)s, %(source)s, 'queued', %(params)s, %(owner)s,
-                %(name)s, %(tags)s, now())
+                %(name)s, %(tags)s, now(), %(requires)s, %(code_sha256)s, %(waiting)s)
         RETURNING id
     )
-    INSERT INTO omnilab.run_queue (run_id, queue, max_attempts, submitted_by, idempotency_key)
-    SELECT id, %(queue)s, %(max_attempts)s, %(submitted_by)s, %(key)s FROM run
+    INSERT INTO omnilab.run_queue
+        (run_id, queue, max_attempts, submitted_by, idempotency_key, host)
+    SELECT id, %(queue)s, %(max_attempts)s, %(submitted_by)s, %(key)s, %(host)s FROM run
     RETURNING queued_at
 """
 
@@ -88,8 +107,13 @@ def _submit_args(
     max_attempts: int,
     submitted_by: str | None,
     idempotency_key: str | None,
+    host: str | None,
 ) -> dict[str, Any]:
     return {
+        "requires": Jsonb(record.requires) if record.requires is not None else None,
+        "code_sha256": record.code_sha256,
+        "waiting": record.waiting,
+        "host": host,
         "id": record.id,
         "experiment": record.experiment,
         "source": record.source,
@@ -123,6 +147,12 @@ class NewRun:
     submitted_by: str | None
     name: str | None = None
     tags: tuple[str, ...] = ()
+    requires: dict[str, Any] | None = None
+    code_sha256: str | None = None
+    #: Why no worker can take it now (it is then recorded but not sent).
+    waiting: str | None = None
+    #: The worker host it is placed on; None: the shared queue.
+    host: str | None = None
 
 
 #: Many runs in one statement, passed as one JSON array of rows: the statement's text
@@ -132,17 +162,21 @@ _SUBMIT_MANY = """
     WITH new AS (
         SELECT * FROM jsonb_to_recordset(%s::jsonb) AS t(
             id text, experiment text, source text, params jsonb, owner text,
-            queue text, max_attempts int, submitted_by text, name text, tags jsonb
+            queue text, max_attempts int, submitted_by text, name text, tags jsonb,
+            requires jsonb, code_sha256 text, waiting text, host text
         )
     ), run AS (
         INSERT INTO omnilab.runs
-            (id, experiment, source, status, params, owner, name, tags, created_at)
+            (id, experiment, source, status, params, owner, name, tags, created_at,
+             requires, code_sha256, waiting)
         SELECT id, experiment, source, 'queued', params, owner, name,
-               ARRAY(SELECT jsonb_array_elements_text(tags)), now() FROM new
+               ARRAY(SELECT jsonb_array_elements_text(tags)), now(),
+               requires, code_sha256, waiting FROM new
         RETURNING id
     )
-    INSERT INTO omnilab.run_queue (run_id, queue, max_attempts, submitted_by)
-    SELECT new.id, new.queue, new.max_attempts, new.submitted_by FROM new JOIN run USING (id)
+    INSERT INTO omnilab.run_queue (run_id, queue, max_attempts, submitted_by, host)
+    SELECT new.id, new.queue, new.max_attempts, new.submitted_by, new.host
+      FROM new JOIN run USING (id)
     RETURNING queued_at
 """
 
@@ -172,6 +206,7 @@ class QueueStore(Store):
         max_attempts: int,
         submitted_by: str | None = None,
         idempotency_key: str | None = None,
+        host: str | None = None,
     ) -> tuple[RunRecord, bool]:
         """Record a queued run; returns it and whether it is new.
 
@@ -183,7 +218,7 @@ class QueueStore(Store):
             existing = self._by_idempotency_key(submitted_by, idempotency_key)
             if existing is not None:
                 return existing, False
-        args = _submit_args(record, queue, max_attempts, submitted_by, idempotency_key)
+        args = _submit_args(record, queue, max_attempts, submitted_by, idempotency_key, host)
         try:
             row = self._execute(_SUBMIT, args).fetchone()
         except psycopg.errors.UniqueViolation:
@@ -224,15 +259,17 @@ class QueueStore(Store):
             WITH claimed AS (
                 UPDATE omnilab.runs
                    SET status = 'running', started_at = now(), finished_at = NULL,
-                       error = NULL, run_dir = %(run_dir)s, environment = %(environment)s
+                       error = NULL, run_dir = %(run_dir)s, environment = %(environment)s,
+                       waiting = NULL
                  WHERE id = %(id)s AND status = 'queued'
-                RETURNING id, experiment, params
+                RETURNING id, experiment, params, requires, code_sha256
             )
             UPDATE omnilab.run_queue q
                SET attempt = q.attempt + 1, worker = %(worker)s, gpu = %(gpu)s, job = %(job)s
               FROM claimed
              WHERE q.run_id = claimed.id
-            RETURNING claimed.experiment, claimed.params, q.attempt, q.max_attempts
+            RETURNING claimed.experiment, claimed.params, q.attempt, q.max_attempts,
+                      claimed.requires, claimed.code_sha256
             """,
             {
                 "id": run_id,
@@ -245,8 +282,8 @@ class QueueStore(Store):
         ).fetchone()
         if row is None:
             return None
-        experiment, params, attempt, max_attempts = row
-        return Claim(run_id, experiment, params, attempt, max_attempts)
+        experiment, params, attempt, max_attempts, requires, code = row
+        return Claim(run_id, experiment, params, attempt, max_attempts, requires, code)
 
     def end_attempt(
         self,
@@ -378,7 +415,8 @@ class QueueStore(Store):
             if status == "queued":
                 self._execute(
                     "UPDATE omnilab.runs SET status = 'cancelled', finished_at = now(), "
-                    "error = 'cancelled on request before it started' WHERE id = %s",
+                    "error = 'cancelled on request before it started', waiting = NULL "
+                    "WHERE id = %s",
                     (run_id,),
                 )
             if queued_here and status in ("queued", "running"):
@@ -414,8 +452,8 @@ class QueueStore(Store):
     ) -> tuple[list[tuple[str, str, int]], datetime]:
         """Queued runs (id, queue, delivery) waiting for longer than ``older_than_s`` (and
         queued at ``since`` or later): the ones whose message may never have reached
-        Redis, or was lost with it. Also returns the cutoff, to pass as ``since`` next
-        time."""
+        Redis, or was lost with it; not those waiting for capacity, which have none. Also
+        returns the cutoff, to pass as ``since`` next time."""
         row = self._execute("SELECT now() - make_interval(secs => %s)", (older_than_s,)).fetchone()
         assert row is not None
         cutoff = row[0]
@@ -423,7 +461,7 @@ class QueueStore(Store):
             """
             SELECT r.id, q.queue, q.delivery FROM omnilab.runs r
               JOIN omnilab.run_queue q ON q.run_id = r.id
-             WHERE r.status = 'queued' AND q.queued_at < %(cutoff)s
+             WHERE r.status = 'queued' AND r.waiting IS NULL AND q.queued_at < %(cutoff)s
                AND (%(since)s::timestamptz IS NULL OR q.queued_at >= %(since)s)
              ORDER BY q.queued_at
             """,
@@ -445,12 +483,82 @@ class QueueStore(Store):
         ).fetchone()
         return int(row[0]) if row else None
 
+    # -- placement (omnilab.queue.placement) ----------------------------------------------
+
+    def to_place(self) -> list[Placed]:
+        """Queued runs with requirements: waiting for capacity, or placed on a host that
+        the reconciler checks still has a worker that can take them."""
+        rows = self._execute(
+            """
+            SELECT r.id, r.requires, r.waiting, q.queue, q.host FROM omnilab.runs r
+              JOIN omnilab.run_queue q ON q.run_id = r.id
+             WHERE r.status = 'queued' AND r.requires IS NOT NULL
+             ORDER BY r.created_at
+            """
+        ).fetchall()
+        return [Placed(*row) for row in rows]
+
+    def place(self, run_id: str, queue: str, host: str) -> int | None:
+        """Move a still-queued run to ``host``'s queue; returns its next message's
+        delivery number (None when it was taken or ended meanwhile)."""
+        row = self._execute(
+            """
+            WITH run AS (
+                UPDATE omnilab.runs SET waiting = NULL
+                 WHERE id = %(id)s AND status = 'queued' RETURNING id
+            )
+            UPDATE omnilab.run_queue q
+               SET queue = %(queue)s, host = %(host)s, delivery = q.delivery + 1
+              FROM run WHERE q.run_id = run.id
+            RETURNING q.delivery
+            """,
+            {"id": run_id, "queue": queue, "host": host},
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def wait_for_capacity(self, run_id: str, queue: str, reason: str) -> bool:
+        """A still-queued run no live worker can take: not placed anywhere, with why;
+        False when it was taken or ended meanwhile."""
+        row = self._execute(
+            """
+            WITH run AS (
+                UPDATE omnilab.runs SET waiting = %(reason)s
+                 WHERE id = %(id)s AND status = 'queued' RETURNING id
+            )
+            UPDATE omnilab.run_queue q SET queue = %(queue)s, host = NULL
+              FROM run WHERE q.run_id = run.id
+            RETURNING q.run_id
+            """,
+            {"id": run_id, "queue": queue, "reason": reason},
+        ).fetchone()
+        return row is not None
+
+    def release(self, run_id: str, reason: str) -> bool:
+        """Give back a claimed run that this worker turns out unable to take (it does not
+        offer what the run requires): queued again, the attempt not counted, waiting for
+        the reconciler to place it (``reason`` says why, meanwhile)."""
+        with self._transaction():
+            row = self._execute(
+                "UPDATE omnilab.runs SET status = 'queued', started_at = NULL, "
+                "environment = '{}'::jsonb, run_dir = NULL, waiting = %s "
+                "WHERE id = %s AND status = 'running' RETURNING id",
+                (reason, run_id),
+            ).fetchone()
+            if row is None:
+                return False
+            self._execute(
+                "UPDATE omnilab.run_queue SET attempt = greatest(attempt - 1, 0), "
+                "worker = NULL, gpu = NULL, job = NULL, host = NULL WHERE run_id = %s",
+                (run_id,),
+            )
+        return True
+
     def queue_info(self, run_ids: list[str]) -> dict[str, QueueInfo]:
         if not run_ids:
             return {}
         rows = self._dict_rows(
             "SELECT run_id, queue, attempt, max_attempts, delivery, queued_at, worker, gpu, "
-            "submitted_by, cancel_requested_at, history FROM omnilab.run_queue "
+            "host, submitted_by, cancel_requested_at, history FROM omnilab.run_queue "
             "WHERE run_id = ANY(%s)",
             (run_ids,),
         )

@@ -66,6 +66,19 @@ class RunRecord(BaseModel):
     #: Given by whoever started the run (``--name``, ``--tag``), to find it again by.
     name: str | None = None
     tags: list[str] = Field(default_factory=list)
+    #: What the worker that takes it must offer (``Experiment.requires`` and what its
+    #: ``gpu`` and ``isolation`` imply); None: any worker.
+    requires: dict[str, Any] | None = None
+    #: The experiment file's content hash (sha256) it was queued against, or ran.
+    code_sha256: str | None = None
+    #: Queued, and no live worker can take it: ``waiting for capacity: <why>``.
+    waiting: str | None = None
+
+    @property
+    def host(self) -> str | None:
+        """The host that ran it (its process's, as recorded when it started)."""
+        value = (self.environment or {}).get("hostname")
+        return str(value) if value else None
 
     @property
     def short_id(self) -> str:

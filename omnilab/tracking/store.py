@@ -32,7 +32,9 @@ from omnilab.tracking.records import (
     RunRecord,
 )
 
-_JSON_COLUMNS = frozenset({"params", "summary", "stack", "environment", "timings", "seeds"})
+_JSON_COLUMNS = frozenset(
+    {"params", "summary", "stack", "environment", "timings", "seeds", "requires"}
+)
 
 
 def _connect(dsn: str) -> psycopg.Connection:

@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from omnilab.host import host_name
 from omnilab.procs import owner_alive
+from omnilab.requirements import GpuOffer, Offer
 from omnilab.tracking.base import Store
 from omnilab.tracking.queued_runs import QueueStore
 
@@ -38,6 +39,39 @@ class WorkerRecord(BaseModel):
     started_at: datetime
     heartbeat_at: datetime
     stopped_at: datetime | None = None
+    #: Runtime plug-ins that work on its host (local always; docker when an engine answers).
+    runtimes: list[str] = Field(default_factory=list)
+    #: The GPUs it hands out, with model and memory where the host's driver says them.
+    gpu_details: list[GpuOffer] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def offer(self) -> Offer:
+        return Offer(
+            host=self.host, runtimes=self.runtimes, gpus=self.gpu_details, labels=self.labels
+        )
+
+
+WorkerStatus = Literal["alive", "stopped", "lost"]
+
+
+class WorkerView(WorkerRecord):
+    """A worker as ``omnilab workers`` and ``GET /v1/workers`` show it."""
+
+    #: alive: heartbeat within the TTL; stopped: it ended (or a sweeper ended it);
+    #: lost: silent past the TTL, not yet ended by a sweep.
+    status: WorkerStatus
+    running: list[str] = Field(default_factory=list)
+
+
+class Capacity(BaseModel):
+    """The live workers and how busy each host is, for placing runs."""
+
+    workers: list[WorkerRecord]
+    #: Worker id -> runs it is running now.
+    running: dict[str, int] = Field(default_factory=dict)
+    #: Host -> runs placed on its queue and not taken yet.
+    placed: dict[str, int] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,17 +97,24 @@ class WorkerStore(Store):
         gpus: list[str],
         queues: list[str],
         version: str,
+        runtimes: list[str] | None = None,
+        gpu_details: list[GpuOffer] | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
-        """Record a worker as live; again after the store lost or ended its record."""
+        """Record a worker as live, with what it offers; again after the store lost or
+        ended its record."""
         self._execute(
             """
             INSERT INTO omnilab.workers
-                (id, host, pid, pid_start, concurrency, gpus, queues, version)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                (id, host, pid, pid_start, concurrency, gpus, queues, version, runtimes,
+                 gpu_details, labels)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (id) DO UPDATE SET
                 heartbeat_at = now(), stopped_at = NULL, pid = excluded.pid,
                 pid_start = excluded.pid_start, concurrency = excluded.concurrency,
-                gpus = excluded.gpus, queues = excluded.queues, version = excluded.version
+                gpus = excluded.gpus, queues = excluded.queues, version = excluded.version,
+                runtimes = excluded.runtimes, gpu_details = excluded.gpu_details,
+                labels = excluded.labels
             """,
             (
                 worker_id,
@@ -84,6 +125,9 @@ class WorkerStore(Store):
                 Jsonb(gpus),
                 Jsonb(queues),
                 version,
+                Jsonb(list(runtimes or [])),
+                Jsonb([g.model_dump() for g in gpu_details or []]),
+                Jsonb(dict(labels or {})),
             ),
         )
 
@@ -127,6 +171,62 @@ class WorkerStore(Store):
         assert row is not None
         live, with_lane, age = row
         return HostWorkers(int(live), int(with_lane), float(age) if age is not None else None)
+
+    def capacity(self, ttl_s: float) -> Capacity:
+        """Live workers, the runs each is running and the runs placed on each host's
+        queue not taken yet: what placement weighs (two reads)."""
+        workers = self.live(ttl_s)
+        rows = self._execute(
+            """
+            SELECT 'worker', split_part(q.worker, '/', 1), count(*) FROM omnilab.runs r
+              JOIN omnilab.run_queue q ON q.run_id = r.id
+             WHERE r.status = 'running' AND q.worker IS NOT NULL GROUP BY 2
+            UNION ALL
+            SELECT 'host', q.host, count(*) FROM omnilab.runs r
+              JOIN omnilab.run_queue q ON q.run_id = r.id
+             WHERE r.status = 'queued' AND q.host IS NOT NULL GROUP BY 2
+            """
+        ).fetchall()
+        running = {key: int(n) for kind, key, n in rows if kind == "worker"}
+        placed = {key: int(n) for kind, key, n in rows if kind == "host"}
+        return Capacity(workers=workers, running=running, placed=placed)
+
+    def overview(self, ttl_s: float, *, everything: bool = False) -> list[WorkerView]:
+        """Workers to show: every live one and, for each host without one, the last that
+        ran there (so a host that went away still shows, as stopped or lost); with
+        ``everything``, every worker ever recorded (the latest 1,000)."""
+        status = """
+            SELECT w.*, CASE
+                       WHEN w.stopped_at IS NOT NULL THEN 'stopped'
+                       WHEN w.heartbeat_at > now() - make_interval(secs => %(ttl)s)
+                            THEN 'alive'
+                       ELSE 'lost' END AS status
+              FROM omnilab.workers w
+        """
+        if everything:
+            query = status + " ORDER BY w.heartbeat_at DESC LIMIT 1000"
+        else:
+            query = (
+                status
+                + """
+             WHERE (w.stopped_at IS NULL
+                    AND w.heartbeat_at > now() - make_interval(secs => %(ttl)s))
+                OR w.id IN (SELECT DISTINCT ON (host) id FROM omnilab.workers
+                             ORDER BY host, heartbeat_at DESC)
+             ORDER BY w.host, w.heartbeat_at DESC
+            """
+            )
+        rows = self._dict_rows(query, {"ttl": ttl_s})
+        running = self.running_runs()
+        views = [
+            WorkerView.model_validate({**row, "running": running.get(row["id"], [])})
+            for row in rows
+        ]
+        if everything:
+            return views
+        # A host with a live worker shows its live ones only.
+        alive_hosts = {v.host for v in views if v.status == "alive"}
+        return [v for v in views if v.status == "alive" or v.host not in alive_hosts]
 
     def running_runs(self) -> dict[str, list[str]]:
         """Worker id -> the runs it is running now, oldest first."""

@@ -401,11 +401,16 @@ def experiments_page(request: Request) -> Response:
 def workers_page(request: Request) -> Response:
     require(request)
     state = state_of(request)
+    everything = request.query_params.get("all", "") in ("1", "true", "yes")
     with state.db() as store:
-        workers = WorkerStore(store)
-        alive = workers.live(state.settings.worker_ttl)
-        running = workers.running_runs()
-    return page(request, "workers.html", workers=alive, running=running)
+        views = WorkerStore(store).overview(state.settings.worker_ttl, everything=everything)
+    return page(
+        request,
+        "workers.html",
+        workers=views,
+        everything=everything,
+        ttl=state.settings.worker_ttl,
+    )
 
 
 @router.get("/promotions")

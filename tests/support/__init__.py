@@ -20,6 +20,8 @@ SUPPORT = ROOT / "tests" / "support"
 EXPERIMENTS = SUPPORT / "experiments"
 #: The experiments folder of the tests' API servers.
 API_EXPERIMENTS = SUPPORT / "api_experiments"
+#: The experiments of the placement tests (requirements; one with a bad `requires`).
+PLACEMENT_EXPERIMENTS = SUPPORT / "placement_experiments"
 #: The stand-in's answers to the code-generation examples.
 CODEGEN_FIXTURES = SUPPORT / "fixtures" / "codegen.json"
 HELLO = ROOT / "experiments" / "hello.py"

@@ -199,9 +199,9 @@ class Cluster:
             volumes={str(folder): {"bind": "/etc/garage", "mode": "ro"}},
         )
         garage = ["garage", "-c", "/etc/garage/garage.toml"]
-        assert wait_until(
-            lambda: self.exec("s3", [*garage, "status"])[0] == 0, timeout=30
-        ), f"Garage did not start:\n{self.logs('s3')}"
+        assert wait_until(lambda: self.exec("s3", [*garage, "status"])[0] == 0, timeout=30), (
+            f"Garage did not start:\n{self.logs('s3')}"
+        )
         node = self.exec("s3", [*garage, "node", "id", "-q"])[1].strip().split("@")[0]
         for step in (
             ["layout", "assign", "-z", "dc1", "-c", "1G", node],

@@ -74,6 +74,10 @@ def run_out(
         finished_at=record.finished_at,
         duration_s=record.duration,
         timings=record.timings,
+        host=record.host,
+        requires=record.requires,
+        code_sha256=record.code_sha256,
+        waiting=record.waiting if record.status == "queued" else None,
         queue=QueueOut(**info.model_dump()) if info else None,
         links=links(record.id),
     )

@@ -30,6 +30,7 @@ from omnilab.api.responses import errors
 from omnilab.api.routes.runs import links, run_out
 from omnilab.catalog import CatalogEntry, UnknownExperiment
 from omnilab.params import as_json as params_as_json
+from omnilab.queue.placement import Placement
 from omnilab.queue.submit import queue_run
 from omnilab.runner import new_run_id
 from omnilab.tracking import queued_runs
@@ -132,16 +133,6 @@ async def queue(request: Request) -> Response:
         )
         if not created:
             _check_same_request(record, info, entry, params, retries, labels)
-        if info is None:  # queued now: what its queue row holds is known
-            assert record.created_at is not None, "set by the INSERT that queued it"
-            info = QueueInfo(
-                queue=state.broker.queue_for(entry.needs_gpu),
-                attempt=0,
-                max_attempts=1 + retries,
-                delivery=0,
-                queued_at=record.created_at,
-                submitted_by=key.id,
-            )
         return _answer(run_out(record, info), 202 if created else 200)
     return _answer(await record_run(state, entry, params, retries, key.id, owner, labels), 202)
 
@@ -157,24 +148,39 @@ async def record_run(
 ) -> RunOut:
     """Queue a run whose params are valid (:func:`valid_params`) through the group
     commit; the run as ``GET /v1/runs/{id}`` would show it now. ``POST /v1/runs`` and the
-    web UI's queue form both queue through it."""
+    web UI's queue form both queue through it.
+
+    A run that requires nothing goes to the shared queue without a look at the store; one
+    with requirements is placed first (:mod:`omnilab.queue.placement`): on a host's queue,
+    or recorded as waiting for capacity, with the reason, and not sent."""
     assert state.writer is not None, "the API state is not open"
+    placement = Placement(queue=state.broker.queue)
+    if entry.requires is not None:
+        placement = await run_in_threadpool(state.placer.place, entry.requires)
     run = NewRun(
         id=new_run_id(),
         experiment=entry.name,
         source=entry.source,
         params=params,
         owner=owner,
-        queue=state.broker.queue_for(entry.needs_gpu),
+        queue=placement.queue,
         max_attempts=1 + retries,
         submitted_by=submitted_by,
         name=labels[0],
         tags=tuple(labels[1]),
+        requires=entry.requires.as_json() if entry.requires is not None else None,
+        code_sha256=entry.sha256 or None,
+        waiting=placement.waiting,
+        host=placement.host,
     )
     created_at = await state.writer.write(run)
     # What the rows hold is known: the run as GET /v1/runs/{id} would show it now.
     queued = QueueOut(
-        queue=run.queue, attempt=0, max_attempts=run.max_attempts, queued_at=created_at
+        queue=run.queue,
+        host=run.host,
+        attempt=0,
+        max_attempts=run.max_attempts,
+        queued_at=created_at,
     )
     return RunOut(
         id=run.id,
@@ -186,6 +192,9 @@ async def record_run(
         owner=owner,
         created_at=created_at,
         queue=queued,
+        requires=run.requires,
+        code_sha256=run.code_sha256,
+        waiting=run.waiting,
         links=links(run.id),
     )
 
@@ -338,7 +347,7 @@ def _queue_once(
     labels: tuple[str | None, list[str]] = (None, []),
 ) -> tuple[RunRecord, bool, QueueInfo | None]:
     with state.db() as store:
-        record, created = queue_run(
+        record, created, placement = queue_run(
             store,
             state.broker,
             entry,
@@ -350,6 +359,19 @@ def _queue_once(
             sender=state.sender,
             name=labels[0],
             tags=labels[1],
+            placer=state.placer,
         )
-        info = None if created else QueueStore(store).queue_info([record.id]).get(record.id)
+        if not created:
+            return record, created, QueueStore(store).queue_info([record.id]).get(record.id)
+    # Queued now: what its queue row holds is known.
+    assert record.created_at is not None, "set by the INSERT that queued it"
+    info = QueueInfo(
+        queue=placement.queue,
+        host=placement.host,
+        attempt=0,
+        max_attempts=1 + retries,
+        delivery=0,
+        queued_at=record.created_at,
+        submitted_by=submitted_by,
+    )
     return record, created, info

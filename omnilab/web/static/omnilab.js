@@ -24,6 +24,9 @@
       if (!status || !word) return;
       status.textContent = word;
       status.className = "status status-" + word;
+      // "waiting for capacity" is over once a worker took the run.
+      var waiting = document.getElementById("waiting");
+      if (waiting && word !== "queued") waiting.remove();
     }
     source.addEventListener("log", function (event) {
       var text = (log.textContent && !log.textContent.endsWith("\n") ? "\n" : "") + event.data + "\n";
