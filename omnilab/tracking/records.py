@@ -66,6 +66,12 @@ class RunRecord(BaseModel):
     #: Given by whoever started the run (``--name``, ``--tag``), to find it again by.
     name: str | None = None
     tags: list[str] = Field(default_factory=list)
+    #: Where the run's artifacts and log went when it ended (``OMNILAB_ARTIFACTS_URL``
+    #: then); None: they are in ``run_dir``, on the host that ran it.
+    artifacts_url: str | None = None
+    #: What that upload did (files, bytes, seconds, the log's size and sha256), or its
+    #: ``error`` and where the files stayed (``local``, ``host``).
+    artifacts_upload: dict[str, Any] | None = None
 
     @property
     def short_id(self) -> str:
