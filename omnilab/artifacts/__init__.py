@@ -10,7 +10,6 @@ by the API, the web UI, ``Run.artifact`` and ``omnilab runs get`` alike.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from pathlib import Path
 
@@ -80,11 +79,12 @@ def _make(url: str) -> ArtifactStore:
         raise ArtifactsUrlError(f"OMNILAB_ARTIFACTS_URL: {exc}") from None
     if kind == "folder":
         return FolderStore(Path(where))
-    if importlib.util.find_spec("boto3") is None:
+    try:
+        from omnilab.artifacts.s3 import S3Store
+    except ImportError:
         raise ArtifactsUrlError(
             f"{url} is an S3 store, which needs boto3: pip install 'omnilab[s3]'"
-        )
-    from omnilab.artifacts.s3 import S3Store
+        ) from None
 
     return S3Store(where)
 
