@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from omnilab.api.auth import ReadKey
+from omnilab.api.models import Problem
 from omnilab.api.responses import errors
 from omnilab.api.routes.runs import RunId, _get, _state
 from omnilab.artifacts import (
@@ -51,13 +52,21 @@ class ArtifactUnavailable(Exception):
 
 @router.get(
     "/runs/{run_id}/artifacts/{path:path}",
+    operation_id="get_artifact",
     responses={
         200: {
-            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
-            "description": "The artifact's content (its sha256 in `Repr-Digest`).",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The artifact's content, typed by its name (text/csv, image/png; "
+            "application/octet-stream when unknown, or when a browser would render it as "
+            "a page); its sha256 in `Repr-Digest`.",
         },
         307: {"description": "`redirect=true`: a presigned URL of the object store."},
-        **errors(400, 401, 403, 404, 422, 502, 503),
+        **errors(401, 403, 404, 422, 502, 503),
+        404: {
+            "model": Problem,
+            "description": "No such run, or no such artifact (a path that leads out of "
+            "the run's artifacts names none).",
+        },
     },
     response_class=Response,
 )
@@ -88,12 +97,13 @@ def artifact_response(
     record: RunRecord, recorded: ArtifactRecord | None, path: str, *, redirect: bool = False
 ) -> Response:
     """The response that downloads ``path`` of ``record``'s artifacts, or
-    :class:`ArtifactUnavailable`: a bad path (400), none such (404), a store that fails
-    (502). Served as an attachment, never as a page of this site."""
+    :class:`ArtifactUnavailable`: none such (404: a path that leads out of the run's
+    artifacts names none either), a store that fails (502). Served as an attachment,
+    never as a page of this site."""
     try:
         check_path(path)
     except BadArtifactPath as exc:
-        raise ArtifactUnavailable(400, str(exc)) from None
+        raise ArtifactUnavailable(404, str(exc)) from None
     name = PurePosixPath(path).name
     if record.artifacts_url is None:
         return _file(_in_run_folder(record, path), name, recorded)
