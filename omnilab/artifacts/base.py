@@ -138,6 +138,10 @@ class ArtifactStore(ABC):
         """Download each key to its local path, many at once; with a sha256, the copy is
         checked against it (:class:`ChecksumMismatch`, and the copy is removed)."""
 
+    def connect(self) -> None:
+        """Make what the first transfer would (an object store's client), ahead of it:
+        a worker does it before its run comes, the benchmark before its clock starts."""
+
     def read(self, key: str) -> bytes:
         with self.open(key) as fh:
             return fh.read()

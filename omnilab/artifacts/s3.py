@@ -17,6 +17,7 @@ botocore, and may quote the key id ("No such key: GK..."), so each goes through
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import threading
@@ -33,6 +34,7 @@ from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from omnilab.artifacts.base import (
+    CHUNK,
     ArtifactNotFound,
     ArtifactStore,
     ArtifactStoreError,
@@ -104,6 +106,12 @@ class S3Store(ArtifactStore):
                 )
                 self._made = (os.getpid(), client)
             return self._made[1]
+
+    def connect(self) -> None:
+        try:
+            self._client()
+        except (BotoCoreError, ClientError, ValueError) as exc:
+            raise self._failed("a client of", "", exc) from None
 
     def _manager(self, client: S3Client) -> TransferManager:
         return TransferManager(
@@ -181,14 +189,23 @@ class S3Store(ArtifactStore):
         return io.BufferedReader(_Body(response["Body"], self, key), CHUNK_READ)
 
     def get(self, items: Sequence[Wanted]) -> None:
-        # With the sizes recorded, s3transfer asks for no object's size: one request per
-        # file instead of two, for small files.
         if not items:
             return
         try:
             client = self._client()
         except (BotoCoreError, ClientError, ValueError) as exc:
             raise self._failed("download from", "", exc) from None
+        large = [i for i in items if i.sha256 and i.size is not None and i.size > self.part_size]
+        self._get_small(client, [i for i in items if i not in large])
+        for item in large:
+            self._get_large(client, item)
+
+    def _get_small(self, client: S3Client, items: Sequence[Wanted]) -> None:
+        """Many files at once through s3transfer, each checked once it is in. With the
+        sizes recorded, s3transfer asks for no object's size: one request per file, not
+        two."""
+        if not items:
+            return
         checks: list[Future[None]] = []
         with ThreadPoolExecutor(max_workers=2) as hashing, self._manager(client) as manager:
             futures = []
@@ -214,6 +231,73 @@ class S3Store(ArtifactStore):
             for check in checks:
                 check.result()
 
+    def _get_large(self, client: S3Client, item: Wanted) -> None:
+        """One large object as ranges fetched at once and written in place, hashed in
+        order while the later ranges still arrive: its check costs no pass of its own
+        once the download is over, as it would after s3transfer's."""
+        size = item.size or 0
+        key = self._key(item.key)
+        ranges = [(at, min(self.part_size, size - at)) for at in range(0, size, self.part_size)]
+        item.target.parent.mkdir(parents=True, exist_ok=True)
+        partial = item.target.with_name(f".{item.target.name}.{os.getpid()}.partial")
+        digest = hashlib.sha256()
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+
+        def fetch(start: int, length: int) -> None:
+            for attempt in range(_ATTEMPTS):
+                try:
+                    body = client.get_object(
+                        Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+                    )["Body"]
+                    at = start
+                    for chunk in body.iter_chunks(CHUNK):
+                        view = memoryview(chunk)
+                        while view:
+                            written = os.pwrite(fd, view, at)
+                            view, at = view[written:], at + written
+                    if at == start + length:
+                        return
+                    reason: BaseException = ValueError(f"{at - start} of {length} bytes")
+                except BotoCoreError as exc:  # the connection broke: that range again
+                    reason = exc
+                if attempt == _ATTEMPTS - 1:
+                    raise reason
+
+        try:
+            os.ftruncate(fd, size)
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                futures = [pool.submit(fetch, start, length) for start, length in ranges]
+                try:
+                    for (start, length), future in zip(ranges, futures, strict=True):
+                        future.result()
+                        end, at = start + length, start
+                        while at < end:
+                            data = os.pread(fd, min(CHUNK, end - at), at)
+                            digest.update(data)
+                            at += len(data)
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+        except ClientError as exc:
+            partial.unlink(missing_ok=True)
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                raise ArtifactNotFound(f"no object {self.url}/{item.key}") from None
+            raise self._failed("download of", item.key, exc) from None
+        except (BotoCoreError, OSError, ValueError) as exc:
+            partial.unlink(missing_ok=True)
+            raise self._failed("download of", item.key, exc) from None
+        finally:
+            os.close(fd)
+        found = digest.hexdigest()
+        if found != item.sha256:
+            partial.unlink(missing_ok=True)
+            raise ChecksumMismatch(
+                f"{item.key}: sha256 {found[:16]}... differs from the recorded "
+                f"{(item.sha256 or '')[:16]}... (changed or damaged in the store)"
+            )
+        os.replace(partial, item.target)
+
     def presigned_url(self, key: str, filename: str, expires_s: int) -> str | None:
         ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_")
         disposition = (
@@ -235,6 +319,8 @@ class S3Store(ArtifactStore):
 
 #: Reads of an object's body go by pieces of this size.
 CHUNK_READ = 1 << 16
+#: Tries of one range of a large download whose connection broke.
+_ATTEMPTS = 3
 
 
 def _check(item: Wanted) -> None:

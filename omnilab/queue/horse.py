@@ -151,6 +151,11 @@ def prepare() -> None:
         _ready_store = None
     # The git state of the experiments' repository, with what tells whether it changed.
     environment.prefetch_git(Path(slot.settings.experiments_dir).resolve())
+    # The artifact store's client, which the run's end would make otherwise.
+    with contextlib.suppress(OmnilabError):
+        target = artifacts.configured(slot.settings)
+        if target is not None:
+            target.connect()
 
 
 def _open_store(settings: QueueSettings) -> TrackingStore:
