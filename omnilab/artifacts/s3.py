@@ -24,10 +24,11 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 from urllib.parse import quote
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from s3transfer.manager import TransferConfig, TransferManager
@@ -89,7 +90,8 @@ class S3Store(ArtifactStore):
         on first use: a run pays for it at its end, not at its start."""
         with self._lock:
             if self._made is None or self._made[0] != os.getpid():
-                session = boto3.session.Session()
+                core = botocore.session.get_session()
+                session = boto3.session.Session(botocore_session=core)
                 credentials = session.get_credentials()
                 if credentials is not None:
                     frozen = credentials.get_frozen_credentials()
@@ -102,6 +104,12 @@ class S3Store(ArtifactStore):
                     config=Config(
                         signature_version="s3v4",  # what every S3-compatible server takes
                         max_pool_connections=self.concurrency + 4,
+                        request_checksum_calculation=_unless_set(
+                            core, "request_checksum_calculation"
+                        ),
+                        response_checksum_validation=_unless_set(
+                            core, "response_checksum_validation"
+                        ),
                     ),
                 )
                 self._made = (os.getpid(), client)
@@ -315,6 +323,22 @@ class S3Store(ArtifactStore):
             )
         except (BotoCoreError, ClientError, ValueError) as exc:
             raise self._failed("a link to", key, exc) from None
+
+
+def _unless_set(core: botocore.session.Session, name: str) -> Literal["when_required"] | None:
+    """botocore's per-request CRC32 checksums (its default since 1.36) off, unless the
+    user's configuration says otherwise (``AWS_REQUEST_CHECKSUM_CALCULATION``,
+    ``AWS_RESPONSE_CHECKSUM_VALIDATION``, or the profile's settings of the same names):
+    every object omnilab stores is checked end to end by the sha256 recorded with the
+    run, several S3-compatible servers refuse the trailing checksums botocore sends by
+    default, and their CPU is what the sha256 needs."""
+    try:
+        profile = core.get_scoped_config()
+    except BotoCoreError:
+        profile = {}
+    if os.environ.get(f"AWS_{name.upper()}") or name in profile:
+        return None  # botocore reads the user's choice
+    return "when_required"
 
 
 #: Reads of an object's body go by pieces of this size.
