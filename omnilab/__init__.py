@@ -11,8 +11,10 @@ The public API::
     omnilab.runs(experiment="MyExperiment")               # -> RunTable (past runs)
     omnilab.compare([run1, run2])                         # -> Comparison
     run.promote(dry_run=True)                             # -> PromotionResult (omnilab.promote)
+    run.artifact("plot.png")                              # -> bytes, from wherever it is kept
 """
 
+from omnilab.artifacts import ArtifactError, ArtifactNotFound, ChecksumMismatch
 from omnilab.config import Settings, get_settings
 from omnilab.context import RunContext
 from omnilab.errors import (
@@ -50,6 +52,9 @@ __all__ = [
     "AerMemoryError",
     "AerResult",
     "AerUnavailable",
+    "ArtifactError",
+    "ArtifactNotFound",
+    "ChecksumMismatch",
     "CodeGen",
     "CodegenReport",
     "CodingTask",

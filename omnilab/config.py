@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -260,6 +261,23 @@ class Settings(ProjectSettings):
         description="The embedded tracking store's folder: .omnilab at the project root.",
     )
     runs_dir: Path = Field(default=Path("runs"), validation_alias="OMNILAB_RUNS_DIR")
+    artifacts_url: str | None = Field(
+        default=None,
+        validation_alias="OMNILAB_ARTIFACTS_URL",
+        description="Where a run's artifacts and log go when it ends: unset, they stay in "
+        "its folder under runs_dir; a folder (shared by the hosts); or s3://bucket/prefix "
+        "on any S3-compatible store (credentials, endpoint and region from the AWS_* "
+        "variables or profiles, as the AWS tools read them).",
+    )
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _artifacts_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        artifacts_location(value)
+        return value.strip()
+
     data_dir: Path = Field(default=Path("data/experiments"), validation_alias="OMNILAB_DATA_DIR")
     state_dir: Path = Field(default_factory=_state_home, validation_alias="OMNILAB_STATE_DIR")
     tracking_url: str | None = Field(
@@ -367,6 +385,48 @@ class Settings(ProjectSettings):
         if self.tracking_url:
             return redact_url(self.tracking_url)
         return f"embedded PostgreSQL at {self.home.resolve()}"
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+def artifacts_location(url: str) -> tuple[str, str]:
+    """``OMNILAB_ARTIFACTS_URL`` read: ``("s3", "bucket/prefix")`` or ``("folder", path)``;
+    a ValueError naming what is wrong otherwise. Credentials never belong in the URL:
+    the AWS variables and profiles hold them, where every AWS tool looks."""
+    from omnilab.redact import redact_url
+
+    text = url.strip()
+    shown = redact_url(text)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return "folder", text
+    usage = "use a folder or s3://bucket/prefix"
+    if scheme.lower() == "file":
+        if not rest.startswith("/"):
+            raise ValueError(f"{shown!r}: a file URL needs an absolute path (file:///srv/runs)")
+        return "folder", rest
+    if scheme.lower() != "s3":
+        raise ValueError(f"{shown!r}: {scheme}:// is not a store omnilab knows: {usage}")
+    if "@" in rest.split("/", 1)[0]:
+        raise ValueError(
+            f"{shown!r}: no credentials in the URL; set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+        )
+    if "?" in rest or "#" in rest:
+        raise ValueError(f"{shown!r}: no query or fragment; {usage}")
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"{shown!r}: no bucket; {usage}")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ValueError(
+            f"{shown!r}: {bucket!r} is not a bucket name (3 to 63 lowercase letters, "
+            "digits, dots and hyphens)"
+        )
+    parts = [p for p in prefix.split("/") if p]
+    if any(p in (".", "..") or any(ord(c) < 32 for c in p) for p in parts):
+        raise ValueError(f"{shown!r}: the prefix may not hold '.', '..' or control characters")
+    return "s3", "/".join([bucket, *parts])
 
 
 #: Where a value came from, when no source set it.

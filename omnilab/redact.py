@@ -180,8 +180,9 @@ def redact_text(text: str, *urls: str | None, secrets: Iterable[str] = ()) -> st
     return _TEXT_SECRET.sub(rf"\1{MASK}", text)
 
 
-#: Variables whose value is a secret by their name alone.
-_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY", re.IGNORECASE)
+#: Variables whose value is a secret by their name alone (``AWS_ACCESS_KEY_ID`` among
+#: them: an object store names the key it refuses, and the pair is shown as one).
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_KEY", re.IGNORECASE)
 
 
 def redact_environment(text: str, environ: Mapping[str, str] | None = None) -> str:

@@ -25,13 +25,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from omnilab import environment
+from omnilab import artifacts, environment
+from omnilab.artifacts import ArtifactError, ArtifactStore
 from omnilab.config import Settings, get_settings
 from omnilab.context import RunContext, scan_artifacts
 from omnilab.errors import OmnilabError, UsageError
 from omnilab.experiment import Experiment, Params
 from omnilab.fork import Fork, declared_seeds
 from omnilab.gpu import GpuPolicy
+from omnilab.host import host_name
 from omnilab.invoke import experiment_logger, invoke
 from omnilab.isolation import check_isolation
 from omnilab.loader import LoadedExperiment, code_sha256, resolve
@@ -44,7 +46,7 @@ from omnilab.stack import Stack
 from omnilab.subreaper import ProcessScope
 from omnilab.subreaper import describe as describe_ended
 from omnilab.tracking.metrics import MetricBuffer
-from omnilab.tracking.records import RunRecord, check_name_and_tags
+from omnilab.tracking.records import ArtifactRecord, RunRecord, check_name_and_tags
 from omnilab.tracking.run import Run
 from omnilab.tracking.store import TrackingStore
 
@@ -259,6 +261,9 @@ def run_with(
             raise UsageError("--promote and --keep: a stack kept running cannot be promoted")
     chosen = check_isolation(options.isolation or cls.isolation)
     settings = options.settings or get_settings()
+    # A bad OMNILAB_ARTIFACTS_URL, or an S3 one without boto3, is refused here, not
+    # found out once the run is over.
+    artifact_store = artifacts.configured(settings)
     runtime = options.runtime
     if chosen == "container" and (runtime or settings.runtime) == "auto":
         runtime = "docker"  # the container runs on the stack's network
@@ -314,6 +319,7 @@ def run_with(
                 name,
                 tags,
                 fork,
+                artifact_store,
             ),
             recorded=options.run_id is not None,
             given_store=options.store,
@@ -356,6 +362,8 @@ class _Prepared:
     tags: list[str]
     #: The seeds, checked against production; copied once the stack is up.
     fork: Fork | None = None
+    #: Where the run's artifacts and log go when it ends; None: they stay in its folder.
+    artifact_store: ArtifactStore | None = None
 
 
 def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore | None) -> Run:
@@ -455,7 +463,9 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
                 _end_processes(scope, isolated, record, reporter)
                 if isolated is not None:
                     isolated.remove()
-                _finish(stack, store, buffer, record, run_dir, timings, began, reporter)
+                _finish(stack, buffer, run_dir, timings, began, reporter)
+                target = prepared.artifact_store
+                upload = _record_artifacts(store, target, run_id, run_dir, reporter)
     reporter.run_finished(run_id, status, timings.get("total_s"), error)
     if store is None:  # the store never opened: nothing recorded, the error is the story
         raise interrupted or failure or OmnilabError("the tracking store could not be opened")
@@ -463,6 +473,9 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
         # A stop repeated meanwhile (the queue re-sends a cancellation until it is done)
         # must not cut the record of what happened short.
         with _shielded(reporter, "  still recording the run"):
+            # The log last, once its last line (the outcome's) is written; the outcome
+            # is recorded after it, so a run seen finished has its log in the store.
+            kept = _upload_log(upload, run_id, run_dir, timings, reporter)
             store.update_run(
                 run_id,
                 status=status,
@@ -472,6 +485,7 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
                 stack=_described(stack, prepared.promotes, status, settings),
                 finished_at=datetime.now(UTC),
                 **({"environment": record.environment} if _ENDED in record.environment else {}),
+                **kept,
             )
         if stack.retained_path is not None:
             _sweep_expired(store, reporter)
@@ -580,15 +594,13 @@ def _rounded(timings: dict[str, float]) -> dict[str, float]:
 
 def _finish(
     stack: Stack,
-    store: TrackingStore | None,
     buffer: MetricBuffer | None,
-    record: RunRecord,
     run_dir: Path,
     timings: dict[str, float],
     began: float,
     reporter: Reporter,
 ) -> None:
-    """Flush metrics, tear the stack down, record artifacts: whatever happened before."""
+    """Flush metrics, tear the stack down: whatever happened before."""
     if buffer is not None:
         unsent = buffer.close()
         if unsent:
@@ -604,6 +616,98 @@ def _finish(
     stack.close()
     timings["teardown_s"] = stack.timings.get("teardown_s", 0.0)
     timings["total_s"] = time.monotonic() - began
-    if store is not None:
-        for artifact in scan_artifacts(run_dir / "artifacts"):
-            store.record_artifact(record.id, artifact)
+
+
+# -- artifacts and log into the artifact store ----------------------------------------------
+
+
+@dataclass
+class _Upload:
+    """A run's files on their way to the artifact store, and how it went."""
+
+    target: ArtifactStore
+    began: float
+    files: int = 0
+    size: int = 0
+    log: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def _record_artifacts(
+    store: TrackingStore | None,
+    target: ArtifactStore | None,
+    run_id: str,
+    run_dir: Path,
+    reporter: Reporter,
+) -> _Upload | None:
+    """Record the run's artifacts (path, size, sha256), uploading them first when a store
+    is configured; a failed upload leaves the outcome as it is, and the files where they
+    are. None when the files stay in the run's folder."""
+    if store is None:
+        return None
+    if target is None:
+        store.record_artifacts(run_id, scan_artifacts(run_dir / "artifacts"))
+        return None
+    upload = _Upload(target, time.monotonic())
+    files = artifacts.run_files(run_id, run_dir)
+    if files:
+        total = sum(path.stat().st_size for _, path in files)
+        reporter.note(f"uploading {len(files)} artifact(s), {_bytes(total)}, to {target.url}")
+    try:
+        sent = target.put(files)
+    except ArtifactError as exc:
+        upload.error = str(exc)
+        reporter.note(f"warning: {exc}; the run's files stay in {run_dir} on {host_name()}")
+        store.record_artifacts(run_id, scan_artifacts(run_dir / "artifacts"))
+        return upload
+    prefix = f"{run_id}/artifacts/"
+    store.record_artifacts(
+        run_id,
+        [ArtifactRecord(path=f.key[len(prefix) :], size=f.size, sha256=f.sha256) for f in sent],
+    )
+    upload.files, upload.size = len(sent), sum(f.size for f in sent)
+    return upload
+
+
+def _upload_log(
+    upload: _Upload | None,
+    run_id: str,
+    run_dir: Path,
+    timings: dict[str, float],
+    reporter: Reporter,
+) -> dict[str, Any]:
+    """Upload the run's log after its artifacts; the run record's fields that say where
+    they went (nothing when they stay in the run's folder)."""
+    if upload is None:
+        return {}
+    log = run_dir / artifacts.LOG_PATH
+    if upload.error is None and log.is_file():
+        try:
+            [sent] = upload.target.put([(artifacts.log_key(run_id), log)])
+            upload.log = {"size": sent.size, "sha256": sent.sha256}
+        except ArtifactError as exc:
+            upload.error = str(exc)
+            reporter.note(f"warning: {exc}; the run's files stay in {run_dir} on {host_name()}")
+    timings["upload_s"] = time.monotonic() - upload.began
+    if upload.error is not None:
+        failed = {"error": upload.error, "local": str(run_dir), "host": host_name()}
+        return {"artifacts_url": None, "artifacts_upload": failed}
+    done = {
+        "files": upload.files,
+        "bytes": upload.size,
+        "seconds": round(timings["upload_s"], 3),
+        "log": upload.log,
+    }
+    return {"artifacts_url": upload.target.url, "artifacts_upload": done}
+
+
+def _bytes(size: int) -> str:
+    """1.5 MiB: a size as the progress lines say it."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"

@@ -23,11 +23,13 @@ import pytest
 
 from tests.support import STANDIN, free_port, run_cli, stack_processes, wait_until
 
-#: Fixtures of the HTTP API and its workers, of the docker tests, of promotion's production.
+#: Fixtures of the HTTP API and its workers, of the docker tests, of promotion's production,
+#: of the S3 artifact store.
 pytest_plugins = [
     "tests.support.queue_helpers",
     "tests.support.docker_support",
     "tests.support.promotion_support",
+    "tests.support.garage_server",
 ]
 
 #: Variables of the user's environment that would leak into the tests' configuration.
@@ -43,6 +45,7 @@ _SCRUB = (
     "OMNILAB_RUNS_DIR",
     "OMNILAB_DATA_DIR",
     "OMNILAB_TRACKING_URL",
+    "OMNILAB_ARTIFACTS_URL",
     "ENVIRONMENT",
     "CUDA_VISIBLE_DEVICES",
     "OMNILAB_HOST",

@@ -318,11 +318,17 @@ def test_redact_environment_masks_configured_secrets() -> None:
     env = {
         "OMNILAB_TRACKING_URL": "postgresql://app:tr4ck!ng@db/x",
         "QDRANT_API_KEY": "k3y-value-42",
+        "AWS_ACCESS_KEY_ID": "GKa1b2c3d4e5f6",
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t/Value+9",
         "HOME": "/root",
     }
-    text = "boom: postgresql://app:tr4ck!ng@db/x refused key k3y-value-42 in /root"
+    text = (
+        "boom: postgresql://app:tr4ck!ng@db/x refused key k3y-value-42 in /root; "
+        "No such key: GKa1b2c3d4e5f6 (secret s3cr3t/Value+9)"
+    )
     assert redact_environment(text, env) == (
-        f"boom: postgresql://app:{MASK}@db/x refused key {MASK} in /root"
+        f"boom: postgresql://app:{MASK}@db/x refused key {MASK} in /root; "
+        f"No such key: {MASK} (secret {MASK})"
     )
 
 

@@ -25,7 +25,16 @@ from omnilab.api import docs, openapi
 from omnilab.api.appstate import ApiState
 from omnilab.api.limits import BodyLimit
 from omnilab.api.responses import SafeJSONResponse
-from omnilab.api.routes import experiments, health, logs, promotions, runs, submit, workers
+from omnilab.api.routes import (
+    artifacts,
+    experiments,
+    health,
+    logs,
+    promotions,
+    runs,
+    submit,
+    workers,
+)
 from omnilab.catalog import Catalog
 from omnilab.errors import TrackingStoreError
 from omnilab.queue.broker import QueueUnavailable
@@ -73,6 +82,7 @@ def create_app(settings: QueueSettings | None = None, catalog: Catalog | None = 
     app.include_router(submit.router)  # POST /v1/runs, documented before GET
     app.include_router(runs.router)
     app.include_router(logs.router)
+    app.include_router(artifacts.router)
     app.include_router(workers.router)
     app.include_router(promotions.router)
     openapi.install(app, catalog)

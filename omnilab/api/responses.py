@@ -18,6 +18,7 @@ _MEANING = {
     409: "The run is in a state that does not allow this.",
     413: "The request body is larger than the server accepts.",
     422: "Invalid input; `detail` names each field.",
+    502: "The artifact store refused or could not be reached.",
     503: "The tracking store or the queue cannot be reached.",
 }
 

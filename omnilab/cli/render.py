@@ -203,10 +203,35 @@ def run_result(run: Run) -> None:
         out.print("metrics")
         out.print(table)
     if run.artifacts:
-        out.print(f"artifacts: {run.artifacts_dir} ({len(run.artifacts)} files)")
+        where = run.artifacts_url or run.artifacts_dir
+        out.print(f"artifacts: {escape(str(where))} ({len(run.artifacts)} files)")
+    _upload_problem(run)
     if run.status == "failed" and run.error:
         last = run.error.strip().splitlines()[-1]
         out.print(f"[red]error:[/] {escape(last)}")
+
+
+def _upload_problem(run: Run) -> None:
+    """The line saying that the run's files could not be uploaded, and where they are."""
+    failed = (run.record.artifacts_upload or {}).get("error")
+    if failed:
+        upload = run.record.artifacts_upload or {}
+        err.print(
+            f"[yellow]warning:[/] {escape(failed)}; its files stay in "
+            f"{escape(str(upload.get('local')))} on {escape(str(upload.get('host')))}"
+        )
+
+
+def size_text(size: int) -> str:
+    """``1.5 MiB``: a size as the CLI says it."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 def bounds_text(bounds: dict[str, Any] | None) -> str:
@@ -418,13 +443,14 @@ def run_details(run: Run, info: QueueInfo | None = None) -> None:
         out.print("timings")
         out.print(_kv_table({k: seconds(v) for k, v in r.timings.items()}))
     if run.artifacts:
-        out.print("artifacts")
+        out.print("artifacts" + (f" in {escape(run.artifacts_url)}" if run.artifacts_url else ""))
         art = Table(box=None, padding=(0, 2, 0, 2), header_style="bold")
         for name in ("path", "size", "sha256"):
             art.add_column(name)
         for a in run.artifacts:
             art.add_row(a.path, str(a.size), a.sha256[:16])
         out.print(art)
+    _upload_problem(run)
     if r.error:
         out.print("[red]error[/]")
         out.print(r.error.rstrip(), markup=False)

@@ -120,6 +120,65 @@ def show(
         render.run_details(result, info)
 
 
+@app.command("get")
+def get(
+    run: str = typer.Argument(..., metavar="RUN", help="Run id, or its first characters."),
+    path: str | None = typer.Argument(
+        None,
+        metavar="[PATH]",
+        help="The artifact, as `omnilab runs show` lists it; omitted: every artifact.",
+    ),
+    output: str | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="One artifact: the file to write (a folder: its name in it; - for stdout); "
+        "default: its name in the working directory. Every artifact: the folder; "
+        "default: the run's short id.",
+    ),
+) -> None:
+    """Save a run's artifacts from wherever they are kept: the artifact store the run
+    uploaded them to (OMNILAB_ARTIFACTS_URL when it ran), else its folder on this host.
+    Each copy is checked against the sha256 recorded with the run; a mismatch is an
+    error and the copy is removed.
+
+    Examples:
+
+      omnilab runs get 3fa2c1 plots/curve.csv
+
+      omnilab runs get 3fa2c1 model.pt -o /tmp/model.pt
+
+      omnilab runs get 3fa2c1 -o results/
+    """
+    import sys
+
+    from omnilab.tracking.run import Run
+    from omnilab.tracking.store import TrackingStore
+
+    with TrackingStore.open() as store:
+        result = Run.from_store(store, store.get_run(run))
+    if path is not None and output == "-":
+        with result.open(path) as fh:
+            while chunk := fh.read(1 << 20):
+                sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        return
+    if path is not None:
+        saved = result.save(path, output or Path.cwd())
+        size = saved.stat().st_size
+        render.err.print(f"saved {escape(path)} ({render.size_text(size)}) to {escape(str(saved))}")
+        return
+    if not result.artifacts:
+        render.err.print(f"run {escape(result.record.label)} has no artifacts")
+        return
+    folder = Path(output or result.short_id)
+    paths = result.save_all(folder)
+    total = sum(a.size for a in result.artifacts)
+    render.err.print(
+        f"saved {len(paths)} artifact(s) ({render.size_text(total)}) to {escape(str(folder))}"
+    )
+
+
 @app.command("compare")
 def compare(
     runs: list[str] = typer.Argument(

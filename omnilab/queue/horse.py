@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import psycopg
 
-from omnilab import environment, retained_stack
+from omnilab import artifacts, environment, retained_stack
 from omnilab.catalog import CatalogEntry
 from omnilab.errors import OmnilabError, TrackingStoreError
 from omnilab.host import host_name
@@ -209,6 +209,11 @@ def prepare() -> None:
         _ready_store = None
     # The git state of the experiments' repository, with what tells whether it changed.
     environment.prefetch_git(Path(slot.settings.experiments_dir).resolve())
+    # The artifact store's client, which the run's end would make otherwise.
+    with contextlib.suppress(OmnilabError):
+        target = artifacts.configured(slot.settings)
+        if target is not None:
+            target.connect()
 
 
 def _open_store(settings: QueueSettings) -> TrackingStore:
@@ -416,6 +421,32 @@ def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> N
             )
         finally:
             reporter.close()
+        _last_lines_to_store(store, slot.settings, run_id, log_path, console)
+
+
+def _last_lines_to_store(
+    store: TrackingStore, settings: QueueSettings, run_id: str, log_path: Path, console: TextIO
+) -> None:
+    """The runner uploads the log before it records the outcome; what this attempt
+    wrote after it (a cancellation, a refusal before the run started) goes to the
+    artifact store too, so that the log read from there is the whole of it."""
+    try:
+        target = artifacts.configured(settings)
+        if target is None or not log_path.is_file():
+            return
+        record = store.get_run(run_id)
+        upload = dict(record.artifacts_upload or {})
+        if "error" in upload or record.artifacts_url not in (None, target.url):
+            return  # the files stayed here, or went to another store: left as recorded
+        if (upload.get("log") or {}).get("size") == log_path.stat().st_size:
+            return
+        [sent] = target.put([(artifacts.log_key(run_id), log_path)])
+        upload.setdefault("files", 0)
+        upload["log"] = {"size": sent.size, "sha256": sent.sha256}
+        store.update_run(run_id, artifacts_url=target.url, artifacts_upload=upload)
+    except (OmnilabError, OSError, psycopg.Error) as exc:
+        with contextlib.suppress(OSError, ValueError):
+            print(f"[{run_id[:8]}] warning: the log's last lines stay here: {exc}", file=console)
 
 
 class RunReporter(Reporter):

@@ -73,6 +73,12 @@ class RunRecord(BaseModel):
     code_sha256: str | None = None
     #: Queued, and no live worker can take it: ``waiting for capacity: <why>``.
     waiting: str | None = None
+    #: Where the run's artifacts and log went when it ended (``OMNILAB_ARTIFACTS_URL``
+    #: then); None: they are in ``run_dir``, on the host that ran it.
+    artifacts_url: str | None = None
+    #: What that upload did (files, bytes, seconds, the log's size and sha256), or its
+    #: ``error`` and where the files stayed (``local``, ``host``).
+    artifacts_upload: dict[str, Any] | None = None
 
     @property
     def host(self) -> str | None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from omnilab import artifacts
+from omnilab.artifacts import ArtifactNotFound, UnknownArtifact
 from omnilab.errors import OmnilabError
 from omnilab.tracking.records import ArtifactRecord, MetricPoint, MetricSummary, RunRecord
 
@@ -169,6 +172,91 @@ class Run:
             with self._store() as store:
                 self._artifacts = store.artifacts(self.id)
         return self._artifacts
+
+    @property
+    def artifacts_url(self) -> str | None:
+        """Where the run's artifacts and log were uploaded when it ended; None: they are
+        in :attr:`run_dir`, on the host that ran it."""
+        return self.record.artifacts_url
+
+    def open(self, path: str) -> BinaryIO:
+        """One artifact (``path`` as :attr:`artifacts` lists it) as a binary file, read
+        from wherever the run's files are kept: the artifact store it uploaded them to,
+        else its folder. Its sha256 is checked once it is read to the end
+        (:class:`~omnilab.artifacts.ChecksumMismatch`). Use it in a ``with`` block."""
+        recorded = self._recorded(path)
+        wanted = recorded.path
+        store = artifacts.run_store(self.record.artifacts_url, self.record.run_dir)
+        if store is None:
+            raise ArtifactNotFound(f"run {self.short_id} has no folder and no artifact store")
+        try:
+            raw = store.open(artifacts.artifact_key(self.id, wanted))
+        except ArtifactNotFound:
+            raise ArtifactNotFound(self._missing(wanted)) from None
+        return io.BufferedReader(
+            artifacts.Verified(raw, recorded.sha256, f"{wanted} of run {self.short_id}")
+        )
+
+    def artifact(self, path: str) -> bytes:
+        """One artifact's content (see :meth:`open`), checked against its sha256."""
+        with self.open(path) as fh:
+            return fh.read()
+
+    def save(self, path: str, dest: str | Path) -> Path:
+        """Save one artifact to the file ``dest`` (a folder: the artifact's name in it),
+        checked against its recorded sha256; returns where it went."""
+        recorded = self._recorded(path)
+        target = Path(dest)
+        if target.is_dir():
+            target = target / Path(recorded.path).name
+        self._fetch([(recorded, target)])
+        return target
+
+    def save_all(self, folder: str | Path) -> list[Path]:
+        """Save every artifact under ``folder``, by its path, many at once, each checked
+        against its recorded sha256; returns where they went."""
+        base = Path(folder)
+        items = [(a, base / a.path) for a in self.artifacts]
+        self._fetch(items)
+        return [target for _, target in items]
+
+    def _recorded(self, path: str) -> ArtifactRecord:
+        wanted = artifacts.check_path(path)
+        recorded = next((a for a in self.artifacts if a.path == wanted), None)
+        if recorded is None:
+            known = ", ".join(a.path for a in self.artifacts[:5])
+            more = ", ..." if len(self.artifacts) > 5 else ""
+            has = f"its artifacts: {known}{more}" if known else "it has none"
+            raise UnknownArtifact(f"run {self.short_id} has no artifact {wanted!r} ({has})")
+        return recorded
+
+    def _fetch(self, items: list[tuple[ArtifactRecord, Path]]) -> None:
+        store = artifacts.run_store(self.record.artifacts_url, self.record.run_dir)
+        if store is None:
+            raise ArtifactNotFound(f"run {self.short_id} has no folder and no artifact store")
+        wanted = [
+            artifacts.Wanted(artifacts.artifact_key(self.id, a.path), target, a.sha256, a.size)
+            for a, target in items
+        ]
+        try:
+            store.get(wanted)
+        except ArtifactNotFound:
+            if self.record.artifacts_url:
+                raise  # names the object that is gone
+            raise ArtifactNotFound(self._missing(items[0][0].path)) from None
+
+    def _missing(self, path: str) -> str:
+        if self.record.artifacts_url:
+            return (
+                f"artifact {path!r} of run {self.short_id} is recorded but no longer in "
+                f"{self.record.artifacts_url}"
+            )
+        host = (self.record.environment or {}).get("hostname") or "the host that ran it"
+        return (
+            f"artifact {path!r} of run {self.short_id} is not on this host: the run kept "
+            f"its files in {self.record.run_dir} on {host} (OMNILAB_ARTIFACTS_URL, a shared "
+            "folder or s3://bucket/prefix, puts them where every host reads them)"
+        )
 
     # -- notebooks (omnilab.notebook) ------------------------------------------------------
 

@@ -33,7 +33,16 @@ from omnilab.tracking.records import (
 )
 
 _JSON_COLUMNS = frozenset(
-    {"params", "summary", "stack", "environment", "timings", "seeds", "requires"}
+    {
+        "params",
+        "summary",
+        "stack",
+        "environment",
+        "timings",
+        "seeds",
+        "requires",
+        "artifacts_upload",
+    }
 )
 
 
@@ -290,6 +299,36 @@ class TrackingStore(Store):
             """,
             (run_id, artifact.path, artifact.size, artifact.sha256),
         )
+
+    def record_artifacts(self, run_id: str, artifacts: list[ArtifactRecord]) -> None:
+        """Many at once, in one statement (a run may leave thousands of files)."""
+        if not artifacts:
+            return
+        self._execute(
+            """
+            INSERT INTO omnilab.artifacts (run_id, path, size, sha256)
+            SELECT %s, path, size, sha256
+              FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS a (path, size, sha256)
+            ON CONFLICT (run_id, path) DO UPDATE SET size = excluded.size,
+                sha256 = excluded.sha256, created_at = now()
+            """,
+            (
+                run_id,
+                [a.path for a in artifacts],
+                [a.size for a in artifacts],
+                [a.sha256 for a in artifacts],
+            ),
+        )
+
+    def artifact(self, run_id: str, path: str) -> ArtifactRecord | None:
+        row = self._execute(
+            "SELECT path, size, sha256, created_at FROM omnilab.artifacts "
+            "WHERE run_id = %s AND path = %s",
+            (run_id, path),
+        ).fetchone()
+        if row is None:
+            return None
+        return ArtifactRecord(path=row[0], size=row[1], sha256=row[2], created_at=row[3])
 
     def artifacts(self, run_id: str) -> list[ArtifactRecord]:
         rows = self._execute(

@@ -4,20 +4,20 @@ experiments, workers, promotions."""
 from __future__ import annotations
 
 import math
-import mimetypes
 import re
 import threading
 from collections import OrderedDict
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from omnilab.api.models import RUN_ID
-from omnilab.api.routes.logs import log_events
+from omnilab.api.routes.artifacts import ArtifactUnavailable, artifact_response
+from omnilab.api.routes.logs import finished_log, log_events
 from omnilab.errors import RunNotFound
 from omnilab.notebook.charts import CHART_WIDTH, metric_svgs
 from omnilab.notebook.compare import Comparison, differs
@@ -206,7 +206,8 @@ def runs_page(request: Request) -> Response:
 
 def _log_text(record: RunRecord, live: bool) -> tuple[str, int, bool]:
     """The log as text, the byte offset where the text ends (where a live page's stream
-    goes on: after the last whole line), and whether its start was cut."""
+    goes on: after the last whole line), and whether its start was cut. A finished run's
+    log whose folder is not on this host comes from the artifact store."""
     if not record.run_dir:
         return "", 0, False
     path = Path(record.run_dir) / "logs" / "output.log"
@@ -217,7 +218,11 @@ def _log_text(record: RunRecord, live: bool) -> tuple[str, int, bool]:
             fh.seek(start)
             data = fh.read(size - start)
     except OSError:
-        return "", 0, False
+        stored = finished_log(record)
+        if stored is None:
+            return "", 0, False
+        start = max(0, len(stored) - LOG_TAIL)
+        data = stored[start:]
     end = start + len(data)
     if live and not data.endswith(b"\n"):
         whole = data.rfind(b"\n") + 1
@@ -277,44 +282,18 @@ def run_page(request: Request, run_id: str) -> Response:
     )
 
 
-def _artifact_file(record: RunRecord, path: str) -> Path:
-    """The file ``path`` names in the run's artifact folder; refused when it is not one:
-    absolute, with ``..``, or leading out of the folder through a link."""
-    if not record.run_dir:
-        raise WebError(404, f"run {record.short_id} has no artifact folder")
-    parts = PurePosixPath(path).parts
-    if (
-        not path
-        or path.startswith("/")
-        or "\\" in path
-        or "\x00" in path
-        or any(p in ("..", ".") for p in parts)
-    ):
-        raise WebError(404, f"{path[:200]!r} is not an artifact of run {record.short_id}")
-    base = (Path(record.run_dir) / "artifacts").resolve()
-    target = (base / path).resolve()
-    if not target.is_relative_to(base) or not target.is_file():
-        raise WebError(404, f"{path[:200]!r} is not an artifact of run {record.short_id}")
-    return target
-
-
 @router.get("/runs/{run_id}/artifacts/{path:path}")
 def artifact(request: Request, run_id: str, path: str) -> Response:
+    """A download from wherever the run's files are kept (its folder, or the artifact
+    store it uploaded them to), as the API's ``GET /v1/runs/{id}/artifacts/{path}``."""
     require(request)
     with state_of(request).db() as store:
         record = _load_run(store, run_id)
-    target = _artifact_file(record, path)
-    kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-    if kind.startswith(("text/html", "image/svg", "application/xhtml", "text/xml")):
-        kind = "application/octet-stream"  # never rendered as a page of this site
-    response = FileResponse(
-        target,
-        media_type=kind,
-        filename=PurePosixPath(path).name,
-        content_disposition_type="attachment",
-    )
-    response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
-    return response
+        recorded = store.artifact(record.id, path)
+    try:
+        return artifact_response(record, recorded, path)
+    except ArtifactUnavailable as exc:
+        raise WebError(exc.status, exc.message) from None
 
 
 @router.get("/runs/{run_id}/log/stream")

@@ -25,16 +25,19 @@ SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
 def test_schemathesis_finds_nothing(api: Api, workdir: Path) -> None:
     key = api.keys.setdefault("all", _all_scopes_key())
-    run, promotion = _record_a_promotion()
+    run, promotion = _record_a_promotion(workdir)
     # Ids cannot be guessed, and no run of this server has succeeded: the promotion
-    # endpoints get a recorded run and promotion (refused with 409s, as they should be).
-    config = [("promote_run", "run_id", run)]
-    config += [(op, "promotion_id", promotion) for op in ("get_promotion", "rollback_promotion")]
+    # endpoints get a recorded run and promotion (refused with 409s, as they should be),
+    # the artifact download that run's artifact.
+    config = [("promote_run", f'run_id = "{run}"')]
+    config += [
+        (op, f'promotion_id = "{promotion}"') for op in ("get_promotion", "rollback_promotion")
+    ]
+    config += [("get_artifact", f'run_id = "{run}", path = "{ARTIFACT}"')]
     (workdir / "schemathesis.toml").write_text(
         "".join(
-            f'[[operations]]\ninclude-operation-id = "{op}"\n'
-            f'parameters = {{ {name} = "{value}" }}\n'
-            for op, name, value in config
+            f'[[operations]]\ninclude-operation-id = "{op}"\nparameters = {{ {values} }}\n'
+            for op, values in config
         )
         # The same Idempotency-Key with another body is refused with 422 (the IETF
         # draft's status); schemathesis reuses header values between generated requests,
@@ -78,21 +81,40 @@ def test_schemathesis_finds_nothing(api: Api, workdir: Path) -> None:
     assert "Traceback" not in api.service.output
 
 
-def _record_a_promotion() -> tuple[str, str]:
-    """A recorded (rolled back) promotion of a recorded run: the promotion endpoints have
-    something to find besides 404s."""
+#: The artifact of the run the promotion endpoints are given.
+ARTIFACT = "out.bin"
+
+
+def _record_a_promotion(workdir: Path) -> tuple[str, str]:
+    """A recorded (rolled back) promotion of a recorded run with an artifact in its
+    folder: the promotion and artifact endpoints have something to find besides 404s."""
+    import hashlib
     import uuid
     from datetime import UTC, datetime
 
     from omnilab.promote.records import PromotionRecord, PromotionStore
-    from omnilab.tracking.records import RunRecord
+    from omnilab.tracking.records import ArtifactRecord, RunRecord
     from omnilab.tracking.store import TrackingStore
 
     with TrackingStore.open() as store:
         run_id = uuid.uuid4().hex
         now = datetime.now(UTC)
+        run_dir = workdir / "runs" / run_id
+        (run_dir / "artifacts").mkdir(parents=True)
+        content = b"\x00\x01 an artifact"
+        (run_dir / "artifacts" / ARTIFACT).write_bytes(content)
         store.create_run(
-            RunRecord(id=run_id, experiment="Quick", status="succeeded", created_at=now)
+            RunRecord(
+                id=run_id,
+                experiment="Quick",
+                status="succeeded",
+                created_at=now,
+                run_dir=str(run_dir),
+            )
+        )
+        digest = hashlib.sha256(content).hexdigest()
+        store.record_artifact(
+            run_id, ArtifactRecord(path=ARTIFACT, size=len(content), sha256=digest)
         )
         record = PromotionRecord.start(uuid.uuid4().hex, run_id, "fail", "test")
         record.status, record.rolled_back_at, record.rolled_back_by = "rolled_back", now, "test"

@@ -11,8 +11,8 @@ Events, in order:
 
 While the run is queued or running the stream stays open and lines arrive as they are
 written (``follow=false`` sends what is there now and ends). The log is read from the
-run's folder (``OMNILAB_RUNS_DIR``), which workers on other hosts must share with the
-server for their runs' logs to be seen.
+run's folder (``OMNILAB_RUNS_DIR``); once the run has finished, from the artifact store
+its record names when that folder is not on this host (:func:`finished_log`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from omnilab.api.auth import ReadKey
 from omnilab.api.responses import errors
 from omnilab.api.routes.runs import RunId, _get, _state
+from omnilab.artifacts import ArtifactError, ArtifactsUrlError, log_key, store_at
 from omnilab.errors import RunNotFound
 from omnilab.tracking.records import FINISHED, RunRecord
 
@@ -102,6 +103,26 @@ def _reader(record: RunRecord) -> Path | None:
     return Path(record.run_dir) / "logs" / "output.log"
 
 
+def finished_log(record: RunRecord) -> bytes | None:
+    """The whole log of a finished run from the artifact store its record names (it was
+    uploaded before the outcome was recorded); None when it names none, or the store
+    cannot give it."""
+    if record.status not in FINISHED or not record.artifacts_url:
+        return None
+    try:
+        return store_at(record.artifacts_url).read(log_key(record.id))
+    except (ArtifactError, ArtifactsUrlError):
+        return None
+
+
+def _elsewhere(record: RunRecord, path: Path | None) -> bool:
+    """Whether a finished run's log is to be read from the artifact store: its folder
+    is not on this host."""
+    return bool(
+        record.status in FINISHED and record.artifacts_url and not (path and path.is_file())
+    )
+
+
 def _read(path: Path, offset: int) -> bytes:
     try:
         with open(path, "rb") as fh:
@@ -120,9 +141,15 @@ async def log_events(
     yield {"event": "status", "data": json.dumps({"status": status})}
     pending = b""
     last_check = asyncio.get_running_loop().time()
+    stored: bytes | None = None  # a finished run's log, from the artifact store
     while True:
         path = _reader(record)
-        data = await run_in_threadpool(_read, path, offset) if path else b""
+        if stored is None and _elsewhere(record, path):
+            stored = await run_in_threadpool(finished_log, record) or b""
+        if stored is not None:
+            data = stored[offset : offset + CHUNK]
+        else:
+            data = await run_in_threadpool(_read, path, offset) if path else b""
         if data:
             position = offset - len(pending)  # where the buffered text starts in the file
             offset += len(data)
@@ -145,7 +172,7 @@ async def log_events(
                     {
                         "status": status,
                         "error": record.error,
-                        "log_found": bool(path and os.path.exists(path)),
+                        "log_found": bool(stored or (path and os.path.exists(path))),
                     }
                 ),
             }
