@@ -9,8 +9,9 @@ containers from one image with the same hostname, a laptop whose name follows th
 from __future__ import annotations
 
 import os
+import socket
 
 
 def host_name() -> str:
     """``OMNILAB_HOST`` if set, else the system's host name."""
-    return os.environ.get("OMNILAB_HOST", "").strip() or host_name()
+    return os.environ.get("OMNILAB_HOST", "").strip() or socket.gethostname()
