@@ -25,6 +25,7 @@ from omnilab.notebook.runs import RunTable
 from omnilab.notebook.svg import PALETTE
 from omnilab.promote import PromotionStore
 from omnilab.tracking.api_keys import ApiKeyStore
+from omnilab.tracking.chart_cache import ChartCache
 from omnilab.tracking.queries import DisplayStore, RunPageStore
 from omnilab.tracking.queued_runs import QueueStore
 from omnilab.tracking.records import FINISHED, RunRecord
@@ -49,10 +50,11 @@ MAX_COLUMNS = 40
 class _FinishedCharts:
     """The metric summaries and chart series of finished runs, most recently shown kept.
 
-    A finished run's metrics no longer change, and reducing 100,000 points to a chart's
-    pixel columns costs the database about 170 ms a view, every view. The key holds
-    ``finished_at``: a run retried after a failure finishes again with another time, so
-    an attempt's charts are never shown for the next one. Running runs are never cached.
+    A finished run's metrics no longer change: the store keeps its reduced charts
+    (tracking/chart_cache.py), and this process keeps what it last showed, which spares
+    even that query. The key holds ``finished_at``: a run retried after a failure
+    finishes again with another time, so an attempt's charts are never shown for the
+    next one. Running runs are never cached.
     """
 
     def __init__(self, size: int = 64) -> None:
@@ -236,8 +238,8 @@ def run_page(request: Request, run_id: str) -> Response:
         key = (record.id, record.finished_at.isoformat() if record.finished_at else "")
         cached = _finished_charts.get(key) if record.status in FINISHED else None
         if cached is None:
-            summaries = store.metric_summaries(record.id)
-            series = DisplayStore(store).chart_series(record.id, buckets=CHART_WIDTH)
+            kept = ChartCache(store).charts(record, CHART_WIDTH)
+            summaries, series = kept.summaries, kept.series
             if record.status in FINISHED and record.finished_at is not None:
                 _finished_charts.put(key, (summaries, series))
         else:
@@ -351,8 +353,8 @@ def compare_page(request: Request) -> Response:
         records = [_load_run(store, run_id) for run_id in wanted]
         unique = list({r.id: r for r in records}.values())
         latest = DisplayStore(store).latest_values([r.id for r in unique])
-        display = DisplayStore(store)
-        series = [display.chart_series(r.id, buckets=CHART_WIDTH) for r in unique]
+        cache = ChartCache(store)
+        series = [cache.charts(r, CHART_WIDTH).series for r in unique]
     comparison = Comparison([Run(r) for r in unique], latest, series)
     rows = [
         (group, name, values, len(unique) > 1 and name != "duration_s" and differs(values))
