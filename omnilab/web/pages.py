@@ -17,7 +17,7 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from omnilab.api.models import RUN_ID
-from omnilab.api.routes.logs import log_events
+from omnilab.api.routes.logs import log_events, log_file
 from omnilab.errors import RunNotFound
 from omnilab.notebook.charts import CHART_WIDTH, metric_svgs
 from omnilab.notebook.compare import Comparison, differs
@@ -206,12 +206,13 @@ def runs_page(request: Request) -> Response:
     )
 
 
-def _log_text(record: RunRecord, live: bool) -> tuple[str, int, bool]:
+def _log_text(record: RunRecord, runs_dir: Path, live: bool) -> tuple[str, int, bool]:
     """The log as text, the byte offset where the text ends (where a live page's stream
-    goes on: after the last whole line), and whether its start was cut."""
-    if not record.run_dir:
+    goes on: after the last whole line), and whether its start was cut. Empty where this
+    host has no file of it: a live page's stream then brings it all."""
+    path = log_file(record, runs_dir)
+    if path is None:
         return "", 0, False
-    path = Path(record.run_dir) / "logs" / "output.log"
     try:
         with open(path, "rb") as fh:
             size = fh.seek(0, 2)
@@ -253,7 +254,7 @@ def run_page(request: Request, run_id: str) -> Response:
         if svgs:
             charts.append((summary.key, svgs[0]))
     live = record.status not in FINISHED
-    log, log_end, log_cut = _log_text(record, live)
+    log, log_end, log_cut = _log_text(record, Path(state.settings.runs_dir), live)
     environment = record.environment or {}
     stack = record.stack or {}
     return page(
