@@ -60,7 +60,8 @@ def test_an_api_host_without_the_log_file_streams_the_run_live_through_redis(
                 "OMNILAB_LOG_STREAM_TTL": "300",
             }
         )
-        run_id = api.queue("Quick", {"n": 40, "pause": 0.1, "label": "tick"})
+        api.client("read").close()  # its key made now, not while the run goes on
+        run_id = api.queue("Quick", {"n": 40, "pause": 0.15, "label": "tick"})
         # Followed live, dropped at tick 9, resumed from the last id received.
         first = follow(api, run_id, until="tick 9")
         arrived = datetime.now(UTC)
