@@ -61,8 +61,8 @@ class Servers:
         self.procs.append(proc)
         return proc
 
-    def serve(self, port: int) -> str:
-        self.spawn("serve", "--port", str(port), "--log-level", "warning")
+    def serve(self, port: int, extra: dict[str, str] | None = None) -> str:
+        self.spawn("serve", "--port", str(port), "--log-level", "warning", extra=extra)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -16,9 +16,9 @@ its process once it has started (imports done, client made: then every file sent
 fetched and checked), aws's its wall time less its start (``aws s3 ls`` of an empty
 prefix: the interpreter, imports, client and one request). And the wall time of each
 command, which adds both starts (omnilab's imports its whole package, seconds on a loaded
-machine; a run's upload and the API pay that once, not per transfer). omnilab does more: it computes each file's
-sha256 while uploading (a run records it) and checks each download against it; ``aws``
-checks nothing beyond the protocol's own checksums.
+machine; a run's upload and the API pay that once, not per transfer). omnilab does more:
+it computes each file's sha256 while uploading (a run records it) and checks each
+download against it; ``aws`` checks nothing beyond the protocol's own checksums.
 
 The server is ``garage`` from PATH (../shared/bin), one node on 127.0.0.1 with its data
 in a temporary folder, started and removed here. ``aws`` is ``--aws``, else

@@ -1,7 +1,7 @@
 """A live log line's delay from the experiment's ``print`` to the browser's run page,
 against a plain client of the API's log stream, same lines, same run.
 
-    python bench/web_live_log.py [--lines 300] [--interval 0.05] [--flush]
+    python bench/web_live_log.py [--lines 300] [--interval 0.05] [--flush] [--through-redis]
 
 ``omnilab serve`` (the web UI at ``/``, the JSON API under ``/v1``) and ``omnilab worker``
 run on a throwaway Redis and PostgreSQL (bench/_servers.py). One run of an experiment
@@ -21,8 +21,12 @@ what the page adds to the stream it is fed by.
 
 By default the experiment calls a plain ``print()``, as experiments do; ``--flush``
 prints with ``flush=True`` instead, to tell the run's output buffering apart from the
-streaming. Where the web UI is not there (``/login`` is not found), only the peer is
-measured, the line saying so is printed, and the exit status is 2.
+streaming. The server reads the run's log file, on the same host as the worker;
+``--through-redis`` gives the server a runs folder and a host name of its own, as on
+another host, so that the lines reach it through the run's Redis stream.
+
+Where the web UI is not there (``/login`` is not found), only the peer is measured, the
+line saying so is printed, and the exit status is 2.
 """
 
 from __future__ import annotations
@@ -188,12 +192,18 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=300)
     parser.add_argument("--interval", type=float, default=0.05)
     parser.add_argument("--flush", action="store_true", help="print(..., flush=True)")
+    parser.add_argument(
+        "--through-redis",
+        action="store_true",
+        help="the server as on another host: the log through the run's Redis stream",
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()
     results: dict[str, Any] = {
         "lines": args.lines,
         "interval_s": args.interval,
         "flush": args.flush,
+        "log_source": "redis stream" if args.through_redis else "file",
         "goal_p99_ms": GOAL_P99_MS,
         "load_before": load_before,
     }
@@ -202,7 +212,11 @@ def main() -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        url = s.serve(port)
+        elsewhere = {
+            "OMNILAB_RUNS_DIR": str(s.folder / "api-runs"),
+            "OMNILAB_HOST": "bench-api-host",
+        }
+        url = s.serve(port, extra=elsewhere if args.through_redis else None)
         key = s.api_key()
         s.spawn("worker", "--concurrency", "1", "--gpus", "none")
         missing = web_ui_missing(url)
@@ -258,7 +272,10 @@ def main() -> None:
             results["peer"] = delays(peer.seen, args.lines)
     results["load_after"] = os.getloadavg()
     browser, stream = results.get("browser"), results["peer"]
-    say(f"{args.lines} lines, one per {args.interval * 1000:.0f} ms, flush={args.flush}")
+    say(
+        f"{args.lines} lines, one per {args.interval * 1000:.0f} ms, flush={args.flush}, "
+        f"the server reads the {results['log_source']}"
+    )
     for label, figures in (("browser (#log)", browser), ("peer (/v1 SSE)", stream)):
         if not figures:
             say(f"  {label:<16} not measured")

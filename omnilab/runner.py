@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+import psycopg
+
 from omnilab import artifacts, environment
 from omnilab.artifacts import ArtifactError, ArtifactStore
 from omnilab.config import Settings, get_settings
@@ -45,6 +47,7 @@ from omnilab.services.promotable import Promotable, check_promotes
 from omnilab.stack import Stack
 from omnilab.subreaper import ProcessScope
 from omnilab.subreaper import describe as describe_ended
+from omnilab.tracking.chart_cache import ChartCache
 from omnilab.tracking.metrics import MetricBuffer
 from omnilab.tracking.records import ArtifactRecord, RunRecord, check_name_and_tags
 from omnilab.tracking.run import Run
@@ -487,6 +490,7 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
                 **({"environment": record.environment} if _ENDED in record.environment else {}),
                 **kept,
             )
+            _keep_charts(store, run_id, reporter)
         if stack.retained_path is not None:
             _sweep_expired(store, reporter)
         result = Run.from_store(store, store.get_run(run_id), settings=settings)
@@ -496,6 +500,19 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
     if interrupted is not None:
         raise interrupted
     return result
+
+
+def _keep_charts(store: TrackingStore, run_id: str, reporter: Reporter) -> None:
+    """The run's charts, reduced once now that its metrics are final, for every page
+    that shows it (tracking/chart_cache.py). Without them a page computes them: a
+    failure here costs a first view its time, never the run its record."""
+    from omnilab.notebook.charts import CHART_WIDTH
+
+    try:
+        ChartCache(store).keep(run_id, CHART_WIDTH)
+    except (psycopg.Error, OmnilabError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reporter.note(f"warning: the run's charts were not kept for its page: {reason}")
 
 
 def _bounds_checked(

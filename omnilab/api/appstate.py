@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from omnilab.api.group_commit import RunWriter
 from omnilab.catalog import Catalog
 from omnilab.queue.broker import Broker
+from omnilab.queue.live_log import LiveLogs
 from omnilab.queue.placement import Placer
 from omnilab.queue.reconcile import Reconciler
 from omnilab.queue.sender import Outbox
@@ -75,7 +76,10 @@ class KeyCache:
 
 class StoreAccess(Protocol):
     """What reads the tracking store for a request: the API's state, or the read-only
-    state of ``omnilab ui`` (which has no queue)."""
+    state of ``omnilab ui`` (which has no queue, so no runs' log streams: None)."""
+
+    settings: QueueSettings
+    live_logs: LiveLogs | None
 
     def db(self) -> AbstractContextManager[TrackingStore]: ...
 
@@ -96,6 +100,8 @@ class ApiState:
         self._pool: ConnectionPool | None = None
         self._apool: AsyncConnectionPool | None = None
         self.writer: RunWriter | None = None
+        #: Runs' logs live from Redis, for runs whose log file is not on this host.
+        self.live_logs: LiveLogs | None = None
         self._stop = threading.Event()
         self._reconciler: threading.Thread | None = None
 
@@ -142,8 +148,11 @@ class ApiState:
         await self._apool.open()
         assert self.sender is not None, "open() first"
         self.writer = RunWriter(self._apool, self.sender)
+        self.live_logs = LiveLogs(self.settings.redis_url)
 
     async def close_async(self) -> None:
+        if self.live_logs is not None:
+            await self.live_logs.close()
         if self.writer is not None:
             await self.writer.close()
         if self._apool is not None:

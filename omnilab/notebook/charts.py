@@ -17,6 +17,7 @@ import psycopg
 from omnilab.errors import OmnilabError
 from omnilab.notebook.html import CSS, esc
 from omnilab.notebook.svg import PALETTE, Line, line_chart
+from omnilab.tracking.chart_cache import ChartCache
 from omnilab.tracking.queries import ChartSeries, DisplayStore
 
 if TYPE_CHECKING:
@@ -36,15 +37,19 @@ def load_series(
     runs: Sequence[Run], *, store: TrackingStore | None = None, width: int = CHART_WIDTH
 ) -> list[dict[str, ChartSeries]]:
     """Chart-ready series of each run, read over one store connection (``store`` or a new
-    one). A run keeps what was read for it, so showing it again costs nothing."""
+    one). A run keeps what was read for it, so showing it again costs nothing. At the
+    web page's width, a finished run's series are those its end kept in the store."""
     missing = [r for r in runs if r._series is None]
     if missing:
         with contextlib.ExitStack() as stack:
             if store is None:
                 store = stack.enter_context(missing[0]._store())
-            display = DisplayStore(store)
+            display, kept = DisplayStore(store), ChartCache(store)
             for run in missing:
-                run._series = display.chart_series(run.id, buckets=width)
+                if width == CHART_WIDTH:
+                    run._series = kept.charts(run.record, width).series
+                else:
+                    run._series = display.chart_series(run.id, buckets=width)
     return [r._series or {} for r in runs]
 
 

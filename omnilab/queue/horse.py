@@ -8,8 +8,9 @@ horse for every message; this module is what that horse calls.
 What happens here, in order: claim the run in the tracking store (a second delivery of
 the same message finds it taken and stops), give it back to be placed again if this slot
 does not offer what it requires (a worker that joined its host after it was placed
-there), send the process's output to the run's log, refuse it if this host's experiment
-file is not the code it was queued against, and run the experiment through
+there), send the process's output to the run's log (followed live into the run's Redis
+stream: :mod:`omnilab.queue.live_log`), refuse it if this host's experiment file is not
+the code it was queued against, and run the experiment through
 :func:`omnilab.runner.run_with` with the run's recorded id. The horse is usually a
 spare (:mod:`omnilab.queue.spare`) that did :func:`prepare` before its message arrived.
 
@@ -47,6 +48,7 @@ from omnilab.host import host_name
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
 from omnilab.queue.lifeline import die_with_parent
+from omnilab.queue.live_log import LogShipper
 from omnilab.queue.placement import WAITING
 from omnilab.queue.reconnect import store_outage
 from omnilab.queue.settings import QueueSettings
@@ -358,7 +360,8 @@ def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> N
     log_path = run_dir / "logs" / "output.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with _output_to(log_path) as console:
-        reporter = RunReporter(console, log_path, run_id)
+        shipper = LogShipper.start(slot.settings, run_id, log_path)
+        reporter = RunReporter(console, log_path, run_id, shipper)
         if isinstance(store, RunStore):
             store.note = reporter.note
         reporter.note(
@@ -390,7 +393,7 @@ def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> N
             if queue.cancel_requested(run_id):
                 # Each line goes into the log before the outcome it tells is recorded: a
                 # live log stream ends when it sees the outcome.
-                reporter.note("cancelled on request")
+                reporter.note("cancelled on request", ship=True)
                 if not queue.record_cancelled(
                     run_id,
                     "cancelled on request; its stack was torn down",
@@ -406,14 +409,14 @@ def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> N
                     statuses=("running", "cancelled"),
                     attempt=claim.attempt,
                 )
-                reporter.note(f"stopped with its worker; the run is now {status}")
+                reporter.note(f"stopped with its worker; the run is now {status}", ship=True)
         except OmnilabError as exc:
             # Refused before anything started (params no longer valid for the file on
             # this worker, a service this worker cannot provide, an unknown experiment).
-            reporter.note(f"failed: {exc}")
+            reporter.note(f"failed: {exc}", ship=True)
             queue.fail_claimed(run_id, str(exc), attempt=claim.attempt)
         except Exception as exc:  # omnilab's own failure: say so rather than leave it running
-            reporter.note(f"failed inside omnilab: {type(exc).__name__}: {exc}")
+            reporter.note(f"failed inside omnilab: {type(exc).__name__}: {exc}", ship=True)
             queue.fail_claimed(
                 run_id,
                 f"the worker failed: {type(exc).__name__}: {exc}",
@@ -450,29 +453,40 @@ def _last_lines_to_store(
 
 
 class RunReporter(Reporter):
-    """Progress lines to the worker's console (prefixed with the run) and the run's log."""
+    """Progress lines to the worker's console (prefixed with the run) and the run's log;
+    the log also goes live to Redis through ``shipper`` (queue/live_log.py)."""
 
-    def __init__(self, console: TextIO, log_path: Path, run_id: str) -> None:
+    def __init__(
+        self, console: TextIO, log_path: Path, run_id: str, shipper: LogShipper | None = None
+    ) -> None:
         super().__init__(console)
         self._log = open(log_path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
         self._prefix = f"[{run_id[:8]}] "
+        self._shipper = shipper
 
     def close(self) -> None:
         with self._lock:
             self._log.close()
+        if self._shipper is not None:
+            self._shipper.close()
 
     def run_finished(
         self, run_id: str, status: str, seconds: float | None, error: str | None = None
     ) -> None:
-        self.note(f"{status}" + (f" in {seconds:.2f}s" if seconds else ""))
+        # The runner records the outcome next: a reader that sees it has every line.
+        self.note(f"{status}" + (f" in {seconds:.2f}s" if seconds else ""), ship=True)
 
-    def note(self, message: str) -> None:
+    def note(self, message: str, *, ship: bool = False) -> None:
+        """``ship``: the line is in the run's Redis stream when this returns (or Redis is
+        away): the outcome it tells is recorded next."""
         with self._lock:
             with contextlib.suppress(OSError, ValueError):
                 print(self._prefix + message, file=self.stream, flush=True)
             with contextlib.suppress(OSError, ValueError):
                 self._log.write(f"omnilab: {message}\n")
                 self._log.flush()
+        if ship and self._shipper is not None:
+            self._shipper.flush()
 
 
 class _Discard(io.TextIOBase):

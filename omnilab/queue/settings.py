@@ -110,6 +110,19 @@ class QueueSettings(Settings):
     def labels(self) -> dict[str, str]:
         return parse_labels(self.worker_labels, "label")
 
+    log_stream_maxlen: int = Field(
+        default=10_000,
+        ge=0,
+        validation_alias="OMNILAB_LOG_STREAM_MAXLEN",
+        description="Pieces of a queued run's log (8 KiB at most each) its Redis stream "
+        "keeps, for API hosts that do not have the log's file; 0: no stream.",
+    )
+    log_stream_ttl_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        validation_alias="OMNILAB_LOG_STREAM_TTL",
+        description="Seconds a run's log stream is kept in Redis after the run ends.",
+    )
     web_secret: str | None = Field(
         default=None,
         validation_alias="OMNILAB_WEB_SECRET",

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from omnilab.api.models import RUN_ID
 from omnilab.api.routes.artifacts import ArtifactUnavailable, artifact_response
-from omnilab.api.routes.logs import finished_log, log_events
+from omnilab.api.routes.logs import finished_log, log_events, log_file
 from omnilab.errors import RunNotFound
 from omnilab.notebook.charts import CHART_WIDTH, metric_svgs
 from omnilab.notebook.compare import Comparison, differs
@@ -25,6 +25,7 @@ from omnilab.notebook.runs import RunTable
 from omnilab.notebook.svg import PALETTE
 from omnilab.promote import PromotionStore
 from omnilab.tracking.api_keys import ApiKeyStore
+from omnilab.tracking.chart_cache import ChartCache
 from omnilab.tracking.queries import DisplayStore, RunPageStore
 from omnilab.tracking.queued_runs import QueueStore
 from omnilab.tracking.records import FINISHED, RunRecord
@@ -49,10 +50,11 @@ MAX_COLUMNS = 40
 class _FinishedCharts:
     """The metric summaries and chart series of finished runs, most recently shown kept.
 
-    A finished run's metrics no longer change, and reducing 100,000 points to a chart's
-    pixel columns costs the database about 170 ms a view, every view. The key holds
-    ``finished_at``: a run retried after a failure finishes again with another time, so
-    an attempt's charts are never shown for the next one. Running runs are never cached.
+    A finished run's metrics no longer change: the store keeps its reduced charts
+    (tracking/chart_cache.py), and this process keeps what it last showed, which spares
+    even that query. The key holds ``finished_at``: a run retried after a failure
+    finishes again with another time, so an attempt's charts are never shown for the
+    next one. Running runs are never cached.
     """
 
     def __init__(self, size: int = 64) -> None:
@@ -204,21 +206,24 @@ def runs_page(request: Request) -> Response:
     )
 
 
-def _log_text(record: RunRecord, live: bool) -> tuple[str, int, bool]:
+def _log_text(record: RunRecord, runs_dir: Path, live: bool) -> tuple[str, int, bool]:
     """The log as text, the byte offset where the text ends (where a live page's stream
-    goes on: after the last whole line), and whether its start was cut. A finished run's
-    log whose folder is not on this host comes from the artifact store."""
-    if not record.run_dir:
-        return "", 0, False
-    path = Path(record.run_dir) / "logs" / "output.log"
-    try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, 2)
-            start = max(0, size - LOG_TAIL)
-            fh.seek(start)
-            data = fh.read(size - start)
-    except OSError:
-        stored = finished_log(record)
+    goes on: after the last whole line), and whether its start was cut. Where this host
+    has no file of it, a finished run's log comes from the artifact store, and a running
+    one's is left to the live page's stream, which brings it all."""
+    path = log_file(record, runs_dir)
+    data: bytes | None = None
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                size = fh.seek(0, 2)
+                start = max(0, size - LOG_TAIL)
+                fh.seek(start)
+                data = fh.read(size - start)
+        except OSError:
+            data = None
+    if data is None:
+        stored = finished_log(record) if record.status in FINISHED else None
         if stored is None:
             return "", 0, False
         start = max(0, len(stored) - LOG_TAIL)
@@ -241,8 +246,8 @@ def run_page(request: Request, run_id: str) -> Response:
         key = (record.id, record.finished_at.isoformat() if record.finished_at else "")
         cached = _finished_charts.get(key) if record.status in FINISHED else None
         if cached is None:
-            summaries = store.metric_summaries(record.id)
-            series = DisplayStore(store).chart_series(record.id, buckets=CHART_WIDTH)
+            kept = ChartCache(store).charts(record, CHART_WIDTH)
+            summaries, series = kept.summaries, kept.series
             if record.status in FINISHED and record.finished_at is not None:
                 _finished_charts.put(key, (summaries, series))
         else:
@@ -256,7 +261,7 @@ def run_page(request: Request, run_id: str) -> Response:
         if svgs:
             charts.append((summary.key, svgs[0]))
     live = record.status not in FINISHED
-    log, log_end, log_cut = _log_text(record, live)
+    log, log_end, log_cut = _log_text(record, Path(state.settings.runs_dir), live)
     environment = record.environment or {}
     stack = record.stack or {}
     return page(
@@ -330,8 +335,8 @@ def compare_page(request: Request) -> Response:
         records = [_load_run(store, run_id) for run_id in wanted]
         unique = list({r.id: r for r in records}.values())
         latest = DisplayStore(store).latest_values([r.id for r in unique])
-        display = DisplayStore(store)
-        series = [display.chart_series(r.id, buckets=CHART_WIDTH) for r in unique]
+        cache = ChartCache(store)
+        series = [cache.charts(r, CHART_WIDTH).series for r in unique]
     comparison = Comparison([Run(r) for r in unique], latest, series)
     rows = [
         (group, name, values, len(unique) > 1 and name != "duration_s" and differs(values))

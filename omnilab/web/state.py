@@ -11,6 +11,7 @@ from fastapi import Request
 from psycopg_pool import ConnectionPool
 
 from omnilab.catalog import Catalog
+from omnilab.queue.live_log import LiveLogs
 from omnilab.queue.settings import QueueSettings
 from omnilab.tracking.store import TrackingStore
 from omnilab.web.session import Sessions
@@ -31,6 +32,7 @@ class LocalState:
     """``omnilab ui``: a pool over the tracking store, nothing else."""
 
     catalog: Catalog | None = None
+    live_logs: LiveLogs | None = None  # no queue: a run's log is its file
 
     def __init__(self, settings: QueueSettings) -> None:
         self.settings = settings

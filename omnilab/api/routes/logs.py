@@ -10,9 +10,15 @@ Events, in order:
   has been sent; the stream then closes.
 
 While the run is queued or running the stream stays open and lines arrive as they are
-written (``follow=false`` sends what is there now and ends). The log is read from the
-run's folder (``OMNILAB_RUNS_DIR``); once the run has finished, from the artifact store
-its record names when that folder is not on this host (:func:`finished_log`).
+written (``follow=false`` sends what is there now and ends).
+
+Where the lines come from (:func:`_source`, looked at again with each look at the run's
+status): the log's file when this host has it (the run's folder here, or a folder shared
+with its worker), as always; else, for a finished run, the complete log from the store
+(:func:`finished_log`); else the run's Redis stream, which its worker fills as the log
+grows (:mod:`omnilab.queue.live_log`). The stream's entry ids are the file's byte
+offsets, so every source gives the same events with the same ids, and a stream can
+switch from one to another midway.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
@@ -33,10 +39,12 @@ from omnilab.api.responses import errors
 from omnilab.api.routes.runs import RunId, _get, _state
 from omnilab.artifacts import ArtifactError, ArtifactsUrlError, log_key, store_at
 from omnilab.errors import RunNotFound
+from omnilab.host import host_name
 from omnilab.tracking.records import FINISHED, RunRecord
 
 if TYPE_CHECKING:
     from omnilab.api.appstate import StoreAccess
+    from omnilab.queue.live_log import LiveLogs
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
@@ -97,10 +105,92 @@ async def logs(
     return EventSourceResponse(log_events(state, record, offset, follow), ping=15, send_timeout=30)
 
 
-def _reader(record: RunRecord) -> Path | None:
-    if not record.run_dir:
-        return None
-    return Path(record.run_dir) / "logs" / "output.log"
+class LogSource(Protocol):
+    """Where a run's log is read from; offsets are byte offsets of the log's file."""
+
+    async def read(self, offset: int, wait: float) -> tuple[int, bytes]:
+        """The log after ``offset``: (where the bytes start, the bytes), waiting up to
+        ``wait`` seconds when there are none yet. They start later than ``offset`` only
+        where the source no longer holds what came before."""
+        ...
+
+    async def found(self) -> bool:
+        """Whether there is a log there at all."""
+        ...
+
+
+class FileLog:
+    """The log's file, on this host's disk (or a folder shared with the worker)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def read(self, offset: int, wait: float) -> tuple[int, bytes]:
+        data = await run_in_threadpool(_read, self.path, offset)
+        if not data and wait > 0:
+            await asyncio.sleep(min(wait, POLL_S))
+        return offset, data
+
+    async def found(self) -> bool:
+        return os.path.exists(self.path)
+
+
+class StreamLog:
+    """The run's Redis stream, which its worker fills as the log grows."""
+
+    def __init__(self, live: LiveLogs, run_id: str) -> None:
+        self.live = live
+        self.run_id = run_id
+
+    async def read(self, offset: int, wait: float) -> tuple[int, bytes]:
+        return await self.live.read(self.run_id, offset, wait)
+
+    async def found(self) -> bool:
+        return await self.live.exists(self.run_id)
+
+
+class StoredLog:
+    """A finished run's complete log in the artifact store, fetched once, when first read."""
+
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
+        self._data: bytes | None = None
+
+    async def _load(self) -> bytes:
+        if self._data is None:
+            self._data = await run_in_threadpool(finished_log, self.record) or b""
+        return self._data
+
+    async def read(self, offset: int, wait: float) -> tuple[int, bytes]:
+        data = await self._load()
+        return offset, data[offset : offset + CHUNK]
+
+    async def found(self) -> bool:
+        return bool(await self._load())
+
+
+def log_file(record: RunRecord, runs_dir: Path) -> Path | None:
+    """The run's log file where this host can read it: in this server's runs folder
+    (the worker's own, or a folder shared with it), or where the record says for a run
+    recorded by this host (``omnilab run`` here); None when it is on another host (a
+    path recorded there means nothing here)."""
+    shared = runs_dir / record.id / "logs" / "output.log"
+    if shared.exists():
+        return shared
+    if record.run_dir and (record.environment or {}).get("hostname") in (None, host_name()):
+        own = Path(record.run_dir) / "logs" / "output.log"
+        if own.exists():
+            return own
+    return None
+
+
+def _source(record: RunRecord, runs_dir: Path, live: LiveLogs | None) -> LogSource | None:
+    path = log_file(record, runs_dir)
+    if path is not None:
+        return FileLog(path)
+    if record.status in FINISHED and record.artifacts_url:
+        return StoredLog(record)
+    return StreamLog(live, record.id) if live is not None else None
 
 
 def finished_log(record: RunRecord) -> bytes | None:
@@ -113,14 +203,6 @@ def finished_log(record: RunRecord) -> bytes | None:
         return store_at(record.artifacts_url).read(log_key(record.id))
     except (ArtifactError, ArtifactsUrlError):
         return None
-
-
-def _elsewhere(record: RunRecord, path: Path | None) -> bool:
-    """Whether a finished run's log is to be read from the artifact store: its folder
-    is not on this host."""
-    return bool(
-        record.status in FINISHED and record.artifacts_url and not (path and path.is_file())
-    )
 
 
 def _read(path: Path, offset: int) -> bytes:
@@ -140,17 +222,18 @@ async def log_events(
     status = record.status
     yield {"event": "status", "data": json.dumps({"status": status})}
     pending = b""
-    last_check = asyncio.get_running_loop().time()
-    stored: bytes | None = None  # a finished run's log, from the artifact store
+    loop = asyncio.get_running_loop()
+    last_check = loop.time()
+    live, runs_dir = state.live_logs, Path(state.settings.runs_dir)
+    source = _source(record, runs_dir, live)
     while True:
-        path = _reader(record)
-        if stored is None and _elsewhere(record, path):
-            stored = await run_in_threadpool(finished_log, record) or b""
-        if stored is not None:
-            data = stored[offset : offset + CHUNK]
-        else:
-            data = await run_in_threadpool(_read, path, offset) if path else b""
+        finished = status in FINISHED
+        # Until the next look at the status: a stream's read returns as a line comes.
+        wait = 0.0 if finished or not follow else STATUS_EVERY_S - (loop.time() - last_check)
+        start, data = await source.read(offset, wait) if source else (offset, b"")
         if data:
+            if start != offset:  # what came before is gone from the source: a cut
+                pending, offset = b"", start
             position = offset - len(pending)  # where the buffered text starts in the file
             offset += len(data)
             *lines, pending = (pending + data).split(b"\n")
@@ -162,7 +245,6 @@ async def log_events(
                 yield {"event": "log", "id": str(offset), "data": _text(pending)}
                 pending = b""
             continue  # read on while there is more
-        finished = status in FINISHED
         if finished or not follow:
             if pending:
                 yield {"event": "log", "id": str(offset), "data": _text(pending)}
@@ -172,13 +254,14 @@ async def log_events(
                     {
                         "status": status,
                         "error": record.error,
-                        "log_found": bool(stored or (path and os.path.exists(path))),
+                        "log_found": bool(source and await source.found()),
                     }
                 ),
             }
             return
-        await asyncio.sleep(POLL_S)
-        now = asyncio.get_running_loop().time()
+        if source is None:
+            await asyncio.sleep(POLL_S)
+        now = loop.time()
         if now - last_check >= STATUS_EVERY_S:
             last_check = now
             try:
@@ -187,6 +270,7 @@ async def log_events(
                 return
             if fresh is not None:
                 record = fresh
+                source = _source(record, runs_dir, live)
                 if record.status != status:
                     status = record.status
                     yield {"event": "status", "data": json.dumps({"status": status})}
