@@ -3,8 +3,10 @@
 The data of a run whose experiment declares ``promotes`` stays (servers stopped) under
 ``data/experiments/<run id>/`` until the run is promoted (then released), discarded
 (``omnilab discard RUN``), or ``OMNILAB_RETENTION_DAYS`` have passed (then removed by the
-next promotable run on this host, or by ``omnilab discard --expired``). The run record
-says where it is and in which state: ``runs.stack->'data'``.
+next promotable run on this host, by this host's workers, or by ``omnilab discard
+--expired``). The run record says where it is (its host too) and in which state:
+``runs.stack->'data'``. Only its host can act on it: elsewhere, the work is handed to that
+host's worker (:mod:`omnilab.queue.handover`).
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ def check_here(record: RunRecord, data: dict[str, Any]) -> Path:
     host = host_name()
     if data.get("host") not in (None, host):
         raise UsageError(
-            f"run {record.short_id}'s stack data is on host {data['host']}, not {host}; "
-            "run this command there"
+            f"run {record.short_id}'s stack data is on host {data['host']}, not {host}: "
+            f"do this there (`omnilab promote` and `omnilab discard` hand it to the worker "
+            f"of {data['host']})"
         )
     return Path(data["path"])
 
