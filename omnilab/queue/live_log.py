@@ -103,8 +103,12 @@ class LogShipper:
             maxlen=settings.log_stream_maxlen,
             ttl_s=settings.log_stream_ttl_s,
         )
-        shipper._thread.start()
-        return shipper
+        return shipper.follow()
+
+    def follow(self) -> LogShipper:
+        """Start following the file (the thread)."""
+        self._thread.start()
+        return self
 
     def flush(self) -> None:
         """Ship what the file holds now (unless Redis was found away lately: then it
@@ -115,7 +119,8 @@ class LogShipper:
     def close(self) -> None:
         """The last lines, and the stream's expiry after the run; the thread ends."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         with self._lock:
             self._ship(self._ended_ttl)
             if self._fd is not None:
