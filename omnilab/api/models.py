@@ -115,6 +115,8 @@ class ArtifactOut(BaseModel):
     path: str
     size: int
     sha256: str
+    #: Where this server gives it (GET, read scope), wherever the run's files are kept.
+    url: str | None = None
 
 
 class RunOut(BaseModel):

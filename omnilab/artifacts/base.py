@@ -142,6 +142,10 @@ class ArtifactStore(ABC):
         """Make what the first transfer would (an object store's client), ahead of it:
         a worker does it before its run comes, the benchmark before its clock starts."""
 
+    @abstractmethod
+    def delete_run(self, run_id: str) -> int:
+        """Remove every file of a run (``omnilab runs delete``); how many there were."""
+
     def read(self, key: str) -> bytes:
         with self.open(key) as fh:
             return fh.read()

@@ -42,6 +42,17 @@ class FolderStore(ArtifactStore):
         path = self._path(key)
         return path if path.is_file() else None
 
+    def delete_run(self, run_id: str) -> int:
+        folder = self._path(run_id)
+        if folder == self.root or not folder.is_dir():
+            return 0
+        count = sum(1 for p in folder.rglob("*") if p.is_file())
+        try:
+            shutil.rmtree(folder)
+        except OSError as exc:
+            raise ArtifactStoreError(f"cannot remove {folder}: {exc.strerror}") from None
+        return count
+
     def put(self, items: Sequence[tuple[str, Path]]) -> list[StoredFile]:
         def copy(item: tuple[str, Path]) -> StoredFile:
             key, source = item

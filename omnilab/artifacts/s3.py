@@ -48,6 +48,7 @@ from omnilab.redact import redact_environment, redact_text
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 #: Requests in flight at once, across files and the parts of a large one. The AWS CLI
 #: sends 10; an object store on a fast network keeps more busy.
@@ -305,6 +306,35 @@ class S3Store(ArtifactStore):
                 f"{(item.sha256 or '')[:16]}... (changed or damaged in the store)"
             )
         os.replace(partial, item.target)
+
+    def delete_run(self, run_id: str) -> int:
+        prefix = self._key(f"{run_id}/")
+        count = 0
+        try:
+            client = self._client()
+            pages = client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                keys: list[ObjectIdentifierTypeDef] = [
+                    {"Key": o["Key"]} for o in page.get("Contents", []) if "Key" in o
+                ]
+                if not keys:
+                    continue
+                answer = client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True}
+                )
+                errors = answer.get("Errors") or []
+                if errors:
+                    first = errors[0]
+                    raise ArtifactStoreError(
+                        f"removing {self.url}/{run_id}/ failed: {first.get('Code')}: "
+                        f"{self._reason(ValueError(first.get('Message', '')))}"
+                    )
+                count += len(keys)
+        except (BotoCoreError, ClientError, ValueError) as exc:
+            raise self._failed("removing", f"{run_id}/", exc) from None
+        return count
 
     def presigned_url(self, key: str, filename: str, expires_s: int) -> str | None:
         ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_")

@@ -227,12 +227,13 @@ def delete(
         False,
         "--force",
         help="Also delete a run that is running or queued, whose stack data waits for "
-        "promotion (the data is removed too), or that was promoted (its promotion "
-        "records go, and with them any rollback).",
+        "promotion (the data is removed too), that was promoted (its promotion "
+        "records go, and with them any rollback), or whose files the artifact store "
+        "cannot remove now (they stay there).",
     ),
 ) -> None:
-    """Delete runs: their records, metrics, artifacts records, and their folders
-    (artifacts and logs) on this host.
+    """Delete runs: their records, metrics, artifacts records, their folders
+    (artifacts and logs) on this host, and their files in the artifact store.
 
     Asks first, unless --yes. Refuses, unless --force, a run that is still running or
     queued, one whose stack data is kept for `omnilab promote`, and one that was
@@ -269,7 +270,7 @@ def delete(
                 render.err.print("nothing deleted (--yes deletes without asking)")
                 raise typer.Exit(1)
         for record in records:
-            render.out.print(escape(_delete(store, record)))
+            render.out.print(escape(_delete(store, record, force)))
 
 
 def _why_not(store: TrackingStore, record: RunRecord) -> str:
@@ -287,12 +288,24 @@ def _why_not(store: TrackingStore, record: RunRecord) -> str:
     return ""
 
 
-def _delete(store: TrackingStore, record: RunRecord) -> str:
+def _delete(store: TrackingStore, record: RunRecord, force: bool) -> str:
     """Delete one run; returns what went, in words."""
     from omnilab.progress import Reporter
     from omnilab.promote.retention import release, run_data
 
     gone = []
+    if record.artifacts_url:
+        # Before the record: a store that refuses leaves the run as it was, to try again
+        # (or, with --force, to delete the record and leave the files).
+        from omnilab.artifacts import ArtifactError, store_at
+
+        try:
+            removed = store_at(record.artifacts_url).delete_run(record.id)
+            gone.append(f"{removed} files in {record.artifacts_url}")
+        except ArtifactError as exc:
+            if not force:
+                raise ArtifactError(f"{exc}; the run is kept (--force deletes it anyway)") from None
+            gone.append(f"not its files in {record.artifacts_url} ({exc})")
     data = run_data(record)
     if data and data.get("state") == "kept":
         release(store, record, "discarded", Reporter())

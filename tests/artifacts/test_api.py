@@ -56,6 +56,7 @@ def test_a_queued_runs_files_are_read_through_the_api_from_the_store(
     done = api.wait_status(run_id, "succeeded")
     recorded = {a["path"]: a for a in done["artifacts"]}
     assert recorded["blob.bin"]["sha256"] == sha256(blob(300000))
+    assert recorded["plots/curve.csv"]["url"] == f"/v1/runs/{run_id}/artifacts/plots/curve.csv"
     log = s3_artifacts.object(run_id, "logs/output.log")
     # The worker's own lines are in it, its last one (the outcome's) included.
     assert b"line 2\n" in log and b"omnilab: succeeded" in log

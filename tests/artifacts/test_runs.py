@@ -217,3 +217,27 @@ def test_a_shared_folder_gets_a_copy_of_the_files(workdir: Path) -> None:
     # Naming the runs folder itself is the default: nothing copied, nothing recorded.
     same = run_writer(env={"OMNILAB_ARTIFACTS_URL": str(workdir / "runs")})
     assert same["artifacts_url"] is None and same["artifacts_upload"] is None
+
+
+def test_deleting_a_run_removes_its_files_from_the_store(
+    s3_artifacts: S3Artifacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept, deleted = run_writer(), run_writer("files=2")
+    client = s3_artifacts.server.client()
+
+    def keys(run_id: str) -> list[str]:
+        listed = client.list_objects_v2(Bucket=BUCKET, Prefix=s3_artifacts.key(run_id, ""))
+        return [o["Key"] for o in listed.get("Contents", [])]
+
+    assert len(keys(deleted["id"])) == 5  # 4 artifacts and the log
+    # A store that cannot be reached: the run stays, unless --force.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    refused = run_cli("runs", "delete", deleted["id"], "--yes")
+    assert refused.returncode == 1
+    assert "the run is kept (--force deletes it anyway)" in refused.stderr
+    assert Run.load(deleted["id"]).status == "succeeded"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_artifacts.server.endpoint)
+    done = run_cli("runs", "delete", deleted["id"], "--yes")
+    assert done.returncode == 0, done.stderr
+    assert f"5 files in {s3_artifacts.url}" in done.stdout
+    assert keys(deleted["id"]) == [] and len(keys(kept["id"])) == 3

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
@@ -86,7 +87,15 @@ def run_out(
             m.key: MetricSummaryOut(**finite(m.model_dump(exclude={"key"})))
             for m in store.metric_summaries(record.id)
         }
-        out.artifacts = [ArtifactOut(**a.model_dump()) for a in store.artifacts(record.id)]
+        out.artifacts = [
+            ArtifactOut(
+                path=a.path,
+                size=a.size,
+                sha256=a.sha256,
+                url=f"/v1/runs/{record.id}/artifacts/{quote(a.path)}",
+            )
+            for a in store.artifacts(record.id)
+        ]
         out.stack = record.stack
         out.environment = record.environment
         out.seeds = record.seeds
