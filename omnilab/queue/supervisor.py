@@ -204,9 +204,10 @@ class Supervisor:
             argv += ["--queue", queue]
         if slot.gpu is not None:
             argv += ["--gpu", slot.gpu]
-        # What this slot offers a run: the worker's runtimes and labels, its own GPU.
-        own = [g for g in self.offer.gpus if g.id == slot.gpu]
-        argv += ["--offer", self.offer.model_copy(update={"gpus": own}).model_dump_json()]
+        if not slot.lane:
+            # What this slot offers a run: the worker's runtimes and labels, its own GPU.
+            own = [g for g in self.offer.gpus if g.id == slot.gpu]
+            argv += ["--offer", self.offer.model_copy(update={"gpus": own}).model_dump_json()]
         # Where the slot says why it ended (a pipe: nothing to clean up after a SIGKILL).
         self._close_cause(slot)
         slot.cause, write_end = os.pipe()
