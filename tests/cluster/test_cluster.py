@@ -210,7 +210,7 @@ def test_worker_host_cut_off(hosts: tuple[Cluster, str]) -> None:
 def _alive(client: httpx.Client, host: str) -> bool:
     response = client.get("/v1/workers")
     assert response.status_code == 200, response.text
-    return any(w["host"] == host and w.get("alive", True) for w in response.json()["workers"])
+    return any(w["host"] == host and w["status"] == "alive" for w in response.json()["workers"])
 
 
 def test_promotion_on_the_host_that_keeps_the_data(hosts: tuple[Cluster, str]) -> None:
@@ -241,7 +241,7 @@ def test_promotion_on_the_host_that_keeps_the_data(hosts: tuple[Cluster, str]) -
         made.kill(keeper)
         try:
             wait_for(lambda: not _alive(client, keeper), 30, f"{keeper} lost", made, "api")
-            response = client.post(f"/v1/runs/{run_id}/promote", json={})
+            response = client.post(f"/v1/runs/{run_id}/promote", json={"on_conflict": "replace"})
             assert response.status_code == 503, response.text
             message = response.json()["detail"]
             assert f"on host {keeper}" in message and "omnilab worker" in message, message
@@ -249,8 +249,9 @@ def test_promotion_on_the_host_that_keeps_the_data(hosts: tuple[Cluster, str]) -
         finally:
             made.restart(keeper)
             wait_for(lambda: _alive(client, keeper), 60, f"{keeper} back", made, keeper)
-        # Back: the run's kept data is still there, and the promotion goes through.
-        response = client.post(f"/v1/runs/{run_id}/promote", json={})
+        # Back: the run's kept data is still there, and the promotion goes through
+        # (replacing what the first promotion put in production under the same pattern).
+        response = client.post(f"/v1/runs/{run_id}/promote", json={"on_conflict": "replace"})
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "succeeded"
 
