@@ -49,7 +49,8 @@ HOST_IMAGE = ImageSpec(
     name="cluster-host",
     tag="omnilab-test/cluster-host:bookworm",
     description="tests only: a host of the tests' cluster (omnilab, redis-server)",
-    context=CLUSTER_DIR,
+    # Its own folder: the experiments beside it can change without a rebuild.
+    context=CLUSTER_DIR / "image",
     default=False,
     wheels=True,
 )
