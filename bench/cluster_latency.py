@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,11 @@ from tests.support.cluster import Cluster, cluster
 FINISHED = {"succeeded", "failed", "cancelled"}
 
 
-def _sample(client: httpx.Client) -> float:
+def _epoch(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def _sample(client: httpx.Client, parts: list[tuple[float, float, float]]) -> float:
     sent = time.time()
     response = client.post("/v1/runs", json={"experiment": "Stamp"})
     response.raise_for_status()
@@ -48,7 +53,10 @@ def _sample(client: httpx.Client) -> float:
         if run["status"] in FINISHED:
             if run["status"] != "succeeded":
                 raise SystemExit(f"run {run_id} {run['status']}: {run.get('error')}")
-            return float(run["summary"]["t0"]) - sent
+            t0 = float(run["summary"]["t0"])
+            created, started = _epoch(run["created_at"]), _epoch(run["started_at"])
+            parts.append((created - sent, started - created, t0 - started))
+            return t0 - sent
         time.sleep(0.01)
     raise SystemExit(f"run {run_id} did not finish within 60 s")
 
@@ -87,17 +95,25 @@ def main() -> None:
         urls = _arms(made)
         clients = {name: made.api(url) for name, url in urls.items()}
         samples: dict[str, list[float]] = {name: [] for name in urls}
+        parts: dict[str, list[tuple[float, float, float]]] = {name: [] for name in urls}
         for i in range(args.warmup + args.runs):
             order = list(clients) if i % 2 == 0 else list(reversed(clients))
             for name in order:
-                latency = _sample(clients[name])
+                split: list[tuple[float, float, float]] = []
+                latency = _sample(clients[name], split)
                 if i >= args.warmup:
                     samples[name].append(latency)
+                    parts[name] += split
             if (i + 1) % 50 == 0:
                 print(f"  {i + 1} runs per arm", file=sys.stderr)
         for c in clients.values():
             c.close()
-    stats = {name: _stats(values) for name, values in samples.items()}
+    stats: dict[str, Any] = {name: _stats(values) for name, values in samples.items()}
+    for name, split in parts.items():
+        stats[name]["parts_p50_ms"] = {
+            label: percentile(sorted(p[i] for p in split), 50) * 1000
+            for i, label in enumerate(("request->recorded", "recorded->claimed", "claimed->run"))
+        }
     ratio = stats["across hosts"]["p99_ms"] / stats["one host"]["p99_ms"]
     print(f"{'arm':<14}{'p50':>10}{'p90':>10}{'p99':>10}{'max':>10}")
     for name, s in stats.items():
@@ -105,6 +121,9 @@ def main() -> None:
             f"{name:<14}{s['p50_ms']:>8.1f}ms{s['p90_ms']:>8.1f}ms"
             f"{s['p99_ms']:>8.1f}ms{s['max_ms']:>8.1f}ms"
         )
+    for name, s in stats.items():
+        split = ", ".join(f"{k} {v:.1f}ms" for k, v in s["parts_p50_ms"].items())
+        print(f"  {name} p50 parts: {split}")
     print(f"across hosts / one host, p99: {ratio:.2f}x (goal <= 1.2x)")
     result: dict[str, Any] = {"runs": args.runs, "arms": stats, "p99_ratio": ratio}
     print(f"results: {write('cluster_latency', result)}")
