@@ -662,6 +662,9 @@ def _record_artifacts(
     are. None when the files stay in the run's folder."""
     if store is None:
         return None
+    if not store.holds_run(run_id):
+        reporter.note(f"this attempt no longer holds the run: its files stay in {run_dir}")
+        return None
     if target is None:
         store.record_artifacts(run_id, scan_artifacts(run_dir / "artifacts"))
         return None

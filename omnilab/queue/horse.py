@@ -56,7 +56,7 @@ from omnilab.requirements import Requirements, needs, unmet
 from omnilab.runner import RunOptions, Terminated, run_with
 from omnilab.tracking.base import Params
 from omnilab.tracking.queued_runs import Claim, QueueStore, running_environment
-from omnilab.tracking.store import TrackingStore
+from omnilab.tracking.store import MetricWriter, TrackingStore
 
 if TYPE_CHECKING:
     from omnilab.queue.slot import Slot
@@ -113,6 +113,20 @@ class RunStore(TrackingStore):
                 super().update_run(run_id, **fields)
                 return
         self._not_recorded(attempt, worker, current, fields)
+
+    def metric_writer(self, run_id: str, attempt: int | None = None) -> MetricWriter:
+        """Metrics, like the status, land only while this horse's attempt holds the run."""
+        if attempt is None and self.held is not None:
+            attempt = self.held[0]
+        return super().metric_writer(run_id, attempt)
+
+    def holds_run(self, run_id: str) -> bool:
+        """Whether this horse's attempt is still the run's current one: the files of an
+        attempt given up for lost are neither uploaded over the other's nor recorded."""
+        if self.held is None:
+            return True
+        attempt, worker = self.held
+        return QueueStore(self).current_attempt(run_id) == ("running", attempt, worker)
 
     def _not_recorded(
         self,
@@ -435,7 +449,7 @@ def _last_lines_to_store(
     artifact store too, so that the log read from there is the whole of it."""
     try:
         target = artifacts.configured(settings)
-        if target is None or not log_path.is_file():
+        if target is None or not log_path.is_file() or not store.holds_run(run_id):
             return
         record = store.get_run(run_id)
         upload = dict(record.artifacts_upload or {})

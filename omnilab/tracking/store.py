@@ -229,8 +229,8 @@ class TrackingStore(Store):
 
     # -- metrics --------------------------------------------------------------------
 
-    def metric_writer(self, run_id: str) -> MetricWriter:
-        return MetricWriter(self.dsn, run_id)
+    def metric_writer(self, run_id: str, attempt: int | None = None) -> MetricWriter:
+        return MetricWriter(self.dsn, run_id, attempt)
 
     def metric_summaries(self, run_id: str) -> list[MetricSummary]:
         # The aggregates hash without sorting; each key's last value is one index
@@ -300,6 +300,11 @@ class TrackingStore(Store):
             (run_id, artifact.path, artifact.size, artifact.sha256),
         )
 
+    def holds_run(self, run_id: str) -> bool:
+        """Whether what this process writes for the run is still the run's (a worker's
+        store says no once its attempt was given to another worker)."""
+        return True
+
     def record_artifacts(self, run_id: str, artifacts: list[ArtifactRecord]) -> None:
         """Many at once, in one statement (a run may leave thousands of files)."""
         if not artifacts:
@@ -339,12 +344,30 @@ class TrackingStore(Store):
         return [ArtifactRecord(path=p, size=s, sha256=h, created_at=c) for p, s, h, c in rows]
 
 
-class MetricWriter:
-    """Writes metric batches with COPY on a connection of its own (the flusher thread's)."""
+def _still_held(conn: psycopg.Connection, run_id: str, attempt: int) -> bool:
+    """Whether ``attempt`` is the run's current one and still running; the run's row
+    stays share-locked until the caller's transaction ends, so no sweeper ends the
+    attempt in between."""
+    row = conn.execute(
+        "SELECT 1 FROM omnilab.runs r JOIN omnilab.run_queue q ON q.run_id = r.id "
+        "WHERE r.id = %s AND r.status = 'running' AND q.attempt = %s FOR SHARE OF r",
+        (run_id, attempt),
+    ).fetchone()
+    return row is not None
 
-    def __init__(self, dsn: str, run_id: str) -> None:
+
+class MetricWriter:
+    """Writes metric batches with COPY on a connection of its own (the flusher thread's).
+
+    With ``attempt`` (a queued run's), a batch lands only while that attempt still holds
+    the run: one a host sends late, after it was cut off and its attempt given to another
+    worker, is dropped rather than mixed into the metrics of the attempt that took over.
+    """
+
+    def __init__(self, dsn: str, run_id: str, attempt: int | None = None) -> None:
         self.dsn = dsn
         self.run_id = run_id
+        self.attempt = attempt
         self._conn: psycopg.Connection | None = None
 
     def __call__(self, rows: list[MetricRow]) -> None:
@@ -353,6 +376,9 @@ class MetricWriter:
         conn = self._conn
         run_id = self.run_id
         try:
+            if self.attempt is not None and not _still_held(conn, run_id, self.attempt):
+                conn.rollback()
+                return
             with (
                 conn.cursor() as cur,
                 cur.copy("COPY omnilab.metrics (run_id, key, step, value, ts) FROM STDIN") as copy,

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
+
 from omnilab.queue.horse import RunStore
 from omnilab.runtimes.state import StackState, all_states
 from omnilab.tracking.queued_runs import QueueStore
@@ -119,7 +121,9 @@ def test_a_worker_back_after_a_takeover_records_nothing(
     try:
         server.keys = api.keys
         b = start_worker("--concurrency", "1", env={**fast_ttl, "OMNILAB_HOST": B})
-        run_id = server.queue("Quick", {"n": 1, "pause": 40}, retries=1)
+        # Two lines 20 s apart, a metric point with each: host-b's second point comes
+        # after host-c took the run over.
+        run_id = server.queue("Quick", {"n": 2, "pause": 20}, retries=1)
         server.wait_status(run_id, "running", timeout=30)
         first_pid = _pid_of(server, run_id)
         # Host-c's slot waits for messages before host-b goes silent: the run's next
@@ -147,6 +151,14 @@ def test_a_worker_back_after_a_takeover_records_nothing(
         queue = done["queue"]
         assert queue["attempt"] == 2 and queue["worker"].startswith(f"{c.worker_id}/")
         assert [h["attempt"] for h in queue["history"]] == [1]
+        # Host-b's late point was dropped: its first (written while its attempt held the
+        # run) and host-c's two are the run's.
+        with psycopg.connect(os.environ["OMNILAB_TRACKING_URL"]) as conn:
+            steps = conn.execute(
+                "SELECT value FROM omnilab.metrics WHERE run_id = %s AND key = 'i' ORDER BY ts",
+                (run_id,),
+            ).fetchall()
+        assert [v for (v,) in steps] == [0.0, 0.0, 1.0]
         assert "stopped answering" in queue["history"][0]["reason"]
         # Host-b registers again once it answers, and is stopped cleanly.
         b.wait_for("registered it again", timeout=30)
