@@ -30,6 +30,18 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[index]
 
 
+def latency_stats(samples: list[float]) -> dict[str, float]:
+    """p50, p90, p99 and max of latencies in seconds, in milliseconds."""
+    ordered = sorted(samples)
+    return {
+        "n": len(ordered),
+        "p50_ms": percentile(ordered, 50) * 1000,
+        "p90_ms": percentile(ordered, 90) * 1000,
+        "p99_ms": percentile(ordered, 99) * 1000,
+        "max_ms": ordered[-1] * 1000,
+    }
+
+
 def write(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     data = {

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import percentile, write
+from _common import latency_stats, percentile, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -59,17 +59,6 @@ def _sample(client: httpx.Client, parts: list[tuple[float, float, float]]) -> fl
             return t0 - sent
         time.sleep(0.01)
     raise SystemExit(f"run {run_id} did not finish within 60 s")
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "n": len(ordered),
-        "p50_ms": percentile(ordered, 50) * 1000,
-        "p90_ms": percentile(ordered, 90) * 1000,
-        "p99_ms": percentile(ordered, 99) * 1000,
-        "max_ms": ordered[-1] * 1000,
-    }
 
 
 def _arms(made: Cluster) -> dict[str, str]:
@@ -108,7 +97,7 @@ def main() -> None:
                 print(f"  {i + 1} runs per arm", file=sys.stderr)
         for c in clients.values():
             c.close()
-    stats: dict[str, Any] = {name: _stats(values) for name, values in samples.items()}
+    stats: dict[str, Any] = {name: latency_stats(values) for name, values in samples.items()}
     for name, split in parts.items():
         stats[name]["parts_p50_ms"] = {
             label: percentile(sorted(p[i] for p in split), 50) * 1000

@@ -30,22 +30,11 @@ from pathlib import Path
 
 import httpx
 import redis
-from _common import percentile, write
+from _common import latency_stats, write
 from _servers import Servers, servers
 from rq import Queue, Worker
 
 BENCH = Path(__file__).resolve().parent
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "n": len(ordered),
-        "p50_ms": percentile(ordered, 50) * 1000,
-        "p90_ms": percentile(ordered, 90) * 1000,
-        "p99_ms": percentile(ordered, 99) * 1000,
-        "max_ms": ordered[-1] * 1000,
-    }
 
 
 def _wait_idle(client: redis.Redis, queue: str, back_to_back: bool) -> None:
@@ -179,8 +168,9 @@ def main() -> None:
             rq_arm.close()
             ours_arm.close()
     rq_lat, ours = rq_arm.samples["from_request"], ours_arm.samples
-    rq_s, ours_s, rec_s = _stats(rq_lat), _stats(ours["from_request"]), _stats(ours["from_record"])
-    parts = {name: _stats(ours[name]) for name in list(ours)[2:]}
+    rq_s = latency_stats(rq_lat)
+    ours_s, rec_s = latency_stats(ours["from_request"]), latency_stats(ours["from_record"])
+    parts = {name: latency_stats(ours[name]) for name in list(ours)[2:]}
     ratio_p99 = ours_s["p99_ms"] / rq_s["p99_ms"]
     ratio_p50 = ours_s["p50_ms"] / rq_s["p50_ms"]
     for label, st in (

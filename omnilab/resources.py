@@ -86,6 +86,18 @@ def parse_size(value: object, what: str) -> int | Literal["unlimited"]:
     return number
 
 
+def approx_size(number: int) -> str:
+    """``1.5 MiB``: a size as a person reads it (progress lines, the CLI), rounded."""
+    if number < _KIB:
+        return f"{number} B"
+    value = float(number)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= _KIB
+        if value < _KIB or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
 def format_size(number: int) -> str:
     """``2147483648`` -> ``"2 GiB"``: the largest unit that writes it exactly, so that
     :func:`parse_size` reads it back to the same number."""

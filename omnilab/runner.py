@@ -42,6 +42,7 @@ from omnilab.loader import LoadedExperiment, code_sha256, resolve
 from omnilab.params import as_json, validate
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter, default_reporter
+from omnilab.resources import approx_size
 from omnilab.resources import check as check_resources
 from omnilab.services.promotable import Promotable, check_promotes
 from omnilab.stack import Stack
@@ -672,7 +673,7 @@ def _record_artifacts(
     files = artifacts.run_files(run_id, run_dir)
     if files:
         total = sum(path.stat().st_size for _, path in files)
-        reporter.note(f"uploading {len(files)} artifact(s), {_bytes(total)}, to {target.url}")
+        reporter.note(f"uploading {len(files)} artifact(s), {approx_size(total)}, to {target.url}")
     try:
         sent = target.put(files)
     except ArtifactError as exc:
@@ -719,15 +720,3 @@ def _upload_log(
         "log": upload.log,
     }
     return {"artifacts_url": upload.target.url, "artifacts_upload": done}
-
-
-def _bytes(size: int) -> str:
-    """1.5 MiB: a size as the progress lines say it."""
-    if size < 1024:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("KiB", "MiB", "GiB"):
-        value /= 1024
-        if value < 1024 or unit == "GiB":
-            break
-    return f"{value:.1f} {unit}"

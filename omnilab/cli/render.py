@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from omnilab.resources import approx_size
 from omnilab.tracking.records import RunRecord
 from omnilab.tracking.run import Run
 
@@ -224,14 +225,7 @@ def _upload_problem(run: Run) -> None:
 
 def size_text(size: int) -> str:
     """``1.5 MiB``: a size as the CLI says it."""
-    if size < 1024:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("KiB", "MiB", "GiB"):
-        value /= 1024
-        if value < 1024 or unit == "GiB":
-            break
-    return f"{value:.1f} {unit}"
+    return approx_size(size)
 
 
 def bounds_text(bounds: dict[str, Any] | None) -> str:

@@ -121,12 +121,13 @@ class RunStore(TrackingStore):
         return super().metric_writer(run_id, attempt)
 
     def holds_run(self, run_id: str) -> bool:
-        """Whether this horse's attempt is still the run's current one: the files of an
+        """Whether this horse's attempt is still the run's current one (whatever its
+        status: a cancelled attempt's last lines are still its own): the files of an
         attempt given up for lost are neither uploaded over the other's nor recorded."""
         if self.held is None:
             return True
-        attempt, worker = self.held
-        return QueueStore(self).current_attempt(run_id) == ("running", attempt, worker)
+        current = QueueStore(self).current_attempt(run_id)
+        return current is not None and current[1:] == self.held
 
     def _not_recorded(
         self,
