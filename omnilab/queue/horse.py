@@ -126,6 +126,7 @@ class RunStore(TrackingStore):
         attempt given up for lost are neither uploaded over the other's nor recorded."""
         if self.held is None:
             return True
+        self._fresh()  # after an outage during the run, wait for the store as for a write
         current = QueueStore(self).current_attempt(run_id)
         return current is not None and current[1:] == self.held
 
