@@ -30,6 +30,35 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[index]
 
 
+def tool_venv(
+    folder: Path, packages: list[str], program: str, given: str | None, option: str
+) -> Path:
+    """A peer's program from a virtual environment of its own, so that its pins never
+    meet omnilab's: ``given`` (the bench's ``option``), or ``folder``'s ``bin/program``,
+    the environment made there with ``packages`` on first use."""
+    import subprocess
+    import sys
+
+    if given:
+        path = Path(given)
+        if not path.exists():
+            sys.exit(f"{option} {given}: no such file")
+        return path
+    found = folder / "bin" / program
+    if not found.exists():
+        print(
+            f"making {folder} (python -m venv; pip install {' '.join(packages)})...",
+            file=sys.stderr,
+            flush=True,
+        )
+        subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+        subprocess.run(
+            [str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet", *packages],
+            check=True,
+        )
+    return found
+
+
 def latency_stats(samples: list[float]) -> dict[str, float]:
     """p50, p90, p99 and max of latencies in seconds, in milliseconds."""
     ordered = sorted(samples)

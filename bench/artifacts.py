@@ -47,7 +47,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import write
+from _common import tool_venv, write
 
 BENCH = Path(__file__).resolve().parent
 SIDE = BENCH / "_artifacts_side.py"
@@ -154,20 +154,7 @@ class Garage:
 
 def aws_command(given: str | None) -> Path:
     """``aws``: ``given``, or bench/.awscli-venv's (made here if missing)."""
-    if given:
-        path = Path(given)
-        if not path.exists():
-            sys.exit(f"--aws {given}: no such file")
-        return path
-    aws = DEFAULT_VENV / "bin" / "aws"
-    if not aws.exists():
-        say(f"making {DEFAULT_VENV} (python -m venv; pip install awscli)...")
-        subprocess.run([sys.executable, "-m", "venv", str(DEFAULT_VENV)], check=True)
-        subprocess.run(
-            [str(DEFAULT_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "awscli"],
-            check=True,
-        )
-    return aws
+    return tool_venv(DEFAULT_VENV, ["awscli"], "aws", given, "--aws")
 
 
 def aws_version(aws: Path) -> str:

@@ -73,7 +73,7 @@ from typing import Any
 
 import httpx
 import psycopg
-from _common import percentile, write
+from _common import percentile, tool_venv, write
 from _web_data import EXPERIMENT, BenchRun, big_run, small_runs
 
 BENCH = Path(__file__).resolve().parent
@@ -230,20 +230,9 @@ def seed_omnilab(
 
 def mlflow_python(given: str | None) -> Path:
     """MLflow's interpreter: ``given``, or bench/.mlflow-venv's (made here if missing)."""
-    if given:
-        path = Path(given)
-        if not path.exists():
-            sys.exit(f"--mlflow-python {given}: no such file")
-        return path
-    python = DEFAULT_VENV / "bin" / "python"
-    if not python.exists():
-        say(f"making {DEFAULT_VENV} (python -m venv; pip install mlflow psycopg2-binary)...")
-        subprocess.run([sys.executable, "-m", "venv", str(DEFAULT_VENV)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "mlflow", "psycopg2-binary"],
-            check=True,
-        )
-    return python
+    return tool_venv(
+        DEFAULT_VENV, ["mlflow", "psycopg2-binary"], "python", given, "--mlflow-python"
+    )
 
 
 def mlflow_version(python: Path) -> str:
