@@ -29,6 +29,7 @@ from omnilab.queue.sender import Outbox
 from omnilab.queue.sender_process import SenderProcess
 from omnilab.queue.settings import QueueSettings
 from omnilab.tracking.api_keys import ApiKeyRecord, ApiKeyStore
+from omnilab.tracking.base import connect_kwargs
 from omnilab.tracking.store import TrackingStore
 from omnilab.tracking.workers import Capacity, WorkerStore
 
@@ -111,7 +112,7 @@ class ApiState:
             self._home.dsn,
             min_size=2,
             max_size=16,
-            kwargs={"autocommit": True, "connect_timeout": 10},
+            kwargs=connect_kwargs(self._home.dsn),
             timeout=10,
             # A connection that broke while idle (the store restarted) is replaced before
             # a request gets it, instead of failing that request with a 503.
@@ -139,7 +140,7 @@ class ApiState:
             self.dsn,
             min_size=2,
             max_size=8,
-            kwargs={"autocommit": True, "connect_timeout": 10},
+            kwargs=connect_kwargs(self.dsn),
             timeout=10,
             check=AsyncConnectionPool.check_connection,
             open=False,

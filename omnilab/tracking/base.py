@@ -20,6 +20,11 @@ statement comes from, a connection runs one statement (or one transaction) at a 
 
 The API's group commit runs on the event loop, with a connection per batch from an async
 pool: :class:`AsyncStore` is the same idea over that pool.
+
+Every connection to the tracking database is opened with :func:`connect_kwargs`: a host
+cut off from the network must not keep its session, and with it the locks it holds (the
+sweepers' and the promotions' advisory locks, an open transaction's row locks), for the
+two hours the operating system's default TCP keepalive takes to notice.
 """
 
 from __future__ import annotations
@@ -36,6 +41,52 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
 Params = Sequence[Any] | Mapping[str, Any]
+
+#: Seconds of silence after which either end of a tracking-store connection takes the
+#: other for gone: TCP keepalive probes after 10 s idle, every 5 s, 3 unanswered; and
+#: data left unacknowledged for as long. The server then ends the session, releasing
+#: its locks; the client gets an error and reconnects.
+DEAD_PEER_S = 25
+_IDLE_S, _INTERVAL_S, _COUNT = 10, 5, 3
+
+#: Asked of the server for each session (user-settable since PostgreSQL 12; ignored over
+#: a Unix socket, as the embedded store's).
+_SERVER_OPTIONS = {
+    "tcp_keepalives_idle": str(_IDLE_S),
+    "tcp_keepalives_interval": str(_INTERVAL_S),
+    "tcp_keepalives_count": str(_COUNT),
+    "tcp_user_timeout": str(DEAD_PEER_S * 1000),
+}
+#: libpq's own, for the client's end.
+_CLIENT_PARAMS = {
+    "keepalives": "1",
+    "keepalives_idle": str(_IDLE_S),
+    "keepalives_interval": str(_INTERVAL_S),
+    "keepalives_count": str(_COUNT),
+    "tcp_user_timeout": str(DEAD_PEER_S * 1000),
+}
+
+
+def connect_kwargs(
+    dsn: str, *, autocommit: bool = True, connect_timeout: int = 10
+) -> dict[str, Any]:
+    """Keyword arguments for ``psycopg.connect(dsn, ...)`` or a pool's ``kwargs``: the
+    dead-peer limits above, where the URL does not set its own (a parameter or an
+    ``options=-c ...`` in the URL wins)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        given = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        given = {}  # the connection itself will say what is wrong with the URL
+    kwargs: dict[str, Any] = {"autocommit": autocommit, "connect_timeout": connect_timeout}
+    kwargs.update({k: v for k, v in _CLIENT_PARAMS.items() if k not in given})
+    options = str(given.get("options") or "")
+    ours = " ".join(f"-c {k}={v}" for k, v in _SERVER_OPTIONS.items() if k not in options)
+    if ours:
+        # The URL's own options come last: where both set a parameter, the later wins.
+        kwargs["options"] = f"{ours} {options}".strip()
+    return kwargs
 
 
 class _Link:

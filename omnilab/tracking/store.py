@@ -20,7 +20,7 @@ from omnilab.host import host_name
 from omnilab.procs import owner_alive
 from omnilab.redact import encoding_hint, redact_text, redact_url
 from omnilab.tracking import schema
-from omnilab.tracking.base import Store
+from omnilab.tracking.base import Store, connect_kwargs
 from omnilab.tracking.embedded import EmbeddedPostgres
 from omnilab.tracking.metrics import MetricRow, to_timestamp
 from omnilab.tracking.queued_runs import QueueStore
@@ -50,7 +50,7 @@ def _connect(dsn: str) -> psycopg.Connection:
     """A connection to the tracking database, or one line saying why not, in which the
     URL's secrets never appear (libpq's messages quote what it could not parse)."""
     try:
-        return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+        return psycopg.connect(dsn, **connect_kwargs(dsn))
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise TrackingStoreError(
@@ -372,7 +372,7 @@ class MetricWriter:
 
     def __call__(self, rows: list[MetricRow]) -> None:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.dsn, autocommit=False, connect_timeout=10)
+            self._conn = psycopg.connect(self.dsn, **connect_kwargs(self.dsn, autocommit=False))
         conn = self._conn
         run_id = self.run_id
         try:

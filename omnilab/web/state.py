@@ -13,6 +13,7 @@ from psycopg_pool import ConnectionPool
 from omnilab.catalog import Catalog
 from omnilab.queue.live_log import LiveLogs
 from omnilab.queue.settings import QueueSettings
+from omnilab.tracking.base import connect_kwargs
 from omnilab.tracking.store import TrackingStore
 from omnilab.web.session import Sessions
 
@@ -45,7 +46,7 @@ class LocalState:
             self._home.dsn,
             min_size=1,
             max_size=8,
-            kwargs={"autocommit": True, "connect_timeout": 10},
+            kwargs=connect_kwargs(self._home.dsn),
             timeout=10,
             check=ConnectionPool.check_connection,
             open=True,

@@ -180,14 +180,45 @@ def test_killed_worker_host(hosts: tuple[Cluster, str]) -> None:
         assert outcomes(made, run_id) == ["succeeded"]
 
 
+#: On a host, through omnilab's own stores: hold the sweepers' lock and the promotions'
+#: lock, as a sweep in progress does, until the host is cut off (and a while after).
+HOLD_LOCKS = """
+import pathlib, time
+from omnilab.promote.records import PromotionStore
+from omnilab.tracking.queued_runs import QueueStore
+from omnilab.tracking.store import TrackingStore
+
+store = TrackingStore.open()
+while True:
+    with QueueStore(store).sweep_lock() as swept, PromotionStore(store).lock_if_free() as held:
+        if swept and held:
+            pathlib.Path("/tmp/locks-held").touch()
+            time.sleep(180)
+            break
+    time.sleep(0.05)
+"""
+
+
 def test_worker_host_cut_off(hosts: tuple[Cluster, str]) -> None:
     """`docker network disconnect` of the host running a run, then reconnect: the run is
     taken over by the other host; the cut-off host's attempt, finished meanwhile, records
-    no second outcome once it can reach the store again."""
+    no second outcome once it can reach the store again.
+
+    The host is cut off while it holds the sweepers' and the promotions' locks (a sweep
+    was in progress): the tracking database drops its session once it stops answering,
+    or no other host could sweep (end the lost attempt) or promote again."""
     made, url = hosts
     with made.api(url) as client:
         run_id = queue(client, "Slow", params={"seconds": 12}, retries=1)
         cut = running_on(made, client, run_id, attempt=1)
+        made.hosts[cut].exec_run(["python3", "-c", HOLD_LOCKS], detach=True)
+        wait_for(
+            lambda: made.exec(cut, ["test", "-e", "/tmp/locks-held"])[0] == 0,
+            30,
+            "the locks held",
+            made,
+            cut,
+        )
         made.disconnect(cut)
         try:
             run = wait_finished(made, client, [run_id], timeout=120)[run_id]

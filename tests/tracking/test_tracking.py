@@ -62,6 +62,30 @@ def test_unreachable_store_is_one_clear_error() -> None:
     assert "secretpw" not in str(info.value)
 
 
+def test_both_ends_give_up_on_a_silent_peer_within_seconds(fresh_db: str) -> None:
+    """A host cut off from the network must not keep its session, and the locks it holds,
+    for the operating system's two hours: each session asks the server for keepalive
+    probes (and libpq asks its own end). A URL that sets its own values keeps them.
+    (tests/cluster/test_cluster.py cuts a host off while it holds the locks.)"""
+    from omnilab.tracking.base import DEAD_PEER_S
+
+    names = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+    names += ("tcp_user_timeout",)
+
+    def server_side(store: TrackingStore) -> list[str]:
+        return [str(store.conn.execute(f"SHOW {name}").fetchone()[0]) for name in names]
+
+    with TrackingStore(fresh_db) as store:
+        assert server_side(store) == ["10", "5", "3", str(DEAD_PEER_S * 1000)]
+        client = store.conn.info.get_parameters()
+        assert client["keepalives"] == "1"
+        assert client["tcp_user_timeout"] == str(DEAD_PEER_S * 1000)
+    own = f"{fresh_db}?keepalives_idle=60&options=-c%20tcp_keepalives_idle%3D60"
+    with TrackingStore(own) as store:
+        assert server_side(store)[:2] == ["60", "5"]
+        assert store.conn.info.get_parameters()["keepalives_idle"] == "60"
+
+
 def _record(run_id: str) -> RunRecord:
     return RunRecord(id=run_id, experiment="T", status="running")
 
