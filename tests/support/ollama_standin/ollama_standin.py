@@ -346,6 +346,8 @@ def serve(host: str | None = None) -> None:
     address = host or os.environ.get("OLLAMA_HOST", "127.0.0.1:11434")
     address = address.removeprefix("http://")
     name, _, port = address.rpartition(":")
+    # Tests of a lost race for a port: the stand-in binds late, as a slow server would.
+    time.sleep(float(os.environ.get("OLLAMA_STANDIN_BIND_DELAY", "0")))
     server = ThreadingHTTPServer((name or "127.0.0.1", int(port)), Handler)
     server.daemon_threads = True
     print(f"ollama stand-in listening on {address}", flush=True)
