@@ -100,7 +100,15 @@ class Fork:
         """Connect to production and check every seed; nothing is started or written.
         With ``bounds`` (the stack's, by service) or ``folder`` (where the run's data
         goes, for a runtime that enforces none), a fork that would not fit is refused
-        (:meth:`check_fit`)."""
+        (:meth:`check_fit`). Refused where the production variables name experiment
+        services (``ENVIRONMENT=docker_experiments``, in a container on a stack's
+        network), as a promotion is: a copy from there would be recorded as production's."""
+        if settings.environment == "docker_experiments":
+            raise UsageError(
+                "ENVIRONMENT=docker_experiments: QDRANT_URL, REDIS_URL and POSTGRES_URL point "
+                "at experiment services here, not at production; fork from the host, or run "
+                "without seeds (--no-seed, fork=False)"
+            )
         fork = cls(seeds, settings, reporter)
         try:
             for forker in fork.forkers.values():

@@ -93,20 +93,39 @@ def test_a_seed_missing_in_production_is_one_line_exit_2_nothing_started(
 
 
 @pytest.mark.parametrize(
-    ("variable", "value", "service"),
+    ("variable", "value", "service", "reason"),
     [
         (
             "POSTGRES_URL",
             "postgresql://reader_fork:wrong-secret@127.0.0.1:{pg}/omnimind",
             "PostgreSQL",
+            "password authentication failed",
         ),
-        ("REDIS_URL", "redis://reader_fork:wrong-secret@127.0.0.1:{redis}/0", "Redis"),
-        ("QDRANT_API_KEY", "wrong-secret", "Qdrant"),
-        ("REDIS_URL", "redis://reader_fork:wrong-secret@127.0.0.1:1/0", "Redis"),
+        (
+            "REDIS_URL",
+            "redis://reader_fork:wrong-secret@127.0.0.1:{redis}/0",
+            "Redis",
+            "invalid username-password pair",
+        ),
+        ("QDRANT_API_KEY", "wrong-secret", "Qdrant", "credentials refused (HTTP"),
+        (
+            "REDIS_URL",
+            "redis://reader_fork:wrong-secret@127.0.0.1:1/0",
+            "Redis",
+            "Connection refused",
+        ),
+        # libpq's cause, not the hint it indents under it ("Is the server running...?"):
+        # what a fork gets where 127.0.0.1 is not production's host (in a container).
+        (
+            "POSTGRES_URL",
+            "postgresql://reader_fork:wrong-secret@127.0.0.1:1/omnimind",
+            "PostgreSQL",
+            "port 1 failed: Connection refused",
+        ),
     ],
 )
 def test_production_unreachable_or_refused_is_one_line_naming_it(
-    read_only: ReadOnly, variable: str, value: str, service: str
+    read_only: ReadOnly, variable: str, value: str, service: str, reason: str
 ) -> None:
     from urllib.parse import urlsplit
 
@@ -120,7 +139,23 @@ def test_production_unreachable_or_refused_is_one_line_naming_it(
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: cannot reach production {service} at "), lines
+    assert reason in lines[-1], lines[-1]
+    assert "\t" not in lines[-1] and "Is the server running" not in lines[-1], lines[-1]
     assert "wrong-secret" not in result.stderr
+    assert not stack_processes()
+
+
+def test_no_fork_where_the_production_variables_name_experiment_services(
+    read_only: ReadOnly,
+) -> None:
+    """``ENVIRONMENT=docker_experiments`` (code in a container on a stack's network): the
+    variables name the experiment services, so a copy would be recorded as production's."""
+    fill(read_only)
+    result = run_cli("run", FORKED, env={"ENVIRONMENT": "docker_experiments"})
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ENVIRONMENT=docker_experiments: "), last
+    assert "not at production" in last and "--no-seed" in last, last
     assert not stack_processes()
 
 

@@ -57,12 +57,14 @@ if TYPE_CHECKING:
     from omnilab.services.forking import Forker
 
 #: Keys under these prefixes belong to the machinery, not to anyone's data: omnilab's staging
-#: copies and replaced keys, and rq's queue (the run queue shares ``REDIS_URL`` with
-#: production). They are never promoted, never counted as production data of a pattern, and
-#: never overwritten. Other ``omnilab:`` keys, such as the completion cache, are data.
+#: copies and replaced keys, and the queue's (the run queue shares ``REDIS_URL`` with
+#: production): rq's, the runs' live logs, the host tasks' states and replies. They are
+#: never promoted, forked, counted as production data of a pattern, or overwritten (a
+#: ``RedisKeys("*")`` replaced would otherwise remove the live logs of running runs).
+#: Other ``omnilab:`` keys, such as the completion cache, are data.
 STAGING = "omnilab:staging:"
 REPLACED = "omnilab:replaced:"
-RESERVED = (STAGING, REPLACED, "rq:")
+RESERVED = (STAGING, REPLACED, "rq:", "omnilab:log:", "omnilab:task:")
 _RESERVED_BYTES = tuple(p.encode() for p in RESERVED)
 BATCH = 1000
 SCAN_COUNT = 1000
@@ -750,7 +752,8 @@ class RedisKeys(Promotable):
 
     ``target_prefix`` renames on the way: ``RedisKeys("emb:*", target_prefix="prod:emb:")``
     promotes ``emb:1`` as ``prod:emb:1``. Keys under ``omnilab:staging:``,
-    ``omnilab:replaced:`` and ``rq:`` (the run queue) are never promoted nor touched.
+    ``omnilab:replaced:``, ``rq:``, ``omnilab:log:`` and ``omnilab:task:`` (the run queue's)
+    are never promoted, forked nor touched.
     """
 
     service: ClassVar[str] = "redis"

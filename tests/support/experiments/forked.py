@@ -6,6 +6,10 @@ from omnilab import Experiment, Params, Postgres, Qdrant, Redis
 from omnilab.promote import PostgresTable, QdrantCollection, RedisKeys
 
 
+def _found_keys(ctx) -> list[str]:
+    return sorted(k.decode() if isinstance(k, bytes) else k for k in ctx.redis.scan_iter())
+
+
 def _found(ctx) -> dict:
     """What the run's stack holds: the tables' rows, the keys, the collection's points."""
     pg = ctx.postgres
@@ -20,7 +24,7 @@ def _found(ctx) -> dict:
     for table in tables:
         out["tables"][table] = [list(r) for r in pg.execute(f'SELECT * FROM "{table}" ORDER BY 1')]
     r = ctx.redis
-    out["keys"] = sorted(k.decode() if isinstance(k, bytes) else k for k in r.scan_iter())
+    out["keys"] = _found_keys(ctx)
     out["ttls"] = sum(1 for k in r.scan_iter() if r.pttl(k) > 0)
     names = [c.name for c in ctx.qdrant.get_collections().collections]
     out["collections"] = {}
@@ -164,3 +168,15 @@ class ForkedAndPromoted(Experiment):
         q.set_payload("docs", {"kind": "changed"}, points=[4, 5, 6])
         q.delete("docs", points_selector=models.PointIdsList(points=[7, 8]))
         return {}
+
+
+class ForkedKeys(Experiment):
+    """Every key of production's Redis: on the production host that Redis also holds the
+    run queue's keys, which are not production's data and must not be copied."""
+
+    services = [Redis()]
+    gpu = False
+    seeds = [RedisKeys("*")]
+
+    def run(self, ctx):
+        return {"keys": _found_keys(ctx)}
