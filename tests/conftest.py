@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import STANDIN, free_port, run_cli, stack_processes, wait_until
+from tests.support import ROOT, STANDIN, free_port, run_cli, stack_processes, wait_until
 
 #: Fixtures of the HTTP API and its workers, of the docker tests, of promotion's production,
 #: of the S3 artifact store.
@@ -51,6 +52,54 @@ _SCRUB = (
     "OMNILAB_HOST",
     "OMNILAB_WORKER_LABELS",
 )
+
+
+# -- the images, built from the session's start (tests/support/prebuild.py) -------------
+
+_prebuild: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+
+def _start_prebuild(test_ids: list[str]) -> None:
+    """Once per session, in the process that runs it (xdist's controller, or the only
+    one): start building the images its tests need, unless OMNILAB_TESTS_PREBUILD=0."""
+    from tests.support.prebuild import needed
+
+    names = needed(test_ids)
+    if _prebuild or not names or os.environ.get("OMNILAB_TESTS_PREBUILD") == "0":
+        return
+    log = Path(tempfile.gettempdir()) / f"omnilab-tests-prebuild-{os.getpid()}.log"
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.prebuild", *names],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _prebuild.append((proc, log))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # one process: it collected them all
+        _start_prebuild([item.nodeid for item in session.items])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    """xdist's controller collects nothing itself: each process tells it what it found."""
+    _start_prebuild(ids)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for proc, log in _prebuild:
+        if proc.poll() is None:  # the session ended first (-x, a few tests chosen)
+            os.killpg(proc.pid, signal.SIGTERM)
+        if proc.wait(timeout=30) not in (0, -signal.SIGTERM):
+            # The tests that needed an image built it themselves and said why it failed.
+            print(f"\nthe images' build from the session's start failed: {log}", file=sys.stderr)
 
 
 @pytest.fixture(scope="session")

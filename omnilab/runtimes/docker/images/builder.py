@@ -179,6 +179,15 @@ def build(
             reporter.note(f"  {spec.name}: not built ({why}){kept}")
     if any(not s.is_base for s in specs) and BASE not in specs:
         specs.insert(0, BASE)
+    if not force:
+        # Everything current: nothing to wait for. Another build holding the machine's
+        # lock (of other images) would otherwise hold this caller for minutes.
+        found = [status(client, spec) for spec in specs]
+        if all(f.present and not f.stale for f in found):
+            for spec, current in zip(specs, found, strict=True):
+                reporter.note(f"  {spec.name}: {spec.tag} is current (cached)")
+                current.action = "cached"
+            return found
     results: list[ImageStatus] = []
     with _machine_lock(reporter):
         for spec in specs:
