@@ -50,6 +50,7 @@ from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
 from omnilab.queue.broker import Broker
 from omnilab.queue.hosttasks import lane_name
+from omnilab.queue.lane import LANE
 from omnilab.queue.placement import worker_queues
 from omnilab.queue.reconcile import Reconciler
 from omnilab.queue.reconnect import store_outage
@@ -339,8 +340,12 @@ class Supervisor:
         next_beat = time.monotonic() + beat_every
         next_sweep = time.monotonic() + settings.reconcile_interval
         next_kept_sweep = time.monotonic() + settings.retention_sweep_interval
+        unready, next_ready_check = self._registrations(), 0.0
         while True:
             time.sleep(0.2)
+            if unready and time.monotonic() >= next_ready_check:
+                unready = self._say_when_ready(broker, unready)
+                next_ready_check = time.monotonic() + 1.0
             if self._signals:
                 if all(s.proc is None or s.proc.poll() is not None for s in self.processes):
                     return
@@ -360,6 +365,27 @@ class Supervisor:
             if now >= next_kept_sweep and not self._signals and self._store_down_since is None:
                 next_kept_sweep = now + settings.retention_sweep_interval
                 self._sweep_kept_data(store)
+
+    def _registrations(self) -> list[str]:
+        """The Redis keys its processes' rq workers hold once they wait for messages."""
+        from rq import Worker
+
+        names = [f"{self.id}.{slot.index}" for slot in self.slots] + [f"{self.id}.{LANE}"]
+        return [Worker.redis_worker_namespace_prefix + name for name in names]
+
+    def _say_when_ready(self, broker: Broker, keys: list[str]) -> list[str]:
+        """Say once when every slot and the task lane take work: the worker is recorded
+        as alive from its start, minutes before that when its start-up chores (a host back
+        after a crash) take long, and until then a promotion handed to its host waits."""
+        try:
+            left = [key for key in keys if not broker.redis.exists(key)]
+        except Exception:  # Redis away: said by the slots; looked at again next time
+            return keys
+        if not left:
+            self.reporter.note(
+                f"worker {self.id}: ready: {len(self.slots)} slot(s) and the host's tasks take work"
+            )
+        return left
 
     def _beat(self, store: TrackingStore) -> bool:
         """The heartbeat; reconnects to the store first when its connection broke. False

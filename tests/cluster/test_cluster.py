@@ -153,6 +153,17 @@ def stacks_on(made: Cluster, host: str) -> list[dict[str, Any]]:
     return list(json.loads(out))
 
 
+def ready_lines(made: Cluster, host: str) -> int:
+    """How many times a worker on ``host`` said it takes work (once per start)."""
+    return made.logs(host).count(": ready: ")
+
+
+def wait_back(made: Cluster, host: str, before: int) -> None:
+    """Wait until the worker started again on ``host`` takes runs and host tasks."""
+    back = lambda: ready_lines(made, host) > before  # noqa: E731
+    wait_for(back, 90, f"the worker on {host} back and ready", made, host)
+
+
 def other(host: str) -> str:
     return next(h for h in WORKERS if h != host)
 
@@ -165,6 +176,7 @@ def test_killed_worker_host(hosts: tuple[Cluster, str]) -> None:
         run_id = queue(client, "Slow", params={"seconds": 8}, retries=1)
         victim = running_on(made, client, run_id, attempt=1)
         wait_for(lambda: bool(stacks_on(made, victim)), 30, "the run's stack", made, victim)
+        readied = ready_lines(made, victim)
         made.kill(victim)
         run = wait_finished(made, client, [run_id], timeout=120)[run_id]
         assert run["status"] == "succeeded", (run["error"], run["queue"])
@@ -173,9 +185,7 @@ def test_killed_worker_host(hosts: tuple[Cluster, str]) -> None:
         assert outcomes(made, run_id) == ["succeeded"]
 
         made.restart(victim)
-        wait_for(
-            lambda: made.logs(victim).count("slot(s)") >= 2, 60, "the worker back", made, victim
-        )
+        wait_back(made, victim, readied)
         wait_for(lambda: not stacks_on(made, victim), 60, "the stack removed", made, victim)
         assert outcomes(made, run_id) == ["succeeded"]
 
@@ -269,6 +279,7 @@ def test_promotion_on_the_host_that_keeps_the_data(hosts: tuple[Cluster, str]) -
         run_id = queue(client, "Kept", params={"tag": "second"})
         run = wait_finished(made, client, [run_id])[run_id]
         keeper = run["summary"]["host"]
+        readied = ready_lines(made, keeper)
         made.kill(keeper)
         try:
             wait_for(lambda: not _alive(client, keeper), 30, f"{keeper} lost", made, "api")
@@ -279,7 +290,8 @@ def test_promotion_on_the_host_that_keeps_the_data(hosts: tuple[Cluster, str]) -
             assert "\n" not in message
         finally:
             made.restart(keeper)
-            wait_for(lambda: _alive(client, keeper), 60, f"{keeper} back", made, keeper)
+            # Recorded alive from its start; its task lane takes the promotion once ready.
+            wait_back(made, keeper, readied)
         # Back: the run's kept data is still there, and the promotion goes through
         # (replacing what the first promotion put in production under the same pattern).
         response = client.post(f"/v1/runs/{run_id}/promote", json={"on_conflict": "replace"})

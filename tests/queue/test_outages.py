@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from rq import Worker
 
 from tests.support import wait_until
 from tests.support.postgres_server import PostgresServer
@@ -84,8 +83,7 @@ def test_a_queue_outage_kills_no_slot_and_runs_queued_during_it_start_after(
     down with them, the restarted slots met their own registrations, and the worker
     stopped. Now every slot waits for Redis, and nothing is lost or run twice."""
     worker = start_worker("--concurrency", "2")
-    client = redis_server.client()
-    assert wait_until(lambda: Worker.count(connection=client) == 2, timeout=60)
+    worker.wait_for(": ready:", timeout=60)  # every slot and the task lane registered
     slots = _slots(worker)
     # Long enough that both are seen running at once on a loaded machine.
     finishing = [api.queue("Quick", {"n": 1, "pause": 10}) for _ in range(2)]
@@ -133,8 +131,7 @@ def test_a_restarted_slot_clears_the_registration_its_predecessor_left(
     api: Api, redis_server: RedisServer, start_worker
 ) -> None:
     worker = start_worker("--concurrency", "1")
-    client = redis_server.client()
-    assert wait_until(lambda: Worker.count(connection=client) == 1, timeout=60)
+    worker.wait_for(": ready:", timeout=60)  # every slot and the task lane registered
     (slot,) = _slots(worker)
     os.kill(slot, signal.SIGKILL)  # its registration stays in Redis, live for minutes
     worker.wait_for("restarting it")
@@ -201,8 +198,7 @@ def test_a_worker_stops_on_a_fatal_error_and_names_it(
     """Redis back with other credentials is no outage to wait out: the worker stops,
     saying why, instead of dying over and over without a reason."""
     worker = start_worker("--concurrency", "1")
-    client = redis_server.client()
-    assert wait_until(lambda: Worker.count(connection=client) == 1, timeout=60)
+    worker.wait_for(": ready:", timeout=60)  # every slot and the task lane registered
     redis_server.kill()
     redis_server.password = "another-password"
     (redis_server.folder / "redis.conf").write_text(f"requirepass {redis_server.password}\n")

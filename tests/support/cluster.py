@@ -266,7 +266,11 @@ class Cluster:
     def api(self, url: str) -> httpx.Client:
         assert self.api_key is not None
         return httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=30
+            # Longer than the API's own waits (a task handed to another host: 30 s to
+            # start), so that a slow answer reads as the API's, not as the client's timeout.
+            base_url=url,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=60,
         )
 
     # -- hosts lost and found ------------------------------------------------------------
