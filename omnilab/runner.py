@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -160,14 +160,17 @@ class RunOptions:
     """How :func:`run_with` runs an experiment.
 
     The first fields are the choices :func:`run` (``omnilab.run``) offers its users; the
-    last three are set only by omnilab's own entry points:
+    last four are set only by omnilab's own entry points:
 
     - ``from_cli``: ``params`` are the command line's ``-p`` values (errors name them so);
     - ``run_id``: a run the tracking store already holds (the HTTP API records a run
       when it is queued, and a worker runs it later): its record is updated, not
       inserted;
     - ``store``: an open tracking store to record into (a worker's, opened ahead of its
-      run); its owner closes it.
+      run); its owner closes it;
+    - ``stop_reason``: why a SIGTERM came, asked when one does (a worker's: a
+      cancellation requested through the API), recorded as the run's error in place of
+      "interrupted by SIGTERM": the outcome a reader first sees is then the final one.
     """
 
     runtime: str | None = None
@@ -184,6 +187,7 @@ class RunOptions:
     from_cli: bool = False
     run_id: str | None = None
     store: TrackingStore | None = None
+    stop_reason: Callable[[], str | None] | None = None
 
 
 def run(
@@ -324,6 +328,7 @@ def run_with(
                 tags,
                 fork,
                 artifact_store,
+                options.stop_reason,
             ),
             recorded=options.run_id is not None,
             given_store=options.store,
@@ -368,6 +373,8 @@ class _Prepared:
     fork: Fork | None = None
     #: Where the run's artifacts and log go when it ends; None: they stay in its folder.
     artifact_store: ArtifactStore | None = None
+    #: RunOptions.stop_reason.
+    stop_reason: Callable[[], str | None] | None = None
 
 
 def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore | None) -> Run:
@@ -460,6 +467,10 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
             status, interrupted = "cancelled", exc
             error = "interrupted by " + ("SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C")
             reporter.note(f"{error}: tearing down the stack")
+            reason = prepared.stop_reason
+            if isinstance(exc, Terminated) and reason is not None:
+                with contextlib.suppress(Exception):  # the store away: the signal it is
+                    error = reason() or error
         finally:
             if status != "succeeded":
                 stack.retain_data = False  # only a succeeded run can be promoted

@@ -61,6 +61,10 @@ from omnilab.tracking.store import MetricWriter, TrackingStore
 if TYPE_CHECKING:
     from omnilab.queue.slot import Slot
 
+#: A cancelled run's error: recorded by the run itself as it ends (RunOptions.stop_reason),
+#: then by the attempt's own record, the same words, so that a reader never sees it change.
+CANCELLED = "cancelled on request; its stack was torn down"
+
 
 _slot: Slot | None = None
 
@@ -400,6 +404,7 @@ def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> N
                 reporter=reporter,
                 run_id=run_id,
                 store=store,
+                stop_reason=lambda: CANCELLED if queue.cancel_requested(run_id) else None,
             )
             # The outcome's line is written by reporter.run_finished, before the outcome is
             # recorded: a log stream that sees the final status has every line by then.
@@ -410,11 +415,7 @@ def _attempt(store: TrackingStore, slot: Slot, claim: Claim, run_dir: Path) -> N
                 # Each line goes into the log before the outcome it tells is recorded: a
                 # live log stream ends when it sees the outcome.
                 reporter.note("cancelled on request", ship=True)
-                if not queue.record_cancelled(
-                    run_id,
-                    "cancelled on request; its stack was torn down",
-                    attempt=claim.attempt,
-                ):
+                if not queue.record_cancelled(run_id, CANCELLED, attempt=claim.attempt):
                     reporter.note("the run had finished meanwhile: its own outcome stands")
             else:
                 # Re-parented: the slot died (its worker was killed), not a clean stop.
