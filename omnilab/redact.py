@@ -216,3 +216,13 @@ def encoding_hint(url: str) -> str:
         return ""
     shown = ", ".join(f"{c!r} as {_MUST_ENCODE.get(c, '%20')}" for c in bad)
     return f" (percent-encode its password's {shown})"
+
+
+def connection_cause(message: str, fallback: str = "no answer") -> str:
+    """The line of a client's connection error that says why: the last one not indented.
+    libpq puts a hint under its cause, indented ("Is the server running on that host and
+    accepting TCP/IP connections?"), which reads the same for a refused port, a dropped
+    packet and a wrong host; the cause above it ("Connection refused") tells them apart."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    causes = [line for line in lines if not line[:1].isspace()] or lines
+    return causes[-1].strip() if causes else fallback

@@ -17,7 +17,6 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from omnilab.resources import approx_size
 from omnilab.tracking.records import RunRecord
 from omnilab.tracking.run import Run
 
@@ -221,11 +220,6 @@ def _upload_problem(run: Run) -> None:
             f"[yellow]warning:[/] {escape(failed)}; its files stay in "
             f"{escape(str(upload.get('local')))} on {escape(str(upload.get('host')))}"
         )
-
-
-def size_text(size: int) -> str:
-    """``1.5 MiB``: a size as the CLI says it."""
-    return approx_size(size)
 
 
 def bounds_text(bounds: dict[str, Any] | None) -> str:

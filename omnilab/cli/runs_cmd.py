@@ -152,6 +152,7 @@ def get(
     """
     import sys
 
+    from omnilab.resources import approx_size
     from omnilab.tracking.run import Run
     from omnilab.tracking.store import TrackingStore
 
@@ -166,7 +167,7 @@ def get(
     if path is not None:
         saved = result.save(path, output or Path.cwd())
         size = saved.stat().st_size
-        render.err.print(f"saved {escape(path)} ({render.size_text(size)}) to {escape(str(saved))}")
+        render.err.print(f"saved {escape(path)} ({approx_size(size)}) to {escape(str(saved))}")
         return
     if not result.artifacts:
         render.err.print(f"run {escape(result.record.label)} has no artifacts")
@@ -175,7 +176,7 @@ def get(
     paths = result.save_all(folder)
     total = sum(a.size for a in result.artifacts)
     render.err.print(
-        f"saved {len(paths)} artifact(s) ({render.size_text(total)}) to {escape(str(folder))}"
+        f"saved {len(paths)} artifact(s) ({approx_size(total)}) to {escape(str(folder))}"
     )
 
 

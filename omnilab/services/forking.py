@@ -94,15 +94,10 @@ class Forker(ABC):
 
 
 def connection_error(service: str, url: str, reason: str) -> ProductionUnreachable:
-    """One line naming the service and its URL, masked, and why: the last line of the
-    reason that is not indented, since libpq puts an indented hint ("Is the server
-    running on that host...?") under its cause ("Connection refused"), which is what
-    tells a refused port from a dropped one."""
-    from omnilab.redact import redact_text, redact_url
+    """One line naming the service and its URL, masked, and why."""
+    from omnilab.redact import connection_cause, redact_text, redact_url
 
-    lines = [line for line in reason.splitlines() if line.strip()]
-    causes = [line for line in lines if not line[:1].isspace()] or lines
-    reason = redact_text((causes or ["no answer"])[-1].strip(), url)
+    reason = redact_text(connection_cause(reason), url)
     return ProductionUnreachable(
         f"cannot reach production {service} at {redact_url(url)}: {reason}"
     )

@@ -18,7 +18,7 @@ from omnilab.config import Settings, get_settings
 from omnilab.errors import RunNotFound, TrackingStoreError, TrackingUrlError
 from omnilab.host import host_name
 from omnilab.procs import owner_alive
-from omnilab.redact import encoding_hint, redact_text, redact_url
+from omnilab.redact import connection_cause, encoding_hint, redact_text, redact_url
 from omnilab.tracking import schema
 from omnilab.tracking.base import Store, connect_kwargs
 from omnilab.tracking.embedded import EmbeddedPostgres
@@ -52,7 +52,7 @@ def _connect(dsn: str) -> psycopg.Connection:
     try:
         return psycopg.connect(dsn, **connect_kwargs(dsn))
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = connection_cause(str(exc), type(exc).__name__)
         raise TrackingStoreError(
             f"cannot reach the tracking store at {redact_url(dsn)}: "
             f"{redact_text(reason, dsn)}{encoding_hint(dsn)}"

@@ -59,6 +59,8 @@ def test_unreachable_store_is_one_clear_error() -> None:
     with pytest.raises(TrackingStoreError) as info:
         TrackingStore("postgresql://u:secretpw@127.0.0.1:1/none")
     assert "cannot reach the tracking store" in str(info.value)
+    # libpq's cause, not the hint it indents under it ("Is the server running...?")
+    assert str(info.value).endswith("port 1 failed: Connection refused"), str(info.value)
     assert "secretpw" not in str(info.value)
 
 

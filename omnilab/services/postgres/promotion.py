@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omnilab.errors import UsageError
-from omnilab.redact import encoding_hint, redact_text, redact_url
+from omnilab.redact import connection_cause, encoding_hint, redact_text, redact_url
 from omnilab.services.postgres import checksum as postgres_checksum
 from omnilab.services.postgres import rows as postgres_copy
 from omnilab.services.postgres.fork import PostgresForker, endpoint_dsn
@@ -91,7 +91,7 @@ class PostgresPromoter(Promoter):
         try:
             return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            reason = connection_cause(str(exc), type(exc).__name__)
             raise PromotionFailed(
                 f"cannot reach production PostgreSQL at {redact_url(dsn)}: "
                 f"{redact_text(reason, dsn)}{encoding_hint(dsn)}"
