@@ -89,6 +89,31 @@ def test_a_bucket_that_is_not_there_is_one_line_without_credentials(
     assert s3_artifacts.server.key_id not in message and s3_artifacts.server.secret not in message
 
 
+def test_a_named_profile_alone_reaches_the_store(
+    s3_artifacts: S3Artifacts, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As AWS users configure it: `AWS_PROFILE`, its keys in the credentials file, its
+    region and endpoint in the config file; none of the variables set."""
+    server = s3_artifacts.server
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    config, credentials = workdir / "aws-config", workdir / "aws-credentials"
+    config.write_text(
+        f"[profile lab]\nregion = {server.env['AWS_REGION']}\nendpoint_url = {server.endpoint}\n"
+    )
+    credentials.write_text(
+        f"[lab]\naws_access_key_id = {server.key_id}\naws_secret_access_key = {server.secret}\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_PROFILE", "lab")
+    (workdir / "f").write_bytes(b"from a profile\n")
+    store = S3Store(f"{BUCKET}/{s3_artifacts.prefix}")
+    store.put([("p/f", workdir / "f")])
+    assert store.read("p/f") == b"from a profile\n"
+    assert s3_artifacts.object("p", "f") == b"from a profile\n"
+
+
 def test_a_folder_store_copies_whole_files_and_never_leads_out(workdir: Path) -> None:
     store = store_at(str(workdir / "store"))
     assert isinstance(store, FolderStore)
