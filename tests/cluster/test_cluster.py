@@ -298,7 +298,7 @@ def test_promotion_on_the_host_that_keeps_the_data(hosts: tuple[Cluster, str]) -
         promote = {"on_conflict": "replace"}
         response = client.post(f"/v1/runs/{run_id}/promote", json=promote)
         if response.status_code == 503 and "did not take" in response.text:
-            # Seen once in four full runs, not understood yet: the host's worker had said
+            # Seen in two of five full runs, not understood yet: the host's worker had said
             # it was ready, yet its task lane did not start the first task within 30 s.
             # Asked again, as the message says; said loudly, with the host's log.
             warnings.warn(
