@@ -115,17 +115,40 @@ class Broker:
             raise self.unreachable(exc) from None
 
     def waiting(self, job_ids: Iterable[str]) -> set[str]:
-        """Those of ``job_ids`` whose message still waits for a worker."""
+        """Those of ``job_ids`` whose message still waits for a worker.
+
+        A queued message counts only while it is in its queue's list. A worker host
+        killed outright leaves its slots' blocked reads (``BLPOP``) open on Redis's side
+        until TCP gives up, minutes later, and Redis hands the next message to the oldest
+        of them: gone from the list, never started, its status still "queued". Such a
+        message is lost, and the run gets a new one; a live slot that took it an instant
+        ago claims the run first, so the second message finds it taken."""
         ids = list(job_ids)
         if not ids:
             return set()
         try:
-            jobs = Job.fetch_many(ids, connection=self.redis)
+            jobs = [j for j in Job.fetch_many(ids, connection=self.redis) if j is not None]
+            queued = [j for j in jobs if j.get_status(refresh=False) == JobStatus.QUEUED]
+            listed = self._listed({j.origin for j in queued})
         except redis.RedisError as exc:
             raise self.unreachable(exc) from None
         return {
-            job.id for job in jobs if job is not None and job.get_status(refresh=False) in _WAITING
+            job.id
+            for job in jobs
+            if job.get_status(refresh=False) in _WAITING
+            and (job.get_status(refresh=False) != JobStatus.QUEUED or job.id in listed)
         }
+
+    def _listed(self, queues: Iterable[str]) -> set[str]:
+        """The message ids in these queues' lists (one read of each list)."""
+        names = sorted(queues)
+        if not names:
+            return set()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.lrange(self._queue(name).key, 0, -1)
+            lists = pipe.execute()
+        return {i.decode() if isinstance(i, bytes) else str(i) for ids in lists for i in ids}
 
     def stop(self, job: str) -> bool:
         """Tell the worker running message ``job`` to stop its horse (rq's stop-job

@@ -27,7 +27,10 @@ The exchange, on the queue's Redis (messages are JSON, :class:`rq.serializers.JS
 The caller waits ``OMNILAB_HOST_TASK_START_TIMEOUT`` seconds for the task to start
 (another task may be running there), then ``OMNILAB_HOST_TASK_TIMEOUT`` seconds for its
 outcome; it checks the host's heartbeat meanwhile, so that a host lost mid-task is said
-within seconds rather than at the timeout.
+within seconds rather than at the timeout. A message that left the lane without the task
+starting is sent again (``OMNILAB_RESEND_AFTER``, at least a second, later): a host
+killed outright leaves a blocked read of its lane open on Redis's side, which takes the
+next message and never runs it (see :meth:`_Waiter._lost`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Any
 
 import redis
 from rq import Queue
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import get_current_job
 from rq.serializers import JSONSerializer
 
@@ -334,6 +338,10 @@ class _Waiter:
         self.conn = conn
         self.task_id = task_id
         self.started = False
+        #: Since when the message has been out of the lane's queue with the task not
+        #: started (monotonic), and how often it was sent again.
+        self.gone_since: float | None = None
+        self.sent_again = 0
 
     def wait(self) -> dict[str, Any]:
         work = self.work
@@ -351,6 +359,8 @@ class _Waiter:
                     self.started = self._has_started()
                     if self.started:
                         end_by = now + self.settings.host_task_timeout
+                    elif self._lost(now):
+                        self._send_again()
                     elif now > start_by and self._abandon():
                         raise HostUnavailable(
                             f"{work.situation}, whose worker did not take the "
@@ -389,6 +399,43 @@ class _Waiter:
         reply: dict[str, Any] = json.loads(popped[1])
         return reply
 
+    def _lost(self, now: float) -> bool:
+        """Whether the task's message left the lane's queue for a while without the task
+        starting: a connection that will never run it took it. A worker host killed
+        outright leaves its lane's blocked ``BLMOVE`` open on the Redis side until TCP
+        gives up (minutes), and Redis serves the oldest blocked client first: the first
+        task handed to the host after its restart goes to the dead lane, into rq's
+        intermediate list, where rq's clean-up later fails it. A live lane starts a task
+        within a second of taking it."""
+        try:
+            position = self._queue().get_job_position(self._job_id)
+        except redis.ResponseError:  # no LPOS (Redis < 6.0.6): rq reads the whole list
+            position = None
+        if position is not None:
+            self.gone_since = None
+            return False
+        if self.gone_since is None:
+            self.gone_since = now
+        return now - self.gone_since >= max(1.0, self.settings.resend_after)
+
+    def _send_again(self) -> None:
+        """Put the message back at the front of the lane; were the first delivery alive
+        after all, the task's state key (``SET NX``) lets only one of the two run it."""
+        queue = self._queue()
+        with self.conn.pipeline() as pipe:
+            pipe.lrem(IntermediateQueue.get_intermediate_queue_key(queue.key), 0, self._job_id)
+            queue.push_job_id(self._job_id, pipeline=pipe, at_front=True)
+            pipe.execute()
+        self.gone_since = None
+        self.sent_again += 1
+
+    def _queue(self) -> Queue:
+        return Queue(self.lane, connection=self.conn, serializer=JSONSerializer)
+
+    @property
+    def _job_id(self) -> str:
+        return f"task-{self.task_id}"
+
     def _has_started(self) -> bool:
         state: Any = self.conn.get(_state_key(self.task_id))
         text = state.decode() if isinstance(state, bytes) else str(state or "")
@@ -401,8 +448,10 @@ class _Waiter:
         )
         if abandoned:
             with contextlib.suppress(redis.RedisError):
-                Queue(self.lane, connection=self.conn, serializer=JSONSerializer).remove(
-                    f"task-{self.task_id}"
+                queue = self._queue()
+                queue.remove(self._job_id)
+                self.conn.lrem(
+                    IntermediateQueue.get_intermediate_queue_key(queue.key), 0, self._job_id
                 )
         else:
             self.started = True

@@ -9,8 +9,8 @@ The store is the source of truth, so repair goes one way:
   can take it, and one placed on a host whose workers are gone (or no longer offer what
   it requires) is placed again (:mod:`omnilab.queue.placement`);
 - a queued run whose message is not in Redis (the API died between recording and
-  sending, Redis restarted and lost it, a delivery failed before the claim) gets a new
-  message;
+  sending, Redis restarted and lost it, a delivery failed before the claim, a killed
+  host's dead connection took it) gets a new message;
 - a running attempt asked to stop that is still running gets its stop message again;
 - a promotion whose process died is finished (:mod:`omnilab.promote.recovery`): readers
   see a mix of old and new items until it is, so not later than the next sweep.
@@ -84,7 +84,12 @@ class Reconciler:
                 return result
             store.reconcile_orphans()
             workers = WorkerStore(store)
-            result.ended.update(workers.end_dead(self.worker_ttl))
+            dead = workers.end_dead(self.worker_ttl)
+            if dead:
+                # A host that died may have left blocked reads on Redis that take the
+                # next messages and never run them (Broker.waiting): look at every run.
+                self._full_wanted = True
+            result.ended.update(dead)
             try:
                 self._place(queue, workers, result)
                 self._repair_messages(queue, result)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -296,15 +295,9 @@ def test_promotion_on_the_host_that_keeps_the_data(hosts: tuple[Cluster, str]) -
         # Back: the run's kept data is still there, and the promotion goes through
         # (replacing what the first promotion put in production under the same pattern).
         promote = {"on_conflict": "replace"}
+        # The killed host's lane may have left a blocked read open on Redis that takes this
+        # first task and never runs it: the API sends it again (hosttasks._Waiter._lost).
         response = client.post(f"/v1/runs/{run_id}/promote", json=promote)
-        if response.status_code == 503 and "did not take" in response.text:
-            # Seen in two of five full runs, not understood yet: the host's worker had said
-            # it was ready, yet its task lane did not start the first task within 30 s.
-            # Asked again, as the message says; said loudly, with the host's log.
-            warnings.warn(
-                f"{response.text}\n--- {keeper}:\n{made.logs(keeper)[-4000:]}", stacklevel=1
-            )
-            response = client.post(f"/v1/runs/{run_id}/promote", json=promote)
         assert response.status_code == 200, (
             f"{response.text}\n--- {keeper}:\n{made.logs(keeper)[-4000:]}"
         )

@@ -221,3 +221,35 @@ def test_each_host_sweeps_its_own_expired_kept_data(
         patch.setenv("OMNILAB_HOST", C)
         theirs.discard()
     assert not os.path.exists(theirs.data["path"])  # type: ignore[index]
+
+
+def test_a_task_taken_by_a_dead_hosts_connection_is_sent_again(
+    production: Production, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker host killed outright leaves its lane's blocked read open on Redis's side
+    (until TCP gives up, minutes later); Redis hands the next task to that read, the
+    oldest, and the dead host never runs it. The caller sees the message gone with the
+    task not started, and sends it again to the lane that is alive."""
+    run = _kept_on(B, monkeypatch)
+    lane_key = "rq:queue:omnilab@host-b/tasks"
+    # The dead lane: a connection blocked on the lane before the live one, as rq blocks
+    # (BLMOVE into its intermediate list), that never reads what it is given.
+    ghost = production.redis().connection_pool.make_connection()
+    ghost.connect()
+    ghost.send_command("BLMOVE", lane_key, f"{lane_key}:intermediate", "LEFT", "RIGHT", 0)
+    worker = _worker(workdir, production, B)
+    try:
+        assert wait_until(lambda: ": ready: " in worker.output, timeout=30), worker.output
+        env = {**_env(production), "OMNILAB_HOST": A, "OMNILAB_HOST_TASK_START_TIMEOUT": "20"}
+        cli = run_cli("discard", run.id[:8], env=env)
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        assert f"run {run.id[:8]}: stack data discarded" in cli.stdout
+        assert "(discard): asked by host-a" in worker.output
+        # The dead lane did take the first delivery.
+        taken = ghost.read_response()
+        assert taken is not None and taken.decode().startswith("task-"), taken
+        assert not Path(run.data["path"]).exists()  # type: ignore[index]
+        assert "Traceback" not in worker.output
+    finally:
+        ghost.disconnect()
+        worker.stop()

@@ -8,8 +8,10 @@ import signal
 from pathlib import Path
 
 import httpx
+import redis
 from rq import Queue
 
+from omnilab.host import host_name
 from tests.support import stack_processes, wait_until
 from tests.support.queue_helpers import Api, RedisServer, server_env, start_api
 
@@ -120,6 +122,29 @@ def test_api_killed_between_record_and_send_is_repaired_at_start(
         assert second.wait_status(run_id, "succeeded")["queue"]["attempt"] == 1
     finally:
         second.service.stop()
+
+
+def test_a_message_taken_by_a_dead_hosts_connection_is_sent_again(
+    api: Api, start_worker, redis_server: RedisServer
+) -> None:
+    """A worker host killed outright leaves its idle slots' blocked reads open on Redis's
+    side until TCP gives up (minutes); Redis hands the next message to the oldest of them
+    and it is never run. The sweep sees the message gone from the queue with the run not
+    started, and sends it again."""
+    # The dead slot: a connection blocked on the run queues before the live slot, as a
+    # slot blocks (BLPOP on its host's queue and the shared one), that never reads.
+    ghost = redis.Redis.from_url(redis_server.url).connection_pool.make_connection()
+    ghost.connect()
+    ghost.send_command("BLPOP", f"rq:queue:omnilab@{host_name()}", "rq:queue:omnilab", 0)
+    try:
+        start_worker()
+        run_id = api.queue("Quick", {"n": 1, "pause": 0.1})
+        api.wait_status(run_id, "succeeded", timeout=60)
+        # The dead slot did take the first message.
+        taken = ghost.read_response()
+        assert taken is not None and taken[1].decode() == run_id, taken
+    finally:
+        ghost.disconnect()
 
 
 def test_several_workers_share_one_queue_and_run_each_run_once(api: Api, start_worker) -> None:
