@@ -71,7 +71,7 @@ def record_run(store, points: int, metrics: int) -> str:  # type: ignore[no-unty
 
 
 def omnilab_card(run_id: str) -> tuple[float, int]:
-    from omnilab.tracking.run import Run
+    from omnilab.recorded import Run
 
     run = Run.load(run_id)  # as omnilab.run returns it: record, summaries, artifacts
     began = time.perf_counter()
@@ -80,7 +80,7 @@ def omnilab_card(run_id: str) -> tuple[float, int]:
 
 
 def omnilab_card_cold(run_id: str) -> tuple[float, int]:
-    from omnilab.tracking.run import Run
+    from omnilab.recorded import Run
 
     began = time.perf_counter()
     html = Run.load(run_id)._repr_html_()

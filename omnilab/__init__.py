@@ -29,6 +29,7 @@ from omnilab.errors import (
 )
 from omnilab.experiment import Experiment, Params, Requirements
 from omnilab.notebook import Comparison, RunTable, compare, runs
+from omnilab.recorded import Run, RunFailed
 from omnilab.resources import Resources
 from omnilab.runner import run
 from omnilab.services.base import Service
@@ -38,7 +39,6 @@ from omnilab.services.promotable import PromotionConflict, PromotionError, Promo
 from omnilab.services.qdrant import Qdrant
 from omnilab.services.redis import Redis
 from omnilab.stack import Stack, stack
-from omnilab.tracking.run import Run, RunFailed
 from omnilab.version import __version__
 from omnilab.workloads.aer import Aer, AerResult
 from omnilab.workloads.aer_resources import AerMemoryError, AerUnavailable

@@ -42,6 +42,7 @@ from omnilab.loader import LoadedExperiment, code_sha256, resolve
 from omnilab.params import as_json, validate
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter, default_reporter
+from omnilab.recorded import Run
 from omnilab.resources import approx_size
 from omnilab.resources import check as check_resources
 from omnilab.services.promotable import Promotable, check_promotes
@@ -51,7 +52,6 @@ from omnilab.subreaper import describe as describe_ended
 from omnilab.tracking.chart_cache import ChartCache
 from omnilab.tracking.metrics import MetricBuffer
 from omnilab.tracking.records import ArtifactRecord, RunRecord, check_name_and_tags
-from omnilab.tracking.run import Run
 from omnilab.tracking.store import TrackingStore
 
 if TYPE_CHECKING:

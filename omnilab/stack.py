@@ -22,11 +22,11 @@ What can become of a stack at its end, and the one name each has:
   new stack knows what it was reopened from and retains the data again at its end.
 
 Keys of ``StackState.extra`` written by a stack, persisted in state files and read by
-the runtimes and the reaper (their names stay as they are for files already written):
-``keep_data`` (the stack's folder goes under ``data/experiments/<run id>/`` rather
-than a temporary one: kept or retained), ``retain_data`` (whoever tears the stack down
-stops it and leaves the data), ``kept`` (the handles of the retained stack a reopened
-stack runs on).
+the runtimes and the reaper: ``data_in_run_dir`` (the stack's folder goes under
+``data/experiments/<run id>/`` rather than a temporary one: kept or retained; state files
+written before it was named so say ``keep_data``, and :func:`data_in_run_dir` reads
+both), ``retain_data`` (whoever tears the stack down stops it and leaves the data),
+``reopened_from`` (the handles of the retained stack a reopened stack runs on).
 """
 
 from __future__ import annotations
@@ -185,11 +185,11 @@ class Stack:
         # Kept and retained stacks put their data under data/experiments/<run id>/; a
         # retained (or reopened) one is stopped without removing it, by the reaper too.
         reopened = self._reopened_from
-        state.extra["keep_data"] = self.keep or self.retain_data
+        state.extra["data_in_run_dir"] = self.keep or self.retain_data
         state.extra["retain_data"] = self.retain_data or reopened is not None
         if reopened is not None:
             state.workdir = str(reopened.path)
-            state.extra["kept"] = {"stack_id": reopened.stack_id, **reopened.services}
+            state.extra["reopened_from"] = {"stack_id": reopened.stack_id, **reopened.services}
             state.save()
         self._state = state
         reaper.spawn(state.path)  # type: ignore[arg-type]

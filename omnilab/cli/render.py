@@ -17,8 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from omnilab.recorded import Run
 from omnilab.tracking.records import RunRecord
-from omnilab.tracking.run import Run
 
 if TYPE_CHECKING:
     from omnilab.notebook.compare import Comparison

@@ -103,8 +103,8 @@ def show(
 
       omnilab runs show 3fa2c1 --json | jq .summary
     """
+    from omnilab.recorded import Run
     from omnilab.tracking.queued_runs import QueueStore
-    from omnilab.tracking.run import Run
     from omnilab.tracking.store import TrackingStore
 
     with TrackingStore.open() as store:
@@ -152,8 +152,8 @@ def get(
     """
     import sys
 
+    from omnilab.recorded import Run
     from omnilab.resources import approx_size
-    from omnilab.tracking.run import Run
     from omnilab.tracking.store import TrackingStore
 
     with TrackingStore.open() as store:

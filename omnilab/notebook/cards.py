@@ -1,4 +1,4 @@
-"""The HTML card a :class:`~omnilab.tracking.run.Run` shows in a notebook.
+"""The HTML card a :class:`~omnilab.recorded.Run` shows in a notebook.
 
 One glance answers what a researcher asks of a run that just returned: did it work,
 with which params, what came out, how long each phase took, what it wrote, and how its
@@ -25,9 +25,9 @@ from omnilab.notebook.html import (
 )
 
 if TYPE_CHECKING:
+    from omnilab.recorded import Run
     from omnilab.stack import Stack
     from omnilab.tracking.records import ArtifactRecord, MetricSummary
-    from omnilab.tracking.run import Run
 
 T = TypeVar("T")
 

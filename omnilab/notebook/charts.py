@@ -21,7 +21,7 @@ from omnilab.tracking.chart_cache import ChartCache
 from omnilab.tracking.queries import ChartSeries, DisplayStore
 
 if TYPE_CHECKING:
-    from omnilab.tracking.run import Run
+    from omnilab.recorded import Run
     from omnilab.tracking.store import TrackingStore
 
 T = TypeVar("T")

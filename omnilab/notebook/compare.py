@@ -14,8 +14,8 @@ from omnilab.errors import UsageError
 from omnilab.notebook.charts import MAX_CHARTS, Figure, charts_html, load_series, metric_svgs
 from omnilab.notebook.html import CSS, badge, cell, compact, esc, seconds
 from omnilab.notebook.svg import PALETTE
+from omnilab.recorded import Run
 from omnilab.tracking.queries import DisplayStore
-from omnilab.tracking.run import Run
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -14,8 +14,8 @@ from omnilab.errors import OmnilabError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from omnilab.recorded import Run
     from omnilab.tracking.records import MetricPoint
-    from omnilab.tracking.run import Run
 
 
 class MissingDependency(OmnilabError):

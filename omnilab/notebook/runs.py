@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, SupportsIndex, get_args, overload
 from omnilab.errors import UsageError
 from omnilab.experiment import Experiment
 from omnilab.notebook.html import CSS, badge, cell, esc, seconds
+from omnilab.recorded import Run
 from omnilab.tracking.queries import DisplayStore
 from omnilab.tracking.records import RunStatus
-from omnilab.tracking.run import Run
 
 if TYPE_CHECKING:
     import pandas as pd

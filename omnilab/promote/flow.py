@@ -48,9 +48,9 @@ from omnilab.tracking.store import TrackingStore
 
 if TYPE_CHECKING:
     from omnilab.experiment import Experiment
+    from omnilab.recorded import Run
     from omnilab.stack import Stack
     from omnilab.tracking.records import RunRecord
-    from omnilab.tracking.run import Run
 
 
 class Interrupted(BaseException):

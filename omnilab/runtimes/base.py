@@ -201,19 +201,21 @@ class Runtime(ABC):
         owner died, and ``omnilab stack down`` all come through here.
         """
 
-    # -- kept stacks ----------------------------------------------------------------------
+    # -- retained stacks ------------------------------------------------------------------
     #
-    # A stack whose data is kept (the run's results wait for `omnilab promote`) is stopped
-    # with ``destroy(state, remove_data=False)``; later, a new StackState pointing at the
-    # same data (``state.workdir``, and the kept stack's handles in ``state.extra["kept"]``)
+    # A stack whose data is retained (the run's results wait for `omnilab promote`) is
+    # stopped with ``destroy(state, remove_data=False)``; later, a new StackState pointing
+    # at the same data (``state.workdir``, and the retained stack's handles in
+    # ``state.extra["reopened_from"]``)
     # is reopened with these two methods, through the shared :meth:`start_service`
     # (``relaunch=True``), with the credentials the stack had.
 
     def reopen_stack(self, state: StackState) -> None:
-        """Make a kept stack's shared resources usable again (work directory, network).
+        """Make a retained stack's shared resources usable again (work directory, network).
 
-        ``state.workdir`` is the kept stack's directory; ``state.extra["kept"]`` holds the
-        descriptor saved when it stopped (service handles included).
+        ``state.workdir`` is the retained stack's directory;
+        ``state.extra["reopened_from"]`` holds the descriptor saved when it stopped
+        (service handles included).
         """
         raise RuntimeUnavailable(f"the {self.name} runtime cannot reopen a kept stack yet")
 

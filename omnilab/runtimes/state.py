@@ -97,6 +97,14 @@ class StackState:
         return owner_alive(self.owner_pid, self.owner_start)
 
 
+def data_in_run_dir(state: StackState) -> bool:
+    """Whether the stack's folder goes under ``data/experiments/<run id>/`` (a kept or a
+    retained stack) rather than a temporary one; state files written before the key was
+    named ``data_in_run_dir`` say ``keep_data``."""
+    extra = state.extra
+    return bool(extra.get("data_in_run_dir", extra.get("keep_data")))
+
+
 def stacks_dir(state_dir: Path) -> Path:
     return Path(state_dir) / "stacks"
 

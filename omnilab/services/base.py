@@ -248,14 +248,14 @@ class Service(ABC):
         """One-time setup once the server answers (PostgreSQL creates the run's database)."""
 
     def persist(self, endpoint: Endpoint) -> None:
-        """Make the data on disk complete before a stack whose data is kept stops.
+        """Make the data on disk complete before a stack whose data is retained stops.
 
         Most servers write everything on a clean stop; Redis runs without snapshots in a
         stack and must be told to save.
         """
 
     def spec_options(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this spec, to reopen a kept stack later."""
+        """Constructor arguments that rebuild this spec, to reopen a retained stack later."""
         return {name.lstrip("_"): value for name, value in vars(self).items()}
 
     def compose_healthcheck(self, credentials: Credentials) -> list[str]:

@@ -457,8 +457,9 @@ PAUSE_ENV = "OMNILAB_PROMOTE_PAUSE_AT"
 
 def pause_point(step: str) -> None:
     """Stop here for good if ``OMNILAB_PROMOTE_PAUSE_AT`` names this step, saying so on
-    stderr first: a test waits for that line and kills the process at a known moment,
-    where watching servers from outside would race with the copy."""
+    stderr first: whoever rehearses a crash (README, "Rehearsing a crash"; the tests of
+    interrupted promotions and forks) kills the process at a known moment, where
+    watching servers from outside would race with the copy."""
     if os.environ.get(PAUSE_ENV) != step:
         return
     sys.stderr.write(f"promotion paused at {step} (pid {os.getpid()})\n")

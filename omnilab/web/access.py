@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from omnilab.tracking.api_keys import ApiKeyStore
 from omnilab.web.session import SignInNeeded, Viewer, WebError, csrf_ok, read_form
-from omnilab.web.state import config_of, state_of
+from omnilab.web.source import config_of, state_of
 
 READ_ONLY = (
     "omnilab ui is read-only: queue, cancel and promote through `omnilab serve` with an "

@@ -31,7 +31,7 @@ from omnilab.web.access import posted, require
 from omnilab.web.forms import FormField, attach_errors, fields_of, values_of
 from omnilab.web.render import WebRoute, page
 from omnilab.web.session import Viewer, WebError, first
-from omnilab.web.state import state_of
+from omnilab.web.source import state_of
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 

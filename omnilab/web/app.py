@@ -18,7 +18,7 @@ from omnilab.queue.settings import QueueSettings, get_queue_settings
 from omnilab.version import __version__
 from omnilab.web import actions, pages
 from omnilab.web.render import SECURITY_HEADERS, error_page
-from omnilab.web.state import LocalState, WebConfig
+from omnilab.web.source import LocalState, WebConfig
 
 STATIC = Path(__file__).parent / "static"
 #: Paths that stay the JSON API's, errors included.

@@ -24,19 +24,19 @@ from omnilab.notebook.compare import Comparison, differs
 from omnilab.notebook.runs import RunTable
 from omnilab.notebook.svg import PALETTE
 from omnilab.promote import PromotionStore
+from omnilab.recorded import Run
 from omnilab.tracking.api_keys import ApiKeyStore
 from omnilab.tracking.chart_cache import ChartCache
 from omnilab.tracking.queries import DisplayStore, RunPageStore
 from omnilab.tracking.queued_runs import QueueStore
 from omnilab.tracking.records import FINISHED, RunRecord
-from omnilab.tracking.run import Run
 from omnilab.tracking.store import TrackingStore
 from omnilab.tracking.workers import WorkerStore
 from omnilab.web import listing
 from omnilab.web.access import require, signed_in
 from omnilab.web.render import WebRoute, page
 from omnilab.web.session import WebError, csrf_ok, first, read_form, safe_next
-from omnilab.web.state import config_of, state_of
+from omnilab.web.source import config_of, state_of
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 

@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from tests.api.test_runs import sse_events
-from tests.artifacts.support import ARTIFACT_EXPERIMENTS, CURVE, blob, forget_locally, sha256
 from tests.support import wait_until
+from tests.support.artifacts import ARTIFACT_EXPERIMENTS, CURVE, blob, forget_locally, sha256
 from tests.support.garage_server import S3Artifacts
 from tests.support.queue_helpers import Api, RedisServer, Service, make_key, server_env, start_api
-from tests.web.support import Browser
+from tests.support.web import Browser
 
 
 @pytest.fixture

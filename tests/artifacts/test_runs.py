@@ -11,7 +11,8 @@ import pytest
 
 from omnilab import ChecksumMismatch, Run
 from omnilab.artifacts import BadArtifactPath, UnknownArtifact
-from tests.artifacts.support import (
+from tests.support import run_cli
+from tests.support.artifacts import (
     CURVE,
     WRITER,
     blob,
@@ -19,7 +20,6 @@ from tests.artifacts.support import (
     run_writer,
     sha256,
 )
-from tests.support import run_cli
 from tests.support.garage_server import BUCKET, S3Artifacts
 
 

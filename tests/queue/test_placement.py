@@ -40,7 +40,7 @@ from tests.support.queue_helpers import (
     spawn_worker,
     start_api,
 )
-from tests.web.support import Browser
+from tests.support.web import Browser
 
 StartHost = Callable[..., Service]
 

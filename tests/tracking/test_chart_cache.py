@@ -12,10 +12,10 @@ import omnilab
 from omnilab import Experiment, Params
 from omnilab.notebook.charts import CHART_WIDTH, load_series
 from omnilab.progress import QuietReporter
+from omnilab.recorded import Run
 from omnilab.runner import RunOptions, run_with
 from omnilab.tracking.chart_cache import ChartCache, RunCharts
 from omnilab.tracking.queries import DisplayStore
-from omnilab.tracking.run import Run
 from omnilab.tracking.store import TrackingStore
 
 

@@ -6,7 +6,7 @@ import re
 
 from tests.api.test_runs import sse_events
 from tests.support.queue_helpers import Api, make_key
-from tests.web.support import Browser
+from tests.support.web import Browser
 
 
 def test_the_queue_form_is_made_from_the_params_schema_and_shows_errors_by_field(

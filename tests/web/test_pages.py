@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.support.queue_helpers import Api, make_key
-from tests.web.support import Browser, record_run, run_ids
+from tests.support.web import Browser, record_run, run_ids
 
 SCRIPT = "<script>alert(1)</script>"
 

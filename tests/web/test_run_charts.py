@@ -12,7 +12,7 @@ from omnilab.tracking.queries import DisplayStore
 from omnilab.tracking.store import TrackingStore
 from tests.support import wait_until
 from tests.support.queue_helpers import Api, make_key
-from tests.web.support import Browser, record_run
+from tests.support.web import Browser, record_run
 
 
 def computed(store: TrackingStore, run_id: str) -> RunCharts:

@@ -6,7 +6,7 @@ import re
 
 from tests.support import run_cli
 from tests.support.queue_helpers import Api, make_key
-from tests.web.support import Browser
+from tests.support.web import Browser
 
 
 def test_a_bad_key_gets_a_message_and_no_session(api: Api) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from tests.support import OMNILAB, free_port, run_cli, wait_until
-from tests.web.support import Browser, record_run, run_ids
+from tests.support.web import Browser, record_run, run_ids
 
 
 def test_omnilab_ui_serves_the_stores_runs_read_only_without_redis(

@@ -37,6 +37,7 @@ from omnilab.resources import Bounds, Resources
 from omnilab.runtimes.base import Leftover, RunningService, Runtime
 from omnilab.runtimes.docker import bounds as docker_bounds
 from omnilab.runtimes.docker import engine, labels
+from omnilab.runtimes.state import data_in_run_dir
 from omnilab.services.base import Credentials, Endpoint, Service
 
 if TYPE_CHECKING:
@@ -205,10 +206,10 @@ class DockerRuntime(Runtime):
             ) from None
         state.extra["network"] = name
         if state.workdir:
-            # Reopening a stack whose data was kept: its folder is mounted again as is.
+            # Reopening a stack whose data was retained: its folder is mounted again as is.
             if not Path(state.workdir).is_dir():
                 raise StackStartError(f"docker: the stack's data folder {state.workdir} is gone")
-        elif state.extra.get("keep_data") and state.run_id:
+        elif data_in_run_dir(state) and state.run_id:
             workdir = Path(self.settings.data_dir).resolve() / state.run_id
             workdir.mkdir(parents=True, exist_ok=False)
             state.workdir = str(workdir)
@@ -291,7 +292,7 @@ class DockerRuntime(Runtime):
         return endpoint, handle, recipe.source
 
     def reopen_stack(self, state: StackState) -> None:
-        # open_stack mounts a kept stack's folder again when state.workdir is set.
+        # open_stack mounts a retained stack's folder again when state.workdir is set.
         self.open_stack(state)
 
     def relaunch(
@@ -302,15 +303,16 @@ class DockerRuntime(Runtime):
         credentials: Credentials,
         ports: dict[str, int],
     ) -> tuple[Endpoint, dict[str, Any], str]:
-        # A new container on the kept data folder: the images start on existing data
+        # A new container on the retained data folder: the images start on existing data
         # without initialising it, with the credentials it was written under.
         return self.launch(state, service, recipe, credentials, ports)
 
     def _mounts(
         self, state: StackState, service: Service, plan: Any, handle: dict[str, Any]
     ) -> list[Any]:
-        """Where the service's data goes: the kept stack's folder, a labelled volume, or
-        a tmpfs; and the volume every stack shares, when the plan has one."""
+        """Where the service's data goes: the retained (or kept) stack's folder, a
+        labelled volume, or a tmpfs; and the volume every stack shares, when the plan has
+        one."""
         from docker.types import Mount
 
         client = self.client
@@ -506,8 +508,9 @@ class DockerRuntime(Runtime):
         return False
 
     def _remove_host_dir(self, path: Path, state: StackState) -> None:
-        """Remove a kept stack's data; files a container wrote as its own user may need
-        root, so what this process cannot remove is removed from inside a container."""
+        """Remove a retained (or kept) stack's data; files a container wrote as its own
+        user may need root, so what this process cannot remove is removed from inside a
+        container."""
         shutil.rmtree(path, ignore_errors=True)
         if not path.exists():
             return

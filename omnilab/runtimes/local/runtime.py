@@ -23,7 +23,7 @@ from omnilab.errors import OmnilabError, StackStartError
 from omnilab.gpu import Gpu, decide, host_gpus
 from omnilab.procs import group_listens_on
 from omnilab.runtimes.base import Runtime
-from omnilab.runtimes.state import StackState
+from omnilab.runtimes.state import StackState, data_in_run_dir
 from omnilab.services.base import Credentials, Endpoint, LaunchInfo, LocalRecipe, Service
 from omnilab.unprivileged import chown_tree, grant_traverse, service_ids
 
@@ -145,7 +145,7 @@ class LocalRuntime(Runtime):
     # -- stack ----------------------------------------------------------------------
 
     def open_stack(self, state: StackState) -> None:
-        if state.extra.get("keep_data") and state.run_id:
+        if data_in_run_dir(state) and state.run_id:
             workdir = Path(self.settings.data_dir).resolve() / state.run_id
             workdir.mkdir(parents=True, exist_ok=False)
         else:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.support import browser as chromium
 from tests.support.browser import Chromium, color_scheme, desktop
-from tests.web.browser.site import Site, open_site
+from tests.support.browser_site import Site, open_site
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from selenium.webdriver.common.by import By
 
 from tests.support import API_EXPERIMENTS
 from tests.support.browser import Chromium
+from tests.support.browser_site import sign_in, text, wait
 from tests.support.promotion_support import Production, run_promotable
 from tests.support.queue_helpers import FAST, make_key, start_api
-from tests.web.browser.site import sign_in, text, wait
 
 
 def test_a_key_with_the_promote_scope_promotes_from_the_page(

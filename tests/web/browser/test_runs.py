@@ -13,7 +13,7 @@ from selenium.webdriver.common.by import By
 
 from tests.support import browser as chromium
 from tests.support.browser import Chromium, phone
-from tests.web.browser.site import Site, queue_from_form, sign_in, text, wait
+from tests.support.browser_site import Site, queue_from_form, sign_in, text, wait
 
 #: Text that would run script were it ever put into a page as HTML.
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'

@@ -23,7 +23,7 @@ from selenium.webdriver.common.by import By
 
 from tests.support import ROOT
 from tests.support.browser import Chromium, color_scheme, phone
-from tests.web.browser.site import Site, open_site, sign_in, wait
+from tests.support.browser_site import Site, open_site, sign_in, wait
 
 #: The tallest a full-page shot may be, in CSS pixels: a long log would make it huge.
 MAX_HEIGHT = 1800

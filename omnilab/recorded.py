@@ -1,4 +1,10 @@
-"""``Run``: what ``omnilab.run`` returns and ``omnilab runs show`` displays."""
+"""``Run``: what ``omnilab.run`` returns and ``omnilab runs show`` displays: a run as
+recorded, with what a user does with it (its metrics, artifacts, promotion, diff).
+
+It sits above the tracking store and the promotions (a layer of its own, below the
+notebook and the terminal that show it), so that ``Run.promote()`` imports downwards;
+only its display hooks reach up into :mod:`omnilab.notebook`.
+"""
 
 from __future__ import annotations
 
