@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 #: What replaces a secret.
 MASK = "****"
@@ -155,6 +155,19 @@ def _variants(secret: str) -> set[str]:
     return {v for v in (secret, unquote(secret), unquote_plus(secret)) if v}
 
 
+#: What a URL quoter leaves as it is in a URL's parts (urllib3 re-encodes what it parsed
+#: this way): a secret may come out in this form too.
+_URL_SAFE = "!$&'()*+,;=:@/?#[]~-._"
+
+
+def _encoded(secret: str) -> set[str]:
+    """A secret as a URL quoter writes it (``%C3%A4`` for ``ä``), in the forms that differ
+    from it as written: a parser that re-encodes what it read, or a message quoting a
+    URL built again, shows it so."""
+    forms = {quote(secret, safe=""), quote_plus(secret), quote(secret, safe=_URL_SAFE)}
+    return {f for f in forms if f and f != secret}
+
+
 def redact_text(text: str, *urls: str | None, secrets: Iterable[str] = ()) -> str:
     """``text`` (an error message, a traceback) with the secrets of ``urls`` (and the bare
     ``secrets``) masked, and every connection string it quotes masked by
@@ -171,6 +184,11 @@ def redact_text(text: str, *urls: str | None, secrets: Iterable[str] = ()) -> st
             for secret in secrets_of(url):
                 whole |= _variants(secret)
     pieces = {p for s in whole for p in _PIECES.split(s) if p}
+    # Percent-encoded, a secret or a piece of it is masked wherever it is, in either case
+    # of hex digits: "%" is a cut, so the pieces rule below would not see it whole.
+    encoded = {e for s in whole | pieces for e in _encoded(s)}
+    for form in sorted(encoded, key=len)[::-1]:
+        text = re.sub(re.escape(form), MASK, text, flags=re.IGNORECASE)
     for secret in sorted(whole | {p for p in pieces if len(p) >= _LONG_PIECE}, key=len)[::-1]:
         text = text.replace(secret, MASK)
     if pieces:

@@ -316,3 +316,46 @@ DEFAULTS = Resources(memory="2g", cpus=UNLIMITED, pids=1024, disk="1g")
 #: The experiment's own container: the user's code (numpy, torch...) needs more than a
 #: server; its ``disk`` bounds its ``/tmp``.
 EXPERIMENT_DEFAULTS = Resources(memory="8g", pids=4096, disk="1g")
+
+
+# -- evidence of a bound hit, from the kernel ----------------------------------------------
+
+#: Where the kernel shows cgroups (v1: one folder per controller; v2: one tree).
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def pids_refused(proc_cgroup: str = "/proc/self/cgroup", root: str = CGROUP_ROOT) -> int | None:
+    """How many times the kernel refused a new process or thread to the cgroup that the
+    process of ``proc_cgroup`` is in, because its processes bound was reached: the
+    ``max`` line of that cgroup's ``pids.events``. Nothing else records it (the engine
+    reports OOM kills, not this), and it is gone with the container, so it is read while
+    the container exists. None when it cannot be read (no pids controller, another
+    machine's engine, the process gone).
+
+    ``/proc/self/cgroup`` inside a container works too: the container's own cgroup is the
+    root of what it sees (cgroup v2 namespaces, and Docker's v1 mounts)."""
+    try:
+        with open(proc_cgroup) as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    candidates: list[str] = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        relative = path.strip("/")
+        if "pids" in controllers.split(","):  # v1: the pids controller's own tree
+            candidates += [f"{root}/pids/{relative}", f"{root}/pids"]
+        elif hierarchy == "0" and not controllers:  # v2: the unified tree
+            candidates += [f"{root}/{relative}", root]
+    for folder in candidates:
+        try:
+            with open(f"{folder.rstrip('/')}/pids.events") as fh:
+                events = fh.read().split("\n")
+        except OSError:
+            continue
+        for event in events:
+            name, _, count = event.partition(" ")
+            if name == "max" and count.strip().isdigit():
+                return int(count)
+    return None

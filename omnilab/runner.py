@@ -460,7 +460,7 @@ def _execute(prepared: _Prepared, *, recorded: bool, given_store: TrackingStore 
                 finally:
                     timings["experiment_s"] = time.monotonic() - t0
                     reporter.experiment_ended(record.experiment, timings["experiment_s"])
-                status, summary, error = _bounds_checked(stack, status, summary, error)
+                status, summary, error = _bounds_checked(stack, isolated, status, summary, error)
         except OmnilabError as exc:
             error, failure = str(exc), exc
         except (KeyboardInterrupt, Terminated) as exc:
@@ -528,12 +528,18 @@ def _keep_charts(store: TrackingStore, run_id: str, reporter: Reporter) -> None:
 
 
 def _bounds_checked(
-    stack: Stack, status: str, summary: dict[str, Any] | None, error: str | None
+    stack: Stack,
+    isolated: ContainerIsolation | None,
+    status: str,
+    summary: dict[str, Any] | None,
+    error: str | None,
 ) -> tuple[str, dict[str, Any] | None, str | None]:
-    """A run whose service hit a resource bound failed, whatever the experiment made of
-    it (a caught error, a reconnect): the service lost data or state. The bound goes last
-    in the error, the line the CLI shows, after the experiment's own traceback."""
-    hits = stack.bounds_hit()
+    """A run whose service, or whose experiment's own container, hit a resource bound
+    failed, whatever the experiment made of it (a caught error, a reconnect, a fork it
+    retried): the service lost data or state, the experiment processes it asked for. The
+    bound goes last in the error, the line the CLI shows, after the experiment's own
+    traceback."""
+    hits = stack.bounds_hit() + (isolated.bounds_hit() if isolated is not None else [])
     if not hits:
         return status, summary, error
     return "failed", None, "\n".join([*([error] if error else []), *hits])

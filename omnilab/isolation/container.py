@@ -79,6 +79,12 @@ class ContainerIsolation:
         #: What the experiment left running in its container, which omnilab ended there
         #: (the container's init is omnilab's own process: see omnilab.subreaper).
         self.ended_processes: list[dict[str, Any]] = []
+        #: New processes the kernel refused the container at its processes bound: as
+        #: its own process reported them at the end, or as seen from here while it ran.
+        self.pids_refused = 0
+        self._pid = 0  # its first process, as this host sees it
+        self._launched_at = 0.0
+        self._stack_id = ""
 
     # -- decided before anything starts ----------------------------------------------
 
@@ -162,8 +168,12 @@ class ContainerIsolation:
 
     def _launch(self, stack: Stack, state: StackState) -> None:
         try:
+            self._launched_at, self._stack_id = time.time(), state.id
             self.container = self._create(stack, state)
             self.container.start()
+            with contextlib.suppress(Exception):
+                self.container.reload()
+                self._pid = int(self.container.attrs.get("State", {}).get("Pid") or 0)
         except OmnilabError as exc:
             self._launch_error = exc
         except Exception as exc:
@@ -306,11 +316,44 @@ class ContainerIsolation:
 
         while True:
             follower.poll()
+            self._look_at_pids()
             try:
                 result = self.container.wait(timeout=FOLLOW_INTERVAL * 4)
             except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
                 continue  # still running: the wait timed out
             return int(result.get("StatusCode", -1))
+
+    def _look_at_pids(self) -> None:
+        """The kernel's count of refused forks, while the container runs (its cgroup goes
+        with it): in case its own process cannot report it at the end."""
+        if self._pid > 0:
+            from omnilab.resources import pids_refused
+
+            seen = pids_refused(f"/proc/{self._pid}/cgroup") or 0
+            self.pids_refused = max(self.pids_refused, seen)
+
+    def bounds_hit(self) -> list[str]:
+        """One line per bound the experiment's container hit, as for a service's (see
+        :func:`omnilab.runtimes.docker.bounds.hits`): its memory (an OOM kill of any of
+        its processes) and its processes bound. Checked before the container goes."""
+        from omnilab.runtimes.docker import bounds
+
+        if self.container is None:
+            return []
+        recorded = self._recorded()
+        found: list[str] = []
+        killed = False
+        with contextlib.suppress(Exception):
+            self.container.reload()
+            killed = bool(self.container.attrs.get("State", {}).get("OOMKilled"))
+        if not killed and self._stack_id:
+            oom = bounds.oom_killed(self.container.client, self._stack_id, self._launched_at)
+            killed = ROLE in oom
+        if killed:
+            found.append(bounds.memory_hit(EXPERIMENT, recorded))
+        if self.pids_refused:
+            found.append(bounds.pids_hit(EXPERIMENT, recorded, self.pids_refused))
+        return found
 
     def _outcome(self, code: int) -> tuple[str, dict[str, Any] | None, str | None]:
         path = self.io_dir / RESULT_FILE
@@ -319,15 +362,11 @@ class ContainerIsolation:
         except (OSError, ValueError):
             result = None
         if result is None:
+            # A bound it hit (an OOM kill) is named by bounds_hit(), checked next.
             why = f"the experiment's container exited with status {code} and reported no result"
-            with contextlib.suppress(Exception):
-                self.container.reload()
-                if self.container.attrs.get("State", {}).get("OOMKilled"):
-                    from omnilab.runtimes.docker import bounds
-
-                    why += "\n" + bounds.memory_hit(EXPERIMENT, self._recorded())
             return "failed", None, why
         self.ended_processes = list(result.get("ended_processes") or [])
+        self.pids_refused = max(self.pids_refused, int(result.get("pids_refused") or 0))
         status = "succeeded" if result.get("status") == "succeeded" and code == 0 else "failed"
         error = result.get("error")
         if error:

@@ -171,9 +171,19 @@ def _run(cls: Any, start: dict[str, Any], io_dir: Path) -> int:
         sys.stderr.flush()
     if unsent:
         error = (error or "") + f"\n{len(unsent)} metrics could not be handed back"
+    from omnilab.resources import pids_refused
+
     _write_result(
         io_dir,
-        {"status": status, "summary": summary, "error": error, "ended_processes": scope.ended},
+        {
+            "status": status,
+            "summary": summary,
+            "error": error,
+            "ended_processes": scope.ended,
+            # The kernel's count, read here: the container's cgroup goes with it, before
+            # the host could look (see ContainerIsolation.bounds_hit).
+            "pids_refused": pids_refused() or 0,
+        },
     )
     return 0 if status == "succeeded" else 1
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from omnilab import plugins
 from omnilab.errors import UsageError
+from omnilab.redact import redact_url
 from omnilab.services.promotable import ItemRecord, Promotable
 
 if TYPE_CHECKING:
@@ -36,7 +37,8 @@ def other_production(items: list[ItemRecord], settings: Settings) -> list[str]:
     was made on; production URLs are recorded masked, which is enough to tell them apart.
     """
     return [
-        f"{i.plan.service} {i.plan.target_url}"
+        # Masked again: a record written by an older omnilab may hold it in clear.
+        f"{i.plan.service} {redact_url(i.plan.target_url)}"
         for i in items
         if item_from_dict(i.item).production_url(settings) != i.plan.target_url
     ]

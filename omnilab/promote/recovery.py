@@ -51,6 +51,9 @@ class Recovery:
     finished: list[PromotionRecord] = field(default_factory=list)
     #: (record, why): committed, not rolled forward yet; production is mixed meanwhile.
     stuck: list[tuple[PromotionRecord, str]] = field(default_factory=list)
+    #: (record, why): left alone, made against a production other than the one
+    #: configured here; another process (configured for it) must finish it.
+    skipped: list[tuple[PromotionRecord, str]] = field(default_factory=list)
 
     def raise_if_stuck(self) -> None:
         """Nothing may be promoted or rolled back while production is mixed: a later
@@ -72,11 +75,13 @@ def reconcile(promotions: PromotionStore, settings: Settings, reporter: Reporter
     for record in promotions.running():
         elsewhere = other_production(record.items, settings)
         if elsewhere:
-            reporter.note(
+            why = (
                 f"promotion {record.short_id} was interrupted while promoting into "
                 f"{', '.join(elsewhere)}, not the production configured here; run "
                 "`omnilab promotions recover` with that configuration to finish it"
             )
+            reporter.note(why)
+            recovery.skipped.append((record, why))
             continue
         if record.committed_at is not None:
             refused = _roll_forward(promotions, record, settings, reporter)

@@ -70,6 +70,8 @@ class Reconciler:
         self._checked_until: datetime | None = None
         self._settings: Settings | None = None
         self._promotion_error = ""
+        #: Interrupted promotions of another production, said once each.
+        self._skipped_said: set[str] = set()
 
     def request_full_check(self) -> None:
         """A message may be lost (a send failed): look at every queued run next time."""
@@ -116,6 +118,12 @@ class Reconciler:
             recovery = recover_if_free(store, self._settings)
             for record in recovery.finished:
                 log.info("promotion %s had been interrupted: %s", record.short_id, record.recovered)
+            for record, why in recovery.skipped:
+                # Once per promotion: it stays unfinished until a process configured for
+                # its production meets it, and every sweep would say so again.
+                if record.id not in self._skipped_said:
+                    self._skipped_said.add(record.id)
+                    log.warning("interrupted promotion not finished here: %s", why)
             error = "; ".join(f"{r.short_id}: {why}" for r, why in recovery.stuck)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}".splitlines()[0]

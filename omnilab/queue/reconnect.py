@@ -57,7 +57,16 @@ class Reconnect(Retry):
     """A redis-py retry policy: try again forever, with capped exponential backoff and
     jitter, until :meth:`give_up` or an error that is not an outage."""
 
-    def __init__(self, what: str, report: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        what: str,
+        report: Callable[[str], None] | None = None,
+        *,
+        unknown_host_fatal: bool = False,
+    ) -> None:
+        """``unknown_host_fatal``: a host name that DNS says does not exist is no outage
+        (a worker starting with a mistyped URL); once a worker has reached Redis under
+        that name, DNS failing for it is one, and is waited out."""
         super().__init__(
             ExponentialWithJitterBackoff(base=0.05, cap=MAX_BACKOFF_S),
             -1,  # forever
@@ -66,6 +75,7 @@ class Reconnect(Retry):
         )
         self.what = what
         self.report = report
+        self.unknown_host_fatal = unknown_host_fatal
         self._owner = os.getpid()
         self._lock = threading.Lock()
         self._given_up = False
@@ -88,6 +98,8 @@ class Reconnect(Retry):
     def _retryable(self, error: Exception) -> bool:
         if isinstance(error, AuthenticationError | AuthorizationError):
             raise QueueFatal(f"{self.what} refuses this worker: {_reason(error)}") from error
+        if self.unknown_host_fatal and unknown_host(error):
+            raise QueueFatal(f"{self.what}: no such host ({_reason(error)})") from error
         if self._given_up or threading.get_ident() in self._given_up_in:
             return False
         with self._lock:
@@ -123,6 +135,28 @@ class Reconnect(Retry):
 def _reason(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+#: getaddrinfo's answers when DNS says the name does not exist (rather than "try again").
+_NO_SUCH_NAME = {
+    code
+    for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
+    if code is not None
+}
+#: libpq's words for the same answers (gai_strerror's text).
+_NO_SUCH_NAME_TEXT = ("name or service not known", "no address associated with hostname")
+
+
+def unknown_host(error: BaseException) -> bool:
+    """Whether ``error`` (a Redis client's or the tracking store's) comes from DNS saying
+    the host name does not exist: a mistake in the URL, not a server that is away."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, socket.gaierror) and seen.errno in _NO_SUCH_NAME:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(error).lower()
+    return "could not translate host name" in text and any(t in text for t in _NO_SUCH_NAME_TEXT)
 
 
 #: What a PostgreSQL server says when it answers but will not let us in: not an outage.

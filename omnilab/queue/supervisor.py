@@ -20,9 +20,10 @@ at once (parent-death signal), each run's horse tears its stack down, and the ne
 
 Outages: a worker waits out any outage of the queue's Redis (its slots do, see
 :mod:`omnilab.queue.reconnect`) or of the tracking store (the heartbeat reconnects with
-backoff, and the worker registers again if the store lost its record). It exits only
-when told to, or on an error that waiting cannot cure, named in its last line: Redis or
-the store refusing its credentials, or a slot that keeps failing.
+backoff, and the worker registers again if the store lost its record), also when it
+starts. It exits only when told to, or on an error that waiting cannot cure, named in
+its last line: Redis or the store refusing its credentials, a URL that cannot be used,
+a host name DNS says does not exist (at the start), or a slot that keeps failing.
 """
 
 from __future__ import annotations
@@ -43,20 +44,20 @@ import psycopg
 from omnilab import runtimes
 from omnilab.catalog import Catalog
 from omnilab.config import Settings
-from omnilab.errors import OmnilabError, TrackingStoreError, UsageError
+from omnilab.errors import OmnilabError, TrackingStoreError, TrackingUrlError, UsageError
 from omnilab.gpu import host_gpus
 from omnilab.host import host_name
 from omnilab.procs import process_start_time
 from omnilab.progress import Reporter
-from omnilab.queue.broker import Broker
+from omnilab.queue.broker import Broker, QueueUnavailable
 from omnilab.queue.hosttasks import lane_name
 from omnilab.queue.lane import LANE
 from omnilab.queue.placement import worker_queues
 from omnilab.queue.reconcile import Reconciler
-from omnilab.queue.reconnect import store_outage
+from omnilab.queue.reconnect import Reconnect, store_outage, unknown_host
 from omnilab.queue.settings import QueueSettings
 from omnilab.queue.slot import FATAL
-from omnilab.redact import redact_url
+from omnilab.redact import redact_text, redact_url
 from omnilab.requirements import GpuOffer, Offer
 from omnilab.tracking.store import TrackingStore
 from omnilab.tracking.workers import WorkerStore
@@ -64,6 +65,8 @@ from omnilab.version import __version__
 
 #: A slot that dies this many times within a minute is not restarted again.
 MAX_RESTARTS_PER_MINUTE = 5
+#: Longest wait between two tries to reach the tracking store while it is away.
+STORE_MAX_BACKOFF_S = 5.0
 #: Wait before restarting a slot that died: doubled at each death within a minute.
 FIRST_RESTART_DELAY_S = 0.5
 
@@ -168,6 +171,8 @@ class Supervisor:
         self._reconciler: Reconciler | None = None
         self._store_down_since: float | None = None
         self._store_retry_s = 0.0
+        #: Redis's retry policy while the worker waits for it at its start.
+        self._waiting: Reconnect | None = None
 
     # -- signals --------------------------------------------------------------------
 
@@ -273,11 +278,13 @@ class Supervisor:
 
     def run(self) -> int:
         settings = self.settings
-        broker = Broker(settings.redis_url, settings.queue)
-        broker.ping()
+        reached = self._wait_for_servers()
+        if reached is None:  # told to stop while it waited
+            self.reporter.note(f"worker {self.id}: stopped before it started")
+            return 0
+        broker, store = reached
         self.offer = host_offer(settings, self.gpus, self.labels)
         catalog = Catalog(settings.experiments_dir)
-        store = TrackingStore.open(settings)
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         try:
             queues = sorted({q for s in self.processes for q in s.queues})
@@ -318,6 +325,96 @@ class Supervisor:
                     self._close_cause(slot)
         self.reporter.note(f"worker {self.id}: stopped")
         return 0
+
+    # -- starting: the servers may be away (an outage, or not up yet) ------------------
+
+    def _wait_for_servers(self) -> tuple[Broker, TrackingStore] | None:
+        """The queue's Redis, then the tracking store, waited for as long as they are
+        away, with the backoff the running worker uses for an outage: a worker started
+        while a server is down (a reboot, the servers and the workers started together)
+        takes runs once it is up. Errors that waiting cannot cure (credentials refused,
+        a URL that cannot be used, a host name DNS does not know) end it with one line.
+        None: a signal came while it waited; nothing was started."""
+        previous = {
+            s: signal.signal(s, self._on_signal_waiting) for s in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            if not self._wait_for_redis():
+                return None
+            store = self._wait_for_store()
+            if store is None:
+                return None
+            return Broker(self.settings.redis_url, self.settings.queue), store
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _told_to_stop(self) -> bool:
+        """A signal came (read through a call: a handler changes it meanwhile)."""
+        return self._signals > 0
+
+    def _on_signal_waiting(self, signum: int, frame: Any) -> None:
+        self._signals += 1
+        if self._waiting is not None:
+            self._waiting.give_up()
+
+    def _wait_for_redis(self) -> bool:
+        """Until Redis answers (True), or a signal came (False); QueueFatal, or
+        QueueUnavailable for a URL that is not Redis's, when waiting cannot help."""
+        url = self.settings.redis_url
+
+        def say(message: str) -> None:
+            self.reporter.note(f"worker {self.id}: {redact_text(message, url)}")
+
+        # The slots' policy (omnilab.queue.reconnect): the same backoff, the same words
+        # once when it waits and once when Redis answers.
+        self._waiting = Reconnect(f"Redis at {redact_url(url)}", say, unknown_host_fatal=True)
+        broker = Broker(url, self.settings.queue, retry=self._waiting)
+        try:
+            broker.ping()
+        except QueueUnavailable:
+            if self._told_to_stop():
+                return False
+            raise
+        finally:
+            self._waiting = None
+            broker.close()
+        return not self._told_to_stop()
+
+    def _wait_for_store(self) -> TrackingStore | None:
+        """The tracking store, once it answers; None if a signal came first. Only a
+        server at ``OMNILAB_TRACKING_URL`` is waited for: the embedded one is this
+        host's to start, and its failure to start is not an outage."""
+        settings = self.settings
+        retry_s, since = 0.25, None
+        while not self._told_to_stop():
+            try:
+                store = TrackingStore.open(settings)
+            except TrackingUrlError:
+                raise
+            except (psycopg.Error, OSError, TrackingStoreError) as exc:
+                if not settings.tracking_dsn or not store_outage(exc) or unknown_host(exc):
+                    raise
+                if since is None:
+                    since = time.monotonic()
+                    self.reporter.note(
+                        f"worker {self.id}: cannot reach the tracking store at "
+                        f"{redact_url(settings.tracking_dsn)} ({_cause(exc)}); waiting for it, "
+                        f"trying again every {STORE_MAX_BACKOFF_S:g} s at most"
+                    )
+                _sleep_unless(self._told_to_stop, retry_s)
+                retry_s = min(retry_s * 2, STORE_MAX_BACKOFF_S)
+                continue
+            if since is not None:
+                self.reporter.note(
+                    f"worker {self.id}: the tracking store answers again "
+                    f"(after {time.monotonic() - since:.1f} s)"
+                )
+            if self._told_to_stop():
+                store.close()
+                return None
+            return store
+        return None
 
     def _register(self, store: TrackingStore) -> None:
         pid = os.getpid()
@@ -417,7 +514,7 @@ class Supervisor:
                     f"({_first_line(exc)}); waiting for it, its runs go on"
                 )
             else:
-                self._store_retry_s = min(self._store_retry_s * 2, 5.0)
+                self._store_retry_s = min(self._store_retry_s * 2, STORE_MAX_BACKOFF_S)
             return False
         if self._store_down_since is not None:
             down = time.monotonic() - self._store_down_since
@@ -515,6 +612,24 @@ class Supervisor:
         note(f"  experiments in {catalog.folder}: {names}")
         for problem in catalog.problems:
             note(f"  warning: {problem}")
+
+
+def _cause(exc: BaseException) -> str:
+    """Why the store could not be reached, without the URL its message starts with
+    (said once already, in the same line)."""
+    text = _first_line(exc)
+    prefix = "cannot reach the tracking store at "
+    if text.startswith(prefix):
+        _, _, reason = text[len(prefix) :].partition(": ")
+        return reason or text
+    return text
+
+
+def _sleep_unless(stop: Any, seconds: float) -> None:
+    """Sleep, waking early when ``stop()`` turns true (a signal while it waits)."""
+    end = time.monotonic() + seconds
+    while not stop() and time.monotonic() < end:
+        time.sleep(min(0.1, end - time.monotonic()))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -250,3 +250,24 @@ def test_what_the_experiment_leaves_running_in_its_container_is_ended_and_record
     assert {e["name"] for e in ended} == {"sleep"}
     # Three end on SIGTERM; the one that traps it needs SIGKILL.
     assert sorted(e["signal"] for e in ended) == ["SIGKILL", "SIGTERM", "SIGTERM", "SIGTERM"]
+
+
+def test_the_experiments_container_at_its_processes_bound_fails_the_run_naming_it(
+    workdir: Path,
+) -> None:
+    result, run = _run(EXPERIMENTS / "bounded.py:ForkBomb", "--isolation", "container")
+    assert result.returncode == 1, result.stderr
+    assert run["status"] == "failed", run
+    last = run["error"].splitlines()[-1]
+    assert last.startswith("experiment hit its processes bound (48): the kernel refused it"), last
+
+
+def test_the_experiments_container_at_its_memory_bound_fails_the_run_naming_it(
+    workdir: Path,
+) -> None:
+    """Its child, not its first process, is killed: the engine's event tells."""
+    result, run = _run(EXPERIMENTS / "bounded.py:GreedyChild", "--isolation", "container")
+    assert result.returncode == 1, result.stderr
+    assert run["status"] == "failed", run
+    last = run["error"].splitlines()[-1]
+    assert last.startswith("experiment hit its memory bound (256 MiB): the engine killed it"), last

@@ -8,12 +8,15 @@ promotion is rolled forward; before that, it is undone and what it staged is rem
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 import omnilab
 from omnilab.progress import QuietReporter
@@ -155,3 +158,37 @@ def test_killed_during_the_qdrant_copy_leaves_no_collection_behind(
         f"qdrant collection docs__omnilab_replaced_{tag} (1 point)"
     ), record.recovered
     assert record.short_id in recovered.stdout and f"({copied} points)" in recovered.stdout
+
+
+def test_a_reconciler_for_another_production_says_once_why_it_leaves_a_promotion(
+    production: Production, workdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An API or worker configured for another production cannot finish a promotion
+    made against this one: it says so in its log, once, naming the promotion, instead
+    of skipping it without a word at every sweep."""
+    from omnilab.config import get_settings
+    from omnilab.queue.broker import Broker
+    from omnilab.queue.reconcile import Reconciler
+    from omnilab.redact import secrets_of
+    from omnilab.tracking.store import TrackingStore
+
+    run = run_promotable(seed=5)
+    killed = promote_killed_at(run.id, "switched:postgres")
+    elsewhere = "redis://:other-production-secret@127.0.0.1:1/0"
+    reconciler = Reconciler(Broker(production.redis_url, "omnilab"), worker_ttl=30, resend_after=2)
+    reconciler._settings = get_settings().model_copy(update={"redis_url": elsewhere})
+    with TrackingStore.open() as store, caplog.at_level(logging.WARNING, "omnilab.queue"):
+        for _ in range(3):
+            reconciler._finish_promotions(store)
+    said = [r.getMessage() for r in caplog.records if killed.short_id in r.getMessage()]
+    assert len(said) == 1, caplog.text
+    assert "not the production configured here" in said[0]
+    assert "omnilab promotions recover" in said[0]
+    for secret in ["other-production-secret", *secrets_of(production.redis_url)]:
+        assert secret not in caplog.text
+    assert promotion(run.id, killed.id).status == "running"
+    # A process configured for that production finishes it.
+    finished = run_cli("promotions", "recover")
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert promotion(run.id, killed.id).status == "succeeded"
+    assert wait_until(lambda: not stack_processes(workdir / "data"), timeout=15)

@@ -15,9 +15,16 @@ import httpx
 import psutil
 import pytest
 
-from tests.support import wait_until
+from tests.support import run_cli, wait_until
 from tests.support.postgres_server import PostgresServer
-from tests.support.queue_helpers import Api, RedisServer, Service, server_env, start_api
+from tests.support.queue_helpers import (
+    Api,
+    RedisServer,
+    Service,
+    _spawn,
+    server_env,
+    start_api,
+)
 
 
 @pytest.fixture
@@ -206,3 +213,86 @@ def test_a_worker_stops_on_a_fatal_error_and_names_it(
     assert worker.proc.wait(timeout=90) == 1, worker.output
     said = worker.output[worker.output.rindex("error:") :]
     assert "stopping" in said and "password" in said.lower(), worker.output
+
+
+def test_a_worker_started_while_redis_is_down_waits_for_it_and_takes_runs(
+    workdir: Path, tracking_db: str
+) -> None:
+    """Redis away when the worker starts is an outage like any other (a reboot, servers
+    and workers started together): it says once that it waits, and takes runs once Redis
+    is up, instead of exiting."""
+    redis_server = RedisServer(workdir / "redis")  # not started yet
+    env = server_env(redis_server)
+    worker = _spawn(["worker", "--concurrency", "1"], env, workdir)
+    api: Api | None = None
+    try:
+        worker.wait_for("cannot reach Redis", timeout=60)
+        assert "waiting for it" in worker.output
+        assert redis_server.password not in worker.output
+        time.sleep(3)  # a few tries, said once
+        assert worker.proc.poll() is None, worker.output
+        assert worker.output.count("cannot reach Redis") == 1, worker.output
+        redis_server.start()
+        worker.wait_for(": ready:", timeout=60)
+        assert "answers again" in worker.output
+        api = start_api(workdir, env)
+        run = api.wait_status(api.queue("Quick"), "succeeded", timeout=60)
+        assert run["queue"]["worker"] == f"{worker.worker_id}/0"
+    finally:
+        if api is not None:
+            api.service.stop()
+        assert worker.stop() == 0, worker.output
+        redis_server.stop()
+
+
+def test_a_worker_told_to_stop_while_it_waits_for_redis_exits_cleanly(
+    workdir: Path, tracking_db: str
+) -> None:
+    redis_server = RedisServer(workdir / "redis")  # never started
+    worker = _spawn(["worker"], server_env(redis_server), workdir)
+    try:
+        worker.wait_for("cannot reach Redis", timeout=60)
+        worker.proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert worker.proc.wait(timeout=30) == 0, worker.output
+        assert "stopped before it started" in worker.output
+        assert "Traceback" not in worker.output
+    finally:
+        worker.stop()
+
+
+def test_a_worker_started_with_a_wrong_redis_password_stops_at_once_naming_it(
+    workdir: Path, tracking_db: str, redis_server: RedisServer
+) -> None:
+    """Waiting cannot cure refused credentials: one line, exit 1, no password."""
+    wrong = redis_server.url.replace(redis_server.password, "not-the-password")
+    result = run_cli("worker", env={**server_env(redis_server), "REDIS_URL": wrong}, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("error: ") and "refuses this worker" in result.stderr
+    assert "not-the-password" not in result.stderr
+
+
+def test_a_worker_started_while_the_tracking_store_is_down_waits_for_it(
+    workdir: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PostgresServer(workdir / "store")  # not started yet
+    env = {**server_env(redis_server), "OMNILAB_TRACKING_URL": store.url}
+    monkeypatch.setenv("OMNILAB_TRACKING_URL", store.url)
+    worker = _spawn(["worker", "--concurrency", "1"], env, workdir)
+    api: Api | None = None
+    try:
+        worker.wait_for("cannot reach the tracking store", timeout=60)
+        assert "waiting for it" in worker.output
+        assert store.password not in worker.output
+        time.sleep(2)
+        assert worker.proc.poll() is None, worker.output
+        store.start()
+        worker.wait_for(": ready:", timeout=90)
+        assert "tracking store answers again" in worker.output
+        api = start_api(workdir, env)
+        api.wait_status(api.queue("Quick"), "succeeded", timeout=60)
+    finally:
+        if api is not None:
+            api.service.stop()
+        assert worker.stop() == 0, worker.output
+        store.stop()

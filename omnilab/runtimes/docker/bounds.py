@@ -17,7 +17,11 @@ becomes a cgroup limit:
 
 A run that hits a bound fails naming it: the engine reports an OOM kill (the container's
 ``State.OOMKilled`` when its main process was killed, an ``oom`` event when any process
-in it was), and a full tmpfs shows as ENOSPC in the server's log.
+in it was), a full tmpfs shows as ENOSPC in the server's log, and a refused fork at the
+processes bound is counted by the kernel in the container's cgroup (``pids.events``,
+read from this host while the container exists: see
+:func:`omnilab.resources.pids_refused`; an engine on another machine gives no such
+evidence).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from omnilab.errors import UsageError
-from omnilab.resources import Bounds, Resources, format_size
+from omnilab.resources import Bounds, Resources, format_size, pids_refused
 from omnilab.runtimes.docker import labels
 
 if TYPE_CHECKING:
@@ -143,6 +147,27 @@ def disk_hit(service: str, recorded: Mapping[str, Any]) -> str:
     )
 
 
+def refused_forks(container: Any) -> int:
+    """How many new processes or threads the kernel refused the (running) container at
+    its processes bound; 0 when unknown."""
+    try:
+        container.reload()
+        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+    except Exception:
+        return 0
+    if pid <= 0:
+        return 0
+    return pids_refused(f"/proc/{pid}/cgroup") or 0
+
+
+def pids_hit(service: str, recorded: Mapping[str, Any], refused: int) -> str:
+    return (
+        f"{service} hit its processes bound ({recorded.get('pids')}): the kernel refused it "
+        f"{refused} new process(es) or thread(s); raise it with {_HOW} "
+        f"(per_service={{{service!r}: Resources(pids=...)}})"
+    )
+
+
 def hits(
     client: docker.DockerClient,
     stack_id: str,
@@ -163,4 +188,7 @@ def hits(
             found.append(memory_hit(name, recorded))
         elif recorded.get("disk") and existing is not None and out_of_space(existing):
             found.append(disk_hit(name, recorded))
+        refused = refused_forks(existing) if recorded.get("pids") and existing else 0
+        if refused:
+            found.append(pids_hit(name, recorded, refused))
     return found

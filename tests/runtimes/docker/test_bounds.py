@@ -105,3 +105,16 @@ def test_redis_killed_at_its_memory_bound_fails_the_run_naming_it(workdir: Path)
         in result.stdout
     )
     assert not list((workdir / "state").glob("stacks/*.json"))
+
+
+def test_postgres_at_its_processes_bound_fails_the_run_naming_it(workdir: Path) -> None:
+    """Each connection is a process of the server: past its bound the kernel refuses the
+    fork, the experiment swallows the refusals, and the run fails naming the bound."""
+    result = run_cli("run", f"{BOUNDED}:ForkPostgres", "--runtime", "docker", "--json")
+    assert result.returncode == 1, result.stderr
+    run = json.loads(result.stdout)
+    assert run["status"] == "failed"
+    last = run["error"].splitlines()[-1]
+    assert last.startswith("postgres hit its processes bound (24): the kernel refused it"), last
+    assert "Resources(pids=...)" in last
+    assert not _stack_objects(run["id"])

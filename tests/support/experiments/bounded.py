@@ -46,3 +46,64 @@ class Misnamed(Experiment):
 
     def run(self, ctx):
         return {}
+
+
+class ForkPostgres(Experiment):
+    """Opens more connections than its PostgreSQL may have processes (a backend process
+    each), and swallows the refusals: the run fails all the same, for its bound."""
+
+    services = [Postgres()]
+    gpu = False
+    resources = Resources(per_service={"postgres": Resources(pids=24)})
+
+    def run(self, ctx):
+        import psycopg
+
+        url = ctx.env["POSTGRES_URL"]
+        held, refused = [], 0
+        for _ in range(40):
+            try:
+                held.append(psycopg.connect(url, connect_timeout=5))
+            except psycopg.OperationalError:
+                refused += 1
+        for conn in held:
+            conn.close()
+        return {"held": len(held), "refused": refused}
+
+
+class ForkBomb(Experiment):
+    """Starts more processes than its own container may hold (with isolation
+    "container"), and swallows the refusals."""
+
+    gpu = False
+    resources = Resources(per_service={"experiment": Resources(pids=48)})
+
+    def run(self, ctx):
+        import subprocess
+
+        children, refused = [], 0
+        for _ in range(80):
+            try:
+                children.append(subprocess.Popen(["sleep", "30"]))
+            except OSError:
+                refused += 1
+        for child in children:
+            child.kill()
+            child.wait()
+        return {"started": len(children), "refused": refused}
+
+
+class GreedyChild(Experiment):
+    """A child process of the experiment outgrows its container's memory and is killed;
+    the experiment swallows that: the run fails all the same, for its bound."""
+
+    gpu = False
+    resources = Resources(per_service={"experiment": Resources(memory="256m")})
+
+    def run(self, ctx):
+        import subprocess
+        import sys
+
+        grow = "x = bytearray(1 << 30); print(len(x))"
+        code = subprocess.run([sys.executable, "-c", grow], check=False).returncode
+        return {"child": code}
