@@ -96,6 +96,9 @@ class Runtime(ABC):
     #: ``--runtime auto`` tries runtimes from the lowest preference up and takes the
     #: first that can run the stack here.
     auto_preference: ClassVar[int] = 100
+    #: When ``--runtime auto`` takes this runtime, in a few words for ``--help`` ("an
+    #: engine answers and images are there"); empty for one that always can.
+    available_when: ClassVar[str] = ""
 
     # -- what this machine offers (omnilab doctor, omnilab gc) -------------------------
 

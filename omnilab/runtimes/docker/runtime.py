@@ -89,6 +89,7 @@ class DockerRuntime(Runtime):
     name: ClassVar[str] = "docker"
     #: ``auto`` prefers Docker wherever an engine answers and the images are there.
     auto_preference: ClassVar[int] = 10
+    available_when: ClassVar[str] = "an engine answers and images are there"
     #: A probe from the host costs a failed connection to the published port (about a
     #: millisecond); polling often saves up to a quarter second per start.
     poll_max: ClassVar[float] = 0.05
