@@ -204,6 +204,12 @@ class Runtime(ABC):
         owner died, and ``omnilab stack down`` all come through here.
         """
 
+    def describe_stack(self, stack_id: str, services: Sequence[Service]) -> list[str]:
+        """Lines ``omnilab stack up`` prints about a stack left running, after its
+        variables: how to reach it from inside this runtime (the docker network's name
+        and aliases). None by default: the variables say it all."""
+        return []
+
     # -- kept stacks ----------------------------------------------------------------------
     #
     # A stack whose data is kept (the run's results wait for `omnilab promote`) is stopped

@@ -173,6 +173,14 @@ class DockerRuntime(Runtime):
 
     # -- one stack ----------------------------------------------------------------------
 
+    def describe_stack(self, stack_id: str, services: Sequence[Service]) -> list[str]:
+        """The stack's network and each service's alias and native ports in it: what
+        another container on that network connects to."""
+        inside = " ".join(
+            f"{s.alias}:{','.join(map(str, s.native_ports.values()))}" for s in services
+        )
+        return [f"inside its docker network {network_name(stack_id)}: {inside}"]
+
     def open_stack(self, state: StackState) -> None:
         import docker.errors
 
