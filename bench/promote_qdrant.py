@@ -48,7 +48,8 @@ from qdrant_client import QdrantClient, models
 
 from omnilab import Qdrant, Stack
 from omnilab.progress import QuietReporter
-from omnilab.services.qdrant.promotion import PAGE, QdrantCollection
+from omnilab.services.qdrant.promotion import QdrantCollection
+from omnilab.services.qdrant.transfer import PAGE
 
 DIM = 384
 GOAL = 1.0

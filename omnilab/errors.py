@@ -36,7 +36,7 @@ class ServiceUnavailable(UsageError):
 
 
 class RuntimeUnavailable(UsageError):
-    """The requested runtime (docker, local) cannot run on this machine."""
+    """The requested runtime (a runtime plug-in: local, docker...) cannot run on this machine."""
 
 
 class StackStartError(OmnilabError):

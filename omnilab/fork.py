@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omnilab.errors import OmnilabError, UsageError
-from omnilab.services.promotable import Progress, Promotable
+from omnilab.services.promotable import Progress, Promotable, kinds_hint
 
 if TYPE_CHECKING:
     from omnilab.config import Settings
@@ -57,8 +57,7 @@ def check_seeds(seeds: Any, service_names: list[str], owner: str) -> list[Promot
     for item in seeds:
         if not isinstance(item, Promotable) or item.forker_class is None:
             raise UsageError(
-                f"{owner}.seeds: {item!r} cannot seed a run; use QdrantCollection(...), "
-                "RedisKeys(...) or PostgresTable(...) from omnilab.promote"
+                f"{owner}.seeds: {item!r} cannot seed a run; use {kinds_hint(seeds=True)}"
             )
         if item.service not in service_names:
             raise UsageError(

@@ -15,12 +15,15 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 import omnilab
 from omnilab import plugins
+from omnilab.promote import RedisKeys
+from omnilab.runtimes.local import LocalRuntime
 from omnilab.services import service_class
 from tests.support import run_cli
 
@@ -158,3 +161,79 @@ def test_an_unknown_runtime_setting_is_one_line(workdir: Path) -> None:
     assert result.stderr.strip() == (
         "error: OMNILAB_RUNTIME: unknown runtime 'k8s': choose one of auto, local, docker"
     )
+
+
+class EtcdKeys(RedisKeys):
+    """A third party's promotable kind that cannot seed a run (no forker)."""
+
+    kind = "etcd_keys"
+    forker_class = None
+
+
+def test_messages_name_the_registered_promotable_kinds() -> None:
+    from omnilab.fork import check_seeds
+    from omnilab.services.promotable import check_promotes
+
+    plugins.register("promotable", "etcd_keys", EtcdKeys)
+    try:
+        with pytest.raises(omnilab.UsageError) as promoted:
+            check_promotes(["emb:*"], ["redis"], "Exp")
+        assert str(promoted.value) == (
+            "Exp.promotes: 'emb:*' is not promotable; use QdrantCollection(...), "
+            "RedisKeys(...) or PostgresTable(...) from omnilab.promote; "
+            f"EtcdKeys(...) from {__name__}"
+        )
+        with pytest.raises(omnilab.UsageError) as seeded:
+            check_seeds(["emb:*"], ["redis"], "Exp")
+        assert "EtcdKeys" not in str(seeded.value)  # it cannot seed a run
+        assert str(seeded.value).endswith(
+            "use QdrantCollection(...), RedisKeys(...) or PostgresTable(...) from omnilab.promote"
+        )
+    finally:
+        plugins.unregister("promotable", "etcd_keys")
+
+
+class ClusterRuntime(LocalRuntime):
+    """A third party's runtime, tried by ``auto`` between docker and local."""
+
+    name = "cluster"
+    auto_preference = 50
+    available_when = "a cluster answers"
+
+    @classmethod
+    def unavailable_reason(cls, settings: Any, services: Any) -> str | None:
+        return "no cluster here"
+
+
+def test_runtime_help_and_auto_come_from_the_registered_runtimes() -> None:
+    from omnilab.cli import render
+
+    before = render.runtime_help()
+    assert before.startswith("Where the stack runs: local, docker, or auto (docker when ")
+    plugins.register("runtime", "cluster", ClusterRuntime)
+    try:
+        assert render.runtime_help() == (
+            "Where the stack runs: local, docker, cluster, or auto (docker when an engine "
+            "answers and images are there, else cluster when a cluster answers, else local). "
+            "Default: OMNILAB_RUNTIME or auto."
+        )
+    finally:
+        plugins.unregister("runtime", "cluster")
+
+
+def test_a_runtime_whose_library_is_missing_says_which() -> None:
+    from omnilab.config import get_settings
+    from omnilab.errors import RuntimeUnavailable
+    from omnilab.progress import QuietReporter
+    from omnilab.runtimes import select_runtime
+
+    plugins.register("runtime", "ghost", "omnilab_no_such_library.runtime:Ghost")
+    try:
+        with pytest.raises(RuntimeUnavailable) as refused:
+            select_runtime("ghost", get_settings(), QuietReporter(), [])
+        assert str(refused.value) == (
+            "--runtime ghost: runtime 'ghost' needs 'omnilab_no_such_library', "
+            "which is not installed"
+        )
+    finally:
+        plugins.unregister("runtime", "ghost")

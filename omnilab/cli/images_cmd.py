@@ -16,13 +16,16 @@ app = typer.Typer(
 )
 
 
+#: The names ``build`` takes, from the image catalog.
+IMAGE_NAMES_HELP = render.image_names_help()
+
+
 @app.command("build")
 def build(
     names: list[str] = typer.Argument(
         None,
         metavar="[IMAGE]...",
-        help="base, redis, postgres, qdrant, experiments, codegen. Default: base redis "
-        "postgres, and qdrant when a Qdrant binary is found.",
+        help=IMAGE_NAMES_HELP,
     ),
     binary: Path = typer.Option(
         None,

@@ -68,8 +68,8 @@ app = typer.Typer(
     name="omnilab",
     cls=GroupedCommands,
     help=(
-        "Run experiments on private, throwaway stacks (Qdrant, Redis, PostgreSQL, Ollama) "
-        "next to production, and track every run.\n\n"
+        "Run experiments on private, throwaway stacks "
+        f"({', '.join(render.service_names())}) next to production, and track every run.\n\n"
         "Start with:  omnilab run experiments/hello.py"
     ),
     no_args_is_help=True,
@@ -118,6 +118,10 @@ def _root(
     """Run experiments on private stacks next to production, and track every run."""
 
 
+#: ``--runtime``'s help, made from the registered runtimes.
+RUNTIME_HELP = render.runtime_help()
+
+
 @app.command("run")
 def run_command(
     target: str = typer.Argument(
@@ -137,8 +141,7 @@ def run_command(
         None,
         "--runtime",
         "-r",
-        help="Where the stack runs: docker, local processes, or auto (docker when an engine "
-        "answers and images are there, else local). Default: OMNILAB_RUNTIME or auto.",
+        help=RUNTIME_HELP,
         show_default=False,
     ),
     keep: bool = typer.Option(

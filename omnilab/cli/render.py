@@ -509,6 +509,31 @@ else:
     RuntimeChoice = _runtime_choice()
 
 
+def runtime_help() -> str:
+    """``--runtime``'s help: every runtime plug-in's name, and what ``auto`` picks by
+    their preferences."""
+    from omnilab.runtimes import auto_rule, runtime_names
+
+    return (
+        f"Where the stack runs: {', '.join(runtime_names(auto=False))}, or auto "
+        f"({auto_rule()}). Default: OMNILAB_RUNTIME or auto."
+    )
+
+
+def image_names_help() -> str:
+    """``omnilab images build``'s help on its names: the image catalog (the base, each
+    service's image that can be built here, experiments, codegen) and its default set."""
+    from omnilab.runtimes.docker.images import catalog
+
+    specs = list(catalog().values())
+    plain = [s.name for s in specs if s.default and s.binary is None]
+    with_binary = [s.name for s in specs if s.default and s.binary is not None]
+    text = f"{', '.join(s.name for s in specs)}. Default: {' '.join(plain)}"
+    if with_binary:
+        text += f", and {' '.join(with_binary)} when its server binary is found"
+    return text + "."
+
+
 def service_names() -> list[str]:
     from omnilab.services import service_names as names
 

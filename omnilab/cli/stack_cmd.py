@@ -76,14 +76,10 @@ def up(
     stack.close()  # keep=True: closes clients, records the stack, leaves it running
     render.out.print(f'eval "$(omnilab stack env {stack.id[:12]})"   # to export its variables')
     render.out.print(f"# variables: {' '.join(stack.env)}")
-    if stack.runtime is not None and stack.runtime.name == "docker":
-        from omnilab.runtimes.docker.runtime import network_name
-
-        inside = " ".join(
-            f"{r.service.alias}:{','.join(map(str, r.service.native_ports.values()))}"
-            for r in stack.services.values()
-        )
-        render.out.print(f"# inside its docker network {network_name(stack.id)}: {inside}")
+    if stack.runtime is not None:
+        running = [r.service for r in stack.services.values()]
+        for line in stack.runtime.describe_stack(stack.id, running):
+            render.out.print(f"# {line}")
 
 
 @app.command("env")

@@ -36,14 +36,20 @@ def check_runtime_name(name: str) -> str:
 
 def runtime_class(name: str) -> type[Runtime] | None:
     """The class of a named runtime; None when this installation cannot import it."""
+    return _runtime_class_or_cause(name)[0]
+
+
+def _runtime_class_or_cause(name: str) -> tuple[type[Runtime] | None, str | None]:
+    """The class of a named runtime, or None and why it cannot be imported here (the
+    library it needs, as the registry says it)."""
     check_runtime_name(name)
     try:
         cls = plugins.load("runtime", name)
-    except plugins.PluginUnavailable:
-        return None
+    except plugins.PluginUnavailable as exc:
+        return None, str(exc)
     if not (isinstance(cls, type) and issubclass(cls, Runtime)):
         raise OmnilabError(f"the runtime plug-in {name!r} is not a Runtime subclass: {cls!r}")
-    return cls
+    return cls, None
 
 
 def runtime_classes() -> dict[str, type[Runtime]]:
@@ -56,11 +62,28 @@ def runtime_classes() -> dict[str, type[Runtime]]:
     return found
 
 
+def by_preference() -> list[tuple[str, type[Runtime]]]:
+    """The runtimes that import here, in the order ``--runtime auto`` tries them."""
+    return sorted(runtime_classes().items(), key=lambda item: item[1].auto_preference)
+
+
+def auto_rule() -> str:
+    """What ``--runtime auto`` picks, in words made from the runtimes' preferences and
+    :attr:`~omnilab.runtimes.base.Runtime.available_when` ("docker when an engine
+    answers and images are there, else local"), for help texts."""
+    ordered = by_preference()
+    parts = [
+        f"{name} when {cls.available_when}" if cls.available_when and i < len(ordered) - 1 else name
+        for i, (name, cls) in enumerate(ordered)
+    ]
+    return ", else ".join(parts)
+
+
 def working(settings: Settings) -> list[str]:
     """The runtimes that can run a stack on this host now (an empty one: the docker
     runtime needs its engine to answer), by preference: what a worker offers."""
     found = []
-    for name, cls in sorted(runtime_classes().items(), key=lambda item: item[1].auto_preference):
+    for name, cls in by_preference():
         try:
             reason = cls.unavailable_reason(settings, [])
         except Exception as exc:  # a plug-in's own failure: it does not work here
@@ -80,27 +103,20 @@ def select_runtime(
     """
     check_runtime_name(requested)
     if requested != AUTO:
-        cls = runtime_class(requested)
-        reason = (
-            "not available in this installation"
-            if cls is None
-            else cls.unavailable_reason(settings, services)
-        )
+        cls, reason = _runtime_class_or_cause(requested)
+        if cls is not None:
+            reason = cls.unavailable_reason(settings, services)
         if cls is None or reason is not None:
             raise RuntimeUnavailable(f"--runtime {requested}: {reason}")
         reporter.note(f"runtime: {requested}")
         return cls(settings, reporter)
     passed: list[str] = []
+    loaded = [(name, *_runtime_class_or_cause(name)) for name in runtime_names(auto=False)]
     candidates = sorted(
-        ((name, runtime_class(name)) for name in runtime_names(auto=False)),
-        key=lambda item: item[1].auto_preference if item[1] is not None else 1_000_000,
+        loaded, key=lambda item: item[1].auto_preference if item[1] is not None else 1_000_000
     )
-    for name, cls in candidates:
-        reason = (
-            "not available in this installation"
-            if cls is None
-            else cls.unavailable_reason(settings, services)
-        )
+    for name, cls, cause in candidates:
+        reason = cause if cls is None else cls.unavailable_reason(settings, services)
         if cls is not None and reason is None:
             why = f" ({'; '.join(passed)})" if passed else ""
             reporter.note(f"runtime: {name}{why}")
@@ -114,6 +130,8 @@ __all__ = [
     "Leftover",
     "RunningService",
     "Runtime",
+    "auto_rule",
+    "by_preference",
     "check_runtime_name",
     "runtime_class",
     "runtime_classes",

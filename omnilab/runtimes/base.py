@@ -96,6 +96,9 @@ class Runtime(ABC):
     #: ``--runtime auto`` tries runtimes from the lowest preference up and takes the
     #: first that can run the stack here.
     auto_preference: ClassVar[int] = 100
+    #: When ``--runtime auto`` takes this runtime, in a few words for ``--help`` ("an
+    #: engine answers and images are there"); empty for one that always can.
+    available_when: ClassVar[str] = ""
 
     # -- what this machine offers (omnilab doctor, omnilab gc) -------------------------
 
@@ -200,6 +203,12 @@ class Runtime(ABC):
         This is the one teardown path: the owner's normal exit, the reaper after the
         owner died, and ``omnilab stack down`` all come through here.
         """
+
+    def describe_stack(self, stack_id: str, services: Sequence[Service]) -> list[str]:
+        """Lines ``omnilab stack up`` prints about a stack left running, after its
+        variables: how to reach it from inside this runtime (the docker network's name
+        and aliases). None by default: the variables say it all."""
+        return []
 
     # -- retained stacks ------------------------------------------------------------------
     #

@@ -506,6 +506,28 @@ class Progress:
         return time.monotonic() - self.began
 
 
+def kinds_hint(*, seeds: bool = False) -> str:
+    """``QdrantCollection(...), RedisKeys(...) or PostgresTable(...) from omnilab.promote``:
+    the promotable kinds of the plug-in registry (with ``seeds``, those that can seed a
+    run), for messages that say what to use instead; a third party's are named with
+    their module."""
+    from omnilab import plugins
+
+    by_module: dict[str, list[str]] = {}
+    for cls in plugins.available("promotable").values():
+        if not (isinstance(cls, type) and issubclass(cls, Promotable)):
+            continue
+        if seeds and cls.forker_class is None:
+            continue
+        module = "omnilab.promote" if cls.__module__.startswith("omnilab.") else cls.__module__
+        by_module.setdefault(module, []).append(f"{cls.__name__}(...)")
+    parts = []
+    for module, names in by_module.items():
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+        parts.append(f"{listed} from {module}")
+    return "; ".join(parts) or "a promotable kind (none is installed)"
+
+
 def check_promotes(promotes: Any, service_names: list[str], owner: str) -> list[Promotable]:
     """Validate ``Experiment.promotes`` before anything starts (bad input: UsageError)."""
     if not isinstance(promotes, list | tuple):
@@ -519,10 +541,7 @@ def check_promotes(promotes: Any, service_names: list[str], owner: str) -> list[
                 "copies (Experiment.seeds); a promotion copies the whole item"
             )
         if not isinstance(item, Promotable):
-            raise UsageError(
-                f"{owner}.promotes: {item!r} is not promotable; use QdrantCollection(...), "
-                "RedisKeys(...) or PostgresTable(...) from omnilab.promote"
-            )
+            raise UsageError(f"{owner}.promotes: {item!r} is not promotable; use {kinds_hint()}")
         if item.service not in service_names:
             raise UsageError(
                 f"{owner}.promotes: {item!r} needs the {item.service} service; "

@@ -37,7 +37,7 @@ def check_engine(settings: Settings) -> tuple[Check, Any | None]:
 
 
 def check_images(settings: Settings, client: Any) -> list[Check]:
-    from omnilab.runtimes.docker.runtime import resolve_image
+    from omnilab.runtimes.docker.images.resolve import resolve_image
     from omnilab.services import service_classes
 
     checks = []

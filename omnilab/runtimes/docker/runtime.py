@@ -21,7 +21,6 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,6 +36,7 @@ from omnilab.resources import Bounds, Resources
 from omnilab.runtimes.base import Leftover, RunningService, Runtime
 from omnilab.runtimes.docker import bounds as docker_bounds
 from omnilab.runtimes.docker import engine, labels
+from omnilab.runtimes.docker.images.resolve import ContainerRecipe, resolve_image
 from omnilab.runtimes.state import data_in_run_dir
 from omnilab.services.base import Credentials, Endpoint, Service
 
@@ -52,23 +52,6 @@ if TYPE_CHECKING:
 STOP_GRACE = 10
 #: Messages of an engine that could not publish a port someone else holds.
 _PORT_TAKEN = ("port is already allocated", "address already in use")
-
-
-@dataclass(frozen=True)
-class ContainerRecipe:
-    """How a service will run, decided before anything starts."""
-
-    image: str
-    image_id: str
-    digest: str
-    #: One line for the user: the image and where it comes from.
-    source: str
-    #: The pinned official image that omnilab's own build stands in for, when it does.
-    replaces: str | None = None
-
-
-def _short(image_id: str) -> str:
-    return image_id.removeprefix("sha256:")[:12]
 
 
 def container_name(service: str, stack_id: str) -> str:
@@ -107,6 +90,7 @@ class DockerRuntime(Runtime):
     name: ClassVar[str] = "docker"
     #: ``auto`` prefers Docker wherever an engine answers and the images are there.
     auto_preference: ClassVar[int] = 10
+    available_when: ClassVar[str] = "an engine answers and images are there"
     #: A probe from the host costs a failed connection to the published port (about a
     #: millisecond); polling often saves up to a quarter second per start.
     poll_max: ClassVar[float] = 0.05
@@ -189,6 +173,14 @@ class DockerRuntime(Runtime):
         return engine.device_requests(support, gpus, self.settings.cuda_visible_devices)
 
     # -- one stack ----------------------------------------------------------------------
+
+    def describe_stack(self, stack_id: str, services: Sequence[Service]) -> list[str]:
+        """The stack's network and each service's alias and native ports in it: what
+        another container on that network connects to."""
+        inside = " ".join(
+            f"{s.alias}:{','.join(map(str, s.native_ports.values()))}" for s in services
+        )
+        return [f"inside its docker network {network_name(stack_id)}: {inside}"]
 
     def open_stack(self, state: StackState) -> None:
         import docker.errors
@@ -553,85 +545,3 @@ def _remove_container(container: Any, *, graceful: bool) -> None:
             except docker.errors.NotFound:
                 return
             time.sleep(0.1)
-
-
-def resolve_image(
-    client: docker.DockerClient, service: Service, reporter: Reporter | None
-) -> ContainerRecipe | None:
-    """Which image runs ``service``: the user's choice, else omnilab's local build, else
-    the official pinned image; pulled when missing and a registry has it (only with a
-    ``reporter``: that is, in ``prepare``). ServiceUnavailable when none can be had."""
-    override = service.image_override()
-    built = type(service).built_image
-    if override:
-        candidates = [(override, f"OMNILAB_IMAGE_{service.name.upper()}")]
-    else:
-        candidates = [(built.tag, "built locally")] if built else []
-        candidates.append((service.default_image, "official"))
-    for tag, origin in candidates:
-        image = engine.local_image(client, tag)
-        if image is not None:
-            # omnilab's own build of another version stands in for the pinned official
-            # image: said at start, and recorded with the run.
-            replaces = service.default_image if origin == "built locally" else None
-            return ContainerRecipe(
-                tag,
-                engine.image_id(image),
-                engine.image_digest(image),
-                f"image {tag} ({origin}, {_short(engine.image_id(image))})",
-                replaces,
-            )
-    wanted = override or service.default_image
-    problem = engine.pull_problem(client, wanted)
-    if problem is None:
-        if reporter is None:
-            return None  # pullable: prepare() will pull it
-        return _pull(client, service, wanted, reporter)
-    fix = f"or set OMNILAB_IMAGE_{service.name.upper()}"
-    if override:
-        hint = f"build or load it, {fix}"
-        if built:
-            hint = f"`omnilab images build` makes {built.tag}; build or load {override}, {fix}"
-        raise ServiceUnavailable(
-            f"{service.name}: image {override} is not on this engine and cannot be pulled "
-            f"({problem}); {hint}"
-        )
-    if built:
-        raise ServiceUnavailable(
-            f"{service.name}: neither {built.tag} nor {service.default_image} is on this "
-            f"engine, and {service.default_image} cannot be pulled ({problem}); run "
-            f"`omnilab images build {service.name}{' --binary PATH' if built.binary else ''}` "
-            f"to build {built.tag}{'' if built.binary else ' from Debian packages'}, {fix}"
-        )
-    why = type(service).unbuildable_reason
-    raise ServiceUnavailable(
-        f"{service.name}: image {service.default_image} is not on this engine and cannot be "
-        f"pulled ({problem}); `omnilab images build` cannot make it ({why}): copy it from a "
-        f"machine with a registry (docker save | docker load), {fix}"
-    )
-
-
-def _pull(
-    client: docker.DockerClient, service: Service, tag: str, reporter: Reporter
-) -> ContainerRecipe:
-    reporter.note(f"  {service.name}: pulling {tag}")
-    began = time.monotonic()
-    from docker.utils import parse_repository_tag
-
-    repository, version = parse_repository_tag(tag)
-    try:
-        for event in client.api.pull(repository, tag=version, stream=True, decode=True):
-            if "error" in event:
-                raise ServiceUnavailable(f"{service.name}: pulling {tag} failed: {event['error']}")
-    except ServiceUnavailable:
-        raise
-    except Exception as exc:
-        raise ServiceUnavailable(f"{service.name}: pulling {tag} failed: {exc}") from None
-    image = client.images.get(tag)
-    reporter.note(f"  {service.name}: pulled {tag} in {time.monotonic() - began:.0f}s")
-    return ContainerRecipe(
-        tag,
-        engine.image_id(image),
-        engine.image_digest(image),
-        f"image {tag} (pulled, {_short(engine.image_id(image))})",
-    )

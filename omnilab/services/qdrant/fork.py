@@ -1,7 +1,7 @@
 """Forking Qdrant collections from production into a run's Qdrant.
 
 Promotion's point copy in the other direction: the run's collection is created with
-production's configuration and payload indexes (:func:`.promotion.create_like`), then
+production's configuration and payload indexes (:func:`.transfer.create_like`), then
 production's points are read a page at a time (gRPC ``Scroll`` between servers, as
 :meth:`.servers.QdrantServer.scan`; qdrant-client's ``scroll`` otherwise) and written into
 the run's collection. Production gets read calls only (collection info, count, scroll):
@@ -11,7 +11,7 @@ which promotion uses between servers of one version, are not: creating one is a 
 **Verification.** Production's checksum is computed from the pages production returned;
 the run's, independently, by reading the run's collection in full once the copy is
 complete; the same checksum as promotion's (:class:`.servers.Digest` over gRPC, the
-client's :func:`.points.add_digests` otherwise).
+client's :func:`.transfer.client_digest` otherwise).
 
 **Consistency.** Each page (2,048 points) is read at one instant; pages follow one
 another, with no snapshot of the whole collection (Qdrant has none a reader may take).
@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 from omnilab.services.forking import Forker, ForkFailed, SeedMissing, connection_error
 from omnilab.services.promotable import Sum64
+from omnilab.services.qdrant import points, servers, transfer
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
     from omnilab.services.base import Endpoint
     from omnilab.services.promotable import Progress, Promotable, Selection
-    from omnilab.services.qdrant import servers
 
 
 def _grpc_id(point: Any) -> bytes:
@@ -85,20 +85,17 @@ class QdrantForker(Forker):
 
     @property
     def prod(self) -> QdrantClient:
-        from omnilab.services.qdrant.promotion import production_client
 
         if self._prod is None:
-            self._prod = production_client(self.settings)
+            self._prod = transfer.production_client(self.settings)
         return self._prod
 
     def prod_server(self) -> servers.QdrantServer | None:
         """Production over gRPC, or None (local mode, or its gRPC port does not answer)."""
-        from omnilab.services.qdrant import servers
-        from omnilab.services.qdrant.promotion import production_address
 
         if not self._server_asked:
             self._server_asked = True
-            address = production_address(self.settings)
+            address = transfer.production_address(self.settings)
             if address is not None:
                 server = servers.QdrantServer(address)
                 if server.grpc_version() is None:
@@ -140,7 +137,6 @@ class QdrantForker(Forker):
     # -- check ------------------------------------------------------------------------------
 
     def check(self) -> dict[str, int]:
-        from omnilab.services.qdrant.promotion import _dimensions
 
         counts = {}
         for item in self.items:
@@ -154,23 +150,23 @@ class QdrantForker(Forker):
                 expected = min(expected, chosen.limit)
             counts[item.label] = int(expected)
             # Vectors as float32, and a little for each point's id and payload.
-            dimensions = sum(_dimensions(info.config.params).values())
+            dimensions = sum(transfer.dimensions(info.config.params).values())
             self.sizes[item.label] = int(expected) * (4 * dimensions + _POINT_OVERHEAD)
         return counts
 
     # -- copy -------------------------------------------------------------------------------
 
     def copy(self, item: Promotable, target: Endpoint, progress: Progress) -> dict[str, Any]:
-        from omnilab.services.qdrant import servers
-        from omnilab.services.qdrant.promotion import create_like, source_address
         from omnilab.services.qdrant.service import Qdrant
 
         run = Qdrant().client(target)
-        run_address = source_address(target)
+        run_address = transfer.source_address(target)
         run_server = servers.QdrantServer(run_address) if run_address is not None else None
         try:
             began = time.monotonic()
-            self._reading(item, lambda: create_like(run, item.name, self.prod, item.target))
+            self._reading(
+                item, lambda: transfer.create_like(run, item.name, self.prod, item.target)
+            )
             total = self._reading(item, lambda: self.prod.count(item.target, exact=True).count)
             prod_server = self.prod_server()
             if prod_server is not None and run_server is not None:
@@ -180,7 +176,7 @@ class QdrantForker(Forker):
             else:
                 ours = self._copy_through_client(item, run, progress)
                 done = time.monotonic()
-                theirs = _client_digest(run, item.name)
+                theirs = transfer.client_digest(run, item.name)
         finally:
             run.close()
             if run_server is not None:
@@ -210,8 +206,6 @@ class QdrantForker(Forker):
     ) -> dict[str, Any] | None:
         """The checksum of the points the seed selects now, by the method the fork used
         (over gRPC, or through qdrant-client), from scroll calls alone."""
-        from omnilab.services.qdrant import points, servers
-        from omnilab.services.qdrant.promotion import QdrantPromoter, _checksum
 
         try:
             self._reading(item, lambda: self.prod.get_collection(item.target))
@@ -224,10 +218,10 @@ class QdrantForker(Forker):
                 digest.add(page)
             return digest.checksum()
         payloads, vectors = Sum64(), Sum64()
-        pages = self._reading(item, lambda: QdrantPromoter._scroll(self.prod, item.target))
+        pages = self._reading(item, lambda: transfer.scroll(self.prod, item.target))
         for page in _selected(pages, item.selection, lambda p: str(p.id).encode()):
             points.add_digests(page, payloads, vectors)
-        return _checksum(payloads, vectors)
+        return transfer.checksum(payloads, vectors)
 
     def _copy_between_servers(
         self,
@@ -238,20 +232,18 @@ class QdrantForker(Forker):
     ) -> dict[str, Any]:
         """Production's pages as protobuf messages into the run's server, four writers at a
         time (promotion's point copy); returns the checksum of the pages copied."""
-        from omnilab.services.qdrant import servers
-        from omnilab.services.qdrant.promotion import BATCH, WRITERS
 
         digest = servers.Digest()
-        with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+        with ThreadPoolExecutor(max_workers=transfer.WRITERS) as pool:
             pending: deque[Future[None]] = deque()
             for page in _selected(prod.scan(item.target), item.selection, _grpc_id):
                 structs = servers.as_point_structs(page)
                 digest.add(page)
-                for start in range(0, len(structs), BATCH):
+                for start in range(0, len(structs), transfer.BATCH):
                     pending.append(
-                        pool.submit(run.upsert, item.name, structs[start : start + BATCH])
+                        pool.submit(run.upsert, item.name, structs[start : start + transfer.BATCH])
                     )
-                while len(pending) > 2 * WRITERS:
+                while len(pending) > 2 * transfer.WRITERS:
                     pending.popleft().result()
                 progress.advance(len(page))
             while pending:
@@ -264,11 +256,8 @@ class QdrantForker(Forker):
         """The same through qdrant-client (local mode on either side, or no gRPC)."""
         from qdrant_client import models
 
-        from omnilab.services.qdrant import points
-        from omnilab.services.qdrant.promotion import QdrantPromoter, _checksum
-
         payloads, vectors = Sum64(), Sum64()
-        pages = self._reading(item, lambda: QdrantPromoter._scroll(self.prod, item.target))
+        pages = self._reading(item, lambda: transfer.scroll(self.prod, item.target))
         for page in _selected(pages, item.selection, lambda p: str(p.id).encode()):
             run.upsert(
                 item.name,
@@ -277,14 +266,4 @@ class QdrantForker(Forker):
             )
             points.add_digests(page, payloads, vectors)
             progress.advance(len(page))
-        return _checksum(payloads, vectors)
-
-
-def _client_digest(client: QdrantClient, name: str) -> dict[str, Any]:
-    from omnilab.services.qdrant import points
-    from omnilab.services.qdrant.promotion import QdrantPromoter, _checksum
-
-    payloads, vectors = Sum64(), Sum64()
-    for batch in QdrantPromoter._scroll(client, name):
-        points.add_digests(batch, payloads, vectors)
-    return _checksum(payloads, vectors)
+        return transfer.checksum(payloads, vectors)

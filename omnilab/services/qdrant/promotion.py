@@ -43,14 +43,12 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
 
 from omnilab.errors import UsageError
-from omnilab.redact import redact_text, redact_url
+from omnilab.redact import redact_url
 from omnilab.services.promotable import (
     DIFF_EXAMPLES,
     ItemDiff,
@@ -64,106 +62,16 @@ from omnilab.services.promotable import (
     PromotionRefused,
     Sum64,
 )
-from omnilab.services.qdrant import points, servers
+from omnilab.services.qdrant import points, servers, transfer
 from omnilab.services.qdrant.fork import QdrantForker
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
     from omnilab.config import Settings
-    from omnilab.services.base import Endpoint
     from omnilab.services.forking import Forker
 
 MARK = "__omnilab_"
-#: Points per upload request (qdrant-client's usual batch).
-BATCH = 256
-#: Points per scroll page when reading: local mode sorts every id for each page, so
-#: fewer, larger pages read a large collection many times faster.
-PAGE = 2048
-#: Writers against a server (as ``upload_points(parallel=4)``); local mode is one store
-#: in this process, written by one.
-WRITERS = 4
-#: How the checksums of :mod:`.points` are recorded (older records carry no method).
-CLIENT_METHOD = "json-float32"
-
-
-def production_client(settings: Settings) -> QdrantClient:
-    """The client for ``QDRANT_URL``: a server URL, or ``file:///path`` for local mode."""
-    import warnings
-
-    from qdrant_client import QdrantClient
-
-    url = settings.qdrant_url
-    if url.startswith("file://"):
-        return QdrantClient(path=url[len("file://") :])
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"QDRANT_URL {redact_url(url)}: use http(s)://host:port or file:///path")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Api key is used with an insecure")
-        try:
-            return QdrantClient(url=url, api_key=settings.qdrant_api_key, timeout=120)
-        except ValueError as exc:  # urllib3's parser quotes the URL, secrets and all
-            raise UsageError(
-                f"QDRANT_URL {redact_url(url)} cannot be used: {redact_text(str(exc), url)}"
-            ) from None
-
-
-def production_address(settings: Settings) -> servers.Address | None:
-    """Production's HTTP URL, gRPC port and key; None for local mode."""
-    url = settings.qdrant_url
-    if not url.startswith(("http://", "https://")):
-        return None
-    port = settings.qdrant_grpc_port
-    if port is None:
-        http_port = urlsplit(url).port
-        port = http_port + 1 if http_port else 6334
-    return servers.Address(url, port, settings.qdrant_api_key)
-
-
-def source_address(endpoint: Endpoint) -> servers.Address | None:
-    """The run's Qdrant as a server; None in local mode or without a gRPC port."""
-    if endpoint.path is not None or "grpc" not in endpoint.ports:
-        return None
-    url = f"http://{endpoint.host}:{endpoint.ports['http']}"
-    return servers.Address(url, endpoint.ports["grpc"], endpoint.credentials.password)
-
-
-def create_like(dst: QdrantClient, name: str, src: QdrantClient, src_name: str) -> None:
-    """Create collection ``name`` on ``dst`` with ``src_name``'s configuration (vectors,
-    sparse vectors, shards, HNSW, optimizers, WAL, quantization) and payload indexes: a
-    promotion's staged collection in production, a fork's copy in the run's Qdrant."""
-    from qdrant_client import models
-
-    info = src.get_collection(src_name)
-    config = info.config
-    params = config.params
-    dst.create_collection(
-        name,
-        vectors_config=params.vectors,
-        sparse_vectors_config=params.sparse_vectors,
-        shard_number=params.shard_number,
-        on_disk_payload=params.on_disk_payload,
-        hnsw_config=models.HnswConfigDiff(**config.hnsw_config.model_dump())
-        if config.hnsw_config
-        else None,
-        optimizers_config=models.OptimizersConfigDiff(**config.optimizer_config.model_dump())
-        if config.optimizer_config
-        else None,
-        wal_config=models.WalConfigDiff(**config.wal_config.model_dump())
-        if config.wal_config
-        else None,
-        quantization_config=config.quantization_config,
-    )
-    for field, schema in (info.payload_schema or {}).items():
-        dst.create_payload_index(
-            name, field, field_schema=schema.params or schema.data_type, wait=True
-        )
-
-
-def _is_local(client: QdrantClient) -> bool:
-    from qdrant_client.local.qdrant_local import QdrantLocal
-
-    return isinstance(getattr(client, "_client", None), QdrantLocal)
 
 
 class QdrantPromoter(Promoter):
@@ -183,7 +91,7 @@ class QdrantPromoter(Promoter):
     @property
     def prod(self) -> QdrantClient:
         if self._prod is None:
-            self._prod = production_client(self.settings)
+            self._prod = transfer.production_client(self.settings)
         return self._prod
 
     @prod.setter
@@ -217,9 +125,9 @@ class QdrantPromoter(Promoter):
         if side in self._servers:
             return self._servers[side]
         if side == "prod":
-            address = production_address(self.settings)
+            address = transfer.production_address(self.settings)
         else:
-            address = source_address(self.need_source())
+            address = transfer.source_address(self.need_source())
         server = None
         if address is not None:
             server = servers.QdrantServer(address)
@@ -303,7 +211,7 @@ class QdrantPromoter(Promoter):
                 f"{item.label}: the run's Qdrant has no collection {item.name}"
             ) from None
         count = self.src.count(item.name, exact=True).count
-        dims = _dimensions(info.config.params)
+        dims = transfer.dimensions(info.config.params)
         plan = self.new_plan(
             count, size_bytes=count * 4 * sum(dims.values()), details={"vectors": dims}
         )
@@ -381,7 +289,7 @@ class QdrantPromoter(Promoter):
                     out.update(servers.point_digests(page))
                 return out
             client = self.src if side == "src" else self.prod
-            for batch in self._scroll(client, name):
+            for batch in transfer.scroll(client, name):
                 out.update(points.point_digests(batch))
             return out
 
@@ -426,32 +334,17 @@ class QdrantPromoter(Promoter):
 
     # -- reading and comparing through qdrant-client ------------------------------------
 
-    @staticmethod
-    def _scroll(client: QdrantClient, name: str) -> Iterator[list[Any]]:
-        offset = None
-        while True:
-            batch, offset = client.scroll(
-                name, limit=PAGE, offset=offset, with_vectors=True, with_payload=True
-            )
-            if batch:
-                yield batch
-            if offset is None:
-                return
-
     def _client_digest(self, client: QdrantClient, name: str) -> dict[str, Any]:
-        payloads, vectors = Sum64(), Sum64()
-        for batch in self._scroll(client, name):
-            points.add_digests(batch, payloads, vectors)
-        return _checksum(payloads, vectors)
+        return transfer.client_digest(client, name)
 
     def _compare(self, src: QdrantClient, src_name: str, dst: QdrantClient, dst_name: str) -> float:
         """Every point of ``dst_name`` against the point of the same id in ``src_name``
         (vectors within float32 rounding); returns the largest vector difference, or
         raises PromotionFailed at the first difference."""
-        cosine = _cosine_names(src.get_collection(src_name).config.params)
+        cosine = transfer.cosine_names(src.get_collection(src_name).config.params)
         worst = 0.0
         seen = 0
-        for batch in self._scroll(dst, dst_name):
+        for batch in transfer.scroll(dst, dst_name):
             theirs = {p.id: p for p in src.retrieve(
                 src_name, [p.id for p in batch], with_vectors=True, with_payload=True)}  # fmt: skip
             missing = [p.id for p in batch if p.id not in theirs]
@@ -468,7 +361,7 @@ class QdrantPromoter(Promoter):
         return worst
 
     def _create_like(self, name: str, src: QdrantClient, src_name: str) -> None:
-        create_like(self.prod, name, src, src_name)
+        transfer.create_like(self.prod, name, src, src_name)
 
     # -- copy and verify ----------------------------------------------------------------
 
@@ -573,14 +466,16 @@ class QdrantPromoter(Promoter):
         """Points from one server to the other as protobuf messages, ``WRITERS`` batches
         in flight; returns the source's checksum, computed from the pages read."""
         digest = servers.Digest()
-        with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+        with ThreadPoolExecutor(max_workers=transfer.WRITERS) as pool:
             pending: deque[Future[None]] = deque()
             for page in src.scan(src_name):
                 structs = servers.as_point_structs(page)
                 digest.add(page)
-                for start in range(0, len(structs), BATCH):
-                    pending.append(pool.submit(prod.upsert, name, structs[start : start + BATCH]))
-                while len(pending) > 2 * WRITERS:
+                for start in range(0, len(structs), transfer.BATCH):
+                    pending.append(
+                        pool.submit(prod.upsert, name, structs[start : start + transfer.BATCH])
+                    )
+                while len(pending) > 2 * transfer.WRITERS:
                     pending.popleft().result()
                 progress.advance(len(page))
             while pending:
@@ -597,7 +492,7 @@ class QdrantPromoter(Promoter):
 
         src = self.src if from_run else self.prod
         self._create_like(name, src, src_name)
-        cosine = _cosine_names(src.get_collection(src_name).config.params)
+        cosine = transfer.cosine_names(src.get_collection(src_name).config.params)
         payloads, vectors = Sum64(), Sum64()
         lock = threading.Lock()
 
@@ -613,20 +508,20 @@ class QdrantPromoter(Promoter):
 
         self._copy_method = "points"
         began = time.monotonic()
-        local_prod = _is_local(self.prod)
-        local_src = _is_local(src)
-        workers = 1 if local_prod else WRITERS
+        local_prod = transfer.is_local(self.prod)
+        local_src = transfer.is_local(src)
+        workers = 1 if local_prod else transfer.WRITERS
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending: deque[Future[None]] = deque()
-            for page in self._scroll(src, src_name):
-                for start in range(0, len(page), BATCH):
-                    pending.append(pool.submit(copy, page[start : start + BATCH]))
+            for page in transfer.scroll(src, src_name):
+                for start in range(0, len(page), transfer.BATCH):
+                    pending.append(pool.submit(copy, page[start : start + transfer.BATCH]))
                 while len(pending) > 2 * workers:
                     pending.popleft().result()
             while pending:
                 pending.popleft().result()
         copied = time.monotonic()
-        source = _checksum(payloads, vectors)
+        source = transfer.checksum(payloads, vectors)
         if local_prod:
             self._reopen_prod()
             if not from_run:
@@ -912,35 +807,6 @@ def _replaced_kind(record: ItemRecord) -> str | None:
     if kind is None:
         kind = (record.plan.details.get("existing") or {}).get("kind")
     return str(kind) if kind else None
-
-
-def _checksum(payloads: Sum64, vectors: Sum64) -> dict[str, Any]:
-    return {
-        "points": payloads.count,
-        "payloads_sum": payloads.hex,
-        "vectors_sum": vectors.hex,
-        "method": CLIENT_METHOD,
-    }
-
-
-def _cosine_names(params: Any) -> frozenset[str]:
-    from qdrant_client import models
-
-    vectors = params.vectors
-    if vectors is None:
-        return frozenset()
-    if isinstance(vectors, dict):
-        return frozenset(n for n, v in vectors.items() if v.distance == models.Distance.COSINE)
-    return frozenset({""}) if vectors.distance == models.Distance.COSINE else frozenset()
-
-
-def _dimensions(params: Any) -> dict[str, int]:
-    vectors = params.vectors
-    if vectors is None:
-        return {}
-    if isinstance(vectors, dict):
-        return {name: v.size for name, v in vectors.items()}
-    return {"": vectors.size}
 
 
 class QdrantCollection(Promotable):

@@ -4,7 +4,7 @@ Production is sent read commands only (``SCAN``, ``TYPE``, ``PTTL``, ``GET``, ``
 ``SMEMBERS``, ``HGETALL``, ``ZRANGE``, ``XINFO STREAM``; ``DUMP`` for a module's type): an
 ACL user with ``+@read`` alone is enough, and no script runs there. Each key is read with
 its type's command and written into the run's Redis with their counterparts, TTL
-included: promotion's element copy (:func:`.promotion._read_value`,
+included: promotion's element copy (:func:`.copy.read_value`,
 :func:`.promotion._write_value`) in the other direction.
 
 **Verification.** The digest that ignores the encoding (``elements_digest.lua``) is
@@ -30,13 +30,24 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from omnilab.services.forking import Forker, ForkFailed, SeedMissing, connection_error
+from omnilab.services.redis.copy import (
+    BATCH,
+    ELEMENT_TYPES,
+    ELEMENTS_DIGEST,
+    RESERVED_BYTES,
+    SCAN_COUNT,
+    Batch,
+    combine,
+    pairs,
+    read_value,
+    write_value,
+)
 
 if TYPE_CHECKING:
     import redis as redis_lib
 
     from omnilab.services.base import Endpoint
     from omnilab.services.promotable import Progress, Promotable
-    from omnilab.services.redis.promotion import Batch
 
 
 def _ordered(items: Sequence[bytes]) -> tuple[bytes, int]:
@@ -54,8 +65,7 @@ def _unordered(items: Sequence[bytes]) -> tuple[bytes, int]:
 def key_digest(kind: bytes, name: bytes, value: Any) -> tuple[int, int]:
     """One key's digest as ``elements_digest.lua`` computes it in the server (its type,
     its name relative to the item's prefix, its value), from the reply of
-    :func:`.promotion._read_value`; returns (the digest's first 128 bits, size)."""
-    from omnilab.services.redis.promotion import _pairs
+    :func:`.copy.read_value`; returns (the digest's first 128 bits, size)."""
 
     if kind == b"string":
         body, n = value, len(value)
@@ -70,7 +80,7 @@ def key_digest(kind: bytes, name: bytes, value: Any) -> tuple[int, int]:
     elif kind == b"stream":
         parts = []
         n = 0
-        for entry_id, fields in _pairs(value).get(b"entries") or []:
+        for entry_id, fields in pairs(value).get(b"entries") or []:
             text, m = _ordered(fields)
             parts.append(entry_id + b"#" + text)
             n += m
@@ -129,16 +139,13 @@ class RedisForker(Forker):
     # -- check ------------------------------------------------------------------------------
 
     def check(self) -> dict[str, int]:
-        from omnilab.services.redis.promotion import RESERVED, SCAN_COUNT
-
-        reserved = tuple(p.encode() for p in RESERVED)
         counts = {}
         for item in self.items:
             pattern = item.target
 
             def scan(pattern: str = pattern) -> list[bytes]:
                 found = set(self.prod.scan_iter(match=pattern, count=SCAN_COUNT))
-                return sorted(k for k in found if not k.startswith(reserved))
+                return sorted(k for k in found if not k.startswith(RESERVED_BYTES))
 
             keys = self._reading(scan)
             if not keys:
@@ -182,7 +189,6 @@ class RedisForker(Forker):
         import redis as redis_lib
 
         from omnilab.services.redis import scripts
-        from omnilab.services.redis.promotion import BATCH, ELEMENTS_DIGEST, combine
 
         keys = self._keys[item.label]
         prod_prefix = item.target_prefix.encode()  # type: ignore[attr-defined]
@@ -211,7 +217,7 @@ class RedisForker(Forker):
             for start in range(0, len(copied), BATCH):
                 chunk = copied[start : start + BATCH]
                 xor, count, size, ttls = script(keys=chunk, args=[run_prefix, b""], client=run)
-                theirs.append(_batch(int(xor, 16), int(count), int(size), int(ttls)))
+                theirs.append(Batch(int(xor, 16), int(count), int(size), int(ttls)))
         except redis_lib.ResponseError as exc:
             raise ForkFailed(
                 f"seed {item.label}: the run's Redis refused the copy: {exc}"
@@ -247,7 +253,6 @@ class RedisForker(Forker):
     ) -> dict[str, Any] | None:
         """The digest of the keys the seed selects now, as the fork computed it over what
         production returned (read commands only)."""
-        from omnilab.services.redis.promotion import ELEMENTS_DIGEST, combine
 
         try:
             self.check()
@@ -261,14 +266,13 @@ class RedisForker(Forker):
             xor ^= digest
             size += n
             ttls += ttl
-        return combine([_batch(xor, len(found), size, ttls)], ELEMENTS_DIGEST)
+        return combine([Batch(xor, len(found), size, ttls)], ELEMENTS_DIGEST)
 
     def _copy_batch(
         self, batch: list[bytes], prod_prefix: bytes, run_prefix: bytes, run: redis_lib.Redis
     ) -> tuple[Batch, list[bytes]]:
         """Read a batch from production (TYPE, then PTTL and the value), write it into the
         run's Redis; returns the digest of what production returned and the run's names."""
-        from omnilab.services.redis.promotion import ELEMENT_TYPES, _read_value, _write_value
 
         cut = len(prod_prefix)
         with self.prod.pipeline(transaction=False) as pipe:
@@ -279,7 +283,7 @@ class RedisForker(Forker):
             for key, kind in zip(batch, types, strict=True):
                 pipe.pttl(key)
                 if kind in ELEMENT_TYPES:
-                    _read_value(pipe, key, kind)
+                    read_value(pipe, key, kind)
                 else:
                     pipe.dump(key)  # a module's type (or a key gone: none)
             replies = pipe.execute(raise_on_error=False)
@@ -292,7 +296,7 @@ class RedisForker(Forker):
                     raise value
                 name = run_prefix + key[cut:]
                 if kind in ELEMENT_TYPES:
-                    if not _write_value(out, name, kind, value):
+                    if not write_value(out, name, kind, value):
                         continue  # gone since the scan
                 elif value is None or kind == b"none":
                     continue
@@ -307,7 +311,7 @@ class RedisForker(Forker):
                 size += n
                 names.append(name)
             out.execute()
-        return _batch(xor, count, size, ttls), names
+        return Batch(xor, count, size, ttls), names
 
 
 def read_digests(
@@ -317,7 +321,6 @@ def read_digests(
     bytes), size and whether it has a TTL, by that relative name: read commands only
     (``TYPE``, ``PTTL`` and the value's), a batch at a time, so that a ``+@read`` user
     can be asked and nothing is written."""
-    from omnilab.services.redis.promotion import BATCH, ELEMENT_TYPES, _read_value
 
     out: dict[bytes, tuple[int, int, bool]] = {}
     for start in range(0, len(keys), BATCH):
@@ -330,7 +333,7 @@ def read_digests(
             for key, kind in zip(batch, types, strict=True):
                 pipe.pttl(key)
                 if kind in ELEMENT_TYPES:
-                    _read_value(pipe, key, kind)
+                    read_value(pipe, key, kind)
                 else:
                     pipe.dump(key)
             replies = pipe.execute(raise_on_error=False)
@@ -343,9 +346,3 @@ def read_digests(
             digest, n = key_digest(kind, key[cut:], value)
             out[key[cut:]] = (digest, n, isinstance(pttl, int) and pttl > 0)
     return out
-
-
-def _batch(xor: int, keys: int, size: int, ttls: int) -> Batch:
-    from omnilab.services.redis.promotion import Batch
-
-    return Batch(xor, keys, size, ttls)

@@ -29,9 +29,9 @@ production keys the run does not have out of the way, and the plan names them).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import redis as redis_lib
 
@@ -50,31 +50,34 @@ from omnilab.services.promotable import (
     PromotionRefused,
 )
 from omnilab.services.redis import compat, scripts
+from omnilab.services.redis.copy import (
+    BATCH,
+    DUMP_DIGEST,
+    ELEMENT_TYPES,
+    ELEMENTS_DIGEST,
+    REPLACED,
+    RESERVED,
+    RESERVED_BYTES,
+    SCAN_COUNT,
+    STAGING,
+    Batch,
+    Method,
+    chunks,
+    combine,
+    method_of,
+    read_value,
+    write_value,
+    xor_hexes,
+)
 from omnilab.services.redis.fork import RedisForker
 
 if TYPE_CHECKING:
     from omnilab.config import Settings
     from omnilab.services.forking import Forker
 
-#: Keys under these prefixes belong to the machinery, not to anyone's data: omnilab's staging
-#: copies and replaced keys, and the queue's (the run queue shares ``REDIS_URL`` with
-#: production): rq's, the runs' live logs, the host tasks' states and replies. They are
-#: never promoted, forked, counted as production data of a pattern, or overwritten (a
-#: ``RedisKeys("*")`` replaced would otherwise remove the live logs of running runs).
-#: Other ``omnilab:`` keys, such as the completion cache, are data.
-STAGING = "omnilab:staging:"
-REPLACED = "omnilab:replaced:"
-RESERVED = (STAGING, REPLACED, "rq:", "omnilab:log:", "omnilab:task:")
-_RESERVED_BYTES = tuple(p.encode() for p in RESERVED)
-BATCH = 1000
-SCAN_COUNT = 1000
 #: The two routes a plan chooses between (``plan.details["copy_method"]``).
 DUMP_RESTORE = "dump-restore"
 ELEMENTS_COPY = "elements"
-#: The types the element copy carries (``TYPE``'s answers).
-ELEMENT_TYPES = (b"string", b"list", b"set", b"hash", b"zset", b"stream")
-#: Elements per write command in the element copy (arguments of one SADD, RPUSH...).
-ELEMENTS_PER_WRITE = 1000
 
 
 def literal_prefix(pattern: str) -> str:
@@ -90,123 +93,6 @@ def _version_prefix(prefix: str, n: int) -> str:
     if prefix and prefix[-1] in ":._-/|":
         return f"{prefix[:-1]}_v{n}{prefix[-1]}"
     return f"{prefix}_v{n}"
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-#: How a key set's checksum is computed: from ``DUMP`` serializations (the default), or from
-#: every element whatever the encoding (when two servers encode the same data differently).
-#: Checksums of the second kind are recorded without a ``method``, as they always were.
-Method = Literal["dump", "elements"]
-DUMP_DIGEST: Final = "dump"
-ELEMENTS_DIGEST: Final = "elements"
-
-
-class Batch(NamedTuple):
-    """The digest of one batch of keys: the XOR of its keys' digests, and counts."""
-
-    xor: int
-    keys: int  # not `count`, which would hide tuple.count
-    size: int
-    ttls: int
-
-
-def combine(batches: Iterable[Batch], method: Method = DUMP_DIGEST) -> dict[str, Any]:
-    """A key set's checksum, as recorded: counts and the XOR of every key's digest."""
-    xor = count = size = ttls = 0
-    for b in batches:
-        xor ^= b.xor
-        count += b.keys
-        size += b.size
-        ttls += b.ttls
-    if method == ELEMENTS_DIGEST:
-        return {"keys": count, "with_ttl": ttls, "bytes": size, "xor128": f"{xor:032x}"}
-    return {
-        "method": method,
-        "keys": count,
-        "with_ttl": ttls,
-        "bytes": size,
-        "xor160": f"{xor:040x}",
-    }
-
-
-def method_of(checksum: dict[str, Any] | None) -> Method:
-    """The method a recorded checksum was computed with."""
-    if checksum and checksum.get("method") != DUMP_DIGEST:
-        return ELEMENTS_DIGEST
-    return DUMP_DIGEST
-
-
-def _xor_hexes(hexes: bytes) -> int:
-    """The XOR of concatenated 40-digit SHA-1 hex digests."""
-    xor = 0
-    for i in range(0, len(hexes), 40):
-        xor ^= int(hexes[i : i + 40], 16)
-    return xor
-
-
-def _read_value(pipe: Any, key: bytes, kind: bytes) -> None:
-    """Queue the reads of a key's whole value (one reply; two for a stream: its entries
-    and its last id)."""
-    if kind == b"string":
-        pipe.get(key)
-    elif kind == b"list":
-        pipe.lrange(key, 0, -1)
-    elif kind == b"set":
-        pipe.smembers(key)
-    elif kind == b"hash":
-        pipe.hgetall(key)
-    elif kind == b"zset":
-        # Scores as the server prints them (exact doubles), not through a float.
-        pipe.zrange(key, 0, -1, withscores=True, score_cast_func=bytes)
-    elif kind == b"stream":
-        pipe.execute_command("XINFO", "STREAM", key, "FULL", "COUNT", 0)
-    else:
-        pipe.exists(key)  # a placeholder reply: the plan refused other types
-
-
-def _write_value(pipe: Any, name: bytes, kind: bytes, value: Any) -> bool:
-    """Queue the writes that make ``name`` hold ``value``; False when there is nothing
-    to write (the key was gone when read)."""
-    if value is None or (kind != b"stream" and not value):
-        return False
-    if kind == b"string":
-        pipe.set(name, value)
-    elif kind == b"list":
-        for chunk in _chunks(value, ELEMENTS_PER_WRITE):
-            pipe.rpush(name, *chunk)
-    elif kind == b"set":
-        for chunk in _chunks(sorted(value), ELEMENTS_PER_WRITE):
-            pipe.sadd(name, *chunk)
-    elif kind == b"hash":
-        for chunk in _chunks(list(value.items()), ELEMENTS_PER_WRITE):
-            pipe.hset(name, mapping=dict(chunk))
-    elif kind == b"zset":
-        pairs = [(member, score) for member, score in value]
-        for chunk in _chunks(pairs, ELEMENTS_PER_WRITE):
-            pipe.execute_command("ZADD", name, *(x for m, s in chunk for x in (s, m)))
-    elif kind == b"stream":
-        info = _pairs(value)
-        entries = info.get(b"entries") or []
-        for entry_id, fields in entries:
-            pipe.execute_command("XADD", name, entry_id, *fields)
-        if not entries:  # an empty stream: made by adding an entry and deleting it
-            pipe.execute_command("XADD", name, "0-1", "_", "_")
-            pipe.execute_command("XDEL", name, "0-1")
-        pipe.execute_command("XSETID", name, info[b"last-generated-id"])
-    else:
-        return False
-    return True
-
-
-def _pairs(flat: Any) -> dict[bytes, Any]:
-    """A RESP2 map (a flat [name, value, ...] list) as a dict; RESP3 maps come as dicts."""
-    if isinstance(flat, dict):
-        return flat
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class RedisPromoter(Promoter):
@@ -265,7 +151,7 @@ class RedisPromoter(Promoter):
         """Every key matching ``pattern``, once; omnilab's own keys left out unless ``own``."""
         found = set(client.scan_iter(match=pattern, count=SCAN_COUNT))
         if not own:
-            found = {k for k in found if not k.startswith(_RESERVED_BYTES)}
+            found = {k for k in found if not k.startswith(RESERVED_BYTES)}
         return sorted(found)
 
     def _digest(
@@ -279,9 +165,9 @@ class RedisPromoter(Promoter):
         fast = method == DUMP_DIGEST
         script = self._script(client, scripts.FAST_DIGEST if fast else scripts.ELEMENTS_DIGEST)
         out = []
-        for batch in _chunks(keys, BATCH):
+        for batch in chunks(keys, BATCH):
             xor, count, size, ttls = script(keys=list(batch), args=[strip, b""], client=client)
-            digest = _xor_hexes(xor) if fast else int(xor, 16)
+            digest = xor_hexes(xor) if fast else int(xor, 16)
             out.append(Batch(digest, int(count), int(size), int(ttls)))
         return out
 
@@ -445,7 +331,7 @@ class RedisPromoter(Promoter):
 
     def _types(self, keys: Sequence[bytes]) -> list[bytes]:
         out: list[bytes] = []
-        for chunk in _chunks(keys, BATCH):
+        for chunk in chunks(keys, BATCH):
             with self.src.pipeline(transaction=False) as pipe:
                 for key in chunk:
                     pipe.type(key)
@@ -543,15 +429,13 @@ class RedisPromoter(Promoter):
             with self.src.pipeline(transaction=False) as pipe:
                 for key, kind in zip(batch, types, strict=True):
                     pipe.pttl(key)
-                    _read_value(pipe, key, kind)
+                    read_value(pipe, key, kind)
                 replies = pipe.execute(raise_on_error=False)
             try:
                 with self.prod.pipeline(transaction=False) as pipe:
                     for i, (name, kind) in enumerate(zip(names, types, strict=True)):
                         pttl, value = replies[2 * i], replies[2 * i + 1]
-                        if isinstance(value, Exception) or not _write_value(
-                            pipe, name, kind, value
-                        ):
+                        if isinstance(value, Exception) or not write_value(pipe, name, kind, value):
                             continue  # gone since the plan (its TTL ran out)
                         if isinstance(pttl, int) and pttl > 0:
                             pipe.pexpire(name, pttl)
@@ -626,7 +510,7 @@ class RedisPromoter(Promoter):
                 hexes, count, size, ttls, *pairs = pending.result()
                 if start + BATCH < len(keys):
                     pending = reader.submit(read, start + BATCH)
-                source.append(Batch(_xor_hexes(hexes), int(count), int(size), int(ttls)))
+                source.append(Batch(xor_hexes(hexes), int(count), int(size), int(ttls)))
                 batch_names = staged_names[start : start + BATCH]
                 names: list[bytes] = []
                 args: list[Any] = []
@@ -641,7 +525,7 @@ class RedisPromoter(Promoter):
                 except redis_lib.ResponseError as exc:
                     raise self._copy_error(exc) from None
                 hexes, count, size, ttls = landed
-                staged.append(Batch(_xor_hexes(hexes), int(count), int(size), int(ttls)))
+                staged.append(Batch(xor_hexes(hexes), int(count), int(size), int(ttls)))
                 progress.advance(len(batch_names))
         self._source_digests[DUMP_DIGEST] = source
         return source, staged
@@ -708,9 +592,9 @@ class RedisPromoter(Promoter):
         cut = len(self.replaced_prefix.encode())
         rename = self._script(self.prod, scripts.RENAME)
         with self.prod.pipeline(transaction=True) as pipe:
-            for chunk in _chunks(current, 10_000):
+            for chunk in chunks(current, 10_000):
                 pipe.unlink(*chunk)
-            for chunk in _chunks(backups, 5_000):
+            for chunk in chunks(backups, 5_000):
                 rename(keys=[k for b in chunk for k in (b, b[cut:])], client=pipe)
             pipe.execute()
 
@@ -743,7 +627,7 @@ class RedisPromoter(Promoter):
 
     @staticmethod
     def _drop(client: redis_lib.Redis, keys: Iterable[bytes]) -> None:
-        for chunk in _chunks(list(keys), 1000):
+        for chunk in chunks(list(keys), 1000):
             client.unlink(*chunk)
 
 

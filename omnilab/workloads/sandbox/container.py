@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omnilab.errors import UsageError
+from omnilab.errors import RuntimeUnavailable, UsageError
 from omnilab.resources import Bounds
 from omnilab.runtimes.docker.bounds import host_config
 from omnilab.unprivileged import grant_traverse
@@ -60,12 +60,17 @@ class ContainerSandbox(Sandbox):
     ) -> None:
         import docker
 
+        from omnilab.runtimes.docker import engine
+
         self.image = image
         self.run_id = run_id
         self.cpus = cpus
         try:
-            self.client = client or docker.from_env()
+            # The docker runtime's engine access: DOCKER_HOST, timeouts, one client.
+            self.client = client or engine.connect()
             self.client.ping()
+        except RuntimeUnavailable as exc:
+            raise UsageError(f"sandbox: {exc}") from None
         except docker.errors.DockerException as exc:
             raise UsageError(f"sandbox: no Docker engine answers ({exc})") from None
         try:

@@ -208,8 +208,9 @@ def test_stack_down_of_a_docker_stack_needs_the_engine(workdir: Path) -> None:
     up = run_cli("stack", "up", "redis", "--runtime", "docker")
     assert up.returncode == 0, up.stderr
     assert "# variables: REDIS_URL" in up.stdout
-    assert "docker network omnilab-" in up.stdout and "redis-exp:6379" in up.stdout
     stack_id = next(line.split()[1] for line in up.stderr.splitlines() if line.startswith("stack "))
+    assert f"# inside its docker network omnilab-{stack_id[:12]}" in up.stdout
+    assert up.stdout.rstrip().endswith(": redis-exp:6379")
     refused = run_cli("stack", "down", stack_id, env={"DOCKER_HOST": DEAD_SOCKET})
     assert refused.returncode == 2
     assert "no Docker engine answers" in _one_error_line(refused.stderr)

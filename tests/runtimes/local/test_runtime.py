@@ -247,6 +247,7 @@ def test_keep_leaves_the_stack_up_until_stack_down(workdir: Path) -> None:
     result = run_cli("stack", "up", "redis", "postgres")
     assert result.returncode == 0, result.stderr
     assert "kept running" in result.stderr and "omnilab stack down" in result.stderr
+    assert "docker network" not in result.stdout  # the docker runtime's line only
     listing = json.loads(run_cli("stack", "ls", "--json").stdout)
     assert len(listing) == 1 and listing[0]["keep"] is True
     stack_id = listing[0]["id"]

@@ -22,7 +22,8 @@ import omnilab
 from omnilab.progress import QuietReporter
 from omnilab.promote import PromotionRefused, promote, rollback
 from omnilab.services.qdrant import servers
-from omnilab.services.qdrant.promotion import CLIENT_METHOD, MARK
+from omnilab.services.qdrant.promotion import MARK
+from omnilab.services.qdrant.transfer import CLIENT_METHOD
 from tests.support import EXPERIMENTS, OMNILAB, free_port, stack_processes, wait_until
 from tests.support.promotion_support import Production
 

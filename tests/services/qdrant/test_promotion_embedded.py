@@ -19,7 +19,8 @@ from qdrant_client import models
 import omnilab
 from omnilab.progress import QuietReporter
 from omnilab.promote import PromotionFailed, promote, rollback
-from omnilab.services.qdrant.promotion import CLIENT_METHOD, MARK, QdrantPromoter
+from omnilab.services.qdrant.promotion import MARK, QdrantPromoter
+from omnilab.services.qdrant.transfer import CLIENT_METHOD
 from tests.support import EXPERIMENTS
 from tests.support.promotion_support import Production
 

@@ -18,13 +18,8 @@ from omnilab import Redis, Stack
 from omnilab.config import get_settings
 from omnilab.progress import QuietReporter
 from omnilab.services.promotable import ItemRecord, Progress
-from omnilab.services.redis.promotion import (
-    DUMP_DIGEST,
-    ELEMENTS_DIGEST,
-    RedisKeys,
-    RedisPromoter,
-    combine,
-)
+from omnilab.services.redis.copy import DUMP_DIGEST, ELEMENTS_DIGEST, combine
+from omnilab.services.redis.promotion import RedisKeys, RedisPromoter
 from tests.support.promotion_support import Production
 
 Q = QuietReporter()

@@ -112,3 +112,16 @@ def test_a_missing_image_is_refused_before_anything_runs(docker_scope: str) -> N
     with pytest.raises(UsageError, match="image 'omnilab/no-such-image:1' is not on this") as e:
         ContainerSandbox("omnilab/no-such-image:1")
     assert "`omnilab images build codegen`" in str(e.value)
+
+
+def test_no_engine_is_one_line_naming_where_it_was_looked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sandbox reaches the engine as the docker runtime does (DOCKER_HOST, the same
+    one-line reason)."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(UsageError) as refused:
+        ContainerSandbox("omnilab/no-such-image:1")
+    assert str(refused.value) == (
+        "sandbox: no Docker engine answers at unix:///nonexistent/docker.sock (no such socket)"
+    )

@@ -1,0 +1,170 @@
+"""What promotion and fork share for Qdrant: reaching production, making a collection
+like another, reading one a page at a time, and the checksum of points read through
+qdrant-client.
+
+Both directions copy points between two Qdrants (the run's into production for a
+promotion, production's into the run's for a fork); keeping these here lets
+:mod:`.promotion` and :mod:`.fork` each import it without importing one another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from omnilab.errors import UsageError
+from omnilab.redact import redact_text, redact_url
+from omnilab.services.promotable import Sum64
+from omnilab.services.qdrant import points, servers
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+
+    from omnilab.config import Settings
+    from omnilab.services.base import Endpoint
+
+#: Points per upload request (qdrant-client's usual batch).
+BATCH = 256
+#: Points per scroll page when reading: local mode sorts every id for each page, so
+#: fewer, larger pages read a large collection many times faster.
+PAGE = 2048
+#: Writers against a server (as ``upload_points(parallel=4)``); local mode is one store
+#: in this process, written by one.
+WRITERS = 4
+#: How the checksums of :mod:`.points` are recorded (older records carry no method).
+CLIENT_METHOD = "json-float32"
+
+
+def production_client(settings: Settings) -> QdrantClient:
+    """The client for ``QDRANT_URL``: a server URL, or ``file:///path`` for local mode."""
+    import warnings
+
+    from qdrant_client import QdrantClient
+
+    url = settings.qdrant_url
+    if url.startswith("file://"):
+        return QdrantClient(path=url[len("file://") :])
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"QDRANT_URL {redact_url(url)}: use http(s)://host:port or file:///path")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Api key is used with an insecure")
+        try:
+            return QdrantClient(url=url, api_key=settings.qdrant_api_key, timeout=120)
+        except ValueError as exc:  # urllib3's parser quotes the URL, secrets and all
+            raise UsageError(
+                f"QDRANT_URL {redact_url(url)} cannot be used: {redact_text(str(exc), url)}"
+            ) from None
+
+
+def production_address(settings: Settings) -> servers.Address | None:
+    """Production's HTTP URL, gRPC port and key; None for local mode."""
+    url = settings.qdrant_url
+    if not url.startswith(("http://", "https://")):
+        return None
+    port = settings.qdrant_grpc_port
+    if port is None:
+        http_port = urlsplit(url).port
+        port = http_port + 1 if http_port else 6334
+    return servers.Address(url, port, settings.qdrant_api_key)
+
+
+def source_address(endpoint: Endpoint) -> servers.Address | None:
+    """The run's Qdrant as a server; None in local mode or without a gRPC port."""
+    if endpoint.path is not None or "grpc" not in endpoint.ports:
+        return None
+    url = f"http://{endpoint.host}:{endpoint.ports['http']}"
+    return servers.Address(url, endpoint.ports["grpc"], endpoint.credentials.password)
+
+
+def create_like(dst: QdrantClient, name: str, src: QdrantClient, src_name: str) -> None:
+    """Create collection ``name`` on ``dst`` with ``src_name``'s configuration (vectors,
+    sparse vectors, shards, HNSW, optimizers, WAL, quantization) and payload indexes: a
+    promotion's staged collection in production, a fork's copy in the run's Qdrant."""
+    from qdrant_client import models
+
+    info = src.get_collection(src_name)
+    config = info.config
+    params = config.params
+    dst.create_collection(
+        name,
+        vectors_config=params.vectors,
+        sparse_vectors_config=params.sparse_vectors,
+        shard_number=params.shard_number,
+        on_disk_payload=params.on_disk_payload,
+        hnsw_config=models.HnswConfigDiff(**config.hnsw_config.model_dump())
+        if config.hnsw_config
+        else None,
+        optimizers_config=models.OptimizersConfigDiff(**config.optimizer_config.model_dump())
+        if config.optimizer_config
+        else None,
+        wal_config=models.WalConfigDiff(**config.wal_config.model_dump())
+        if config.wal_config
+        else None,
+        quantization_config=config.quantization_config,
+    )
+    for field, schema in (info.payload_schema or {}).items():
+        dst.create_payload_index(
+            name, field, field_schema=schema.params or schema.data_type, wait=True
+        )
+
+
+def is_local(client: QdrantClient) -> bool:
+    """Is this client qdrant-client's local mode (a folder, no server)?"""
+    from qdrant_client.local.qdrant_local import QdrantLocal
+
+    return isinstance(getattr(client, "_client", None), QdrantLocal)
+
+
+def scroll(client: QdrantClient, name: str) -> Iterator[list[Any]]:
+    """Every point of collection ``name`` (vectors and payloads), ``PAGE`` at a time."""
+    offset = None
+    while True:
+        batch, offset = client.scroll(
+            name, limit=PAGE, offset=offset, with_vectors=True, with_payload=True
+        )
+        if batch:
+            yield batch
+        if offset is None:
+            return
+
+
+def checksum(payloads: Sum64, vectors: Sum64) -> dict[str, Any]:
+    """A checksum as recorded, from the sums of points read through qdrant-client."""
+    return {
+        "points": payloads.count,
+        "payloads_sum": payloads.hex,
+        "vectors_sum": vectors.hex,
+        "method": CLIENT_METHOD,
+    }
+
+
+def client_digest(client: QdrantClient, name: str) -> dict[str, Any]:
+    """The checksum of collection ``name`` in full, read through qdrant-client."""
+    payloads, vectors = Sum64(), Sum64()
+    for batch in scroll(client, name):
+        points.add_digests(batch, payloads, vectors)
+    return checksum(payloads, vectors)
+
+
+def cosine_names(params: Any) -> frozenset[str]:
+    """The names of a collection's vectors compared by cosine ("" for its one unnamed
+    vector): those a server normalises on write."""
+    from qdrant_client import models
+
+    vectors = params.vectors
+    if vectors is None:
+        return frozenset()
+    if isinstance(vectors, dict):
+        return frozenset(n for n, v in vectors.items() if v.distance == models.Distance.COSINE)
+    return frozenset({""}) if vectors.distance == models.Distance.COSINE else frozenset()
+
+
+def dimensions(params: Any) -> dict[str, int]:
+    """Each dense vector's size, by name ("" for a collection's one unnamed vector)."""
+    vectors = params.vectors
+    if vectors is None:
+        return {}
+    if isinstance(vectors, dict):
+        return {name: v.size for name, v in vectors.items()}
+    return {"": vectors.size}
