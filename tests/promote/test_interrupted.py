@@ -24,7 +24,7 @@ from omnilab.promote import PromotionRecord, promote
 from tests.promote.test_failures import visible
 from tests.support import OMNILAB, run_cli, stack_processes, wait_until
 from tests.support.promotion_support import Production, run_promotable, seed_production
-from tests.support.queue_helpers import FAST, start_api
+from tests.support.queue_helpers import FAST, spawn_worker, start_api
 
 PAUSE_ENV = "OMNILAB_PROMOTE_PAUSE_AT"  # omnilab.services.promotable.PAUSE_ENV
 
@@ -129,6 +129,48 @@ def test_the_api_rolls_a_killed_promotion_forward_within_seconds(
     before_it_ended = "(switched before it ended: postgres table scores, qdrant collection docs)"
     assert before_it_ended in record.recovered
     assert wait_until(lambda: not stack_processes(workdir / "data"), timeout=15)
+
+
+def test_the_next_promotion_rolls_a_killed_one_forward_first(
+    production: Production, workdir: Path
+) -> None:
+    """Committed, then killed: the next `omnilab promote` (of another run) finishes it
+    under the promotion lock before it plans its own."""
+    promote(run_promotable(seed=7).id, reporter=QuietReporter())
+    first = run_promotable(seed=4)
+    killed = promote_killed_at(first.id, "switched:postgres")
+    assert holds_run(production, 4) == {"postgres": True, "qdrant": False, "redis": False}
+    second = run_promotable(seed=5)
+    done = run_cli("promote", second.id, "--on-conflict", "replace")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"promotion {killed.short_id} had been interrupted" in done.stderr
+    record = promotion(first.id, killed.id)
+    assert record.status == "succeeded" and record.recovered
+    assert "rolled forward" in record.recovered
+    assert "(switched before it ended: postgres table scores)" in record.recovered
+    assert holds_run(production, 5) == {"postgres": True, "qdrant": True, "redis": True}
+
+
+def test_a_worker_rolls_a_killed_promotion_forward_within_seconds(
+    production: Production, workdir: Path
+) -> None:
+    """What the API does, every `omnilab worker` does too (the same sweep), with nobody
+    asking."""
+    run = run_promotable(seed=6)
+    env = {**FAST, "REDIS_URL": production.redis_url, "OMNILAB_EXPERIMENTS_DIR": str(workdir)}
+    worker = spawn_worker(workdir, env, "--concurrency", "1")
+    try:
+        killed = promote_killed_at(run.id, "switched:postgres")
+        finished = wait_until(
+            lambda: promotion(run.id, killed.id).status == "succeeded", timeout=30, interval=0.1
+        )
+        assert finished, worker.output
+    finally:
+        worker.stop()
+    assert holds_run(production, 6) == {"postgres": True, "qdrant": True, "redis": True}
+    record = promotion(run.id, killed.id)
+    assert record.recovered and "rolled forward" in record.recovered
+    assert f"promotion {killed.short_id} had been interrupted" in worker.output
 
 
 def test_killed_during_the_qdrant_copy_leaves_no_collection_behind(
