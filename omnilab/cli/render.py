@@ -75,17 +75,20 @@ def stdout_for_json_only(active: bool = True) -> Iterator[None]:
         os.close(saved)
 
 
-def runs_elsewhere() -> None:
-    """Under an empty answer about runs: one line saying where runs are that the
-    tracking store in use does not hold (an old store this project no longer uses)."""
+def runs_elsewhere(*, found: bool = False) -> None:
+    """Under an answer about runs: one line (on stderr) saying where runs are that the
+    tracking store in use does not hold (an old store this project no longer uses).
+    ``found``: the answer listed runs, so the line is dim and looks only at folders."""
     from omnilab.config import get_settings
     from omnilab.tracking.elsewhere import runs_elsewhere as find
 
     try:
-        line = find(get_settings())
+        line = find(get_settings(), local_only=found)
     except Exception:  # a hint must never turn an answer into a failure
         return
-    if line:
+    if line and found:
+        err.print(f"[dim]note: {escape(line)}[/]")
+    elif line:
         err.print(f"[yellow]note:[/] {escape(line)}")
 
 
