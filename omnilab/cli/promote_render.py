@@ -9,7 +9,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from omnilab.cli.render import out, seconds, when
+from omnilab.cli.render import out, run_label, seconds, when
 from omnilab.procs import owner_alive
 from omnilab.promote.models import PromotionResult, RollbackResult
 from omnilab.promote.records import PromotionRecord
@@ -147,7 +147,7 @@ def _explain(items: list[ItemRecord], error: str | None = None) -> None:
 
 def promotion_result(result: PromotionResult) -> None:
     where = ", ".join(sorted({f"{i.plan.service} {i.plan.target_url}" for i in result.items}))
-    head = f"run [bold]{result.run_id[:8]}[/] ({result.experiment})"
+    head = run_label(result.run_id, result.experiment, result.run_name)
     if result.dry_run:
         out.print(f"plan for {head}, on conflict: {result.on_conflict} (dry run: nothing changed)")
     else:
@@ -244,7 +244,8 @@ def promotions_listing(records: list[PromotionRecord]) -> None:
     checksum of what production received."""
     for record in records:
         out.print(
-            f"[bold]{record.short_id}[/]  run {record.run_id[:8]} ({record.experiment or '-'})  "
+            f"[bold]{record.short_id}[/]  "
+            f"{run_label(record.run_id, record.experiment, record.run_name)}  "
             f"{_styled(status_of(record))}  {when(record.created_at)}  by {record.actor}"
         )
         table = Table(box=None, padding=(0, 2, 0, 0), show_header=False, pad_edge=False)
@@ -267,7 +268,9 @@ def promotions_listing(records: list[PromotionRecord]) -> None:
 def promotion_details(record: PromotionRecord) -> None:
     out.print(f"promotion [bold]{record.id}[/]  {_styled(status_of(record))}")
     rows = {
-        "run": f"{record.run_id} ({record.experiment})",
+        "run": f"{record.run_id}"
+        + (f' "{escape(record.run_name)}"' if record.run_name else "")
+        + f" ({escape(record.experiment or '-')})",
         "by": record.actor,
         "on conflict": record.on_conflict,
         "started": when(record.created_at),

@@ -233,6 +233,14 @@ def bounds_text(bounds: dict[str, Any] | None) -> str:
     return ", ".join(shown) or "none"
 
 
+def run_label(run_id: str, experiment: str | None = None, name: str | None = None) -> str:
+    """A run in one line, as every command that speaks of one names it:
+    ``run 85aa626c "baseline" (Hello)`` (rich markup, values escaped). The name is the
+    one a user gave it (``--name``): the id alone says nothing to them."""
+    named = f' "{escape(name)}"' if name else ""
+    return f"run [bold]{run_id[:8]}[/]{named} ({escape(experiment or '-')})"
+
+
 def name_and_tags(record: RunRecord) -> str:
     """``name baseline · tags sweep-1, small``, or nothing for a run with neither."""
     parts = []

@@ -114,6 +114,33 @@ def test_bad_input_is_one_line_and_exit_2(production: Production) -> None:
     assert result.returncode == 2 and "has nothing to promote" in result.stderr
 
 
+def test_a_runs_name_is_shown_by_every_promotion_command(production: Production) -> None:
+    run_id = _run("--name", "named-run")
+    label = f'run {run_id[:8]} "named-run" (PromoteDemo)'
+    plan = run_cli("promote", run_id[:8], "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.startswith(f"plan for {label}"), plan.stdout
+    planned = json.loads(run_cli("promote", run_id[:8], "--dry-run", "--json").stdout)
+    assert planned["run_name"] == "named-run"
+    done = run_cli("promote", run_id[:8])
+    assert done.returncode == 0, done.stderr
+    assert label in done.stdout.splitlines()[0]
+    listing = run_cli("promotions", "ls", "--run", run_id[:8])
+    assert listing.returncode == 0, listing.stderr
+    assert label in listing.stdout.splitlines()[0]
+    shown = run_cli(
+        "promotions",
+        "show",
+        json.loads(run_cli("promotions", "ls", "--run", run_id[:8], "--json").stdout)[0]["id"][:8],
+    )
+    assert f'{run_id} "named-run" (PromoteDemo)' in shown.stdout
+
+    other = _run("--name", "given up")
+    gone = run_cli("discard", other[:8])
+    assert gone.returncode == 0, gone.stderr
+    assert gone.stdout.startswith(f'run {other[:8]} "given up" (PromoteDemo): stack data discarded')
+
+
 def test_discard_and_prune(production: Production, workdir: Path) -> None:
     run_id = _run()
     gone = run_cli("discard", run_id[:8])
