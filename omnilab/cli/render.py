@@ -267,6 +267,7 @@ class Column:
     cap: int = 10_000
     shrinks: bool = False  # may be cut when the columns that must show do not fit
     key: str = ""  # what the column shows, when its header is cut (a param's name)
+    differs: bool = False  # a param whose values differ between the rows
 
     @property
     def width(self) -> int:
@@ -323,6 +324,7 @@ def param_columns(params: list[dict[str, Any]]) -> list[Column]:
             ["" if v is missing else (v if isinstance(v, str) else compact(v)) for v in values[k]],
             cap=_PARAM_CAP,
             key=k,
+            differs=k in differing,
         )
         for k in ordered
     ]
@@ -351,6 +353,12 @@ def runs_table(records: list[RunRecord]) -> tuple[Table, list[str]]:
         tags = [",".join(r.tags) for r in records]
         columns.append(Column("tags", tags, cap=_CAPS["tags"], shrinks=True))
     params = param_columns([r.params for r in records])
+    if params and params[0].differs:
+        # What sets these runs apart is shown even at 80 columns: it may shrink, as the
+        # name and the experiment do, rather than be left out for their full width.
+        first = params.pop(0)
+        first.shrinks = True
+        columns.append(first)
     summary = Column("summary", [compact(r.summary, 200) if r.summary else "" for r in records])
     table, shown = fitted_table(columns, params, summary)
     return table, [p.key for p in params if not any(p is c for c in shown)]

@@ -178,7 +178,11 @@ def test_tables_fit_80_columns(workdir: Path) -> None:
     assert len(lines) == 4  # a header and one line per run
     for run, line in zip(reversed(runs), lines[1:], strict=True):
         assert line.startswith(run.short_id) and run.name in line and "succeeded" in line
-    assert "13 more params not shown (seed, parameter_number_0" in listing.stderr  # said so
+    # The param that sets the runs apart is shown even here; the others are said so.
+    assert lines[0].split()[-1] == "seed", lines[0]
+    for run, line in zip(reversed(runs), lines[1:], strict=True):
+        assert line.split()[-1] == str(run.params["seed"]), line
+    assert "12 more params not shown (parameter_number_0" in listing.stderr
     wide = run_cli("runs", "ls", "--tag", tag, env={"COLUMNS": "160"})
     header = wide.stdout.splitlines()[0].split()
     assert header[header.index("tags") + 1] == "seed"  # the param that differs comes first

@@ -10,6 +10,7 @@ from tests.support import HELLO, ROOT, run_cli
 from tests.support.promotion_support import Production, seed_production
 
 DEMO = ROOT / "experiments" / "promote_demo.py"
+NARROW = {"COLUMNS": "80"}
 
 
 def _run(*args: str) -> str:
@@ -73,6 +74,15 @@ def test_a_conflict_prints_the_plan_and_exits_2(production: Production) -> None:
     assert "conflict" in refused.stdout
     assert "use --on-conflict replace or version" in refused.stderr
     assert production.snapshot() == before
+    # At 80 columns every line fits, and the diff table's wrapped cells stay indented.
+    narrow = run_cli("promote", run_id, "--dry-run", "--on-conflict", "replace", env=NARROW)
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert not [line for line in lines if len(line) > 80], narrow.stdout
+    start = next(i for i, line in enumerate(lines) if line.startswith("  production:"))
+    end = next(i for i, line in enumerate(lines) if line.split()[:2] == ["diff", "by"])
+    assert all(line.startswith("  ") for line in lines[start : end + 4]), narrow.stdout
+    assert "+ " in narrow.stdout and "~ " in narrow.stdout  # the examples, wrapped
     replaced = run_cli("promote", run_id, "--on-conflict", "replace")
     assert replaced.returncode == 0, replaced.stderr
     assert "omnilab:replaced:" in replaced.stdout  # where the replaced keys are kept
@@ -119,7 +129,7 @@ def test_a_runs_name_is_shown_by_every_promotion_command(production: Production)
     label = f'run {run_id[:8]} "named-run" (PromoteDemo)'
     plan = run_cli("promote", run_id[:8], "--dry-run")
     assert plan.returncode == 0, plan.stderr
-    assert plan.stdout.startswith(f"plan for {label}"), plan.stdout
+    assert " ".join(plan.stdout.split()).startswith(f"plan for {label}"), plan.stdout
     planned = json.loads(run_cli("promote", run_id[:8], "--dry-run", "--json").stdout)
     assert planned["run_name"] == "named-run"
     done = run_cli("promote", run_id[:8])
