@@ -20,7 +20,7 @@ A, B, C = "host-a", "host-b", "host-c"
 
 
 def _env(production: Production, **extra: str) -> dict[str, str]:
-    # The queue shares production's Redis, as in the seed's setup (REDIS_URL).
+    # The queue shares production's Redis, as in OmniMind's setup (REDIS_URL).
     return {
         **FAST,
         "REDIS_URL": production.redis_url,
