@@ -10,7 +10,10 @@ The config file is the project's: ``omnilab.toml``, or ``[tool.omnilab]`` of
 directory, that holds ``omnilab.toml``, ``pyproject.toml`` or ``.git``), so that a notebook
 in a subfolder and a script at the root read the same settings and share one tracking
 store. Its keys are the fields' names (``runtime = "docker"``); one it does not know is an
-error, not a silent no-op. Precedence, highest first: init arguments, environment,
+error, not a silent no-op. ``.env.system`` is read from the project root too (for the same
+reason), and from the working directory first where that is another folder: a
+subfolder's own file overrides the root's, value by value. Precedence, highest first:
+init arguments, environment, the working directory's ``.env.system``, the root's
 ``.env.system``, ``omnilab.toml``, ``pyproject.toml``, defaults: what is set for one
 shell or one host wins over what the project commits.
 """
@@ -50,6 +53,8 @@ DEFAULT_OLLAMA_URL = "http://localhost:11434"
 PROJECT_MARKERS = ("omnilab.toml", "pyproject.toml", ".git")
 CONFIG_FILE = "omnilab.toml"
 PYPROJECT_FILE = "pyproject.toml"
+#: The production team's variables file, read from the working directory and the root.
+DOTENV_FILE = ".env.system"
 #: The modules that declare settings classes read from the same config file. A key is
 #: unknown only if none of them has a field of that name; they are imported by name, and
 #: only when a key is not one of the reading class's own (the error path), because they
@@ -195,11 +200,61 @@ class PyprojectSource(_ProjectFileSource, PyprojectTomlConfigSettingsSource):
         return _read_toml(Path(file_path))
 
 
+class DotEnvFileSource(DotEnvSettingsSource):
+    """One ``.env.system``, named as seen from the working directory (``.env.system``,
+    ``../.env.system``) so that ``omnilab config`` can say which file set a value.
+
+    Relative paths in the project root's file are read from its folder, as in the config
+    files: ``OMNILAB_HOME=store`` there must name one store from every subfolder, not one
+    per folder a command runs in.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path, here: Path) -> None:
+        self.path = path
+        self.here = here
+        self.label = DOTENV_FILE if path.parent == here else os.path.relpath(path, here)
+        super().__init__(settings_cls, env_file=path)
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        if self.path.parent == self.here:
+            return data
+        names = _field_names(self.settings_cls)
+        for key, value in data.items():
+            field = names.get(key) or names.get(key.lower())
+            if field is None or not isinstance(value, str) or not value:
+                continue
+            if _is_path(self.settings_cls.model_fields[field]):
+                path = Path(value).expanduser()
+                data[key] = str(path if path.is_absolute() else self.path.parent / path)
+        return data
+
+
+def _dotenv_sources(
+    settings_cls: type[BaseSettings], given: PydanticBaseSettingsSource, root: Path
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    """The ``.env.system`` files read, highest first: the working directory's, then the
+    project root's (one file when they are the same folder). A file named explicitly
+    (``get_settings(env_file=...)``) is read alone."""
+    if not isinstance(given, DotEnvSettingsSource) or given.env_file != DOTENV_FILE:
+        return (given,)
+    here = (_reading_from.get() or Path.cwd()).resolve()
+    files = dict.fromkeys([here / DOTENV_FILE, root / DOTENV_FILE])
+    return tuple(DotEnvFileSource(settings_cls, path, here) for path in files)
+
+
+def dotenv_files(start: Path | None = None) -> list[Path]:
+    """The ``.env.system`` files that exist and are read, highest first."""
+    here = (start or _reading_from.get() or Path.cwd()).resolve()
+    files = dict.fromkeys([here / DOTENV_FILE, project_root(here) / DOTENV_FILE])
+    return [path for path in files if path.is_file()]
+
+
 class ProjectSettings(BaseSettings):
     """What every omnilab settings class shares: its sources and their order."""
 
     model_config = SettingsConfigDict(
-        env_file=".env.system",
+        env_file=DOTENV_FILE,  # read from the working directory and the project root
         env_file_encoding="utf-8",
         extra="ignore",
         pyproject_toml_table_header=("tool", "omnilab"),
@@ -225,7 +280,7 @@ class ProjectSettings(BaseSettings):
         return (
             init_settings,
             env_settings,
-            dotenv_settings,
+            *_dotenv_sources(settings_cls, dotenv_settings, root),
             OmnilabTomlSource(settings_cls, root),
             PyprojectSource(settings_cls, root),
         )
@@ -434,7 +489,7 @@ DEFAULT = "default"
 
 
 def _label(source: PydanticBaseSettingsSource) -> str:
-    if isinstance(source, _ProjectFileSource):
+    if isinstance(source, (_ProjectFileSource, DotEnvFileSource)):
         return source.label
     if isinstance(source, DotEnvSettingsSource):  # before its base class, EnvSettingsSource
         env_file = source.env_file
@@ -452,8 +507,8 @@ def setting_origins(
     init: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """Where each field of ``settings_cls`` gets its value: ``environment``,
-    ``.env.system``, ``omnilab.toml``, ``pyproject.toml`` (its ``[tool.omnilab]``) or
-    ``default``.
+    ``.env.system`` (or the root's, as ``../.env.system``), ``omnilab.toml``,
+    ``pyproject.toml`` (its ``[tool.omnilab]``) or ``default``.
 
     The sources are built and ordered as :meth:`ProjectSettings.settings_customise_sources`
     does for the settings themselves, so the answer cannot drift from the values.
@@ -498,7 +553,8 @@ def describe_validation_error(
 
 
 def get_settings(env_file: Path | None = None, *, cwd: Path | None = None) -> Settings:
-    """Read the settings now (from ``env_file`` instead of ``./.env.system`` if given; the
+    """Read the settings now (from ``env_file`` alone instead of the working directory's
+    and the project root's ``.env.system`` if given; the
     project's config file found from ``cwd`` instead of the working directory if given).
 
     Not cached: a notebook or a test that changes the environment between runs must see

@@ -82,7 +82,7 @@ def reap(state: StackState, cwd: Path | None = None) -> int:
         _log(state.path, f"stack {state.id}: runtime {state.runtime!r} unavailable; left as is")
         return 1
     where = cwd or Path.cwd()
-    settings = get_settings(env_file=where / ".env.system", cwd=where)
+    settings = get_settings(cwd=where)  # its owner's .env.system files and config file
     # A stack whose data waits for promotion stops, and its data stays.
     retain = bool(state.extra.get("retain_data"))
     removed = cls(settings, QuietReporter()).destroy(state, remove_data=not retain)

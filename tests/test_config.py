@@ -112,6 +112,49 @@ def test_without_a_file_the_store_is_under_the_project_root(
     assert data["tracking_store"]["location"] == f"embedded PostgreSQL at {sub.resolve() / 'mine'}"
 
 
+def test_the_project_roots_env_file_is_read_from_a_subfolder_and_named(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("OMNILAB_TRACKING_URL", "OMNILAB_READY_TIMEOUT"):  # the conftest's
+        monkeypatch.delenv(var)
+    _project(workdir, pyproject="retention_days = 1\n")
+    (workdir / ".env.system").write_text(
+        "OMNILAB_TRACKING_URL=postgresql://lab:root-pass-9876@db.example:5432/tracking\n"
+        "OMNILAB_RETENTION_DAYS=2\nOMNILAB_READY_TIMEOUT=2\nOMNILAB_RUNS_DIR=out/runs\n"
+    )
+    notebooks = workdir / "nb"
+    notebooks.mkdir()
+    root = workdir.resolve()
+    # The same store from the root and from a subfolder: one history.
+    for cwd, label in ((workdir, ".env.system"), (notebooks, "../.env.system")):
+        data = _config(cwd)
+        assert data["tracking_store"] == {
+            "kind": "url",
+            "location": "postgresql://lab:****@db.example:5432/tracking",
+            "from": label,
+        }
+        assert data["settings"]["retention_days"]["from"] == label
+        # Relative paths in the root's file are read from its folder.
+        assert data["settings"]["runs_dir"]["value"] in ("out/runs", str(root / "out" / "runs"))
+        assert str(root / ".env.system") in data["config_files"]
+    shown = run_cli("config", cwd=notebooks)
+    assert shown.returncode == 0, shown.stderr
+    assert "(../.env.system)" in shown.stdout.splitlines()[0]
+    assert "root-pass" not in shown.stdout
+    assert _config(notebooks)["settings"]["runs_dir"]["value"] == str(root / "out" / "runs")
+
+    # The working directory's own file overrides the root's, value by value.
+    (notebooks / ".env.system").write_text("OMNILAB_RETENTION_DAYS=3\n")
+    settings = _config(notebooks)["settings"]
+    assert settings["retention_days"] == {
+        "variable": "OMNILAB_RETENTION_DAYS",
+        "value": 3.0,
+        "from": ".env.system",
+    }
+    assert settings["ready_timeout"]["value"] == 2.0
+    assert settings["ready_timeout"]["from"] == "../.env.system"
+
+
 @pytest.mark.parametrize("where", ["omnilab.toml", "pyproject.toml"])
 def test_an_unknown_key_is_an_error_naming_it_and_its_file(workdir: Path, where: str) -> None:
     if where == "omnilab.toml":

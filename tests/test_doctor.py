@@ -69,3 +69,16 @@ def test_doctor_text_output_and_strict_mode() -> None:
     assert "hint:" in result.stdout
     strict = run_cli("doctor", "--strict")
     assert strict.returncode == 1  # the Qdrant image is missing here: a warning
+
+
+def test_doctor_fits_80_columns() -> None:
+    """Long details (URLs, paths, hints) wrap inside their cell, indented under it."""
+    result = run_cli("doctor", env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    too_wide = [line for line in lines if len(line) > 80]
+    assert not too_wide, "\n".join(too_wide)
+    # A wrapped detail or a hint continues in the detail's column, not at column 0.
+    continued = [line for line in lines if line[:1] == " "]
+    assert continued and all(line.startswith(" " * 12) for line in continued)
+    assert any(line.strip().startswith("hint:") for line in lines)

@@ -66,12 +66,13 @@ def config(
 ) -> None:
     """Show the settings in effect, where each came from, and which tracking store is used.
 
-    A setting comes from, highest first: the environment, .env.system (working
-    directory), omnilab.toml, [tool.omnilab] of pyproject.toml (both at the project root:
-    the nearest folder upwards holding omnilab.toml, pyproject.toml or .git), then its
-    default. Files use the names of the first column (runtime = "docker"); relative paths
-    in them are read from the file's folder. Secrets are masked. Each setting's
-    environment variable is shown in a wide terminal and by --json.
+    A setting comes from, highest first: the environment, .env.system of the working
+    directory, then of the project root (the nearest folder upwards holding omnilab.toml,
+    pyproject.toml or .git), omnilab.toml, [tool.omnilab] of pyproject.toml (both at the
+    project root), then its default; the "from" column names the file. Files use the
+    names of the first column (runtime = "docker"); relative paths in them are read from
+    the file's folder. Secrets are masked. Each setting's environment variable is shown
+    in a wide terminal and by --json.
 
     Examples:
 
@@ -79,12 +80,20 @@ def config(
 
       OMNILAB_RUNTIME=local omnilab config --json
     """
-    from omnilab.config import CONFIG_FILE, PYPROJECT_FILE, get_settings, project_root
+    from omnilab.config import (
+        CONFIG_FILE,
+        PYPROJECT_FILE,
+        dotenv_files,
+        get_settings,
+        project_root,
+    )
 
     settings = get_settings()
     rows = _rows()
     root = project_root()
-    files = [str(root / CONFIG_FILE)] if (root / CONFIG_FILE).is_file() else []
+    files = [str(path) for path in dotenv_files()]
+    if (root / CONFIG_FILE).is_file():
+        files.append(str(root / CONFIG_FILE))
     if _has_omnilab_table(root / PYPROJECT_FILE):
         files.append(f"{root / PYPROJECT_FILE} [tool.omnilab]")
     origin = {row["name"]: row["from"] for row in rows}

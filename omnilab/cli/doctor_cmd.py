@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from omnilab.cli import render
 
+if TYPE_CHECKING:
+    from omnilab.checks import Check
+
 _STYLE = {"ok": "green", "warn": "yellow", "problem": "red"}
+
+
+def _table(checks: list[Check]) -> Table:
+    """One row per check: status, name, then its detail and hint, which wrap within the
+    terminal's width (a path or a URL folds) so that no line runs past the edge."""
+    table = Table(box=None, padding=(0, 1, 0, 0), show_header=False, pad_edge=False)
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold", ratio=1)
+    for c in checks:
+        detail = escape(c.detail)
+        if c.hint:
+            detail += f"\n[dim]hint: {escape(c.hint)}[/]"
+        table.add_row(f"[{_STYLE[c.status]}]{c.status}[/]", escape(c.name), detail)
+    return table
 
 
 def doctor(
@@ -35,12 +56,7 @@ def doctor(
     if json_output:
         render.print_json([c.to_dict() for c in checks])
     else:
-        width = max(len(c.name) for c in checks)
-        for c in checks:
-            line = f"[{_STYLE[c.status]}]{c.status:7s}[/] {c.name:{width}s}  {escape(c.detail)}"
-            if c.hint:
-                line += f"\n{'':8s} {'':{width}s}  [dim]hint: {escape(c.hint)}[/]"
-            render.out.print(line)
+        render.out.print(_table(checks))
     bad = {"problem", "warn"} if strict else {"problem"}
     if any(c.status in bad for c in checks):
         raise typer.Exit(1)

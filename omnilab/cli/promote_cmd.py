@@ -173,7 +173,8 @@ def discard(
         return
     # Its result is said once, below (the reporter would say it too).
     info = do_discard(run, settings=get_queue_settings(), reporter=QuietReporter())
-    render.out.print(f"run {info['run_id'][:8]}: stack data discarded ({info['path']})")
+    label = render.run_label(info["run_id"], info.get("experiment"), info.get("name"))
+    render.out.print(f"{label}: stack data discarded ({escape(str(info['path']))})")
 
 
 @promotions_app.command("ls")

@@ -7,9 +7,11 @@ import json
 from typing import Any
 
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
-from omnilab.cli.render import out, seconds, when
+from omnilab.cli.render import out, run_label, seconds, when
 from omnilab.procs import owner_alive
 from omnilab.promote.models import PromotionResult, RollbackResult
 from omnilab.promote.records import PromotionRecord
@@ -63,10 +65,17 @@ def _styled(status: str) -> str:
     return f"[{STATUS_STYLE.get(status, 'white')}]{status.replace('_', ' ')}[/]"
 
 
-def plan_table(items: list[ItemRecord]) -> Table:
-    """One line per item: what happens, from where to where, how much."""
+def _indented(table: Table) -> Padding:
+    """A table two columns in, as a whole: a cell that wraps on a narrow terminal keeps
+    its indent (a leading "  " in the first cell would not)."""
+    return Padding(table, (0, 0, 0, 2))
+
+
+def plan_table(items: list[ItemRecord]) -> Padding:
+    """One line per item: what happens, from where to where, how much (cells wrap within
+    the terminal's width)."""
     table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold", pad_edge=False)
-    table.add_column("  action")
+    table.add_column("action")
     for name in ("service", "source", "target"):
         table.add_column(name)
     for name in ("run has", "prod. has", "size"):
@@ -74,26 +83,26 @@ def plan_table(items: list[ItemRecord]) -> Table:
     for item in items:
         plan = item.plan
         table.add_row(
-            f"  {_action(plan)}",
-            plan.service,
-            plan.source,
-            plan.target,
+            _action(plan),
+            escape(plan.service),
+            escape(plan.source),
+            escape(plan.target),
             f"{plan.source_count:,} {plan.unit}",
             "-" if plan.target_count is None else f"{plan.target_count:,}",
             size(plan.size_bytes),
         )
-    return table
+    return _indented(table)
 
 
-def diff_table(items: list[ItemRecord]) -> Table:
+def diff_table(items: list[ItemRecord]) -> Padding:
     """Per item, what the run adds, changes and removes against production, with a few
-    examples of each."""
+    examples of each (the examples wrap within the terminal's width)."""
     table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold", pad_edge=False)
-    table.add_column("  diff")
+    table.add_column("diff", overflow="fold")
     table.add_column("by")
     for name in ("added", "changed", "removed"):
-        table.add_column(name, justify="right")
-    table.add_column("examples")
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("examples", ratio=1, overflow="fold")
     for item in items:
         diff = item.plan.diff
         if diff is None:
@@ -107,14 +116,14 @@ def diff_table(items: list[ItemRecord]) -> Table:
                     f"{sign} " + ", ".join(names) + (f" (+{more:,} more)" if more > 0 else "")
                 )
         table.add_row(
-            f"  {escape(item.plan.label)}",
+            escape(item.plan.label),
             diff.by,
             f"[green]{diff.added:,}[/]",
             f"[yellow]{diff.changed:,}[/]",
             f"[red]{diff.removed:,}[/]",
             escape("; ".join(shown)) if shown else "(identical)",
         )
-    return table
+    return _indented(table)
 
 
 def since_fork_line(plan: ItemPlan) -> str | None:
@@ -127,6 +136,13 @@ def since_fork_line(plan: ItemPlan) -> str | None:
     return f"production unchanged since the fork ({since.decision})"
 
 
+def _said(markup: str, indent: int = 0) -> None:
+    """A line of prose wrapped within the terminal's width, its continuation lines under
+    its first one (the console leaves lines unwrapped otherwise)."""
+    text = Text.from_markup(markup)
+    out.print(Padding(text, (0, 0, 0, indent)) if indent else text, soft_wrap=False)
+
+
 def _explain(items: list[ItemRecord], error: str | None = None) -> None:
     """Each item's reason, notes and error; an item's error that is the promotion's own
     ``error`` is left to whoever prints that (once, on stderr)."""
@@ -135,26 +151,32 @@ def _explain(items: list[ItemRecord], error: str | None = None) -> None:
         label = escape(plan.label)
         forked = since_fork_line(plan)
         if forked:
-            out.print(f"    {label}: {forked}")
+            _said(f"{label}: {forked}", 4)
         if plan.reason:
             style = "red" if plan.action in ("conflict", "incompatible") else "default"
-            out.print(f"    [{style}]{label}: {escape(plan.reason)}[/]")
+            _said(f"[{style}]{label}: {escape(plan.reason)}[/]", 4)
         for note in plan.notes:
-            out.print(f"    [yellow]note[/] {label}: {escape(note)}")
+            _said(f"[yellow]note[/] {label}: {escape(note)}", 4)
         if item.error and not (error and item.error in error):
-            out.print(f"    [red]{label}: {escape(item.error)}[/]")
+            _said(f"[red]{label}: {escape(item.error)}[/]", 4)
 
 
 def promotion_result(result: PromotionResult) -> None:
     where = ", ".join(sorted({f"{i.plan.service} {i.plan.target_url}" for i in result.items}))
-    head = f"run [bold]{result.run_id[:8]}[/] ({result.experiment})"
+    head = run_label(result.run_id, result.experiment, result.run_name)
     if result.dry_run:
-        out.print(f"plan for {head}, on conflict: {result.on_conflict} (dry run: nothing changed)")
+        _said(f"plan for {head}, dry run: nothing changed; on conflict: {result.on_conflict}")
     else:
         ident = f"promotion [bold]{result.id[:8]}[/] of " if result.id else ""
-        out.print(f"{ident}{head}: {_styled(result.status)} in {seconds(result.seconds)}")
+        _said(f"{ident}{head}: {_styled(result.status)} in {seconds(result.seconds)}")
     if result.items:
-        out.print(f"  production: {where}")
+        line = Table.grid(padding=(0, 1))
+        line.add_column(no_wrap=True)
+        line.add_column(overflow="fold")  # one URL a line when they do not fit one
+        if len(where) + 14 > out.width:
+            where = where.replace(", ", "\n")
+        line.add_row("  production:", escape(where))
+        out.print(line)
         out.print(plan_table(result.items))
         if any(i.plan.diff is not None for i in result.items):
             out.print(diff_table(result.items))
@@ -167,7 +189,7 @@ def promotion_result(result: PromotionResult) -> None:
         out.print("  the run's stack data was released")
     if result.dry_run and result.refused_items:
         n = len(result.refused_items)
-        out.print(
+        _said(
             f"[red]the promotion would be refused[/]: {n} item{'s' if n != 1 else ''} above "
             "say why and what to do; nothing is copied until then"
         )
@@ -200,22 +222,22 @@ def error_line(result: PromotionResult) -> str:
     return f"promotion refused, nothing copied: {labels} (see above); {fix}"
 
 
-def outcome_table(items: list[ItemRecord]) -> Table:
+def outcome_table(items: list[ItemRecord]) -> Padding:
     """What each switched item received, its checksum, and where the replaced data is."""
     table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold", pad_edge=False)
-    for name in ("  target", "copied", "checksum", "verified", "replaced, kept as"):
-        table.add_column(name)
+    for name in ("target", "copied", "checksum", "verified", "replaced, kept as"):
+        table.add_column(name, overflow="fold")
     for item in items:
         source = item.checksums.get("source")
         target = item.checksums.get("target")
         table.add_row(
-            f"  {item.plan.target}",
+            escape(item.plan.target),
             f"{item.counts.get('target', 0):,} {item.plan.unit}",
             fingerprint(target),
             "yes" if source is not None and _same(source, target) else "[red]no[/]",
-            _replaced(item) or "-",
+            escape(_replaced(item) or "-"),
         )
-    return table
+    return _indented(table)
 
 
 def _same(source: dict[str, Any], target: dict[str, Any] | None) -> bool:
@@ -244,7 +266,8 @@ def promotions_listing(records: list[PromotionRecord]) -> None:
     checksum of what production received."""
     for record in records:
         out.print(
-            f"[bold]{record.short_id}[/]  run {record.run_id[:8]} ({record.experiment or '-'})  "
+            f"[bold]{record.short_id}[/]  "
+            f"{run_label(record.run_id, record.experiment, record.run_name)}  "
             f"{_styled(status_of(record))}  {when(record.created_at)}  by {record.actor}"
         )
         table = Table(box=None, padding=(0, 2, 0, 0), show_header=False, pad_edge=False)
@@ -267,7 +290,9 @@ def promotions_listing(records: list[PromotionRecord]) -> None:
 def promotion_details(record: PromotionRecord) -> None:
     out.print(f"promotion [bold]{record.id}[/]  {_styled(status_of(record))}")
     rows = {
-        "run": f"{record.run_id} ({record.experiment})",
+        "run": f"{record.run_id}"
+        + (f' "{escape(record.run_name)}"' if record.run_name else "")
+        + f" ({escape(record.experiment or '-')})",
         "by": record.actor,
         "on conflict": record.on_conflict,
         "started": when(record.created_at),

@@ -75,17 +75,20 @@ def stdout_for_json_only(active: bool = True) -> Iterator[None]:
         os.close(saved)
 
 
-def runs_elsewhere() -> None:
-    """Under an empty answer about runs: one line saying where runs are that the
-    tracking store in use does not hold (an old store this project no longer uses)."""
+def runs_elsewhere(*, found: bool = False) -> None:
+    """Under an answer about runs: one line (on stderr) saying where runs are that the
+    tracking store in use does not hold (an old store this project no longer uses).
+    ``found``: the answer listed runs, so the line is dim and looks only at folders."""
     from omnilab.config import get_settings
     from omnilab.tracking.elsewhere import runs_elsewhere as find
 
     try:
-        line = find(get_settings())
+        line = find(get_settings(), local_only=found)
     except Exception:  # a hint must never turn an answer into a failure
         return
-    if line:
+    if line and found:
+        err.print(f"[dim]note: {escape(line)}[/]")
+    elif line:
         err.print(f"[yellow]note:[/] {escape(line)}")
 
 
@@ -230,6 +233,14 @@ def bounds_text(bounds: dict[str, Any] | None) -> str:
     return ", ".join(shown) or "none"
 
 
+def run_label(run_id: str, experiment: str | None = None, name: str | None = None) -> str:
+    """A run in one line, as every command that speaks of one names it:
+    ``run 85aa626c "baseline" (Hello)`` (rich markup, values escaped). The name is the
+    one a user gave it (``--name``): the id alone says nothing to them."""
+    named = f' "{escape(name)}"' if name else ""
+    return f"run [bold]{run_id[:8]}[/]{named} ({escape(experiment or '-')})"
+
+
 def name_and_tags(record: RunRecord) -> str:
     """``name baseline · tags sweep-1, small``, or nothing for a run with neither."""
     parts = []
@@ -256,6 +267,7 @@ class Column:
     cap: int = 10_000
     shrinks: bool = False  # may be cut when the columns that must show do not fit
     key: str = ""  # what the column shows, when its header is cut (a param's name)
+    differs: bool = False  # a param whose values differ between the rows
 
     @property
     def width(self) -> int:
@@ -312,6 +324,7 @@ def param_columns(params: list[dict[str, Any]]) -> list[Column]:
             ["" if v is missing else (v if isinstance(v, str) else compact(v)) for v in values[k]],
             cap=_PARAM_CAP,
             key=k,
+            differs=k in differing,
         )
         for k in ordered
     ]
@@ -340,6 +353,12 @@ def runs_table(records: list[RunRecord]) -> tuple[Table, list[str]]:
         tags = [",".join(r.tags) for r in records]
         columns.append(Column("tags", tags, cap=_CAPS["tags"], shrinks=True))
     params = param_columns([r.params for r in records])
+    if params and params[0].differs:
+        # What sets these runs apart is shown even at 80 columns: it may shrink, as the
+        # name and the experiment do, rather than be left out for their full width.
+        first = params.pop(0)
+        first.shrinks = True
+        columns.append(first)
     summary = Column("summary", [compact(r.summary, 200) if r.summary else "" for r in records])
     table, shown = fitted_table(columns, params, summary)
     return table, [p.key for p in params if not any(p is c for c in shown)]

@@ -86,6 +86,7 @@ def ls(
             f"[dim]{len(hidden)} more params not shown ({escape(names)}): "
             "widen the terminal, or see `omnilab runs show ID`[/]"
         )
+    render.runs_elsewhere(found=True)
 
 
 @app.command("show")

@@ -1,8 +1,8 @@
 """Render ``compose/docker-compose-experiments.yml`` from the same service specs the docker
 runtime runs, so the compose file and omnilab's own stacks cannot drift apart.
 
-The seed's file, with its faults mended: pinned images (never ``latest``), ports on
-127.0.0.1 on the experiment ports (no clash with production; the seed put Qdrant on
+OmniMind's own compose file, with its faults mended: pinned images (never ``latest``),
+ports on 127.0.0.1 on the experiment ports (no clash with production; OmniMind put Qdrant on
 6334, production Qdrant's gRPC port), Qdrant's API key in the variable Qdrant reads
 (``QDRANT__SERVICE__API_KEY``), healthchecks and ``depends_on: condition:
 service_healthy``, GPUs through ``deploy.resources.reservations.devices`` (in a second
@@ -105,7 +105,7 @@ def _service(service: Service) -> dict[str, Any]:
 
 
 def _network_env(services: list[Service]) -> dict[str, str]:
-    """What code in the experiments container reads: the seed's host names."""
+    """What code in the experiments container reads: OmniMind's host names."""
     env = {"ENVIRONMENT": "docker_experiments"}
     for service in services:
         inside = Endpoint(

@@ -4,7 +4,7 @@ It starts while the run's stack is still starting: it imports omnilab and the
 experiment's file first (the slow part), then waits on stdin for the start message,
 which the host sends once every service answers. Then it runs the experiment exactly as
 the host would (:func:`omnilab.invoke.invoke`), with clients connected to the stack under
-the seed's host names, and hands back metrics (a JSON-lines file the host follows), the
+OmniMind's host names, and hands back metrics (a JSON-lines file the host follows), the
 outcome (a result file) and its output (stdout and stderr). Exit status: 0 when the run
 succeeded, 1 when it failed, 2 when the start message was unusable.
 """

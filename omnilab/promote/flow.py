@@ -205,6 +205,7 @@ class _Promotion:
         return PromotionResult(
             run_id=self.run_record.id,
             experiment=self.run_record.experiment,
+            run_name=self.run_record.name,
             status=status,  # type: ignore[arg-type]
             on_conflict=self.on_conflict,
             actor=self.actor,
@@ -529,6 +530,7 @@ def promote_after_run(
         PromotionResult,
         run_id=run.id,
         experiment=run.experiment,
+        run_name=run.name,
         on_conflict=on_conflict,
         actor=environment.owner(),
     )

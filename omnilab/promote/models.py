@@ -27,6 +27,8 @@ class PromotionResult(BaseModel):
     id: str | None = None
     run_id: str
     experiment: str
+    #: The run's name (``--name``), shown beside its id.
+    run_name: str | None = None
     status: ResultStatus
     dry_run: bool = False
     on_conflict: str

@@ -79,6 +79,7 @@ class PromotionRecord(BaseModel):
     recovered: str | None = None
     #: Joined from the run, for listings.
     experiment: str | None = None
+    run_name: str | None = None
 
     @property
     def short_id(self) -> str:
@@ -140,7 +141,7 @@ class PromotionStore(Store):
     # -- promotions -------------------------------------------------------------------------
 
     def save(self, record: PromotionRecord) -> None:
-        data = record.model_dump(mode="json", exclude={"experiment"})
+        data = record.model_dump(mode="json", exclude={"experiment", "run_name"})
         data["items"] = Jsonb(data["items"])
         columns = [c for c in _COLUMNS if c in data]
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id")
@@ -154,7 +155,7 @@ class PromotionStore(Store):
     def _select(self, where: str, params: Any, limit: int | None = None) -> list[PromotionRecord]:
         cols = ", ".join(f"p.{c}" for c in _COLUMNS)
         query = (
-            f"SELECT {cols}, r.experiment FROM omnilab.promotions p "
+            f"SELECT {cols}, r.experiment, r.name AS run_name FROM omnilab.promotions p "
             f"JOIN omnilab.runs r ON r.id = p.run_id {where} ORDER BY p.created_at DESC, p.id"
         )
         if limit is not None:

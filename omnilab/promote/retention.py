@@ -81,7 +81,13 @@ def discard(store: TrackingStore, ref: str, reporter: Reporter) -> dict[str, Any
     if data.get("state") != "kept":
         raise UsageError(f"run {record.short_id}'s stack data was already {data.get('state')}")
     release(store, record, "discarded", reporter)
-    return {"run_id": record.id, "path": data["path"], "state": "discarded"}
+    return {
+        "run_id": record.id,
+        "experiment": record.experiment,
+        "name": record.name,
+        "path": data["path"],
+        "state": "discarded",
+    }
 
 
 def sweep(store: TrackingStore, reporter: Reporter) -> list[str]:

@@ -157,7 +157,7 @@ class Service(ABC):
 
     #: Short name used in ``ctx.<name>``, container names and the CLI.
     name: ClassVar[str]
-    #: Network alias inside a stack (the seed's host names: ``redis-exp`` ...).
+    #: Network alias inside a stack (OmniMind's host names: ``redis-exp`` ...).
     alias: ClassVar[str]
     #: Ports the server listens on natively (and inside its container), by role.
     native_ports: ClassVar[dict[str, int]]

@@ -3,9 +3,12 @@
 The tracking store used to follow ``POSTGRES_URL`` and to live in ``.omnilab/`` of the
 working directory; it no longer does either. A user who finds no runs (``runs ls``) or
 no matching run (``runs show``, ``promote``) may have them there, and must be told
-where rather than believe them lost. Looking is kept cheap: one short connection to
-``POSTGRES_URL``, and for an embedded store only a look at its folder (its runs are
-counted only when its server is already running: none is started for a hint).
+where rather than believe them lost; one who finds some (``runs ls``) may not know that
+older ones are elsewhere, and is told in a dim line under the listing. Looking is kept
+cheap: one short connection to ``POSTGRES_URL`` (only beside an empty answer), and for
+an embedded store (in the working directory or a folder between it and the project
+root) only a look at its folder (its runs are counted only when its server is already
+running: none is started for a hint).
 """
 
 from __future__ import annotations
@@ -43,11 +46,25 @@ def _runs(count: int | None) -> str:
     return f"{count} run is" if count == 1 else f"{count} runs are"
 
 
-def runs_elsewhere(settings: Settings) -> str | None:
-    """One line saying where runs are that the store in use does not hold, or None."""
+def _folders_up_to_root(cwd: Path) -> list[Path]:
+    """The working directory and every folder above it up to the project root: where an
+    older omnilab (or a run started in a subfolder before the project had a root) left
+    an embedded store."""
+    root = project_root(cwd)
+    folders = [cwd]
+    if cwd.is_relative_to(root):
+        folders += [parent for parent in cwd.parents if parent.is_relative_to(root)]
+    return folders
+
+
+def runs_elsewhere(settings: Settings, *, local_only: bool = False) -> str | None:
+    """One line saying where runs are that the store in use does not hold, or None.
+
+    ``local_only``: look only at folders (a stat each), not at ``POSTGRES_URL``'s server;
+    for a hint under a listing that did find runs, which must not wait on the network."""
     in_use = settings.tracking_url
     postgres = settings.postgres_url
-    if postgres and postgres != in_use:
+    if postgres and postgres != in_use and not local_only:
         count = _count_runs(postgres)
         if count:
             return (
@@ -57,7 +74,7 @@ def runs_elsewhere(settings: Settings) -> str | None:
             )
     home = None if in_use else settings.home.resolve()
     cwd = Path.cwd().resolve()
-    for candidate in dict.fromkeys([cwd / ".omnilab", project_root(cwd) / ".omnilab"]):
+    for candidate in dict.fromkeys(folder / ".omnilab" for folder in _folders_up_to_root(cwd)):
         folder = candidate.resolve()
         if folder == home or not (folder / "pgdata" / "PG_VERSION").is_file():
             continue
@@ -66,7 +83,8 @@ def runs_elsewhere(settings: Settings) -> str | None:
         if count == 0:
             continue
         why = "a tracking URL is set" if home is None else f"its store is {home}"
-        shown = os.path.relpath(folder, cwd) if folder.is_relative_to(cwd) else str(folder)
+        near = folder.is_relative_to(cwd) or cwd.is_relative_to(folder.parent)
+        shown = os.path.relpath(folder, cwd) if near else str(folder)
         return (
             f"{_runs(count)} recorded in the embedded store at {shown}, which this project no "
             f"longer uses ({why}): OMNILAB_HOME={shown} omnilab runs ls lists them"

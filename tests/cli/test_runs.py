@@ -19,7 +19,7 @@ import pytest
 from omnilab.procs import process_start_time
 from omnilab.tracking.records import RunRecord
 from omnilab.tracking.store import TrackingStore
-from tests.support import EXPERIMENTS, HELLO, OMNILAB, run_cli
+from tests.support import EXPERIMENTS, HELLO, OMNILAB, ROOT, run_cli
 
 SECOND = f"{EXPERIMENTS / 'several.py'}:Second"
 NARROW = {"COLUMNS": "80"}
@@ -178,7 +178,11 @@ def test_tables_fit_80_columns(workdir: Path) -> None:
     assert len(lines) == 4  # a header and one line per run
     for run, line in zip(reversed(runs), lines[1:], strict=True):
         assert line.startswith(run.short_id) and run.name in line and "succeeded" in line
-    assert "13 more params not shown (seed, parameter_number_0" in listing.stderr  # said so
+    # The param that sets the runs apart is shown even here; the others are said so.
+    assert lines[0].split()[-1] == "seed", lines[0]
+    for run, line in zip(reversed(runs), lines[1:], strict=True):
+        assert line.split()[-1] == str(run.params["seed"]), line
+    assert "12 more params not shown (parameter_number_0" in listing.stderr
     wide = run_cli("runs", "ls", "--tag", tag, env={"COLUMNS": "160"})
     header = wide.stdout.splitlines()[0].split()
     assert header[header.index("tags") + 1] == "seed"  # the param that differs comes first
@@ -204,6 +208,20 @@ def test_images_ls_fits_80_columns(workdir: Path) -> None:
         assert spec.tag in result.stdout  # whole, never cut
     rows = [line for line in result.stdout.splitlines() if line.startswith("omnilab/")]
     assert len(rows) == len(catalog())  # one line per image
+
+
+def test_images_say_what_they_are_without_the_seed(workdir: Path) -> None:
+    """The images are described in words a new user knows: OmniMind's containers, not
+    "the seed's" (the project omnilab grew from), here and in the recipes' headers."""
+    result = run_cli("images", "ls", env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    flat = " ".join(result.stdout.split())
+    assert "OmniMind's experiments container" in flat
+    assert "OmniMind's code-gen container" in flat
+    assert "seed" not in result.stdout
+    for recipe in ("Dockerfile.experiments", "Dockerfile.codegen"):
+        header = (ROOT / "dockerfiles" / recipe).read_text().splitlines()[0]
+        assert "seed" not in header, header
 
 
 # -- runs compare ----------------------------------------------------------------------------

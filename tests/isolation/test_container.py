@@ -59,7 +59,7 @@ def test_a_container_run_records_what_a_host_run_records(workdir: Path) -> None:
     assert inside_run["status"] == host_run["status"] == "succeeded"
     assert inside_run["environment"]["isolation"]["kind"] == "container"
     assert host_run["environment"]["isolation"] == {"kind": "host"}
-    # Same summary, but for where the code ran: inside, the seed's docker_experiments.
+    # Same summary, but for where the code ran: inside, OmniMind's docker_experiments.
     assert host_run["summary"].pop("environment") == "unset"
     assert inside_run["summary"].pop("environment") == "docker_experiments"
     assert inside_run["summary"] == host_run["summary"] == {"keys": 4, "rows": 4}
@@ -114,7 +114,7 @@ def test_the_container_is_unprivileged_on_the_run_network_with_the_seed_names(
         mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
         assert mounts["/omnilab/experiment"]["RW"] is False
         assert mounts["/omnilab/run/artifacts"]["RW"] is True
-        # What the code inside gets: the seed's host names and the services' own ports.
+        # What the code inside gets: OmniMind's host names and the services' own ports.
         message = json.loads(isolated._start_message(stack))
         assert message["env"]["REDIS_URL"].endswith("@redis-exp:6379/0")
         assert "@postgres-exp:5432/" in message["env"]["POSTGRES_URL"]
@@ -147,7 +147,7 @@ def test_container_isolation_with_the_local_runtime_is_a_usage_error(workdir: Pa
 
 def test_hello_runs_in_a_container_with_qdrant_on_the_run_network(workdir: Path) -> None:
     """The README's first experiment, in the experiments container: its ctx.qdrant is a
-    client of the run's Qdrant container, reached as the seed's qdrant-exp."""
+    client of the run's Qdrant container, reached as OmniMind's qdrant-exp."""
     result, run = _run(HELLO, "-p", "n_items=30", "--isolation", "container")
     assert result.returncode == 0, result.stderr
     assert run["environment"]["isolation"]["kind"] == "container"

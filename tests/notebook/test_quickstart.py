@@ -6,6 +6,7 @@ notebook itself calls ``raise_for_status()`` on its runs, so a failed run fails 
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-import omnilab
-from tests.support import ROOT, free_port, stack_processes
+from omnilab.config import project_root
+from tests.support import ROOT, free_port, run_cli, stack_processes, wait_until
 
 NOTEBOOK = ROOT / "experiments" / "notebooks" / "quickstart.ipynb"
 
@@ -40,10 +41,18 @@ def _answers(port: int) -> bool:
 
 def test_the_quickstart_runs_top_to_bottom(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """As a user gets it on a fresh machine: no production service running, none of the
-    production variables set. The promotion part starts its own stand-in for production
-    Redis and removes it afterwards."""
+    production variables set, no tracking URL: the runs go to the embedded store of the
+    notebook's project (here its folder, which has no project marker above it). The
+    promotion part starts its own stand-in for production Redis and removes it
+    afterwards."""
     for var in ("REDIS_URL", "POSTGRES_URL", "QDRANT_URL", "OLLAMA_BASE_URL", "ENVIRONMENT"):
         monkeypatch.delenv(var, raising=False)
+    # The session's tracking store and timeout are the test suite's, not a new user's.
+    # OMNILAB_RUNTIME=local stays: it is what `auto` picks on a fresh machine, where no
+    # omnilab image is built yet (this one has them, and `auto` would take docker).
+    for var in ("OMNILAB_TRACKING_URL", "OMNILAB_READY_TIMEOUT"):
+        monkeypatch.delenv(var, raising=False)
+    assert project_root(workdir) == workdir.resolve()
     if _answers(6379):
         # Something on this host answers at the default production address; it would be
         # (rightly) taken for production. Point the default at nothing instead.
@@ -96,11 +105,13 @@ def test_the_quickstart_runs_top_to_bottom(workdir: Path, monkeypatch: pytest.Mo
             if out.output_type == "stream" and out.name == "stderr":
                 assert "runtime:" not in out.text and "ready at" not in out.text
 
-    # Four runs recorded, from this working directory, all succeeded.
-    mine = [
-        r
-        for r in omnilab.runs(experiment="CacheSizing", limit=50)
-        if r.run_dir and r.run_dir.is_relative_to(workdir)
-    ]
-    assert len(mine) == 4 and all(r.ok for r in mine)
+    # Four runs recorded in the embedded store of the notebook's folder, all succeeded,
+    # as `omnilab runs ls` there lists them (which starts that store and stops it again).
+    store = workdir / ".omnilab"
+    assert (store / "pgdata" / "PG_VERSION").is_file()
+    listing = run_cli("runs", "ls", "--experiment", "CacheSizing", "--json", cwd=workdir)
+    assert listing.returncode == 0, listing.stderr
+    mine = json.loads(listing.stdout)
+    assert len(mine) == 4 and all(r["status"] == "succeeded" for r in mine)
+    assert wait_until(lambda: not (store / "pgdata" / "postmaster.pid").exists(), timeout=15)
     assert not stack_processes()

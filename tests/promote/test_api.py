@@ -11,7 +11,7 @@ from tests.support.queue_helpers import FAST, make_key, start_api
 
 def test_promote_plan_conflict_rollback_over_http(production: Production, workdir: Path) -> None:
     run = run_promotable()
-    # The queue shares production's Redis, as in the seed's setup (REDIS_URL).
+    # The queue shares production's Redis, as in OmniMind's setup (REDIS_URL).
     env = {**FAST, "REDIS_URL": production.redis_url}
     api = start_api(workdir, {**env, "OMNILAB_EXPERIMENTS_DIR": str(API_EXPERIMENTS)})
     try:

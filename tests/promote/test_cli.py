@@ -10,6 +10,7 @@ from tests.support import HELLO, ROOT, run_cli
 from tests.support.promotion_support import Production, seed_production
 
 DEMO = ROOT / "experiments" / "promote_demo.py"
+NARROW = {"COLUMNS": "80"}
 
 
 def _run(*args: str) -> str:
@@ -73,6 +74,15 @@ def test_a_conflict_prints_the_plan_and_exits_2(production: Production) -> None:
     assert "conflict" in refused.stdout
     assert "use --on-conflict replace or version" in refused.stderr
     assert production.snapshot() == before
+    # At 80 columns every line fits, and the diff table's wrapped cells stay indented.
+    narrow = run_cli("promote", run_id, "--dry-run", "--on-conflict", "replace", env=NARROW)
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert not [line for line in lines if len(line) > 80], narrow.stdout
+    start = next(i for i, line in enumerate(lines) if line.startswith("  production:"))
+    end = next(i for i, line in enumerate(lines) if line.split()[:2] == ["diff", "by"])
+    assert all(line.startswith("  ") for line in lines[start : end + 4]), narrow.stdout
+    assert "+ " in narrow.stdout and "~ " in narrow.stdout  # the examples, wrapped
     replaced = run_cli("promote", run_id, "--on-conflict", "replace")
     assert replaced.returncode == 0, replaced.stderr
     assert "omnilab:replaced:" in replaced.stdout  # where the replaced keys are kept
@@ -112,6 +122,33 @@ def test_bad_input_is_one_line_and_exit_2(production: Production) -> None:
     hello_id = hello.stdout.split()[1]
     result = run_cli("promote", hello_id)
     assert result.returncode == 2 and "has nothing to promote" in result.stderr
+
+
+def test_a_runs_name_is_shown_by_every_promotion_command(production: Production) -> None:
+    run_id = _run("--name", "named-run")
+    label = f'run {run_id[:8]} "named-run" (PromoteDemo)'
+    plan = run_cli("promote", run_id[:8], "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert " ".join(plan.stdout.split()).startswith(f"plan for {label}"), plan.stdout
+    planned = json.loads(run_cli("promote", run_id[:8], "--dry-run", "--json").stdout)
+    assert planned["run_name"] == "named-run"
+    done = run_cli("promote", run_id[:8])
+    assert done.returncode == 0, done.stderr
+    assert label in done.stdout.splitlines()[0]
+    listing = run_cli("promotions", "ls", "--run", run_id[:8])
+    assert listing.returncode == 0, listing.stderr
+    assert label in listing.stdout.splitlines()[0]
+    shown = run_cli(
+        "promotions",
+        "show",
+        json.loads(run_cli("promotions", "ls", "--run", run_id[:8], "--json").stdout)[0]["id"][:8],
+    )
+    assert f'{run_id} "named-run" (PromoteDemo)' in shown.stdout
+
+    other = _run("--name", "given up")
+    gone = run_cli("discard", other[:8])
+    assert gone.returncode == 0, gone.stderr
+    assert gone.stdout.startswith(f'run {other[:8]} "given up" (PromoteDemo): stack data discarded')
 
 
 def test_discard_and_prune(production: Production, workdir: Path) -> None:

@@ -234,6 +234,43 @@ def test_postgres_of_another_major_version_is_said_in_the_plan(
         assert conn.execute("SELECT count(*) FROM scores").fetchone() == (50,)
 
 
+def test_a_type_production_lacks_is_refused_in_the_plan_with_its_definition(
+    production: Production,
+) -> None:
+    """The run's table has columns of an enum and a domain it created: the same major
+    version on both sides, but production has neither type. The dry run says so with the
+    statements that create them; the promotion is refused with production unchanged."""
+    run = run_promotable(n_rows=20, own_types=True)
+    plan = run_cli("promote", run.id, "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    out = " ".join(plan.stdout.split())
+    assert "incompatible" in out
+    assert "production's database has no type mood, positive" in out, out
+    assert "CREATE TYPE public.mood AS ENUM ('low', 'high')" in out
+    assert "CREATE DOMAIN public.positive AS double precision CHECK ((VALUE >= " in out
+    assert "the promotion would be refused" in out
+
+    before = production.snapshot()
+    refused = run_cli("promote", run.id)
+    assert refused.returncode == 1, (refused.stdout, refused.stderr)
+    assert "refused" in refused.stdout.splitlines()[0]
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "postgres table scores" in errors[0], refused.stderr
+    assert production.snapshot() == before  # nothing copied, nothing staged
+
+    # Created in production as the fix says, the same run is promoted.
+    with production.pg() as conn:
+        conn.execute("CREATE TYPE mood AS ENUM ('low', 'high')")
+        conn.execute("CREATE DOMAIN positive AS double precision CHECK (VALUE >= 0)")
+    done = run_cli("promote", run.id)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    with production.pg() as conn:
+        assert conn.execute("SELECT count(*), min(mood::text) FROM scores").fetchone() == (
+            20,
+            "low",
+        )
+
+
 def test_run_with_promote_refused_is_one_error_line(older_redis: str) -> None:
     done = run_cli("run", EXPERIMENT, "--promote", "-p", "groups=true")
     assert done.returncode == 1, (done.stdout, done.stderr)

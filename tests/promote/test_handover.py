@@ -20,7 +20,7 @@ A, B, C = "host-a", "host-b", "host-c"
 
 
 def _env(production: Production, **extra: str) -> dict[str, str]:
-    # The queue shares production's Redis, as in the seed's setup (REDIS_URL).
+    # The queue shares production's Redis, as in OmniMind's setup (REDIS_URL).
     return {
         **FAST,
         "REDIS_URL": production.redis_url,
@@ -146,7 +146,7 @@ def test_the_host_that_keeps_the_data_promotes_and_rolls_back(
             # Discarded on host-b, asked from host-a's command line.
             cli = run_cli("discard", other.id[:8], env={**api.env, "OMNILAB_HOST": A})
             assert cli.returncode == 0, cli.stderr
-            assert f"run {other.id[:8]}: stack data discarded" in cli.stdout
+            assert f"run {other.id[:8]} ({other.experiment}): stack data discarded" in cli.stdout
             assert not Path(other.data["path"]).exists()  # type: ignore[index]
             assert "(discard): asked by host-a" in restarted.output
         finally:
@@ -243,7 +243,7 @@ def test_a_task_taken_by_a_dead_hosts_connection_is_sent_again(
         env = {**_env(production), "OMNILAB_HOST": A, "OMNILAB_HOST_TASK_START_TIMEOUT": "20"}
         cli = run_cli("discard", run.id[:8], env=env)
         assert cli.returncode == 0, cli.stdout + cli.stderr
-        assert f"run {run.id[:8]}: stack data discarded" in cli.stdout
+        assert f"run {run.id[:8]} ({run.experiment}): stack data discarded" in cli.stdout
         assert "(discard): asked by host-a" in worker.output
         # The dead lane did take the first delivery.
         taken = ghost.read_response()

@@ -134,6 +134,39 @@ def test_an_embedded_store_left_in_the_working_directory_is_pointed_at(
         assert wait_until(lambda home=home: _stopped(home), timeout=10)
 
 
+def test_a_listing_with_runs_still_points_at_an_older_store_below_the_root(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMNILAB_TRACKING_URL")
+    work = workdir / "work"
+    notebooks = work / "nb"
+    notebooks.mkdir(parents=True)
+    # A notebook's older runs, recorded before the project had a root (in work/), and a
+    # script's at the root since.
+    old_id = _record(work)
+    assert wait_until(lambda: _stopped(work / ".omnilab"), timeout=10)
+    (workdir / "pyproject.toml").write_text('[project]\nname = "demo"\n')
+    new_id = _record(workdir)
+    assert wait_until(lambda: _stopped(workdir / ".omnilab"), timeout=10)
+
+    store = workdir.resolve() / ".omnilab"
+    for cwd, shown in ((notebooks, "../.omnilab"), (work, ".omnilab")):
+        listing = run_cli("runs", "ls", cwd=cwd)
+        assert listing.returncode == 0, listing.stderr
+        assert new_id[:8] in listing.stdout and old_id[:8] not in listing.stdout
+        notes = [line for line in listing.stderr.splitlines() if line.startswith("note:")]
+        assert notes == [
+            f"note: Earlier runs may be recorded in the embedded store at {shown}, which this "
+            f"project no longer uses (its store is {store}): OMNILAB_HOME={shown} omnilab "
+            "runs ls lists them"
+        ], listing.stderr
+        # Scripts reading --json get the runs alone.
+        assert _listed(cwd) == [new_id]
+    assert _listed(notebooks, env={"OMNILAB_HOME": "../.omnilab"}) == [old_id]
+    for home in (store, work / ".omnilab"):
+        assert wait_until(lambda home=home: _stopped(home), timeout=10)
+
+
 def test_no_note_when_there_is_nothing_elsewhere(workdir: Path) -> None:
     listing = run_cli("runs", "ls")
     assert listing.returncode == 0

@@ -1,7 +1,7 @@
 """The docker runtime: one container per service, on a network of the stack's own.
 
 Containers are named ``<service>-exp-<short stack id>`` and answer on the stack's
-network under the seed's host names (``redis-exp``, ``postgres-exp``...). Ports are
+network under OmniMind's host names (``redis-exp``, ``postgres-exp``...). Ports are
 published on 127.0.0.1 only. Every container, network and volume carries labels
 (:mod:`omnilab.runtimes.docker.labels`) that name its stack and owner: teardown, the reaper and
 ``omnilab gc`` find them by label, so nothing depends on this process's memory.
@@ -77,7 +77,7 @@ def data_placement() -> str:
 
 def network_env(services: Mapping[str, RunningService]) -> dict[str, str]:
     """The variables code *inside* a stack's network uses (``ENVIRONMENT=docker_experiments``):
-    the seed's host names (``redis-exp:6379``...) and the services' own ports."""
+    OmniMind's host names (``redis-exp:6379``...) and the services' own ports."""
     env = {"ENVIRONMENT": "docker_experiments"}
     for running in services.values():
         service = running.service

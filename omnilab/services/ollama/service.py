@@ -1,4 +1,4 @@
-"""Ollama: ``ollama-exp`` in the seed's stack, the LLM server for experiments.
+"""Ollama: ``ollama-exp`` in OmniMind's experiments stack, the LLM server for experiments.
 
 Locally it runs ``ollama serve`` when the binary is installed, on the stack's own port,
 reading models from the user's usual models folder (models are gigabytes; copying them

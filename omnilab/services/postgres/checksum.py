@@ -84,15 +84,25 @@ def column_hash_sql(columns: list[tuple[str, str]]) -> str:
     return " # ".join(terms) if terms else "0"
 
 
+#: The type ``table_columns`` gives an enum column (or an array of one): hashed as its
+#: label's text, because an enum's own hash is of its label's OID, which differs between
+#: two databases that define the same enum.
+ENUM = "(enum)"
+_DIRECT[ENUM] = "hashtextextended({c}::text, {s})"
+
+
 def table_columns(conn: psycopg.Connection, oid: int) -> list[tuple[str, str]]:
     """(name, type) of every column, in order: what ``hash_columns`` is built from."""
     rows = conn.execute(
-        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
-        " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod),"
+        " coalesce(e.typtype, t.typtype) = 'e' FROM pg_attribute a"
+        " JOIN pg_type t ON t.oid = a.atttypid"
+        " LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'"
+        " WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
         (oid,),
     ).fetchall()
     # The type without its modifier: varchar(20) and numeric(10,2) hash as their types.
-    return [(name, _base_type(typ)) for name, typ in rows]
+    return [(name, ENUM if enum else _base_type(typ)) for name, typ, enum in rows]
 
 
 def _base_type(typ: str) -> str:

@@ -210,33 +210,84 @@ class PostgresPromoter(Promoter):
             self._plan_compatibility(plan)
         return plan
 
+    def _column_types(self) -> list[tuple[int, str, str, str, bool, str | None]]:
+        """The types of the table's columns (an array's element type for an array): oid,
+        name as the table's definition writes it, name qualified by its schema, kind
+        (``pg_type.typtype``: e enum, d domain, b base...), built in (``pg_catalog``),
+        and the extension that owns it, if any."""
+        rows = self.src.execute(
+            "SELECT DISTINCT b.oid::int, format_type(b.oid, NULL), "
+            "quote_ident(n.nspname) || '.' || quote_ident(b.typname), b.typtype::text, "
+            "n.nspname = 'pg_catalog', x.extname::text "
+            "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "JOIN pg_type b ON b.oid = CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 "
+            "THEN t.typelem ELSE t.oid END "
+            "JOIN pg_namespace n ON n.oid = b.typnamespace "
+            "LEFT JOIN pg_depend d ON d.classid = 'pg_type'::regclass AND d.objid = b.oid "
+            "AND d.deptype = 'e' "
+            "LEFT JOIN pg_extension x ON x.oid = d.refobjid "
+            "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 2",
+            (self.shape().oid,),
+        ).fetchall()
+        return [tuple(row) for row in rows]
+
+    def _type_fix(self, oid: int, qualified: str, kind: str, extension: str | None) -> str:
+        """How production gets a type the run created: the run's own definition of an
+        enum or a domain, the extension that brings an extension's type."""
+        if extension:
+            return f"CREATE EXTENSION {extension}"
+        if kind == "e":
+            row = self.src.execute(
+                "SELECT string_agg(quote_literal(enumlabel), ', ' ORDER BY enumsortorder) "
+                "FROM pg_enum WHERE enumtypid = %s",
+                (oid,),
+            ).fetchone()
+            return f"CREATE TYPE {qualified} AS ENUM ({row[0] if row else ''})"
+        if kind == "d":
+            row = self.src.execute(
+                "SELECT format_type(t.typbasetype, t.typtypmod), "
+                "(SELECT string_agg(' ' || pg_get_constraintdef(c.oid), '' ORDER BY c.conname) "
+                "FROM pg_constraint c WHERE c.contypid = t.oid) FROM pg_type t WHERE t.oid = %s",
+                (oid,),
+            ).fetchone()
+            base, checks = (row[0], row[1] or "") if row else ("?", "")
+            return f"CREATE DOMAIN {qualified} AS {base}{checks}"
+        return f"create {qualified} as the run's database defines it"
+
     def _plan_compatibility(self, plan: ItemPlan) -> None:
-        """Servers of two major versions: say so, and refuse a table with a built-in type
-        production's PostgreSQL does not have (``to_regtype`` there), before any copy."""
+        """Refuse, before any copy, a table with a column of a type production's
+        PostgreSQL does not have (``to_regtype`` there): one the run created (an enum, a
+        domain) or an extension brought, whatever the versions, with the statement that
+        creates it; a built-in type of a newer major version. Servers of two major
+        versions are named in a note."""
         ours, theirs = self.src.info.server_version, self.prod.info.server_version
         plan.details["servers"] = {
             "run": f"PostgreSQL {_version(ours)}",
             "production": f"PostgreSQL {_version(theirs)}",
         }
-        if ours // 10000 == theirs // 10000:
-            return
-        types = [
-            name
-            for (name,) in self.src.execute(
-                "SELECT DISTINCT format_type(a.atttypid, NULL) FROM pg_attribute a "
-                "JOIN pg_type t ON t.oid = a.atttypid "
-                "LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typelem <> 0 "
-                "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped "
-                "AND coalesce(e.typnamespace, t.typnamespace) = 'pg_catalog'::regnamespace "
-                "ORDER BY 1",
-                (self.shape().oid,),
+        same_major = ours // 10000 == theirs // 10000
+        columns = self._column_types()
+
+        def absent(name: str) -> bool:
+            return self.prod.execute("SELECT to_regtype(%s)", (name,)).fetchone() == (None,)
+
+        own = [
+            (name, self._type_fix(oid, qualified, kind, extension))
+            for oid, name, qualified, kind, builtin, extension in columns
+            if not builtin and absent(qualified)
+        ]
+        if own:
+            plan.action = "incompatible"
+            names = ", ".join(name for name, _ in own)
+            plan.reason = (
+                f"production's database has no type {names}, which the run's table uses; "
+                f"fix: create it in production first ({'; '.join(fix for _, fix in own)}), "
+                "then promote again"
             )
-        ]
-        missing = [
-            name
-            for name in types
-            if self.prod.execute("SELECT to_regtype(%s)", (name,)).fetchone() == (None,)
-        ]
+            return
+        if same_major:
+            return
+        missing = [name for _, name, _, _, builtin, _ in columns if builtin and absent(name)]
         if missing:
             plan.action = "incompatible"
             plan.reason = (

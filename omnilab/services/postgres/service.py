@@ -1,4 +1,4 @@
-"""PostgreSQL: ``postgres-exp`` in the seed's stack.
+"""PostgreSQL: ``postgres-exp`` in OmniMind's experiments stack.
 
 Locally it runs the system's ``initdb``/``postgres`` when installed (on PATH or under
 ``/usr/lib/postgresql/<version>/bin``), else the server shipped in the

@@ -1,4 +1,4 @@
-"""Qdrant: ``qdrant-exp`` in the seed's stack.
+"""Qdrant: ``qdrant-exp`` in OmniMind's experiments stack.
 
 Locally it runs a Qdrant server binary when there is one (``OMNILAB_QDRANT_BINARY``, or
 ``qdrant`` on PATH: :mod:`.binary`); otherwise the stack uses qdrant-client's local mode,

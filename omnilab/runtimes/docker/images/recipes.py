@@ -34,7 +34,7 @@ class ImageSpec:
     #: Built by a plain ``omnilab images build``.
     default: bool = True
     #: A recipe file directly under ``dockerfiles/`` (``Dockerfile.experiments``), the
-    #: names the seed gave them; None: ``<context>/Dockerfile``.
+    #: names OmniMind gave them; None: ``<context>/Dockerfile``.
     dockerfile: str | None = None
     #: The build context gets wheels of omnilab and its dependencies, made on the host,
     #: so the image installs them with no index (air-gapped hosts included).
@@ -61,7 +61,7 @@ EXPERIMENTS = ImageSpec(
     name="experiments",
     tag=f"omnilab/experiments:{__version__}-{DEBIAN_SUITE}",
     description="Python, omnilab and its clients: runs experiments with "
-    "isolation='container' (the seed's omnimind-experiments)",
+    "isolation='container' (OmniMind's experiments container)",
     dockerfile="Dockerfile.experiments",
     wheels=True,
     default=False,
@@ -70,7 +70,7 @@ CODEGEN = ImageSpec(
     name="codegen",
     tag=f"omnilab/codegen:{__version__}-{DEBIAN_SUITE}",
     description="Python and omnilab: the code-generation sandbox's image "
-    "(the seed's omnimind-code-gen)",
+    "(OmniMind's code-gen container)",
     dockerfile="Dockerfile.codegen",
     wheels=True,
     default=False,
