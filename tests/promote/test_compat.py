@@ -9,15 +9,18 @@ fix, and a refused promotion prints its error once.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis as redis_lib
 
@@ -232,6 +235,73 @@ def test_postgres_of_another_major_version_is_said_in_the_plan(
     assert done.status == "succeeded"
     with production.pg() as conn:
         assert conn.execute("SELECT count(*) FROM scores").fetchone() == (50,)
+
+
+#: Headers the relay sets itself (httpx has decoded the body).
+_HOP_BY_HOP = ("content-length", "transfer-encoding", "connection", "content-encoding")
+
+
+class _OlderQdrant(http.server.BaseHTTPRequestHandler):
+    """Production's Qdrant, reached through this HTTP relay that says it is another
+    version: one binary is all this machine has. The relay passes every request on
+    unchanged but for the version in ``GET /``; gRPC goes to production directly."""
+
+    target = ""
+    version = "1.18.2"
+
+    def _relay(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host",)}
+        reply = httpx.request(
+            self.command, self.target + self.path, headers=headers, content=body, timeout=60
+        )
+        content = reply.content
+        if self.command == "GET" and self.path == "/":
+            about = reply.json()
+            about["version"] = self.version
+            content = json.dumps(about).encode()
+        self.send_response(reply.status_code)
+        for key, value in reply.headers.items():
+            if key.lower() not in (
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "content-encoding",
+            ):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _relay
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_qdrant_of_another_version_is_said_in_the_plan_and_the_points_are_copied(
+    production: Production, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shard snapshots need two servers of one version: with production on another, the
+    plan names both and says the points are copied, and they are."""
+    handler = type("Relay", (_OlderQdrant,), {"target": production.qdrant_url.rstrip("/")})
+    relay = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("QDRANT_URL", f"http://127.0.0.1:{relay.server_address[1]}")
+        run = run_promotable()
+        plan = promote(run.id, dry_run=True, reporter=QuietReporter())
+        qdrant = next(i.plan for i in plan.items if i.plan.service == "qdrant")
+        assert qdrant.details["servers"]["production"] == "Qdrant 1.18.2"
+        assert qdrant.details["servers"]["run"] != "Qdrant 1.18.2"
+        assert qdrant.details["copy_method"] == "points"
+        assert any("differ: shard snapshots need equal versions" in n for n in qdrant.notes)
+        done = promote(run.id, reporter=QuietReporter())
+        assert done.status == "succeeded", done.error
+    finally:
+        relay.shutdown()
+        relay.server_close()
+    assert len(production.points("docs")) == 20
 
 
 def test_a_type_production_lacks_is_refused_in_the_plan_with_its_definition(
