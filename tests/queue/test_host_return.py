@@ -134,7 +134,10 @@ def test_a_worker_back_after_a_takeover_records_nothing(
         assert server.run(run_id)["status"] == "running"
         try:
             server.wait_status(run_id, ("queued", "running"), timeout=30)
-            assert wait_until(lambda: _pid_of(server, run_id) != first_pid, timeout=30)
+            assert wait_until(lambda: _pid_of(server, run_id) != first_pid, timeout=30), (
+                f"not taken over: {server.run(run_id)}\n--- api:\n{server.service.output[-3000:]}"
+                f"\n--- host-c:\n{c.output[-3000:]}"
+            )
             server.wait_status(run_id, "running", timeout=30)
             second_pid = _pid_of(server, run_id)
             assert second_pid != first_pid
