@@ -290,6 +290,10 @@ def _why_not(store: TrackingStore, record: RunRecord) -> str:
     return ""
 
 
+def _counted(n: int, thing: str) -> str:
+    return f"{n:,} {thing}" + ("" if n == 1 else "s")
+
+
 def _delete(store: TrackingStore, record: RunRecord, force: bool) -> str:
     """Delete one run; returns what went, in words."""
     from omnilab.progress import Reporter
@@ -303,7 +307,7 @@ def _delete(store: TrackingStore, record: RunRecord, force: bool) -> str:
 
         try:
             removed = store_at(record.artifacts_url).delete_run(record.id)
-            gone.append(f"{removed} files in {record.artifacts_url}")
+            gone.append(f"{_counted(removed, 'file')} in {record.artifacts_url}")
         except ArtifactError as exc:
             if not force:
                 raise ArtifactError(f"{exc}; the run is kept (--force deletes it anyway)") from None
@@ -313,10 +317,10 @@ def _delete(store: TrackingStore, record: RunRecord, force: bool) -> str:
         release(store, record, "discarded", Reporter())
         gone.append(f"stack data {data.get('path')}")
     counts = store.delete_run(record.id)
-    gone.append(f"{counts['metrics']} metric points")
-    gone.append(f"{counts['artifacts']} artifact records")
+    gone.append(_counted(counts["metrics"], "metric point"))
+    gone.append(_counted(counts["artifacts"], "artifact record"))
     if counts["promotions"]:
-        gone.append(f"{counts['promotions']} promotion records")
+        gone.append(_counted(counts["promotions"], "promotion record"))
     folder = Path(record.run_dir) if record.run_dir else None
     here = (record.environment or {}).get("hostname") in (None, host_name())
     if folder is not None and here and folder.is_dir() and folder.name == record.id:

@@ -291,8 +291,8 @@ def test_delete_asks_then_removes_records_metrics_and_folder(workdir: Path) -> N
     assert deleted.returncode == 0, deleted.stderr
     said = deleted.stdout.splitlines()[-1]
     assert said.startswith(f"run {run['id'][:8]} deleted: record, ")
-    assert f"{_metric_points(run)} metric points" in said
-    assert "1 artifact records" in said and f"folder {folder}" in said
+    assert f"{_metric_points(run):,} metric points" in said
+    assert "1 artifact record," in said and f"folder {folder}" in said
     assert _count("runs", run["id"], "id") == 0
     assert _count("metrics", run["id"]) == 0 and _count("artifacts", run["id"]) == 0
     assert not folder.exists()
@@ -336,7 +336,7 @@ def test_delete_refuses_a_running_run_kept_data_or_a_promoted_run(workdir: Path)
     forced = run_cli("runs", "delete", running.id, kept.id, promoted.id, "--yes", "--force")
     assert forced.returncode == 0, forced.stderr
     assert f"stack data {kept_dir}" in forced.stdout and not kept_dir.exists()
-    assert "1 promotion records" in forced.stdout
+    assert "1 promotion record\n" in forced.stdout
     for record in (running, kept, promoted):
         assert _count("runs", record.id, "id") == 0
     assert _count("promotions", promoted.id) == 0
