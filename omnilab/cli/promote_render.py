@@ -320,7 +320,8 @@ def promotion_details(record: PromotionRecord) -> None:
 def rollback_result(result: RollbackResult) -> None:
     would = "would " if result.dry_run else ""
     out.print(
-        f"rollback of promotion [bold]{result.promotion_id[:8]}[/] (run {result.run_id[:8]}): "
+        f"rollback of promotion [bold]{result.promotion_id[:8]}[/] "
+        f"({run_label(result.run_id, result.experiment, result.run_name)}): "
         f"{_styled(result.status)}"
     )
     for item in result.items:

@@ -110,6 +110,9 @@ class RollbackResult(BaseModel):
 
     promotion_id: str
     run_id: str
+    #: The promoted run's experiment and name, to say which run as every command does.
+    experiment: str | None = None
+    run_name: str | None = None
     dry_run: bool = False
     status: Literal["planned", "rolled_back", "partial"]
     #: Per item: target, what is restored, what is removed, state.

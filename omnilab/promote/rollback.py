@@ -57,6 +57,7 @@ def rollback(
         if dry_run:
             return RollbackResult(
                 promotion_id=record.id, run_id=record.run_id, dry_run=True,
+                experiment=record.experiment, run_name=record.run_name,
                 status="planned", items=plan,
             )  # fmt: skip
         return _carry_out(promotions, record, items, plan, actor, settings, reporter)
@@ -138,6 +139,8 @@ def _carry_out(
     result = RollbackResult(
         promotion_id=record.id,
         run_id=record.run_id,
+        experiment=record.experiment,
+        run_name=record.run_name,
         status="partial" if errors else "rolled_back",
         items=plan,
         error="; ".join(errors) or None,

@@ -144,6 +144,10 @@ def test_a_runs_name_is_shown_by_every_promotion_command(production: Production)
         json.loads(run_cli("promotions", "ls", "--run", run_id[:8], "--json").stdout)[0]["id"][:8],
     )
     assert f'{run_id} "named-run" (PromoteDemo)' in shown.stdout
+    promotion = json.loads(run_cli("promotions", "ls", "--run", run_id[:8], "--json").stdout)[0]
+    back = run_cli("rollback", promotion["id"][:8])
+    assert back.returncode == 0, back.stderr
+    assert f"({label}): " in " ".join(back.stdout.split()), back.stdout
 
     other = _run("--name", "given up")
     gone = run_cli("discard", other[:8])
