@@ -279,6 +279,9 @@ class _OlderQdrant(http.server.BaseHTTPRequestHandler):
         pass
 
 
+# qdrant-client warns of the version the relay reports, as it would of a real one.
+@pytest.mark.filterwarnings("ignore:Qdrant client version:UserWarning")
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version:UserWarning")
 def test_qdrant_of_another_version_is_said_in_the_plan_and_the_points_are_copied(
     production: Production, monkeypatch: pytest.MonkeyPatch
 ) -> None:
