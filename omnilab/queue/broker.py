@@ -128,15 +128,12 @@ class Broker:
             return set()
         try:
             jobs = [j for j in Job.fetch_many(ids, connection=self.redis) if j is not None]
-            queued = [j for j in jobs if j.get_status(refresh=False) == JobStatus.QUEUED]
-            listed = self._listed({j.origin for j in queued})
+            status = {j.id: j.get_status(refresh=False) for j in jobs}
+            listed = self._listed({j.origin for j in jobs if status[j.id] == JobStatus.QUEUED})
         except redis.RedisError as exc:
             raise self.unreachable(exc) from None
         return {
-            job.id
-            for job in jobs
-            if job.get_status(refresh=False) in _WAITING
-            and (job.get_status(refresh=False) != JobStatus.QUEUED or job.id in listed)
+            i for i, s in status.items() if s in _WAITING and (s != JobStatus.QUEUED or i in listed)
         }
 
     def _listed(self, queues: Iterable[str]) -> set[str]:
