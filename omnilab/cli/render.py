@@ -207,7 +207,8 @@ def run_result(run: Run) -> None:
         out.print(table)
     if run.artifacts:
         where = run.artifacts_url or run.artifacts_dir
-        out.print(f"artifacts: {escape(str(where))} ({len(run.artifacts)} files)")
+        n = len(run.artifacts)
+        out.print(f"artifacts: {escape(str(where))} ({n} file{'' if n == 1 else 's'})")
     _upload_problem(run)
     if run.status == "failed" and run.error:
         last = run.error.strip().splitlines()[-1]
