@@ -16,8 +16,10 @@ executes, fork the same way.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -160,47 +162,74 @@ class Fork:
                 )
 
     def copy(self, stack: Stack) -> list[dict[str, Any]]:
-        """Copy and verify every seed into ``stack``, in the order declared; returns their
-        provenance, as the run records it."""
+        """Copy and verify every seed into ``stack``; returns their provenance, as the run
+        records it, in the order declared.
+
+        Each service's seeds are copied in the order declared, and the services at once,
+        one thread each: they read and write different servers, and each copy waits on
+        its servers much of the time. When one fails (or the user interrupts), the others
+        stop at their next batch and are waited for, so nothing writes into the stack
+        once this returns or raises."""
         n = len(self.seeds)
         self.reporter.note(f"forking {n} item{'s' if n != 1 else ''} from production")
-        records = []
+        records: list[dict[str, Any]] = [{} for _ in self.seeds]
+        by_service: dict[str, list[int]] = {}
+        for index, item in enumerate(self.seeds):
+            by_service.setdefault(item.service, []).append(index)
+        stop = threading.Event()
+
+        def work(indexes: list[int]) -> None:
+            for index in indexes:
+                records[index] = self._copy_one(self.seeds[index], stack, stop)
+
         try:
-            for item in self.seeds:
-                forker = self.forkers[item.service]
-                total = self.counts.get(item.label, 0)
-                began = time.monotonic()
-                label = f"seed {item.label}"
-                # The pause point (tests of interrupted forks): seeding:<service>.
-                step = f"seeding:{item.service}"
-                with Progress(self.reporter, label, total, item.unit, step=step) as progress:
-                    provenance = forker.copy(item, stack.endpoint(item.service), progress)
-                seconds = time.monotonic() - began
-                # Only PostgreSQL tables are cached so far (docs/fork.md, the fork cache).
-                provenance.setdefault(
-                    "cache",
-                    {"served": False, "stored": False, "off": "not cached for this service"},
-                )
-                copied = _copied(provenance)
-                how = "restored from the fork cache" if _served(provenance) else "copied"
-                self.reporter.note(
-                    f"  seed {item.label}: {copied:,} {item.unit} {how} and verified "
-                    f"({seconds:.1f}s)"
-                )
-                records.append(
-                    {
-                        "kind": item.kind,
-                        "service": item.service,
-                        "label": item.label,
-                        "item": item.to_dict(),
-                        "url": item.production_url(self.settings),
-                        "consistency": forker.consistency,
-                        **provenance,
-                    }
-                )
+            if len(by_service) == 1:
+                work(list(range(n)))
+            else:
+                with ThreadPoolExecutor(
+                    max_workers=len(by_service), thread_name_prefix="omnilab-fork"
+                ) as pool:
+                    futures = [pool.submit(work, indexes) for indexes in by_service.values()]
+                    try:
+                        for future in as_completed(futures):
+                            future.result()
+                    except BaseException:
+                        stop.set()  # the others stop at their next batch; `with` waits
+                        raise
         finally:
             self.close()
         return records
+
+    def _copy_one(self, item: Promotable, stack: Stack, stop: threading.Event) -> dict[str, Any]:
+        forker = self.forkers[item.service]
+        total = self.counts.get(item.label, 0)
+        began = time.monotonic()
+        label = f"seed {item.label}"
+        # The pause point (tests of interrupted forks): seeding:<service>.
+        step = f"seeding:{item.service}"
+        with Progress(self.reporter, label, total, item.unit, step=step) as progress:
+            progress.stop = stop
+            provenance = forker.copy(item, stack.endpoint(item.service), progress)
+        seconds = time.monotonic() - began
+        # Only PostgreSQL tables are cached so far (docs/fork.md, the fork cache).
+        provenance.setdefault(
+            "cache",
+            {"served": False, "stored": False, "off": "not cached for this service"},
+        )
+        copied = _copied(provenance)
+        how = "restored from the fork cache" if _served(provenance) else "copied"
+        self.reporter.note(
+            f"  seed {item.label}: {copied:,} {item.unit} {how} and verified ({seconds:.1f}s)"
+        )
+        return {
+            "kind": item.kind,
+            "service": item.service,
+            "label": item.label,
+            "item": item.to_dict(),
+            "url": item.production_url(self.settings),
+            "consistency": forker.consistency,
+            **provenance,
+        }
 
     def close(self) -> None:
         for forker in self.forkers.values():

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -455,6 +456,10 @@ class Sum64:
 PAUSE_ENV = "OMNILAB_PROMOTE_PAUSE_AT"
 
 
+class CopyStopped(Exception):
+    """A copy stopped because another one beside it failed or was interrupted."""
+
+
 def pause_point(step: str) -> None:
     """Stop here for good if ``OMNILAB_PROMOTE_PAUSE_AT`` names this step, saying so on
     stderr first: whoever rehearses a crash (README, "Rehearsing a crash"; the tests of
@@ -485,10 +490,16 @@ class Progress:
         self.began = time.monotonic()
         self._task = reporter.task(label, total, unit, verb="copied")
 
+    #: Set by whoever runs several copies at once when one of them failed or the user
+    #: interrupted: the others stop at their next batch (:class:`CopyStopped`).
+    stop: threading.Event | None = None
+
     def advance(self, n: int) -> None:
         self.done += n
         if self.step:
             pause_point(self.step)
+        if self.stop is not None and self.stop.is_set():
+            raise CopyStopped(f"{self.label}: stopped after {self.done:,} {self.unit}")
         self._task.advance(n)
 
     def close(self) -> None:

@@ -239,9 +239,10 @@ class QdrantForker(Forker):
             for page in _selected(prod.scan(item.target), item.selection, _grpc_id):
                 structs = servers.as_point_structs(page)
                 digest.add(page)
-                for start in range(0, len(structs), transfer.BATCH):
+                step = transfer.SERVER_BATCH
+                for start in range(0, len(structs), step):
                     pending.append(
-                        pool.submit(run.upsert, item.name, structs[start : start + transfer.BATCH])
+                        pool.submit(run.upsert, item.name, structs[start : start + step])
                     )
                 while len(pending) > 2 * transfer.WRITERS:
                     pending.popleft().result()

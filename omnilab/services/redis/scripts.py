@@ -9,6 +9,7 @@ own includes first, each once). Each file's comment says what it does; in short:
 - ``fast_digest``: the digest of a batch of keys;
 - ``dump``: a batch's payloads and TTLs for RESTORE, with their digest from the same reads;
 - ``restore``: RESTORE a batch under the staged names;
+- ``restore_digest``: a fork's RESTORE of a batch in the run's Redis, and its fast digest;
 - ``elements_digest``: the digest that ignores the encoding (element by element);
 - ``switch``: the atomic switch (renames, undone if production is not as planned);
 - ``rename``: renames of (from, to) pairs, for switching back.
@@ -49,6 +50,7 @@ def text(name: str) -> str:
 FAST_DIGEST = text("fast_digest")
 DUMP = text("dump")
 RESTORE = text("restore")
+RESTORE_DIGEST = text("restore_digest")
 ELEMENTS_DIGEST = text("elements_digest")
 SWITCH = text("switch")
 RENAME = text("rename")
