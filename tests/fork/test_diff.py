@@ -221,10 +221,13 @@ def test_a_fork_that_would_not_fit_is_refused_before_copying(production: Product
         assert conn.execute("SELECT count(*) FROM big").fetchone() == (20000,)
 
 
-def test_services_fork_at_once_and_one_failing_stops_the_others(production: Production) -> None:
+def test_services_fork_at_once_and_one_failing_stops_the_others(
+    production: Production, capfd: pytest.CaptureFixture[str]
+) -> None:
     """The services are copied at once, one thread each; when one fails (here the run's
-    Redis refuses the copy: its memory is full) the error is that one's, and no copy is
-    still writing into the stack once ``copy`` has raised."""
+    Redis refuses the copy: its memory is full) the error is that one's, the others stop
+    (the table's copy, seconds long, is cut off: its loading transaction never commits),
+    and no copy is still writing into the stack once ``copy`` has raised."""
     import threading
 
     from omnilab import Postgres, Redis, Stack
@@ -233,7 +236,7 @@ def test_services_fork_at_once_and_one_failing_stops_the_others(production: Prod
     with production.pg() as conn:
         conn.execute("CREATE TABLE wide (id int PRIMARY KEY, v text NOT NULL)")
         conn.execute(
-            "INSERT INTO wide SELECT i, repeat('x', 100) FROM generate_series(1, 200000) i"
+            "INSERT INTO wide SELECT i, repeat(md5(i::text), 6) FROM generate_series(1, 1500000) i"
         )
     r = production.redis()
     with r.pipeline(transaction=False) as pipe:
@@ -245,7 +248,10 @@ def test_services_fork_at_once_and_one_failing_stops_the_others(production: Prod
     with Stack(Postgres(), Redis(decode_responses=False), runtime="local", reporter=quiet) as run:
         run.redis.config_set("maxmemory", "2mb")
         run.redis.config_set("maxmemory-policy", "noeviction")
-        fork = Fork.prepare([PostgresTable("wide"), RedisKeys("big:*")], get_settings(), quiet)
+        seeds = [PostgresTable("wide"), RedisKeys("big:*")]
+        fork = Fork.prepare(seeds, get_settings(), quiet)
         with pytest.raises(ForkFailed, match=r"seed redis keys big:\*: the run's Redis refused"):
             fork.copy(run)
         assert not [t for t in threading.enumerate() if t.name.startswith("omnilab-fork")]
+        assert run.postgres.execute("SELECT count(*) FROM wide").fetchone() == (0,)
+    assert "Traceback" not in capfd.readouterr().err

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omnilab.services.promotable import Progress, PromotionFailed
+from omnilab.services.promotable import CopyStopped, Progress, PromotionFailed
 
 if TYPE_CHECKING:
     import psycopg
@@ -123,7 +123,9 @@ def copy_with_psql(
     assert reader.stdout is not None
     reader.stdout.close()  # the writer holds the pipe now; the reader sees it close
     done = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(target, relid, progress, done), daemon=True)
+    watcher = threading.Thread(
+        target=_watch, args=(target, relid, progress, done, (reader, writer)), daemon=True
+    )
     watcher.start()
     try:
         _, write_err = writer.communicate()
@@ -149,9 +151,17 @@ def copy_with_psql(
         raise PromotionFailed(f"copying the rows failed: {reason}")
 
 
-def _watch(conn: psycopg.Connection, relid: int, progress: Progress, done: threading.Event) -> None:
+def _watch(
+    conn: psycopg.Connection,
+    relid: int,
+    progress: Progress,
+    done: threading.Event,
+    procs: tuple[subprocess.Popen[bytes], ...],
+) -> None:
     """Report rows copied so far from ``pg_stat_progress_copy`` (on a connection of its
-    own: the promoter's is not shared between threads)."""
+    own: the promoter's is not shared between threads). When the progress says to stop
+    (a copy beside this one failed: :class:`CopyStopped`), the ``psql`` pair is killed,
+    so the copy ends now rather than when its rows are through."""
     import psycopg
 
     seen = 0
@@ -165,6 +175,9 @@ def _watch(conn: psycopg.Connection, relid: int, progress: Progress, done: threa
                 if row and row[0] > seen:
                     progress.advance(int(row[0]) - seen)
                     seen = int(row[0])
+    except CopyStopped:
+        for proc in procs:
+            proc.kill()
     except psycopg.Error:
         return  # progress is a nicety; the copy's own errors are reported by psql
 
