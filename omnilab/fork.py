@@ -180,6 +180,8 @@ class Fork:
 
         def work(indexes: list[int]) -> None:
             for index in indexes:
+                if stop.is_set():
+                    return  # another service's copy failed: start no other
                 records[index] = self._copy_one(self.seeds[index], stack, stop)
 
         try:

@@ -134,3 +134,53 @@ def test_a_fork_killed_half_way_leaves_nothing_behind(read_only: ReadOnly, workd
     states = stacks_dir(get_settings().state_dir)
     assert wait_until(lambda: not list(states.glob("*.json")), timeout=10)
     assert read_only.admin.redis_state() == before
+
+
+def test_ctrl_c_during_a_fork_stops_every_copy_and_leaves_nothing(
+    read_only: ReadOnly, workdir: Path
+) -> None:
+    """Ctrl-C while the services are being copied at once: every copy stops at its next
+    batch, the stack is removed, the command exits 130 with no traceback, and production
+    is as it was."""
+    _fill_pairs(read_only, rows=1_000_000)
+    r = read_only.admin.redis()
+    with r.pipeline(transaction=False) as pipe:
+        for i in range(20_000):
+            pipe.set(f"pair:x{i}", "x" * 500)
+        pipe.execute()
+    r.close()
+    before = read_only.admin.redis_state()
+    proc = subprocess.Popen(
+        [str(OMNILAB), "run", PAIR],
+        cwd=workdir,
+        env={**os.environ, "OMNILAB_REPORTER": "lines"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if "forking 4 items" in line:
+                break
+        time.sleep(0.5)
+        assert stack_processes(), seen
+        began = time.monotonic()
+        os.kill(proc.pid, signal.SIGINT)
+        rest = proc.stderr.read()
+        proc.wait(timeout=60)
+        stopped = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = "".join(seen) + rest
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text
+    # The first table's copy (seconds long) was cut off, and soon.
+    assert "left_side: 1,000,000 rows copied" not in text, text
+    assert stopped < 5, text
+    assert wait_until(lambda: not stack_processes(), timeout=20)
+    assert read_only.admin.redis_state() == before

@@ -167,7 +167,7 @@ def _watch(
     seen = 0
     try:
         with psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True) as own:
-            while not done.wait(1.0):
+            while not done.wait(0.25):
                 row = own.execute(
                     "SELECT tuples_processed FROM pg_stat_progress_copy WHERE relid = %s",
                     (relid,),
