@@ -143,3 +143,35 @@ def test_production_since_the_fork_by_either_method(
         assert "method" not in same and same["keys"] == 13
     prod.hset("emb:H", "f1", "changed")
     assert now() != same
+
+
+def test_a_production_user_that_may_not_dump_gets_the_element_copy(
+    production: Production, run: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user allowed to read values but not ``DUMP`` them (``+@read -dump``): every key
+    goes element by element, verified by the digest that ignores the encoding."""
+    from urllib.parse import urlsplit
+
+    prod = production.redis()
+    fill(prod)
+    prod.acl_setuser(
+        "no_dump",
+        enabled=True,
+        passwords=["+no-dump-secret"],
+        keys=["*"],
+        categories=["-@all", "+@read"],
+        commands=["-dump"],
+        reset=True,
+    )
+    try:
+        parts = urlsplit(production.redis_url)
+        monkeypatch.setenv(
+            "REDIS_URL", f"redis://no_dump:no-dump-secret@{parts.netloc.split('@')[-1]}/0"
+        )
+        record = fork(run)
+    finally:
+        prod.acl_deluser("no_dump")
+    assert "method" not in record["production"]["checksum"]
+    assert record["production"]["checksum"] == record["run"]["checksum"]
+    assert record["production"]["keys"] == 13
+    assert contents(run.redis) == contents(prod)
