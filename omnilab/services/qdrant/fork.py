@@ -26,9 +26,7 @@ the fraction; ``limit=`` keeps the first points in the collection's id order.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from omnilab.services.forking import Forker, ForkFailed, SeedMissing, connection_error
@@ -230,26 +228,10 @@ class QdrantForker(Forker):
         run: servers.QdrantServer,
         progress: Progress,
     ) -> dict[str, Any]:
-        """Production's pages as protobuf messages into the run's server, four writers at a
-        time (promotion's point copy); returns the checksum of the pages copied."""
-
-        digest = servers.Digest()
-        with ThreadPoolExecutor(max_workers=transfer.WRITERS) as pool:
-            pending: deque[Future[None]] = deque()
-            for page in _selected(prod.scan(item.target), item.selection, _grpc_id):
-                structs = servers.as_point_structs(page)
-                digest.add(page)
-                step = transfer.SERVER_BATCH
-                for start in range(0, len(structs), step):
-                    pending.append(
-                        pool.submit(run.upsert, item.name, structs[start : start + step])
-                    )
-                while len(pending) > 2 * transfer.WRITERS:
-                    pending.popleft().result()
-                progress.advance(len(page))
-            while pending:
-                pending.popleft().result()
-        return digest.checksum()
+        """Production's pages into the run's server (:func:`.transfer.copy_pages`, as
+        promotion's point copy); returns the checksum of the pages copied."""
+        pages = _selected(prod.scan(item.target), item.selection, _grpc_id)
+        return transfer.copy_pages(pages, run, item.name, progress)
 
     def _copy_through_client(
         self, item: Promotable, run: QdrantClient, progress: Progress

@@ -463,24 +463,9 @@ class QdrantPromoter(Promoter):
         name: str,
         progress: Progress,
     ) -> dict[str, Any]:
-        """Points from one server to the other as protobuf messages, ``WRITERS`` batches
-        in flight; returns the source's checksum, computed from the pages read."""
-        digest = servers.Digest()
-        with ThreadPoolExecutor(max_workers=transfer.WRITERS) as pool:
-            pending: deque[Future[None]] = deque()
-            for page in src.scan(src_name):
-                structs = servers.as_point_structs(page)
-                digest.add(page)
-                for start in range(0, len(structs), transfer.BATCH):
-                    pending.append(
-                        pool.submit(prod.upsert, name, structs[start : start + transfer.BATCH])
-                    )
-                while len(pending) > 2 * transfer.WRITERS:
-                    pending.popleft().result()
-                progress.advance(len(page))
-            while pending:
-                pending.popleft().result()
-        return digest.checksum()
+        """Points from one server to the other (:func:`.transfer.copy_pages`); returns
+        the source's checksum, computed from the pages read."""
+        return transfer.copy_pages(src.scan(src_name), prod, name, progress)
 
     def _copy_through_client(
         self, from_run: bool, src_name: str, name: str, progress: Progress

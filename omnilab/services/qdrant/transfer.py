@@ -9,7 +9,9 @@ promotion, production's into the run's for a fork); keeping these here lets
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -23,13 +25,14 @@ if TYPE_CHECKING:
 
     from omnilab.config import Settings
     from omnilab.services.base import Endpoint
+    from omnilab.services.promotable import Progress
 
 #: Points per upload request (qdrant-client's usual batch).
 BATCH = 256
-#: Points per upsert request of a fork's copy between two servers over gRPC:
-#: fewer, larger requests cost the receiving server less per point; 1,024
-#: copied 100,000 points of 384 dimensions in 4.2 s against 5.4 s with 256
-#: (docs/benchmarks.md, "Fork from production").
+#: Points per upsert request of a point copy between two servers over gRPC (a fork's,
+#: promotion's between servers of different versions): fewer, larger requests cost the
+#: receiving server less per point; 1,024 copied 100,000 points of 384 dimensions in
+#: 4.2 s against 5.4 s with 256 (docs/benchmarks.md, "Fork from production").
 SERVER_BATCH = 1024
 #: Points per scroll page when reading: local mode sorts every id for each page, so
 #: fewer, larger pages read a large collection many times faster.
@@ -173,3 +176,29 @@ def dimensions(params: Any) -> dict[str, int]:
     if isinstance(vectors, dict):
         return {name: v.size for name, v in vectors.items()}
     return {"": vectors.size}
+
+
+def copy_pages(
+    pages: Iterable[Sequence[Any]], dst: servers.QdrantServer, name: str, progress: Progress
+) -> dict[str, Any]:
+    """Write pages of points read from one server (protobuf ``RetrievedPoint``s) into
+    ``name`` on ``dst``, :data:`WRITERS` requests of :data:`SERVER_BATCH` points in
+    flight; returns the checksum of the pages (:class:`.servers.Digest`).
+
+    Each point is serialized once, for the checksum, and those bytes become the point
+    written (:func:`.servers.point_struct_bytes`): no message is built in this process.
+    """
+    digest = servers.Digest()
+    with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+        pending: deque[Future[None]] = deque()
+        for page in pages:
+            structs = [servers.point_struct_bytes(p) for p in digest.add(page)]
+            for start in range(0, len(structs), SERVER_BATCH):
+                chunk = structs[start : start + SERVER_BATCH]
+                pending.append(pool.submit(dst.upsert_serialized, name, chunk))
+            while len(pending) > 2 * WRITERS:
+                pending.popleft().result()
+            progress.advance(len(page))
+        while pending:
+            pending.popleft().result()
+    return digest.checksum()
