@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 import omnilab
 from omnilab.config import get_settings
 from omnilab.progress import QuietReporter
@@ -70,6 +72,29 @@ def test_a_second_fork_of_unchanged_data_is_restored_from_the_cache_and_verified
     assert seed["production"]["checksum"]["sum"][:16] in line
     assert "reader_fork" in line and "***" in line  # production's URL, its password masked
     assert "1 entries" in listed.stderr
+
+
+@pytest.mark.parametrize("route", ["no tee", "no psql"])
+def test_an_entry_written_otherwise_than_by_tee_serves_the_same(
+    read_only: ReadOnly, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    """An entry's rows are written by ``tee`` as they are copied; without ``tee`` they
+    are dumped from the run's verified table, and without ``psql`` psycopg does both:
+    the entry serves the second fork the same, and no empty entry is left beside it."""
+    from omnilab.services.postgres import rows as postgres_copy
+
+    if route == "no tee":
+        monkeypatch.setattr(postgres_copy, "tee_program", lambda: None)
+    else:
+        monkeypatch.setattr(postgres_copy, "psql_binary", lambda: None)
+    _fill_users(read_only)
+    first = _seed(_fork())
+    assert first["cache"]["stored"] is True, first
+    (entry,) = _cache().entries()
+    assert (entry.path / "rows.bin").stat().st_size > 300 * 10
+    again = _seed(_fork())
+    assert again["cache"]["served"] is True, again
+    assert again["run"]["checksum"] == again["production"]["checksum"]
 
 
 def test_changed_production_data_is_never_served_from_the_cache(read_only: ReadOnly) -> None:

@@ -22,6 +22,8 @@ table without one).
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,8 @@ from omnilab.services.postgres.tables import (
 from omnilab.services.promotable import Progress, Promotable, PromotionFailed
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import psycopg
 
     from omnilab.services.base import Endpoint
@@ -65,6 +69,10 @@ ROWS_FILE = "rows.bin"
 
 #: Every production session of a fork is read-only, whatever its transactions say.
 READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
+
+
+class _NotTeed(Exception):
+    """Drops a cache entry opened for rows that were not written into it."""
 
 
 class PostgresForker(Forker):
@@ -195,13 +203,10 @@ class PostgresForker(Forker):
     # -- copy -------------------------------------------------------------------------------
 
     def copy(self, item: Promotable, target: Endpoint, progress: Progress) -> dict[str, Any]:
-        import psycopg
-
         from omnilab.services.fork_cache import ForkCache
 
         oid = self._oids.get(item.label) or self._oid(item)
-        prod_schema, prod_table = split_name(item.target)
-        schema, table = split_name(item.name)
+        prod_schema, _ = split_name(item.target)
         shape = read_shape(self.prod, oid, prod_schema)
         cache = ForkCache.from_settings(self.settings)
         began = time.monotonic()
@@ -212,9 +217,44 @@ class PostgresForker(Forker):
             # fork's snapshot; the entry's name includes it (docs/fork.md, the cache).
             production = self._production_checksum(item, oid)
             key = cache_key(self._identity(item, shape, production))
-        checked = time.monotonic()
+        checking = time.monotonic() - began
         run_dsn = endpoint_dsn(target)
+        # A new cache entry is written as the rows stream past (``tee``), and kept only
+        # once the copy is verified: ``new_entry`` holds it open until then.
+        new_entry = contextlib.ExitStack()
+        try:
+            provenance = self._copy_verified(
+                item, oid, shape, (cache, key), production, run_dsn, progress, new_entry, checking
+            )
+        except BaseException:
+            new_entry.__exit__(*sys.exc_info())
+            raise
+        return provenance
+
+    def _copy_verified(
+        self,
+        item: Promotable,
+        oid: int,
+        shape: TableShape,
+        caching: tuple[ForkCache | None, str],
+        production: dict[str, Any] | None,
+        run_dsn: str,
+        progress: Progress,
+        new_entry: contextlib.ExitStack,
+        checking: float,
+    ) -> dict[str, Any]:
+        """Create the run's table, fill it (from the cache, or from production's rows),
+        verify it against production's checksum; the seed's provenance."""
+        import psycopg
+
+        from omnilab.services.promotable import pause_point
+
+        cache, key = caching
+        began = time.monotonic()
+        prod_schema, prod_table = split_name(item.target)
+        schema, table = split_name(item.name)
         served = False
+        teed = False
         with psycopg.connect(run_dsn, autocommit=True) as run:
             run.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(run, schema)}")
             run.execute(f"SET search_path = {quote(run, schema)}")
@@ -238,8 +278,9 @@ class PostgresForker(Forker):
                             progress.advance(int(production["rows"]))
                             served = True
                 if not served:
-                    self._copy_rows(
-                        item, oid, shape, (run, run_dsn), (schema, table), new_oid, progress
+                    tee = self._open_entry(cache, key, item, production, new_entry)
+                    teed = self._copy_rows(
+                        item, oid, shape, (run, run_dsn), (schema, table), new_oid, progress, tee
                     )
             except PromotionFailed as exc:
                 raise ForkFailed(f"seed {item.label}: {exc}") from None
@@ -279,7 +320,18 @@ class PostgresForker(Forker):
             )
         stored = False
         if cache is not None and not served:
-            stored = self._fill(cache, key, item, run_dsn, (schema, table), shape, production)
+            if teed:
+                pause_point("caching:postgres")  # tests: a fork killed while filling
+                try:
+                    new_entry.close()  # verified: the entry is completed and put in place
+                    stored = True
+                except OSError as exc:
+                    self.reporter.note(f"  seed {item.label}: not cached: {exc}")
+            else:
+                # Rows not teed (no ``tee``, psycopg's copy, a write error): any entry
+                # opened is dropped, and the entry written from the run's table.
+                new_entry.__exit__(_NotTeed, _NotTeed(), None)
+                stored = self._fill(cache, key, item, run_dsn, (schema, table), shape, production)
         provenance = {
             "production": {
                 "table": f"{prod_schema}.{prod_table}",
@@ -296,7 +348,7 @@ class PostgresForker(Forker):
             ),
             "seconds": {
                 "copy": round(copied - began, 4),
-                "verify": round(verified - copied + (checked - began), 4),
+                "verify": round(verified - copied + checking, 4),
                 "cache": round(time.monotonic() - verified, 4),
             },
         }
@@ -322,6 +374,37 @@ class PostgresForker(Forker):
             "checksum": production,
         }
 
+    def _open_entry(
+        self,
+        cache: ForkCache | None,
+        key: str,
+        item: Promotable,
+        production: dict[str, Any] | None,
+        new_entry: contextlib.ExitStack,
+    ) -> Path | None:
+        """The file a new cache entry's rows are written to as they are copied; None
+        without a cache, or where it cannot take one (a full disk fails no run)."""
+        if cache is None or production is None:
+            return None
+        try:
+            meta = self._entry_meta(item, production)
+            folder = new_entry.enter_context(cache.writing(key, meta))
+        except OSError as exc:
+            self.reporter.note(f"  seed {item.label}: not cached: {exc}")
+            return None
+        return folder / ROWS_FILE
+
+    def _entry_meta(self, item: Promotable, production: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "service": "postgres",
+            "kind": item.kind,
+            "label": item.label,
+            "item": item.to_dict(),
+            "url": item.production_url(self.settings),
+            "checksum": production,
+            "rows": production["rows"],
+        }
+
     def _fill(
         self,
         cache: ForkCache,
@@ -333,8 +416,10 @@ class PostgresForker(Forker):
         production: dict[str, Any],
     ) -> bool:
         """Write the verified copy's rows into the cache (binary ``COPY`` from the run's
-        server, whose rows equal production's: the checksums agree); False when the
-        cache could not take it (a full disk is no reason to fail the run)."""
+        server, whose rows equal production's: the checksums agree), where they could not
+        be written as they were copied (no ``tee``, or rows copied through psycopg);
+        False when the cache could not take it (a full disk is no reason to fail the
+        run)."""
         from psycopg import sql
 
         from omnilab.services.promotable import pause_point
@@ -343,17 +428,8 @@ class PostgresForker(Forker):
         listed = ", ".join(sql.Identifier(c).as_string(None) for c in shape.copied_columns)
         qualified = sql.Identifier(schema, table).as_string(None)
         copy_out = f"COPY {qualified} ({listed}) TO STDOUT (FORMAT binary)"
-        meta = {
-            "service": "postgres",
-            "kind": item.kind,
-            "label": item.label,
-            "item": item.to_dict(),
-            "url": item.production_url(self.settings),
-            "checksum": production,
-            "rows": production["rows"],
-        }
         try:
-            with cache.writing(key, meta) as folder:
+            with cache.writing(key, self._entry_meta(item, production)) as folder:
                 postgres_copy.dump_to_file(
                     postgres_copy.psql_binary(), run_dsn, copy_out, folder / ROWS_FILE
                 )
@@ -397,7 +473,9 @@ class PostgresForker(Forker):
         name: tuple[str, str],
         relid: int,
         progress: Progress,
-    ) -> None:
+        tee: Path | None = None,
+    ) -> bool:
+        """Copy the selected rows; returns whether they were also written into ``tee``."""
         from psycopg import sql
 
         run, run_dsn = run_side
@@ -418,7 +496,7 @@ class PostgresForker(Forker):
                 sql.Composed([sql.SQL(copy_in)]),
                 progress,
             )
-            return
+            return False
         reader = [
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
             f"SET TRANSACTION SNAPSHOT '{self._snapshot}'",
@@ -426,8 +504,8 @@ class PostgresForker(Forker):
             copy_out,
             "COMMIT",
         ]
-        postgres_copy.copy_with_psql(
-            psql, self._reader_dsn(), reader, run_dsn, truncate, copy_in, progress, run, relid
+        return postgres_copy.copy_with_psql(
+            psql, self._reader_dsn(), reader, run_dsn, truncate, copy_in, progress, run, relid, tee
         )
 
     def _reader_dsn(self) -> str:

@@ -15,6 +15,7 @@ frozen and its pages all-visible, so the scans that follow (checksum, index buil
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -37,6 +38,12 @@ def psql_binary() -> str | None:
     except ServiceUnavailable:
         return None
     return path if os.access(path, os.X_OK) else None
+
+
+def tee_program() -> str | None:
+    """``tee``, which writes a stream into a file as it passes (coreutils: everywhere
+    ``psql`` is, in practice); None where it is missing."""
+    return shutil.which("tee")
 
 
 def _psql_args(dsn: str) -> tuple[str, dict[str, str]]:
@@ -87,10 +94,15 @@ def copy_with_psql(
     progress: Progress,
     target: psycopg.Connection,
     relid: int,
-) -> None:
+    tee: Path | None = None,
+) -> bool:
     """Pipe ``copy_out`` on the source into ``copy_in`` on the target, in a transaction
     that runs ``truncate`` first; raise :class:`PromotionFailed` with the server's
     message if either side fails (psql stops at the error, the transaction is undone).
+
+    With ``tee``, the stream is also written into that file as it passes (by ``tee``,
+    where it is installed: a fork's cache entry, without reading the rows again); returns
+    whether the file holds the whole stream (False: no ``tee``, or it could not write).
 
     ``copy_out`` may be several commands for the source's session, the ``COPY`` among
     them (a fork reads inside a transaction that imports production's snapshot); ``-q``
@@ -108,30 +120,47 @@ def copy_with_psql(
         stdin=subprocess.DEVNULL,
         env={**env, **src_env},
     )
+    teeing: subprocess.Popen[bytes] | None = None
+    tee_binary = tee_program() if tee is not None else None
     try:
+        if tee is not None and tee_binary is not None:
+            teeing = subprocess.Popen(
+                [tee_binary, str(tee)],
+                stdin=reader.stdout,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            assert reader.stdout is not None
+            reader.stdout.close()  # tee holds the pipe now
         writer = subprocess.Popen(
             [psql, *base, "-d", dst_conninfo, *load],
-            stdin=reader.stdout,
+            stdin=teeing.stdout if teeing is not None else reader.stdout,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env={**env, **dst_env},
         )
     except BaseException:
-        reader.kill()
-        reader.wait()
+        for proc in (reader, teeing):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
         raise
-    assert reader.stdout is not None
-    reader.stdout.close()  # the writer holds the pipe now; the reader sees it close
+    upstream = teeing if teeing is not None else reader
+    assert upstream.stdout is not None
+    upstream.stdout.close()  # the writer holds the pipe now; the reader sees it close
+    procs = (reader, writer) if teeing is None else (reader, teeing, writer)
     done = threading.Event()
     watcher = threading.Thread(
-        target=_watch, args=(target, relid, progress, done, (reader, writer)), daemon=True
+        target=_watch, args=(target, relid, progress, done, procs), daemon=True
     )
     watcher.start()
     try:
         _, write_err = writer.communicate()
         _, read_err = reader.communicate()
+        if teeing is not None:
+            teeing.communicate()
     except BaseException:  # Ctrl-C, SIGTERM: no copy goes on without us
-        for proc in (reader, writer):
+        for proc in procs:
             proc.kill()
             proc.wait()
         raise
@@ -149,6 +178,7 @@ def copy_with_psql(
         reason = (errors or lines or ["psql failed"])[0]
         reason = reason.split("ERROR:", 1)[-1].split("FATAL:", 1)[-1].strip()
         raise PromotionFailed(f"copying the rows failed: {reason}")
+    return teeing is not None and teeing.returncode == 0
 
 
 def _watch(
