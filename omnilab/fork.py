@@ -213,7 +213,7 @@ class Fork:
             progress.stop = stop
             provenance = forker.copy(item, stack.endpoint(item.service), progress)
         seconds = time.monotonic() - began
-        # Only PostgreSQL tables are cached so far (docs/fork.md, the fork cache).
+        # Redis keys are not cached (docs/fork.md, the fork cache).
         provenance.setdefault(
             "cache",
             {"served": False, "stored": False, "off": "not cached for this service"},

@@ -240,3 +240,86 @@ def test_two_forks_filling_the_same_entry_at_once(read_only: ReadOnly, workdir: 
     third = _fork()
     assert _seed(third)["cache"]["served"] is True
     assert len(third.summary["users"]) == 20_000
+
+
+def _fill_docs(ro: ReadOnly, n: int = 3000) -> None:
+    from qdrant_client import models
+
+    q = ro.qdrant.admin()
+    try:
+        q.create_collection(
+            "docs", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE)
+        )
+        q.create_payload_index("docs", "source", field_schema="keyword", wait=True)
+        q.upsert(
+            "docs",
+            [
+                models.PointStruct(
+                    id=i,
+                    vector=[(i % 7) + 1.0, 1.0, i / n, 0, 0, 0, 0, 1],
+                    payload={"source": f"s{i % 3}"},
+                )
+                for i in range(n)
+            ],
+            wait=True,
+        )
+    finally:
+        q.close()
+
+
+def _fork_docs() -> tuple[dict, dict]:
+    """A fork of production's ``docs`` into a Qdrant server of the test's own: the seed's
+    record, and the run's points (id, payload, vector)."""
+    from omnilab import Qdrant, Stack
+    from omnilab.fork import Fork
+    from omnilab.promote import QdrantCollection
+
+    quiet = QuietReporter()
+    with Stack(Qdrant(embedded=False), runtime="local", reporter=quiet) as run:
+        fork = Fork.prepare([QdrantCollection("docs")], get_settings(), quiet)
+        (seed,) = fork.copy(run)
+        points, _ = run.qdrant.scroll("docs", limit=10_000, with_vectors=True)
+        indexed = run.qdrant.get_collection("docs").payload_schema
+    return seed, {"points": {p.id: (p.payload, p.vector) for p in points}, "indexed": indexed}
+
+
+def test_a_qdrant_collection_is_restored_from_shard_snapshots_and_verified(
+    read_only: ReadOnly,
+) -> None:
+    """The first fork copies the points and keeps each shard's snapshot of the run's
+    verified collection; the second, production unchanged, recovers them (no point
+    re-ingested) and verifies the run's checksum against production's; a changed point
+    in production is never served; an entry that does not restore to its checksum is
+    removed and the points copied."""
+    from qdrant_client import models
+
+    _fill_docs(read_only)
+    first, copied = _fork_docs()
+    assert first["cache"]["served"] is False and first["cache"]["stored"] is True, first
+    (entry,) = [e for e in _cache().entries() if e.service == "qdrant"]
+    assert list(entry.path.glob("shard-*.snapshot"))
+    second, restored = _fork_docs()
+    assert second["cache"] == {**second["cache"], "served": True, "key": first["cache"]["key"]}
+    assert second["run"]["checksum"] == second["production"]["checksum"]
+    assert second["production"]["checksum"] == first["production"]["checksum"]
+    assert restored == copied and len(restored["points"]) == 3000
+    assert "source" in restored["indexed"]
+    listed = run_cli("cache", "ls")
+    assert any(line.startswith("qdrant") for line in listed.stdout.splitlines()), listed.stdout
+
+    q = read_only.qdrant.admin()
+    try:
+        q.set_payload("docs", {"source": "changed"}, points=[11], wait=True)
+        third, changed = _fork_docs()
+        assert third["cache"]["served"] is False
+        assert changed["points"][11][0] == {"source": "changed"}
+        q.set_payload("docs", {"source": "s2"}, points=[11], wait=True)
+    finally:
+        q.close()
+    # Back as it was: the first entry serves again, unless damaged: then it goes.
+    (snapshot,) = entry.path.glob("shard-*.snapshot")
+    snapshot.write_bytes(b"not a snapshot")
+    fourth, again = _fork_docs()
+    assert fourth["cache"]["served"] is False and fourth["cache"]["stored"] is True, fourth
+    assert again == copied
+    del models

@@ -25,18 +25,27 @@ the fraction; ``limit=`` keeps the first points in the collection's id order.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
+from omnilab.redact import redact_url
 from omnilab.services.forking import Forker, ForkFailed, SeedMissing, connection_error
-from omnilab.services.promotable import Sum64
+from omnilab.services.promotable import Sum64, pause_point
 from omnilab.services.qdrant import points, servers, transfer
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from qdrant_client import QdrantClient
 
     from omnilab.services.base import Endpoint
+    from omnilab.services.fork_cache import ForkCache
     from omnilab.services.promotable import Progress, Promotable, Selection
 
 
@@ -155,31 +164,50 @@ class QdrantForker(Forker):
     # -- copy -------------------------------------------------------------------------------
 
     def copy(self, item: Promotable, target: Endpoint, progress: Progress) -> dict[str, Any]:
+        from omnilab.services.fork_cache import ForkCache
         from omnilab.services.qdrant.service import Qdrant
 
         run = Qdrant().client(target)
         run_address = transfer.source_address(target)
         run_server = servers.QdrantServer(run_address) if run_address is not None else None
+        new_entry = contextlib.ExitStack()
         try:
             began = time.monotonic()
-            self._reading(
-                item, lambda: transfer.create_like(run, item.name, self.prod, item.target)
-            )
             total = self._reading(item, lambda: self.prod.count(item.target, exact=True).count)
             prod_server = self.prod_server()
             if prod_server is not None and run_server is not None:
-                ours = self._copy_between_servers(item, prod_server, run_server, progress)
-                done = time.monotonic()
-                theirs = run_server.digest(item.name)
+                cache = ForkCache.from_settings(self.settings)
+                between = _Between(self, item, prod_server, run_server, run, cache)
+                ours, theirs, cached, done = between.copy(progress, new_entry)
             else:
+                self._reading(
+                    item, lambda: transfer.create_like(run, item.name, self.prod, item.target)
+                )
                 ours = self._copy_through_client(item, run, progress)
                 done = time.monotonic()
                 theirs = transfer.client_digest(run, item.name)
+                cached = {"served": False, "stored": False, "off": "local mode is not cached"}
+            if theirs != ours:
+                raise ForkFailed(
+                    f"seed {item.label}: the run's copy differs from what production returned "
+                    f"({theirs['points']:,} points of {ours['points']:,})"
+                )
+            verified = time.monotonic()
+            if cached.pop("store", False):
+                pause_point("caching:qdrant")  # tests: a fork killed while filling
+                try:
+                    new_entry.close()  # verified: the entry is completed and put in place
+                    cached["stored"] = True
+                except OSError as exc:
+                    self.reporter.note(f"  seed {item.label}: not cached: {exc}")
+        except BaseException:
+            new_entry.__exit__(*sys.exc_info())
+            raise
         finally:
             run.close()
             if run_server is not None:
                 run_server.close()
-        provenance = {
+        return {
             "production": {
                 "collection": item.target,
                 "points": total,
@@ -187,17 +215,31 @@ class QdrantForker(Forker):
                 "checksum": ours,
             },
             "run": {"collection": item.name, "points": theirs["points"], "checksum": theirs},
+            "cache": cached,
             "seconds": {
                 "copy": round(done - began, 4),
-                "verify": round(time.monotonic() - done, 4),
+                "verify": round(verified - done, 4),
+                "cache": round(time.monotonic() - verified, 4),
             },
         }
-        if theirs != ours:
-            raise ForkFailed(
-                f"seed {item.label}: the run's copy differs from what production returned "
-                f"({theirs['points']:,} points of {ours['points']:,})"
-            )
-        return provenance
+
+    def identity(self, item: Promotable) -> dict[str, Any]:
+        """What names a cache entry, less production's checksum: production's server (its
+        URL, no key), the collection and the seed's selection, and the collection's
+        configuration (which the run's collection is made like)."""
+        info = self._reading(item, lambda: self.prod.get_collection(item.target))
+        declared = {k: v for k, v in item.to_dict().items() if k != "name"}
+        return {
+            "service": "qdrant",
+            "server": redact_url(self.url),
+            "item": declared,
+            "target": item.target,
+            "config": info.config.model_dump(mode="json"),
+            "payload_schema": {
+                k: v.model_dump(mode="json") for k, v in (info.payload_schema or {}).items()
+            },
+            "method": servers.METHOD,
+        }
 
     def production_checksum(
         self, item: Promotable, recorded: dict[str, Any]
@@ -250,3 +292,159 @@ class QdrantForker(Forker):
             points.add_digests(page, payloads, vectors)
             progress.advance(len(page))
         return transfer.checksum(payloads, vectors)
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as data:
+        while chunk := data.read(1 << 20):
+            yield chunk
+
+
+#: A cache entry's files: each shard's snapshot, by shard id.
+SHARD_FILE = "shard-{}.snapshot"
+
+
+class _Between:
+    """One seed copied from production's server into the run's, through the fork cache
+    where there is one.
+
+    With no entry for this collection (whatever its checksum: the first fork), the points
+    are copied (:func:`.transfer.copy_pages`) and production's checksum is the one of the
+    pages read; the entry is written while the copy is verified: each shard's snapshot,
+    streamed from the run's server (which changes nothing meanwhile) into the cache's
+    temporary folder, kept once the run's checksum equals production's. With entries for
+    it, production's checksum is computed first (a read of every selected point); an
+    entry of that checksum is restored (each shard recovered from its snapshot, no point
+    re-ingested) and verified as a copy is; else the points are copied.
+    """
+
+    def __init__(
+        self,
+        forker: QdrantForker,
+        item: Promotable,
+        prod: servers.QdrantServer,
+        run_server: servers.QdrantServer,
+        run: QdrantClient,
+        cache: ForkCache | None,
+    ) -> None:
+        self.forker = forker
+        self.item = item
+        self.prod = prod
+        self.run_server = run_server
+        self.run = run
+        self.cache = cache
+
+    def _production(self) -> dict[str, Any]:
+        digest = servers.Digest()
+        for page in _selected(self.prod.scan(self.item.target), self.item.selection, _grpc_id):
+            digest.add(page)
+        return digest.checksum()
+
+    def _create(self) -> None:
+        item = self.item
+        self.forker._reading(
+            item, lambda: transfer.create_like(self.run, item.name, self.forker.prod, item.target)
+        )
+
+    def copy(
+        self, progress: Progress, new_entry: contextlib.ExitStack
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], float]:
+        """(production's checksum, the run's, the cache record, when the copy ended)."""
+        from omnilab.services.fork_cache import cache_key
+
+        item, cache = self.item, self.cache
+        if cache is None:
+            self._create()
+            ours = self.forker._copy_between_servers(item, self.prod, self.run_server, progress)
+            done = time.monotonic()
+            return (
+                ours,
+                self.run_server.digest(item.name),
+                {"served": False, "stored": False, "off": True},
+                done,
+            )
+        identity = self.forker.identity(item)
+        known = any(e.meta.get("identity") == identity for e in cache.entries())
+        if known:
+            production = self._production()
+            key = cache_key({**identity, "checksum": production})
+            restored = self._restore(key, production, progress)
+            if restored is not None:
+                return restored
+        self._create()
+        ours = self.forker._copy_between_servers(item, self.prod, self.run_server, progress)
+        done = time.monotonic()
+        key = cache_key({**identity, "checksum": ours})
+        meta = {
+            "service": "qdrant",
+            "kind": item.kind,
+            "label": item.label,
+            "item": item.to_dict(),
+            "url": item.production_url(self.forker.settings),
+            "identity": identity,
+            "checksum": ours,
+            "points": ours["points"],
+        }
+        folder: Path | None = None
+        try:
+            folder = new_entry.enter_context(cache.writing(key, meta))
+        except OSError as exc:
+            self.forker.reporter.note(f"  seed {item.label}: not cached: {exc}")
+        if folder is None:
+            return (
+                ours,
+                self.run_server.digest(item.name),
+                {"served": False, "stored": False, "key": key[:16]},
+                done,
+            )
+        # The verification's read and the snapshots' stream at once: both only read.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            snapshots = pool.submit(self._snapshot, folder)
+            theirs = self.run_server.digest(item.name)
+            stored = snapshots.result()
+        cached = {"served": False, "stored": False, "key": key[:16], "store": stored}
+        return ours, theirs, cached, done
+
+    def _snapshot(self, folder: Path) -> bool:
+        """Each shard of the run's collection, streamed into the entry's folder."""
+        shards = self.run_server.shards(self.item.name)
+        if not shards:
+            return False
+        for shard in shards:
+            with (
+                self.run_server.shard_snapshot(self.item.name, shard) as chunks,
+                (folder / SHARD_FILE.format(shard)).open("wb") as out,
+            ):
+                for chunk in chunks:
+                    out.write(chunk)
+        return True
+
+    def _restore(
+        self, key: str, production: dict[str, Any], progress: Progress
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], float] | None:
+        """The entry ``key`` recovered into the run's collection and verified; None when
+        there is none (or it does not restore to its checksum: then it is removed)."""
+        assert self.cache is not None
+        item = self.item
+        with self.cache.reading(key) as entry:
+            if entry is None:
+                return None
+            self._create()
+            files = sorted(entry.path.glob(SHARD_FILE.format("*")))
+            theirs: dict[str, Any] | None = None
+            done = time.monotonic()
+            try:
+                for path in files:
+                    shard = int(path.name.split("-", 1)[1].split(".", 1)[0])
+                    self.run_server.recover_shard(item.name, shard, _chunks(path))
+                done = time.monotonic()
+                theirs = self.run_server.digest(item.name)
+            except (RuntimeError, OSError, httpx.HTTPError):
+                pass  # the server would not load it: a damaged entry
+        if theirs == production and files:
+            progress.advance(int(production["points"]))
+            return production, theirs, {"served": True, "stored": False, "key": key[:16]}, done
+        # Damaged on disk, or not what it says: gone, and the points copied after all.
+        self.cache.remove(key)
+        self.run.delete_collection(item.name)
+        return None
