@@ -1,16 +1,25 @@
 """Forking Redis keys from production into a run's Redis.
 
-Production is sent read commands only (``SCAN``, ``TYPE``, ``PTTL``, ``GET``, ``LRANGE``,
-``SMEMBERS``, ``HGETALL``, ``ZRANGE``, ``XINFO STREAM``; ``DUMP`` for a module's type): an
-ACL user with ``+@read`` alone is enough, and no script runs there. Each key is read with
-its type's command and written into the run's Redis with their counterparts, TTL
-included: promotion's element copy (:func:`.copy.read_value`,
-:func:`.promotion._write_value`) in the other direction.
+Production is sent read commands only (``SCAN``, ``DUMP`` and ``PTTL``; for the keys that
+go the element way ``TYPE``, ``GET``, ``LRANGE``, ``SMEMBERS``, ``HGETALL``, ``ZRANGE``,
+``XINFO STREAM``): an ACL user with ``+@read`` alone is enough, and no script runs there.
 
-**Verification.** The digest that ignores the encoding (``elements_digest.lua``) is
-computed twice, independently: by this module over the replies production gave (the same
-formula in Python, :func:`key_digest`), and by the run's Redis over the keys it holds.
-Counts, TTL counts and the XOR of every key's digest must match.
+**The copy** (:class:`_DumpCopy`): production's ``DUMP`` and ``PTTL`` of a batch of keys,
+read a batch ahead, are ``RESTORE``d in the run's Redis by one script call per batch
+(``restore_digest.lua``), which also returns the digest of what landed. Commands go out
+packed by hiredis on one connection (:func:`send`): redis-py's pipeline costs six times
+the CPU per command, which for 100,000 keys was most of the fork's own time.
+
+**Verification.** The digest of each key's serialization (``key_digest.lua``: its name
+relative to the prefix, whether it has a TTL, its ``DUMP`` payload less the RDB version and
+CRC) is computed twice, independently: by this module over the payloads production
+returned (:func:`dump_digest`), and by the run's Redis over the keys it holds. Sets and
+hashes production holds in a hash table (whose payload follows the server's iteration
+order), and keys whose two digests differ because the run's server encodes them otherwise
+(another version or setting), are read again element by element, written that way and
+compared with the digest that ignores the encoding (``elements_digest.lua`` and
+:func:`key_digest`). A run's Redis that cannot read production's ``DUMP`` format, or a
+production user that may not ``DUMP``, gets every key that way (:class:`_ElementCopy`).
 
 **Consistency.** Each key is read by one command, so each key is copied as it was at one
 instant; keys are read a batch at a time, so two keys may come from different instants.
@@ -201,10 +210,10 @@ class RedisForker(Forker):
             password=target.credentials.password,
             socket_connect_timeout=10,
         )
+        prod_prefix = item.target_prefix.encode()  # type: ignore[attr-defined]
         began = time.monotonic()
         try:
             try:
-                prod_prefix = item.target_prefix.encode()  # type: ignore[attr-defined]
                 copied: _DumpCopy | _ElementCopy = _DumpCopy(
                     self, keys, prod_prefix, run_prefix, run
                 ).run(progress)
