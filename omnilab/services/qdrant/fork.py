@@ -6,7 +6,10 @@ production's points are read a page at a time (gRPC ``Scroll`` between servers, 
 :meth:`.servers.QdrantServer.scan`; qdrant-client's ``scroll`` otherwise) and written into
 the run's collection. Production gets read calls only (collection info, count, scroll):
 a read-only API key (``QDRANT__SERVICE__READ_ONLY_API_KEY``) is enough. Shard snapshots,
-which promotion uses between servers of one version, are not: creating one is a write.
+which promotion uses between servers of one version, are not: Qdrant asks for manage
+access even to stream one. Between servers the points travel as bytes
+(:func:`.transfer.copy_pages`), and the fork cache keeps snapshots of the *run's* verified
+collection (:class:`_Between`).
 
 **Verification.** Production's checksum is computed from the pages production returned;
 the run's, independently, by reading the run's collection in full once the copy is
