@@ -21,6 +21,8 @@ Arms, the run's stack emptied before each:
   lead is that overlap rather than its copies).
 - ``omnilab first fork``: ``Fork.prepare`` + ``Fork.copy`` as a run does them, with an
   empty fork cache: copy, verification on both sides, and the cache entry written.
+- ``omnilab first fork, cache off``: the same with ``OMNILAB_FORK_CACHE_SIZE=0``: copy and
+  verification, no entry written.
 - ``omnilab second fork``: the same, with the cache the first fork filled.
 
 Goals: first fork >= 1x the plain tools' speed; second fork <= 0.1x the first fork's time.
@@ -197,8 +199,9 @@ def main() -> None:
                 rd = pool.submit(timed, lambda: dump_restore(production.redis, run.redis))
                 return {"postgres_s": pg.result(), "qdrant_s": qd.result(), "redis_s": rd.result()}
 
-        def forked(cache: str) -> dict[str, Any]:
+        def forked(cache: str, size: str = "10GiB") -> dict[str, Any]:
             os.environ["OMNILAB_FORK_CACHE_DIR"] = cache
+            os.environ["OMNILAB_FORK_CACHE_SIZE"] = size
             fork = Fork.prepare(seeds, get_settings(), quiet)
             records = fork.copy(run)
             out: dict[str, Any] = {}
@@ -213,6 +216,7 @@ def main() -> None:
         arms: dict[str, list[dict[str, Any]]] = {
             "peer: plain tools": [],
             "plain tools at once": [],
+            "omnilab first fork, cache off": [],
             "omnilab first fork": [],
             "omnilab second fork": [],
         }
@@ -221,6 +225,7 @@ def main() -> None:
             steps: list[tuple[str, Callable[[], Any]]] = [
                 ("peer: plain tools", plain_tools),
                 ("plain tools at once", plain_tools_at_once),
+                ("omnilab first fork, cache off", lambda cache=cache: forked(cache, "0")),
                 ("omnilab first fork", lambda cache=cache: forked(cache)),
                 ("omnilab second fork", lambda cache=cache: forked(cache)),
             ]
@@ -263,6 +268,8 @@ def report(arms: dict[str, list[dict[str, Any]]], args: Any) -> None:
     cached = second / first
     print(f"  first fork, speed against the plain tools: {speed:.2f}x (goal >= 1x)")
     print(f"  first fork, speed against the plain tools run at once: {at_once / first:.2f}x")
+    uncached = medians["omnilab first fork, cache off"]["elapsed_s"]
+    print(f"  first fork with the cache off (no entry written): {peer / uncached:.2f}x")
     print(f"  second fork from the cache, time against the first: {cached:.2f}x (goal <= 0.1x)")
     data = {
         "rows": args.rows,
@@ -273,6 +280,7 @@ def report(arms: dict[str, list[dict[str, Any]]], args: Any) -> None:
         "first_fork_speed_ratio": speed,
         "first_fork_goal": 1.0,
         "first_fork_speed_against_tools_at_once": at_once / first,
+        "first_fork_cache_off_speed_ratio": peer / uncached,
         "second_fork_time_ratio": cached,
         "second_fork_goal": 0.1,
         "medians": medians,
