@@ -1,6 +1,6 @@
 """What promotion and fork share for Qdrant: reaching production, making a collection
-like another, reading one a page at a time, and the checksum of points read through
-qdrant-client.
+like another, reading one a page at a time, copying pages of points between two servers
+(:func:`copy_pages`), and the checksum of points read through qdrant-client.
 
 Both directions copy points between two Qdrants (the run's into production for a
 promotion, production's into the run's for a fork); keeping these here lets
