@@ -323,3 +323,22 @@ def test_a_qdrant_collection_is_restored_from_shard_snapshots_and_verified(
     assert fourth["cache"]["served"] is False and fourth["cache"]["stored"] is True, fourth
     assert again == copied
     del models
+
+
+def test_a_collection_whose_snapshots_cannot_be_taken_is_forked_and_not_cached(
+    read_only: ReadOnly, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards the run's server does not hold itself (as on a cluster's other nodes) give
+    no snapshot: the fork goes on, verified, and leaves no entry, not even a temporary
+    folder."""
+    from omnilab.services.qdrant import servers
+
+    _fill_docs(read_only, n=500)
+    monkeypatch.setattr(servers.QdrantServer, "shards", lambda self, name: None)
+    seed, copied = _fork_docs()
+    assert seed["cache"]["stored"] is False and seed["cache"]["served"] is False, seed
+    assert seed["run"]["checksum"] == seed["production"]["checksum"]
+    assert len(copied["points"]) == 500
+    cache = _cache()
+    assert not [e for e in cache.entries() if e.service == "qdrant"]
+    assert not list(cache.folder.glob(".tmp-*"))

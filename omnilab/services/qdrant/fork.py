@@ -203,6 +203,8 @@ class QdrantForker(Forker):
                     cached["stored"] = True
                 except OSError as exc:
                     self.reporter.note(f"  seed {item.label}: not cached: {exc}")
+            else:
+                new_entry.__exit__(_NotStored, _NotStored(), None)  # any entry opened goes
         except BaseException:
             new_entry.__exit__(*sys.exc_info())
             raise
@@ -301,6 +303,10 @@ def _chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as data:
         while chunk := data.read(1 << 20):
             yield chunk
+
+
+class _NotStored(Exception):
+    """Drops a cache entry opened for a collection whose snapshots were not written."""
 
 
 #: A cache entry's files: each shard's snapshot, by shard id.
@@ -409,17 +415,22 @@ class _Between:
         return ours, theirs, cached, done
 
     def _snapshot(self, folder: Path) -> bool:
-        """Each shard of the run's collection, streamed into the entry's folder."""
-        shards = self.run_server.shards(self.item.name)
-        if not shards:
+        """Each shard of the run's collection, streamed into the entry's folder; False
+        when it could not be (a full disk, shards on other nodes): no fork fails for it."""
+        try:
+            shards = self.run_server.shards(self.item.name)
+            if not shards:
+                return False
+            for shard in shards:
+                with (
+                    self.run_server.shard_snapshot(self.item.name, shard) as chunks,
+                    (folder / SHARD_FILE.format(shard)).open("wb") as out,
+                ):
+                    for chunk in chunks:
+                        out.write(chunk)
+        except (OSError, RuntimeError, httpx.HTTPError) as exc:
+            self.forker.reporter.note(f"  seed {self.item.label}: not cached: {exc}")
             return False
-        for shard in shards:
-            with (
-                self.run_server.shard_snapshot(self.item.name, shard) as chunks,
-                (folder / SHARD_FILE.format(shard)).open("wb") as out,
-            ):
-                for chunk in chunks:
-                    out.write(chunk)
         return True
 
     def _restore(
