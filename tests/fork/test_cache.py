@@ -283,16 +283,24 @@ def _fork_docs() -> tuple[dict, dict]:
     return seed, {"points": {p.id: (p.payload, p.vector) for p in points}, "indexed": indexed}
 
 
+@pytest.mark.parametrize("download", ["curl", "httpx"])
 def test_a_qdrant_collection_is_restored_from_shard_snapshots_and_verified(
-    read_only: ReadOnly,
+    read_only: ReadOnly, monkeypatch: pytest.MonkeyPatch, download: str
 ) -> None:
     """The first fork copies the points and keeps each shard's snapshot of the run's
-    verified collection; the second, production unchanged, recovers them (no point
-    re-ingested) and verifies the run's checksum against production's; a changed point
-    in production is never served; an entry that does not restore to its checksum is
-    removed and the points copied."""
+    verified collection (downloaded by ``curl``, or streamed through httpx where there
+    is none); the second, production unchanged, recovers them (no point re-ingested) and
+    verifies the run's checksum against production's; a changed point in production is
+    never served; an entry that does not restore to its checksum is removed and the
+    points copied."""
     from qdrant_client import models
 
+    from omnilab.services.qdrant import fork as qdrant_fork
+
+    if download == "httpx":
+        monkeypatch.setattr(qdrant_fork, "curl_program", lambda: None)
+    else:
+        assert qdrant_fork.curl_program() is not None
     _fill_docs(read_only)
     first, copied = _fork_docs()
     assert first["cache"]["served"] is False and first["cache"]["stored"] is True, first

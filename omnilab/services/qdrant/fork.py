@@ -29,6 +29,8 @@ the fraction; ``limit=`` keeps the first points in the collection's id order.
 from __future__ import annotations
 
 import contextlib
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -305,6 +307,11 @@ def _chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
+def curl_program() -> str | None:
+    """``curl``, which writes a download to a file with no Python in the way."""
+    return shutil.which("curl")
+
+
 class _NotStored(Exception):
     """Drops a cache entry opened for a collection whose snapshots were not written."""
 
@@ -422,16 +429,40 @@ class _Between:
             if not shards:
                 return False
             for shard in shards:
-                with (
-                    self.run_server.shard_snapshot(self.item.name, shard) as chunks,
-                    (folder / SHARD_FILE.format(shard)).open("wb") as out,
-                ):
-                    for chunk in chunks:
-                        out.write(chunk)
+                path = folder / SHARD_FILE.format(shard)
+                if not self._download(shard, path):
+                    with (
+                        self.run_server.shard_snapshot(self.item.name, shard) as chunks,
+                        path.open("wb") as out,
+                    ):
+                        for chunk in chunks:
+                            out.write(chunk)
         except (OSError, RuntimeError, httpx.HTTPError) as exc:
             self.forker.reporter.note(f"  seed {self.item.label}: not cached: {exc}")
             return False
         return True
+
+    def _download(self, shard: int, path: Path) -> bool:
+        """The shard's snapshot written into ``path`` by ``curl``, where it is installed;
+        False otherwise (or if it failed), for the stream through httpx to do it.
+
+        Qdrant sends a snapshot in many small chunks, each parsed in Python by httpx:
+        165 MiB cost this process 0.9 s of CPU, taken from the other services' copies
+        running beside it; ``curl`` costs it none. The API key goes by ``curl``'s
+        standard input (``-H @-``), never on its command line."""
+        program = curl_program()
+        if program is None:
+            return False
+        address = self.run_server.address
+        url = f"{address.url.rstrip('/')}/collections/{self.item.name}/shards/{shard}/snapshot"
+        header = f"api-key: {address.api_key}\n" if address.api_key else ""
+        done = subprocess.run(
+            [program, "-sS", "--fail", "-H", "@-", "-o", str(path), url],
+            input=header.encode(),
+            capture_output=True,
+            check=False,
+        )
+        return done.returncode == 0
 
     def _restore(
         self, key: str, production: dict[str, Any], progress: Progress
