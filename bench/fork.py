@@ -203,6 +203,8 @@ def main() -> None:
                 out[f"{service}_s"] = sum(seconds.values())
                 out[f"{service}_verify_s"] = seconds["verify"]
                 out[f"{service}_from_cache"] = bool(record.get("cache", {}).get("served"))
+                if "method" in record:
+                    out[f"{service}_method"] = record["method"]
             return out
 
         arms: dict[str, list[dict[str, Any]]] = {
@@ -233,7 +235,12 @@ def main() -> None:
                 parts = ", ".join(
                     f"{k.removesuffix('_s')} {v:.2f}" for k, v in detail.items() if k.endswith("_s")
                 )
-                print(f"  round {i + 1} {name:20s} {elapsed:7.2f}s  ({parts})", flush=True)
+                how = "".join(
+                    f", {k.removesuffix('_method')} by {v}"
+                    for k, v in detail.items()
+                    if k.endswith("_method")
+                )
+                print(f"  round {i + 1} {name:20s} {elapsed:7.2f}s  ({parts}{how})", flush=True)
             shutil.rmtree(cache, ignore_errors=True)
         reset()
     report(arms, args)

@@ -502,6 +502,11 @@ class Progress:
             raise CopyStopped(f"{self.label}: stopped after {self.done:,} {self.unit}")
         self._task.advance(n)
 
+    def restart(self) -> None:
+        """The copy begins again (another way, after the first could not finish)."""
+        self.done = 0
+        self._task.update(completed=0)
+
     def close(self) -> None:
         """The copy is over (done or not): its bar goes."""
         self._task.close()

@@ -5,11 +5,21 @@ production's configuration and payload indexes (:func:`.transfer.create_like`), 
 production's points are read a page at a time (gRPC ``Scroll`` between servers, as
 :meth:`.servers.QdrantServer.scan`; qdrant-client's ``scroll`` otherwise) and written into
 the run's collection. Production gets read calls only (collection info, count, scroll):
-a read-only API key (``QDRANT__SERVICE__READ_ONLY_API_KEY``) is enough. Shard snapshots,
-which promotion uses between servers of one version, are not: Qdrant asks for manage
-access even to stream one. Between servers the points travel as bytes
-(:func:`.transfer.copy_pages`), and the fork cache keeps snapshots of the *run's* verified
-collection (:class:`_Between`).
+a read-only API key (``QDRANT__SERVICE__READ_ONLY_API_KEY``) is enough. Between servers
+the points travel as bytes (:func:`.transfer.copy_pages`), and the fork cache keeps
+snapshots of the *run's* verified collection (:class:`_Between`).
+
+**Shard snapshots.** Where production's key may stream them (Qdrant asks for manage
+access even for that ``GET``; a read-only key is refused), a whole collection between two
+servers of one version moves as its shards' snapshots instead: the run's server downloads
+each one itself (``GET /collections/{name}/shards/{id}/snapshot``, which Qdrant builds as
+it sends, writing nothing on production's disk and changing nothing there), while this
+process reads production's points for its checksum. Copying segment files costs the run's
+server far less than re-ingesting every point. A snapshot is of one instant and the
+checksum's read comes after it: if production was written between the two, the checksums
+differ and the points are copied after all (so what the run gets is always what the
+checksum read). A refused key, a ``limit=``/``sample=`` seed, servers of two versions or
+shards on other nodes take the point copy.
 
 **Verification.** Production's checksum is computed from the pages production returned;
 the run's, independently, by reading the run's collection in full once the copy is
@@ -198,6 +208,7 @@ class QdrantForker(Forker):
                     f"({theirs['points']:,} points of {ours['points']:,})"
                 )
             verified = time.monotonic()
+            method = cached.pop("method", "points")
             if cached.pop("store", False):
                 pause_point("caching:qdrant")  # tests: a fork killed while filling
                 try:
@@ -222,6 +233,9 @@ class QdrantForker(Forker):
                 "checksum": ours,
             },
             "run": {"collection": item.name, "points": theirs["points"], "checksum": theirs},
+            # How the points came: "points" (read and written), "shard-snapshot" (the
+            # run's server downloaded production's shards), "... via omnilab" (streamed).
+            "method": method,
             "cache": cached,
             "seconds": {
                 "copy": round(done - began, 4),
@@ -350,10 +364,12 @@ class _Between:
         self.run = run
         self.cache = cache
 
-    def _production(self) -> dict[str, Any]:
+    def _production(self, progress: Progress | None = None) -> dict[str, Any]:
         digest = servers.Digest()
         for page in _selected(self.prod.scan(self.item.target), self.item.selection, _grpc_id):
             digest.add(page)
+            if progress is not None:
+                progress.advance(len(page))
         return digest.checksum()
 
     def _create(self) -> None:
@@ -369,57 +385,125 @@ class _Between:
         from omnilab.services.fork_cache import cache_key
 
         item, cache = self.item, self.cache
+        identity: dict[str, Any] = {}
+        if cache is not None:
+            identity = self.forker.identity(item)
+            known = [e.key for e in cache.entries() if e.meta.get("identity") == identity]
+            if known:
+                # The entry most recently used for this collection is loaded while
+                # production's checksum is read; it serves only if taken of that checksum.
+                production, restored = self._restore(known[0], identity, progress)
+                key = cache_key({**identity, "checksum": production})
+                if restored is None and key != known[0]:
+                    _, restored = self._restore(key, identity, progress, production)
+                if restored is not None:
+                    return restored
+                progress.restart()
+        ours, method = self._fill(progress)
+        done = time.monotonic()
+        record: dict[str, Any] = {"served": False, "stored": False, "method": method}
+        folder: Path | None = None
         if cache is None:
+            record["off"] = True
+        else:
+            key = cache_key({**identity, "checksum": ours})
+            record["key"] = key[:16]
+            meta = {
+                "service": "qdrant",
+                "kind": item.kind,
+                "label": item.label,
+                "item": item.to_dict(),
+                "url": item.production_url(self.forker.settings),
+                "identity": identity,
+                "checksum": ours,
+                "points": ours["points"],
+            }
+            try:
+                folder = new_entry.enter_context(cache.writing(key, meta))
+            except OSError as exc:
+                self.forker.reporter.note(f"  seed {item.label}: not cached: {exc}")
+        if folder is None:
+            theirs = self.run_server.digest(item.name)
+        else:
+            # The verification's read and the snapshots' stream at once: both only read.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                snapshots = pool.submit(self._snapshot, folder)
+                theirs = self.run_server.digest(item.name)
+                record["store"] = snapshots.result()
+        if theirs != ours and method != "points":
+            # Production written between its shards' snapshots and the read of its points:
+            # the entry (of neither) goes, and the points are copied after all.
+            new_entry.__exit__(_NotStored, _NotStored(), None)
+            self.forker.reporter.note(
+                f"  seed {item.label}: production changed while its shards were copied; "
+                "copying its points"
+            )
+            self.run.delete_collection(item.name)
             self._create()
+            progress.restart()
             ours = self.forker._copy_between_servers(item, self.prod, self.run_server, progress)
             done = time.monotonic()
-            return (
-                ours,
-                self.run_server.digest(item.name),
-                {"served": False, "stored": False, "off": True},
-                done,
-            )
-        identity = self.forker.identity(item)
-        known = any(e.meta.get("identity") == identity for e in cache.entries())
-        if known:
-            production = self._production()
-            key = cache_key({**identity, "checksum": production})
-            restored = self._restore(key, production, progress)
-            if restored is not None:
-                return restored
-        self._create()
-        ours = self.forker._copy_between_servers(item, self.prod, self.run_server, progress)
-        done = time.monotonic()
-        key = cache_key({**identity, "checksum": ours})
-        meta = {
-            "service": "qdrant",
-            "kind": item.kind,
-            "label": item.label,
-            "item": item.to_dict(),
-            "url": item.production_url(self.forker.settings),
-            "identity": identity,
-            "checksum": ours,
-            "points": ours["points"],
-        }
-        folder: Path | None = None
-        try:
-            folder = new_entry.enter_context(cache.writing(key, meta))
-        except OSError as exc:
-            self.forker.reporter.note(f"  seed {item.label}: not cached: {exc}")
-        if folder is None:
-            return (
-                ours,
-                self.run_server.digest(item.name),
-                {"served": False, "stored": False, "key": key[:16]},
-                done,
-            )
-        # The verification's read and the snapshots' stream at once: both only read.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            snapshots = pool.submit(self._snapshot, folder)
             theirs = self.run_server.digest(item.name)
-            stored = snapshots.result()
-        cached = {"served": False, "stored": False, "key": key[:16], "store": stored}
-        return ours, theirs, cached, done
+            record = {"served": False, "stored": False, "method": "points", "recopied": True}
+        return ours, theirs, record, done
+
+    def _fill(self, progress: Progress) -> tuple[dict[str, Any], str]:
+        """The run's collection created and filled: from production's shard snapshots
+        where they may be had (the module's docstring), else by copying its points.
+        Returns production's checksum (of the points read) and how it was filled."""
+        self._create()
+        moved = self._move_shards(progress)
+        if moved is not None:
+            return moved
+        ours = self.forker._copy_between_servers(self.item, self.prod, self.run_server, progress)
+        return ours, "points"
+
+    def _move_shards(self, progress: Progress) -> tuple[dict[str, Any], str] | None:
+        """Production's shards into the run's collection as snapshots, while production's
+        points are read for its checksum; None (the run's collection emptied again) where
+        the shards cannot move so: the caller copies the points."""
+        item = self.item
+        if item.selects:
+            return None  # a snapshot holds every point
+        try:
+            params = self.forker.prod.get_collection(item.target).config.params
+            shards = transfer.whole_shards(self.prod, self.run_server, params, item.target)
+        except (RuntimeError, httpx.HTTPError):
+            return None
+        if not shards:
+            return None
+
+        def note(text: str) -> None:
+            self.forker.reporter.note(f"  seed {item.label}: {text}")
+
+        def move() -> str:
+            method = ""
+            for shard in shards:
+                method = transfer.move_shard(
+                    self.prod, self.run_server, (item.target, item.name), shard, note
+                )
+            return method
+
+        digest = servers.Digest()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnilab-fork") as pool:
+            moving = pool.submit(move)
+            for page in self.prod.scan(item.target):
+                if moving.done() and moving.exception() is not None:
+                    break  # refused or failed: the point copy reads production anyway
+                digest.add(page)
+                progress.advance(len(page))
+            error = moving.exception()
+        if error is None:
+            return digest.checksum(), moving.result()
+        if not isinstance(error, RuntimeError | httpx.HTTPError):
+            raise error
+        if not servers.refused(error):
+            note(f"shard snapshots did not load ({error}); copying the points")
+        # A refused key is the usual read-only one: its point copy needs no word.
+        self.run.delete_collection(item.name)
+        self._create()
+        progress.restart()
+        return None
 
     def _snapshot(self, folder: Path) -> bool:
         """Each shard of the run's collection, streamed into the entry's folder; False
@@ -465,31 +549,61 @@ class _Between:
         return done.returncode == 0
 
     def _restore(
-        self, key: str, production: dict[str, Any], progress: Progress
-    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], float] | None:
-        """The entry ``key`` recovered into the run's collection and verified; None when
-        there is none (or it does not restore to its checksum: then it is removed)."""
+        self,
+        key: str,
+        identity: dict[str, Any],
+        progress: Progress,
+        production: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], tuple[dict[str, Any], dict[str, Any], dict[str, Any], float] | None]:
+        """The entry ``key`` recovered into the run's collection and verified: (production's
+        checksum, the fork's result), the result None where the entry does not serve.
+
+        Without ``production``, production's points are read for it while the shards
+        load (the two take about as long), and the entry serves only if it was taken of
+        that checksum. An entry the server will not load, or that does not restore to its
+        own checksum, is removed."""
+        from omnilab.services.fork_cache import cache_key
+
         assert self.cache is not None
         item = self.item
         with self.cache.reading(key) as entry:
             if entry is None:
-                return None
+                return production or self._production(progress), None
             self._create()
             files = sorted(entry.path.glob(SHARD_FILE.format("*")))
-            theirs: dict[str, Any] | None = None
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnilab-fork") as pool:
+                loading = pool.submit(self._load, files)
+                if production is None:
+                    production = self._production(progress)
+                else:
+                    progress.restart()
+                loaded = loading.result()
             done = time.monotonic()
-            try:
-                for path in files:
-                    shard = int(path.name.split("-", 1)[1].split(".", 1)[0])
-                    self.run_server.recover_shard(item.name, shard, _chunks(path))
-                done = time.monotonic()
-                theirs = self.run_server.digest(item.name)
-            except (RuntimeError, OSError, httpx.HTTPError):
-                pass  # the server would not load it: a damaged entry
-        if theirs == production and files:
-            progress.advance(int(production["points"]))
-            return production, theirs, {"served": True, "stored": False, "key": key[:16]}, done
+            if cache_key({**identity, "checksum": production}) != key:
+                # Production changed since this entry was taken: it stays, unused.
+                self.run.delete_collection(item.name)
+                return production, None
+            theirs: dict[str, Any] | None = None
+            if loaded:
+                with contextlib.suppress(RuntimeError, httpx.HTTPError):
+                    theirs = self.run_server.digest(item.name)
+        if theirs == production:
+            if progress.done == 0:
+                progress.advance(int(production["points"]))
+            record = {"served": True, "stored": False, "key": key[:16], "method": "fork-cache"}
+            return production, (production, theirs, record, done)
         # Damaged on disk, or not what it says: gone, and the points copied after all.
         self.cache.remove(key)
         self.run.delete_collection(item.name)
-        return None
+        return production, None
+
+    def _load(self, files: list[Path]) -> bool:
+        """Each shard's snapshot into the run's collection; False where the server would
+        not load one (a damaged entry), or there is none."""
+        try:
+            for path in files:
+                shard = int(path.name.split("-", 1)[1].split(".", 1)[0])
+                self.run_server.recover_shard(self.item.name, shard, _chunks(path))
+        except (RuntimeError, OSError, httpx.HTTPError):
+            return False
+        return bool(files)

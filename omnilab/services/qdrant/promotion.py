@@ -393,12 +393,8 @@ class QdrantPromoter(Promoter):
         client = self.src if from_run else self.prod
         self._create_like(name, client, src_name)
         params = client.get_collection(src_name).config.params
-        shards = src.shards(src_name)
-        snapshot = (
-            shards == list(range(params.shard_number or 1))
-            and getattr(params, "sharding_method", None) in (None, "auto")
-            and src.version() == prod.version()
-        )
+        shards = transfer.whole_shards(src, prod, params, src_name)
+        snapshot = shards is not None
         began = time.monotonic()
         with ThreadPoolExecutor(max_workers=1) as pool:
             if snapshot:
@@ -409,8 +405,8 @@ class QdrantPromoter(Promoter):
                 else:
                     source_future = pool.submit(src.digest, src_name)
                 for shard in shards or []:
-                    method = self._copy_method = self._transfer_shard(
-                        src, prod, src_name, name, shard
+                    method = self._copy_method = transfer.move_shard(
+                        src, prod, (src_name, name), shard, self._note
                     )
                     progress.advance(0)  # a step of the copy done (a shard, complete)
                 source = source_future.result()
@@ -432,28 +428,8 @@ class QdrantPromoter(Promoter):
             "seconds": {"copy": round(copied - began, 4), "verify": round(verified - copied, 4)},
         }
 
-    def _transfer_shard(
-        self,
-        src: servers.QdrantServer,
-        prod: servers.QdrantServer,
-        src_name: str,
-        name: str,
-        shard: int,
-    ) -> str:
-        """One shard's snapshot into the staged collection: downloaded by production
-        itself where both servers are on this host, else streamed through omnilab."""
-        if _loopback(src.address.host) and _loopback(prod.address.host):
-            try:
-                prod.pull_shard(name, shard, src, src_name)
-                return "shard-snapshot"
-            except RuntimeError as exc:  # production cannot reach it (a container?)
-                self.reporter.note(
-                    f"    {self.item.label}: production could not fetch the run's shard "
-                    f"snapshot itself ({exc}); streaming it through omnilab"
-                )
-        with src.shard_snapshot(src_name, shard) as chunks:
-            prod.recover_shard(name, shard, chunks)
-        return "shard-snapshot via omnilab"
+    def _note(self, text: str) -> None:
+        self.reporter.note(f"    {self.item.label}: {text}")
 
     @staticmethod
     def _copy_points(
@@ -780,10 +756,6 @@ class QdrantPromoter(Promoter):
 def _id_order(ident: str) -> tuple[int, int, str]:
     """Numeric ids in numeric order, then UUIDs: examples in a stable order."""
     return (0, int(ident), "") if ident.isdigit() else (1, 0, ident)
-
-
-def _loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
 def _replaced_kind(record: ItemRecord) -> str | None:

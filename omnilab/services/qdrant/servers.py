@@ -276,6 +276,20 @@ class QdrantServer:
                 self.http.delete(f"/collections/{name}/snapshots/{snapshot}")
 
 
+class Refused(RuntimeError):
+    """The server would not let this key do it (HTTP 401 or 403)."""
+
+
+def refused(error: BaseException) -> bool:
+    """Whether ``error`` is a key refused, by the server asked or by the server it
+    downloaded from for us (a snapshot recovered from a URL): a read-only key may read
+    points and not stream snapshots, and asking again another way would not change it."""
+    text = str(error)
+    return isinstance(error, Refused) or any(
+        f"status - {code}" in text for code in ("401 Unauthorized", "403 Forbidden")
+    )
+
+
 def _raise_for(response: httpx.Response) -> None:
     if response.is_success:
         return
@@ -284,7 +298,8 @@ def _raise_for(response: httpx.Response) -> None:
         detail = response.json()["status"]["error"]
     except Exception:
         detail = response.text[:200]
-    raise RuntimeError(f"qdrant {response.request.method} {response.url.path}: {detail}")
+    kind = Refused if response.status_code in (401, 403) else RuntimeError
+    raise kind(f"qdrant {response.request.method} {response.url.path}: {detail}")
 
 
 class Digest:

@@ -10,7 +10,7 @@ promotion, production's into the run's for a fork); keeping these here lets
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -202,3 +202,51 @@ def copy_pages(
         while pending:
             pending.popleft().result()
     return digest.checksum()
+
+
+def whole_shards(
+    src: servers.QdrantServer, dst: servers.QdrantServer, params: Any, src_name: str
+) -> list[int] | None:
+    """The shard ids of ``src_name`` where its shards can move to ``dst`` as snapshots:
+    every shard on ``src`` (one node), automatic sharding, and both servers of one version
+    (a shard snapshot loads in the version that wrote it); None otherwise."""
+    shards = src.shards(src_name)
+    if shards != list(range(params.shard_number or 1)):
+        return None
+    if getattr(params, "sharding_method", None) not in (None, "auto"):
+        return None
+    if src.version() != dst.version():
+        return None
+    return shards
+
+
+def move_shard(
+    src: servers.QdrantServer,
+    dst: servers.QdrantServer,
+    names: tuple[str, str],
+    shard: int,
+    note: Callable[[str], None],
+) -> str:
+    """Shard ``shard`` of ``names[0]`` on ``src`` into collection ``names[1]`` on ``dst``
+    (which exists, made like it): downloaded by ``dst`` itself where both servers are on
+    this host, no byte through this process; streamed through it otherwise, or where
+    ``dst`` could not reach ``src`` (one of them in a container). Returns how it went."""
+    src_name, dst_name = names
+    if loopback(src.address.host) and loopback(dst.address.host):
+        try:
+            dst.pull_shard(dst_name, shard, src, src_name)
+            return "shard-snapshot"
+        except RuntimeError as exc:
+            if servers.refused(exc):
+                raise  # the key may not stream snapshots: the stream would be refused too
+            note(
+                f"the shard snapshot could not be fetched server to server ({exc}); "
+                "streaming it through omnilab"
+            )
+    with src.shard_snapshot(src_name, shard) as chunks:
+        dst.recover_shard(dst_name, shard, chunks)
+    return "shard-snapshot via omnilab"
+
+
+def loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
