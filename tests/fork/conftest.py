@@ -210,3 +210,48 @@ def fill(ro: ReadOnly, *, users: int = 10, keys: int = 12, points: int = 30) -> 
         )
     finally:
         q.close()
+
+
+def fill_docs(ro: ReadOnly, n: int = 3000, *, shards: int = 1) -> None:
+    """Production's ``docs``: ``n`` points of 8 dimensions, a payload index."""
+    q = ro.qdrant.admin()
+    try:
+        q.create_collection(
+            "docs",
+            vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE),
+            shard_number=shards,
+        )
+        q.create_payload_index("docs", "source", field_schema="keyword", wait=True)
+        q.upsert(
+            "docs",
+            [
+                models.PointStruct(
+                    id=i,
+                    vector=[(i % 7) + 1.0, 1.0, i / n, 0, 0, 0, 0, 1],
+                    payload={"source": f"s{i % 3}"},
+                )
+                for i in range(n)
+            ],
+            wait=True,
+        )
+    finally:
+        q.close()
+
+
+def fork_docs(item: Any = None, runtime: str = "local", reporter: Any = None) -> tuple[dict, dict]:
+    """A fork of production's ``docs`` (or ``item``) into a Qdrant server of the test's
+    own: the seed's record, and the run's points (id, payload, vector). The fork's notes
+    go to ``reporter`` (none by default)."""
+    from omnilab import Qdrant, Stack
+    from omnilab.config import get_settings
+    from omnilab.fork import Fork
+    from omnilab.progress import QuietReporter
+    from omnilab.promote import QdrantCollection
+
+    quiet = QuietReporter()
+    with Stack(Qdrant(embedded=False), runtime=runtime, reporter=quiet) as run:
+        fork = Fork.prepare([item or QdrantCollection("docs")], get_settings(), reporter or quiet)
+        (seed,) = fork.copy(run)
+        points, _ = run.qdrant.scroll(seed["run"]["collection"], limit=10_000, with_vectors=True)
+        indexed = run.qdrant.get_collection(seed["run"]["collection"]).payload_schema
+    return seed, {"points": {p.id: (p.payload, p.vector) for p in points}, "indexed": indexed}

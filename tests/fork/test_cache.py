@@ -17,7 +17,7 @@ import omnilab
 from omnilab.config import get_settings
 from omnilab.progress import QuietReporter
 from omnilab.services.fork_cache import ForkCache
-from tests.fork.conftest import ReadOnly
+from tests.fork.conftest import ReadOnly, fill_docs, fork_docs
 from tests.support import EXPERIMENTS, OMNILAB, run_cli, stack_processes, wait_until
 
 USERS = f"{EXPERIMENTS / 'forked.py'}:ForkedUsers"
@@ -242,47 +242,6 @@ def test_two_forks_filling_the_same_entry_at_once(read_only: ReadOnly, workdir: 
     assert len(third.summary["users"]) == 20_000
 
 
-def _fill_docs(ro: ReadOnly, n: int = 3000) -> None:
-    from qdrant_client import models
-
-    q = ro.qdrant.admin()
-    try:
-        q.create_collection(
-            "docs", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE)
-        )
-        q.create_payload_index("docs", "source", field_schema="keyword", wait=True)
-        q.upsert(
-            "docs",
-            [
-                models.PointStruct(
-                    id=i,
-                    vector=[(i % 7) + 1.0, 1.0, i / n, 0, 0, 0, 0, 1],
-                    payload={"source": f"s{i % 3}"},
-                )
-                for i in range(n)
-            ],
-            wait=True,
-        )
-    finally:
-        q.close()
-
-
-def _fork_docs() -> tuple[dict, dict]:
-    """A fork of production's ``docs`` into a Qdrant server of the test's own: the seed's
-    record, and the run's points (id, payload, vector)."""
-    from omnilab import Qdrant, Stack
-    from omnilab.fork import Fork
-    from omnilab.promote import QdrantCollection
-
-    quiet = QuietReporter()
-    with Stack(Qdrant(embedded=False), runtime="local", reporter=quiet) as run:
-        fork = Fork.prepare([QdrantCollection("docs")], get_settings(), quiet)
-        (seed,) = fork.copy(run)
-        points, _ = run.qdrant.scroll("docs", limit=10_000, with_vectors=True)
-        indexed = run.qdrant.get_collection("docs").payload_schema
-    return seed, {"points": {p.id: (p.payload, p.vector) for p in points}, "indexed": indexed}
-
-
 @pytest.mark.parametrize("download", ["curl", "httpx"])
 def test_a_qdrant_collection_is_restored_from_shard_snapshots_and_verified(
     read_only: ReadOnly, monkeypatch: pytest.MonkeyPatch, download: str
@@ -293,20 +252,18 @@ def test_a_qdrant_collection_is_restored_from_shard_snapshots_and_verified(
     verifies the run's checksum against production's; a changed point in production is
     never served; an entry that does not restore to its checksum is removed and the
     points copied."""
-    from qdrant_client import models
-
     from omnilab.services.qdrant import fork as qdrant_fork
 
     if download == "httpx":
         monkeypatch.setattr(qdrant_fork, "curl_program", lambda: None)
     else:
         assert qdrant_fork.curl_program() is not None
-    _fill_docs(read_only)
-    first, copied = _fork_docs()
+    fill_docs(read_only)
+    first, copied = fork_docs()
     assert first["cache"]["served"] is False and first["cache"]["stored"] is True, first
     (entry,) = [e for e in _cache().entries() if e.service == "qdrant"]
     assert list(entry.path.glob("shard-*.snapshot"))
-    second, restored = _fork_docs()
+    second, restored = fork_docs()
     assert second["cache"] == {**second["cache"], "served": True, "key": first["cache"]["key"]}
     assert second["run"]["checksum"] == second["production"]["checksum"]
     assert second["production"]["checksum"] == first["production"]["checksum"]
@@ -318,7 +275,7 @@ def test_a_qdrant_collection_is_restored_from_shard_snapshots_and_verified(
     q = read_only.qdrant.admin()
     try:
         q.set_payload("docs", {"source": "changed"}, points=[11], wait=True)
-        third, changed = _fork_docs()
+        third, changed = fork_docs()
         assert third["cache"]["served"] is False
         assert changed["points"][11][0] == {"source": "changed"}
         q.set_payload("docs", {"source": "s2"}, points=[11], wait=True)
@@ -327,10 +284,9 @@ def test_a_qdrant_collection_is_restored_from_shard_snapshots_and_verified(
     # Back as it was: the first entry serves again, unless damaged: then it goes.
     (snapshot,) = entry.path.glob("shard-*.snapshot")
     snapshot.write_bytes(b"not a snapshot")
-    fourth, again = _fork_docs()
+    fourth, again = fork_docs()
     assert fourth["cache"]["served"] is False and fourth["cache"]["stored"] is True, fourth
     assert again == copied
-    del models
 
 
 def test_a_collection_whose_snapshots_cannot_be_taken_is_forked_and_not_cached(
@@ -341,9 +297,9 @@ def test_a_collection_whose_snapshots_cannot_be_taken_is_forked_and_not_cached(
     folder."""
     from omnilab.services.qdrant import servers
 
-    _fill_docs(read_only, n=500)
+    fill_docs(read_only, n=500)
     monkeypatch.setattr(servers.QdrantServer, "shards", lambda self, name: None)
-    seed, copied = _fork_docs()
+    seed, copied = fork_docs()
     assert seed["cache"]["stored"] is False and seed["cache"]["served"] is False, seed
     assert seed["run"]["checksum"] == seed["production"]["checksum"]
     assert len(copied["points"]) == 500

@@ -55,10 +55,14 @@ def _check_seeds(recorded: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.usefixtures("docker_scope")
-def test_a_fork_into_a_docker_stack_copies_verifies_and_records(read_only: ReadOnly) -> None:
+def test_a_fork_into_a_docker_stack_copies_verifies_and_records(
+    read_only: ReadOnly, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Production's servers are processes of this host; the run's are containers: every
     copy goes through their published ports, Qdrant's over gRPC on both sides, and the
-    second run's tables come from the fork cache."""
+    second run's tables come from the fork cache. With a Qdrant key that may stream
+    snapshots, the run's Qdrant, in its container, cannot reach production on the host's
+    127.0.0.1: the shards are streamed through omnilab."""
     fill(read_only)
     before = read_only.snapshot()
     first = omnilab.run(FORKED, runtime="docker", reporter=QuietReporter())
@@ -70,12 +74,21 @@ def test_a_fork_into_a_docker_stack_copies_verifies_and_records(read_only: ReadO
     # Between servers, not through qdrant-client: the run's gRPC port answered from here.
     assert seeds["qdrant collection docs"]["production"]["checksum"]["method"] == "grpc-protobuf"
     assert seeds["postgres table users"]["cache"]["stored"] is True
+    assert seeds["qdrant collection docs"]["method"] == "points"  # the read-only key
     again = omnilab.run(FORKED, runtime="docker", reporter=QuietReporter())
     assert again.ok, again.error
     _check_found(again.summary)
     seeds = _check_seeds(again.record.seeds)
     assert seeds["postgres table users"]["cache"]["served"] is True
     assert seeds["postgres table orders"]["cache"]["served"] is True
+    assert seeds["qdrant collection docs"]["method"] == "fork-cache"
+    monkeypatch.setenv("QDRANT_API_KEY", read_only.qdrant.admin_key)
+    monkeypatch.setenv("OMNILAB_FORK_CACHE_SIZE", "0")
+    third = omnilab.run(FORKED, runtime="docker", reporter=QuietReporter())
+    assert third.ok, third.error
+    _check_found(third.summary)
+    seeds = _check_seeds(third.record.seeds)
+    assert seeds["qdrant collection docs"]["method"] == "shard-snapshot via omnilab"
     assert read_only.snapshot() == before
 
 
