@@ -23,6 +23,10 @@ Arms, the run's stack emptied before each:
   empty fork cache: copy, verification on both sides, and the cache entry written.
 - ``omnilab first fork, cache off``: the same with ``OMNILAB_FORK_CACHE_SIZE=0``: copy and
   verification, no entry written.
+- ``omnilab first fork, points copied``: the same, cache off, with the collection's points
+  copied as they are with a read-only Qdrant key (production's key here may stream shard
+  snapshots, as the plain tools' snapshot route needs: the other arms' collection moves
+  as its shards' snapshots; docs/fork.md).
 - ``omnilab second fork``: the same, with the cache the first fork filled.
 
 Goals: first fork >= 1x the plain tools' speed; second fork <= 0.1x the first fork's time.
@@ -53,6 +57,7 @@ from omnilab.fork import Fork
 from omnilab.progress import QuietReporter
 from omnilab.promote import PostgresTable, QdrantCollection, RedisKeys
 from omnilab.services.postgres.service import find_postgres
+from omnilab.services.qdrant import transfer
 
 DIM = 384
 
@@ -191,11 +196,17 @@ def main() -> None:
                 rd = pool.submit(timed, lambda: dump_restore(production.redis, run.redis))
                 return {"postgres_s": pg.result(), "qdrant_s": qd.result(), "redis_s": rd.result()}
 
-        def forked(cache: str, size: str = "10GiB") -> dict[str, Any]:
+        def forked(cache: str, size: str = "10GiB", points: bool = False) -> dict[str, Any]:
             os.environ["OMNILAB_FORK_CACHE_DIR"] = cache
             os.environ["OMNILAB_FORK_CACHE_SIZE"] = size
             fork = Fork.prepare(seeds, get_settings(), quiet)
-            records = fork.copy(run)
+            whole_shards = transfer.whole_shards
+            if points:  # what a read-only key gets: no shard may move as a snapshot
+                transfer.whole_shards = lambda *args: None
+            try:
+                records = fork.copy(run)
+            finally:
+                transfer.whole_shards = whole_shards
             out: dict[str, Any] = {}
             for record in records:
                 service = record["service"]
@@ -211,6 +222,7 @@ def main() -> None:
             "peer: plain tools": [],
             "plain tools at once": [],
             "omnilab first fork, cache off": [],
+            "omnilab first fork, points copied": [],
             "omnilab first fork": [],
             "omnilab second fork": [],
         }
@@ -220,6 +232,10 @@ def main() -> None:
                 ("peer: plain tools", plain_tools),
                 ("plain tools at once", plain_tools_at_once),
                 ("omnilab first fork, cache off", lambda cache=cache: forked(cache, "0")),
+                (
+                    "omnilab first fork, points copied",
+                    lambda cache=cache: forked(cache, "0", points=True),
+                ),
                 ("omnilab first fork", lambda cache=cache: forked(cache)),
                 ("omnilab second fork", lambda cache=cache: forked(cache)),
             ]
@@ -269,6 +285,8 @@ def report(arms: dict[str, list[dict[str, Any]]], args: Any) -> None:
     print(f"  first fork, speed against the plain tools run at once: {at_once / first:.2f}x")
     uncached = medians["omnilab first fork, cache off"]["elapsed_s"]
     print(f"  first fork with the cache off (no entry written): {peer / uncached:.2f}x")
+    by_points = medians["omnilab first fork, points copied"]["elapsed_s"]
+    print(f"  first fork, cache off, points copied (a read-only key): {peer / by_points:.2f}x")
     print(f"  second fork from the cache, time against the first: {cached:.2f}x (goal <= 0.1x)")
     data = {
         "rows": args.rows,
@@ -280,6 +298,7 @@ def report(arms: dict[str, list[dict[str, Any]]], args: Any) -> None:
         "first_fork_goal": 1.0,
         "first_fork_speed_against_tools_at_once": at_once / first,
         "first_fork_cache_off_speed_ratio": peer / uncached,
+        "first_fork_points_copied_speed_ratio": peer / by_points,
         "second_fork_time_ratio": cached,
         "second_fork_goal": 0.1,
         "medians": medians,
