@@ -477,12 +477,8 @@ class _Between:
             self.forker.reporter.note(f"  seed {item.label}: {text}")
 
         def move() -> str:
-            method = ""
-            for shard in shards:
-                method = transfer.move_shard(
-                    self.prod, self.run_server, (item.target, item.name), shard, note
-                )
-            return method
+            names = (item.target, item.name)
+            return transfer.move_shards(self.prod, self.run_server, names, shards, note)
 
         digest = servers.Digest()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnilab-fork") as pool:

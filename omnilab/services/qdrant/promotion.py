@@ -404,10 +404,12 @@ class QdrantPromoter(Promoter):
                     source_future = pool.submit(self._source_digest, src)
                 else:
                     source_future = pool.submit(src.digest, src_name)
+                pull = True
                 for shard in shards or []:
                     method = self._copy_method = transfer.move_shard(
-                        src, prod, (src_name, name), shard, self._note
+                        src, prod, (src_name, name), shard, self._note, pull=pull
                     )
+                    pull = method == "shard-snapshot"  # else the next ones are streamed
                     progress.advance(0)  # a step of the copy done (a shard, complete)
                 source = source_future.result()
                 progress.advance(source["points"])

@@ -220,19 +220,37 @@ def whole_shards(
     return shards
 
 
+def move_shards(
+    src: servers.QdrantServer,
+    dst: servers.QdrantServer,
+    names: tuple[str, str],
+    shards: list[int],
+    note: Callable[[str], None],
+) -> str:
+    """Each shard of ``names[0]`` on ``src`` into collection ``names[1]`` on ``dst`` (which
+    exists, made like it), one after another (:func:`move_shard`); once ``dst`` could not
+    fetch one itself, the others are streamed without asking. Returns how they went."""
+    method = "shard-snapshot"
+    for shard in shards:
+        method = move_shard(src, dst, names, shard, note, pull=method == "shard-snapshot")
+    return method
+
+
 def move_shard(
     src: servers.QdrantServer,
     dst: servers.QdrantServer,
     names: tuple[str, str],
     shard: int,
     note: Callable[[str], None],
+    *,
+    pull: bool = True,
 ) -> str:
     """Shard ``shard`` of ``names[0]`` on ``src`` into collection ``names[1]`` on ``dst``
     (which exists, made like it): downloaded by ``dst`` itself where both servers are on
     this host, no byte through this process; streamed through it otherwise, or where
     ``dst`` could not reach ``src`` (one of them in a container). Returns how it went."""
     src_name, dst_name = names
-    if loopback(src.address.host) and loopback(dst.address.host):
+    if pull and loopback(src.address.host) and loopback(dst.address.host):
         try:
             dst.pull_shard(dst_name, shard, src, src_name)
             return "shard-snapshot"
@@ -240,8 +258,8 @@ def move_shard(
             if servers.refused(exc):
                 raise  # the key may not stream snapshots: the stream would be refused too
             note(
-                f"the shard snapshot could not be fetched server to server ({exc}); "
-                "streaming it through omnilab"
+                "one server could not fetch the shard snapshot from the other (in a "
+                f"container?), streaming it through omnilab: {exc}"
             )
     with src.shard_snapshot(src_name, shard) as chunks:
         dst.recover_shard(dst_name, shard, chunks)
