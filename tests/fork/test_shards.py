@@ -66,8 +66,8 @@ def test_a_read_only_key_and_a_partial_seed_take_the_point_copy(
     read_only: ReadOnly, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Qdrant refuses a read-only key a snapshot stream: the points are copied, with no
-    word about it (it is the usual case); ``limit=`` and ``sample=`` select points a
-    snapshot cannot."""
+    word about it (it is the usual case). A ``limit=`` seed (as a ``sample=`` one) selects
+    points, which a snapshot cannot: copied too, whatever the key."""
     fill_docs(read_only, n=500)
     monkeypatch.setenv("OMNILAB_FORK_CACHE_SIZE", "0")
     notes = io.StringIO()
