@@ -233,7 +233,7 @@ class _Promotion:
             for item, promoter, since in zip(self.items, promoters, checks, strict=True):
                 plan = self._plan(promoter, since)
                 if dry_run:
-                    plan.diff = promoter.diff()
+                    plan.diff = promoter.diff(since=since)
                 records.append(ItemRecord(item=item.to_dict(), plan=plan))
             if dry_run:
                 return self.result("planned", records, dry_run=True, data="kept")

@@ -55,6 +55,7 @@ def _one(
     at_fork = production.get("checksum")
     since = SinceFork(seed=seed.get("item") or {}, partial=declared.selects, changed=False)
     since.at_fork = at_fork
+    since.run = seed.get("run") or {}
     url = declared.production_url(settings)
     if seed.get("url") and seed["url"] != url:
         since.changed = True

@@ -86,6 +86,10 @@ class ItemDiff(BaseModel):
     examples: dict[str, list[str]] = Field(default_factory=dict)
     #: Whether production holds the item at all (everything is "added" otherwise).
     production_has_it: bool = True
+    #: Only what the run wrote since its fork was compared element by element; the rest
+    #: is the fork's verified copy of production, which production still holds
+    #: (a PostgreSQL table forked whole, production unchanged since: docs/fork.md).
+    incremental: bool = False
     notes: list[str] = Field(default_factory=list)
     seconds: float = 0.0
 
@@ -113,6 +117,9 @@ class SinceFork(BaseModel):
     partial: bool = False
     changed: bool
     at_fork: dict[str, Any] | None = None
+    #: The run's side at fork time, as its provenance recorded it (``runs.seeds``): the
+    #: copy's name, counts and checksum, and what a diff since the fork starts from.
+    run: dict[str, Any] = Field(default_factory=dict)
     now: dict[str, Any] | None = None
     #: What changed, in words: "10 rows at fork, 11 now; checksum 1a2b... -> 9f8e...".
     what: str = ""
@@ -358,10 +365,13 @@ class Promoter(ABC):
     def plan(self, on_conflict: OnConflict) -> ItemPlan:
         """Inspect source and production; change nothing."""
 
-    def diff(self, examples: int = DIFF_EXAMPLES) -> ItemDiff | None:
+    def diff(
+        self, examples: int = DIFF_EXAMPLES, since: SinceFork | None = None
+    ) -> ItemDiff | None:
         """The run's item against production's ``item.target`` as it is now, element by
         element, reading production only; None for a kind that cannot tell (a plug-in
-        that does not implement it)."""
+        that does not implement it). ``since``, for an item the run was forked from, may
+        let a kind compare only what the run wrote since the fork."""
         return None
 
     def reserve(self, record: ItemRecord) -> None:

@@ -74,6 +74,7 @@ def test_the_plan_shows_each_items_diff_exactly_and_production_is_untouched(
     assert pg is not None and redis is not None and qdrant is not None
     assert (pg.added, pg.changed, pg.removed) == (2, 3, 1)
     assert pg.by == "primary key (id)"
+    assert pg.incremental, pg.notes  # production unchanged: the rows the run wrote only
     assert pg.examples == {
         "added": ["id=101", "id=102"],
         "changed": ["id=3", "id=5", "id=7"],

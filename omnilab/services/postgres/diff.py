@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from omnilab.services.postgres import checksum as postgres_checksum
 from omnilab.services.postgres.checksum import column_hash_sql, table_columns
 from omnilab.services.postgres.tables import quote
-from omnilab.services.promotable import DIFF_EXAMPLES, ItemDiff
+from omnilab.services.promotable import DIFF_EXAMPLES, ItemDiff, SinceFork
 
 if TYPE_CHECKING:
     import psycopg
@@ -133,10 +135,17 @@ def _hash_works(conn: psycopg.Connection, side: Side) -> bool:
 
 
 def diff_tables(
-    run: Side, production: Side | None, unit: str, examples: int = DIFF_EXAMPLES
+    run: Side,
+    production: Side | None,
+    unit: str,
+    examples: int = DIFF_EXAMPLES,
+    since: ForkBase | None = None,
 ) -> ItemDiff:
     """The run's table (``run``) against production's (``production``; None when
-    production has no such table), counted and with up to ``examples`` of each kind."""
+    production has no such table), counted and with up to ``examples`` of each kind.
+    ``since``: the run's table was forked whole from production's; if production still
+    holds what it held then, only the rows the run wrote since are compared
+    (:func:`_since_fork`)."""
     began = time.monotonic()
     key_columns = run.key
     by = f"primary key ({', '.join(key_columns)})" if key_columns else "whole row"
@@ -166,6 +175,25 @@ def diff_tables(
         )
         key_columns = []
         by = "whole row"
+    if since is not None and key_columns and not notes:
+        incremental = _since_fork(run, production, since, key_columns, method, examples)
+        if incremental is not None:
+            counts, found, wrote = incremental
+            exact_key = _key_sql(run.columns, key_columns)[1]
+            return ItemDiff(
+                by=by,
+                unit=unit,
+                added=counts["added"],
+                changed=counts["changed"],
+                removed=counts["removed"],
+                examples=_name_examples(run, production, found, key_columns, exact_key),
+                incremental=True,
+                notes=[
+                    f"compared since the fork: the {wrote:,} {unit} the run wrote; the "
+                    "others are the fork's verified copy, and production is unchanged since"
+                ],
+                seconds=round(time.monotonic() - began, 4),
+            )
     queries = []
     exact_key = False
     for side in (run, production):
@@ -201,6 +229,183 @@ def diff_tables(
 
 
 Arrays = tuple[np.ndarray, np.ndarray]
+
+
+# -- since the fork -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForkBase:
+    """The run's table as its fork left it: ``xmin``, the transaction that loaded every
+    row (one ``COPY ... FREEZE``), and ``checksum``, production's at fork time, which
+    the copy was verified against."""
+
+    xmin: int
+    checksum: dict[str, Any]
+
+
+def fork_base(since: SinceFork | None, table: str) -> ForkBase | None:
+    """What a diff since the fork starts from, for the run's ``table`` (``schema.name``):
+    only a table forked whole (a part would leave out production rows the run never
+    had), from a production the promotion found unchanged since (the diff checks again,
+    in its own snapshot); None otherwise."""
+    if since is None or since.changed or since.partial or not since.at_fork:
+        return None
+    xmin = since.run.get("xmin")
+    if not isinstance(xmin, int) or since.run.get("table") != table:
+        return None
+    return ForkBase(xmin, dict(since.at_fork))
+
+
+#: More rows than this written since the fork (or more than a quarter of the table): the
+#: whole table is compared instead, as looking each key up in production would cost more.
+SINCE_FORK_ROWS = 100_000
+
+#: Production's keys are read this many at a time, in key order, from the lowest, until
+#: the examples of removed rows are found (the count needs no keys); doubled each time.
+_KEY_CHUNK = 8192
+
+
+def _since_fork(
+    run: Side,
+    production: Side,
+    base: ForkBase,
+    key_columns: list[str],
+    method: str,
+    examples: int,
+) -> tuple[dict[str, int], dict[str, Any], int] | None:
+    """The diff from the rows the run wrote since its fork; None where it does not hold.
+
+    A row still carrying the fork's load transaction (``xmin``) is one the run has not
+    written since: PostgreSQL gives every new row version its writer's transaction id,
+    and keeps the loader's through ``VACUUM FREEZE``, ``VACUUM FULL`` and ``CLUSTER``. Such
+    a row equals production's row of the same key at fork time, which the fork verified
+    by checksum. If production's checksum, in this diff's snapshot, is still the fork's,
+    production holds exactly those rows; then:
+
+    - the rows the run wrote are hashed (one scan of the run's table, which also counts
+      the others) and looked up by key in production: added where production has no such
+      key, changed where the hashes differ;
+    - the rows removed are counted: production's rows, less the run's unwritten ones
+      (each is one of production's), less the written ones production also has. Their
+      examples come from both sides' keys in key order, read from the lowest until found.
+
+    No row is streamed out whole, and neither side's table is hashed, but for production's
+    checksum, which its server computes with parallel workers. Only for a primary key of
+    one integer column (the index answers the lookups and the key order).
+    """
+    import psycopg
+
+    conn = production.conn
+    key_sql, exact = _key_sql(run.columns, key_columns)
+    if not exact or conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+        return None  # production must be read in one snapshot: the caller's transaction
+    dropped = run.conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = %s AND attisdropped)",
+        (run.oid,),
+    ).fetchone()
+    if dropped is None or dropped[0]:
+        # A column dropped since the fork (and maybe added again under its name: the
+        # columns would still match production's) changed rows without writing them.
+        return None
+    row_sql = _row_sql(run.columns, method)
+    loader = f"'{int(base.xmin)}'::xid"
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            mine = pool.submit(_written, run, key_sql, row_sql, loader)
+            method_then = str(base.checksum.get("method", ""))
+            now = postgres_checksum.checksum(conn, production.oid, production.name, method_then)
+            unwritten, keys, hashes = mine.result()
+    except psycopg.Error:
+        return None
+    if now != base.checksum:
+        return None  # production changed since the fork: the whole table is compared
+    if len(keys) > min(SINCE_FORK_ROWS, max(int(now["rows"]) // 4, 1000)):
+        return None
+    theirs = _lookup_hashes(production, keys, key_columns[0], method)
+    if theirs is None:
+        return None
+    pkeys, phashes = theirs
+    _, mine_at, theirs_at = np.intersect1d(keys, pkeys, assume_unique=True, return_indices=True)
+    added = np.setdiff1d(keys, pkeys, assume_unique=True)  # sorted
+    changed = np.sort(keys[mine_at][hashes[mine_at] != phashes[theirs_at]])
+    removed = int(now["rows"]) - unwritten - len(pkeys)
+    if removed < 0:
+        return None  # not the fork's base after all
+    counts = {"added": len(added), "changed": len(changed), "removed": removed}
+    found = {
+        "added": [int(k) for k in added[:examples]],
+        "changed": [int(k) for k in changed[:examples]],
+        "removed": _first_removed(run, production, key_columns[0], min(examples, removed)),
+    }
+    return counts, found, len(keys)
+
+
+def _written(run: Side, key_sql: str, row_sql: str, loader: str) -> tuple[int, Any, Any]:
+    """How many of the run's rows are the fork's (unwritten), and the others' keys and
+    hashes (sorted by key), in one scan."""
+    with run.conn.transaction():
+        run.conn.execute(_CANONICAL)
+        rows = run.conn.execute(
+            f"SELECT {key_sql}, {row_sql} FROM {run.name} t WHERE t.xmin <> {loader}"
+            f" UNION ALL SELECT NULL, count(*) FROM {run.name} t WHERE t.xmin = {loader}"
+        ).fetchall()
+    unwritten = next(int(h) for k, h in rows if k is None)
+    pairs = np.array([(k, h) for k, h in rows if k is not None], dtype=np.int64).reshape(-1, 2)
+    order = np.argsort(pairs[:, 0])
+    return unwritten, pairs[order, 0], pairs[order, 1]
+
+
+def _lookup_hashes(side: Side, keys: np.ndarray, column: str, method: str) -> Arrays | None:
+    """(key, row hash) of the rows of ``keys`` in ``side``'s table, sorted by key, by its
+    primary key's index, in its session's transaction."""
+    import psycopg
+
+    if not len(keys):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    key = f"t.{quote_ident(column)}"
+    try:
+        with side.conn.transaction():
+            side.conn.execute(_CANONICAL)
+            found = side.conn.execute(
+                f"SELECT {key}::int8, {_row_sql(side.columns, method)} FROM {side.name} t"
+                f" WHERE {key} = ANY(%s::int8[]) ORDER BY {key}",
+                ([int(k) for k in keys],),
+            ).fetchall()
+    except psycopg.Error:
+        return None
+    pairs = np.array(found, dtype=np.int64).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _first_removed(run: Side, production: Side, column: str, want: int) -> list[int]:
+    """The ``want`` lowest keys production has and the run has not: both sides' keys in
+    key order (the primary key's index), a chunk at a time, until they are found."""
+    key = f"t.{quote_ident(column)}"
+    found: list[int] = []
+    after: int | None = None
+    size = _KEY_CHUNK
+    while len(found) < want:
+        where, params = ("", ()) if after is None else (f" WHERE {key} > %s", (after,))
+        theirs = [
+            int(r[0])
+            for r in production.conn.execute(
+                f"SELECT {key} FROM {production.name} t{where} ORDER BY {key} LIMIT {size}",
+                params,
+            )
+        ]
+        if not theirs:
+            break
+        mine = {
+            int(r[0])
+            for r in run.conn.execute(
+                f"SELECT {key} FROM {run.name} t WHERE {key} BETWEEN %s AND %s",
+                (theirs[0], theirs[-1]),
+            )
+        }
+        found += [k for k in theirs if k not in mine][: want - len(found)]
+        after, size = theirs[-1], size * 2
+    return found
 
 
 #: Keys spread over at most this many times the rows are joined by position (a slot per

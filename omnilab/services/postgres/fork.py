@@ -307,6 +307,12 @@ class PostgresForker(Forker):
                 except PromotionFailed as exc:
                     raise ForkFailed(f"seed {item.label}: {exc}") from None
                 theirs = postgres_checksum.checksum(run, new_oid, quote(run, schema, table), method)
+            # The transaction that loaded the rows (one, ``COPY ... FREEZE`` after the
+            # ``TRUNCATE``): rows still carrying it are the fork's copy as verified, which
+            # lets a diff at promotion compare only the rows the run wrote since.
+            loaded = run.execute(
+                f"SELECT t.xmin::text FROM {quote(run, schema, table)} t LIMIT 1"
+            ).fetchone()
         verified = time.monotonic()
         total = self.prod.execute(
             f"SELECT count(*) FROM {quote(self.prod, prod_schema, prod_table)}"
@@ -340,7 +346,12 @@ class PostgresForker(Forker):
                 "checksum": production,
                 "snapshot": self._snapshot,
             },
-            "run": {"table": f"{schema}.{table}", "rows": theirs["rows"], "checksum": theirs},
+            "run": {
+                "table": f"{schema}.{table}",
+                "rows": theirs["rows"],
+                "checksum": theirs,
+                "xmin": int(loaded[0]) if loaded else None,
+            },
             "cache": (
                 {"served": served, "stored": stored, "key": key[:16]}
                 if cache is not None

@@ -52,6 +52,7 @@ from omnilab.services.promotable import (
     Promoter,
     PromotionFailed,
     PromotionRefused,
+    SinceFork,
 )
 
 if TYPE_CHECKING:
@@ -388,9 +389,11 @@ class PostgresPromoter(Promoter):
 
     # -- diff -------------------------------------------------------------------------------
 
-    def diff(self, examples: int = DIFF_EXAMPLES) -> ItemDiff:
+    def diff(self, examples: int = DIFF_EXAMPLES, since: SinceFork | None = None) -> ItemDiff:
         """Rows added, changed and removed against production's table, by primary key
-        (:mod:`.diff`); production is read in a read-only session of its own."""
+        (:mod:`.diff`); production is read in a read-only session of its own. A table
+        forked whole, from a production unchanged since, is compared by what the run
+        wrote since the fork (``since``: :func:`.diff.fork_base`)."""
         import psycopg
 
         from omnilab.services.postgres import diff as postgres_diff
@@ -410,7 +413,8 @@ class PostgresPromoter(Promoter):
                 if oid is None
                 else postgres_diff.Side(prod, target_schema, target_table, oid, self.dsn)
             )
-            return postgres_diff.diff_tables(run, production, self.item.unit, examples)
+            base = postgres_diff.fork_base(since, f"{schema}.{table}")
+            return postgres_diff.diff_tables(run, production, self.item.unit, examples, base)
 
     def _dependents(self, oid: int) -> list[str]:
         """Objects that reference the production table by identity: a swap leaves them

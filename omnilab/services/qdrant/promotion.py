@@ -60,6 +60,7 @@ from omnilab.services.promotable import (
     Promoter,
     PromotionFailed,
     PromotionRefused,
+    SinceFork,
     Sum64,
 )
 from omnilab.services.qdrant import points, servers, transfer
@@ -270,7 +271,7 @@ class QdrantPromoter(Promoter):
 
     # -- diff -------------------------------------------------------------------------------
 
-    def diff(self, examples: int = DIFF_EXAMPLES) -> ItemDiff:
+    def diff(self, examples: int = DIFF_EXAMPLES, since: SinceFork | None = None) -> ItemDiff:
         """Points added, changed and removed against production's collection (or the one
         its alias names), by id: each point's digest (payload and vectors), computed by
         omnilab from the pages each server returns (over gRPC when both answer there,

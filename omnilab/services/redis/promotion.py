@@ -48,6 +48,7 @@ from omnilab.services.promotable import (
     Promoter,
     PromotionFailed,
     PromotionRefused,
+    SinceFork,
 )
 from omnilab.services.redis import compat, scripts
 from omnilab.services.redis.copy import (
@@ -234,7 +235,7 @@ class RedisPromoter(Promoter):
 
     # -- diff -------------------------------------------------------------------------------
 
-    def diff(self, examples: int = DIFF_EXAMPLES) -> ItemDiff:
+    def diff(self, examples: int = DIFF_EXAMPLES, since: SinceFork | None = None) -> ItemDiff:
         """Keys added, changed and removed against production's keys of the pattern, by
         name (relative to the prefixes): each key's digest that ignores the encoding,
         computed by omnilab from read commands on both sides (no script runs in
