@@ -72,7 +72,7 @@ def test_a_fork_into_a_docker_stack_copies_verifies_and_records(
     _check_found(first.summary)
     seeds = _check_seeds(first.record.seeds)
     # Between servers, not through qdrant-client: the run's gRPC port answered from here.
-    assert seeds["qdrant collection docs"]["production"]["checksum"]["method"] == "grpc-protobuf"
+    assert seeds["qdrant collection docs"]["production"]["checksum"]["method"] == "grpc-xxh3"
     assert seeds["postgres table users"]["cache"]["stored"] is True
     assert seeds["qdrant collection docs"]["method"] == "points"  # the read-only key
     again = omnilab.run(FORKED, runtime="docker", reporter=QuietReporter())

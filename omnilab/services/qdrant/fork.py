@@ -273,8 +273,9 @@ class QdrantForker(Forker):
         except SeedMissing:
             return None
         server = self.prod_server()
-        if recorded.get("method") == servers.METHOD and server is not None:
-            digest = servers.Digest()
+        method = recorded.get("method")
+        if method in servers.HASHES and server is not None:
+            digest = servers.Digest(method)
             for page in _selected(server.scan(item.target), item.selection, _grpc_id):
                 digest.add(page)
             return digest.checksum()

@@ -703,14 +703,15 @@ class QdrantPromoter(Promoter):
         if found is None:
             return None
         recorded = record.checksums.get("target") or {}
-        if recorded.get("method") == servers.METHOD:
+        method = recorded.get("method")
+        if method in servers.HASHES:
             prod = self._server("prod")
             if prod is None:
                 raise PromotionFailed(
                     f"{self.item.label}: production Qdrant's gRPC port does not answer "
                     "(QDRANT_GRPC_PORT); its checksum was recorded over gRPC"
                 )
-            return prod.digest(found[1])
+            return prod.digest(found[1], method=method)
         current = self._client_digest(self.prod, found[1])
         if "method" not in recorded:
             del current["method"]  # recorded before checksums named their method

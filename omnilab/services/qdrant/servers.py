@@ -24,21 +24,32 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
+import xxhash
 
 if TYPE_CHECKING:
     import grpc
     import httpx
 
 #: How a checksum of this module is computed, recorded beside it: a checksum is only ever
-#: compared with one computed the same way.
-METHOD = "grpc-protobuf"
+#: compared with one computed the same way. Each point's serialization is hashed by
+#: XXH3 (64 bits), a non-cryptographic hash made for checksums: 100,000 points of 384
+#: dimensions (160 MB) take it 0.01 s of CPU where BLAKE2b took 0.22 s, which was more
+#: than reading and serializing the points.
+METHOD = "grpc-xxh3"
+#: Every method by its recorded name, with its 8-byte hash: ``grpc-protobuf`` (BLAKE2b)
+#: was recorded before XXH3, and a run's provenance or a promotion's record that names
+#: it is checked again the same way.
+HASHES: dict[str, Callable[[bytes], bytes]] = {
+    "grpc-xxh3": xxhash.xxh3_64_digest,
+    "grpc-protobuf": lambda data: blake2b(data, digest_size=8).digest(),
+}
 #: Points per gRPC page: 2,048 points of 384 dimensions are a 3 MB message.
 PAGE = 2048
 #: gRPC messages have no size limit here (a page of large vectors may pass 4 MB), and
@@ -179,9 +190,9 @@ class QdrantServer:
         finally:
             pending.cancel()  # the reader stopped early: no page is read for nobody
 
-    def digest(self, name: str, progress: Any = None) -> dict[str, Any]:
+    def digest(self, name: str, progress: Any = None, method: str = METHOD) -> dict[str, Any]:
         """The checksum of every point of ``name``, read from this server alone."""
-        digest = Digest()
+        digest = Digest(method)
         for points in self.scan(name):
             digest.add(points)
             if progress is not None:
@@ -311,22 +322,25 @@ class Digest:
     (as :class:`~omnilab.services.promotable.Sum64` does one by one).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, method: str = METHOD) -> None:
         self.total = 0
         self.points = 0
+        self.method = method
+        self._hash = HASHES[method]
 
     def add(self, points: Sequence[Any]) -> list[bytes]:
         """Add a page; returns each point's deterministic serialization (which a copy
         turns into the points to write: :func:`point_struct_bytes`)."""
         serialized = [p.SerializeToString(deterministic=True) for p in points]
-        hashes = b"".join([blake2b(data, digest_size=8).digest() for data in serialized])
+        hash_ = self._hash
+        hashes = b"".join([hash_(data) for data in serialized])
         page = int(np.frombuffer(hashes, dtype=">u8").sum(dtype=np.uint64))
         self.total = (self.total + page) & 0xFFFF_FFFF_FFFF_FFFF
         self.points += len(points)
         return serialized
 
     def checksum(self) -> dict[str, Any]:
-        return {"points": self.points, "sum": f"{self.total:016x}", "method": METHOD}
+        return {"points": self.points, "sum": f"{self.total:016x}", "method": self.method}
 
 
 def point_digests(points: Sequence[Any]) -> dict[str, int]:
@@ -336,7 +350,7 @@ def point_digests(points: Sequence[Any]) -> dict[str, int]:
     for p in points:
         ident = str(p.id.num) if p.id.HasField("num") else str(p.id.uuid)
         data = p.SerializeToString(deterministic=True)
-        out[ident] = int.from_bytes(blake2b(data, digest_size=8).digest(), "big")
+        out[ident] = xxhash.xxh3_64_intdigest(data)
     return out
 
 

@@ -89,6 +89,27 @@ def test_the_wire_level_point_is_the_message_built_field_by_field() -> None:
         assert qg.PointStruct.FromString(servers.point_struct_bytes(data)) == built
 
 
+def test_checksums_hash_each_points_serialization_by_the_method_they_name() -> None:
+    """XXH3 by default; BLAKE2b for a checksum recorded as ``grpc-protobuf`` before XXH3,
+    which a later check must compute the same way to compare with it."""
+    import hashlib
+
+    import xxhash
+
+    points = retrieved()
+    data = [p.SerializeToString(deterministic=True) for p in points]
+    for method, hash_ in (
+        ("grpc-xxh3", xxhash.xxh3_64_intdigest),
+        ("grpc-protobuf", lambda d: int.from_bytes(hashlib.blake2b(d, digest_size=8).digest())),
+    ):
+        digest = servers.Digest() if method == servers.METHOD else servers.Digest(method)
+        digest.add(points[:2])
+        digest.add(points[2:])  # pages in any order sum the same
+        expected = sum(hash_(d) for d in data) % 2**64
+        assert digest.checksum() == {"points": 4, "sum": f"{expected:016x}", "method": method}
+    assert servers.METHOD == "grpc-xxh3"
+
+
 def test_an_unknown_field_of_any_wire_type_is_dropped() -> None:
     """A newer server may add fields: a varint (field 7), fixed 64 and 32 bits (8, 9)."""
     point = retrieved()[1]

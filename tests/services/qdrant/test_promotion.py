@@ -157,7 +157,9 @@ def test_a_point_changed_in_the_staged_copy_fails_the_promotion(
     digest = servers.QdrantServer.digest
     changed: list[str] = []
 
-    def change_then_digest(self: servers.QdrantServer, name: str, progress: Any = None) -> Any:
+    def change_then_digest(
+        self: servers.QdrantServer, name: str, progress: Any = None, **kw: Any
+    ) -> Any:
         if MARK in name and name not in before["qdrant"]["collections"] and not changed:
             client = production.qdrant()
             try:
@@ -169,7 +171,7 @@ def test_a_point_changed_in_the_staged_copy_fails_the_promotion(
             finally:
                 client.close()
             changed.append(name)
-        return digest(self, name, progress)
+        return digest(self, name, progress, **kw)
 
     monkeypatch.setattr(servers.QdrantServer, "digest", change_then_digest)
     what = "vectors" if copy != "points" else "payloads"
