@@ -157,6 +157,9 @@ def _explain(items: list[ItemRecord], error: str | None = None) -> None:
             _said(f"[{style}]{label}: {escape(plan.reason)}[/]", 4)
         for note in plan.notes:
             _said(f"[yellow]note[/] {label}: {escape(note)}", 4)
+        for note in plan.diff.notes if plan.diff else []:
+            # How the diff was computed (since the fork; whole rows without a key).
+            _said(f"[dim]diff[/] {label}: {escape(note)}", 4)
         if item.error and not (error and item.error in error):
             _said(f"[red]{label}: {escape(item.error)}[/]", 4)
 

@@ -47,7 +47,8 @@ def promotion_html(result: PromotionResult) -> str:
             + "</tr>"
         )
         errors = [item.error] if item.error and item.error != result.error else []
-        for text in ([plan.reason] if plan.reason else []) + plan.notes + errors:
+        diffed = plan.diff.notes if plan.diff else []  # how the diff was computed
+        for text in ([plan.reason] if plan.reason else []) + plan.notes + diffed + errors:
             if text:
                 notes.append(f"<li>{esc(plan.label)}: {esc(text)}</li>")
     head = "".join(f"<th>{name}</th>" for name in _HEAD)

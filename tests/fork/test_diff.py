@@ -103,6 +103,8 @@ def test_the_plan_shows_each_items_diff_exactly_and_production_is_untouched(
     assert shown.returncode == 0, shown.stderr
     assert "id=101, id=102" in shown.stdout and "emb:new1" in shown.stdout, shown.stdout
     assert "production unchanged since the fork (fast-forward)" in shown.stdout, shown.stdout
+    words = " ".join(shown.stdout.split())  # the lines wrap at the terminal's width
+    assert "diff postgres table users: compared since the fork: the 5 rows the run" in words
     assert production.snapshot() == before
     # What --json and the API return: the same plan, diffs included.
     data = json.loads(plan.model_dump_json())

@@ -189,8 +189,8 @@ def diff_tables(
                 examples=_name_examples(run, production, found, key_columns, exact_key),
                 incremental=True,
                 notes=[
-                    f"compared since the fork: the {wrote:,} {unit} the run wrote; the "
-                    "others are the fork's verified copy, and production is unchanged since"
+                    f"compared since the fork: the {wrote:,} {unit} the run wrote (production"
+                    " unchanged since; the others are the fork's verified copy)"
                 ],
                 seconds=round(time.monotonic() - began, 4),
             )
