@@ -90,13 +90,13 @@ def test_only_the_rows_written_since_the_fork_are_compared_and_the_diff_is_exact
     production: Production, run_stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = forked(production, run_stack)
-    # Production's keys come in chunks of 100: the removed rows' examples, all beyond the
-    # first chunks, are found by reading on.
+    # The removed rows' examples: one within the first chunk of production's keys (100
+    # here), the others beyond it, found by counting buckets of the key range.
     monkeypatch.setattr(postgres_diff, "_KEY_CHUNK", 100)
     run = run_stack.postgres
     run.execute("UPDATE items SET name = 'renamed' WHERE id IN (2950, 2960, 2970)")
     run.execute("UPDATE items SET n = n WHERE id = 2980")  # written, but the same
-    run.execute("DELETE FROM items WHERE id IN (2990, 2991, 2500)")
+    run.execute("DELETE FROM items WHERE id IN (2990, 2991, 2500, 50)")
     run.execute("DELETE FROM items WHERE id IN (2001, 2002)")
     run.execute(  # the same row back; and another back with a change
         "INSERT INTO items VALUES (2001, 'item 2001', 2001 % 7,"
@@ -110,12 +110,35 @@ def test_only_the_rows_written_since_the_fork_are_compared_and_the_diff_is_exact
     assert incremental.incremental and not whole.incremental
     assert "the 8 rows the run wrote" in incremental.notes[0], incremental.notes
     assert same(incremental, whole), (incremental, whole)
-    assert (incremental.added, incremental.changed, incremental.removed) == (2, 4, 3)
+    assert (incremental.added, incremental.changed, incremental.removed) == (2, 4, 4)
     assert incremental.examples == {
         "added": ["id=5000", "id=5001"],
         "changed": ["id=2002", "id=2950", "id=2960", "id=2970"],
-        "removed": ["id=2500", "id=2990", "id=2991"],
+        "removed": ["id=50", "id=2500", "id=2990", "id=2991"],
     }
+
+
+def test_rows_removed_at_the_end_of_the_key_range_are_found_by_counts(
+    production: Production, run_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newest rows removed: past the first chunk of keys (100 here), the buckets'
+    counts say where they are, and only those buckets' keys are read."""
+    base = forked(production, run_stack)
+    monkeypatch.setattr(postgres_diff, "_KEY_CHUNK", 100)
+    read: list[tuple[int, ...]] = []
+    missing = postgres_diff._missing
+    monkeypatch.setattr(
+        postgres_diff,
+        "_missing",
+        lambda run, key, theirs: read.append((theirs[0], len(theirs))) or missing(run, key, theirs),
+    )
+    run_stack.postgres.execute(f"DELETE FROM items WHERE id > {ROWS - 7}")
+    incremental, whole = both_ways(production, run_stack, base)
+    assert incremental.incremental and same(incremental, whole), (incremental, whole)
+    assert incremental.removed == 7
+    assert incremental.examples["removed"] == [f"id={ROWS - 6 + i}" for i in range(5)]
+    # The first chunk, then a bucket or two at the end (a few keys each), not every key.
+    assert read[0] == (1, 100) and sum(n for _, n in read[1:]) <= 10, read
 
 
 def test_nothing_written_since_the_fork_is_an_identical_table(

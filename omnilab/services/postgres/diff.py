@@ -261,8 +261,8 @@ def fork_base(since: SinceFork | None, table: str) -> ForkBase | None:
 #: whole table is compared instead, as looking each key up in production would cost more.
 SINCE_FORK_ROWS = 100_000
 
-#: Production's keys are read this many at a time, in key order, from the lowest, until
-#: the examples of removed rows are found (the count needs no keys); doubled each time.
+#: Production's keys read from the lowest for the removed rows' examples (the count needs
+#: no keys), before the key range is searched by counts (:func:`_first_removed`).
 _KEY_CHUNK = 8192
 
 
@@ -332,11 +332,20 @@ def _since_fork(
     removed = int(now["rows"]) - unwritten - len(pkeys)
     if removed < 0:
         return None  # not the fork's base after all
+    try:
+        with conn.transaction():  # a savepoint: a failed read leaves the snapshot usable
+            gone = _first_removed(
+                run, production, key_columns[0], min(examples, removed), loader, pkeys
+            )
+    except psycopg.Error:
+        return None
+    if gone is None:
+        return None
     counts = {"added": len(added), "changed": len(changed), "removed": removed}
     found = {
         "added": [int(k) for k in added[:examples]],
         "changed": [int(k) for k in changed[:examples]],
-        "removed": _first_removed(run, production, key_columns[0], min(examples, removed)),
+        "removed": gone,
     }
     return counts, found, len(keys)
 
@@ -378,34 +387,90 @@ def _lookup_hashes(side: Side, keys: np.ndarray, column: str, method: str) -> Ar
     return pairs[:, 0], pairs[:, 1]
 
 
-def _first_removed(run: Side, production: Side, column: str, want: int) -> list[int]:
-    """The ``want`` lowest keys production has and the run has not: both sides' keys in
-    key order (the primary key's index), a chunk at a time, until they are found."""
+def _first_removed(
+    run: Side, production: Side, column: str, want: int, loader: str, kept: np.ndarray
+) -> list[int] | None:
+    """The ``want`` lowest keys production has and the run has not.
+
+    First both sides' keys from the lowest, one chunk of them (removed rows spread over
+    the table show there). Otherwise the key range is cut in buckets that each side
+    counts at once, production its rows, the run its unwritten ones (``loader``), plus
+    the written ones production holds (``kept``, sorted): a bucket where production
+    counts more holds removed keys, which are then read from both sides. So rows removed
+    at the far end (the newest) cost two counts, not a read of every key. None for keys
+    spread over more than 2**62 (the buckets' arithmetic would overflow)."""
+    if want <= 0:
+        return []
     key = f"t.{quote_ident(column)}"
-    found: list[int] = []
-    after: int | None = None
-    size = _KEY_CHUNK
-    while len(found) < want:
-        where, params = ("", ()) if after is None else (f" WHERE {key} > %s", (after,))
-        theirs = [
+    theirs = [
+        int(r[0])
+        for r in production.conn.execute(
+            f"SELECT {key} FROM {production.name} t ORDER BY {key} LIMIT {_KEY_CHUNK}"
+        )
+    ]
+    if not theirs:
+        return []
+    found = _missing(run, key, theirs)[:want]
+    if len(found) == want or len(theirs) < _KEY_CHUNK:
+        return found
+    low = theirs[-1] + 1  # the first chunk is done
+    row = production.conn.execute(f"SELECT max({key}) FROM {production.name} t").fetchone()
+    high = int(row[0]) if row and row[0] is not None else low - 1
+    if high < low:
+        return found
+    if high - low >= 2**62:
+        return None
+    width = -(-(high - low + 1) // _BUCKETS)  # ceil: at most _BUCKETS buckets
+    bucket = f"({key} - {low}) / {width}"
+    ranged = f"{key} BETWEEN {low} AND {high}"
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        mine = pool.submit(
+            run.conn.execute,
+            f"SELECT {bucket}, count(*) FROM {run.name} t WHERE {ranged} AND t.xmin = {loader}"
+            " GROUP BY 1",
+        )
+        prod_rows = production.conn.execute(
+            f"SELECT {bucket}, count(*) FROM {production.name} t WHERE {ranged} GROUP BY 1"
+        ).fetchall()
+        run_rows = mine.result().fetchall()
+    deficit = np.zeros(_BUCKETS + 1, np.int64)
+    for b, n in prod_rows:
+        deficit[int(b)] += int(n)
+    for b, n in run_rows:
+        deficit[int(b)] -= int(n)
+    inside = kept[(kept >= low) & (kept <= high)]
+    np.subtract.at(deficit, (inside - low) // width, 1)
+    for b in np.flatnonzero(deficit > 0):
+        start = low + int(b) * width
+        keys = [
             int(r[0])
             for r in production.conn.execute(
-                f"SELECT {key} FROM {production.name} t{where} ORDER BY {key} LIMIT {size}",
-                params,
+                f"SELECT {key} FROM {production.name} t WHERE {key} BETWEEN %s AND %s"
+                f" ORDER BY {key}",
+                (start, min(start + width - 1, high)),
             )
         ]
-        if not theirs:
+        found += _missing(run, key, keys)[: want - len(found)]
+        if len(found) >= want:
             break
-        mine = {
-            int(r[0])
-            for r in run.conn.execute(
-                f"SELECT {key} FROM {run.name} t WHERE {key} BETWEEN %s AND %s",
-                (theirs[0], theirs[-1]),
-            )
-        }
-        found += [k for k in theirs if k not in mine][: want - len(found)]
-        after, size = theirs[-1], size * 2
     return found
+
+
+#: Buckets the key range is cut in to find the removed rows' examples beyond the first
+#: chunk of keys.
+_BUCKETS = 1024
+
+
+def _missing(run: Side, key: str, theirs: list[int]) -> list[int]:
+    """Of production's keys ``theirs`` (sorted), those the run's table does not hold."""
+    mine = {
+        int(r[0])
+        for r in run.conn.execute(
+            f"SELECT {key} FROM {run.name} t WHERE {key} BETWEEN %s AND %s",
+            (theirs[0], theirs[-1]),
+        )
+    }
+    return [k for k in theirs if k not in mine]
 
 
 #: Keys spread over at most this many times the rows are joined by position (a slot per
