@@ -175,25 +175,41 @@ def diff_tables(
         )
         key_columns = []
         by = "whole row"
+    incremental = None
     if since is not None and key_columns and not notes:
         incremental = _since_fork(run, production, since, key_columns, method, examples)
-        if incremental is not None:
-            counts, found, wrote = incremental
-            exact_key = _key_sql(run.columns, key_columns)[1]
-            return ItemDiff(
-                by=by,
-                unit=unit,
-                added=counts["added"],
-                changed=counts["changed"],
-                removed=counts["removed"],
-                examples=_name_examples(run, production, found, key_columns, exact_key),
-                incremental=True,
-                notes=[
-                    f"compared since the fork: the {wrote:,} {unit} the run wrote (production"
-                    " unchanged since; the others are the fork's verified copy)"
-                ],
-                seconds=round(time.monotonic() - began, 4),
-            )
+    if incremental is not None:
+        counts, found, wrote = incremental
+        exact_key = _key_sql(run.columns, key_columns)[1]
+        notes = [
+            f"compared since the fork: the {wrote:,} {unit} the run wrote (production"
+            " unchanged since; the others are the fork's verified copy)"
+        ]
+    else:
+        counts, found, exact_key = _whole(run, production, key_columns, method, examples, notes)
+    return ItemDiff(
+        by=by,
+        unit=unit,
+        added=counts["added"],
+        changed=counts["changed"],
+        removed=counts["removed"],
+        examples=_name_examples(run, production, found, key_columns, exact_key),
+        incremental=incremental is not None,
+        notes=notes,
+        seconds=round(time.monotonic() - began, 4),
+    )
+
+
+def _whole(
+    run: Side,
+    production: Side,
+    key_columns: list[str],
+    method: str,
+    examples: int,
+    notes: list[str],
+) -> tuple[dict[str, int], dict[str, Any], bool]:
+    """Counts and examples from every row of both tables (the module's docstring); and
+    whether the key is the key's own value."""
     queries = []
     exact_key = False
     for side in (run, production):
@@ -208,24 +224,13 @@ def diff_tables(
         ours = _read(run, queries[0])
         prod = theirs.result()
     if key_columns:
-        diff = _by_key(ours, prod, examples)
+        counts, found = _by_key(ours, prod, examples)
     else:
         notes.append(
             "no primary key: rows are compared whole; a changed row is one removed, one added"
         )
-        diff = _by_row(ours, prod, examples)
-    counts, found = diff
-    named = _name_examples(run, production, found, key_columns, exact_key)
-    return ItemDiff(
-        by=by,
-        unit=unit,
-        added=counts["added"],
-        changed=counts["changed"],
-        removed=counts["removed"],
-        examples=named,
-        notes=notes,
-        seconds=round(time.monotonic() - began, 4),
-    )
+        counts, found = _by_row(ours, prod, examples)
+    return counts, found, exact_key
 
 
 Arrays = tuple[np.ndarray, np.ndarray]
