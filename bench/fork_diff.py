@@ -60,7 +60,9 @@ def main() -> None:
         fork = Fork.prepare([PostgresTable("scores")], get_settings(), quiet)
         provenance = fork.copy(run)[0]
         base = postgres_diff.ForkBase(
-            provenance["run"]["xmin"], provenance["production"]["checksum"]
+            provenance["run"]["xmin"],
+            provenance["production"]["checksum"],
+            provenance["run"]["next_xid"],
         )
         step = 100  # 1% of the rows: every 100th updated, deleted or added in turn
         src.execute(f"UPDATE scores SET name = name || '!' WHERE id % {step * 2} = 0")

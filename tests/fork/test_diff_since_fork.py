@@ -8,6 +8,7 @@ diff both ways: by the fork's base and by every row of both tables.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -46,8 +47,10 @@ def forked(production: Production, run_stack: Stack) -> postgres_diff.ForkBase:
     run_stack.postgres.execute("DROP TABLE IF EXISTS items")
     fork = Fork.prepare([PostgresTable("items")], get_settings(), QuietReporter())
     provenance = fork.copy(run_stack)[0]
-    assert isinstance(provenance["run"]["xmin"], int)
-    return postgres_diff.ForkBase(provenance["run"]["xmin"], provenance["production"]["checksum"])
+    run = provenance["run"]
+    assert isinstance(run["xmin"], int) and run["next_xid"] > run["xmin"]
+    checksum = provenance["production"]["checksum"]
+    return postgres_diff.ForkBase(run["xmin"], checksum, run["next_xid"])
 
 
 def both_ways(
@@ -147,6 +150,19 @@ def test_nothing_written_since_the_fork_is_an_identical_table(
     base = forked(production, run_stack)
     incremental, whole = both_ways(production, run_stack, base)
     assert incremental.incremental and incremental.identical and whole.identical
+
+
+def test_a_fork_older_than_two_billion_transactions_is_compared_whole(
+    production: Production, run_stack: Stack
+) -> None:
+    """Row transaction ids are 32 bits: once 2**31 more have gone by in the run's server,
+    a row written since might carry the fork's load's id again."""
+    base = forked(production, run_stack)
+    run_stack.postgres.execute("UPDATE items SET n = -1 WHERE id = 9")
+    aged = dataclasses.replace(base, next_xid=base.next_xid - 2**31)
+    incremental, whole = both_ways(production, run_stack, aged)
+    assert not incremental.incremental and same(incremental, whole)
+    assert (whole.added, whole.changed, whole.removed) == (0, 1, 0)
 
 
 @pytest.mark.parametrize(

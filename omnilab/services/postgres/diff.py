@@ -247,6 +247,8 @@ class ForkBase:
 
     xmin: int
     checksum: dict[str, Any]
+    #: The run's server's next transaction id (64 bits) just after the load.
+    next_xid: int
 
 
 def fork_base(since: SinceFork | None, table: str) -> ForkBase | None:
@@ -256,10 +258,12 @@ def fork_base(since: SinceFork | None, table: str) -> ForkBase | None:
     in its own snapshot); None otherwise."""
     if since is None or since.changed or since.partial or not since.at_fork:
         return None
-    xmin = since.run.get("xmin")
-    if not isinstance(xmin, int) or since.run.get("table") != table:
+    xmin, next_xid = since.run.get("xmin"), since.run.get("next_xid")
+    if not isinstance(xmin, int) or not isinstance(next_xid, int):
         return None
-    return ForkBase(xmin, dict(since.at_fork))
+    if since.run.get("table") != table:
+        return None
+    return ForkBase(xmin, dict(since.at_fork), next_xid)
 
 
 #: More rows than this written since the fork (or more than a quarter of the table): the
@@ -305,13 +309,18 @@ def _since_fork(
     key_sql, exact = _key_sql(run.columns, key_columns)
     if not exact or conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
         return None  # production must be read in one snapshot: the caller's transaction
-    dropped = run.conn.execute(
-        "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = %s AND attisdropped)",
+    state = run.conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = %s AND attisdropped),"
+        " txid_snapshot_xmax(txid_current_snapshot())",
         (run.oid,),
     ).fetchone()
-    if dropped is None or dropped[0]:
+    if state is None or state[0]:
         # A column dropped since the fork (and maybe added again under its name: the
         # columns would still match production's) changed rows without writing them.
+        return None
+    if int(state[1]) - base.next_xid >= 2**31:
+        # Transaction ids are 32 bits on rows: after 2**31 more, a new row's may equal
+        # the fork's load's.
         return None
     row_sql = _row_sql(run.columns, method)
     loader = f"'{int(base.xmin)}'::xid"

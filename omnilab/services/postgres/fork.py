@@ -310,8 +310,11 @@ class PostgresForker(Forker):
             # The transaction that loaded the rows (one, ``COPY ... FREEZE`` after the
             # ``TRUNCATE``): rows still carrying it are the fork's copy as verified, which
             # lets a diff at promotion compare only the rows the run wrote since.
+            # With it, the server's next transaction id, epoch included: a diff taken
+            # after 2**31 more transactions (when ids may wrap round) reads every row.
             loaded = run.execute(
-                f"SELECT t.xmin::text FROM {quote(run, schema, table)} t LIMIT 1"
+                "SELECT t.xmin::text, txid_snapshot_xmax(txid_current_snapshot())"
+                f" FROM {quote(run, schema, table)} t LIMIT 1"
             ).fetchone()
         verified = time.monotonic()
         total = self.prod.execute(
@@ -351,6 +354,7 @@ class PostgresForker(Forker):
                 "rows": theirs["rows"],
                 "checksum": theirs,
                 "xmin": int(loaded[0]) if loaded else None,
+                "next_xid": int(loaded[1]) if loaded else None,
             },
             "cache": (
                 {"served": served, "stored": stored, "key": key[:16]}
