@@ -297,7 +297,8 @@ def _since_fork(
       key, changed where the hashes differ;
     - the rows removed are counted: production's rows, less the run's unwritten ones
       (each is one of production's), less the written ones production also has. Their
-      examples come from both sides' keys in key order, read from the lowest until found.
+      examples come from both sides' lowest keys, then from the buckets of the key range
+      where production counts more rows (:func:`_first_removed`).
 
     No row is streamed out whole, and neither side's table is hashed, but for production's
     checksum, which its server computes with parallel workers. Only for a primary key of
