@@ -27,7 +27,10 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -462,12 +465,41 @@ class Sum64:
 #: Makes the promoting process stop at a named step (until it is killed), for the tests
 #: of interrupted promotions: ``copying:<service>`` (once the first batch of that
 #: service's item is copied), ``committed`` (every item staged and verified),
-#: ``switched:<service>`` (that item switched and recorded).
+#: ``switched:<service>`` (that item switched and recorded); and of interrupted forks:
+#: ``seeding:<service>``, ``moving:qdrant``, ``caching:<service>``.
 PAUSE_ENV = "OMNILAB_PROMOTE_PAUSE_AT"
 
 
 class CopyStopped(Exception):
     """A copy stopped because another one beside it failed or was interrupted."""
+
+
+T = TypeVar("T")
+
+
+def in_background(call: Callable[[], T], name: str) -> Future[T]:
+    """``call`` in a daemon thread of its own, for one blocking request that a server of
+    the run's stack carries out while this process reads beside it (a shard downloaded or
+    loaded by the run's Qdrant).
+
+    Not a ``ThreadPoolExecutor``: leaving its block waits for the request, and so does
+    the interpreter's exit, so Ctrl-C would wait for the whole transfer (seconds to
+    minutes). A copy interrupted here stops waiting at once; the request ends by itself
+    when the stack that serves it is removed, and a daemon thread holds no exit."""
+    future: Future[T] = Future()
+
+    def target() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            result = call()
+        except BaseException as exc:  # handed to whoever waits, as a pool would
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return future
 
 
 def pause_point(step: str) -> None:
@@ -508,9 +540,21 @@ class Progress:
         self.done += n
         if self.step:
             pause_point(self.step)
+        self.check()
+        self._task.advance(n)
+
+    def check(self, _read: int = 0) -> None:
+        """Raise :class:`CopyStopped` if the copies were told to stop: for the steps of a
+        copy that advance no bar (a verification's read takes it as its callback)."""
         if self.stop is not None and self.stop.is_set():
             raise CopyStopped(f"{self.label}: stopped after {self.done:,} {self.unit}")
-        self._task.advance(n)
+
+    def wait(self, future: Future[Any]) -> None:
+        """Wait for work done beside the copy (:func:`in_background`), stopping when the
+        copies are told to, or at Ctrl-C, rather than when the work ends."""
+        while not future.done():
+            self.check()
+            wait_for([future], timeout=0.1)
 
     def restart(self) -> None:
         """The copy begins again (another way, after the first could not finish)."""

@@ -5,6 +5,9 @@ copy instead (a read-only key, a partial seed, production written during the for
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
 import threading
 from typing import Any
 
@@ -15,6 +18,7 @@ from omnilab.progress import Reporter
 from omnilab.promote import QdrantCollection
 from omnilab.services.qdrant import servers
 from tests.fork.conftest import ReadOnly, fill_docs, fork_docs
+from tests.support import EXPERIMENTS, OMNILAB, stack_processes, wait_until
 
 
 @pytest.fixture(name="manage_key")
@@ -139,3 +143,48 @@ def test_a_server_that_cannot_fetch_the_shard_gets_it_streamed_through_omnilab(
     assert seed["method"] == "shard-snapshot via omnilab", seed
     assert seed["run"]["checksum"] == seed["production"]["checksum"]
     assert copied["points"] == _production_points(manage_key)
+
+
+@pytest.mark.parametrize("experiment", ["ForkedDocs", "ForkedDocsAndKeys"])
+def test_ctrl_c_while_the_run_downloads_a_shard_stops_without_waiting_for_it(
+    manage_key: ReadOnly, workdir: Any, experiment: str
+) -> None:
+    """The run's Qdrant downloading a shard is one request that omnilab cannot call back
+    (a large collection's takes minutes): at Ctrl-C the fork stops waiting for it, with
+    the collection copied alone (on the main thread) and beside another service's copy
+    (in threads), and the download goes with the stack. The download is held at the
+    pause point: waited for, the command would never end."""
+    fill_docs(manage_key, n=2000)
+    r = manage_key.admin.redis()
+    r.mset({f"big:{i}": "x" * 100 for i in range(2000)})
+    r.close()
+    before = manage_key.qdrant_state()
+    proc = subprocess.Popen(
+        [str(OMNILAB), "run", f"{EXPERIMENTS / 'forked.py'}:{experiment}", "--runtime", "local"],
+        cwd=workdir,
+        env={**os.environ, "OMNILAB_PROMOTE_PAUSE_AT": "moving:qdrant"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if "paused at moving:qdrant" in line:
+                break
+        assert stack_processes(), seen
+        os.kill(proc.pid, signal.SIGINT)
+        rest = proc.stderr.read()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = "".join(seen) + rest
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text
+    assert wait_until(lambda: not stack_processes(), timeout=20)
+    assert manage_key.qdrant_state() == before
+    assert _snapshots_on_production(manage_key, 1) == []

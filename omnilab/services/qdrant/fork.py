@@ -42,16 +42,16 @@ import contextlib
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from omnilab.redact import redact_url
 from omnilab.services.forking import Forker, ForkFailed, SeedMissing, connection_error
-from omnilab.services.promotable import Sum64, pause_point
+from omnilab.services.promotable import Sum64, in_background, pause_point
 from omnilab.services.qdrant import points, servers, transfer
 
 if TYPE_CHECKING:
@@ -364,6 +364,9 @@ class _Between:
         self.run_server = run_server
         self.run = run
         self.cache = cache
+        self._curl: subprocess.Popen[bytes] | None = None
+        self._curl_stopped = False
+        self._curl_lock = threading.Lock()
 
     def _production(self, progress: Progress | None = None) -> dict[str, Any]:
         digest = servers.Digest()
@@ -424,13 +427,19 @@ class _Between:
             except OSError as exc:
                 self.forker.reporter.note(f"  seed {item.label}: not cached: {exc}")
         if folder is None:
-            theirs = self.run_server.digest(item.name)
+            theirs = self.run_server.digest(item.name, progress.check)
         else:
             # The verification's read and the snapshots' stream at once: both only read.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                snapshots = pool.submit(self._snapshot, folder)
-                theirs = self.run_server.digest(item.name)
-                record["store"] = snapshots.result()
+            # Interrupted, the stream stops before its folder is removed.
+            into = folder
+            snapshots = in_background(lambda: self._snapshot(into), "omnilab-fork-cache")
+            try:
+                theirs = self.run_server.digest(item.name, progress.check)
+                progress.wait(snapshots)
+            except BaseException:
+                self._stop_download()
+                raise
+            record["store"] = snapshots.result()
         if theirs != ours and method != "points":
             # Production written between its shards' snapshots and the read of its points:
             # the entry (of neither) goes, and the points are copied after all.
@@ -478,18 +487,19 @@ class _Between:
             self.forker.reporter.note(f"  seed {item.label}: {text}")
 
         def move() -> str:
+            pause_point("moving:qdrant")  # tests: Ctrl-C while the run's server downloads
             names = (item.target, item.name)
             return transfer.move_shards(self.prod, self.run_server, names, shards, note)
 
         digest = servers.Digest()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnilab-fork") as pool:
-            moving = pool.submit(move)
-            for page in self.prod.scan(item.target):
-                if moving.done() and moving.exception() is not None:
-                    break  # refused or failed: the point copy reads production anyway
-                digest.add(page)
-                progress.advance(len(page))
-            error = moving.exception()
+        moving = in_background(move, "omnilab-fork-shards")
+        for page in self.prod.scan(item.target):
+            if moving.done() and moving.exception() is not None:
+                break  # refused or failed: the point copy reads production anyway
+            digest.add(page)
+            progress.advance(len(page))
+        progress.wait(moving)
+        error = moving.exception()
         if error is None:
             return digest.checksum(), moving.result()
         if not isinstance(error, RuntimeError | httpx.HTTPError):
@@ -537,13 +547,26 @@ class _Between:
         address = self.run_server.address
         url = f"{address.url.rstrip('/')}/collections/{self.item.name}/shards/{shard}/snapshot"
         header = f"api-key: {address.api_key}\n" if address.api_key else ""
-        done = subprocess.run(
-            [program, "-sS", "--fail", "-H", "@-", "-o", str(path), url],
-            input=header.encode(),
-            capture_output=True,
-            check=False,
-        )
-        return done.returncode == 0
+        with self._curl_lock:
+            if self._curl_stopped:
+                return True  # stopped: nothing more is written, and the entry goes
+            self._curl = subprocess.Popen(
+                [program, "-sS", "--fail", "-H", "@-", "-o", str(path), url],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        self._curl.communicate(header.encode())
+        return self._curl.returncode == 0 or self._curl_stopped
+
+    def _stop_download(self) -> None:
+        """The fork was interrupted while its entry was written: ``curl`` stops now, before
+        the entry's folder is removed, rather than at the end of the shard."""
+        with self._curl_lock:
+            self._curl_stopped = True
+            if self._curl is not None and self._curl.poll() is None:
+                self._curl.kill()
+                self._curl.wait()
 
     def _restore(
         self,
@@ -568,13 +591,13 @@ class _Between:
                 return production or self._production(progress), None
             self._create()
             files = sorted(entry.path.glob(SHARD_FILE.format("*")))
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnilab-fork") as pool:
-                loading = pool.submit(self._load, files)
-                if production is None:
-                    production = self._production(progress)
-                else:
-                    progress.restart()
-                loaded = loading.result()
+            loading = in_background(lambda: self._load(files), "omnilab-fork-load")
+            if production is None:
+                production = self._production(progress)
+            else:
+                progress.restart()
+            progress.wait(loading)
+            loaded = loading.result()
             done = time.monotonic()
             if cache_key({**identity, "checksum": production}) != key:
                 # Production changed since this entry was taken: it stays, unused.
@@ -583,7 +606,7 @@ class _Between:
             theirs: dict[str, Any] | None = None
             if loaded:
                 with contextlib.suppress(RuntimeError, httpx.HTTPError):
-                    theirs = self.run_server.digest(item.name)
+                    theirs = self.run_server.digest(item.name, progress.check)
         if theirs == production:
             if progress.done == 0:
                 progress.advance(int(production["points"]))

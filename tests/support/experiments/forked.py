@@ -100,6 +100,24 @@ class ForkedPair(Experiment):
         }
 
 
+class ForkedDocs(Experiment):
+    """Production's ``docs`` alone: its copy runs on the command's main thread."""
+
+    services = [Qdrant()]
+    gpu = False
+    seeds = [QdrantCollection("docs")]
+
+    def run(self, ctx):
+        return {"points": ctx.qdrant.count("docs").count}
+
+
+class ForkedDocsAndKeys(ForkedDocs):
+    """``docs`` and keys: each service's copy in a thread of its own."""
+
+    services = [Qdrant(), Redis()]
+    seeds = [QdrantCollection("docs"), RedisKeys("big:*")]
+
+
 class ForkedBig(Experiment):
     """Many keys: a fork long enough to be interrupted."""
 
