@@ -54,6 +54,9 @@ class Endpoint:
     path: Path | None = None
     #: Base URL of a service omnilab did not start (for example ``OLLAMA_BASE_URL``).
     external_url: str | None = None
+    #: The server runs in a container, in a network of its own: it reaches no server on
+    #: this host's loopback (a fork's Qdrant cannot download production's shards itself).
+    contained: bool = False
 
     @property
     def port(self) -> int:

@@ -280,7 +280,9 @@ class DockerRuntime(Runtime):
             text = getattr(exc, "explanation", None) or str(exc)
             handle["start_error"] = f"the engine could not start it: {text}"
             handle["port_conflict"] = any(m in str(text) for m in _PORT_TAKEN)
-        endpoint = Endpoint(service=service.name, ports=dict(ports), credentials=credentials)
+        endpoint = Endpoint(
+            service=service.name, ports=dict(ports), credentials=credentials, contained=True
+        )
         return endpoint, handle, recipe.source
 
     def reopen_stack(self, state: StackState) -> None:

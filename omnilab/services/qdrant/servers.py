@@ -70,6 +70,8 @@ class Address:
     url: str
     grpc_port: int
     api_key: str | None = None
+    #: In a container of its own network: it cannot reach a server on this host's loopback.
+    contained: bool = False
 
     @property
     def host(self) -> str:

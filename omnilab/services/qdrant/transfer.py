@@ -82,7 +82,9 @@ def source_address(endpoint: Endpoint) -> servers.Address | None:
     if endpoint.path is not None or "grpc" not in endpoint.ports:
         return None
     url = f"http://{endpoint.host}:{endpoint.ports['http']}"
-    return servers.Address(url, endpoint.ports["grpc"], endpoint.credentials.password)
+    return servers.Address(
+        url, endpoint.ports["grpc"], endpoint.credentials.password, contained=endpoint.contained
+    )
 
 
 def create_like(dst: QdrantClient, name: str, src: QdrantClient, src_name: str) -> None:
@@ -247,10 +249,12 @@ def move_shard(
 ) -> str:
     """Shard ``shard`` of ``names[0]`` on ``src`` into collection ``names[1]`` on ``dst``
     (which exists, made like it): downloaded by ``dst`` itself where both servers are on
-    this host, no byte through this process; streamed through it otherwise, or where
-    ``dst`` could not reach ``src`` (one of them in a container). Returns how it went."""
+    this host, no byte through this process; streamed through it otherwise: where ``dst``
+    runs in a container (the docker runtime's: this host's loopback is not its own), or
+    could not reach ``src``. Returns how it went."""
     src_name, dst_name = names
-    if pull and loopback(src.address.host) and loopback(dst.address.host):
+    local = loopback(src.address.host) and loopback(dst.address.host)
+    if pull and local and not dst.address.contained:
         try:
             dst.pull_shard(dst_name, shard, src, src_name)
             return "shard-snapshot"
