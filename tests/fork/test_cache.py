@@ -17,7 +17,7 @@ import omnilab
 from omnilab.config import get_settings
 from omnilab.progress import QuietReporter
 from omnilab.services.fork_cache import ForkCache
-from tests.fork.conftest import ReadOnly, fill_docs, fork_docs
+from tests.fork.conftest import ReadOnly, fill_docs, fork_docs, run_paused_at
 from tests.support import EXPERIMENTS, OMNILAB, run_cli, stack_processes, wait_until
 
 USERS = f"{EXPERIMENTS / 'forked.py'}:ForkedUsers"
@@ -180,31 +180,13 @@ def test_a_fork_killed_while_filling_the_cache_leaves_no_entry(
     read_only: ReadOnly, workdir: Path
 ) -> None:
     _fill_users(read_only)
-    proc = subprocess.Popen(
-        [str(OMNILAB), "run", USERS],
-        cwd=workdir,
-        env={**os.environ, "OMNILAB_PROMOTE_PAUSE_AT": "caching:postgres"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    seen = []
     cache = _cache()
-    try:
-        for line in proc.stderr:
-            seen.append(line)
-            if "paused at caching:postgres" in line:
-                break
+    with run_paused_at("caching:postgres", USERS, cwd=workdir) as (proc, seen):
         # Killed with the entry's rows written and the entry not yet complete.
         (temp,) = cache.folder.glob(".tmp-*")
         assert (temp / "rows.bin").stat().st_size > 0, seen
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert wait_until(lambda: not stack_processes(), timeout=20)
     listed = json.loads(run_cli("cache", "ls", "--json").stdout)
     assert listed["entries"] == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import omnilab
 from omnilab.progress import QuietReporter
-from tests.fork.conftest import ReadOnly
+from tests.fork.conftest import ReadOnly, run_paused_at
 from tests.support import EXPERIMENTS, OMNILAB, stack_processes, wait_until
 
 PAIR = f"{EXPERIMENTS / 'forked.py'}:ForkedPair"
@@ -104,28 +104,10 @@ def test_a_fork_killed_half_way_leaves_nothing_behind(read_only: ReadOnly, workd
         pipe.execute()
     r.close()
     before = read_only.admin.redis_state()
-    proc = subprocess.Popen(
-        [str(OMNILAB), "run", BIG],
-        cwd=workdir,
-        env={**os.environ, "OMNILAB_PROMOTE_PAUSE_AT": "seeding:redis"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    seen = []
-    try:
-        for line in proc.stderr:
-            seen.append(line)
-            if "paused at seeding:redis" in line:
-                break
+    with run_paused_at("seeding:redis", BIG, cwd=workdir) as (proc, seen):
         assert stack_processes(), seen  # the run's Redis is up, the copy under way
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # The watcher removes the stack of its dead owner: no process, no state, no data.
     assert wait_until(lambda: not stack_processes(), timeout=20)
     from omnilab.config import get_settings

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import subprocess
 import threading
 from typing import Any
 
@@ -17,8 +16,8 @@ import pytest
 from omnilab.progress import Reporter
 from omnilab.promote import QdrantCollection
 from omnilab.services.qdrant import servers
-from tests.fork.conftest import ReadOnly, fill_docs, fork_docs
-from tests.support import EXPERIMENTS, OMNILAB, stack_processes, wait_until
+from tests.fork.conftest import ReadOnly, fill_docs, fork_docs, run_paused_at
+from tests.support import EXPERIMENTS, stack_processes, wait_until
 
 
 @pytest.fixture(name="manage_key")
@@ -159,29 +158,15 @@ def test_ctrl_c_while_the_run_downloads_a_shard_stops_without_waiting_for_it(
     r.mset({f"big:{i}": "x" * 100 for i in range(2000)})
     r.close()
     before = manage_key.qdrant_state()
-    proc = subprocess.Popen(
-        [str(OMNILAB), "run", f"{EXPERIMENTS / 'forked.py'}:{experiment}", "--runtime", "local"],
-        cwd=workdir,
-        env={**os.environ, "OMNILAB_PROMOTE_PAUSE_AT": "moving:qdrant"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    seen = []
-    try:
-        for line in proc.stderr:
-            seen.append(line)
-            if "paused at moving:qdrant" in line:
-                break
+    target = f"{EXPERIMENTS / 'forked.py'}:{experiment}"
+    with run_paused_at("moving:qdrant", target, "--runtime", "local", cwd=workdir) as (
+        proc,
+        seen,
+    ):
         assert stack_processes(), seen
         os.kill(proc.pid, signal.SIGINT)
         rest = proc.stderr.read()
         proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = "".join(seen) + rest
     assert proc.returncode == 130, text
     assert "Traceback" not in text
