@@ -465,7 +465,8 @@ class Sum64:
 #: Makes the promoting process stop at a named step (until it is killed), for the tests
 #: of interrupted promotions: ``copying:<service>`` (once the first batch of that
 #: service's item is copied), ``committed`` (every item staged and verified),
-#: ``switched:<service>`` (that item switched and recorded); and of interrupted forks:
+#: ``switched:<service>`` (that item switched and recorded), ``reading:qdrant`` (the run's
+#: collection read for its checksum as its shards move); and of interrupted forks:
 #: ``seeding:<service>``, ``moving:qdrant``, ``caching:<service>``.
 PAUSE_ENV = "OMNILAB_PROMOTE_PAUSE_AT"
 

@@ -202,6 +202,50 @@ def test_killed_during_the_qdrant_copy_leaves_no_collection_behind(
     assert record.short_id in recovered.stdout and f"({copied} points)" in recovered.stdout
 
 
+def test_ctrl_c_during_the_qdrant_copy_undoes_it_without_waiting_for_the_source_read(
+    production: Production, workdir: Path
+) -> None:
+    """Ctrl-C while the run's collection is read for its checksum (the shards moving
+    beside it): the promotion is undone at once and production is as it was. The read
+    is held at its pause point: waited for, the command would never end."""
+    seed_production(production)
+    run = run_promotable(n_points=600)
+    before = production.snapshot()
+    proc = subprocess.Popen(
+        [str(OMNILAB), "promote", run.id, "--on-conflict", "replace"],
+        env={**os.environ, PAUSE_ENV: "reading:qdrant"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    timer = threading.Timer(180, proc.kill)  # a step never reached fails, never hangs
+    timer.start()
+    said = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            said.append(line)
+            if line.startswith("promotion paused at reading:qdrant "):
+                break
+        assert proc.poll() is None, f"never paused:\n{''.join(said)}"
+        proc.send_signal(signal.SIGINT)
+        said.append(proc.stderr.read())
+        proc.wait(timeout=60)
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = "".join(said)
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text
+    assert production.snapshot() == before
+    [short] = [w[1] for w in map(str.split, said) if w[:1] == ["promotion"] and w[2:3] == ["of"]]
+    record = promotion(run.id, short)
+    assert record.status == "failed" and not record.committed_at, record
+    assert record.error == "interrupted", record.error
+
+
 def test_a_reconciler_for_another_production_says_once_why_it_leaves_a_promotion(
     production: Production, workdir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

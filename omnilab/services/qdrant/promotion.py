@@ -62,6 +62,8 @@ from omnilab.services.promotable import (
     PromotionRefused,
     SinceFork,
     Sum64,
+    in_background,
+    pause_point,
 )
 from omnilab.services.qdrant import points, servers, transfer
 from omnilab.services.qdrant.fork import QdrantForker
@@ -397,28 +399,32 @@ class QdrantPromoter(Promoter):
         shards = transfer.whole_shards(src, prod, params, src_name)
         snapshot = shards is not None
         began = time.monotonic()
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            if snapshot:
-                method = self._copy_method = "shard-snapshot"
-                # The source is read in full (its checksum) while its shards stream over.
-                if from_run:
-                    source_future = pool.submit(self._source_digest, src)
-                else:
-                    source_future = pool.submit(src.digest, src_name)
-                pull = True
-                for shard in shards or []:
-                    method = self._copy_method = transfer.move_shard(
-                        src, prod, (src_name, name), shard, self._note, pull=pull
-                    )
-                    pull = method == "shard-snapshot"  # else the next ones are streamed
-                    progress.advance(0)  # a step of the copy done (a shard, complete)
-                source = source_future.result()
-                progress.advance(source["points"])
-            else:
-                method = self._copy_method = "points"
-                source = self._copy_points(src, prod, src_name, name, progress)
-                if from_run:
-                    self._source_sum = source
+        if snapshot:
+            method = self._copy_method = "shard-snapshot"
+
+            def read_source() -> dict[str, Any]:
+                pause_point("reading:qdrant")  # tests: Ctrl-C while the source is read
+                return self._source_digest(src) if from_run else src.digest(src_name)
+
+            # The source is read in full (its checksum) while its shards stream over. A
+            # daemon thread: a promotion interrupted here is undone at once, not after
+            # the whole read (minutes for a large collection), which ends with the stack.
+            source_future = in_background(read_source, "omnilab-promote-read")
+            pull = True
+            for shard in shards or []:
+                method = self._copy_method = transfer.move_shard(
+                    src, prod, (src_name, name), shard, self._note, pull=pull
+                )
+                pull = method == "shard-snapshot"  # else the next ones are streamed
+                progress.advance(0)  # a step of the copy done (a shard, complete)
+            progress.wait(source_future)
+            source = source_future.result()
+            progress.advance(source["points"])
+        else:
+            method = self._copy_method = "points"
+            source = self._copy_points(src, prod, src_name, name, progress)
+            if from_run:
+                self._source_sum = source
         copied = time.monotonic()
         target = prod.digest(name)
         verified = time.monotonic()
