@@ -8,15 +8,12 @@ credentials; the fork then gets a PostgreSQL role with SELECT alone, a Redis ACL
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import signal
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +21,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from qdrant_client import QdrantClient, models
 
-from tests.support import OMNILAB, free_port, qdrant_server, wait_until
+from tests.support import free_port, qdrant_server, wait_until
 from tests.support.promotion_support import Production
 
 
@@ -258,35 +255,3 @@ def fork_docs(item: Any = None, runtime: str = "local", reporter: Any = None) ->
         points, _ = run.qdrant.scroll(seed["run"]["collection"], limit=10_000, with_vectors=True)
         indexed = run.qdrant.get_collection(seed["run"]["collection"]).payload_schema
     return seed, {"points": {p.id: (p.payload, p.vector) for p in points}, "indexed": indexed}
-
-
-@contextlib.contextmanager
-def run_paused_at(step: str, *args: str, cwd: Path) -> Iterator[tuple[subprocess.Popen, list]]:
-    """``omnilab run ARGS`` held at the pause point ``step`` (a fork stopped at a known
-    moment, to be interrupted or killed there): yields the process, once it says it is
-    paused, and its stderr lines so far; the process is killed on the way out if the test
-    left it running, and after three minutes if it never pauses."""
-    proc = subprocess.Popen(
-        [str(OMNILAB), "run", *args],
-        cwd=cwd,
-        env={**os.environ, "OMNILAB_PROMOTE_PAUSE_AT": step},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    timer = threading.Timer(180, proc.kill)  # a step never reached fails, never hangs
-    timer.start()
-    seen: list[str] = []
-    try:
-        for line in proc.stderr:
-            seen.append(line)
-            if f"paused at {step}" in line:
-                break
-        assert proc.poll() is None, f"never paused at {step}:\n{''.join(seen)}"
-        yield proc, seen
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

@@ -17,8 +17,8 @@ import omnilab
 from omnilab.config import get_settings
 from omnilab.progress import QuietReporter
 from omnilab.services.fork_cache import ForkCache
-from tests.fork.conftest import ReadOnly, fill_docs, fork_docs, run_paused_at
-from tests.support import EXPERIMENTS, OMNILAB, run_cli, stack_processes, wait_until
+from tests.fork.conftest import ReadOnly, fill_docs, fork_docs
+from tests.support import EXPERIMENTS, OMNILAB, paused_at, run_cli, stack_processes, wait_until
 
 USERS = f"{EXPERIMENTS / 'forked.py'}:ForkedUsers"
 
@@ -181,7 +181,7 @@ def test_a_fork_killed_while_filling_the_cache_leaves_no_entry(
 ) -> None:
     _fill_users(read_only)
     cache = _cache()
-    with run_paused_at("caching:postgres", USERS, cwd=workdir) as (proc, seen):
+    with paused_at("caching:postgres", "run", USERS, cwd=workdir) as (proc, seen):
         # Killed with the entry's rows written and the entry not yet complete.
         (temp,) = cache.folder.glob(".tmp-*")
         assert (temp / "rows.bin").stat().st_size > 0, seen

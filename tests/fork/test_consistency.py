@@ -11,8 +11,8 @@ from pathlib import Path
 
 import omnilab
 from omnilab.progress import QuietReporter
-from tests.fork.conftest import ReadOnly, run_paused_at
-from tests.support import EXPERIMENTS, OMNILAB, stack_processes, wait_until
+from tests.fork.conftest import ReadOnly
+from tests.support import EXPERIMENTS, OMNILAB, paused_at, stack_processes, wait_until
 
 PAIR = f"{EXPERIMENTS / 'forked.py'}:ForkedPair"
 BIG = f"{EXPERIMENTS / 'forked.py'}:ForkedBig"
@@ -104,7 +104,7 @@ def test_a_fork_killed_half_way_leaves_nothing_behind(read_only: ReadOnly, workd
         pipe.execute()
     r.close()
     before = read_only.admin.redis_state()
-    with run_paused_at("seeding:redis", BIG, cwd=workdir) as (proc, seen):
+    with paused_at("seeding:redis", "run", BIG, cwd=workdir) as (proc, seen):
         assert stack_processes(), seen  # the run's Redis is up, the copy under way
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

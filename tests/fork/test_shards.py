@@ -16,8 +16,8 @@ import pytest
 from omnilab.progress import Reporter
 from omnilab.promote import QdrantCollection
 from omnilab.services.qdrant import servers
-from tests.fork.conftest import ReadOnly, fill_docs, fork_docs, run_paused_at
-from tests.support import EXPERIMENTS, stack_processes, wait_until
+from tests.fork.conftest import ReadOnly, fill_docs, fork_docs
+from tests.support import EXPERIMENTS, paused_at, stack_processes, wait_until
 
 
 @pytest.fixture(name="manage_key")
@@ -159,7 +159,7 @@ def test_ctrl_c_while_the_run_downloads_a_shard_stops_without_waiting_for_it(
     r.close()
     before = manage_key.qdrant_state()
     target = f"{EXPERIMENTS / 'forked.py'}:{experiment}"
-    with run_paused_at("moving:qdrant", target, "--runtime", "local", cwd=workdir) as (
+    with paused_at("moving:qdrant", "run", target, "--runtime", "local", cwd=workdir) as (
         proc,
         seen,
     ):

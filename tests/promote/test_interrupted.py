@@ -1,18 +1,17 @@
-"""A promotion whose process is killed is finished by the next omnilab process.
+"""A promotion whose process is killed is finished by the next omnilab process; one
+interrupted (Ctrl-C) undoes itself.
 
 Each test stops a real ``omnilab promote`` at a named step (``OMNILAB_PROMOTE_PAUSE_AT``:
-the process says so on stderr and waits there) and kills it with SIGKILL, so the moment
-is known without racing the copy. Once committed (every item staged and verified) the
-promotion is rolled forward; before that, it is undone and what it staged is removed.
+the process says so on stderr and waits there) and kills it with SIGKILL (or sends it
+SIGINT), so the moment is known without racing the copy. Once committed (every item
+staged and verified) the promotion is rolled forward; before that, it is undone and what
+it staged is removed.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -22,40 +21,25 @@ import omnilab
 from omnilab.progress import QuietReporter
 from omnilab.promote import PromotionRecord, promote
 from tests.promote.test_failures import visible
-from tests.support import OMNILAB, run_cli, stack_processes, wait_until
+from tests.support import paused_at, run_cli, stack_processes, wait_until
 from tests.support.promotion_support import Production, run_promotable, seed_production
 from tests.support.queue_helpers import FAST, spawn_worker, start_api
 
-PAUSE_ENV = "OMNILAB_PROMOTE_PAUSE_AT"  # omnilab.services.promotable.PAUSE_ENV
+
+def said_promotion(run_id: str, said: list[str]) -> PromotionRecord:
+    """The record of the promotion whose first line (``promotion <id> of run ...``) was
+    said."""
+    [short] = [w[1] for w in map(str.split, said) if w[:1] == ["promotion"] and w[2:3] == ["of"]]
+    return promotion(run_id, short)
 
 
 def promote_killed_at(run_id: str, step: str) -> PromotionRecord:
     """``omnilab promote RUN --on-conflict replace`` killed with SIGKILL at ``step``;
     returns its record."""
-    proc = subprocess.Popen(
-        [str(OMNILAB), "promote", run_id, "--on-conflict", "replace"],
-        env={**os.environ, PAUSE_ENV: step},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    timer = threading.Timer(180, proc.kill)  # a step never reached fails, never hangs
-    timer.start()
-    said = []
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            said.append(line)
-            if line.startswith(f"promotion paused at {step} "):
-                break
-        assert proc.poll() is None, f"never paused at {step}:\n{''.join(said)}"
+    with paused_at(step, "promote", run_id, "--on-conflict", "replace") as (proc, said):
         proc.send_signal(signal.SIGKILL)  # no cleanup of its own is possible
         proc.wait(timeout=10)
-    finally:
-        timer.cancel()
-        proc.kill()
-    [short] = [w[1] for w in map(str.split, said) if w[:1] == ["promotion"] and w[2:3] == ["of"]]
-    return promotion(run_id, short)
+    return said_promotion(run_id, said)
 
 
 def promotion(run_id: str, ref: str) -> PromotionRecord:
@@ -211,37 +195,19 @@ def test_ctrl_c_during_the_qdrant_copy_undoes_it_without_waiting_for_the_source_
     seed_production(production)
     run = run_promotable(n_points=600)
     before = production.snapshot()
-    proc = subprocess.Popen(
-        [str(OMNILAB), "promote", run.id, "--on-conflict", "replace"],
-        env={**os.environ, PAUSE_ENV: "reading:qdrant"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    timer = threading.Timer(180, proc.kill)  # a step never reached fails, never hangs
-    timer.start()
-    said = []
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            said.append(line)
-            if line.startswith("promotion paused at reading:qdrant "):
-                break
-        assert proc.poll() is None, f"never paused:\n{''.join(said)}"
+    with paused_at("reading:qdrant", "promote", run.id, "--on-conflict", "replace") as (
+        proc,
+        said,
+    ):
         proc.send_signal(signal.SIGINT)
-        said.append(proc.stderr.read())
+        assert proc.stderr is not None
+        rest = proc.stderr.read()
         proc.wait(timeout=60)
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = "".join(said)
+    text = "".join(said) + rest
     assert proc.returncode == 130, text
     assert "Traceback" not in text
     assert production.snapshot() == before
-    [short] = [w[1] for w in map(str.split, said) if w[:1] == ["promotion"] and w[2:3] == ["of"]]
-    record = promotion(run.id, short)
+    record = said_promotion(run.id, said)
     assert record.status == "failed" and not record.committed_at, record
     assert record.error == "interrupted", record.error
 

@@ -6,12 +6,15 @@ The fixtures are in ``tests/conftest.py`` and in the plug-ins it names
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,3 +104,37 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def paused_at(
+    step: str, *args: str, cwd: Path | None = None
+) -> Iterator[tuple[subprocess.Popen, list[str]]]:
+    """``omnilab ARGS`` held at the pause point ``step`` (``OMNILAB_PROMOTE_PAUSE_AT``: a
+    promotion or a fork stopped at a known moment, to be interrupted or killed there):
+    yields the process, once it says it is paused, and its stderr lines so far. It is
+    killed on the way out if still running, and after three minutes if it never pauses."""
+    proc = subprocess.Popen(
+        [str(OMNILAB), *args],
+        cwd=cwd,
+        env={**os.environ, "OMNILAB_PROMOTE_PAUSE_AT": step},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    timer = threading.Timer(180, proc.kill)  # a step never reached fails, never hangs
+    timer.start()
+    said: list[str] = []
+    try:
+        for line in proc.stderr:
+            said.append(line)
+            if line.startswith(f"promotion paused at {step} "):
+                break
+        assert proc.poll() is None, f"never paused at {step}:\n{''.join(said)}"
+        yield proc, said
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
